@@ -1,0 +1,5 @@
+"""`python -m kvmtop` entry point."""
+
+from kvmtop.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,219 @@
+"""Batch output: top-style text or JSON lines, one per tick, for scripts and tickets.
+
+Layer: headless output (reads snapshots only; never imports textual).
+
+The JSON schema is documented in README.md ("Batch JSON"). A value that cannot be
+known is null, never 0.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from kvmtop.feed import Feed
+from kvmtop.model.finding import Finding
+from kvmtop.model.rates import GuestRates, HostRates
+from kvmtop.model.snapshot import Snapshot
+from kvmtop.render import DASH, GUEST_COLUMNS, cell_text, fmt_bytes, fmt_mbps, fmt_pct, fmt_si
+
+
+def _round(v: float | None, digits: int = 3) -> float | None:
+    return None if v is None else round(v, digits)
+
+
+def guest_json(g: GuestRates) -> dict[str, Any]:
+    """The batch JSON object of one guest."""
+    return {
+        "name": g.name,
+        "uuid": g.uuid,
+        "state": g.state,
+        "accel": g.accel,
+        "vcpus": g.vcpus,
+        "cpu_pct": _round(g.cpu_pct),
+        "steal_pct": _round(g.steal_pct),
+        "steal_max_pct": _round(g.steal_max_pct),
+        "steal_source": g.steal_source,
+        "exits_per_s": _round(g.exits_per_s),
+        "exit_categories": {k: _round(v) for k, v in g.exit_categories.items()},
+        "disk_iops": _round(g.disk_iops),
+        "disk_read_bytes_per_s": _round(g.disk_read_bytes_per_s),
+        "disk_write_bytes_per_s": _round(g.disk_write_bytes_per_s),
+        "disk_read_ms": _round(g.disk_read_ms),
+        "disk_write_ms": _round(g.disk_write_ms),
+        "disk_flush_ms": _round(g.disk_flush_ms),
+        "net_rx_bps": _round(g.net_rx_bps),
+        "net_tx_bps": _round(g.net_tx_bps),
+        "net_rx_pps": _round(g.net_rx_pps),
+        "net_tx_pps": _round(g.net_tx_pps),
+        "net_drops_per_s": _round(g.net_drops_per_s),
+        "mem_used_bytes": g.mem_used_bytes,
+        "mem_total_bytes": g.mem_total_bytes,
+        "mem_max_bytes": g.mem_max_bytes,
+        "mem_rss_bytes": g.mem_rss_bytes,
+        "balloon_age_s": _round(g.balloon_age_s, 1),
+        "vcpu": [
+            {
+                "index": v.index,
+                "cpu_pct": _round(v.cpu_pct),
+                "steal_pct": _round(v.steal_pct),
+                "exits_per_s": _round(v.exits_per_s),
+            }
+            for v in g.vcpu
+        ],
+        "na": dict(g.na),
+    }
+
+
+def host_json(h: HostRates, snap: Snapshot) -> dict[str, Any]:
+    """The batch JSON object of the host baseline."""
+    s = snap.summary
+    return {
+        "ncpu": h.ncpu,
+        "cpu_busy_pct": _round(h.cpu_busy_pct),
+        "cpu_steal_pct": _round(h.cpu_steal_pct),
+        "cpu_iowait_pct": _round(h.cpu_iowait_pct),
+        "run_delay_pct": _round(h.run_delay_pct),
+        "psi_cpu_some_pct": _round(h.psi_cpu_some_pct),
+        "psi_mem_some_pct": _round(h.psi_mem_some_pct),
+        "psi_mem_full_pct": _round(h.psi_mem_full_pct),
+        "psi_io_some_pct": _round(h.psi_io_some_pct),
+        "psi_io_full_pct": _round(h.psi_io_full_pct),
+        "mem_total_bytes": h.mem_total_bytes,
+        "mem_used_bytes": h.mem_used_bytes,
+        "load1": h.load1,
+        "softnet_drops_per_s": _round(h.softnet_drops_per_s),
+        "exits_per_s": _round(s.exits_per_s),
+        "guests_running": s.guests_running,
+        "vcpus_running": s.vcpus_running,
+        "vcpu_pcpu_ratio": _round(s.vcpu_pcpu_ratio),
+        "mem_overcommit_ratio": _round(s.mem_overcommit_ratio),
+        "self_cpu_pct": _round(h.self_cpu_pct),
+        "self_rss_bytes": h.self_rss_bytes,
+        "disks": [
+            {
+                "name": d.name,
+                "read_iops": _round(d.read_iops),
+                "write_iops": _round(d.write_iops),
+                "read_ms": _round(d.read_ms),
+                "write_ms": _round(d.write_ms),
+                "util_pct": _round(d.util_pct),
+            }
+            for d in h.disks
+        ],
+        "nets": [
+            {
+                "name": n.name,
+                "kind": n.kind,
+                "speed_mbps": n.speed_mbps,
+                "rx_bps": _round(n.rx_bps),
+                "tx_bps": _round(n.tx_bps),
+                "util_pct": _round(n.util_pct),
+            }
+            for n in h.nets
+        ],
+        "na": dict(h.na),
+    }
+
+
+def finding_json(f: Finding) -> dict[str, Any]:
+    """The batch JSON object of one finding."""
+    return {
+        "detector": f.detector,
+        "severity": f.severity,
+        "subject": f.subject,
+        "subject_name": f.subject_name,
+        "message": f.message,
+        "since": f.since_s,
+        "evidence": dict(f.evidence),
+        "baseline": dict(f.baseline),
+    }
+
+
+def snapshot_json(snap: Snapshot) -> dict[str, Any]:
+    """One batch JSON line: {"time", "host", "guests", "findings", "sources"}."""
+    return {
+        "time": round(snap.wall_s, 3),
+        "interval_s": snap.interval_s,
+        "host": host_json(snap.host, snap),
+        "guests": [guest_json(g) for g in snap.guests],
+        "findings": [finding_json(f) for f in snap.findings],
+        "sources": [
+            {"name": s.name, "ok": s.ok, "reason": s.reason, "duration_ms": s.duration_ns / 1e6}
+            for s in snap.sources
+        ],
+    }
+
+
+def snapshot_text(snap: Snapshot) -> str:
+    """A top-style text block: host line, guest table, findings, failing sources."""
+    h = snap.host
+    stamp = datetime.fromtimestamp(snap.wall_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    lines = [
+        f"kvmtop {stamp}  interval {snap.interval_s:g}s  guests {snap.summary.guests_running}"
+        f"/{snap.summary.guests_total} running",
+        f"host: cpu {fmt_pct(h.cpu_busy_pct)}% steal {fmt_pct(h.cpu_steal_pct)}%"
+        f"  runq-delay {fmt_pct(h.run_delay_pct)}%  psi cpu {fmt_pct(h.psi_cpu_some_pct)}%"
+        f" mem {fmt_pct(h.psi_mem_some_pct)}% io {fmt_pct(h.psi_io_some_pct)}%"
+        f"  mem {fmt_bytes(h.mem_used_bytes)}/{fmt_bytes(h.mem_total_bytes)}"
+        f"  exits/s {fmt_si(snap.summary.exits_per_s)}  kvmtop cpu {fmt_pct(h.self_cpu_pct)}%",
+    ]
+    header = "  ".join(c.header.rjust(c.width) if i > 1 else c.header.ljust(c.width)
+                       for i, c in enumerate(GUEST_COLUMNS))
+    lines.append(header)
+    for g in snap.guests:
+        cells = []
+        for i, c in enumerate(GUEST_COLUMNS):
+            text = cell_text(c, g)[: c.width]
+            cells.append(text.rjust(c.width) if i > 1 else text.ljust(c.width))
+        lines.append("  ".join(cells))
+    uplinks = [n for n in h.nets if n.kind in ("physical", "bond")]
+    if uplinks:
+        lines.append(
+            "uplinks: "
+            + "  ".join(f"{n.name} {fmt_mbps(n.rx_bps)}/{fmt_mbps(n.tx_bps)} Mb/s" for n in uplinks)
+        )
+    for f in snap.findings:
+        lines.append(f"[{f.severity}] {f.subject_name}: {f.message}")
+    for s in snap.sources:
+        if not s.ok or s.reason:
+            lines.append(f"source {s.name}: {'ok' if s.ok else 'FAILED'}: {s.reason or DASH}")
+    return "\n".join(lines)
+
+
+def run_batch(
+    feed: Feed,
+    out: TextIO,
+    *,
+    count: int | None,
+    fmt: str,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Print `count` snapshots (forever when None), one interval apart.
+
+    Rates need two samples, so the first sample is taken silently and the first
+    line comes one interval later. Ticks keep a fixed cadence: the time spent
+    collecting is taken off the sleep. Returns the number of lines printed.
+    """
+    deadline = clock()
+    first = feed.next()
+    if first is None:
+        return 0
+    printed = 0
+    while count is None or printed < count:
+        deadline += feed.interval_s
+        sleep(max(0.0, deadline - clock()))
+        snap = feed.next()
+        if snap is None:
+            break
+        if fmt == "json":
+            out.write(json.dumps(snapshot_json(snap), separators=(",", ":")) + "\n")
+        else:
+            out.write(snapshot_text(snap) + "\n\n")
+        out.flush()
+        printed += 1
+    return printed

@@ -1,0 +1,35 @@
+"""Findings: what a detector concluded, with the evidence behind it.
+
+Layer: model (pure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SEVERITIES = ("info", "warn", "crit")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem a detector raised.
+
+    Attributes:
+        detector: stable detector id ("memory_leak", "steal", "exit_storm", ...).
+        severity: "info", "warn" or "crit".
+        subject: what it is about: a guest UUID, or "host", or a switch name.
+        subject_name: human name of the subject (guest name, bridge name).
+        message: one line for the findings panel.
+        since_s: wall time when the condition was first raised.
+        evidence: the numbers it was judged on, by name (units in the names).
+        baseline: the host baseline it was judged against, by name.
+    """
+
+    detector: str
+    severity: str
+    subject: str
+    subject_name: str
+    message: str
+    since_s: float
+    evidence: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)

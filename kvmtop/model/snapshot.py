@@ -1,0 +1,106 @@
+"""The snapshot: the one immutable value the views and headless outputs read.
+
+Layer: model (pure). Views receive a `Snapshot` and never see where it came from
+(live sampler or recording).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvmtop.model.finding import Finding
+from kvmtop.model.rates import Frame, GuestRates, HostRates
+from kvmtop.model.sample import SourceStatus
+
+MODES = ("live", "paused", "replay")
+
+
+@dataclass(frozen=True, slots=True)
+class HostSummary:
+    """Host-wide figures that need the guests too (overcommit, total exits)."""
+
+    guests_running: int = 0
+    guests_total: int = 0
+    vcpus_running: int = 0
+    vcpu_pcpu_ratio: float | None = None
+    mem_overcommit_ratio: float | None = None
+    exits_per_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything a screen shows for one tick.
+
+    Attributes:
+        wall_s: wall time of the sample (Unix seconds).
+        mode: "live", "paused" or "replay".
+        interval_s: sampling interval.
+        host: host baseline rates.
+        summary: host-wide figures derived from the guests.
+        guests: per-guest rates, in collection order.
+        findings: active findings.
+        sources: per-collector health for this tick.
+        recording: path being recorded to, if any.
+        seq: frame sequence number (increases by one per frame).
+    """
+
+    wall_s: float
+    mode: str
+    interval_s: float
+    host: HostRates
+    summary: HostSummary
+    guests: tuple[GuestRates, ...]
+    findings: tuple[Finding, ...]
+    sources: tuple[SourceStatus, ...]
+    recording: str | None = None
+    seq: int = 0
+
+    def guest(self, uuid: str) -> GuestRates | None:
+        """The guest with this UUID, if present."""
+        for g in self.guests:
+            if g.uuid == uuid:
+                return g
+        return None
+
+
+def summarize(frame: Frame) -> HostSummary:
+    """Host-wide ratios: vCPUs per host CPU and guest max memory per host RAM."""
+    running = [g for g in frame.guests if g.state == "running"]
+    vcpus = sum(g.vcpus or 0 for g in running)
+    ncpu = frame.host.ncpu
+    max_mem = [g.mem_max_bytes for g in running if g.mem_max_bytes is not None]
+    exits = [g.exits_per_s for g in frame.guests if g.exits_per_s is not None]
+    ram = frame.host.mem_total_bytes
+    return HostSummary(
+        guests_running=len(running),
+        guests_total=len(frame.guests),
+        vcpus_running=vcpus,
+        vcpu_pcpu_ratio=vcpus / ncpu if ncpu else None,
+        mem_overcommit_ratio=sum(max_mem) / ram if ram and max_mem else None,
+        exits_per_s=sum(exits) if exits else None,
+    )
+
+
+def build_snapshot(
+    frame: Frame,
+    findings: tuple[Finding, ...],
+    sources: tuple[SourceStatus, ...],
+    *,
+    mode: str,
+    interval_s: float,
+    recording: str | None = None,
+    seq: int = 0,
+) -> Snapshot:
+    """Assemble the snapshot views read from a derived frame and its findings."""
+    return Snapshot(
+        wall_s=frame.wall_s,
+        mode=mode,
+        interval_s=interval_s,
+        host=frame.host,
+        summary=summarize(frame),
+        guests=frame.guests,
+        findings=findings,
+        sources=sources,
+        recording=recording,
+        seq=seq,
+    )

@@ -1,0 +1,143 @@
+"""Formatting and column metadata shared by the TUI and the text outputs.
+
+Layer: model-side helper (pure; no textual, no rich). A number is formatted the same
+way on screen, in `--batch` text and in reports, and unknown values always print as
+"–" (the reason lives in `GuestRates.na` and the sources view).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kvmtop.model.rates import GuestRates
+
+DASH = "–"
+
+
+def fmt_num(v: float | None, digits: int = 1) -> str:
+    """A plain number with fixed decimals, or a dash."""
+    return DASH if v is None else f"{v:.{digits}f}"
+
+
+def fmt_pct(v: float | None) -> str:
+    """A percentage without the sign (columns say %)."""
+    if v is None:
+        return DASH
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def fmt_si(v: float | None, unit: str = "") -> str:
+    """A rate with an SI prefix: 950, 1.2k, 3.4M, 5.6G."""
+    if v is None:
+        return DASH
+    av = abs(v)
+    for div, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if av >= div:
+            return f"{v / div:.1f}{prefix}{unit}"
+    return f"{v:.0f}{unit}" if av >= 10 or v == 0 else f"{v:.1f}{unit}"
+
+
+def fmt_bytes(v: float | None) -> str:
+    """Bytes with a binary prefix: 512B, 1.5K, 96M, 2.0G."""
+    if v is None:
+        return DASH
+    av = abs(v)
+    for div, prefix in ((1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")):
+        if av >= div:
+            q = v / div
+            return f"{q:.1f}{prefix}" if abs(q) < 10 else f"{q:.0f}{prefix}"
+    return f"{v:.0f}B"
+
+
+def fmt_ms(v: float | None) -> str:
+    """Milliseconds with precision that suits the magnitude."""
+    if v is None:
+        return DASH
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def fmt_mbps(bits_per_s: float | None) -> str:
+    """Bits per second shown as Mb/s."""
+    return DASH if bits_per_s is None else fmt_num(bits_per_s / 1e6, 1 if bits_per_s < 1e9 else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One guest-table column: header, value getter and formatter.
+
+    `value` returns the sortable number (None sorts last); `fmt` its text.
+    `na_key` names the `GuestRates.na` entry that explains a blank cell.
+    """
+
+    key: str
+    header: str
+    value: Callable[[GuestRates], float | str | None]
+    fmt: Callable[[float | None], str]
+    width: int
+    na_key: str | None = None
+    help: str = ""
+
+
+def _text(v: float | None) -> str:
+    """Formatter of text columns; only reached for unknown values."""
+    return DASH if v is None else str(v)
+
+
+def _exits_text(g: GuestRates) -> str | None:
+    return g.dominant_exit
+
+
+GUEST_COLUMNS: tuple[Column, ...] = (
+    Column("name", "Guest", lambda g: g.name, _text, 18, help="libvirt domain name"),
+    Column("state", "State", lambda g: g.state, _text, 8, help="libvirt domain state"),
+    Column("vcpus", "vCPU", lambda g: g.vcpus, lambda v: fmt_num(v, 0), 4, help="vCPUs online"),
+    Column("cpu_pct", "CPU%", lambda g: g.cpu_pct, fmt_pct, 6, "cpu_pct",
+           "Δ cpu.time / Δt (QEMU process incl. emulator/iothreads; 100 = one host CPU)"),
+    Column("steal_pct", "Steal%", lambda g: g.steal_pct, fmt_pct, 6, "steal_pct",
+           "mean over vCPUs of Δ run-queue delay / Δt (what KVM reports to the guest as steal)"),
+    Column("steal_max_pct", "StMax%", lambda g: g.steal_max_pct, fmt_pct, 6, "steal_pct",
+           "the most starved vCPU's steal"),
+    Column("exits_per_s", "Exits/s", lambda g: g.exits_per_s, fmt_si, 8, "exits_per_s",
+           "VM exits per second summed over vCPUs (KVM binary stats)"),
+    Column("exit_top", "Top exit", _exits_text, _text, 10, "exits_per_s",
+           "the exit category with the highest rate"),
+    Column("disk_iops", "IOPS", lambda g: g.disk_iops, fmt_si, 6, "disk_iops",
+           "read + write + flush requests per second, all disks"),
+    Column("disk_read_ms", "Rd ms", lambda g: g.disk_read_ms, fmt_ms, 6, "disk_iops",
+           "mean read latency (Δ rd.times / Δ rd.reqs), shown with enough requests"),
+    Column("disk_write_ms", "Wr ms", lambda g: g.disk_write_ms, fmt_ms, 6, "disk_iops",
+           "mean write latency (Δ wr.times / Δ wr.reqs)"),
+    Column("net_mbps", "Net Mb/s", lambda g: _sum2(g.net_rx_bps, g.net_tx_bps), fmt_mbps, 8,
+           "net_rx_bps", "guest RX + TX in megabits per second"),
+    Column("net_drops_per_s", "Drops/s", lambda g: g.net_drops_per_s, fmt_si, 7, "net_rx_bps",
+           "RX + TX packet drops per second on the guest's vNICs"),
+    Column("mem_used", "Mem used", lambda g: g.mem_used_bytes, fmt_bytes, 8, "mem_used_bytes",
+           "guest used memory = MemTotal − MemAvailable (balloon stats)"),
+)
+
+
+def _sum2(a: float | None, b: float | None) -> float | None:
+    if a is None and b is None:
+        return None
+    return (a or 0.0) + (b or 0.0)
+
+
+def cell_text(col: Column, g: GuestRates) -> str:
+    """The text of one guest-table cell."""
+    v = col.value(g)
+    if isinstance(v, str):
+        return v
+    return col.fmt(v)
+
+
+def column(key: str) -> Column:
+    """The column with this key (KeyError if unknown)."""
+    for c in GUEST_COLUMNS:
+        if c.key == key:
+            return c
+    raise KeyError(key)
