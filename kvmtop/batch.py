@@ -124,6 +124,7 @@ def finding_json(f: Finding) -> dict[str, Any]:
     return {
         "detector": f.detector,
         "severity": f.severity,
+        "guest": f.guest,
         "subject": f.subject,
         "subject_name": f.subject_name,
         "message": f.message,

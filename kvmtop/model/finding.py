@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SEVERITIES = ("info", "warn", "crit")
+SEVERITIES = ("info", "warning", "critical")
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,9 +16,10 @@ class Finding:
 
     Attributes:
         detector: stable detector id ("memory_leak", "steal", "exit_storm", ...).
-        severity: "info", "warn" or "crit".
+        severity: "info", "warning" or "critical".
         subject: what it is about: a guest UUID, or "host", or a switch name.
         subject_name: human name of the subject (guest name, bridge name).
+        guest: the guest's name when the finding is about one guest, else None.
         message: one line for the findings panel.
         since_s: wall time when the condition was first raised.
         evidence: the numbers it was judged on, by name (units in the names).
@@ -31,5 +32,6 @@ class Finding:
     subject_name: str
     message: str
     since_s: float
+    guest: str | None = None
     evidence: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
