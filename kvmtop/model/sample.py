@@ -133,6 +133,21 @@ class BalloonSample:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadSample:
+    """A non-vCPU thread that works for a guest (schedstat of /proc/PID/task/TID).
+
+    `kind` is "emulator" (QEMU main loop), "iothread", "vhost" (vhost-net worker
+    `vhost-<pid>`) or "other".
+    """
+
+    tid: int
+    kind: str
+    name: str
+    run_ns: int | None = None
+    delay_ns: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GuestSample:
     """Everything collected about one guest in one tick.
 
@@ -146,6 +161,14 @@ class GuestSample:
             None when unknown (e.g. remote URI without the domain XML).
         pid: QEMU process id when known (local hosts only).
         vm_kvm: VM-wide KVM binary stats (`vm.<name>.<type>` keys, "<name>.<type>").
+        managed: "libvirt" for libvirt domains, "unmanaged" for KVM processes found
+            without libvirt (plain QEMU, Firecracker, ...).
+        debugfs: VM-wide KVM counters read from debugfs `<pid>-<fd>/` (only the
+            files that were readable; under lockdown the cumulative ones are not).
+        exit_reasons: cumulative counts from perf tracepoints, keyed
+            "<tracepoint>:<reason>", e.g. "kvm_exit:HLT", "kvm_userspace_exit:IO",
+            "kvm_pio:total"; empty when tracing is off for this guest.
+        threads: emulator, iothread and vhost threads with their schedstat.
     """
 
     uuid: str
@@ -165,6 +188,10 @@ class GuestSample:
     nics: tuple[NicSample, ...] = ()
     balloon: BalloonSample | None = None
     vm_kvm: dict[str, int] = field(default_factory=dict)
+    managed: str = "libvirt"
+    debugfs: dict[str, int] = field(default_factory=dict)
+    exit_reasons: dict[str, int] = field(default_factory=dict)
+    threads: tuple[ThreadSample, ...] = ()
 
 
 # --------------------------------------------------------------------------- host
