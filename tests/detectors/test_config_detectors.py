@@ -1,0 +1,117 @@
+"""The `[detectors.*]` tables of the config file: values, overrides and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kvmtop.config import ConfigError, Settings, load_settings, parse_settings
+from kvmtop.detectors.settings import DetectorSettings
+
+GOOD = """\
+interval_s = 2
+[detectors]
+disabled = ["overcommit"]
+
+[detectors.steal]
+warn_mean_pct = 8
+raise_after = 2
+
+[detectors.vswitch_saturation.uplink_capacity_mbps]
+labup0 = 10
+
+[detectors.overrides."batch-*"]
+disabled = ["exit_storm"]
+[detectors.overrides."batch-*".disk_latency]
+floor_ssd_ms = 10
+[detectors.overrides."batch-7"]
+disk_latency = { floor_ssd_ms = 20, k = 5 }
+"""
+
+
+def test_detector_tables_and_overrides() -> None:
+    s = parse_settings(GOOD, Path("c.toml"))
+    d = s.detectors
+    assert d.steal.warn_mean_pct == 8.0 and d.steal.raise_after == 2
+    assert d.steal.warn_max_pct == DetectorSettings().steal.warn_max_pct
+    assert d.vswitch_saturation.uplink_capacity_mbps == {"labup0": 10.0}
+    assert not d.enabled("overcommit") and d.enabled("steal")
+    batch = d.for_guest("batch-3")
+    assert batch.disabled == ("overcommit", "exit_storm")
+    assert batch.disk_latency.floor_ssd_ms == 10.0
+    # Later globs win for the same key; earlier values they do not set survive.
+    seven = d.for_guest("batch-7")
+    assert (seven.disk_latency.floor_ssd_ms, seven.disk_latency.k) == (20.0, 5.0)
+    assert d.for_guest("web-1") is d
+
+
+def test_defaults_have_detectors() -> None:
+    assert Settings().detectors == DetectorSettings()
+    assert parse_settings("", Path("c.toml")).detectors == DetectorSettings()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[detectors.steal]\nbogus = 1", "unknown key(s) detectors.steal.bogus (line 2)"),
+        ("[detectors.nope]\n", "unknown key(s) detectors.nope (line 1)"),
+        ("[detectors]\nx = 1", "unknown key(s) detectors.x (line 2)"),
+        (
+            '[detectors.steal]\n\nwarn_mean_pct = "x"',
+            "'detectors.steal.warn_mean_pct' must be float, got str (line 3)",
+        ),
+        ("[detectors.steal]\nraise_after = 1.5", "raise_after' must be int, got float"),
+        ("[detectors.steal]\nraise_after = 0", "raise_after' must be >= 1 (line 2)"),
+        ("[detectors.steal]\nwarn_max_pct = -1", "must be >= 0"),
+        ("[detectors.exit_storm]\nk = true", "must be float, got bool"),
+        ('[detectors]\ndisabled = ["stael"]', "names unknown detector(s) stael (line 2)"),
+        ("[detectors]\ndisabled = 3", "must be a list of strings"),
+        ("[detectors.memory_leak]\nmin_points = 2", "min_points' must be >= 3"),
+        ("[detectors.memory_leak]\nmax_points = 12", "max_points' must be >= 2 × min_points"),
+        ("detectors = 3", "'detectors' must be a table"),
+        ("[detectors]\nsteal = 3", "'detectors.steal' must be a table"),
+        ("[detectors]\noverrides = 3", "'detectors.overrides' must be a table"),
+        ('[detectors.overrides]\n"a*" = 3', "'detectors.overrides.\"a*\"' must be a table"),
+        (
+            '[detectors.overrides."a*"]\nstael = {}',
+            'unknown key(s) detectors.overrides."a*".stael (line 2)',
+        ),
+        (
+            '[detectors.overrides."a*"]\nsteal = { warn_max_pct = "x" }',
+            "'detectors.overrides.\"a*\".steal.warn_max_pct' must be float, got str (line 2)",
+        ),
+        (
+            "[detectors.vswitch_saturation]\nuplink_capacity_mbps = 10",
+            "uplink_capacity_mbps' must be a table, got int",
+        ),
+        (
+            '[detectors.vswitch_saturation.uplink_capacity_mbps]\neth0 = "10G"',
+            "uplink_capacity_mbps.eth0' must be float, got str (line 2)",
+        ),
+        ("[detectors.steal]\nwarn_mean_pct = ", "not valid TOML"),
+    ],
+)
+def test_broken_detector_tables_name_file_key_and_line(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=r"c\.toml") as exc:
+        parse_settings(text, Path("c.toml"))
+    assert message in str(exc.value)
+
+
+def test_top_level_errors_carry_the_line() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) bogus \(line 2\)"):
+        parse_settings("interval_s = 1\nbogus = 1", Path("c.toml"))
+    with pytest.raises(ConfigError, match=r"must be > 0 \(line 1\)"):
+        parse_settings("interval_s = 0", Path("c.toml"))
+
+
+def test_broken_default_file_keeps_default_detectors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "kvmtop").mkdir()
+    (tmp_path / "kvmtop" / "config.toml").write_text("[detectors.steal]\nwarn_mean_pct = 'x'\n")
+    settings, warning = load_settings(None)
+    assert settings.detectors == DetectorSettings()
+    assert warning is not None and "detectors.steal.warn_mean_pct" in warning
+    assert "line 2" in warning
