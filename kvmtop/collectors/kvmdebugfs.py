@@ -1,0 +1,222 @@
+"""KVM's debugfs statistics per VM: `/sys/kernel/debug/kvm/<pid>-<fd>/<stat>`.
+
+Layer: collectors (I/O only). Never imports textual.
+
+virt/kvm/kvm_main.c (kvm_create_vm_debugfs) makes one directory per VM, named
+"<creator pid>-<vm fd>", with one file per VM stat and per vCPU stat; a vCPU stat
+file sums over the VM's vCPUs. `vcpuN/` subdirectories hold arch items, among them
+`pid` (the vCPU thread id, mode 0444).
+
+File modes follow the stat type (kvm_stats_debugfs_mode): instant stats are 0444,
+cumulative and peak stats 0644. Under kernel lockdown, debugfs refuses every file
+that is writable (fs/debugfs/file.c debugfs_locked_down → EPERM), so the counters
+that matter (`exits`, `halt_exits`, ...) fail while gauges (`blocking`, `pages_4k`)
+still read. Each file's outcome is recorded, and the probe says what is readable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from kvmtop.collectors.base import Probe
+from kvmtop.collectors.host import read_text
+from kvmtop.model.sample import GuestSample, VcpuSample
+
+Reader = Callable[[Path], str]
+"""Reads one file's text; raises OSError like `open` (injectable for tests)."""
+
+LOCKDOWN_REASON = (
+    "debugfs: cumulative KVM counters refused (kernel lockdown); using libvirt binary stats instead"
+)
+
+
+def mount_pseudo_fs(fstype: str, target: Path) -> str | None:
+    """Mount a kernel pseudo filesystem (debugfs, tracefs) on `target` via mount(2).
+
+    Returns:
+        None on success, else a human reason (e.g. "EPERM: not permitted").
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    rc = libc.mount(fstype.encode(), os.fsencode(target), fstype.encode(), 0, None)
+    if rc == 0:
+        return None
+    err = ctypes.get_errno()
+    return f"mount -t {fstype} {target}: {errno.errorcode.get(err, str(err))}: {os.strerror(err)}"
+
+
+def _is_stat_file(name: str) -> bool:
+    """Whether a VM directory entry is a scalar stat worth reading.
+
+    Histogram stats (`*_hist`, Linux 5.15) get a debugfs file too, but it returns
+    only bucket 0 (kvm_main.c kvm_get_stat_per_vm reads one u64), so they are left
+    out; `vcpuN` directories are arch items, not stats.
+    """
+    return not name.endswith("_hist") and not name.startswith("vcpu")
+
+
+class DebugfsCollector:
+    """Fills GuestSample.debugfs with the readable KVM stat files of each guest's VM.
+
+    Args:
+        root: directory holding `sys/` (a fake tree in tests).
+        mount: mount debugfs on `sys/kernel/debug` when it is not mounted (only
+            ever attempted when `root` is "/"); defaults to True when running as root.
+        reader: reads one file (tests inject EPERM this way, since root ignores
+            file modes).
+    """
+
+    name = "debugfs"
+
+    def __init__(
+        self, root: Path = Path("/"), *, mount: bool | None = None, reader: Reader = read_text
+    ) -> None:
+        self._root = root
+        self._debug = root / "sys" / "kernel" / "debug"
+        self._kvm = self._debug / "kvm"
+        self._mount = (os.geteuid() == 0) if mount is None else mount
+        self._read = reader
+        self.file_status: dict[str, str] = {}
+        """Per stat name, the outcome of the last read: "ok", "EPERM", "unparsable", ..."""
+        self._refused: set[str] = set()
+
+    def paths_read(self) -> list[str]:
+        """Glob patterns (relative to root) of every file this collector reads."""
+        return [
+            "sys/kernel/debug/kvm/*",
+            "sys/kernel/debug/kvm/[0-9]*-*/*",
+            "sys/kernel/debug/kvm/[0-9]*-*/vcpu[0-9]*/pid",
+        ]
+
+    def probe(self) -> Probe:
+        """Mount debugfs if needed and allowed, then classify the top-level KVM stats.
+
+        The top-level `kvm/<stat>` files (sums over all VMs) have the same modes as
+        the per-VM ones, so they show whether lockdown refuses the cumulative stats
+        even when no VM runs.
+        """
+        if not self._kvm.is_dir():
+            reason = self._try_mount()
+            if reason is not None:
+                return Probe(self.name, False, reason)
+        self._refused.clear()
+        self.file_status.clear()
+        try:
+            names = sorted(p.name for p in self._kvm.iterdir() if p.is_file())
+        except OSError as e:
+            return Probe(self.name, False, f"{self._kvm}: {e.strerror}")
+        self._read_dir(self._kvm, [n for n in names if _is_stat_file(n)])
+        return self._verdict()
+
+    def _try_mount(self) -> str | None:
+        """Mount debugfs when it is not mounted and that is allowed.
+
+        Returns:
+            None once `kvm/` is present, else why it is not.
+        """
+        mounted = self._debug.is_dir() and any(self._debug.iterdir())
+        if not mounted:
+            if not (self._mount and self._root == Path("/")):
+                return f"debugfs not mounted on {self._debug} (mount -t debugfs none {self._debug})"
+            failure = mount_pseudo_fs("debugfs", self._debug)
+            if failure is not None:
+                return f"debugfs not mounted; {failure}"
+        if not self._kvm.is_dir():
+            return f"{self._kvm} absent (kvm module not loaded)"
+        return None
+
+    def _verdict(self) -> Probe:
+        ok = sorted(n for n, s in self.file_status.items() if s == "ok")
+        refused = sorted(n for n, s in self.file_status.items() if s == "EPERM")
+        detail = {"path": str(self._kvm), "readable": ", ".join(ok) or "none"}
+        if refused:
+            detail["refused"] = ", ".join(refused)
+            return Probe(self.name, bool(ok), LOCKDOWN_REASON, detail)
+        return Probe(self.name, True, None, detail)
+
+    def _read_dir(self, directory: Path, names: Sequence[str]) -> dict[str, int]:
+        """Read the stat files `names` of `directory`, recording each outcome."""
+        values: dict[str, int] = {}
+        for name in names:
+            if name in self._refused:
+                continue
+            try:
+                text = self._read(directory / name)
+            except PermissionError as e:
+                # Lockdown cannot be lifted without a reboot (security/lockdown),
+                # so a refused stat is not asked for again until the next probe.
+                if e.errno == errno.EPERM:
+                    self._refused.add(name)
+                self.file_status[name] = errno.errorcode.get(e.errno or 0, "EACCES")
+                continue
+            except OSError as e:
+                self.file_status[name] = errno.errorcode.get(e.errno or 0, str(e.errno))
+                continue
+            try:
+                values[name] = int(text.strip())
+            except ValueError:
+                self.file_status[name] = "unparsable"
+                continue
+            self.file_status[name] = "ok"
+        return values
+
+    def vm_dirs(self, pid: int) -> list[Path]:
+        """The debugfs directories of VMs created by process `pid` ("<pid>-<fd>")."""
+        try:
+            return sorted(p for p in self._kvm.iterdir() if p.name.startswith(f"{pid}-"))
+        except OSError:
+            return []
+
+    def vcpu_tids(self, vm_dir: Path) -> dict[int, int]:
+        """vCPU index → thread id from `vcpuN/pid` (0444, readable under lockdown)."""
+        out: dict[int, int] = {}
+        try:
+            entries = list(vm_dir.iterdir())
+        except OSError:
+            return out
+        for entry in entries:
+            index = entry.name.removeprefix("vcpu")
+            if not entry.name.startswith("vcpu") or not index.isdigit():
+                continue
+            try:
+                tid = int(self._read(entry / "pid").strip())
+            except (OSError, ValueError):
+                continue
+            if tid > 0:  # 0 until the vCPU first ran (kvm_vcpu_debugfs pid file)
+                out[int(index)] = tid
+        return out
+
+    def enrich(self, guests: Sequence[GuestSample]) -> tuple[GuestSample, ...]:
+        """Return `guests` with `debugfs` filled and vCPU thread ids completed.
+
+        Guests without a pid, or whose process has no KVM VM (TCG), are unchanged.
+        A process with several VMs gets the sum of their stats.
+        """
+        return tuple(self._enrich(g) if g.pid is not None else g for g in guests)
+
+    def _enrich(self, guest: GuestSample) -> GuestSample:
+        assert guest.pid is not None
+        dirs = self.vm_dirs(guest.pid)
+        if not dirs:
+            return guest
+        totals: dict[str, int] = {}
+        tids: dict[int, int] = {}
+        for vm_dir in dirs:
+            try:
+                names = [p.name for p in vm_dir.iterdir() if _is_stat_file(p.name)]
+            except OSError:
+                continue  # the VM went away between listing and reading
+            for name, value in self._read_dir(vm_dir, sorted(names)).items():
+                totals[name] = totals.get(name, 0) + value
+            tids.update(self.vcpu_tids(vm_dir))
+        vcpus = [
+            v if v.tid is not None or v.index not in tids else replace(v, tid=tids[v.index])
+            for v in guest.vcpus
+        ]
+        known = {v.index for v in guest.vcpus}
+        vcpus += [VcpuSample(index=i, tid=t) for i, t in sorted(tids.items()) if i not in known]
+        return replace(guest, debugfs=totals, vcpus=tuple(vcpus))
