@@ -1,0 +1,231 @@
+"""What every detector shares: the per-tick input, the observation it returns, helpers.
+
+Layer: detectors (pure). A detector is an object with per-subject state (rolling
+medians, trend series) that turns one `Tick` into `Observation`s: a verdict (bad or
+good) on one subject, with the evidence. The engine (`kvmtop.detectors.engine`) turns
+observations into findings with hysteresis. No I/O, no clock: time is the sample's
+wall time.
+
+Fields the collectors do not provide yet are read through `proposed()`, in one place,
+so the detectors already use them where a sample carries them (tests build such
+samples); `PROPOSED_FIELDS` lists each with its type and meaning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kvmtop.detectors.settings import DetectorSettings
+from kvmtop.model.rates import Frame, GuestRates, HostRates, rate
+from kvmtop.model.sample import GuestSample, Sample
+
+NS_PER_S = 1_000_000_000
+MIB = float(1 << 20)
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+PROPOSED_FIELDS: dict[str, str] = {
+    "NicSample.bridge": "str | None: <interface><source bridge=...> of the domain XML "
+    "(Linux bridge or OVS bridge the vNIC is plugged into)",
+    "DiskSample.host_dev": "str | None: whole host block device backing the disk "
+    "(image file → st_dev → /sys/dev/block → parent disk; dm/md slaves)",
+    "NetDevSample.qdisc_drops": "int | None: cumulative drops of the root qdisc "
+    "(netlink TCA_STATS2 gnet_stats_queue.drops, as `tc -s qdisc` shows); tbf/htb "
+    "shaping drops land here, not in /proc/net/dev",
+    "HostSample.ovs_ports": "tuple[OvsPortSample, ...]: per OVS port name, bridge, "
+    "rx_dropped, tx_dropped (OVSDB Interface.statistics + port-to-bridge)",
+    "HostSample.ovs_datapaths": "tuple[OvsDatapathSample, ...]: per datapath name, "
+    "hit, missed, lost and the bridges on it (`ovs-appctl dpctl/show -s`, dpif/show)",
+    "VcpuSample.affinity": "tuple[int, ...] | None: host CPUs the vCPU thread may "
+    "run on (virDomainGetVcpuPinInfo or Cpus_allowed_list)",
+    "GuestSample.cpu_nr_periods": "int | None: cgroup v2 cpu.stat nr_periods of the "
+    "VM scope",
+    "GuestSample.cpu_nr_throttled": "int | None: cgroup v2 cpu.stat nr_throttled",
+    "GuestSample.balloon_period_s": "int | None: <memballoon><stats period> (None or "
+    "0 = unset, guest memory stats never refresh)",
+    "GuestSample.max_memory_bytes": "int | None: <memory> of the domain XML (for "
+    "guests without a balloon)",
+    "HostSample.thp_enabled": "str | None: the [selected] word of "
+    "/sys/kernel/mm/transparent_hugepage/enabled",
+    "BlockDevSample.scheduler": "str | None: the [selected] word of "
+    "/sys/block/<dev>/queue/scheduler",
+}
+"""Sample fields the detectors use where present; the collectors do not fill them yet."""
+
+
+def proposed(obj: object, name: str) -> object:
+    """A field from `PROPOSED_FIELDS`; None while the sample type does not have it."""
+    return getattr(obj, name, None)
+
+
+def proposed_int(obj: object, name: str) -> int | None:
+    """An integer proposed field, or None."""
+    value = proposed(obj, name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def proposed_str(obj: object, name: str) -> str | None:
+    """A string proposed field, or None."""
+    value = proposed(obj, name)
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class GuestView:
+    """One running guest this tick.
+
+    Attributes:
+        sample: the raw sample.
+        rates: its derived rates.
+        prev: the same guest in the previous sample, None after a restart.
+        settings: the detector settings with this guest's overrides applied.
+    """
+
+    sample: GuestSample
+    rates: GuestRates
+    prev: GuestSample | None
+    settings: DetectorSettings
+
+    @property
+    def uuid(self) -> str:
+        """The guest's UUID."""
+        return self.sample.uuid
+
+    @property
+    def name(self) -> str:
+        """The guest's name."""
+        return self.sample.name
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Everything a detector sees for one sample.
+
+    Attributes:
+        wall_s: wall time of the sample (the detectors' only clock).
+        dt_s: seconds since the previous sample, None for the first.
+        sample / prev: this and the previous raw sample (prev None after a reset).
+        frame: the derived rates.
+        guests: running guests, with their resolved settings.
+        settings: the global detector settings.
+        baseline: host context attached to every finding (PSI shares, CPU busy).
+    """
+
+    wall_s: float
+    dt_s: float | None
+    sample: Sample
+    prev: Sample | None
+    frame: Frame
+    guests: tuple[GuestView, ...]
+    settings: DetectorSettings
+    baseline: Mapping[str, float]
+
+    @property
+    def host(self) -> HostRates:
+        """Host rates of this frame."""
+        return self.frame.host
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A detector's verdict on one subject for one tick (or one evaluation).
+
+    Attributes:
+        key: unique within the detector (e.g. "<uuid>/vda", "labbr0", "host:io").
+        bad: whether the condition holds now.
+        subject / subject_name / guest: as in `Finding`.
+        guest_uuid: the guest the subject belongs to (state is dropped on restart).
+        severity: "info", "warning" or "critical" (meaningful when bad).
+        message: the one-line finding text (when bad).
+        evidence / baseline: the numbers behind it.
+        raise_after / clear_after: K for this subject (settings may differ per guest).
+        immediate: raise or clear at once (the condition is already sustained or is
+            a fact, e.g. stale stats).
+        hold_s: a raised finding with no observation for this long is cleared.
+    """
+
+    key: str
+    bad: bool
+    subject: str
+    subject_name: str
+    raise_after: int
+    clear_after: int
+    guest: str | None = None
+    guest_uuid: str | None = None
+    severity: str = "warning"
+    message: str = ""
+    evidence: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)
+    immediate: bool = False
+    hold_s: float = 60.0
+
+
+class Detector(Protocol):
+    """One detector: per-subject state plus `observe()` once per tick."""
+
+    id: str
+
+    def observe(self, tick: Tick) -> Iterable[Observation]:
+        """Verdicts for this tick; subjects without new evidence are left out."""
+        ...
+
+    def forget(self, uuid: str) -> None:
+        """Drop every piece of state about one guest (restart, gone, stopped)."""
+        ...
+
+
+def host_baseline(host: HostRates) -> dict[str, float]:
+    """The host context every finding carries (§5.8: PSI as the baseline column)."""
+    values = {
+        "host_cpu_busy_pct": host.cpu_busy_pct,
+        "host_psi_cpu_some_pct": host.psi_cpu_some_pct,
+        "host_psi_mem_some_pct": host.psi_mem_some_pct,
+        "host_psi_mem_full_pct": host.psi_mem_full_pct,
+        "host_psi_io_full_pct": host.psi_io_full_pct,
+    }
+    return {k: round(v, 2) for k, v in values.items() if v is not None}
+
+
+def known(values: Mapping[str, float | None]) -> dict[str, float]:
+    """The entries whose value is known, rounded for display and JSON."""
+    return {k: round(v, 3) for k, v in values.items() if v is not None}
+
+
+def thread_cpu_pct(guest: GuestView, kind: str, dt_s: float | None) -> float | None:
+    """CPU % of one core used by the guest's helper threads of `kind` (e.g. "vhost").
+
+    Σ Δrun_ns / Δt over the threads present in both samples (schedstat field 1).
+    """
+    if guest.prev is None or not dt_s:
+        return None
+    before = {t.tid: t for t in guest.prev.threads if t.kind == kind}
+    total: float | None = None
+    for t in guest.sample.threads:
+        p = before.get(t.tid)
+        if t.kind != kind or p is None:
+            continue
+        r = rate(p.run_ns, t.run_ns, dt_s)
+        if r is not None:
+            total = (total or 0.0) + 100.0 * r / NS_PER_S
+    return total
+
+
+def fmt_rate(value: float) -> str:
+    """A per-second count in k/M units (1.2k, 3.4M)."""
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.1f}{unit}"
+    return f"{value:.0f}"
+
+
+def fmt_duration(seconds: float) -> str:
+    """A rough human duration: 45 s, 5 min, 3.5 h, 2.0 d."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"

@@ -1,0 +1,255 @@
+"""`memory_leak`: guest used memory trending up, with time to exhaustion (metrics.md §5.6).
+
+Signal: used = balloon available − usable (guest MemTotal − MemAvailable); fallback
+available − unused − disk_caches for guests that do not report usable (page cache is
+then subtracted explicitly, so cache growth is not a leak). Host RSS is not used: it
+equals guest RAM from boot (../shared/reference/lab.md) and never shows a guest leak.
+
+One point per balloon update (`balloon.last-update` advancing; the collector repeats
+the last balloon stats on ticks that do not fetch them). The trend test (Hamed–Rao
+Mann–Kendall + Theil–Sen CI) runs at most every `eval_every_s` per guest, staggered
+by guest, once the series spans `min_duration_s`; each evaluation is one hysteresis
+observation.
+
+The series restarts on: guest reboot (fault counters go back), balloon target change
+(`balloon.current` moves > 1 %), guest RAM change (`available` moves), a large drop
+of used memory (freed: the old trend is over), stale stats (then the check pauses and
+says so). Missing stats are reported as such (info), never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kvmtop.detectors.base import (
+    MIB,
+    GuestView,
+    Observation,
+    Tick,
+    fmt_duration,
+    known,
+)
+from kvmtop.detectors.settings import DetectorSettings, MemoryLeakSettings
+from kvmtop.detectors.trend import TrendResult, TrendSeries, evaluate, phase
+from kvmtop.model.sample import BalloonSample
+
+ID = "memory_leak"
+
+
+def used_and_left(b: BalloonSample) -> tuple[int, int] | None:
+    """(used, usable-left) bytes from the balloon, or None when they cannot be known."""
+    if b.available_bytes is None:
+        return None
+    if b.usable_bytes is not None:
+        return b.available_bytes - b.usable_bytes, b.usable_bytes
+    if b.unused_bytes is not None and b.disk_caches_bytes is not None:
+        left = b.unused_bytes + b.disk_caches_bytes
+        return b.available_bytes - left, left
+    return None
+
+
+@dataclass(slots=True)
+class _Guest:
+    """Per-guest leak state."""
+
+    series: TrendSeries
+    last_update_s: int | None = None
+    current_bytes: int | None = None
+    available_bytes: int | None = None
+    used_bytes: int | None = None
+    faults: tuple[int | None, int | None] = (None, None)
+    next_eval_s: float | None = None
+
+
+class MemoryLeak:
+    """Guest memory leak detector (see the module docstring)."""
+
+    id = ID
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        """Start with no guests."""
+        self._guests: dict[str, _Guest] = {}
+
+    def forget(self, uuid: str) -> None:
+        """Drop a guest's series."""
+        self._guests.pop(uuid, None)
+
+    def observe(self, tick: Tick) -> Iterable[Observation]:
+        """Freshness verdicts every tick; a trend verdict when an evaluation is due."""
+        for g in tick.guests:
+            if not g.settings.enabled(ID):
+                continue
+            yield from self._guest(tick, g, g.settings.memory_leak)
+
+    @staticmethod
+    def _obs(
+        g: GuestView,
+        s: MemoryLeakSettings,
+        kind: str,
+        bad: bool,
+        *,
+        severity: str = "warning",
+        message: str = "",
+        evidence: dict[str, float] | None = None,
+        baseline: dict[str, float] | None = None,
+        immediate: bool = False,
+    ) -> Observation:
+        """An observation about this guest; `kind` is "trend" or "data" (freshness)."""
+        return Observation(
+            key=f"{g.uuid}:{kind}",
+            bad=bad,
+            subject=g.uuid,
+            subject_name=g.name,
+            guest=g.name,
+            guest_uuid=g.uuid,
+            raise_after=s.raise_after,
+            clear_after=s.clear_after,
+            hold_s=s.hold_s,
+            severity=severity,
+            message=message,
+            evidence=evidence or {},
+            baseline=baseline or {},
+            immediate=immediate,
+        )
+
+    def _data(self, g: GuestView, s: MemoryLeakSettings, problem: str | None) -> Observation:
+        """The stats-freshness observation: info while the check cannot run."""
+        return self._obs(
+            g, s, "data", problem is not None, severity="info", message=problem or "",
+            immediate=True,
+        )
+
+    def _guest(self, tick: Tick, g: GuestView, s: MemoryLeakSettings) -> Iterable[Observation]:
+        state = self._guests.get(g.uuid)
+        if state is None:
+            bucket = s.min_duration_s / (2 * s.min_points)
+            state = self._guests[g.uuid] = _Guest(TrendSeries(s.window_s, bucket, s.max_points))
+        b = g.sample.balloon
+        values = used_and_left(b) if b is not None else None
+        if b is None or values is None or not b.last_update_s:
+            why = (
+                "no balloon stats (no virtio balloon device)"
+                if b is None
+                else "balloon reports no guest memory stats (stats period unset?)"
+            )
+            state.series.clear()
+            yield self._data(g, s, f"{why}: leak check off")
+            yield self._obs(g, s, "trend", False, immediate=True)
+            return
+        age = tick.wall_s - b.last_update_s
+        if age > s.stale_after_s:
+            state.series.clear()
+            state.last_update_s = None
+            stale = f"balloon stats stale for {fmt_duration(age)}: leak check paused"
+            yield self._data(g, s, stale)
+            yield self._obs(g, s, "trend", False, immediate=True)
+            return
+        yield self._data(g, s, None)
+        if b.last_update_s == state.last_update_s:
+            return
+        used, left = values
+        reset = self._reset_reason(state, b, used, s)
+        if reset is not None:
+            state.series.clear()
+            if reset in ("guest rebooted", "balloon target changed", "guest RAM changed"):
+                yield self._obs(g, s, "trend", False, immediate=True)
+        state.last_update_s = b.last_update_s
+        state.current_bytes = b.current_bytes
+        state.available_bytes = b.available_bytes
+        state.used_bytes = used
+        state.faults = (b.major_fault, b.minor_fault)
+        state.series.add(float(b.last_update_s), float(used))
+
+        series = state.series
+        if series.duration_s < s.min_duration_s or len(series) < s.min_points:
+            return
+        if state.next_eval_s is None:
+            state.next_eval_s = tick.wall_s + phase(g.uuid, s.eval_every_s)
+        if tick.wall_s < state.next_eval_s:
+            return
+        state.next_eval_s = tick.wall_s + s.eval_every_s
+        result = evaluate(series, s.p_max, s.tau_min, s.confidence)
+        yield self._verdict(tick, g, s, b, result, left)
+
+    @staticmethod
+    def _reset_reason(
+        state: _Guest, b: BalloonSample, used: int, s: MemoryLeakSettings
+    ) -> str | None:
+        """Why the series must restart before adding this point, if it must."""
+        if state.last_update_s is None:
+            return None
+        for before, now in zip(state.faults, (b.major_fault, b.minor_fault), strict=True):
+            if before is not None and now is not None and now < before:
+                return "guest rebooted"
+        if state.current_bytes and b.current_bytes is not None:
+            moved = abs(b.current_bytes - state.current_bytes) / state.current_bytes
+            if 100.0 * moved > s.target_change_pct:
+                return "balloon target changed"
+        if b.available_bytes != state.available_bytes:
+            return "guest RAM changed"
+        if state.used_bytes is not None and b.available_bytes:
+            drop = state.used_bytes - used
+            if 100.0 * drop / b.available_bytes > s.drop_reset_pct:
+                return "memory freed"
+        return None
+
+    def _verdict(
+        self,
+        tick: Tick,
+        g: GuestView,
+        s: MemoryLeakSettings,
+        b: BalloonSample,
+        r: TrendResult,
+        left: int,
+    ) -> Observation:
+        total = b.available_bytes or 0
+        floor = max(
+            s.min_slope_mib_per_min * MIB / 60.0,
+            s.min_slope_pct_per_h / 100.0 * total / 3600.0,
+        )
+        bad = r.rising and r.slope > floor
+        per_min = 60.0 / MIB
+        tte_s = left / r.slope if r.slope > 0 else None
+        swap_out = g.rates.swap_out_bytes_per_s
+        major = g.rates.major_faults_per_s
+        evidence = known(
+            {
+                "slope_mib_per_min": r.slope * per_min,
+                "slope_low_mib_per_min": r.low * per_min,
+                "slope_high_mib_per_min": r.high * per_min,
+                "tau": r.tau,
+                "p_value": r.p,
+                "points": float(r.points),
+                "span_min": r.duration_s / 60.0,
+                "used_mib": (total - left) / MIB,
+                "usable_mib": left / MIB,
+                "guest_ram_mib": total / MIB,
+                "tte_min": tte_s / 60.0 if tte_s is not None else None,
+                "swap_out_kib_per_s": swap_out / 1024 if swap_out is not None else None,
+                "major_faults_per_s": major,
+            }
+        )
+        baseline = dict(tick.baseline)
+        if tick.host.mem_available_bytes is not None:
+            baseline["host_mem_available_mib"] = round(tick.host.mem_available_bytes / MIB, 1)
+        if not bad:
+            return self._obs(g, s, "trend", False, evidence=evidence, baseline=baseline)
+        severity = "info"
+        if tte_s is not None and tte_s < s.tte_crit_h * 3600:
+            severity = "critical"
+        elif tte_s is not None and tte_s < s.tte_warn_h * 3600:
+            severity = "warning"
+        message = (
+            f"leaking ~{r.slope * per_min:.1f} MiB/min "
+            f"({100 * s.confidence:.0f}% CI {r.low * per_min:.1f}–{r.high * per_min:.1f}), "
+            f"{left / MIB:.0f} MiB usable left"
+        )
+        if tte_s is not None:
+            message += f" → exhausted in ~{fmt_duration(tte_s)}"
+        if (swap_out or 0) > 0 or (major or 0) > 0:
+            message += "; guest already swapping or faulting"
+        return self._obs(
+            g, s, "trend", True, severity=severity, message=message, evidence=evidence,
+            baseline=baseline,
+        )

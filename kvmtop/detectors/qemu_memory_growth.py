@@ -1,0 +1,113 @@
+"""`qemu_memory_growth`: the QEMU process growing beyond guest RAM (metrics.md §5.7).
+
+over = `balloon.rss` − `balloon.current` (QEMU RSS minus the guest's balloon size).
+QEMU RSS grows as guest RAM is first touched and rarely shrinks, so RSS alone is not
+a leak signal; `over` far above zero and still rising means QEMU or vhost memory
+(device state, caches, a real QEMU leak). Flag when over > max(512 MiB, 10 % of
+current) and the same Mann–Kendall + Theil–Sen test as `memory_leak` says it grows.
+`balloon.rss` is read from /proc/<pid>/stat by libvirt, so it needs no stats period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kvmtop.detectors.base import MIB, GuestView, Observation, Tick, known
+from kvmtop.detectors.settings import DetectorSettings, QemuGrowthSettings
+from kvmtop.detectors.trend import TrendSeries, evaluate, phase
+
+ID = "qemu_memory_growth"
+
+
+@dataclass(slots=True)
+class _Guest:
+    series: TrendSeries
+    current_bytes: int
+    next_eval_s: float | None = None
+
+
+class QemuMemoryGrowth:
+    """QEMU-side memory growth detector (see the module docstring)."""
+
+    id = ID
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        """Start with no guests."""
+        self._guests: dict[str, _Guest] = {}
+
+    def forget(self, uuid: str) -> None:
+        """Drop a guest's series."""
+        self._guests.pop(uuid, None)
+
+    def observe(self, tick: Tick) -> Iterable[Observation]:
+        """One verdict per guest whose evaluation is due."""
+        for g in tick.guests:
+            if g.settings.enabled(ID):
+                obs = self._guest(tick, g, g.settings.qemu_memory_growth)
+                if obs is not None:
+                    yield obs
+
+    def _guest(self, tick: Tick, g: GuestView, s: QemuGrowthSettings) -> Observation | None:
+        b = g.sample.balloon
+        if b is None or b.rss_bytes is None or not b.current_bytes:
+            self._guests.pop(g.uuid, None)
+            return None
+        state = self._guests.get(g.uuid)
+        moved = (
+            state is not None
+            and abs(b.current_bytes - state.current_bytes) > 0.01 * state.current_bytes
+        )
+        if state is None or moved:
+            # A balloon target change moves `over` by itself: start a new series.
+            bucket = s.min_duration_s / (2 * s.min_points)
+            state = _Guest(TrendSeries(s.window_s, bucket, s.max_points), b.current_bytes)
+            self._guests[g.uuid] = state
+        over = b.rss_bytes - b.current_bytes
+        state.series.add(tick.wall_s, float(over))
+        series = state.series
+        if series.duration_s < s.min_duration_s or len(series) < s.min_points:
+            return None
+        if state.next_eval_s is None:
+            state.next_eval_s = tick.wall_s + phase(g.uuid, s.eval_every_s)
+        if tick.wall_s < state.next_eval_s:
+            return None
+        state.next_eval_s = tick.wall_s + s.eval_every_s
+        r = evaluate(series, s.p_max, s.tau_min, s.confidence)
+        limit = max(s.min_over_mib * MIB, s.min_over_pct / 100.0 * b.current_bytes)
+        per_h = 3600.0 / MIB
+        bad = r.rising and over > limit
+        evidence = known(
+            {
+                "over_mib": over / MIB,
+                "limit_mib": limit / MIB,
+                "rss_mib": b.rss_bytes / MIB,
+                "guest_ram_mib": b.current_bytes / MIB,
+                "slope_mib_per_h": r.slope * per_h,
+                "slope_low_mib_per_h": r.low * per_h,
+                "slope_high_mib_per_h": r.high * per_h,
+                "tau": r.tau,
+                "p_value": r.p,
+                "span_min": r.duration_s / 60.0,
+            }
+        )
+        message = (
+            f"QEMU RSS {b.rss_bytes / MIB:.0f} MiB is {over / MIB:.0f} MiB above guest RAM "
+            f"and growing ~{r.slope * per_h:.0f} MiB/h "
+            f"({100 * s.confidence:.0f}% CI {r.low * per_h:.0f}–{r.high * per_h:.0f}): "
+            "QEMU/vhost process memory growing beyond guest RAM"
+        )
+        return Observation(
+            key=g.uuid,
+            bad=bad,
+            subject=g.uuid,
+            subject_name=g.name,
+            guest=g.name,
+            guest_uuid=g.uuid,
+            raise_after=s.raise_after,
+            clear_after=s.clear_after,
+            hold_s=s.hold_s,
+            message=message if bad else "",
+            evidence=evidence,
+            baseline=dict(tick.baseline),
+        )

@@ -1,0 +1,213 @@
+"""`steal`: vCPUs runnable but not running (metrics.md §5.1), with attribution.
+
+Input: per-vCPU steal % = Δ`vcpu.N.delay` (or schedstat run_delay) / Δt, what KVM
+reports to the guest as steal (§4.1). vCPUs whose CPU + steal is under the idle guard
+are ignored (an idle vCPU accrues nothing and its tiny figures are noise).
+
+Attribution [I §5.1], first match wins:
+- own CPU quota: the VM cgroup's `cpu.stat` nr_throttled rising (proposed fields
+  `GuestSample.cpu_nr_periods` / `cpu_nr_throttled`);
+- pinning collision: a stealing vCPU pinned to CPUs that a busy vCPU of another guest
+  is pinned to as well (proposed `VcpuSample.affinity`);
+- lock-holder preemption: PAUSE exits per vCPU above the limit (tracepoint counts
+  `kvm_exit:PAUSE_INSTRUCTION` on VMX, `kvm_exit:pause` on SVM, in `exit_reasons`);
+- host over-commit: host PSI cpu some high, or several guests stealing at once;
+- otherwise "CPU contention".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kvmtop.detectors.base import GuestView, Observation, Tick, known, proposed, proposed_int
+from kvmtop.detectors.settings import DetectorSettings, StealSettings
+from kvmtop.model.rates import counter_delta, rate
+
+ID = "steal"
+PAUSE_REASONS = ("kvm_exit:PAUSE_INSTRUCTION", "kvm_exit:pause")
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    """One guest's steal this tick over its busy vCPUs."""
+
+    mean: float
+    max: float
+    worst_vcpu: int
+    busy: int
+    cpus: frozenset[int]
+
+
+def _level(g: GuestView, s: StealSettings) -> _Level | None:
+    """Mean and max steal over busy vCPUs; None when no vCPU has a steal figure."""
+    steals: list[tuple[float, int]] = []
+    cpus: set[int] = set()
+    any_known = False
+    by_index = {v.index: v for v in g.sample.vcpus}
+    for v in g.rates.vcpu:
+        if v.steal_pct is None:
+            continue
+        any_known = True
+        if (v.cpu_pct or 0.0) + v.steal_pct < s.idle_guard_pct:
+            continue
+        steals.append((v.steal_pct, v.index))
+        affinity = proposed(by_index.get(v.index), "affinity")
+        if isinstance(affinity, tuple):
+            cpus.update(c for c in affinity if isinstance(c, int))
+    if not any_known:
+        return None
+    if not steals:
+        return _Level(0.0, 0.0, -1, 0, frozenset())
+    worst, index = max(steals)
+    mean = sum(v for v, _ in steals) / len(steals)
+    return _Level(mean, worst, index, len(steals), frozenset(cpus))
+
+
+def _throttled_pct(g: GuestView) -> float | None:
+    """Share of the VM cgroup's CFS periods that were throttled in the interval."""
+    if g.prev is None:
+        return None
+    periods = counter_delta(
+        proposed_int(g.prev, "cpu_nr_periods"), proposed_int(g.sample, "cpu_nr_periods")
+    )
+    throttled = counter_delta(
+        proposed_int(g.prev, "cpu_nr_throttled"), proposed_int(g.sample, "cpu_nr_throttled")
+    )
+    if not periods or throttled is None:
+        return None
+    return 100.0 * throttled / periods
+
+
+def _pause_per_vcpu(g: GuestView, dt_s: float | None) -> float | None:
+    """PAUSE exits per second per vCPU from the tracepoint counts, when traced."""
+    if g.prev is None or not dt_s:
+        return None
+    total: float | None = None
+    for key in PAUSE_REASONS:
+        r = rate(g.prev.exit_reasons.get(key), g.sample.exit_reasons.get(key), dt_s)
+        if r is not None:
+            total = (total or 0.0) + r
+    if total is None:
+        return None
+    return total / max(len(g.sample.vcpus), 1)
+
+
+class Steal:
+    """High steal detector (see the module docstring)."""
+
+    id = ID
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        """Start with no guests."""
+        self._high_since: dict[str, float] = {}
+
+    def forget(self, uuid: str) -> None:
+        """Drop a guest's sustained-steal clock."""
+        self._high_since.pop(uuid, None)
+
+    def observe(self, tick: Tick) -> Iterable[Observation]:
+        """One verdict per running guest with steal figures."""
+        levels: dict[str, tuple[GuestView, _Level]] = {}
+        for g in tick.guests:
+            if g.settings.enabled(ID):
+                level = _level(g, g.settings.steal)
+                if level is not None:
+                    levels[g.uuid] = (g, level)
+        stealing = {
+            uuid
+            for uuid, (g, lv) in levels.items()
+            if lv.mean >= g.settings.steal.warn_mean_pct or lv.max >= g.settings.steal.warn_max_pct
+        }
+        for uuid, (g, lv) in levels.items():
+            yield self._verdict(tick, g, lv, uuid in stealing, stealing, levels)
+
+    def _verdict(
+        self,
+        tick: Tick,
+        g: GuestView,
+        lv: _Level,
+        bad: bool,
+        stealing: set[str],
+        levels: dict[str, tuple[GuestView, _Level]],
+    ) -> Observation:
+        s = g.settings.steal
+        if lv.max >= s.crit_max_pct:
+            since = self._high_since.setdefault(g.uuid, tick.wall_s)
+        else:
+            self._high_since.pop(g.uuid, None)
+            since = tick.wall_s
+        sustained = tick.wall_s - since
+        critical = lv.mean >= s.crit_mean_pct or (
+            lv.max >= s.crit_max_pct and sustained >= s.crit_sustain_s
+        )
+        throttled = _throttled_pct(g)
+        pause = _pause_per_vcpu(g, tick.dt_s)
+        psi = tick.host.psi_cpu_some_pct
+        others = sorted(levels[u][0].name for u in stealing if u != g.uuid)
+        cause = self._cause(g, lv, s, throttled, pause, psi, others, stealing, levels)
+        evidence = known(
+            {
+                "steal_mean_pct": lv.mean,
+                "steal_max_pct": lv.max,
+                "worst_vcpu": float(lv.worst_vcpu) if lv.worst_vcpu >= 0 else None,
+                "busy_vcpus": float(lv.busy),
+                "cpu_pct": g.rates.cpu_pct,
+                "high_for_s": sustained if lv.max >= s.crit_max_pct else None,
+                "guests_stealing": float(len(stealing)),
+                "throttled_pct": throttled,
+                "pause_exits_per_vcpu_s": pause,
+            }
+        )
+        message = (
+            f"steal max {lv.max:.0f}% (vCPU {lv.worst_vcpu}), mean {lv.mean:.0f}%: {cause}"
+        )
+        return Observation(
+            key=g.uuid,
+            bad=bad,
+            subject=g.uuid,
+            subject_name=g.name,
+            guest=g.name,
+            guest_uuid=g.uuid,
+            raise_after=s.raise_after,
+            clear_after=s.clear_after,
+            severity="critical" if critical else "warning",
+            message=message if bad else "",
+            evidence=evidence,
+            baseline=dict(tick.baseline),
+        )
+
+    @staticmethod
+    def _cause(
+        g: GuestView,
+        lv: _Level,
+        s: StealSettings,
+        throttled: float | None,
+        pause: float | None,
+        psi: float | None,
+        others: list[str],
+        stealing: set[str],
+        levels: dict[str, tuple[GuestView, _Level]],
+    ) -> str:
+        """The most specific explanation the evidence supports."""
+        if throttled is not None and throttled >= s.throttled_pct:
+            return f"its own CPU quota ({throttled:.0f}% of periods throttled; <cputune>)"
+        if lv.cpus:
+            sharing = sorted(
+                levels[u][0].name
+                for u in stealing
+                if u != g.uuid and levels[u][1].cpus & lv.cpus
+            )
+            if sharing:
+                cpus = ",".join(str(c) for c in sorted(lv.cpus))
+                return f"pinning collision on CPU {cpus} with {', '.join(sharing)}"
+        if pause is not None and pause >= s.pause_exits_per_vcpu:
+            return f"lock-holder preemption ({pause:.0f} PAUSE exits/s per vCPU)"
+        if (psi is not None and psi >= s.host_psi_cpu_pct) or len(stealing) >= s.many_guests:
+            parts = []
+            if others:
+                parts.append(f"{len(others)} other guest(s) stealing: {', '.join(others[:3])}")
+            if psi is not None:
+                parts.append(f"host PSI cpu {psi:.0f}%")
+            return "host CPU over-commit (" + "; ".join(parts) + ")"
+        return "CPU contention on the host"

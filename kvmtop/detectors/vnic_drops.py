@@ -1,0 +1,102 @@
+"""`vnic_drops`: one guest not draining its RX ring, or the host dropping its TX (§5.5).
+
+RX: guest RX drops (`net.N.rx.drop` = the tap's tx_dropped: the tun ring was full)
+above 0 for K samples and above 0.1 % of the packets offered [H]. Causes: guest
+steal, a small virtio ring, a starved vhost thread; the finding shows the guest's
+steal and its vhost threads' CPU next to it [I]. When several guests behind the same
+switch drop at once the switch is the bottleneck: `vswitch_saturation` reports it and
+this detector stays quiet for those vNICs.
+
+TX: guest TX drops (tap rx_dropped) sustained → "host dropping guest TX" (backlog,
+nftables/ebtables, OVS port) [I].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kvmtop.detectors.base import Observation, Tick, fmt_rate, known, thread_cpu_pct
+from kvmtop.detectors.settings import DetectorSettings
+from kvmtop.detectors.topology import build, drop_ratio_pct
+from kvmtop.detectors.vswitch_saturation import dropping_nics
+
+ID = "vnic_drops"
+
+
+class VnicDrops:
+    """Per-guest vNIC drop detector (see the module docstring)."""
+
+    id = ID
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        """Stateless apart from hysteresis (kept by the engine)."""
+        self._vswitch = settings.vswitch_saturation
+
+    def forget(self, uuid: str) -> None:
+        """No per-guest state."""
+
+    def observe(self, tick: Tick) -> Iterable[Observation]:
+        """One verdict per guest vNIC with drop counters this tick."""
+        if tick.dt_s is None:
+            return
+        topo = build(tick.sample, self._vswitch)
+        dropping = dropping_nics(tick, self._vswitch.guest_drop_ratio_pct)
+        shared: set[str] = set()
+        for name, sw in topo.switches.items():
+            guests = {uuid for uuid, _, nic in sw.guests if (uuid, nic) in dropping}
+            if len(guests) >= self._vswitch.guests_dropping:
+                shared.add(name)
+        for g in tick.guests:
+            if not g.settings.enabled(ID):
+                continue
+            s = g.settings.vnic_drops
+            vhost = thread_cpu_pct(g, "vhost", tick.dt_s)
+            for nic in g.rates.nics:
+                if nic.rx_drops_per_s is None and nic.tx_drops_per_s is None:
+                    continue
+                rx = nic.rx_drops_per_s or 0.0
+                tx = nic.tx_drops_per_s or 0.0
+                ratio = drop_ratio_pct(nic.rx_drops_per_s, nic.rx_pps)
+                switch = topo.nic_switch.get((g.uuid, nic.name))
+                rx_bad = rx > 0 and ratio is not None and ratio > s.ratio_pct
+                if rx_bad and switch in shared:
+                    rx_bad = False
+                tx_bad = tx > s.tx_drops_per_s
+                parts = []
+                if rx_bad and ratio is not None:
+                    context = [f"steal max {g.rates.steal_max_pct:.0f}%"] if (
+                        g.rates.steal_max_pct is not None
+                    ) else []
+                    if vhost is not None:
+                        context.append(f"vhost {vhost:.0f}% of a core")
+                    parts.append(
+                        f"{nic.name} RX drops {fmt_rate(rx)}/s ({ratio:.1f}% of packets): "
+                        "guest not draining its RX ring"
+                        + (f" ({', '.join(context)})" if context else "")
+                    )
+                if tx_bad:
+                    parts.append(f"{nic.name} TX drops {fmt_rate(tx)}/s: host dropping guest TX")
+                critical = rx_bad and ratio is not None and ratio >= s.crit_ratio_pct
+                yield Observation(
+                    key=f"{g.uuid}/{nic.name}",
+                    bad=rx_bad or tx_bad,
+                    subject=nic.name,
+                    subject_name=f"{g.name}/{nic.name}",
+                    guest=g.name,
+                    guest_uuid=g.uuid,
+                    raise_after=s.raise_after,
+                    clear_after=s.clear_after,
+                    severity="critical" if critical else "warning",
+                    message="; ".join(parts),
+                    evidence=known(
+                        {
+                            "rx_drops_per_s": nic.rx_drops_per_s,
+                            "rx_pps": nic.rx_pps,
+                            "rx_drop_pct": ratio,
+                            "tx_drops_per_s": nic.tx_drops_per_s,
+                            "steal_max_pct": g.rates.steal_max_pct,
+                            "vhost_cpu_pct": vhost,
+                        }
+                    ),
+                    baseline=dict(tick.baseline),
+                )
