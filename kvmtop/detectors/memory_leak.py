@@ -210,6 +210,7 @@ class MemoryLeak:
         )
         bad = r.rising and r.slope > floor
         per_min = 60.0 / MIB
+        left = max(left, 0)
         tte_s = left / r.slope if r.slope > 0 else None
         swap_out = g.rates.swap_out_bytes_per_s
         major = g.rates.major_faults_per_s

@@ -124,7 +124,7 @@ class VcpuSpec:
     """Per-vCPU rates: CPU and steal in % of wall time, exits per second."""
 
     cpu_pct: float = 50.0
-    steal_pct: float = 0.0
+    steal_pct: float | None = 0.0
     exits_per_s: float | None = None
     categories: dict[str, float] = field(default_factory=dict)
     affinity: tuple[int, ...] | None = None
@@ -302,7 +302,9 @@ class World:
                 "index": i,
                 "state": 1,
                 "time_ns": self._count(f"{k}v{i}:cpu", v.cpu_pct / 100 * NS, dt),
-                "delay_ns": self._count(f"{k}v{i}:steal", v.steal_pct / 100 * NS, dt),
+                "delay_ns": self._count(
+                    f"{k}v{i}:steal", None if v.steal_pct is None else v.steal_pct / 100 * NS, dt
+                ),
                 "kvm": kvm,
             }
             vcpus.append(
@@ -526,3 +528,8 @@ def balloon(
 def active(findings: tuple[Finding, ...], detector: str) -> list[Finding]:
     """The findings of one detector."""
     return [f for f in findings if f.detector == detector]
+
+
+def problems(findings: tuple[Finding, ...]) -> list[Finding]:
+    """Warning and critical findings (info notes such as "no balloon stats" left out)."""
+    return [f for f in findings if f.severity != "info"]
