@@ -31,6 +31,7 @@ def guest_json(g: GuestRates) -> dict[str, Any]:
         "name": g.name,
         "uuid": g.uuid,
         "state": g.state,
+        "managed": g.managed,
         "accel": g.accel,
         "vcpus": g.vcpus,
         "cpu_pct": _round(g.cpu_pct),
@@ -39,6 +40,13 @@ def guest_json(g: GuestRates) -> dict[str, Any]:
         "steal_source": g.steal_source,
         "exits_per_s": _round(g.exits_per_s),
         "exit_categories": {k: _round(v) for k, v in g.exit_categories.items()},
+        "exits_by_reason": (
+            None
+            if g.exits_by_reason is None
+            else {k: _round(v) for k, v in g.exits_by_reason.items()}
+        ),
+        "exit_source": g.exit_source,
+        "halt_poll_cpu_pct": _round(g.halt_poll_cpu_pct),
         "disk_iops": _round(g.disk_iops),
         "disk_read_bytes_per_s": _round(g.disk_read_bytes_per_s),
         "disk_write_bytes_per_s": _round(g.disk_write_bytes_per_s),
@@ -63,6 +71,16 @@ def guest_json(g: GuestRates) -> dict[str, Any]:
                 "exits_per_s": _round(v.exits_per_s),
             }
             for v in g.vcpu
+        ],
+        "threads": [
+            {
+                "tid": t.tid,
+                "kind": t.kind,
+                "name": t.name,
+                "cpu_pct": _round(t.cpu_pct),
+                "delay_pct": _round(t.delay_pct),
+            }
+            for t in g.threads
         ],
         "na": dict(g.na),
     }
