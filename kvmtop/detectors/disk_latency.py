@@ -34,6 +34,7 @@ from kvmtop.model.sample import DiskSample
 
 ID = "disk_latency"
 KINDS = (("rd", "read"), ("wr", "write"), ("fl", "flush"))
+ATTRS = {kind: (f"{kind}_reqs", f"{kind}_times_ns") for kind, _ in KINDS}
 NOT_BACKING = ("loop", "ram", "zram", "sr", "fd", "nbd")
 
 
@@ -124,15 +125,18 @@ class DiskLatency:
         kind: str,
         dev: HostDiskRates | None,
     ) -> _Judged | None:
-        dreqs = counter_delta(getattr(prev, f"{kind}_reqs"), getattr(disk, f"{kind}_reqs"))
-        dtime = counter_delta(getattr(prev, f"{kind}_times_ns"), getattr(disk, f"{kind}_times_ns"))
+        reqs_attr, times_attr = ATTRS[kind]
+        dreqs = counter_delta(getattr(prev, reqs_attr), getattr(disk, reqs_attr))
+        dtime = counter_delta(getattr(prev, times_attr), getattr(disk, times_attr))
         key = (g.uuid, disk.target, kind)
         state = self._kinds.get(key)
+        if dreqs is None or dtime is None or (dreqs == 0 and (state is None or not state.deltas)):
+            # Unknown (counter reset) or idle with nothing pending: no verdict, no cost.
+            if state is not None:
+                state.deltas.clear()
+            return None
         if state is None:
             state = self._kinds[key] = _Kind(deque(), RollingMedian(s.median_window_s))
-        if dreqs is None or dtime is None:
-            state.deltas.clear()
-            return None
         state.deltas.append((tick.wall_s, dreqs, dtime))
         horizon = tick.wall_s - s.accumulate_s
         while state.deltas and state.deltas[0][0] < horizon:
@@ -176,7 +180,10 @@ class DiskLatency:
         dev: HostDiskRates | None,
     ) -> Observation:
         worst = max(judged, key=lambda j: (j.bad, j.latency_ms / j.threshold_ms))
-        bad = worst.bad
+        key = f"{g.uuid}/{disk.target}"
+        if not worst.bad:
+            return Observation(key, False, disk.target, disk.target, s.raise_after,
+                               s.clear_after, guest=g.name, guest_uuid=g.uuid)
         names = dict(KINDS)
         host_ms: float | None = None
         if dev is not None:
@@ -203,21 +210,19 @@ class DiskLatency:
                 "host_psi_io_full_pct": psi_io,
             }
         )
-        message = ""
-        if bad:
-            med = f"its median {worst.median_ms:.1f} ms, " if worst.median_ms is not None else ""
-            message = (
-                f"{disk.target} {names[worst.kind]} {worst.latency_ms:.1f} ms/req "
-                f"({worst.reqs} reqs in {worst.span_s:.0f} s; {med}"
-                f"limit {worst.threshold_ms:.1f} ms): {verdict}{detail}"
-            )
-            if worst.kind == "fl" and all(not j.bad for j in judged if j.kind != "fl"):
-                message += "; reads/writes normal: fsync storm or writeback"
+        med = f"its median {worst.median_ms:.1f} ms, " if worst.median_ms is not None else ""
+        message = (
+            f"{disk.target} {names[worst.kind]} {worst.latency_ms:.1f} ms/req "
+            f"({worst.reqs} reqs in {worst.span_s:.0f} s; {med}"
+            f"limit {worst.threshold_ms:.1f} ms): {verdict}{detail}"
+        )
+        if worst.kind == "fl" and all(not j.bad for j in judged if j.kind != "fl"):
+            message += "; reads/writes normal: fsync storm or writeback"
         return Observation(
-            key=f"{g.uuid}/{disk.target}",
-            bad=bad,
+            key=key,
+            bad=True,
             subject=disk.target,
-            subject_name=f"{g.name}/{disk.target}",
+            subject_name=disk.target,
             guest=g.name,
             guest_uuid=g.uuid,
             raise_after=s.raise_after,

@@ -109,19 +109,19 @@ class ExitStorm:
             med = rm.median() if rm.covered_s >= s.min_baseline_s else None
             threshold = max(s.floor_per_vcpu, s.k * med) if med is not None else s.floor_per_vcpu
             rm.add(tick.wall_s, value)
-            bad = value > threshold or value > s.crit_per_vcpu
+            if value <= threshold and value <= s.crit_per_vcpu:
+                yield Observation(g.uuid, False, g.uuid, g.name, s.raise_after, s.clear_after,
+                                  guest=g.name, guest_uuid=g.uuid)
+                continue
             top = dominant(g, tick.dt_s)
-            message = ""
-            if bad:
-                relative = f" ({value / med:.0f}× its median {fmt_rate(med)})" if med else ""
-                message = f"{fmt_rate(value)} exits/s per vCPU{relative}"
-                if top is not None:
-                    name, share = top
-                    advice = ADVICE.get(name, "dominant exit")
-                    message += f", {100 * share:.0f}% {name}: {advice}"
+            relative = f" ({value / med:.0f}× its median {fmt_rate(med)})" if med else ""
+            message = f"{fmt_rate(value)} exits/s per vCPU{relative}"
+            if top is not None:
+                name, share = top
+                message += f", {100 * share:.0f}% {name}: {ADVICE.get(name, 'dominant exit')}"
             yield Observation(
                 key=g.uuid,
-                bad=bad,
+                bad=True,
                 subject=g.uuid,
                 subject_name=g.name,
                 guest=g.name,

@@ -73,10 +73,14 @@ class QemuMemoryGrowth:
         if tick.wall_s < state.next_eval_s:
             return None
         state.next_eval_s = tick.wall_s + s.eval_every_s
-        r = evaluate(series, s.p_max, s.tau_min, s.confidence)
         limit = max(s.min_over_mib * MIB, s.min_over_pct / 100.0 * b.current_bytes)
+        if over <= limit:
+            # Below the size that matters: no need for the O(n²) test.
+            return Observation(g.uuid, False, g.uuid, g.name, s.raise_after, s.clear_after,
+                               guest=g.name, guest_uuid=g.uuid, hold_s=s.hold_s)
+        r = evaluate(series, s.p_max, s.tau_min, s.confidence)
         per_h = 3600.0 / MIB
-        bad = r.rising and over > limit
+        bad = r.rising
         evidence = known(
             {
                 "over_mib": over / MIB,

@@ -141,6 +141,10 @@ class Steal:
         critical = lv.mean >= s.crit_mean_pct or (
             lv.max >= s.crit_max_pct and sustained >= s.crit_sustain_s
         )
+        if not bad:
+            # Good observations carry no evidence: the engine only keeps bad ones.
+            return Observation(g.uuid, False, g.uuid, g.name, s.raise_after, s.clear_after,
+                               guest=g.name, guest_uuid=g.uuid)
         throttled = _throttled_pct(g)
         pause = _pause_per_vcpu(g, tick.dt_s)
         psi = tick.host.psi_cpu_some_pct
@@ -164,7 +168,7 @@ class Steal:
         )
         return Observation(
             key=g.uuid,
-            bad=bad,
+            bad=True,
             subject=g.uuid,
             subject_name=g.name,
             guest=g.name,
@@ -172,7 +176,7 @@ class Steal:
             raise_after=s.raise_after,
             clear_after=s.clear_after,
             severity="critical" if critical else "warning",
-            message=message if bad else "",
+            message=message,
             evidence=evidence,
             baseline=dict(tick.baseline),
         )

@@ -62,6 +62,11 @@ class VnicDrops:
                 if rx_bad and switch in shared:
                     rx_bad = False
                 tx_bad = tx > s.tx_drops_per_s
+                key = f"{g.uuid}/{nic.name}"
+                if not (rx_bad or tx_bad):
+                    yield Observation(key, False, nic.name, nic.name, s.raise_after,
+                                      s.clear_after, guest=g.name, guest_uuid=g.uuid)
+                    continue
                 parts = []
                 if rx_bad and ratio is not None:
                     context = [f"steal max {g.rates.steal_max_pct:.0f}%"] if (
@@ -78,10 +83,10 @@ class VnicDrops:
                     parts.append(f"{nic.name} TX drops {fmt_rate(tx)}/s: host dropping guest TX")
                 critical = rx_bad and ratio is not None and ratio >= s.crit_ratio_pct
                 yield Observation(
-                    key=f"{g.uuid}/{nic.name}",
-                    bad=rx_bad or tx_bad,
+                    key=key,
+                    bad=True,
                     subject=nic.name,
-                    subject_name=f"{g.name}/{nic.name}",
+                    subject_name=nic.name,
                     guest=g.name,
                     guest_uuid=g.uuid,
                     raise_after=s.raise_after,

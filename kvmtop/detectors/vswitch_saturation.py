@@ -191,13 +191,12 @@ class VswitchSaturation:
                 f"{len(guests_dropping)} guests dropping RX at once ({summarize(guests_dropping)})"
             )
             loss = True
-        bad = bool(signals)
+        if not signals:
+            return Observation(sw.name, False, sw.name, sw.name, s.raise_after, s.clear_after)
         behind = guest_names(sw)
-        message = ""
-        if bad:
-            message = f"{sw.name} saturated: " + "; ".join(signals)
-            if behind:
-                message += f"; guests behind it: {summarize(behind)}"
+        message = f"{sw.name} saturated: " + "; ".join(signals)
+        if behind:
+            message += f"; guests behind it: {summarize(behind)}"
         evidence = known(
             {
                 "uplink_util_pct": util,
@@ -220,7 +219,7 @@ class VswitchSaturation:
         )
         return Observation(
             key=sw.name,
-            bad=bad,
+            bad=True,
             subject=sw.name,
             subject_name=sw.name,
             raise_after=s.raise_after,

@@ -127,7 +127,7 @@ def net_world(
 def test_vnic_drops_one_guest_not_draining() -> None:
     w = net_world({"a": 5.0, "b": 0.0})
     found = active(w.run(5), "vnic_drops")
-    assert [f.subject_name for f in found] == ["a/vnet0"]
+    assert [(f.guest, f.subject) for f in found] == [("a", "vnet0")]
     assert found[0].message == (
         "vnet0 RX drops 5/s (0.5% of packets): guest not draining its RX ring "
         "(steal max 12%, vhost 97% of a core)"

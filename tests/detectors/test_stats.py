@@ -11,6 +11,7 @@ from kvmtop.detectors.stats import (
     mann_kendall,
     median,
     norm_ppf,
+    resistant_slope,
     theil_sen,
 )
 
@@ -111,6 +112,17 @@ def test_median() -> None:
     assert median([3, 1, 2]) == 2 and median([4, 1, 3, 2]) == 2.5
     with pytest.raises(ValueError):
         median([])
+
+
+def test_resistant_slope_by_hand() -> None:
+    # Thirds of x = 0..8: left medians (1, y=2), right medians (7, y=14) → 12/6 = 2;
+    # the outlier at x=4 (middle third) and y=99 at x=8 do not move it.
+    x = list(range(9))
+    y = [2 * v for v in x]
+    y[4], y[8] = -50, 99
+    assert resistant_slope(x, y) == 2.0
+    assert resistant_slope([1, 2], [1, 2]) is None
+    assert resistant_slope([1, 1, 1], [1, 2, 3]) is None
 
 
 def test_rolling_median_expires_by_time() -> None:
