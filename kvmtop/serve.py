@@ -704,9 +704,11 @@ def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = DEFAULT_LISTEN[0], text
-    if host.startswith("[") and host.endswith("]"):
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
         host = host[1:-1]
-    if not host or (":" in host and not _is_v6(host)):
+    # An IPv6 address needs its brackets: "::1:9177" could end in a port or not.
+    if not host or (":" in host and not (bracketed and _is_v6(host))):
         raise argparse.ArgumentTypeError(f"{text!r}: expected ADDR:PORT, [IPV6]:PORT or PORT")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: port must be 0-65535")
