@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.detectors.builders import (  # noqa: E402
+from tests.detectors.builders import (
     DiskSpec,
     GuestSpec,
     HostSpec,

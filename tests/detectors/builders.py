@@ -14,6 +14,7 @@ below, which double as the specification of those fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from kvmtop.detectors.engine import DetectorEngine
 from kvmtop.detectors.settings import DetectorSettings
@@ -298,7 +299,7 @@ class World:
                 kvm["exits.sum"] = self._count(f"{k}v{i}:exits", v.exits_per_s, dt) or 0
             for cat, r in v.categories.items():
                 kvm[f"{cat}.sum"] = self._count(f"{k}v{i}:{cat}", r, dt) or 0
-            fields = {
+            fields: dict[str, Any] = {
                 "index": i,
                 "state": 1,
                 "time_ns": self._count(f"{k}v{i}:cpu", v.cpu_pct / 100 * NS, dt),
@@ -308,9 +309,9 @@ class World:
                 "kvm": kvm,
             }
             vcpus.append(
-                VcpuX(**fields, affinity=v.affinity)  # type: ignore[arg-type]
+                VcpuX(**fields, affinity=v.affinity)
                 if self.extended
-                else VcpuSample(**fields)  # type: ignore[arg-type]
+                else VcpuSample(**fields)
             )
         disks = []
         for d in g.disks:
@@ -322,9 +323,9 @@ class World:
                 fields[f"{kind}_reqs"] = self._count(dk + kind, iops, dt)
                 fields[f"{kind}_times_ns"] = self._count(dk + kind + "t", iops * ms * 1e6, dt)
             disks.append(
-                DiskX(**fields, host_dev=d.host_dev)  # type: ignore[arg-type]
+                DiskX(**fields, host_dev=d.host_dev)
                 if self.extended
-                else DiskSample(**fields)  # type: ignore[arg-type]
+                else DiskSample(**fields)
             )
         nics = []
         for n in g.nics:
@@ -341,9 +342,9 @@ class World:
                 "tx_drop": self._count(nk + "txd", n.tx_drops, dt),
             }
             nics.append(
-                NicX(**fields, bridge=n.bridge)  # type: ignore[arg-type]
+                NicX(**fields, bridge=n.bridge)
                 if self.extended
-                else NicSample(**fields)  # type: ignore[arg-type]
+                else NicSample(**fields)
             )
         threads: tuple[ThreadSample, ...] = ()
         if g.vhost_cpu_pct is not None:
@@ -361,7 +362,7 @@ class World:
         reasons = {
             key: self._count(f"{k}r:{key}", r, dt) or 0 for key, r in g.exit_reasons.items()
         }
-        common = {
+        common: dict[str, Any] = {
             "uuid": g.uuid,
             "name": g.name,
             "dom_id": g.dom_id,
@@ -382,13 +383,13 @@ class World:
             "threads": threads,
         }
         if not self.extended:
-            return GuestSample(**common)  # type: ignore[arg-type]
+            return GuestSample(**common)
         periods = self._count(k + "periods", 10.0, dt)  # 100 ms CFS period
         throttled = None
         if g.throttled_pct is not None:
             throttled = self._count(k + "throttled", 10.0 * g.throttled_pct / 100, dt)
         return GuestX(
-            **common,  # type: ignore[arg-type]
+            **common,
             cpu_nr_periods=periods if throttled is not None else None,
             cpu_nr_throttled=throttled,
             balloon_period_s=g.balloon_period_s,
@@ -399,7 +400,7 @@ class World:
         blockdevs = []
         for d in h.disks:
             hk = f"host:d:{d.name}:"
-            fields = {
+            fields: dict[str, Any] = {
                 "name": d.name,
                 "reads": self._count(hk + "r", d.iops, dt) or 0,
                 "read_bytes": 0,
@@ -413,9 +414,9 @@ class World:
                 "rotational": d.rotational,
             }
             blockdevs.append(
-                BlockDevX(**fields, scheduler=d.scheduler)  # type: ignore[arg-type]
+                BlockDevX(**fields, scheduler=d.scheduler)
                 if self.extended
-                else BlockDevSample(**fields)  # type: ignore[arg-type]
+                else BlockDevSample(**fields)
             )
         netdevs = []
         for n in h.netdevs:
@@ -435,18 +436,18 @@ class World:
                 "speed_mbps": n.speed_mbps,
             }
             netdevs.append(
-                NetDevX(  # type: ignore[arg-type]
+                NetDevX(
                     **fields, qdisc_drops=self._count(nk + "q", n.qdisc_drops, dt)
                 )
                 if self.extended
-                else NetDevSample(**fields)  # type: ignore[arg-type]
+                else NetDevSample(**fields)
             )
         pressure = dict(h.pressure)
         if "cpu" not in pressure:
             pressure["cpu"] = PressureSample(
                 some_total_ns=self._count("host:psi:cpu", h.psi_cpu_some_pct / 100 * NS, dt)
             )
-        common = {
+        common: dict[str, Any] = {
             "mono_ns": self.mono_ns,
             "hostname": "lab",
             "ncpu": h.ncpu,
@@ -465,7 +466,7 @@ class World:
             ),
         }
         if not self.extended:
-            return HostSample(**common)  # type: ignore[arg-type]
+            return HostSample(**common)
         ports = tuple(
             OvsPortX(
                 name=n.name,
@@ -476,7 +477,7 @@ class World:
             for n in h.netdevs
             if n.ovs_bridge is not None
         )
-        datapaths = ()
+        datapaths: tuple[OvsDatapathX, ...] = ()
         if h.ovs_bridges:
             datapaths = (
                 OvsDatapathX(
@@ -488,7 +489,7 @@ class World:
                 ),
             )
         return HostSampleX(
-            **common,  # type: ignore[arg-type]
+            **common,
             ovs_ports=ports,
             ovs_datapaths=datapaths,
             thp_enabled=h.thp,
