@@ -1,0 +1,290 @@
+"""The guest detail screen: one guest per vCPU, disk and NIC, next to the host baseline.
+
+Layer: views. Reads one `GuestRates` and `Snapshot.host` per frame.
+
+The sparklines plot the frames this screen has seen (it keeps the last `HISTORY`
+values); nothing else is remembered between frames.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Sparkline, Static
+
+from kvmtop.model.rates import EXIT_SOURCE_TRACEPOINTS, GuestRates, HostRates
+from kvmtop.model.snapshot import Snapshot
+from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si
+from kvmtop.views.guest_table import Cell, KeyedTable, TableColumn
+from kvmtop.views.host_strip import ModeBadge, busiest_disk, busiest_uplink
+
+HISTORY = 120
+"""Frames kept for the sparklines."""
+
+VCPU_COLUMNS = (
+    TableColumn("vcpu", "vCPU", 5),
+    TableColumn("cpu", "CPU%", 7, right=True),
+    TableColumn("steal", "Steal%", 7, right=True),
+    TableColumn("exits", "Exits/s", 9, right=True),
+    TableColumn("poll", "HaltPoll%", 10, right=True),
+    TableColumn("wait", "HaltWait%", 10, right=True),
+)
+VERSUS_COLUMNS = (
+    TableColumn("metric", "Metric", 16),
+    TableColumn("guest", "Guest", 14, right=True),
+    TableColumn("host", "Host baseline", 44),
+    TableColumn("ratio", "Ratio", 7, right=True),
+)
+DISK_COLUMNS = (
+    TableColumn("disk", "Disk", 6),
+    TableColumn("path", "Path"),
+    *(TableColumn(f"iops_{k}", f"IOPS {k}", 6, right=True) for k in "rwf"),
+    *(TableColumn(f"mbs_{k}", f"MB/s {k}", 6, right=True) for k in "rw"),
+    *(TableColumn(f"ms_{k}", f"ms {k}", 6, right=True) for k in "rwf"),
+)
+THREAD_COLUMNS = (
+    TableColumn("kind", "Thread", 9),
+    TableColumn("name", "Name", 16),
+    TableColumn("tid", "TID", 8, right=True),
+    TableColumn("cpu", "CPU%", 7, right=True),
+    TableColumn("delay", "Run-queue delay%", 17, right=True),
+)
+NIC_COLUMNS = (
+    TableColumn("nic", "NIC", 10),
+    TableColumn("rx", "Mb/s rx", 8, right=True),
+    TableColumn("tx", "Mb/s tx", 8, right=True),
+    TableColumn("rxp", "pps rx", 8, right=True),
+    TableColumn("txp", "pps tx", 8, right=True),
+    TableColumn("rxd", "drops rx", 9, right=True),
+    TableColumn("txd", "drops tx", 9, right=True),
+)
+
+
+def _num(text: str) -> Cell:
+    return Cell(text, right=True)
+
+
+def _mb(bytes_per_s: float | None) -> str:
+    return fmt_num(None if bytes_per_s is None else bytes_per_s / 1e6, 1)
+
+
+def _ratio(guest: float | None, host: float | None) -> str:
+    """guest ÷ host as "N.NN×", or a dash when either is unknown or the host is 0."""
+    if guest is None or not host:
+        return DASH
+    return f"{guest / host:.2f}×"
+
+
+def versus_rows(g: GuestRates, h: HostRates) -> list[tuple[str, tuple[Cell, ...]]]:
+    """Metric | guest | host baseline | ratio, for the figures that have a baseline."""
+    disk = busiest_disk(h)
+    uplink = busiest_uplink(h)
+    disk_name = f" ({disk.name})" if disk else ""
+    rows = [
+        ("CPU %", fmt_pct(g.cpu_pct), f"busy {fmt_pct(h.cpu_busy_pct)} of all CPUs", DASH),
+        ("Steal % mean/max", f"{fmt_pct(g.steal_pct)}/{fmt_pct(g.steal_max_pct)}",
+         f"run-queue delay {fmt_pct(h.run_delay_pct)}, PSI cpu {fmt_pct(h.psi_cpu_some_pct)}",
+         _ratio(g.steal_pct, h.run_delay_pct)),
+        ("Disk read ms", fmt_ms(g.disk_read_ms),
+         f"{fmt_ms(disk.read_ms if disk else None)}{disk_name}",
+         _ratio(g.disk_read_ms, disk.read_ms if disk else None)),
+        ("Disk write ms", fmt_ms(g.disk_write_ms),
+         f"{fmt_ms(disk.write_ms if disk else None)}{disk_name}",
+         _ratio(g.disk_write_ms, disk.write_ms if disk else None)),
+        ("Net Mb/s rx/tx", f"{fmt_mbps(g.net_rx_bps)}/{fmt_mbps(g.net_tx_bps)}",
+         DASH if uplink is None else
+         f"{fmt_mbps(uplink.rx_bps)}/{fmt_mbps(uplink.tx_bps)} {uplink.name}"
+         f" ({fmt_pct(uplink.util_pct)}% util)",
+         DASH),
+        ("Drops/s", fmt_si(g.net_drops_per_s), f"softnet {fmt_si(h.softnet_drops_per_s)}", DASH),
+        ("Memory", f"{fmt_bytes(g.mem_used_bytes)}/{fmt_bytes(g.mem_max_bytes)}",
+         f"{fmt_bytes(h.mem_used_bytes)}/{fmt_bytes(h.mem_total_bytes)}, "
+         f"PSI mem {fmt_pct(h.psi_mem_some_pct)}",
+         _ratio(g.mem_max_bytes, h.mem_total_bytes)),
+    ]
+    return [
+        (metric, (Cell(metric), _num(guest), Cell(host), _num(ratio)))
+        for metric, guest, host, ratio in rows
+    ]
+
+
+def _busiest(rates: dict[str, float]) -> str:
+    """"name rate" pairs, busiest first, for the rates that moved."""
+    ranked = sorted(((v, k) for k, v in rates.items() if v > 0), reverse=True)
+    return "  ".join(f"{k} {fmt_si(v)}" for v, k in ranked) or "none moved"
+
+
+def exits_text(g: GuestRates) -> str:
+    """Exits per second: total and source, split by reason or category, halt polling."""
+    if g.exits_per_s is None:
+        return f"exits/s {DASH}: {g.na.get('exits_per_s', 'unknown this interval')}"
+    lines = [f"exits/s {fmt_si(g.exits_per_s)} (from {g.exit_source or DASH})"]
+    traced = g.exit_source == EXIT_SOURCE_TRACEPOINTS
+    if g.exits_by_reason is not None:
+        lines.append(f"by {'reason' if traced else 'category'}: {_busiest(g.exits_by_reason)}")
+    elif "exits_by_reason" in g.na:
+        lines.append(f"by reason {DASH}: {g.na['exits_by_reason']}")
+    if traced and g.exit_categories:
+        lines.append(f"KVM categories: {_busiest(g.exit_categories)}")
+    lines.append(f"halt polling {fmt_pct(g.halt_poll_cpu_pct)}% of a core"
+                 + (f": {g.halt_poll_hint}" if g.halt_poll_hint else ""))
+    return "\n".join(lines)
+
+
+def memory_text(g: GuestRates) -> str:
+    """Guest memory as the balloon reports it, with the stats' age."""
+    text = (
+        f"used {fmt_bytes(g.mem_used_bytes)} of {fmt_bytes(g.mem_total_bytes)}"
+        f"  usable {fmt_bytes(g.mem_usable_bytes)}"
+        f"  balloon {fmt_bytes(g.mem_current_bytes)} of max {fmt_bytes(g.mem_max_bytes)}"
+        f"  QEMU RSS {fmt_bytes(g.mem_rss_bytes)}"
+        f"  stats age {fmt_num(g.balloon_age_s, 0)}s"
+    )
+    reason = g.na.get("mem_used_bytes")
+    return f"{text}\n{DASH} {reason}" if reason else text
+
+
+class GuestDetailScreen(Screen[None]):
+    """Everything about one guest, updated live (Esc goes back)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.pop_screen", "Back")]
+
+    def __init__(self, uuid: str, name: str, snapshot: Snapshot | None = None) -> None:
+        """Create the screen for the guest with this UUID.
+
+        Args:
+            uuid: the guest's UUID (the key it is looked up by in each snapshot).
+            name: its name, shown until the first frame arrives.
+            snapshot: the frame to show once mounted, if any.
+        """
+        super().__init__()
+        self._initial = snapshot
+        self.uuid = uuid
+        self.guest_name = name
+        self.cpu_history: deque[float] = deque(maxlen=HISTORY)
+        self.steal_history: deque[float] = deque(maxlen=HISTORY)
+        self._last_seq: int | None = None
+
+    def on_mount(self) -> None:
+        """Show the snapshot the screen was opened with."""
+        if self._initial is not None:
+            self.show(self._initial)
+
+    def compose(self) -> ComposeResult:
+        """Title and sparklines, then per-vCPU, baseline, exits, threads, disks, NICs, memory."""
+        with Horizontal(id="detail-head"):
+            yield ModeBadge(id="mode")
+            yield Static(self.guest_name, id="detail-title")
+        with VerticalScroll():
+            with Horizontal(id="sparks"):
+                with Vertical():
+                    yield Static("CPU%", id="cpu-label", classes="spark-label")
+                    yield Sparkline([], id="cpu-spark")
+                with Vertical():
+                    yield Static("Steal%", id="steal-label", classes="spark-label")
+                    yield Sparkline([], id="steal-spark")
+            yield Static("Per vCPU", classes="heading")
+            yield KeyedTable(VCPU_COLUMNS, id="vcpu-table", show_cursor=False)
+            yield Static("Guest against the host baseline", classes="heading")
+            yield KeyedTable(VERSUS_COLUMNS, id="versus-table", show_cursor=False)
+            yield Static("VM exits", classes="heading")
+            yield Static("", id="exits")
+            yield Static("Helper threads (emulator, iothreads, vhost)", classes="heading")
+            yield KeyedTable(THREAD_COLUMNS, id="thread-table", show_cursor=False)
+            yield Static("Disks", classes="heading")
+            yield KeyedTable(DISK_COLUMNS, id="disk-table", show_cursor=False)
+            yield Static("Network interfaces", classes="heading")
+            yield KeyedTable(NIC_COLUMNS, id="nic-table", show_cursor=False)
+            yield Static("Memory", classes="heading")
+            yield Static("", id="memory")
+        yield Footer()
+
+    def _spark(self, which: str, label: str, history: deque[float], now: float | None) -> None:
+        """Update one sparkline and its label."""
+        self.query_one(f"#{which}-spark", Sparkline).data = list(history)
+        peak = fmt_pct(max(history)) if history else DASH
+        self.query_one(f"#{which}-label", Static).update(
+            f"{label} {fmt_pct(now)} (max {peak} over {len(history)} frames)"
+        )
+
+    def show(self, snapshot: Snapshot) -> None:
+        """Show this guest as it is in a snapshot (or say it is gone)."""
+        self.query_one(ModeBadge).show(snapshot)
+        g = snapshot.guest(self.uuid)
+        title = self.query_one("#detail-title", Static)
+        if g is None:
+            title.update(f"{self.guest_name}: not in the latest frame (stopped or undefined)")
+            return
+        title.update(
+            f"{g.name}  {g.state}  {fmt_num(g.vcpus, 0)} vCPU  accel {g.accel or DASH}"
+            f"  pid {g.pid if g.pid is not None else DASH}  steal from {g.steal_source or DASH}"
+            f"\nuuid {g.uuid}"
+        )
+        if snapshot.seq != self._last_seq:
+            self._last_seq = snapshot.seq
+            if g.cpu_pct is not None:
+                self.cpu_history.append(g.cpu_pct)
+            if g.steal_pct is not None:
+                self.steal_history.append(g.steal_pct)
+        self._spark("cpu", "CPU%", self.cpu_history, g.cpu_pct)
+        self._spark("steal", "Steal%", self.steal_history, g.steal_pct)
+        self.query_one("#vcpu-table", KeyedTable).sync(
+            (
+                str(v.index),
+                (
+                    Cell(str(v.index)),
+                    _num(fmt_pct(v.cpu_pct)),
+                    _num(fmt_pct(v.steal_pct)),
+                    _num(fmt_si(v.exits_per_s)),
+                    _num(fmt_pct(v.halt_poll_pct)),
+                    _num(fmt_pct(v.halt_wait_pct)),
+                ),
+            )
+            for v in g.vcpu
+        )
+        self.query_one("#versus-table", KeyedTable).sync(versus_rows(g, snapshot.host))
+        self.query_one("#exits", Static).update(exits_text(g))
+        self.query_one("#thread-table", KeyedTable).sync(
+            (
+                str(t.tid),
+                (
+                    Cell(t.kind),
+                    Cell(t.name),
+                    _num(str(t.tid)),
+                    _num(fmt_pct(t.cpu_pct)),
+                    _num(fmt_pct(t.delay_pct)),
+                ),
+            )
+            for t in g.threads
+        )
+        self.query_one("#disk-table", KeyedTable).sync(
+            (
+                d.target,
+                (
+                    Cell(d.target),
+                    Cell(d.path or DASH),
+                    *(_num(fmt_si(v)) for v in (d.read_iops, d.write_iops, d.flush_iops)),
+                    *(_num(_mb(v)) for v in (d.read_bytes_per_s, d.write_bytes_per_s)),
+                    *(_num(fmt_ms(v)) for v in (d.read_ms, d.write_ms, d.flush_ms)),
+                ),
+            )
+            for d in g.disks
+        )
+        self.query_one("#nic-table", KeyedTable).sync(
+            (
+                n.name,
+                (
+                    Cell(n.name),
+                    *(_num(fmt_mbps(v)) for v in (n.rx_bps, n.tx_bps)),
+                    *(_num(fmt_si(v)) for v in (n.rx_pps, n.tx_pps)),
+                    *(_num(fmt_si(v)) for v in (n.rx_drops_per_s, n.tx_drops_per_s)),
+                ),
+            )
+            for n in g.nics
+        )
+        self.query_one("#memory", Static).update(memory_text(g))

@@ -1,0 +1,184 @@
+"""The host strip: the baseline every guest figure is judged against, and the mode.
+
+Layer: views. Reads `Snapshot.host` / `Snapshot.summary` only.
+
+Three lines, by resource (a fourth gives the reason for any figure the host cannot
+provide): CPU with run-queue delay, PSI, vCPU:pCPU and exits; memory with
+overcommit, guests and kvmtop's own cost; I/O with the busiest disk and uplink and
+softnet drops. Unknown values print as "–".
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.content import Content
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Static
+
+from kvmtop.model.rates import HostDiskRates, HostNetRates, HostRates
+from kvmtop.model.snapshot import Snapshot
+from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si
+
+LABEL = "$kvm-dim"
+"""Style of labels: values stand out, labels recede."""
+
+SEP = (" │ ", LABEL)
+
+REC_WIDTH = 24
+"""Characters of the recording path the badge shows (the end of it)."""
+
+NA_LABELS = {"run_delay_pct": "run-queue delay", "psi": "PSI"}
+"""Readable names of `HostRates.na` keys (others print as they are)."""
+
+
+def busiest_disk(host: HostRates) -> HostDiskRates | None:
+    """The host block device with the highest utilisation this interval."""
+    known = [d for d in host.disks if d.util_pct is not None]
+    return max(known, key=lambda d: d.util_pct or 0.0) if known else None
+
+
+def busiest_uplink(host: HostRates) -> HostNetRates | None:
+    """The physical NIC with the highest utilisation (taps and bridges have no capacity)."""
+    known = [n for n in host.nets if n.kind == "physical" and n.util_pct is not None]
+    return max(known, key=lambda n: n.util_pct or 0.0) if known else None
+
+
+def disk_latency_ms(d: HostDiskRates) -> float | None:
+    """The worse of a host device's read and write latency."""
+    known = [v for v in (d.read_ms, d.write_ms) if v is not None]
+    return max(known) if known else None
+
+
+def clock(wall_s: float) -> str:
+    """Local time of day of a wall-clock stamp."""
+    return time.strftime("%H:%M:%S", time.localtime(wall_s))
+
+
+def _pct(v: float | None) -> str:
+    return DASH if v is None else f"{fmt_pct(v)}%"
+
+
+def _ratio(v: float | None) -> str:
+    return DASH if v is None else f"{fmt_num(v, 2)}×"
+
+
+def _line(*fields: tuple[str, str]) -> Content:
+    """(label, value) fields joined by separators; a narrow screen wraps only between them."""
+    pieces: list[str | tuple[str, str]] = []
+    for label, value in fields:
+        if pieces:
+            pieces.append(SEP)
+        pieces += [(f"{label}\N{NO-BREAK SPACE}".replace(" ", "\N{NO-BREAK SPACE}"), LABEL),
+                   value.replace(" ", "\N{NO-BREAK SPACE}")]
+    return Content.assemble(*pieces)
+
+
+def host_lines(snapshot: Snapshot) -> list[Content]:
+    """The strip's text: CPU, memory and I/O lines, plus the reasons for n/a figures."""
+    h, s = snapshot.host, snapshot.summary
+    psi = "psi" in h.na
+    disk = busiest_disk(h)
+    uplink = busiest_uplink(h)
+    lines = [
+        _line(
+            ("CPU", f"{_pct(h.cpu_busy_pct)} busy {_pct(h.cpu_steal_pct)} steal "
+                    f"{_pct(h.cpu_iowait_pct)} iowait"),
+            ("runq delay", "n/a" if "run_delay_pct" in h.na else _pct(h.run_delay_pct)),
+            ("PSI cpu", "n/a" if psi else _pct(h.psi_cpu_some_pct)),
+            ("exits/s", fmt_si(s.exits_per_s)),
+            ("kvmtop", f"{_pct(h.self_cpu_pct)} {fmt_bytes(h.self_rss_bytes)}"),
+        ),
+        _line(
+            ("mem", f"{fmt_bytes(h.mem_used_bytes)}/{fmt_bytes(h.mem_total_bytes)}"),
+            ("PSI mem", "n/a" if psi else _pct(h.psi_mem_some_pct)),
+            ("overcommit", _ratio(s.mem_overcommit_ratio)),
+            ("vCPU:pCPU", _ratio(s.vcpu_pcpu_ratio)),
+            ("guests", f"{s.guests_running}/{s.guests_total} running"),
+        ),
+        _line(
+            ("disk", DASH if disk is None else
+             f"{disk.name} {fmt_ms(disk_latency_ms(disk))} ms {_pct(disk.util_pct)}"),
+            ("PSI io", "n/a" if psi else _pct(h.psi_io_some_pct)),
+            ("uplink", DASH if uplink is None else
+             f"{uplink.name} {_pct(uplink.util_pct)} "
+             f"{fmt_mbps(uplink.rx_bps)}/{fmt_mbps(uplink.tx_bps)} Mb/s"),
+            ("softnet drops/s", fmt_si(h.softnet_drops_per_s)),
+        ),
+    ]
+    if h.na:
+        lines.append(Content.assemble(
+            ("n/a: ", LABEL),
+            "; ".join(f"{NA_LABELS.get(k, k)}: {reason}" for k, reason in sorted(h.na.items())),
+        ))
+    return lines
+
+
+def badge_lines(snapshot: Snapshot) -> list[str]:
+    """The mode badge: mode, time of the frame, then its date (away from live) or the
+    interval, and the recording when there is one."""
+    stamp = time.localtime(snapshot.wall_s)
+    third = f"every {snapshot.interval_s:g}s" if snapshot.mode == "live" else (
+        time.strftime("%Y-%m-%d", stamp))
+    lines = [snapshot.mode.upper(), f"@ {time.strftime('%H:%M:%S', stamp)}", third]
+    if snapshot.recording:
+        lines.append(f"● REC {shorten(snapshot.recording, REC_WIDTH)}")
+    return lines
+
+
+def shorten(path: str, width: int) -> str:
+    """A path cut at the front to `width` characters."""
+    return path if len(path) <= width else "…" + path[-(width - 1):]
+
+
+class ModeBadge(Static):
+    """LIVE / PAUSED / REPLAY @ time, and REC with the recording path."""
+
+    def show(self, snapshot: Snapshot) -> None:
+        """Show the mode of a snapshot."""
+        self.set_classes(f"-{snapshot.mode}" + (" -rec" if snapshot.recording else ""))
+        self.update("\n".join(badge_lines(snapshot)))
+
+
+class HostStrip(Widget):
+    """The host baseline strip with the mode badge at its left."""
+
+    note = reactive("")
+    """A line about the app's own state (e.g. the end of a recording); empty for none."""
+
+    snapshot: Snapshot | None = None
+    """The snapshot shown."""
+
+    def __init__(self, title: str = "", **kwargs: Any) -> None:
+        """Create the strip.
+
+        Args:
+            title: shown before the host figures (e.g. which recording is replayed).
+            **kwargs: passed to `Widget`.
+        """
+        super().__init__(**kwargs)
+        self.title = title
+
+    def compose(self) -> ComposeResult:
+        """The badge and the figures."""
+        yield ModeBadge("waiting", id="mode")
+        yield Static(self.title or "waiting for the first sample…", id="host-figures")
+
+    def watch_note(self) -> None:
+        """Show a new note at once, without waiting for the next frame."""
+        if self.snapshot is not None:
+            self.show(self.snapshot)
+
+    def show(self, snapshot: Snapshot) -> None:
+        """Show a snapshot's host baseline and mode."""
+        self.snapshot = snapshot
+        self.query_one(ModeBadge).show(snapshot)
+        lines = host_lines(snapshot)
+        if self.title:
+            lines[0] = Content.assemble((self.title, "bold"), SEP, lines[0])
+        if self.note:
+            lines.append(Content.assemble((self.note, "$kvm-warn")))
+        self.query_one("#host-figures", Static).update(Content("\n").join(lines))

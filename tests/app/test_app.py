@@ -1,0 +1,401 @@
+"""Pilot tests: the app driven through its keys and mouse over a fake feed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.coordinate import Coordinate
+from textual.widgets import Input
+
+from kvmtop.app import FeedEnded, FrameReady, KvmtopApp
+from kvmtop.model.finding import Finding
+from kvmtop.model.rates import NA_NOT_KVM
+from kvmtop.render import DASH, GUEST_COLUMNS
+from kvmtop.views.findings import FindingsPanel
+from kvmtop.views.guest_detail import GuestDetailScreen, exits_text
+from kvmtop.views.guest_table import GuestTable, KeyedTable
+from kvmtop.views.host_strip import ModeBadge, host_lines
+from kvmtop.views.sources import SourcesScreen
+from tests.app.builders import FakeFeed, GuestSpec, HostSpec, snapshot, wait_until
+
+SIZE = (120, 40)
+GUESTS = [
+    GuestSpec("alpha", cpu_pct=10, steal_pct=2),
+    GuestSpec("bravo", cpu_pct=40, steal_pct=12, vcpus=4),
+    GuestSpec("charlie", cpu_pct=25, steal_pct=25),
+    GuestSpec("emu", accel="tcg", cpu_pct=30),
+    GuestSpec("down", state="shutoff"),
+]
+UUID = {g.name: g.uuid for g in GUESTS}
+
+
+def rows(app: KvmtopApp) -> list[str]:
+    """Guest names in display order."""
+    table = app.query_one(GuestTable)
+    return [table.get_cell_at(Coordinate(i, 0)).plain.strip() for i in range(table.row_count)]
+
+
+def cell(app: KvmtopApp, name: str, column: str) -> str:
+    """The text of one guest-table cell."""
+    return app.query_one(GuestTable).get_cell(UUID[name], column).plain.strip()
+
+
+async def shown(pilot: Any, app: KvmtopApp, seq: int = 1) -> None:
+    """Wait until frame `seq` is on screen."""
+    await wait_until(pilot, lambda: app.displayed is not None and app.displayed.seq >= seq)
+    await pilot.pause()
+
+
+async def test_rows_are_keyed_by_uuid_and_sorted_by_cpu() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        table = app.query_one(GuestTable)
+        assert {k.value for k in table.rows} == set(UUID.values())
+        # CPU% descending, unknown (the stopped guest) last.
+        assert rows(app) == ["bravo", "emu", "charlie", "alpha", "down"]
+        assert "▼" in table.columns[next(iter(k for k in table.columns
+                                              if k.value == "cpu_pct"))].label.plain
+
+
+async def test_sort_keys_reverse_and_step() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        await pilot.press("N")
+        assert rows(app) == ["alpha", "bravo", "charlie", "down", "emu"]
+        await pilot.press("r")
+        assert rows(app) == ["emu", "down", "charlie", "bravo", "alpha"]
+        await pilot.press("S")  # steal, descending; unknown last
+        assert rows(app)[:3] == ["charlie", "bravo", "alpha"]
+        assert rows(app)[-1] == "down"
+        await pilot.press("greater_than_sign")
+        assert app.query_one(GuestTable).sort_key == "steal_max_pct"
+
+
+async def test_header_click_sorts_and_clicking_again_reverses() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        # The table's first line is its border; the header is the second.
+        assert await pilot.click(GuestTable, offset=(2, 1))
+        await pilot.pause()
+        assert rows(app) == ["alpha", "bravo", "charlie", "down", "emu"]
+        assert await pilot.click(GuestTable, offset=(2, 1))
+        await pilot.pause()
+        assert rows(app) == ["emu", "down", "charlie", "bravo", "alpha"]
+
+
+async def test_filter_by_substring_and_regex_and_escape_clears() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        await pilot.press("slash")
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"ar")
+        assert sorted(rows(app)) == ["charlie"]
+        assert app.query_one(GuestTable).border_title == "guests 1/5"
+        app.query_one("#filter", Input).value = "^(a|e)"
+        await pilot.pause()
+        assert sorted(rows(app)) == ["alpha", "emu"]
+        app.query_one("#filter", Input).value = "[br"  # not a regex: taken literally
+        await pilot.pause()
+        assert rows(app) == []
+        await pilot.press("enter")
+        assert isinstance(app.focused, GuestTable)
+        await pilot.press("escape")
+        assert len(rows(app)) == len(GUESTS)
+        assert not app.query_one("#filter", Input).has_class("-visible")
+
+
+async def test_pause_freezes_display_while_collection_continues() -> None:
+    feed = FakeFeed([snapshot(GUESTS, seq=1)])
+    app = KvmtopApp(feed)
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        await pilot.press("space")
+        assert app.query_one(ModeBadge).has_class("-paused")
+        assert "PAUSED" in str(app.query_one(ModeBadge).render())
+        busier = [GuestSpec("alpha", cpu_pct=90), *GUESTS[1:]]
+        feed.push(snapshot(busier, seq=2))
+        await wait_until(pilot, lambda: app.latest is not None and app.latest.seq == 2)
+        assert app.displayed is not None and app.displayed.seq == 1
+        assert rows(app)[0] == "bravo"
+        await pilot.press("p")
+        assert app.displayed is not None and app.displayed.seq == 2
+        assert rows(app)[0] == "alpha"
+        assert app.query_one(ModeBadge).has_class("-live")
+
+
+@pytest.mark.parametrize(
+    ("start", "keys", "expected"),
+    [
+        (2.0, ["plus"], 3.0),
+        (2.0, ["minus", "minus"], 1.0),
+        (5.0, ["plus", "plus", "plus"], 30.0),
+        (2.5, ["minus"], 2.0),
+    ],
+)
+async def test_interval_steps(start: float, keys: list[str], expected: float) -> None:
+    feed = FakeFeed([snapshot(GUESTS)], interval_s=start)
+    app = KvmtopApp(feed)
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        await pilot.press(*keys)
+        assert feed.interval_s == expected
+
+
+async def test_help_lists_every_key_and_column_and_closes() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        await pilot.press("question_mark")
+        text = str(app.screen.query_one("#help Static").render())
+        for col in GUEST_COLUMNS:
+            assert col.header in text and col.help in text
+        for word in ("Pause", "Filter", "Sources", "Theme", "Reverse sort", "command palette"):
+            assert word in text
+        await pilot.press("escape")
+        assert isinstance(app.focused, GuestTable)
+        await pilot.press("f1")
+        assert app.screen.query("#help")
+        await pilot.press("question_mark")
+        assert not app.screen.query("#help")
+
+
+async def test_tcg_guest_blank_exits_explained_in_sources_view() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        assert cell(app, "emu", "exits_per_s") == DASH
+        assert cell(app, "bravo", "exits_per_s") != DASH
+        await pilot.press("s")
+        assert isinstance(app.screen, SourcesScreen)
+        blanks = app.screen.query_one("#blanks-table", KeyedTable)
+        exits = [blanks.get_row(k) for k in blanks.rows if str(k.value).startswith("exits_per_s|")]
+        assert any(r[1].plain.strip() == NA_NOT_KVM and "emu" in r[2].plain for r in exits)
+        sources = app.screen.query_one("#sources-table", KeyedTable)
+        debugfs = [c.plain.strip() for c in sources.get_row("kvm_debugfs")]
+        assert debugfs[1] == "FAILED" and "lockdown" in debugfs[3]
+        await pilot.press("s")
+        assert isinstance(app.focused, GuestTable)
+
+
+async def test_sources_view_lists_host_figures_the_kernel_lacks() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS, host=HostSpec(run_delay_pct=None))]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        await pilot.press("s")
+        host = app.screen.query_one("#host-na-table", KeyedTable)
+        row = [c.plain for c in host.get_row("run_delay_pct")]
+        assert row[0] == "run-queue delay" and "CONFIG_SCHEDSTATS" in row[1]
+
+
+async def test_detail_opens_with_enter_and_shows_each_vcpu() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        await pilot.press("enter")  # the cursor starts on the busiest guest: bravo
+        screen = app.screen
+        assert isinstance(screen, GuestDetailScreen) and screen.uuid == UUID["bravo"]
+        vcpus = screen.query_one("#vcpu-table", KeyedTable)
+        assert [k.value for k in vcpus.rows] == ["0", "1", "2", "3"]
+        assert [c.plain.strip() for c in vcpus.get_row("0")][:3] == ["0", "40.0", "12.0"]
+        assert "halt_exits" in str(screen.query_one("#exits").render())
+        assert list(screen.cpu_history) == pytest.approx([168.0])
+        await pilot.press("escape")
+        assert isinstance(app.focused, GuestTable)
+
+
+def test_detail_splits_exits_by_traced_reason() -> None:
+    g = snapshot([GuestSpec("traced", traced=True)]).guests[0]
+    text = exits_text(g)
+    assert "(from tracepoints)" in text
+    assert "by reason: HLT 2.4k  EPT_MISCONFIG 1.2k  other 400" in text
+    assert "KVM categories: halt_exits 2.4k" in text
+    plain = snapshot([GuestSpec("plain")]).guests[0]
+    assert "by category: halt_exits 2.4k" in exits_text(plain)
+    tcg = snapshot([GuestSpec("emu", accel="tcg")]).guests[0]
+    assert exits_text(tcg) == f"exits/s {DASH}: {NA_NOT_KVM}"
+
+
+async def test_detail_follows_frames_and_survives_the_guest_leaving() -> None:
+    feed = FakeFeed([snapshot(GUESTS, seq=1)])
+    app = KvmtopApp(feed)
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        app.open_guest(UUID["charlie"])
+        await pilot.pause()
+        feed.push(snapshot([GuestSpec("charlie", cpu_pct=50, steal_pct=25)], seq=2))
+        await shown(pilot, app, 2)
+        screen = app.screen
+        assert isinstance(screen, GuestDetailScreen)
+        assert len(screen.cpu_history) == 2
+        feed.push(snapshot(GUESTS[:2], seq=3))
+        await shown(pilot, app, 3)
+        assert "not in the latest frame" in str(screen.query_one("#detail-title").render())
+
+
+async def test_rows_survive_a_guest_leaving_and_coming_back() -> None:
+    feed = FakeFeed([snapshot(GUESTS, seq=1)])
+    app = KvmtopApp(feed)
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        table = app.query_one(GuestTable)
+        table.move_cursor(row=rows(app).index("charlie"))
+        feed.push(snapshot([g for g in GUESTS if g.name != "bravo"], seq=2))
+        await shown(pilot, app, 2)
+        assert UUID["bravo"] not in {k.value for k in table.rows}
+        assert table.cursor_key == UUID["charlie"]
+        feed.push(snapshot(GUESTS, seq=3))
+        await shown(pilot, app, 3)
+        assert UUID["bravo"] in {k.value for k in table.rows}
+        assert rows(app) == ["bravo", "emu", "charlie", "alpha", "down"]
+        assert table.cursor_key == UUID["charlie"]
+
+
+async def test_severity_classes_and_stopped_guests_dimmed() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        table = app.query_one(GuestTable)
+        critical = table.get_component_rich_style("keyed-table--critical", partial=True)
+        warning = table.get_component_rich_style("keyed-table--warning", partial=True)
+        dim = table.get_component_rich_style("keyed-table--dim", partial=True)
+        assert table.get_cell(UUID["charlie"], "steal_pct").style == critical
+        assert table.get_cell(UUID["bravo"], "steal_pct").style == warning
+        assert table.get_cell(UUID["down"], "name").style == dim
+
+
+async def test_findings_panel_and_flagged_guest() -> None:
+    finding = Finding("steal", "critical", UUID["charlie"], "charlie",
+                      "vCPU steal 25% for 3 samples", since_s=snapshot(GUESTS).wall_s - 130,
+                      guest="charlie", evidence={"steal_pct": 25.0},
+                      baseline={"run_delay_pct": 2.0})
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS), snapshot(GUESTS, seq=2, findings=(finding,))]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app, 2)
+        panel = app.query_one(FindingsPanel)
+        assert panel.has_class("-has-findings")
+        row = [c.plain.strip() for c in panel.table.get_row("steal|" + UUID["charlie"])]
+        assert row[0] == "critical" and row[1] == "charlie"
+        assert row[3].endswith("(2m12s)")
+        assert row[4] == "steal_pct=25 │ host: run_delay_pct=2.0"
+        table = app.query_one(GuestTable)
+        critical = table.get_component_rich_style("keyed-table--critical", partial=True)
+        assert table.get_cell(UUID["charlie"], "name").style == critical
+
+
+async def test_no_findings_plainly() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        panel = app.query_one(FindingsPanel)
+        assert not panel.has_class("-has-findings")
+        assert str(panel.query_one("#no-findings").render()) == "no findings"
+
+
+async def test_end_of_recording_is_announced() -> None:
+    messages: list[object] = []
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS, mode="replay")], ended=True))
+    async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
+        await wait_until(pilot, lambda: any(isinstance(m, FeedEnded) for m in messages))
+        await pilot.pause()
+        assert "end of recording" in str(app.query_one("#host-figures").render())
+        assert "REPLAY" in str(app.query_one(ModeBadge).render())
+        assert app.query_one(ModeBadge).has_class("-replay")
+
+
+def test_frames_coalesce() -> None:
+    a, b = FrameReady(snapshot(GUESTS, seq=1)), FrameReady(snapshot(GUESTS, seq=2))
+    assert b.can_replace(a)
+    assert not b.can_replace(FeedEnded())
+
+
+async def test_broken_theme_files_give_one_notification(tmp_path: Path) -> None:
+    (tmp_path / "bad-colour.toml").write_text('name = "x"\nprimary = "#12345"\n')
+    (tmp_path / "bad-toml.toml").write_text("name = \n")
+    (tmp_path / "mine.toml").write_text('name = "mine"\nprimary = "#336699"\n')
+    notes: list[tuple[str, dict[str, Any]]] = []
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]), user_theme_dir=tmp_path)
+    app.notify = lambda message, **kw: notes.append((message, kw))  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        assert len(notes) == 1
+        message = notes[0][0]
+        assert "bad-colour.toml" in message and "bad-toml.toml" in message
+        assert "mine" in app.kvmtop_themes
+        assert rows(app)[0] == "bravo"
+
+
+async def test_t_cycles_themes_and_restyles_cells() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        assert app.theme == "kvmtop-dark"
+        table = app.query_one(GuestTable)
+        dark = table.get_cell(UUID["charlie"], "steal_pct").style
+        await pilot.press("t")
+        assert app.theme == app.kvmtop_themes[1]
+        await pilot.pause()
+        assert table.get_cell(UUID["charlie"], "steal_pct").style != dark
+        for _ in app.kvmtop_themes[1:]:
+            await pilot.press("t")
+        assert app.theme == "kvmtop-dark"
+
+
+async def test_unknown_theme_name_falls_back_with_a_warning() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]), theme_name="nope")
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        assert app.theme in app.kvmtop_themes
+        assert app.theme_warning is not None and "nope" in app.theme_warning
+
+
+async def test_palette_offers_kvmtop_commands() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Pause / resume", "Sources view", "Sort by Steal%", "Guest alpha",
+                "Theme kvmtop-light"} <= titles
+        sort = next(c for c in app.get_system_commands(app.screen) if c.title == "Sort by IOPS")
+        sort.callback()
+        assert app.query_one(GuestTable).sort_key == "disk_iops"
+
+
+async def test_filter_and_sort_keys_are_off_outside_the_main_screen() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        await pilot.press("enter", "slash", "N")
+        assert isinstance(app.screen, GuestDetailScreen)
+        assert app.query_one(GuestTable).sort_key == "cpu_pct"
+        assert not isinstance(app.focused, Input)
+
+
+async def test_row_click_on_cursor_row_opens_detail() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        await pilot.click(GuestTable, offset=(2, 2))
+        await pilot.pause()
+        assert isinstance(app.screen, GuestDetailScreen)
+
+
+def test_host_strip_lines_say_why_a_figure_is_missing() -> None:
+    snap = snapshot(GUESTS, host=HostSpec(run_delay_pct=None, psi=False))
+    text = "\n".join(line.plain for line in host_lines(snap))
+    assert "runq\N{NO-BREAK SPACE}delay\N{NO-BREAK SPACE}n/a" in text
+    assert "CONFIG_SCHEDSTATS" in text and "/proc/pressure" in text
+
+
+@pytest.mark.parametrize("theme", ["textual-dark", "textual-light", "kvmtop-high-contrast"])
+async def test_app_runs_under_any_theme(theme: str) -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]), theme_name=theme)
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        assert app.theme == theme and app.theme_warning is None
+        assert rows(app)[0] == "bravo"

@@ -1,0 +1,60 @@
+"""Snapshot tests of the main and detail screens (SVG baselines in __snapshots__/).
+
+Deterministic by construction: fixed frames from the builder, TZ=UTC (conftest),
+the default theme, a fixed terminal size, and no cursor blink.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.pilot import Pilot
+
+from kvmtop.app import KvmtopApp
+from kvmtop.model.finding import Finding
+from tests.app.builders import FakeFeed, GuestSpec, snapshot, wait_until
+
+GUESTS = [
+    GuestSpec("web-01", vcpus=4, cpu_pct=35, steal_pct=3, net_mbps=240),
+    GuestSpec("web-02", vcpus=4, cpu_pct=33, steal_pct=7, net_mbps=230, drops_per_s=12),
+    GuestSpec("db-primary", vcpus=8, cpu_pct=60, steal_pct=24, disk_iops=900, disk_ms=31,
+              mem_mib=16384, used_mib=12000),
+    GuestSpec("db-replica", vcpus=8, cpu_pct=20, steal_pct=11, disk_iops=300, disk_ms=4),
+    GuestSpec("cache", vcpus=2, cpu_pct=12, exits_per_s=90_000, mem_mib=4096, used_mib=3900),
+    GuestSpec("build-runner", vcpus=16, cpu_pct=85, steal_pct=2, disk_iops=1500),
+    GuestSpec("legacy-tcg", accel="tcg", vcpus=1, cpu_pct=95),
+    GuestSpec("batch-07", state="shutoff"),
+    GuestSpec("mail", vcpus=2, cpu_pct=4, steal_pct=0.5),
+]
+FINDING = Finding(
+    "steal", "critical", GUESTS[2].uuid, "db-primary",
+    "vCPU steal 24% (host run-queue delay 2%): contention on its pCPUs",
+    since_s=snapshot(GUESTS).wall_s - 95, guest="db-primary",
+    evidence={"steal_pct": 24.0, "steal_max_pct": 24.0}, baseline={"run_delay_pct": 2.0},
+)
+
+
+def make_app() -> KvmtopApp:
+    """The app over three frames of the same fleet, with one finding at the end."""
+    frames = [snapshot(GUESTS, seq=seq, findings=(FINDING,) if seq == 3 else ())
+              for seq in (1, 2, 3)]
+    return KvmtopApp(FakeFeed(frames))
+
+
+def ready(app: KvmtopApp, *keys: str) -> Any:
+    """run_before: wait for the last frame, then press keys."""
+    async def run(pilot: Pilot[None]) -> None:
+        await wait_until(pilot, lambda: app.displayed is not None and app.displayed.seq == 3)
+        await pilot.press(*keys)
+        await pilot.pause()
+    return run
+
+
+def test_main_screen(snap_compare: Any) -> None:
+    app = make_app()
+    assert snap_compare(app, terminal_size=(120, 40), run_before=ready(app))
+
+
+def test_detail_screen(snap_compare: Any) -> None:
+    app = make_app()
+    assert snap_compare(app, terminal_size=(120, 40), run_before=ready(app, "down", "enter"))
