@@ -219,7 +219,7 @@ class LibvirtCollector:
             )
             if with_balloon:
                 entry.balloon = sample.balloon
-            else:
+            elif entry.balloon is not None:
                 sample = dataclasses.replace(sample, balloon=entry.balloon)
             entries[uuid] = entry
             guests.append(sample)
