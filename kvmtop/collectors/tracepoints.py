@@ -203,7 +203,7 @@ def detect_isa(root: Path) -> tuple[int | None, str]:
         loaded = sorted(p.name for p in module.iterdir() if p.name.startswith("kvm"))
     except OSError:
         loaded = []
-    return None, f"unknown (loaded: {', '.join(loaded) or 'no kvm module'})"
+    return None, f"loaded: {', '.join(loaded) or 'no kvm module'}"
 
 
 @dataclass
