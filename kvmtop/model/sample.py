@@ -53,7 +53,8 @@ class VcpuSample:
     /proc/PID/task/TID/schedstat read by kvmtop itself (fallback and finer grain).
     `kvm` holds the KVM binary statistics libvirt re-exports for KVM guests
     (`vcpu.N.<name>.<sum|cur|max>` since libvirt 8.9 with QEMU >= 7.1), keyed
-    "<name>.<type>", e.g. "exits.sum", "halt_wait_ns.sum".
+    "<name>.<type>", e.g. "exits.sum", "halt_wait_ns.sum". `affinity` lists the host
+    CPUs the vCPU thread may run on (Cpus_allowed_list of its /proc status).
     """
 
     index: int
@@ -64,17 +65,22 @@ class VcpuSample:
     sched_run_ns: int | None = None
     sched_delay_ns: int | None = None
     kvm: dict[str, int] = field(default_factory=dict)
+    affinity: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DiskSample:
     """One guest block device (`block.N.*`, top of the backing chain only).
 
-    Times are libvirt's totals in ns (QEMU rd_total_time_ns etc.).
+    Times are libvirt's totals in ns (QEMU rd_total_time_ns etc.). `path` is the
+    source (image file or block device) and `host_dev` the whole host disk that holds
+    it (file → filesystem st_dev → /sys/dev/block → parent disk, through dm/md
+    slaves); None for network storage inside QEMU (rbd, iscsi, nbd).
     """
 
     target: str
     path: str | None = None
+    host_dev: str | None = None
     rd_reqs: int | None = None
     rd_bytes: int | None = None
     rd_times_ns: int | None = None
@@ -95,9 +101,14 @@ class NicSample:
     libvirt reads the host tap's /proc/net/dev row and swaps RX/TX for taps
     (virNetDevTapInterfaceStats), so `rx_drop` (guest RX drops) is the tap's
     tx_dropped: the tun ring was full because the guest did not drain it.
+    `bridge` is the switch the vNIC is plugged into (`<source bridge=...>` of the
+    domain XML) and `switch` its kind: "linux" (Linux bridge), "ovs" (Open vSwitch,
+    `<virtualport type='openvswitch'/>`), or None when unknown.
     """
 
     name: str
+    bridge: str | None = None
+    switch: str | None = None
     rx_bytes: int | None = None
     rx_pkts: int | None = None
     rx_errs: int | None = None
@@ -169,6 +180,11 @@ class GuestSample:
             "<tracepoint>:<reason>", e.g. "kvm_exit:HLT", "kvm_userspace_exit:IO",
             "kvm_pio:total"; empty when tracing is off for this guest.
         threads: emulator, iothread and vhost threads with their schedstat.
+        max_memory_bytes: `<memory>` of the domain XML.
+        balloon_period_s: `<memballoon><stats period=...>`; 0 or None means the
+            guest memory stats never refresh.
+        cpu_nr_periods / cpu_nr_throttled / cpu_throttled_ns: cgroup v2 `cpu.stat` of
+            the VM's scope (CFS quota throttling shows up as guest steal).
     """
 
     uuid: str
@@ -192,6 +208,11 @@ class GuestSample:
     debugfs: dict[str, int] = field(default_factory=dict)
     exit_reasons: dict[str, int] = field(default_factory=dict)
     threads: tuple[ThreadSample, ...] = ()
+    max_memory_bytes: int | None = None
+    balloon_period_s: int | None = None
+    cpu_nr_periods: int | None = None
+    cpu_nr_throttled: int | None = None
+    cpu_throttled_ns: int | None = None
 
 
 # --------------------------------------------------------------------------- host
@@ -253,7 +274,8 @@ class BlockDevSample:
     """One row of /proc/diskstats (Documentation/admin-guide/iostats.rst).
 
     Sectors are 512 bytes whatever the device's sector size; times are ms in the
-    file, ns here. Flush fields exist since Linux 5.5.
+    file, ns here. Flush fields exist since Linux 5.5. `scheduler` is the selected
+    I/O scheduler (/sys/block/<dev>/queue/scheduler).
     """
 
     name: str
@@ -270,6 +292,7 @@ class BlockDevSample:
     flush_time_ns: int | None = None
     rotational: bool | None = None
     is_partition: bool = False
+    scheduler: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +302,9 @@ class NetDevSample:
     Counters are from the host's point of view. `kind` is "physical", "bridge",
     "ovs", "tap", "veth", "loopback", "bond" or "virtual"; `speed_mbps` is only
     meaningful for physical NICs and bonds (tun, veth and bridges report made-up
-    speeds: drivers/net/tun.c, net/bridge/br_device.c).
+    speeds: drivers/net/tun.c, net/bridge/br_device.c). `qdisc_drops` is the root
+    qdisc's cumulative drop count (what `tc -s qdisc` shows): shaping (tbf/htb)
+    drops land there, not in /proc/net/dev.
     """
 
     name: str
@@ -296,6 +321,8 @@ class NetDevSample:
     master: str | None = None
     speed_mbps: int | None = None
     operstate: str | None = None
+    qdisc_drops: int | None = None
+    qdisc_backlog_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +336,33 @@ class SoftnetSample:
 
 
 @dataclass(frozen=True, slots=True)
+class OvsPortSample:
+    """One Open vSwitch port (OVSDB Interface.statistics; refreshed by ovs-vswitchd
+    every other_config:stats-update-interval, 5 s by default)."""
+
+    name: str
+    bridge: str
+    rx_packets: int | None = None
+    tx_packets: int | None = None
+    rx_dropped: int | None = None
+    tx_dropped: int | None = None
+    rx_errors: int | None = None
+    tx_errors: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OvsDatapathSample:
+    """One OVS datapath (`ovs-appctl dpctl/show -s`): `lost` counts upcalls dropped
+    because a datapath queue overflowed (lib/dpif.h dpif_dp_stats.n_lost)."""
+
+    name: str
+    hit: int | None = None
+    missed: int | None = None
+    lost: int | None = None
+    bridges: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class HostSample:
     """Host baseline counters for one tick.
 
@@ -317,6 +371,7 @@ class HostSample:
         run_delay_ns: sum over CPUs of /proc/schedstat run-queue wait (needs
             CONFIG_SCHEDSTATS; None where the file is absent).
         self_cpu_ns: CPU time used so far by the kvmtop process itself.
+        thp_enabled: the selected word of /sys/kernel/mm/transparent_hugepage/enabled.
     """
 
     mono_ns: int
@@ -339,6 +394,9 @@ class HostSample:
     loadavg: tuple[float, float, float] | None = None
     self_cpu_ns: int | None = None
     self_rss_bytes: int | None = None
+    ovs_ports: tuple[OvsPortSample, ...] = ()
+    ovs_datapaths: tuple[OvsDatapathSample, ...] = ()
+    thp_enabled: str | None = None
 
 
 # --------------------------------------------------------------------------- tick
