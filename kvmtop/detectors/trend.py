@@ -101,11 +101,6 @@ class TrendSeries:
         """Bucket means, oldest first."""
         return list(self._y)
 
-    @property
-    def last(self) -> float | None:
-        """The newest bucket mean."""
-        return self._y[-1] if self._y else None
-
 
 @dataclass(frozen=True, slots=True)
 class TrendResult:
