@@ -616,6 +616,12 @@ def derive_guest(
 
     b = cur.balloon
     pb = prev.balloon if prev else None
+    # Balloon counters refresh on the guest's stats period and are collected on the
+    # slow tier, so rate them over their own clock (Δ last-update); between two
+    # refreshes the rate is unknown, not 0.
+    bdt = 0.0
+    if pb is not None and b is not None and pb.last_update_s and b.last_update_s:
+        bdt = float(b.last_update_s - pb.last_update_s)
     used = guest_used_bytes(b)
     age = None
     if b is not None and b.last_update_s:
@@ -676,9 +682,9 @@ def derive_guest(
         mem_max_bytes=b.maximum_bytes if b else None,
         mem_rss_bytes=b.rss_bytes if b else None,
         balloon_age_s=age,
-        major_faults_per_s=rate(pb.major_fault, b.major_fault, dt_s) if pb and b else None,
-        swap_in_bytes_per_s=rate(pb.swap_in_bytes, b.swap_in_bytes, dt_s) if pb and b else None,
-        swap_out_bytes_per_s=rate(pb.swap_out_bytes, b.swap_out_bytes, dt_s) if pb and b else None,
+        major_faults_per_s=rate(pb.major_fault, b.major_fault, bdt) if pb and b else None,
+        swap_in_bytes_per_s=rate(pb.swap_in_bytes, b.swap_in_bytes, bdt) if pb and b else None,
+        swap_out_bytes_per_s=rate(pb.swap_out_bytes, b.swap_out_bytes, bdt) if pb and b else None,
         na=na,
     )
 

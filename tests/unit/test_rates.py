@@ -260,3 +260,12 @@ def test_derive_matches_guests_by_uuid_and_handles_new_guest() -> None:
     assert by["a"].cpu_pct == pytest.approx(100.0)
     assert by["b"].cpu_pct is None
     assert f.host.na["host"]
+
+
+def test_balloon_rates_use_the_balloon_clock() -> None:
+    b0 = BalloonSample(major_fault=100, last_update_s=1000)
+    b1 = BalloonSample(major_fault=160, last_update_s=1010)
+    refreshed = derive_guest(guest(balloon=b0), guest(balloon=b1), 2.0, now_s=1011)
+    assert refreshed.major_faults_per_s == pytest.approx(6.0)  # 60 over 10 s, not over 2 s
+    carried = derive_guest(guest(balloon=b1), guest(balloon=b1), 2.0, now_s=1012)
+    assert carried.major_faults_per_s is None  # not refreshed: unknown, not 0
