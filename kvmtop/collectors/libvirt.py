@@ -30,7 +30,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kvmtop.collectors.base import CollectorError, Probe
-from kvmtop.collectors.libvirt_parse import DomainInfo, parse_domain_stats, parse_domain_xml
+from kvmtop.collectors.libvirt_parse import (
+    DomainInfo,
+    apply_domain_info,
+    parse_domain_stats,
+    parse_domain_xml,
+)
 from kvmtop.model.sample import BalloonSample, GuestSample
 
 NAME = "libvirt"
@@ -217,6 +222,8 @@ class LibvirtCollector:
                 accel=entry.info.accel if entry.info is not None else None,
                 pid=entry.pid,
             )
+            if entry.info is not None:
+                sample = apply_domain_info(sample, entry.info)
             if with_balloon:
                 entry.balloon = sample.balloon
             elif entry.balloon is not None:

@@ -14,6 +14,7 @@ here), and a key libvirt did not send stays None, never 0.
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -463,4 +464,36 @@ def parse_domain_xml(xml: str) -> DomainInfo:
         interfaces=interfaces,
         memballoon_model=balloon_model,
         balloon_period_s=balloon_period,
+    )
+
+
+def apply_domain_info(sample: GuestSample, info: DomainInfo) -> GuestSample:
+    """Add the facts of the domain XML to a stats sample.
+
+    Fills the guest's maximum memory and balloon stats period, each disk's source
+    path (when the stats lack `block.N.path`), and each vNIC's switch: the
+    `<source bridge=...>` it is plugged into and whether that is an Open vSwitch
+    bridge (`<virtualport type='openvswitch'/>`, formatdomain "Virtual Ports") or a
+    Linux bridge.
+    """
+    sources = {d.target: d.source for d in info.disks}
+    nets = {i.target: i for i in info.interfaces if i.target}
+    disks = tuple(
+        dataclasses.replace(d, path=sources.get(d.target)) if d.path is None else d
+        for d in sample.disks
+    )
+    nics = []
+    for n in sample.nics:
+        iface = nets.get(n.name)
+        if iface is None or iface.bridge is None:
+            nics.append(n)
+            continue
+        switch = "ovs" if iface.virtualport == "openvswitch" else "linux"
+        nics.append(dataclasses.replace(n, bridge=iface.bridge, switch=switch))
+    return dataclasses.replace(
+        sample,
+        disks=disks,
+        nics=tuple(nics),
+        max_memory_bytes=info.max_memory_bytes,
+        balloon_period_s=info.balloon_period_s,
     )

@@ -270,7 +270,8 @@ def test_nics_guest_point_of_view_as_given() -> None:
         "net.1.name": "vnet1",
     }
     assert parse(stats).nics == (
-        NicSample("vnet0", 1, 2, 3, 4, 5, 6, 7, 8),
+        NicSample("vnet0", rx_bytes=1, rx_pkts=2, rx_errs=3, rx_drop=4,
+                  tx_bytes=5, tx_pkts=6, tx_errs=7, tx_drop=8),
         NicSample("vnet1"),
     )
 
@@ -464,3 +465,26 @@ def test_xml_edge_cases(xml: str, expected: DomainInfo) -> None:
 def test_xml_rejects_garbage(xml: str) -> None:
     with pytest.raises(ValueError):
         parse_domain_xml(xml)
+
+
+def test_apply_domain_info_adds_switch_paths_and_memory() -> None:
+    from kvmtop.collectors.libvirt_parse import apply_domain_info, parse_domain_xml
+    from kvmtop.model.sample import DiskSample, GuestSample, NicSample
+
+    xml = """<domain type='qemu'><memory unit='KiB'>131072</memory>
+      <devices>
+        <disk type='file' device='disk'><source file='/var/lib/x.qcow2'/><target dev='vda'/></disk>
+        <interface type='bridge'><source bridge='labbr0'/><target dev='vnet0'/></interface>
+        <interface type='bridge'><source bridge='labovs0'/><virtualport type='openvswitch'/>
+          <target dev='vnet1'/></interface>
+        <interface type='user'><target dev='vnet2'/></interface>
+        <memballoon model='virtio'><stats period='2'/></memballoon>
+      </devices></domain>"""
+    g = GuestSample(uuid="u", name="g", disks=(DiskSample("vda"),),
+                    nics=(NicSample("vnet0"), NicSample("vnet1"), NicSample("vnet2")))
+    out = apply_domain_info(g, parse_domain_xml(xml))
+    assert out.disks[0].path == "/var/lib/x.qcow2"
+    assert [(n.bridge, n.switch) for n in out.nics] == [
+        ("labbr0", "linux"), ("labovs0", "ovs"), (None, None)]
+    assert out.max_memory_bytes == 128 << 20
+    assert out.balloon_period_s == 2
