@@ -6,9 +6,6 @@ good) on one subject, with the evidence. The engine (`kvmtop.detectors.engine`) 
 observations into findings with hysteresis. No I/O, no clock: time is the sample's
 wall time.
 
-Fields the collectors do not provide yet are read through `proposed()`, in one place,
-so the detectors already use them where a sample carries them (tests build such
-samples); `PROPOSED_FIELDS` lists each with its type and meaning.
 """
 
 from __future__ import annotations
@@ -25,52 +22,6 @@ NS_PER_S = 1_000_000_000
 MIB = float(1 << 20)
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-
-PROPOSED_FIELDS: dict[str, str] = {
-    "NicSample.bridge": "str | None: <interface><source bridge=...> of the domain XML "
-    "(Linux bridge or OVS bridge the vNIC is plugged into)",
-    "DiskSample.host_dev": "str | None: whole host block device backing the disk "
-    "(image file → st_dev → /sys/dev/block → parent disk; dm/md slaves)",
-    "NetDevSample.qdisc_drops": "int | None: cumulative drops of the root qdisc "
-    "(netlink TCA_STATS2 gnet_stats_queue.drops, as `tc -s qdisc` shows); tbf/htb "
-    "shaping drops land here, not in /proc/net/dev",
-    "HostSample.ovs_ports": "tuple[OvsPortSample, ...]: per OVS port name, bridge, "
-    "rx_dropped, tx_dropped (OVSDB Interface.statistics + port-to-bridge)",
-    "HostSample.ovs_datapaths": "tuple[OvsDatapathSample, ...]: per datapath name, "
-    "hit, missed, lost and the bridges on it (`ovs-appctl dpctl/show -s`, dpif/show)",
-    "VcpuSample.affinity": "tuple[int, ...] | None: host CPUs the vCPU thread may "
-    "run on (virDomainGetVcpuPinInfo or Cpus_allowed_list)",
-    "GuestSample.cpu_nr_periods": "int | None: cgroup v2 cpu.stat nr_periods of the "
-    "VM scope",
-    "GuestSample.cpu_nr_throttled": "int | None: cgroup v2 cpu.stat nr_throttled",
-    "GuestSample.balloon_period_s": "int | None: <memballoon><stats period> (None or "
-    "0 = unset, guest memory stats never refresh)",
-    "GuestSample.max_memory_bytes": "int | None: <memory> of the domain XML (for "
-    "guests without a balloon)",
-    "HostSample.thp_enabled": "str | None: the [selected] word of "
-    "/sys/kernel/mm/transparent_hugepage/enabled",
-    "BlockDevSample.scheduler": "str | None: the [selected] word of "
-    "/sys/block/<dev>/queue/scheduler",
-}
-"""Sample fields the detectors use where present; the collectors do not fill them yet."""
-
-
-def proposed(obj: object, name: str) -> object:
-    """A field from `PROPOSED_FIELDS`; None while the sample type does not have it."""
-    return getattr(obj, name, None)
-
-
-def proposed_int(obj: object, name: str) -> int | None:
-    """An integer proposed field, or None."""
-    value = proposed(obj, name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def proposed_str(obj: object, name: str) -> str | None:
-    """A string proposed field, or None."""
-    value = proposed(obj, name)
-    return value if isinstance(value, str) else None
-
 
 @dataclass(frozen=True, slots=True)
 class GuestView:

@@ -16,8 +16,9 @@ Verdict (ESXi GAVG = KAVG + DAVG as the model, §5.3):
   or host page cache;
 - unknown when the backing device cannot be resolved (then host io PSI is shown).
 
-The backing device comes from the proposed `DiskSample.host_dev`; without it, the
-host's only whole disk (loop, ram, zram, optical and nbd devices aside) is assumed.
+The backing device is `DiskSample.host_dev`; for a local image the collector could
+not resolve, the host's only whole disk (loop, ram, zram, optical and nbd devices
+aside) is assumed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kvmtop.detectors.base import GuestView, Observation, Tick, known, proposed_str
+from kvmtop.detectors.base import GuestView, Observation, Tick, known
 from kvmtop.detectors.settings import DetectorSettings, DiskLatencySettings
 from kvmtop.detectors.stats import RollingMedian
 from kvmtop.model.rates import HostDiskRates, counter_delta
@@ -60,10 +61,11 @@ class _Judged:
 def backing_device(
     disk: DiskSample, by_name: dict[str, HostDiskRates], fallback: str | None
 ) -> HostDiskRates | None:
-    """The host device backing `disk`: the proposed `host_dev` field when the sample
-    type has it (None there means no host device, e.g. network storage), else the
-    host's only whole disk."""
-    name = proposed_str(disk, "host_dev") if hasattr(disk, "host_dev") else fallback
+    """The host device backing `disk`: `host_dev` as the collector resolved it; for a
+    local image it could not resolve, the host's only whole disk; none for network
+    storage (a source that is not a local path)."""
+    local = disk.path is not None and disk.path.startswith("/")
+    name = disk.host_dev or (fallback if local else None)
     return by_name.get(name) if name is not None else None
 
 

@@ -4,11 +4,11 @@
 - host memory reserve: RAM left after every running guest's maximum memory below
   `mem_reserve_pct` of RAM (10 % [H], the issue's 8-12 %) — guests can then push
   the host into reclaim;
-- balloon stats period unset (proposed `GuestSample.balloon_period_s`): the guest's
-  memory stats never refresh, so leak detection cannot work (info);
-- transparent huge pages "never" (proposed `HostSample.thp_enabled`): guest RAM on
-  4 KiB pages, more TLB misses and EPT walks (info);
-- bfq on a non-rotational device (proposed `BlockDevSample.scheduler`): a CPU-heavy
+- balloon stats period unset (`GuestSample.balloon_period_s`): the guest's memory
+  stats never refresh, so leak detection cannot work (info);
+- transparent huge pages "never" (`HostSample.thp_enabled`): guest RAM on 4 KiB
+  pages, more TLB misses and EPT walks (info);
+- bfq on a non-rotational device (`BlockDevSample.scheduler`): a CPU-heavy
   scheduler where none/mq-deadline serve flash better (info).
 These are facts of configuration: they raise after K samples like every finding, so a
 guest starting or stopping does not flap them.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kvmtop.detectors.base import MIB, Observation, Tick, known, proposed_int, proposed_str
+from kvmtop.detectors.base import MIB, Observation, Tick, known
 from kvmtop.detectors.settings import DetectorSettings, OvercommitSettings
 
 ID = "overcommit"
@@ -74,7 +74,7 @@ class Overcommit:
                 tick,
             )
         sizes = [
-            g.rates.mem_max_bytes or proposed_int(g.sample, "max_memory_bytes") for g in running
+            g.rates.mem_max_bytes or g.sample.max_memory_bytes for g in running
         ]
         total = host.mem_total_bytes
         if total and any(sizes):
@@ -92,16 +92,16 @@ class Overcommit:
                 tick,
             )
         for g in running:
-            if g.sample.balloon is None or not hasattr(g.sample, "balloon_period_s"):
+            if g.sample.balloon is None:
                 continue
-            period = proposed_int(g.sample, "balloon_period_s")
+            period = g.sample.balloon_period_s
             yield self._obs(
                 f"{g.uuid}:balloon", g.name, not period,
                 "balloon stats period unset: guest memory stats never refresh, leak "
                 "detection is blind (<memballoon><stats period='10'/>)",
                 {}, tick, severity="info", guest=(g.uuid, g.name),
             )
-        thp = proposed_str(tick.sample.host, "thp_enabled")
+        thp = tick.sample.host.thp_enabled if tick.sample.host is not None else None
         if thp is not None:
             yield self._obs(
                 "host:thp", "host THP", thp == "never",
@@ -111,7 +111,7 @@ class Overcommit:
             )
         devices = tick.sample.host.blockdevs if tick.sample.host is not None else ()
         for dev in devices:
-            sched = proposed_str(dev, "scheduler")
+            sched = dev.scheduler
             if sched is None or dev.is_partition:
                 continue
             yield self._obs(

@@ -5,10 +5,10 @@ reports to the guest as steal (§4.1). vCPUs whose CPU + steal is under the idle
 are ignored (an idle vCPU accrues nothing and its tiny figures are noise).
 
 Attribution [I §5.1], first match wins:
-- own CPU quota: the VM cgroup's `cpu.stat` nr_throttled rising (proposed fields
-  `GuestSample.cpu_nr_periods` / `cpu_nr_throttled`);
-- pinning collision: a stealing vCPU pinned to CPUs that a busy vCPU of another guest
-  is pinned to as well (proposed `VcpuSample.affinity`);
+- own CPU quota: the VM cgroup's `cpu.stat` nr_throttled rising
+  (`GuestSample.cpu_nr_periods` / `cpu_nr_throttled`);
+- pinning collision: a stealing vCPU pinned to CPUs that a stealing vCPU of another
+  guest is pinned to as well (`VcpuSample.affinity`);
 - lock-holder preemption: PAUSE exits per vCPU above the limit (tracepoint counts
   `kvm_exit:PAUSE_INSTRUCTION` on VMX, `kvm_exit:pause` on SVM, in `exit_reasons`);
 - host over-commit: host PSI cpu some high, or several guests stealing at once;
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kvmtop.detectors.base import GuestView, Observation, Tick, known, proposed, proposed_int
+from kvmtop.detectors.base import GuestView, Observation, Tick, known
 from kvmtop.detectors.settings import DetectorSettings, StealSettings
 from kvmtop.model.rates import counter_delta, rate
 
@@ -52,9 +52,9 @@ def _level(g: GuestView, s: StealSettings) -> _Level | None:
         if (v.cpu_pct or 0.0) + v.steal_pct < s.idle_guard_pct:
             continue
         steals.append((v.steal_pct, v.index))
-        affinity = proposed(by_index.get(v.index), "affinity")
-        if isinstance(affinity, tuple):
-            cpus.update(c for c in affinity if isinstance(c, int))
+        sample = by_index.get(v.index)
+        if sample is not None and sample.affinity is not None:
+            cpus.update(sample.affinity)
     if not any_known:
         return None
     if not steals:
@@ -68,12 +68,8 @@ def _throttled_pct(g: GuestView) -> float | None:
     """Share of the VM cgroup's CFS periods that were throttled in the interval."""
     if g.prev is None:
         return None
-    periods = counter_delta(
-        proposed_int(g.prev, "cpu_nr_periods"), proposed_int(g.sample, "cpu_nr_periods")
-    )
-    throttled = counter_delta(
-        proposed_int(g.prev, "cpu_nr_throttled"), proposed_int(g.sample, "cpu_nr_throttled")
-    )
+    periods = counter_delta(g.prev.cpu_nr_periods, g.sample.cpu_nr_periods)
+    throttled = counter_delta(g.prev.cpu_nr_throttled, g.sample.cpu_nr_throttled)
     if not periods or throttled is None:
         return None
     return 100.0 * throttled / periods

@@ -3,11 +3,11 @@
 Layer: detectors (pure). Built from one sample:
 - Linux bridges: host interfaces of kind "bridge"; their ports are the interfaces
   whose `master` is the bridge (a guest's tap included).
-- OVS bridges: from the proposed `HostSample.ovs_ports` (name, bridge). Under the
-  kernel datapath every OVS port has master "ovs-system", which does not say which
-  bridge; under the userspace datapath there is no master at all.
-- A guest vNIC's switch: the proposed `NicSample.bridge` (domain XML), else the
-  switch its tap is a port of.
+- OVS bridges: from `HostSample.ovs_ports` (name, bridge). Under the kernel datapath
+  every OVS port has master "ovs-system", which does not say which bridge; under the
+  userspace datapath there is no master at all.
+- A guest vNIC's switch: `NicSample.bridge` (domain XML), else the switch its tap is
+  a port of.
 - Uplinks: ports of kind "physical" or "bond" (configurable), plus every interface
   given a capacity in the config (a shaped veth). A configured uplink whose switch
   is unknown becomes a switch of its own, named after the interface.
@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from kvmtop.detectors.base import proposed, proposed_str
 from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.model.sample import Sample
 
@@ -33,12 +32,6 @@ class Switch:
     uplinks: list[str] = field(default_factory=list)
     guests: list[tuple[str, str, str]] = field(default_factory=list)
     """(uuid, guest name, vNIC name) of every guest vNIC on the switch."""
-
-
-def items(obj: object, name: str) -> tuple[object, ...]:
-    """A proposed tuple-valued field (e.g. `ovs_ports`); () while it does not exist."""
-    value = proposed(obj, name)
-    return value if isinstance(value, tuple) else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +56,11 @@ def build(sample: Sample, settings: VswitchSettings) -> Topology:
         if dev.master is not None and dev.master in switches:
             switches[dev.master].ports.append(dev.name)
             port_of[dev.name] = dev.master
-    for port in items(sample.host, "ovs_ports"):
-        name = proposed_str(port, "name")
-        bridge = proposed_str(port, "bridge")
-        if name is None or bridge is None or name == bridge:
-            continue
-        switches.setdefault(bridge, Switch(bridge, "ovs")).ports.append(name)
-        port_of[name] = bridge
+    for port in sample.host.ovs_ports if sample.host is not None else ():
+        if port.name == port.bridge:
+            continue  # the bridge's own internal port
+        switches.setdefault(port.bridge, Switch(port.bridge, "ovs")).ports.append(port.name)
+        port_of[port.name] = port.bridge
     for sw in switches.values():
         sw.uplinks = [
             p
@@ -84,7 +75,7 @@ def build(sample: Sample, settings: VswitchSettings) -> Topology:
         if g.state != "running":
             continue
         for nic in g.nics:
-            sw_name = proposed_str(nic, "bridge") or port_of.get(nic.name)
+            sw_name = nic.bridge or port_of.get(nic.name)
             if sw_name is None or sw_name not in switches:
                 continue
             nic_switch[(g.uuid, nic.name)] = sw_name

@@ -5,10 +5,10 @@ Per switch (see `kvmtop.detectors.topology`), bad for K samples when any of:
   capacity from the config (`uplink_capacity_mbps`, required for veth/tap uplinks
   whose reported speed is made up) or the NIC's `speed`;
 - uplink drops rising (/proc/net/dev rx drop includes rx_missed_errors, plus fifo
-  and tx drops), or root-qdisc drops (proposed `NetDevSample.qdisc_drops`: where
-  tbf/htb shaping drops land);
-- OVS port drops on an uplink (proposed `HostSample.ovs_ports`), or the OVS datapath
-  `lost` counter of the switch's datapath (proposed `HostSample.ovs_datapaths`):
+  and tx drops), or root-qdisc drops (`NetDevSample.qdisc_drops`: where tbf/htb
+  shaping drops land);
+- OVS port drops on an uplink (`HostSample.ovs_ports`), or the OVS datapath `lost`
+  counter of the switch's datapath (`HostSample.ovs_datapaths`):
   upcalls that overflowed a datapath queue;
 - softnet backlog drops on the host (CPU-bound switching), blamed on the busiest
   switch by packets per second;
@@ -23,14 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kvmtop.detectors.base import Observation, Tick, fmt_rate, known, proposed_str
+from kvmtop.detectors.base import Observation, Tick, fmt_rate, known
 from kvmtop.detectors.settings import DetectorSettings, VswitchSettings
 from kvmtop.detectors.topology import (
     Switch,
     build,
     drop_ratio_pct,
     guest_names,
-    items,
     summarize,
 )
 from kvmtop.model.rates import HostNetRates, rate
@@ -38,24 +37,9 @@ from kvmtop.model.rates import HostNetRates, rate
 ID = "vswitch_saturation"
 
 
-def _by_name(objs: Iterable[object]) -> dict[str, object]:
-    return {n: o for o in objs if (n := proposed_str(o, "name")) is not None}
-
-
-def _counter_rate(
-    prev: dict[str, object], cur: dict[str, object], name: str, fields: tuple[str, ...], dt: float
-) -> float | None:
-    """Σ per-second rates of integer counters `fields` of the named proposed item."""
-    p, c = prev.get(name), cur.get(name)
-    if p is None or c is None:
-        return None
-    total: float | None = None
-    for f in fields:
-        a, b = getattr(p, f, None), getattr(c, f, None)
-        r = rate(a, b, dt) if isinstance(a, int) and isinstance(b, int) else None
-        if r is not None:
-            total = (total or 0.0) + r
-    return total
+def _delta_rate(prev: int | None, cur: int | None, dt_s: float) -> float:
+    """Per-second rate of a counter, 0 when unknown (a missing signal is not a drop)."""
+    return rate(prev, cur, dt_s) or 0.0
 
 
 def dropping_nics(tick: Tick, ratio_pct: float) -> dict[tuple[str, str], tuple[float, float]]:
@@ -101,32 +85,33 @@ class VswitchSaturation:
                 ),
             ).name
         prev_host = tick.prev.host
-        prev_devs = _by_name(prev_host.netdevs if prev_host is not None else ())
-        cur_devs = _by_name(tick.sample.host.netdevs)
-        prev_ports = _by_name(items(prev_host, "ovs_ports"))
-        cur_ports = _by_name(items(tick.sample.host, "ovs_ports"))
-        lost = self._ovs_lost(tick)
+        cur_host = tick.sample.host
+        # Per uplink: root-qdisc drops (tbf/htb shaping) and OVS port drops per second.
+        prev_q = {d.name: d.qdisc_drops for d in prev_host.netdevs} if prev_host else {}
+        qdisc = {
+            d.name: _delta_rate(prev_q.get(d.name), d.qdisc_drops, tick.dt_s)
+            for d in cur_host.netdevs
+        }
+        prev_p = {p.name: p for p in prev_host.ovs_ports} if prev_host else {}
+        port_drops: dict[str, float] = {}
+        for p in cur_host.ovs_ports:
+            q = prev_p.get(p.name)
+            if q is not None:
+                port_drops[p.name] = _delta_rate(
+                    q.rx_dropped, p.rx_dropped, tick.dt_s
+                ) + _delta_rate(q.tx_dropped, p.tx_dropped, tick.dt_s)
+        # OVS bridge → its datapath's `lost` per second.
+        prev_dp = {d.name: d.lost for d in prev_host.ovs_datapaths} if prev_host else {}
+        lost: dict[str, float] = {}
+        for dp in cur_host.ovs_datapaths:
+            r = rate(prev_dp.get(dp.name), dp.lost, tick.dt_s)
+            if r is not None:
+                lost.update(dict.fromkeys(dp.bridges, r))
         for sw in topo.switches.values():
             yield self._switch(
                 tick, s, sw, nets, dropping, softnet if sw.name == busiest else None,
-                lost.get(sw.name), (prev_devs, cur_devs), (prev_ports, cur_ports),
+                lost.get(sw.name), qdisc, port_drops,
             )
-
-    @staticmethod
-    def _ovs_lost(tick: Tick) -> dict[str, float]:
-        """OVS bridge → datapath `lost` per second (shared by the datapath's bridges)."""
-        assert tick.prev is not None and tick.dt_s is not None
-        prev = _by_name(items(tick.prev.host, "ovs_datapaths"))
-        result: dict[str, float] = {}
-        for name, dp in _by_name(items(tick.sample.host, "ovs_datapaths")).items():
-            r = _counter_rate(prev, {name: dp}, name, ("lost",), tick.dt_s)
-            bridges = getattr(dp, "bridges", ())
-            if r is None or not isinstance(bridges, tuple):
-                continue
-            for bridge in bridges:
-                if isinstance(bridge, str):
-                    result[bridge] = r
-        return result
 
     def _switch(
         self,
@@ -137,10 +122,9 @@ class VswitchSaturation:
         dropping: dict[tuple[str, str], tuple[float, float]],
         softnet: float | None,
         ovs_lost: float | None,
-        devs: tuple[dict[str, object], dict[str, object]],
-        ports: tuple[dict[str, object], dict[str, object]],
+        qdisc_rates: dict[str, float],
+        port_rates: dict[str, float],
     ) -> Observation:
-        assert tick.dt_s is not None
         util = mbps = capacity = None
         busiest_uplink: str | None = None
         drops = qdisc = port_drops = 0.0
@@ -157,10 +141,8 @@ class VswitchSaturation:
                 if util is None or u > util:
                     util, mbps, capacity, busiest_uplink = u, busy / 1e6, cap, up
             drops += (net.rx_drops_per_s or 0.0) + (net.tx_drops_per_s or 0.0)
-            qdisc += _counter_rate(*devs, up, ("qdisc_drops",), tick.dt_s) or 0.0
-            port_drops += (
-                _counter_rate(*ports, up, ("rx_dropped", "tx_dropped"), tick.dt_s) or 0.0
-            )
+            qdisc += qdisc_rates.get(up, 0.0)
+            port_drops += port_rates.get(up, 0.0)
         guests_dropping = sorted(
             {name for uuid, name, nic in sw.guests if (uuid, nic) in dropping}
         )

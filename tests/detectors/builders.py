@@ -5,10 +5,6 @@ guest; `world.push()` integrates the rates into cumulative counters, builds a ra
 `Sample` exactly as a collector would, pushes it into a real `Window` (so rates come
 from `kvmtop.model.rates.derive`) and returns the window. Change a spec between pushes
 to script a fault.
-
-With `extended=True` the samples carry the fields the detectors propose to the
-collectors (`kvmtop.detectors.base.PROPOSED_FIELDS`), through the `*X` subclasses
-below, which double as the specification of those fields.
 """
 
 from __future__ import annotations
@@ -27,6 +23,8 @@ from kvmtop.model.sample import (
     HostSample,
     NetDevSample,
     NicSample,
+    OvsDatapathSample,
+    OvsPortSample,
     PressureSample,
     Sample,
     SoftnetSample,
@@ -38,84 +36,6 @@ from kvmtop.model.window import Window
 T0 = 1_700_000_000.0
 MIB = 1 << 20
 NS = 1_000_000_000
-
-# ---------------------------------------------------------------- proposed fields
-
-
-@dataclass(frozen=True, slots=True)
-class OvsPortX:
-    """Proposed: one OVS port (OVSDB Interface.statistics, port-to-bridge)."""
-
-    name: str
-    bridge: str
-    rx_dropped: int | None = None
-    tx_dropped: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OvsDatapathX:
-    """Proposed: one OVS datapath (`ovs-appctl dpctl/show -s`, dpif/show)."""
-
-    name: str
-    hit: int
-    missed: int
-    lost: int
-    bridges: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class HostSampleX(HostSample):
-    """HostSample with the proposed OVS and THP fields."""
-
-    ovs_ports: tuple[OvsPortX, ...] = ()
-    ovs_datapaths: tuple[OvsDatapathX, ...] = ()
-    thp_enabled: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NetDevX(NetDevSample):
-    """NetDevSample with the root qdisc's drops."""
-
-    qdisc_drops: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BlockDevX(BlockDevSample):
-    """BlockDevSample with the selected I/O scheduler."""
-
-    scheduler: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NicX(NicSample):
-    """NicSample with the bridge from the domain XML."""
-
-    bridge: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DiskX(DiskSample):
-    """DiskSample with the backing host device."""
-
-    host_dev: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class VcpuX(VcpuSample):
-    """VcpuSample with the vCPU thread's CPU affinity."""
-
-    affinity: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GuestX(GuestSample):
-    """GuestSample with cgroup CPU throttling and domain XML facts."""
-
-    cpu_nr_periods: int | None = None
-    cpu_nr_throttled: int | None = None
-    balloon_period_s: int | None = None
-    max_memory_bytes: int | None = None
-
 
 # ---------------------------------------------------------------- specs
 
@@ -142,7 +62,7 @@ class DiskSpec:
     wr_ms: float = 0.5
     fl_iops: float = 0.0
     fl_ms: float = 0.5
-    host_dev: str | None = "sda"
+    host_dev: str | None = None
 
 
 @dataclass
@@ -235,13 +155,11 @@ class World:
         guests: list[GuestSpec] | None = None,
         host: HostSpec | None = None,
         *,
-        extended: bool = False,
         settings: DetectorSettings | None = None,
         window_size: int = 1800,
     ) -> None:
         self.guests = guests if guests is not None else []
         self.host = host or HostSpec()
-        self.extended = extended
         self.window = Window(window_size)
         self.engine = DetectorEngine(settings or DetectorSettings())
         self.wall_s = T0
@@ -308,11 +226,7 @@ class World:
                 ),
                 "kvm": kvm,
             }
-            vcpus.append(
-                VcpuX(**fields, affinity=v.affinity)
-                if self.extended
-                else VcpuSample(**fields)
-            )
+            vcpus.append(VcpuSample(**fields, affinity=v.affinity))
         disks = []
         for d in g.disks:
             dk = f"{k}d:{d.target}:"
@@ -322,11 +236,7 @@ class World:
                 ms = getattr(d, f"{kind}_ms")
                 fields[f"{kind}_reqs"] = self._count(dk + kind, iops, dt)
                 fields[f"{kind}_times_ns"] = self._count(dk + kind + "t", iops * ms * 1e6, dt)
-            disks.append(
-                DiskX(**fields, host_dev=d.host_dev)
-                if self.extended
-                else DiskSample(**fields)
-            )
+            disks.append(DiskSample(**fields, host_dev=d.host_dev))
         nics = []
         for n in g.nics:
             nk = f"{k}n:{n.name}:"
@@ -341,11 +251,7 @@ class World:
                 "tx_errs": 0,
                 "tx_drop": self._count(nk + "txd", n.tx_drops, dt),
             }
-            nics.append(
-                NicX(**fields, bridge=n.bridge)
-                if self.extended
-                else NicSample(**fields)
-            )
+            nics.append(NicSample(**fields, bridge=n.bridge))
         threads: tuple[ThreadSample, ...] = ()
         if g.vhost_cpu_pct is not None:
             threads = (
@@ -382,15 +288,13 @@ class World:
             "exit_reasons": reasons,
             "threads": threads,
         }
-        if not self.extended:
-            return GuestSample(**common)
-        periods = self._count(k + "periods", 10.0, dt)  # 100 ms CFS period
-        throttled = None
+        throttled = periods = None
         if g.throttled_pct is not None:
+            periods = self._count(k + "periods", 10.0, dt)  # 100 ms CFS period
             throttled = self._count(k + "throttled", 10.0 * g.throttled_pct / 100, dt)
-        return GuestX(
+        return GuestSample(
             **common,
-            cpu_nr_periods=periods if throttled is not None else None,
+            cpu_nr_periods=periods,
             cpu_nr_throttled=throttled,
             balloon_period_s=g.balloon_period_s,
         )
@@ -413,11 +317,7 @@ class World:
                 "weighted_ns": 0,
                 "rotational": d.rotational,
             }
-            blockdevs.append(
-                BlockDevX(**fields, scheduler=d.scheduler)
-                if self.extended
-                else BlockDevSample(**fields)
-            )
+            blockdevs.append(BlockDevSample(**fields, scheduler=d.scheduler))
         netdevs = []
         for n in h.netdevs:
             nk = f"host:n:{n.name}:"
@@ -436,11 +336,7 @@ class World:
                 "speed_mbps": n.speed_mbps,
             }
             netdevs.append(
-                NetDevX(
-                    **fields, qdisc_drops=self._count(nk + "q", n.qdisc_drops, dt)
-                )
-                if self.extended
-                else NetDevSample(**fields)
+                NetDevSample(**fields, qdisc_drops=self._count(nk + "q", n.qdisc_drops, dt))
             )
         pressure = dict(h.pressure)
         if "cpu" not in pressure:
@@ -465,10 +361,8 @@ class World:
                 ),
             ),
         }
-        if not self.extended:
-            return HostSample(**common)
         ports = tuple(
-            OvsPortX(
+            OvsPortSample(
                 name=n.name,
                 bridge=n.ovs_bridge,
                 rx_dropped=self._count(f"host:ovs:{n.name}", n.ovs_rx_dropped, dt),
@@ -477,10 +371,10 @@ class World:
             for n in h.netdevs
             if n.ovs_bridge is not None
         )
-        datapaths: tuple[OvsDatapathX, ...] = ()
+        datapaths: tuple[OvsDatapathSample, ...] = ()
         if h.ovs_bridges:
             datapaths = (
-                OvsDatapathX(
+                OvsDatapathSample(
                     name="netdev@ovs-netdev",
                     hit=0,
                     missed=0,
@@ -488,7 +382,7 @@ class World:
                     bridges=h.ovs_bridges,
                 ),
             )
-        return HostSampleX(
+        return HostSample(
             **common,
             ovs_ports=ports,
             ovs_datapaths=datapaths,

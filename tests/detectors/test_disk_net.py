@@ -28,15 +28,16 @@ def disk_world(
     util: float = 10.0,
     rotational: bool | None = False,
     kind: str = "rd",
-    extended: bool = True,
+    resolved: bool = True,
     host_disks: int = 1,
 ) -> World:
     disk = DiskSpec(**{f"{kind}_iops": iops, f"{kind}_ms": guest_ms})  # type: ignore[arg-type]
+    disk.host_dev = "sda" if resolved else None
     disks = [
         HostDiskSpec(name, ms=host_ms, util_pct=util, rotational=rotational)
         for name in ("sda", "sdb")[:host_disks]
     ]
-    return World([GuestSpec("u1", "d", disks=[disk])], HostSpec(disks=disks), extended=extended)
+    return World([GuestSpec("u1", "d", disks=[disk])], HostSpec(disks=disks))
 
 
 @pytest.mark.parametrize(
@@ -50,8 +51,8 @@ def disk_world(
         (disk_world(30.0, kind="fl"), "flush 30.0 ms/req"),
         (disk_world(500.0, iops=2.0), "(20 reqs in 10 s;"),  # throttled: accumulated
         (disk_world(500.0, iops=0.5), None),  # 10 reqs in the 20 s span: never judged
-        (disk_world(60.0, extended=False), "above the device (host sda"),  # only disk
-        (disk_world(60.0, extended=False, host_disks=2), "host device unknown"),
+        (disk_world(60.0, resolved=False), "above the device (host sda"),  # only disk
+        (disk_world(60.0, resolved=False, host_disks=2), "host device unknown"),
     ],
 )
 def test_disk_latency_cases(world: World, expect: str | None) -> None:
@@ -102,7 +103,7 @@ def test_disk_latency_counter_reset_is_no_data() -> None:
 
 
 def net_world(
-    rx_drops: dict[str, float], *, extended: bool = False, uplink: NetDevSpec | None = None,
+    rx_drops: dict[str, float], *, uplink: NetDevSpec | None = None,
     settings: DetectorSettings | None = None, **host: object,
 ) -> World:
     guests = [
@@ -120,7 +121,7 @@ def net_world(
     if uplink is not None:
         netdevs.append(uplink)
     return World(
-        guests, HostSpec(netdevs=netdevs, **host), extended=extended, settings=settings  # type: ignore[arg-type]
+        guests, HostSpec(netdevs=netdevs, **host), settings=settings  # type: ignore[arg-type]
     )
 
 
@@ -193,12 +194,12 @@ def test_vswitch_softnet_drops_blame_the_busiest_switch() -> None:
     assert "softnet backlog drops 30/s (CPU-bound switching)" in found[0].message
 
 
-def test_vswitch_qdisc_drops_and_ovs_signals_with_proposed_fields() -> None:
+def test_vswitch_qdisc_drops_and_ovs_signals() -> None:
     up = NetDevSpec("labup0", "veth", "br0", qdisc_drops=120.0)
     settings = DetectorSettings(
         vswitch_saturation=VswitchSettings(uplink_capacity_mbps={"labup0": 10})
     )
-    w = net_world({"a": 0.0}, uplink=up, extended=True, settings=settings)
+    w = net_world({"a": 0.0}, uplink=up, settings=settings)
     found = active(w.run(5), "vswitch_saturation")
     assert "uplink qdisc drops 120/s" in found[0].message and found[0].severity == "critical"
 
@@ -213,7 +214,7 @@ def test_vswitch_qdisc_drops_and_ovs_signals_with_proposed_fields() -> None:
         ovs_lost=12.0,
         ovs_bridges=("ovsbr0",),
     )
-    found = active(World([ovs_guest], host, extended=True).run(5), "vswitch_saturation")
+    found = active(World([ovs_guest], host).run(5), "vswitch_saturation")
     assert [f.subject for f in found] == ["ovsbr0"]
     msg = found[0].message
     assert "OVS uplink port drops 7/s" in msg and "OVS datapath lost 12/s" in msg

@@ -227,7 +227,7 @@ def test_host_pressure(resource: str, psi: PressureSample, severity: str | None)
 
 def test_overcommit_vcpus_and_memory_reserve() -> None:
     guests = [
-        GuestSpec(f"u{i}", f"g{i}", vcpus=[VcpuSpec(), VcpuSpec()],
+        GuestSpec(f"u{i}", f"g{i}", vcpus=[VcpuSpec(), VcpuSpec()], balloon_period_s=10,
                   balloon=balloon(100.0, current_mib=5000.0, last_update_s=None))
         for i in range(3)
     ]
@@ -239,10 +239,10 @@ def test_overcommit_vcpus_and_memory_reserve() -> None:
     assert not f  # 1.0 per CPU, 39 % of RAM left: near misses
 
 
-def test_overcommit_configuration_advice_from_proposed_fields() -> None:
+def test_overcommit_configuration_advice() -> None:
     guest = GuestSpec("u1", "g", balloon=balloon(20.0), balloon_period_s=None)
     host = HostSpec(thp="never", disks=[HostDiskSpec("nvme0n1", scheduler="bfq")])
-    f = active(World([guest], host, extended=True).run(5), "overcommit")
+    f = active(World([guest], host).run(5), "overcommit")
     notes = sorted(x.message.split(":")[0] for x in f)
     assert notes == [
         "balloon stats period unset",
@@ -253,4 +253,4 @@ def test_overcommit_configuration_advice_from_proposed_fields() -> None:
     guest.balloon_period_s = 10
     host.thp = "madvise"
     host.disks[0].scheduler = "none"
-    assert not active(World([guest], host, extended=True).run(5), "overcommit")
+    assert not active(World([guest], host).run(5), "overcommit")

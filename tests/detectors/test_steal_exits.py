@@ -41,7 +41,7 @@ def test_steal_unknown_holds_then_expires() -> None:
     assert not active(w.run(25), "steal")  # no observation for > 60 s: dropped
 
 
-def contended(extended: bool = False, **host: object) -> World:
+def contended(**host: object) -> World:
     return World(
         [
             GuestSpec("u1", "a", vcpus=[VcpuSpec(steal_pct=30.0, affinity=(1,))]),
@@ -49,7 +49,6 @@ def contended(extended: bool = False, **host: object) -> World:
             GuestSpec("u3", "c", vcpus=[VcpuSpec(steal_pct=0.0, affinity=(2,))]),
         ],
         HostSpec(**host),  # type: ignore[arg-type]
-        extended=extended,
     )
 
 
@@ -66,7 +65,10 @@ def contended(extended: bool = False, **host: object) -> World:
 )
 def test_steal_attribution(setup: str, cause: str) -> None:
     psi = 35.0 if setup == "psi" else 0.0
-    w = contended(extended=setup in ("pinned", "throttled"), psi_cpu_some_pct=psi)
+    w = contended(psi_cpu_some_pct=psi)
+    if setup != "pinned":
+        for g in w.guests:
+            g.vcpus[0].affinity = None
     a = w.guest("a")
     if setup in ("throttled", "pause", "psi", "alone"):
         w.guests.remove(w.guest("b"))
