@@ -229,6 +229,9 @@ class GuestTable(KeyedTable):
             thresholds: colouring limits by column key (columns without one are plain).
             sort_key: the column to sort by first.
             **kwargs: passed to `DataTable`.
+
+        Raises:
+            KeyError: `sort_key` is not a column of `render.GUEST_COLUMNS`.
         """
         # Cells are laid out here, not by Rich: every column but the first starts with
         # a one-cell gap (Rich strips trailing spaces of right-justified text).
@@ -240,12 +243,15 @@ class GuestTable(KeyedTable):
         super().__init__(columns, **kwargs)
         self.thresholds = dict(thresholds)
         self.sort_key = sort_key
-        self.descending = True
+        self.reverse = False
+        """Whether the user reversed the sorted column's natural order."""
         self.filter_text = ""
         self.snapshot: Snapshot | None = None
         self._filter: re.Pattern[str] | None = None
         self._text_columns: set[str] = set()
         self._by_key = {c.key: c for c in GUEST_COLUMNS}
+        if sort_key not in self._by_key:
+            raise KeyError(f"unknown sort column {sort_key!r}; one of {', '.join(self._by_key)}")
 
     def _label(self, col: TableColumn) -> Text:
         """Header: right-aligned over numbers, with ▼/▲ beside the sorted column's label."""
@@ -271,13 +277,17 @@ class GuestTable(KeyedTable):
         if self.snapshot is not None:
             self.show(self.snapshot, force_order=True)
 
+    @property
+    def descending(self) -> bool:
+        """The sort direction: numbers descend and text ascends, unless reversed."""
+        return (self.sort_key not in self._text_columns) != self.reverse
+
     def sort_by(self, key: str) -> None:
         """Sort by a column; choosing the sorted column again reverses the order."""
         if key == self.sort_key:
-            self.descending = not self.descending
+            self.reverse = not self.reverse
         else:
-            self.sort_key = key
-            self.descending = key not in self._text_columns
+            self.sort_key, self.reverse = key, False
         self._relabel()
 
     def set_filter(self, text: str) -> None:
@@ -289,9 +299,8 @@ class GuestTable(KeyedTable):
 
     def action_sort_step(self, step: int) -> None:
         """Sort by the column left (-1) or right (+1) of the sorted one."""
-        keys = [c.key for c in GUEST_COLUMNS]
-        i = keys.index(self.sort_key) if self.sort_key in keys else 0
-        self.sort_by(keys[(i + step) % len(keys)])
+        keys = list(self._by_key)
+        self.sort_by(keys[(keys.index(self.sort_key) + step) % len(keys)])
 
     def action_reverse_sort(self) -> None:
         """Reverse the sort order."""
@@ -305,7 +314,7 @@ class GuestTable(KeyedTable):
 
     def _ordered(self, guests: Iterable[GuestRates]) -> list[GuestRates]:
         """Guests in display order: by the sort column, unknown last, then by name."""
-        col = self._by_key.get(self.sort_key, GUEST_COLUMNS[0])
+        col = self._by_key[self.sort_key]
         known: list[tuple[float | str, GuestRates]] = []
         unknown: list[GuestRates] = []
         for g in sorted(guests, key=lambda g: (g.name, g.uuid)):
@@ -354,11 +363,14 @@ class GuestTable(KeyedTable):
             flagged[f.subject] = f.severity
         guests = [g for g in snapshot.guests if self._filter is None or self._filter.search(g.name)]
         known_text = len(self._text_columns)
-        rows = [(g.uuid, self._cells(g, flagged)) for g in self._ordered(guests)]
-        if len(self._text_columns) != known_text:
+        cells = {g.uuid: self._cells(g, flagged) for g in guests}
+        if len(self._text_columns) != known_text:  # text columns sort the other way
             self._set_labels()
             force_order = True
-        self.sync(rows, force_order=force_order)
-        shown, total = self.row_count, len(snapshot.guests)
-        self.border_title = f"guests {shown}/{total}" if self._filter else f"guests {total}"
-        self.border_subtitle = f"filter: {self.filter_text}" if self._filter else ""
+        self.sync(((g.uuid, cells[g.uuid]) for g in self._ordered(guests)),
+                  force_order=force_order)
+        total = len(snapshot.guests)
+        self.border_title = (
+            f"guests {self.row_count}/{total} matching {self.filter_text!r}"
+            if self._filter else f"guests {total}"
+        )

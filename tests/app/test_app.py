@@ -96,7 +96,7 @@ async def test_filter_by_substring_and_regex_and_escape_clears() -> None:
         assert isinstance(app.focused, Input)
         await pilot.press(*"ar")
         assert sorted(rows(app)) == ["charlie"]
-        assert app.query_one(GuestTable).border_title == "guests 1/5"
+        assert app.query_one(GuestTable).border_title == "guests 1/5 matching 'ar'"
         app.query_one("#filter", Input).value = "^(a|e)"
         await pilot.pause()
         assert sorted(rows(app)) == ["alpha", "emu"]
@@ -399,3 +399,12 @@ async def test_app_runs_under_any_theme(theme: str) -> None:
         await shown(pilot, app)
         assert app.theme == theme and app.theme_warning is None
         assert rows(app)[0] == "bravo"
+
+
+async def test_initial_sort_is_honoured_and_checked() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]), initial_sort="name")
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        assert rows(app) == ["alpha", "bravo", "charlie", "down", "emu"]
+    with pytest.raises(KeyError, match="unknown sort column 'nope'"):
+        GuestTable(thresholds={}, sort_key="nope")
