@@ -28,9 +28,6 @@ LABEL = "$kvm-dim"
 
 SEP = (" │ ", LABEL)
 
-REC_WIDTH = 24
-"""Characters of the recording path the badge shows (the end of it)."""
-
 NA_LABELS = {"run_delay_pct": "run-queue delay", "psi": "PSI"}
 """Readable names of `HostRates.na` keys (others print as they are)."""
 
@@ -119,19 +116,14 @@ def host_lines(snapshot: Snapshot) -> list[Content]:
 
 def badge_lines(snapshot: Snapshot) -> list[str]:
     """The mode badge: mode, time of the frame, then its date (away from live) or the
-    interval, and the recording when there is one."""
+    interval, and REC while recording (the path is on the strip's last line)."""
     stamp = time.localtime(snapshot.wall_s)
     third = f"every {snapshot.interval_s:g}s" if snapshot.mode == "live" else (
         time.strftime("%Y-%m-%d", stamp))
     lines = [snapshot.mode.upper(), f"@ {time.strftime('%H:%M:%S', stamp)}", third]
     if snapshot.recording:
-        lines.append(f"● REC {shorten(snapshot.recording, REC_WIDTH)}")
+        lines.append("● REC")
     return lines
-
-
-def shorten(path: str, width: int) -> str:
-    """A path cut at the front to `width` characters."""
-    return path if len(path) <= width else "…" + path[-(width - 1):]
 
 
 class ModeBadge(Static):
@@ -144,7 +136,11 @@ class ModeBadge(Static):
 
 
 class HostStrip(Widget):
-    """The host baseline strip with the mode badge at its left."""
+    """The host baseline strip with the mode badge at its left.
+
+    A last line, when there is something to say, gives the title (e.g. the recording
+    replayed), the file being recorded to, and `note`.
+    """
 
     note = reactive("")
     """A line about the app's own state (e.g. the end of a recording); empty for none."""
@@ -177,8 +173,14 @@ class HostStrip(Widget):
         self.snapshot = snapshot
         self.query_one(ModeBadge).show(snapshot)
         lines = host_lines(snapshot)
-        if self.title:
-            lines[0] = Content.assemble((self.title, "bold"), SEP, lines[0])
+        status = [(self.title, "bold")] if self.title else []
+        if snapshot.recording:
+            status.append((f"recording to {snapshot.recording}", "$kvm-crit"))
         if self.note:
-            lines.append(Content.assemble((self.note, "$kvm-warn")))
+            status.append((self.note, "$kvm-warn"))
+        if status:
+            pieces: list[tuple[str, str]] = []
+            for part in status:
+                pieces += [SEP, part] if pieces else [part]
+            lines.append(Content.assemble(*pieces))
         self.query_one("#host-figures", Static).update(Content("\n").join(lines))

@@ -308,6 +308,19 @@ async def test_end_of_recording_is_announced() -> None:
         assert app.query_one(ModeBadge).has_class("-replay")
 
 
+async def test_recording_badge_and_path() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS, recording="/var/tmp/host-a.kvmtop")]),
+                    title_suffix="lab host")
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        badge = app.query_one(ModeBadge)
+        assert badge.has_class("-rec") and badge.has_class("-live")
+        assert str(badge.render()).splitlines() == ["LIVE", "@ 16:00:02", "every 2s", "● REC"]
+        figures = str(app.query_one("#host-figures").render()).splitlines()
+        assert figures[-1] == "lab host │ recording to /var/tmp/host-a.kvmtop"
+        assert app.title == "kvmtop: lab host"
+
+
 def test_frames_coalesce() -> None:
     a, b = FrameReady(snapshot(GUESTS, seq=1)), FrameReady(snapshot(GUESTS, seq=2))
     assert b.can_replace(a)
