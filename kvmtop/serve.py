@@ -515,7 +515,8 @@ class Exporter:
         self._tick: _Tick | None = None
         self._families: tuple[_Tick, list[Metric]] | None = None
         self._build_lock = threading.Lock()
-        self._errors: Counter[str] = Counter()
+        # Exported from the start, so `increase()` sees the first pipeline failure.
+        self._errors: Counter[str] = Counter({"pipeline": 0})
         self._samples = 0
         self._running_since: float | None = None
 

@@ -302,8 +302,10 @@ def test_before_the_first_tick_only_kvmtop_itself(server: tuple[MetricsServer, E
     srv, _ = server
     series, _ = parse(fetch(srv.url)[0])
     assert {name for name, _ in series} == {
-        "kvmtop_build_info", "kvmtop_collection_running_seconds", "kvmtop_samples_total"
+        "kvmtop_build_info", "kvmtop_collection_running_seconds", "kvmtop_samples_total",
+        "kvmtop_collection_errors_total",
     }
+    assert values(series, "kvmtop_collection_errors_total") == {(("source", "pipeline"),): 0.0}
 
 
 def test_source_failures_are_counted_and_reported(
@@ -319,7 +321,7 @@ def test_source_failures_are_counted_and_reported(
     assert values(series, "kvmtop_source_up")[(("source", "libvirt"),)] == 0.0
     assert values(series, "kvmtop_source_up")[(("source", "host"),)] == 1.0
     assert values(series, "kvmtop_collection_errors_total") == {
-        (("source", "host"),): 0.0, (("source", "libvirt"),): 1.0
+        (("source", "host"),): 0.0, (("source", "libvirt"),): 1.0, (("source", "pipeline"),): 0.0
     }
     assert not values(series, "kvmtop_guest_info")
 
@@ -419,6 +421,14 @@ def test_ipv6_loopback() -> None:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_serve_and_doctor_stay_headless() -> None:
+    code = ("import sys, kvmtop.serve, kvmtop.doctor; "
+            "print('textual' in sys.modules, 'libvirt' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, cwd=ROOT).stdout.split()
+    assert out == ["False", "False"]
 
 
 # --------------------------------------------------------------------------- docs
