@@ -156,19 +156,23 @@ class Doctor:
 
     def checks(self) -> Iterator[Check]:
         """Every check, sources first, then guests, then host advice."""
-        yield self._privileges()
-        yield from self._host()
-        self.sched_probe = self.sched.probe()
-        yield self._probe_check(self.sched_probe, "per-thread schedstat (vCPU steal)")
-        yield self._probe_check(self.processes.probe(), "KVM processes without libvirt")
-        yield from self._libvirt()
-        yield from self._guests()
-        yield self._debugfs()
-        yield self._tracefs()
-        yield self._paranoid()
-        yield self._kvm_exit()
-        yield from self._advice()
-        self.libvirt.close()
+        try:
+            yield self._privileges()
+            yield from self._host()
+            self.sched_probe = self.sched.probe()
+            yield self._probe_check(self.sched_probe, "per-thread schedstat (vCPU steal)",
+                                    "/proc/PID/task/TID/schedstat readable")
+            yield self._probe_check(self.processes.probe(), "KVM processes without libvirt",
+                                    "process fd tables readable")
+            yield from self._libvirt()
+            yield from self._guests()
+            yield self._debugfs()
+            yield self._tracefs()
+            yield self._paranoid()
+            yield self._kvm_exit()
+            yield from self._advice()
+        finally:
+            self.libvirt.close()
 
     # ------------------------------------------------------------------ sources
 
@@ -222,14 +226,14 @@ class Doctor:
         if other:
             yield Check("host.gaps", WARN, "host baseline gaps", "; ".join(other))
 
-    def _probe_check(self, probe: Probe, title: str) -> Check:
-        """A collector's probe as a check: unavailable → WARN, partial → WARN with reason."""
+    @staticmethod
+    def _probe_check(probe: Probe, title: str, works: str) -> Check:
+        """A collector's probe as a check: unavailable or partial → WARN with its reason."""
         if not probe.available:
             return Check(probe.name, WARN, title, probe.reason or "unavailable")
         if probe.reason:
             return Check(probe.name, WARN, title, probe.reason)
-        facts = ", ".join(f"{k} {v}" for k, v in sorted(probe.detail.items()))
-        return Check(probe.name, OK, title, facts or "works")
+        return Check(probe.name, OK, title, works)
 
     def _libvirt(self) -> Iterator[Check]:
         probe = self.libvirt_probe = self.libvirt.probe()
