@@ -84,7 +84,9 @@ def versus_rows(g: GuestRates, h: HostRates) -> list[tuple[str, tuple[Cell, ...]
     """Metric | guest | host baseline | ratio, for the figures that have a baseline."""
     disk = busiest_disk(h)
     uplink = busiest_uplink(h)
-    disk_name = f" ({disk.name})" if disk else ""
+    # Baselines are the busiest host device and uplink: the snapshot does not say
+    # which device a guest's image or tap lands on.
+    disk_name = f" {disk.name}, busiest device" if disk else ""
     rows = [
         ("CPU %", fmt_pct(g.cpu_pct), f"busy {fmt_pct(h.cpu_busy_pct)} of all CPUs", DASH),
         ("Steal % mean/max", f"{fmt_pct(g.steal_pct)}/{fmt_pct(g.steal_max_pct)}",
@@ -99,7 +101,7 @@ def versus_rows(g: GuestRates, h: HostRates) -> list[tuple[str, tuple[Cell, ...]
         ("Net Mb/s rx/tx", f"{fmt_mbps(g.net_rx_bps)}/{fmt_mbps(g.net_tx_bps)}",
          DASH if uplink is None else
          f"{fmt_mbps(uplink.rx_bps)}/{fmt_mbps(uplink.tx_bps)} {uplink.name}"
-         f" ({fmt_pct(uplink.util_pct)}% util)",
+         f" {fmt_pct(uplink.util_pct)}% util, busiest uplink",
          DASH),
         ("Drops/s", fmt_si(g.net_drops_per_s), f"softnet {fmt_si(h.softnet_drops_per_s)}", DASH),
         ("Memory", f"{fmt_bytes(g.mem_used_bytes)}/{fmt_bytes(g.mem_max_bytes)}",
