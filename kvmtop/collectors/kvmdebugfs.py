@@ -164,12 +164,18 @@ class DebugfsCollector:
             self.file_status[name] = "ok"
         return values
 
-    def vm_dirs(self, pid: int) -> list[Path]:
-        """The debugfs directories of VMs created by process `pid` ("<pid>-<fd>")."""
+    def vm_dirs_by_pid(self) -> dict[int, list[Path]]:
+        """Every VM directory ("<pid>-<fd>") grouped by the pid that created it."""
+        out: dict[int, list[Path]] = {}
         try:
-            return sorted(p for p in self._kvm.iterdir() if p.name.startswith(f"{pid}-"))
+            entries = sorted(self._kvm.iterdir())
         except OSError:
-            return []
+            return out
+        for entry in entries:
+            pid, dash, fd = entry.name.partition("-")
+            if dash and pid.isdigit() and fd.isdigit():
+                out.setdefault(int(pid), []).append(entry)
+        return out
 
     def vcpu_tids(self, vm_dir: Path) -> dict[int, int]:
         """vCPU index → thread id from `vcpuN/pid` (0444, readable under lockdown)."""
@@ -196,13 +202,13 @@ class DebugfsCollector:
         Guests without a pid, or whose process has no KVM VM (TCG), are unchanged.
         A process with several VMs gets the sum of their stats.
         """
-        return tuple(self._enrich(g) if g.pid is not None else g for g in guests)
+        by_pid = self.vm_dirs_by_pid()
+        return tuple(
+            self._enrich(g, by_pid[g.pid]) if g.pid is not None and g.pid in by_pid else g
+            for g in guests
+        )
 
-    def _enrich(self, guest: GuestSample) -> GuestSample:
-        assert guest.pid is not None
-        dirs = self.vm_dirs(guest.pid)
-        if not dirs:
-            return guest
+    def _enrich(self, guest: GuestSample, dirs: Sequence[Path]) -> GuestSample:
         totals: dict[str, int] = {}
         tids: dict[int, int] = {}
         for vm_dir in dirs:

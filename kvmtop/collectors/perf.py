@@ -258,11 +258,6 @@ class PerfGroup:
     def __len__(self) -> int:
         return len(self._fds)
 
-    @property
-    def fds(self) -> tuple[int, ...]:
-        """The open file descriptors, leader first."""
-        return tuple(self._fds)
-
     def add(self, event_id: int, filter_expr: str | None = None) -> int:
         """Open one counting event for tracepoint `event_id`, optionally filtered.
 

@@ -161,6 +161,8 @@ class ProcessCollector:
         self._checked: dict[int, int] = {}
         """Tick at which each pid's fds were last examined."""
         self._vhost_kthreads: dict[int, tuple[int, ...]] = {}
+        self._vm_dirs: dict[int, list[Path]] = {}
+        """KVM debugfs VM directories by pid, listed once per tick."""
         self.unmanaged = 0
         """Unmanaged guests found at the last tick."""
 
@@ -226,21 +228,14 @@ class ProcessCollector:
             self._fds[pid] = found
         return self._fds.get(pid)
 
-    def _debugfs_pids(self) -> set[int]:
-        """Pids named by KVM debugfs VM directories ("<pid>-<fd>"), if mounted."""
-        try:
-            names = os.listdir(self._proc.parent / "sys/kernel/debug/kvm")
-        except OSError:
-            return set()
-        return {int(n.partition("-")[0]) for n in names if re.fullmatch(r"\d+-\d+", n)}
-
     def _discover(self, known: set[int]) -> list[int]:
         """Pids of KVM processes not in `known`, in pid order."""
         try:
             pids = {int(n) for n in os.listdir(self._proc) if n.isdigit()}
         except OSError:
             return []
-        announced = self._debugfs_pids()
+        self._vm_dirs = self._debugfs.vm_dirs_by_pid()
+        announced = set(self._vm_dirs)
         found = []
         for pid in sorted(pids - known - {os.getpid()}):
             cached = self._fds.get(pid)
@@ -293,7 +288,7 @@ class ProcessCollector:
         name, uuid = guest_identity(argv)
         threads = self._threads(pid)
         tids: dict[int, int] = {}
-        for vm_dir in self._debugfs.vm_dirs(pid):
+        for vm_dir in self._vm_dirs.get(pid, ()):
             tids.update(self._debugfs.vcpu_tids(vm_dir))
         for thread, comm in threads.items():
             index = _vcpu_index(comm)
