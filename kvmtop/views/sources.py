@@ -108,11 +108,17 @@ class SourcesScreen(Screen[None]):
             )
             for s in snapshot.sources
         )
-        self.query_one("#blanks-table", KeyedTable).sync(
+        blanks = [
             (f"{col.key}|{reason}", (Cell(col.header), Cell(reason), Cell(_names(names))))
             for col, reason, names in blank_reasons(snapshot)
+        ]
+        self.query_one("#blanks-table", KeyedTable).sync(
+            blanks or [("", (Cell(DASH), Cell("no blank cells"), Cell(DASH)))]
         )
-        self.query_one("#host-na-table", KeyedTable).sync(
+        host = [
             (key, (Cell(NA_LABELS.get(key, key)), Cell(reason)))
             for key, reason in sorted(snapshot.host.na.items())
+        ]
+        self.query_one("#host-na-table", KeyedTable).sync(
+            host or [("", (Cell(DASH), Cell("every host figure is available")))]
         )

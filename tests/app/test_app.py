@@ -179,6 +179,8 @@ async def test_tcg_guest_blank_exits_explained_in_sources_view() -> None:
         sources = app.screen.query_one("#sources-table", KeyedTable)
         debugfs = [c.plain.strip() for c in sources.get_row("kvm_debugfs")]
         assert debugfs[1] == "FAILED" and "lockdown" in debugfs[3]
+        host = app.screen.query_one("#host-na-table", KeyedTable)
+        assert host.get_row("")[1].plain == "every host figure is available"
         await pilot.press("s")
         assert isinstance(app.focused, GuestTable)
 
