@@ -46,7 +46,9 @@ def lab_guest(name: str) -> GuestSample:
         found = procfs.parse_vcpu_comm(read_text(task / "comm"))
         if found is not None:
             vcpus.append(VcpuSample(found[0], tid=int(task.name)))
-    return GuestSample(uuid=uuid, name=name, pid=pid, accel="kvm", vcpus=tuple(vcpus))
+    return GuestSample(
+        uuid=uuid, name=name, pid=pid, state="running", accel="kvm", vcpus=tuple(vcpus)
+    )
 
 
 def vcpu_run_ns(guest: GuestSample) -> int:

@@ -319,7 +319,9 @@ def running_guest(name: str) -> GuestSample:
         found = parse_vcpu_comm((task / "comm").read_text())
         if found is not None:
             vcpus.append(VcpuSample(found[0], tid=int(task.name)))
-    return GuestSample(uuid=uuid, name=name, pid=pid, accel="kvm", vcpus=tuple(vcpus))
+    return GuestSample(
+        uuid=uuid, name=name, pid=pid, state="running", accel="kvm", vcpus=tuple(vcpus)
+    )
 
 
 def with_binary_stats(guest: GuestSample) -> GuestSample:
