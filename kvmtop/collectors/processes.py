@@ -163,6 +163,8 @@ class ProcessCollector:
         self._vhost_kthreads: dict[int, tuple[int, ...]] = {}
         self._vm_dirs: dict[int, list[Path]] = {}
         """KVM debugfs VM directories by pid, listed once per tick."""
+        self._comms: dict[int, dict[int, str]] = {}
+        """Thread names by pid and tid (see `_threads`)."""
         self.unmanaged = 0
         """Unmanaged guests found at the last tick."""
 
@@ -246,6 +248,7 @@ class ProcessCollector:
             self._checked.pop(pid, None)
             self._fds.pop(pid, None)
             self._vhost_kthreads.pop(pid, None)
+            self._comms.pop(pid, None)
         return found
 
     # ------------------------------------------------------------------ samples
@@ -260,17 +263,30 @@ class ProcessCollector:
         return run, delay
 
     def _threads(self, pid: int) -> dict[int, str]:
-        """tid → comm of every thread of `pid` (empty when the process is gone)."""
-        out: dict[int, str] = {}
+        """tid → comm of every thread of `pid` (empty when the process is gone).
+
+        Names are cached: QEMU and the other VMMs name a thread right after creating
+        it (qemu_thread_create → pthread_setname_np) and never again, so only new
+        threads are read, and every name again once per `rescan_every` ticks.
+        """
+        task = self._proc / str(pid) / "task"
         try:
-            tids = os.listdir(self._proc / str(pid) / "task")
+            tids = [int(t) for t in os.listdir(task)]
         except OSError:
-            return out
+            self._comms.pop(pid, None)
+            return {}
+        fresh = (self._tick + pid) % self._rescan_every == 0
+        known = {} if fresh else self._comms.get(pid, {})
+        out: dict[int, str] = {}
         for tid in tids:
-            try:
-                out[int(tid)] = read_text(self._proc / str(pid) / "task" / tid / "comm").strip()
-            except (OSError, ValueError):
+            if tid in known:
+                out[tid] = known[tid]
                 continue
+            try:
+                out[tid] = read_text(task / str(tid) / "comm").strip()
+            except OSError:
+                continue  # exited meanwhile
+        self._comms[pid] = out
         return out
 
     def _unmanaged(self, pid: int) -> GuestSample | None:
