@@ -327,10 +327,14 @@ class VcpuRates:
 
 @dataclass(frozen=True, slots=True)
 class DiskRates:
-    """Per guest disk: IOPS, throughput and mean latency per request."""
+    """Per guest disk: IOPS, throughput and mean latency per request.
+
+    `host_dev` is the host disk holding the image (the baseline to compare with).
+    """
 
     target: str
     path: str | None = None
+    host_dev: str | None = None
     read_iops: float | None = None
     write_iops: float | None = None
     flush_iops: float | None = None
@@ -348,9 +352,14 @@ class DiskRates:
 
 @dataclass(frozen=True, slots=True)
 class NicRates:
-    """Per guest NIC, guest point of view; `*_bps` are bits per second."""
+    """Per guest NIC, guest point of view; `*_bps` are bits per second.
+
+    `bridge` and `switch` name the vSwitch the vNIC is plugged into (the baseline).
+    """
 
     name: str
+    bridge: str | None = None
+    switch: str | None = None
     rx_bps: float | None = None
     tx_bps: float | None = None
     rx_pps: float | None = None
@@ -498,10 +507,11 @@ def _vcpu_rates(
 
 def _disk_rates(prev: DiskSample | None, cur: DiskSample, dt_s: float, min_ops: int) -> DiskRates:
     if prev is None:
-        return DiskRates(target=cur.target, path=cur.path)
+        return DiskRates(target=cur.target, path=cur.path, host_dev=cur.host_dev)
     return DiskRates(
         target=cur.target,
         path=cur.path,
+        host_dev=cur.host_dev,
         read_iops=rate(prev.rd_reqs, cur.rd_reqs, dt_s),
         write_iops=rate(prev.wr_reqs, cur.wr_reqs, dt_s),
         flush_iops=rate(prev.fl_reqs, cur.fl_reqs, dt_s),
@@ -519,9 +529,11 @@ def _bits(v: float | None) -> float | None:
 
 def _nic_rates(prev: NicSample | None, cur: NicSample, dt_s: float) -> NicRates:
     if prev is None:
-        return NicRates(name=cur.name)
+        return NicRates(name=cur.name, bridge=cur.bridge, switch=cur.switch)
     return NicRates(
         name=cur.name,
+        bridge=cur.bridge,
+        switch=cur.switch,
         rx_bps=_bits(rate(prev.rx_bytes, cur.rx_bytes, dt_s)),
         tx_bps=_bits(rate(prev.tx_bytes, cur.tx_bytes, dt_s)),
         rx_pps=rate(prev.rx_pkts, cur.rx_pkts, dt_s),
@@ -635,9 +647,17 @@ def derive_guest(
     if prev is not None:
         r = rate(prev.cpu_time_ns, cur.cpu_time_ns, dt_s)
         cpu_pct = None if r is None else 100.0 * r / NS_PER_S
+    latencies = {
+        kind: _weighted_latency(cur.disks, prev_disks, kind, min_ops) for kind in ("rd", "wr", "fl")
+    }
     if first:
-        for key in ("cpu_pct", "steal_pct", "disk_iops", "net_rx_bps"):
+        for key in ("cpu_pct", "steal_pct", "disk_iops", "disk_read_ms", "disk_write_ms",
+                    "net_rx_bps"):
             na.setdefault(key, NA_FIRST if cur.state == "running" else f"guest {cur.state}")
+    elif cur.disks:
+        for kind, key, what in (("rd", "disk_read_ms", "reads"), ("wr", "disk_write_ms", "writes")):
+            if latencies[kind] is None:
+                na[key] = f"fewer than {max(min_ops, 1)} {what} completed in the interval"
 
     return GuestRates(
         uuid=cur.uuid,
@@ -665,9 +685,9 @@ def derive_guest(
         disk_iops=_sum(d.iops for d in disks),
         disk_read_bytes_per_s=_sum(d.read_bytes_per_s for d in disks),
         disk_write_bytes_per_s=_sum(d.write_bytes_per_s for d in disks),
-        disk_read_ms=_weighted_latency(cur.disks, prev_disks, "rd", min_ops),
-        disk_write_ms=_weighted_latency(cur.disks, prev_disks, "wr", min_ops),
-        disk_flush_ms=_weighted_latency(cur.disks, prev_disks, "fl", min_ops),
+        disk_read_ms=latencies["rd"],
+        disk_write_ms=latencies["wr"],
+        disk_flush_ms=latencies["fl"],
         nics=nics,
         net_rx_bps=_sum(n.rx_bps for n in nics),
         net_tx_bps=_sum(n.tx_bps for n in nics),
@@ -706,6 +726,7 @@ class HostDiskRates:
     util_pct: float | None = None
     queue_depth: float | None = None
     rotational: bool | None = None
+    is_partition: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -732,9 +753,10 @@ class HostRates:
     Percentages of CPU are of all CPUs (0-100). `run_delay_pct` is the mean
     run-queue wait of host tasks per CPU (/proc/schedstat), the host analogue of a
     guest's steal. `psi_*_pct` come from Δ of the PSI `total=` counters (a 0-100 %
-    share of the interval, more responsive than avg10).
+    share of the interval, more responsive than avg10). `hostname` names the host.
     """
 
+    hostname: str = ""
     ncpu: int = 0
     cpu_busy_pct: float | None = None
     cpu_steal_pct: float | None = None
@@ -761,7 +783,7 @@ class HostRates:
 
 def _host_disk(prev: BlockDevSample | None, cur: BlockDevSample, dt_s: float) -> HostDiskRates:
     if prev is None:
-        return HostDiskRates(name=cur.name, rotational=cur.rotational)
+        return HostDiskRates(name=cur.name, rotational=cur.rotational, is_partition=cur.is_partition)
     io = rate(prev.io_ticks_ns, cur.io_ticks_ns, dt_s)
     qd = rate(prev.weighted_ns, cur.weighted_ns, dt_s)
     return HostDiskRates(
@@ -779,6 +801,7 @@ def _host_disk(prev: BlockDevSample | None, cur: BlockDevSample, dt_s: float) ->
         # weighted time / wall time = mean number in flight (Little's law, field 11).
         queue_depth=None if qd is None else qd / NS_PER_S,
         rotational=cur.rotational,
+        is_partition=cur.is_partition,
     )
 
 
@@ -828,6 +851,7 @@ def derive_host(prev: HostSample | None, cur: HostSample) -> HostRates:
     if cur.mem_total_bytes is not None and cur.mem_available_bytes is not None:
         used = cur.mem_total_bytes - cur.mem_available_bytes
     gauges = {
+        "hostname": cur.hostname,
         "ncpu": cur.ncpu,
         "mem_total_bytes": cur.mem_total_bytes,
         "mem_used_bytes": used,
