@@ -1,0 +1,201 @@
+"""Sample ↔ plain dict (JSON-able), generically over the frozen dataclasses of the model.
+
+Layer: store. Imports nothing from kvmtop; never textual.
+
+The codec walks `dataclasses.fields` and the resolved type hints, so a field added to
+`kvmtop.model.sample` needs no change here. Rules:
+
+- a field equal to its default is left out (most counters a source does not report
+  are None, and leaving them out is the cheapest compression there is);
+- decoding ignores keys it does not know (a file from a newer minor layout) and lets
+  a missing key take the field's default (a file from an older one);
+- a value of the wrong type raises `CodecError`, so a record that decompressed but
+  is damaged is rejected rather than turned into a wrong `Sample`.
+
+Supported annotations: `int`, `float`, `str`, `bool`, `X | None`, nested dataclasses,
+`tuple[X, ...]`, fixed `tuple[A, B, C]` and `dict[str, X]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Hashable
+from functools import cache
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
+Encoder = Callable[[Any], Any]
+Decoder = Callable[[Any], Any]
+
+_MISSING = object()
+
+
+class CodecError(ValueError):
+    """A dict does not describe a valid value of the expected type."""
+
+
+def encode(value: Any) -> dict[str, Any]:
+    """The JSON-able dict of a dataclass value (fields equal to their default left out)."""
+    if not _is_dataclass_type(type(value)):
+        raise TypeError(f"encode() takes a dataclass instance, not {type(value).__name__}")
+    result: dict[str, Any] = _encoder(_key(type(value)))(value)
+    return result
+
+
+def decode(tp: type[T], data: Any) -> T:
+    """The `tp` instance a dict describes.
+
+    Raises:
+        CodecError: `data` is not a dict, a required field is missing, or a value
+            has the wrong type.
+    """
+    result: T = _decoder(_key(tp))(data)
+    return result
+
+
+# --------------------------------------------------------------------------- plans
+
+
+def _key(tp: type[Any]) -> Hashable:
+    # Classes are hashable; mypy does not infer it for `type[T]`.
+    return cast(Hashable, tp)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _default_of(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _MISSING
+
+
+@cache
+def _encoder(tp: Any) -> Encoder:
+    """An encoder for values annotated `tp`, built once per annotation."""
+    if _is_dataclass_type(tp):
+        hints = typing.get_type_hints(tp)
+        plan = [(f.name, _default_of(f), _encoder(hints[f.name])) for f in dataclasses.fields(tp)]
+
+        def encode_dataclass(value: Any) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for name, default, enc in plan:
+                v = getattr(value, name)
+                if default is _MISSING or v != default:
+                    out[name] = enc(v)
+            return out
+
+        return encode_dataclass
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = [_encoder(a) for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"codec supports only `X | None` unions, not {tp}")
+        enc = inner[0]
+        return lambda v: None if v is None else enc(v)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _encoder(args[0])
+            return lambda v: [item(x) for x in v]
+        items = [_encoder(a) for a in args]
+        return lambda v: [e(x) for e, x in zip(items, v, strict=True)]
+    if origin is dict:
+        value_enc = _encoder(args[1])
+        return lambda v: {k: value_enc(x) for k, x in v.items()}
+    if tp in (int, float, str, bool):
+        return _identity
+    raise TypeError(f"codec cannot encode annotation {tp!r}")
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _scalar_decoder(tp: type) -> Decoder:
+    def decode_scalar(value: Any) -> Any:
+        # JSON has one number type: accept an int where a float is declared; bool is
+        # an int subclass in Python, so it is refused where an int is declared.
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
+            raise CodecError(f"expected {tp.__name__}, got {type(value).__name__}")
+        return value
+
+    return decode_scalar
+
+
+def _dataclass_decoder(tp: type) -> Decoder:
+    hints = typing.get_type_hints(tp)
+    plan = [
+        (f.name, _default_of(f) is _MISSING, _decoder(hints[f.name]))
+        for f in dataclasses.fields(tp)
+    ]
+
+    def decode_dataclass(value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise CodecError(f"{tp.__name__}: expected an object, got {type(value).__name__}")
+        kwargs: dict[str, Any] = {}
+        for name, required, dec in plan:
+            if name in value:
+                try:
+                    kwargs[name] = dec(value[name])
+                except CodecError as exc:
+                    raise CodecError(f"{tp.__name__}.{name}: {exc}") from None
+            elif required:
+                raise CodecError(f"{tp.__name__}: missing field {name!r}")
+        return tp(**kwargs)
+
+    return decode_dataclass
+
+
+def _list_of(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise CodecError(f"expected an array, got {type(value).__name__}")
+    return value
+
+
+@cache
+def _decoder(tp: Any) -> Decoder:
+    """A decoder for values annotated `tp`, built once per annotation."""
+    if _is_dataclass_type(tp):
+        return _dataclass_decoder(tp)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = [_decoder(a) for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"codec supports only `X | None` unions, not {tp}")
+        dec = inner[0]
+        return lambda v: None if v is None else dec(v)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _decoder(args[0])
+            return lambda v: tuple(item(x) for x in _list_of(v))
+        items = [_decoder(a) for a in args]
+
+        def decode_fixed(v: Any) -> tuple[Any, ...]:
+            values = _list_of(v)
+            if len(values) != len(items):
+                raise CodecError(f"expected {len(items)} items, got {len(values)}")
+            return tuple(d(x) for d, x in zip(items, values, strict=True))
+
+        return decode_fixed
+    if origin is dict:
+        key_dec = _decoder(args[0])
+        value_dec = _decoder(args[1])
+
+        def decode_dict(v: Any) -> dict[Any, Any]:
+            if not isinstance(v, dict):
+                raise CodecError(f"expected an object, got {type(v).__name__}")
+            return {key_dec(k): value_dec(x) for k, x in v.items()}
+
+        return decode_dict
+    if tp in (int, float, str, bool):
+        return _scalar_decoder(tp)
+    raise TypeError(f"codec cannot decode annotation {tp!r}")
