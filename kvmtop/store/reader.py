@@ -1,0 +1,274 @@
+"""Read a recording: header, seek by time, samples by index, damaged rows skipped.
+
+Layer: store. Never textual.
+
+The reader opens the file read-only, so it works on a file another process is still
+writing (WAL readers never block the writer: https://www.sqlite.org/wal.html) and
+every query sees the samples committed so far (follow mode). Indices are the
+samples' row ids: contiguous, increasing in recording order, and stable while the
+file grows; retention may delete the oldest, so the first index is not always 1.
+
+A sample that cannot be read (a damaged page, a blob whose zstd checksum fails, JSON
+that does not describe a sample) is skipped: `read` returns None and a line is added
+to `notices` for the UI to show. Only a file that is not a recording, or whose
+header is unreadable or newer than this kvmtop, raises `StoreError`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kvmtop.model.sample import Sample
+from kvmtop.store import blob
+from kvmtop.store.meta import RecordingMeta, StoreError, meta_from_rows
+from kvmtop.store.schema import APPLICATION_ID, application_id, read_meta_rows
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+"""First 16 bytes of every SQLite database (https://www.sqlite.org/fileformat2.html §1.3)."""
+
+BATCH = 64
+"""Rows fetched per query while iterating (each query is its own read transaction)."""
+
+_DECOMPRESSORS_KEPT = 4
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class StoreReader:
+    """A recording opened for reading.
+
+    Args:
+        path: the recording file.
+
+    Raises:
+        StoreError: no such file, not a kvmtop recording, damaged header, or written
+            by a newer kvmtop (the message says which and what to do).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.notices: list[str] = []
+        """One line per sample skipped as unreadable, in the order found."""
+        self._damaged: set[int] = set()
+        self._decompressors: OrderedDict[int, Any] = OrderedDict()
+        self._check_file()
+        uri = Path(self.path).absolute().as_uri() + "?mode=ro"
+        try:
+            self._conn = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                         check_same_thread=False)
+            # A file shorter than its header says (a cut copy) is refused whole
+            # unless writable_schema is on (btree.c lockBtree: nPage > nPageFile is
+            # SQLITE_CORRUPT); with it, every page before the cut reads. The
+            # connection is read-only, so the pragma cannot change the file.
+            self._conn.execute("PRAGMA writable_schema = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open: {exc}") from None
+        try:
+            self.meta: RecordingMeta = self._read_meta()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _check_file(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(len(SQLITE_MAGIC))
+        except FileNotFoundError:
+            raise StoreError(f"{self.path}: no such recording") from None
+        except IsADirectoryError:
+            raise StoreError(f"{self.path}: is a directory, not a recording") from None
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot read: {exc.strerror}") from None
+        if not head:
+            raise StoreError(f"{self.path}: empty file, not a kvmtop recording")
+        if head != SQLITE_MAGIC:
+            raise StoreError(f"{self.path}: not a kvmtop recording (not an SQLite file)")
+
+    def _read_meta(self) -> RecordingMeta:
+        try:
+            if application_id(self._conn) != APPLICATION_ID:
+                raise StoreError(f"{self.path}: not a kvmtop recording (an SQLite file "
+                                 "of another application)")
+            rows = read_meta_rows(self._conn)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: damaged or truncated recording: {exc}") from None
+        return meta_from_rows(self.path, rows)
+
+    # ------------------------------------------------------------------ extent
+
+    def _scalar(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        """One value, or None when absent or when the pages holding it are damaged."""
+        try:
+            row = self._conn.execute(sql, args).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._notice(f"{self.path}: index damaged: {exc}")
+            return None
+        return row[0] if row else None
+
+    def first_index(self) -> int | None:
+        """Index of the oldest sample, None when the file holds none."""
+        value: int | None = self._scalar("SELECT min(id) FROM samples")
+        return value
+
+    def last_index(self) -> int | None:
+        """Index of the newest committed sample, None when the file holds none."""
+        value: int | None = self._scalar("SELECT max(id) FROM samples")
+        return value
+
+    def count(self) -> int:
+        """Number of samples (indices are contiguous from first to last)."""
+        first, last = self.first_index(), self.last_index()
+        return 0 if first is None or last is None else last - first + 1
+
+    def first_time(self) -> float | None:
+        """Wall time of the oldest sample (Unix s), None when empty."""
+        value: float | None = self._scalar("SELECT min(t) FROM samples")
+        return value
+
+    def last_time(self) -> float | None:
+        """Wall time of the newest sample (Unix s), None when empty."""
+        value: float | None = self._scalar("SELECT max(t) FROM samples")
+        return value
+
+    def time_of(self, index: int) -> float | None:
+        """Wall time of the sample at `index`, None when there is none."""
+        value: float | None = self._scalar("SELECT t FROM samples WHERE id = ?", (index,))
+        return value
+
+    def seek(self, time_s: float) -> int | None:
+        """Index of the first sample at or after `time_s` (by the time index).
+
+        A time before the first sample gives the first index; a time after the last
+        gives None.
+        """
+        value: int | None = self._scalar(
+            "SELECT id FROM samples WHERE t >= ? ORDER BY t, id LIMIT 1", (time_s,)
+        )
+        return value
+
+    def next_index(self, index: int) -> int | None:
+        """The index after `index` (the first one when `index` was deleted), or None."""
+        value: int | None = self._scalar("SELECT min(id) FROM samples WHERE id > ?", (index,))
+        return value
+
+    def prev_index(self, index: int) -> int | None:
+        """The index before `index`, or None at the start."""
+        value: int | None = self._scalar("SELECT max(id) FROM samples WHERE id < ?", (index,))
+        return value
+
+    # ------------------------------------------------------------------ samples
+
+    def read(self, index: int) -> Sample | None:
+        """The sample at `index`; None when there is none or it is damaged (see notices)."""
+        try:
+            row = self._conn.execute(
+                "SELECT t, dict_id, data FROM samples WHERE id = ?", (index,)
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._skip(index, None, f"unreadable: {exc}")
+            return None
+        if row is None:
+            return None
+        return self._decode(index, *row)
+
+    def iter(self, from_s: float | None = None, to_s: float | None = None) -> Iterator[Sample]:
+        """Samples in recording order, from the first at or after `from_s` until the
+        first after `to_s`; damaged ones are skipped (see notices).
+
+        Each batch of rows is read in its own transaction, so a long iteration does
+        not hold the file and sees samples appended meanwhile.
+        """
+        index = self.first_index() if from_s is None else self.seek(from_s)
+        while index is not None:
+            rows = self._batch(index)
+            for idx, t, dict_id, data in rows:
+                if to_s is not None and t > to_s:
+                    return
+                sample = self._decode(idx, t, dict_id, data)
+                if sample is not None:
+                    yield sample
+            # Past a damaged stretch that gave no row at all, go on after it.
+            index = rows[-1][0] + 1 if rows else index + BATCH
+            last = self.last_index()
+            if last is None or index > last:
+                return
+
+    def _batch(self, start: int) -> list[tuple[int, float, int | None, bytes]]:
+        """Up to `BATCH` rows from `start`; row by row when a page on the way is damaged."""
+        try:
+            rows: list[tuple[int, float, int | None, bytes]] = self._conn.execute(
+                "SELECT id, t, dict_id, data FROM samples WHERE id >= ? ORDER BY id LIMIT ?",
+                (start, BATCH),
+            ).fetchall()
+        except sqlite3.DatabaseError:
+            rows = []
+            for idx in range(start, start + BATCH):
+                try:
+                    row = self._conn.execute(
+                        "SELECT id, t, dict_id, data FROM samples WHERE id = ?", (idx,)
+                    ).fetchone()
+                except sqlite3.DatabaseError as exc:
+                    self._skip(idx, None, f"unreadable: {exc}")
+                    continue
+                if row is not None:
+                    rows.append(row)
+        return rows
+
+    def _decode(self, index: int, t: float, dict_id: int | None, data: bytes) -> Sample | None:
+        try:
+            raw = blob.unpack(data, self._decompressor(dict_id))
+            return blob.loads(raw)
+        except (ValueError, sqlite3.DatabaseError) as exc:
+            self._skip(index, t, str(exc))
+            return None
+
+    def _decompressor(self, dict_id: int | None) -> Any:
+        if dict_id is None:
+            return blob.decompressor(None)
+        dec = self._decompressors.get(dict_id)
+        if dec is None:
+            row = self._conn.execute(
+                "SELECT data FROM dictionaries WHERE id = ?", (dict_id,)
+            ).fetchone()
+            if row is None:
+                raise ValueError(f"its dictionary #{dict_id} is missing")
+            try:
+                reference = blob.dictionary(blob.unpack(row[0]))
+            except ValueError as exc:
+                raise ValueError(f"its dictionary #{dict_id} is damaged ({exc})") from None
+            dec = blob.decompressor(reference)
+            self._decompressors[dict_id] = dec
+            if len(self._decompressors) > _DECOMPRESSORS_KEPT:
+                self._decompressors.popitem(last=False)
+        else:
+            self._decompressors.move_to_end(dict_id)
+        return dec
+
+    def _skip(self, index: int, t: float | None, why: str) -> None:
+        if index in self._damaged:
+            return
+        self._damaged.add(index)
+        when = f" ({_stamp(t)})" if t is not None else ""
+        self._notice(f"sample #{index}{when} skipped: {why}")
+
+    def _notice(self, line: str) -> None:
+        if line not in self.notices:
+            self.notices.append(line)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._conn.close()
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

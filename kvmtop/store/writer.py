@@ -1,0 +1,306 @@
+"""Append raw samples to a recording, one SQLite transaction per sample.
+
+Layer: store. Never textual.
+
+Crash safety comes from SQLite's write-ahead log (https://www.sqlite.org/wal.html):
+each `append` is one committed transaction, so a killed recorder loses at most the
+sample it was writing, and a reader (follow mode) sees every committed sample while
+the writer runs. With `synchronous=NORMAL` in WAL mode a commit survives a process
+crash but not a power loss until the next checkpoint (https://www.sqlite.org/
+pragma.html#pragma_synchronous); the writer checkpoints every `CHECKPOINT_EVERY`
+samples, which bounds that window without an fsync per sample. On `close()` the log
+is folded back and the file returns to rollback-journal mode: one self-contained
+file to copy or attach to a ticket.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from kvmtop.model.sample import Sample
+from kvmtop.store import blob
+from kvmtop.store.meta import (
+    FORMAT_VERSION,
+    RecordingMeta,
+    StoreError,
+    describe_host,
+    meta_from_rows,
+    meta_rows,
+    new_meta,
+    write_error,
+)
+from kvmtop.store.schema import APPLICATION_ID, DDL, application_id, read_meta_rows
+
+DICTIONARY_EVERY = 50
+"""Samples per reference dictionary. Compression against a reference degrades with
+distance, and each dictionary costs about one sample compressed alone; 50 gave the
+smallest file of 50/100/200 (bench/bench_store.py: 226/241/251 B per guest-sample,
+12 guests)."""
+
+CHECKPOINT_EVERY = 30
+"""Samples between WAL checkpoints: the most a power loss can take (see module doc)."""
+
+PAGE_SIZE = 1024
+"""A sample blob (3-20 KB) does not fit a 4 KiB leaf page twice, so with the default
+page size SQLite leaves most pages a sixth empty; with 1 KiB pages the blob goes to
+full overflow pages and the file is 9% larger than its blobs instead of 18%
+(bench/bench_store.py; https://www.sqlite.org/fileformat2.html §1.6 "overflow")."""
+
+RETENTION_LOW_WATER = 0.9
+"""Size retention trims to this fraction of the limit, so it does not run every tick."""
+
+FILE_MODE = 0o600
+"""Recordings name guests, hosts and addresses: owner only. SQLite gives the -wal and
+-shm files the database file's permissions (os_unix.c, findCreateFileMode)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much history a recording keeps; the newest sample is always kept.
+
+    Attributes:
+        max_bytes: database size above which the oldest samples are deleted (the
+            write-ahead log adds up to `CHECKPOINT_EVERY` samples on top).
+        max_age_s: samples older than this, relative to the newest one, are deleted.
+    """
+
+    max_bytes: int | None = None
+    max_age_s: float | None = None
+
+
+class StoreWriter:
+    """Writes raw samples to a recording file (implements `kvmtop.feed.SampleSink`).
+
+    An existing recording written by the same format and schema is appended to (a
+    restarted recorder continues its file); anything else at `path` is refused.
+
+    Args:
+        path: the recording file; created with mode 0600 when absent.
+        retention: size/age limits applied after each append.
+        clock: wall clock for the header's creation time.
+
+    Raises:
+        StoreWriteError: the file cannot be created or written (read-only, no space).
+        StoreError: `path` holds something other than a compatible recording.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        retention: Retention | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.retention = retention or Retention()
+        self._compressor = blob.compressor(None)
+        self._dict_id: int | None = None
+        self._since_dict = 0
+        self._appended = 0
+        self._conn = self._open(clock)
+        try:
+            self._meta = self._prepare(clock)
+        except BaseException:
+            self._conn.close()
+            raise
+        self._described = bool(self._meta.collectors)
+
+    @property
+    def meta(self) -> RecordingMeta:
+        """The header as written so far (host facts appear after the first sample)."""
+        return self._meta
+
+    def _open(self, clock: Callable[[], float]) -> sqlite3.Connection:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            os.close(fd)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise write_error(self.path, exc) from exc
+        try:
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below).
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=1.0,
+                                   check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise write_error(self.path, exc) from exc
+        return conn
+
+    def _prepare(self, clock: Callable[[], float]) -> RecordingMeta:
+        """Create the schema in an empty file, or check and resume an existing one."""
+        conn = self._conn
+        try:
+            # Both take effect only in a database nothing has read from yet (an
+            # existing recording keeps its own): page size as above; INCREMENTAL lets
+            # retention give freed pages back to the filesystem.
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+        except sqlite3.OperationalError as exc:  # read-only, cannot open, I/O error
+            raise write_error(self.path, exc) from exc
+        except sqlite3.DatabaseError as exc:  # "file is not a database"
+            raise StoreError(f"{self.path}: exists and is not a kvmtop recording ({exc})") from None
+        try:
+            if tables == 0:
+                conn.execute("PRAGMA journal_mode = WAL")
+                meta = new_meta(clock())
+                with self._transaction():
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+                    for statement in DDL.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.executemany("INSERT INTO meta VALUES (?, ?)", meta_rows(meta))
+            else:
+                meta = self._resume()
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise write_error(self.path, exc) from exc
+        return meta
+
+    def _resume(self) -> RecordingMeta:
+        """Check an existing file is a recording this kvmtop may append to."""
+        if application_id(self._conn) != APPLICATION_ID:
+            raise StoreError(f"{self.path}: exists and is not a kvmtop recording")
+        meta = meta_from_rows(self.path, read_meta_rows(self._conn))
+        current = new_meta(meta.created_s)
+        if (meta.format_version, meta.schema_version) != (
+            current.format_version,
+            current.schema_version,
+        ):
+            raise StoreError(
+                f"{self.path}: written by kvmtop {meta.kvmtop_version} (file format "
+                f"{meta.format_version}, sample schema {meta.schema_version}); "
+                "record to a new file"
+            )
+        dict_id = self._conn.execute("SELECT max(id) FROM dictionaries").fetchone()[0]
+        if dict_id is not None:
+            data, since = self._conn.execute(
+                "SELECT data, (SELECT count(*) FROM samples WHERE dict_id = d.id) "
+                "FROM dictionaries d WHERE id = ?",
+                (dict_id,),
+            ).fetchone()
+            try:
+                self._compressor = blob.compressor(blob.dictionary(blob.unpack(data)))
+                self._dict_id, self._since_dict = dict_id, since
+            except ValueError:
+                pass  # a damaged dictionary: the next append starts a new one
+        return meta
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.rollback()
+            raise
+        self._conn.execute("COMMIT")
+
+    def append(self, sample: Sample) -> None:
+        """Commit one sample, then apply retention.
+
+        Raises:
+            StoreWriteError: the write failed; samples committed before are intact.
+        """
+        raw = blob.dumps(sample)
+        new_dict = self._dict_id is None or self._since_dict >= DICTIONARY_EVERY
+        compressor = blob.compressor(blob.dictionary(raw)) if new_dict else self._compressor
+        meta = describe_host(self._meta, sample) if not self._described else None
+        try:
+            with self._transaction():
+                if meta is not None:
+                    self._conn.executemany(
+                        "INSERT OR REPLACE INTO meta VALUES (?, ?)", meta_rows(meta)
+                    )
+                dict_id = self._dict_id
+                if new_dict:
+                    cur = self._conn.execute(
+                        "INSERT INTO dictionaries (data) VALUES (?)", (blob.pack(raw),)
+                    )
+                    dict_id = cur.lastrowid
+                self._conn.execute(
+                    "INSERT INTO samples (t, dict_id, data) VALUES (?, ?, ?)",
+                    (sample.wall_s, dict_id, compressor.compress(raw)),
+                )
+            # Committed: only now does the in-memory state move on.
+            if meta is not None:
+                self._meta, self._described = meta, True
+            if new_dict:
+                self._compressor, self._dict_id, self._since_dict = compressor, dict_id, 0
+            self._since_dict += 1
+            self._appended += 1
+            if self._appended % CHECKPOINT_EVERY == 0:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._apply_retention(sample.wall_s)
+        except sqlite3.Error as exc:
+            raise write_error(self.path, exc) from exc
+
+    def _apply_retention(self, newest_s: float) -> None:
+        """Delete the oldest samples beyond the age and size limits (never the newest)."""
+        r = self.retention
+        if r.max_age_s is None and r.max_bytes is None:
+            return
+        deleted = 0
+        with self._transaction():
+            if r.max_age_s is not None:
+                deleted += self._conn.execute(
+                    "DELETE FROM samples WHERE t < ? AND id < (SELECT max(id) FROM samples)",
+                    (newest_s - r.max_age_s,),
+                ).rowcount
+            if r.max_bytes is not None:
+                deleted += self._trim_to_size(r.max_bytes)
+            if deleted:
+                self._conn.execute(
+                    "DELETE FROM dictionaries WHERE id < "
+                    "(SELECT coalesce(min(dict_id), 0) FROM samples)"
+                )
+        if deleted:
+            # Give the freed pages back to the filesystem, then fold the log into the
+            # file so its size on disk drops now (https://www.sqlite.org/pragma.html
+            # #pragma_incremental_vacuum, #pragma_wal_checkpoint).
+            self._conn.execute("PRAGMA incremental_vacuum")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _trim_to_size(self, max_bytes: int) -> int:
+        used = self._used_bytes()
+        if used <= max_bytes:
+            return 0
+        rows = self._conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+        if rows <= 1:
+            return 0
+        excess = used - RETENTION_LOW_WATER * max_bytes
+        victims = min(rows - 1, max(1, math.ceil(excess / (used / rows))))
+        cur = self._conn.execute(
+            "DELETE FROM samples WHERE id < (SELECT min(id) FROM samples) + ?", (victims,)
+        )
+        return cur.rowcount
+
+    def _used_bytes(self) -> int:
+        """Bytes the database occupies, not counting free pages."""
+        page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((pages - free) * page_size)
+
+    def close(self) -> None:
+        """Fold the log into the file and close it. Safe to call twice.
+
+        When a reader still has the file open (follow mode) the file stays in WAL
+        mode; nothing is lost either way.
+        """
+        conn = self._conn
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode = DELETE")
+        except sqlite3.Error:
+            pass  # busy (a follower reads), full disk or already closed: WAL keeps the data
+        conn.close()

@@ -1,0 +1,49 @@
+"""Fixtures for the store tests: synthetic samples and recordings made of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kvmtop.model.sample import Sample
+from kvmtop.store.writer import Retention, StoreWriter
+from tests.store.synth import SyntheticHost
+
+
+def make_samples(n: int, guests: int = 3, seed: int = 0) -> list[Sample]:
+    """`n` consecutive samples (2 s apart) of a synthetic host."""
+    host = SyntheticHost(guests, seed=seed)
+    return [host.sample() for _ in range(n)]
+
+
+def write(path: Path, samples: list[Sample], retention: Retention | None = None) -> Path:
+    """A closed recording holding `samples`."""
+    writer = StoreWriter(path, retention=retention)
+    for s in samples:
+        writer.append(s)
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def samples() -> list[Sample]:
+    """120 samples of a 3-guest host: more than two reference dictionaries' worth."""
+    return make_samples(120)
+
+
+@pytest.fixture
+def recording(tmp_path: Path, samples: list[Sample]) -> Path:
+    """A closed recording of `samples`."""
+    return write(tmp_path / "rec.kvmtop", samples)
+
+
+@pytest.fixture
+def make_recording(tmp_path: Path) -> Callable[..., Path]:
+    """Write a recording of the given samples under tmp_path."""
+
+    def make(samples: list[Sample], name: str = "rec.kvmtop", **kw: Retention | None) -> Path:
+        return write(tmp_path / name, samples, **kw)
+
+    return make
