@@ -9,14 +9,20 @@ sample. So replay shows exactly what live showed for the same samples.
 
 from __future__ import annotations
 
+import enum
+import threading
+import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kvmtop.model.finding import Finding
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot, build_snapshot
 from kvmtop.model.window import Window
 from kvmtop.sampler import Sampler
+
+if TYPE_CHECKING:  # the reader loads SQLite and zstd: only replay needs them
+    from kvmtop.store.reader import StoreReader
 
 Detect = Callable[[Window], tuple[Finding, ...]]
 """A detector engine: reads the window after each push, returns active findings."""
@@ -131,3 +137,186 @@ class LiveFeed:
         """Close the recorder and the collectors."""
         self.set_recorder(None)
         self.sampler.close()
+
+
+class _End(enum.Enum):
+    """Why `ReplayFeed` has no next frame."""
+
+    FILE = "end of the file"
+    RANGE = "past the end of the requested range"
+
+
+class ReplayFeed:
+    """Replays a recording through the same `Pipeline` as live (mode "replay").
+
+    Each raw sample goes through the shared rates, window, detectors and snapshot,
+    so a frame in replay is the frame live showed for the same samples. A seek
+    resets the window and first pushes the sample before the target, so the target
+    frame has rates; detectors that need a longer history (trends) start over there.
+
+    Damaged samples are skipped (see `notices`); the next frame's rates then span
+    the gap.
+
+    Args:
+        reader: the open recording.
+        pipeline: the shared pipeline (its window is reset on seek).
+        speed: playback speed; the app sleeps `interval_s` between frames.
+        from_s: start at the first sample at or after this wall time.
+        to_s: end after the last sample at or before this wall time.
+        follow: at the end of the file, wait for the samples a recorder is still
+            appending instead of ending.
+    """
+
+    mode = "replay"
+
+    def __init__(
+        self,
+        reader: StoreReader,
+        pipeline: Pipeline,
+        *,
+        speed: float = 1.0,
+        from_s: float | None = None,
+        to_s: float | None = None,
+        follow: bool = False,
+    ) -> None:
+        self.reader = reader
+        self.pipeline = pipeline
+        self.speed = speed
+        self.from_s = from_s
+        self.to_s = to_s
+        self.follow = follow
+        self.position: int | None = None
+        """Index (in the reader) of the sample behind the latest frame."""
+        self.latest: Snapshot | None = None
+        """The latest frame produced."""
+        self._interval_s = reader.meta.interval_s or 2.0
+        self._closed = threading.Event()
+        # The app calls next() from its collection thread and seek()/step() from the
+        # UI thread: one at a time through the reader and the window.
+        self._lock = threading.RLock()
+
+    @property
+    def speed(self) -> float:
+        """Playback speed (1 = as recorded)."""
+        return self._speed
+
+    @speed.setter
+    def speed(self, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"speed must be > 0, got {value}")
+        self._speed = value
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between frames: the recording's interval divided by the speed."""
+        return self._interval_s / self._speed
+
+    @interval_s.setter
+    def interval_s(self, value: float) -> None:
+        self.speed = self._interval_s / value
+
+    @property
+    def position_s(self) -> float | None:
+        """Wall time of the latest frame."""
+        return None if self.latest is None else self.latest.wall_s
+
+    @property
+    def notices(self) -> list[str]:
+        """Samples skipped as unreadable, one line each."""
+        return self.reader.notices
+
+    def _start(self) -> int | None:
+        if self.from_s is None:
+            return self.reader.first_index()
+        return self.reader.seek(self.from_s)
+
+    def _push(self, index: int) -> Snapshot | None:
+        """Feed the sample at `index` to the pipeline; None when it cannot be read."""
+        self.position = index
+        sample = self.reader.read(index)
+        if sample is None:
+            return None
+        self._interval_s = sample.interval_s
+        self.latest = self.pipeline.push(sample, mode=self.mode)
+        return self.latest
+
+    def _advance(self) -> Snapshot | _End:
+        """The frame of the next readable sample, or why there is none."""
+        while True:
+            index = self._start() if self.position is None else self.reader.next_index(
+                self.position)
+            if index is None:
+                return _End.FILE
+            if self.to_s is not None and (self.reader.time_of(index) or 0.0) > self.to_s:
+                return _End.RANGE
+            frame = self._push(index)
+            if frame is not None:
+                return frame
+
+    def next(self) -> Snapshot | None:
+        """The next frame; None at the end (of the file, or past `to_s`).
+
+        In follow mode the end of the file is not the end: `next()` waits up to one
+        recorded interval for the recorder's next sample, and when none comes it
+        returns the latest frame again, so a caller polling once per interval stays
+        responsive; `close()` ends the wait.
+        """
+        deadline: float | None = None
+        while not self._closed.is_set():
+            with self._lock:
+                got = self._advance()
+                if not isinstance(got, _End):
+                    return got
+                if got is _End.RANGE or not self.follow:
+                    return None
+            now = time.monotonic()
+            deadline = now + self._interval_s if deadline is None else deadline
+            if now >= deadline or self._closed.wait(min(deadline - now, 0.25)):
+                return self.latest
+        return None
+
+    def seek(self, time_s: float) -> Snapshot | None:
+        """Jump to the first sample at or after `time_s` (the last one when past the
+        end) and return its frame; None when the recording is empty."""
+        with self._lock:
+            index = self.reader.seek(time_s)
+            if index is None:
+                index = self.reader.last_index()
+            return None if index is None else self._jump(index)
+
+    def step(self, n: int = 1) -> Snapshot | None:
+        """Move `n` samples forward (through the window, as playing does) or back
+        (a jump); returns the frame there, or None past either end."""
+        with self._lock:
+            if n >= 0:
+                frame = self.latest
+                for _ in range(n):
+                    got = self._advance()
+                    if isinstance(got, _End):
+                        return None
+                    frame = got
+                return frame
+            index = self.position
+            for _ in range(-n):
+                index = None if index is None else self.reader.prev_index(index)
+            return None if index is None else self._jump(index)
+
+    def _jump(self, index: int) -> Snapshot | None:
+        """Reset the window, prime it with the sample before `index`, show `index`."""
+        self.pipeline.reset()
+        before = self.reader.prev_index(index)
+        if before is not None:
+            sample = self.reader.read(before)
+            if sample is not None:
+                self.pipeline.push(sample, mode=self.mode)
+        frame = self._push(index)
+        if frame is not None:
+            return frame
+        got = self._advance()  # the target is damaged: show the next readable one
+        return None if isinstance(got, _End) else got
+
+    def close(self) -> None:
+        """End any follow-mode wait and close the recording."""
+        self._closed.set()
+        with self._lock:
+            self.reader.close()

@@ -33,6 +33,11 @@ for i in itertools.count(1):
 """
 
 
+def test_the_synthetic_samples_are_reproducible() -> None:
+    # The kill -9 test compares what a child process wrote with a fresh sequence.
+    assert make_samples(3) == make_samples(3)
+
+
 def test_kill_9_loses_at_most_the_sample_being_written(tmp_path: Path) -> None:
     path = tmp_path / "killed.kvmtop"
     child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT,

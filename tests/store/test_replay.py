@@ -1,0 +1,154 @@
+"""ReplayFeed: parity with the live feed, seek, step, speed, range and follow mode."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from kvmtop.detectors.engine import build_engine
+from kvmtop.detectors.settings import DetectorSettings
+from kvmtop.feed import LiveFeed, Pipeline, ReplayFeed
+from kvmtop.model.sample import Sample
+from kvmtop.model.snapshot import Snapshot
+from kvmtop.store.reader import StoreReader
+from kvmtop.store.writer import StoreWriter
+from tests.store.synth import SyntheticHost
+
+
+class FakeSampler:
+    """Hands out prepared samples, as the real sampler would have produced them."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.interval_s = samples[0].interval_s
+        self._left = iter(samples)
+
+    def sample(self) -> Sample:
+        return next(self._left)
+
+    def close(self) -> None:
+        pass
+
+
+def pipeline() -> Pipeline:
+    return Pipeline(window_size=50, detect=build_engine(DetectorSettings()))
+
+
+def replay(path: Path, **kw: float | bool | None) -> ReplayFeed:
+    return ReplayFeed(StoreReader(path), pipeline(), **kw)  # type: ignore[arg-type]
+
+
+def drain(feed: ReplayFeed) -> list[Snapshot]:
+    frames = []
+    while (frame := feed.next()) is not None:
+        frames.append(frame)
+    return frames
+
+
+def test_replay_of_a_live_recording_gives_the_live_frames(
+    tmp_path: Path, samples: list[Sample]
+) -> None:
+    path = tmp_path / "parity.kvmtop"
+    sampler = FakeSampler(samples)
+    live = LiveFeed(sampler, pipeline(), recorder=StoreWriter(path))  # type: ignore[arg-type]
+    live_frames = [live.next() for _ in samples]
+    live.close()
+    assert live.record_error is None
+    assert any(f.findings for f in live_frames), "the comparison should cover findings"
+
+    feed = replay(path)
+    replayed = drain(feed)
+    feed.close()
+    assert [f.mode for f in replayed] == ["replay"] * len(samples)
+    assert [f.recording for f in live_frames] == [str(path)] * len(samples)
+    assert [replace(f, mode="live", recording=str(path)) for f in replayed] == live_frames
+
+
+def test_seek_primes_the_window_so_the_target_has_rates(
+    recording: Path, samples: list[Sample]
+) -> None:
+    continuous = drain(replay(recording))
+    feed = replay(recording)
+    frame = feed.seek(samples[70].wall_s)
+    assert frame is not None and frame.wall_s == samples[70].wall_s
+    assert feed.position == 71 and feed.position_s == samples[70].wall_s
+    assert frame.guests == continuous[70].guests  # the same rates as when played through
+    assert frame.host == continuous[70].host
+    after = feed.next()
+    assert after is not None and after.guests == continuous[71].guests
+
+
+def test_seek_edges(recording: Path, samples: list[Sample]) -> None:
+    feed = replay(recording)
+    first = feed.seek(0)
+    assert first is not None and first.wall_s == samples[0].wall_s
+    assert first.guests[0].cpu_pct is None  # nothing before the first sample: no rates
+    last = feed.seek(samples[-1].wall_s + 3600)
+    assert last is not None and last.wall_s == samples[-1].wall_s  # past the end: the end
+    assert feed.next() is None
+    between = feed.seek(samples[5].wall_s + 0.1)
+    assert between is not None and between.wall_s == samples[6].wall_s
+
+
+def test_step_forward_and_back(recording: Path, samples: list[Sample]) -> None:
+    feed = replay(recording)
+    feed.seek(samples[10].wall_s)
+    fwd = feed.step(3)
+    assert fwd is not None and fwd.wall_s == samples[13].wall_s
+    back = feed.step(-2)
+    assert back is not None and back.wall_s == samples[11].wall_s
+    assert back.guests[0].cpu_pct is not None
+    assert feed.step(0) is back
+    feed.seek(samples[0].wall_s)
+    assert feed.step(-1) is None  # before the start
+
+
+def test_range_and_speed(recording: Path, samples: list[Sample]) -> None:
+    feed = replay(recording, from_s=samples[20].wall_s, to_s=samples[29].wall_s, speed=4.0)
+    frames = drain(feed)
+    assert [f.wall_s for f in frames] == [s.wall_s for s in samples[20:30]]
+    assert feed.interval_s == pytest.approx(0.5)  # recorded every 2 s, played at x4
+    feed.interval_s = 1.0
+    assert feed.speed == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        feed.speed = 0
+
+
+def test_damaged_samples_are_skipped_with_a_notice(recording: Path,
+                                                   samples: list[Sample]) -> None:
+    import sqlite3
+
+    with sqlite3.connect(recording) as conn:
+        conn.execute("UPDATE samples SET data = x'00' WHERE id = 30")
+    feed = replay(recording)
+    frames = drain(feed)
+    assert len(frames) == len(samples) - 1
+    assert len(feed.notices) == 1 and "#30" in feed.notices[0]
+    assert feed.seek(samples[29].wall_s) is not None  # a damaged target: the next one
+
+
+def test_follow_mode_picks_up_new_samples(tmp_path: Path) -> None:
+    host = SyntheticHost(2, interval_s=0.01)  # follow waits one recorded interval at most
+    path = tmp_path / "growing.kvmtop"
+    writer = StoreWriter(path)
+    for _ in range(3):
+        writer.append(host.sample())
+    feed = replay(path, follow=True)
+    frames = [feed.next() for _ in range(3)]
+    assert frames[-1] is not None
+    assert feed.next() is frames[-1]  # nothing new yet: the latest frame again
+    writer.append(host.sample())
+    writer.append(host.sample())
+    newer = [feed.next(), feed.next()]
+    expected = [host.start_s + 0.01 * k for k in (3, 4)]
+    assert [f.wall_s for f in newer if f] == pytest.approx(expected)
+    feed.close()
+    assert feed.next() is None
+    writer.close()
+
+
+def test_empty_recording(tmp_path: Path) -> None:
+    StoreWriter(tmp_path / "e.kvmtop").close()
+    feed = replay(tmp_path / "e.kvmtop")
+    assert (feed.next(), feed.seek(0), feed.step(-1)) == (None, None, None)
