@@ -1,0 +1,146 @@
+"""`kvmtop record`: the headless recorder loop (systemd-friendly).
+
+Layer: headless output. Never imports textual.
+
+The recorder runs the sampler only and writes each raw sample: rates, detectors and
+snapshots are computed when the recording is replayed, from the same samples, so
+computing them here too would cost CPU on every tick for frames nobody reads
+(bench/bench_store.py measures both). Signals:
+
+- SIGTERM, SIGINT: finish the sample being taken, write it, close the file, exit 0;
+- SIGHUP: close the file and open a new one at the same path before the next
+  sample (after logrotate has moved the old one away, as with syslog daemons).
+
+A write error (disk full, read-only filesystem) ends the recorder with status 1
+and a message; the samples already written stay readable.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Protocol, TextIO
+
+from kvmtop.feed import SampleSink
+from kvmtop.model.sample import Sample
+
+
+class SampleSource(Protocol):
+    """What the recorder needs from the sampler."""
+
+    interval_s: float
+
+    def sample(self) -> Sample:
+        """Collect one tick (never raises for a source failure)."""
+        ...
+
+    def close(self) -> None:
+        """Release the collectors."""
+        ...
+
+
+class Recorder:
+    """Samples every interval and appends each sample to a store writer.
+
+    Args:
+        sampler: the sampler (its `interval_s` paces the loop).
+        open_writer: opens the recording (again after SIGHUP).
+        duration_s: stop after this many seconds (None: until stopped).
+        log: where progress and errors are written.
+        clock: monotonic clock in seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        sampler: SampleSource,
+        open_writer: Callable[[], SampleSink],
+        *,
+        duration_s: float | None = None,
+        log: TextIO = sys.stderr,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sampler = sampler
+        self.open_writer = open_writer
+        self.duration_s = duration_s
+        self.log = log
+        self.clock = clock
+        self.written = 0
+        """Samples written so far (over every reopened file)."""
+        self._stop = False
+        self._reopen = False
+        self._wake = threading.Event()
+
+    def request_stop(self) -> None:
+        """Stop after the current sample (safe to call from a signal handler)."""
+        self._stop = True
+        self._wake.set()
+
+    def request_reopen(self) -> None:
+        """Reopen the file before the next sample (safe from a signal handler)."""
+        self._reopen = True
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reopens (call from the main thread)."""
+
+        def stop(_signum: int, _frame: FrameType | None) -> None:
+            self.request_stop()
+
+        def reopen(_signum: int, _frame: FrameType | None) -> None:
+            self.request_reopen()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reopen)
+
+    def run(self) -> int:
+        """Record until stopped or the duration is over; returns the exit status.
+
+        Raises:
+            OSError: the first `open_writer()` fails (nothing was recorded yet).
+        """
+        writer = self.open_writer()
+        started = next_tick = self.clock()
+        try:
+            while not self._stop:
+                sample = self.sampler.sample()
+                writer = self._reopen_if_asked(writer)
+                writer.append(sample)
+                self.written += 1
+                next_tick += self.sampler.interval_s
+                if self.duration_s is not None and next_tick - started > self.duration_s:
+                    break
+                writer = self._sleep_until(next_tick, writer)
+        except OSError as exc:
+            print(f"kvmtop record: {exc}; stopped after {self.written} samples, which stay "
+                  "readable", file=self.log, flush=True)
+            return 1
+        finally:
+            writer.close()
+        return 0
+
+    def _reopen_if_asked(self, writer: SampleSink) -> SampleSink:
+        """The writer to use: a new one on the same path after SIGHUP."""
+        if not self._reopen:
+            return writer
+        self._reopen = False
+        writer.close()
+        writer = self.open_writer()
+        print(f"kvmtop record: reopened {writer.path}", file=self.log, flush=True)
+        return writer
+
+    def _sleep_until(self, tick: float, writer: SampleSink) -> SampleSink:
+        """Wait for `tick` (monotonic) and return the writer to use next: a reopen
+        request is served at once, a stop request ends the wait."""
+        while not self._stop:
+            remaining = tick - self.clock()
+            if remaining <= 0:
+                break
+            if self._wake.wait(remaining):
+                self._wake.clear()
+                writer = self._reopen_if_asked(writer)
+        return writer
