@@ -1,111 +1,369 @@
 """Command line: parse arguments, build the feed, run the TUI or a headless loop.
 
-The only module that reads argv and the environment. Headless paths (`--batch`)
-never import textual: the app module is imported only when the TUI starts.
+The only module that reads argv and the environment. Headless paths (`--batch`,
+`record`, `replay --batch`, `slice`, `doctor`, `serve`) never import textual: the app
+module is imported only when a TUI starts.
+
+    kvmtop [-c URI] [-d S] [--batch [-n N] [--format text|json]]     live
+    kvmtop record -o FILE [--interval S] [--duration S] [--max-size MIB] [--max-age H]
+    kvmtop replay FILE [--from T] [--to T] [--speed X] [--follow] [--batch ...]
+    kvmtop slice FILE [--from T] [--to T] -o OUT
+    kvmtop doctor | serve
+
+Exit status 2 for unusable input (options, config file, a recording that is missing,
+damaged beyond its header, or from a newer kvmtop); 1 when monitoring cannot start
+or a recording stops on a write error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
 import sys
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kvmtop import __version__
 from kvmtop.config import ConfigError, Settings, load_settings
-from kvmtop.feed import LiveFeed, Pipeline
+from kvmtop.feed import Feed, LiveFeed, Pipeline
+
+if TYPE_CHECKING:
+    from kvmtop.sampler import Sampler
+    from kvmtop.store.reader import StoreReader
+
+MIB = 1024 * 1024
+_UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_RELATIVE = re.compile(r"\+(\d+(?:\.\d+)?)([smhd]?)")
+TIME_FORMATS = "ISO 8601 (local time unless it ends in Z or an offset), Unix seconds, " \
+    "or +N[s|m|h|d] from the start of the recording"
 
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if value <= 0:
+    if not value > 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for `kvmtop` (live TUI and batch mode)."""
-    p = argparse.ArgumentParser(
-        prog="kvmtop",
-        description="Live monitor for KVM hosts: per-guest steal, VM exits, disk, network "
-        "and memory next to the host baseline.",
-        epilog="Privileges: libvirt stats need read access to the libvirt socket "
-        "(root or the libvirt group); vCPU schedstat of QEMU threads needs root or the "
-        "same user as QEMU. See README.md, 'Privileges'.",
-    )
-    p.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (default qemu:///system)")
-    p.add_argument("-d", "--interval", type=_positive_float, metavar="S",
+def parse_time(text: str, start_s: float | None) -> float:
+    """A point in time given on the command line, as Unix seconds.
+
+    Args:
+        text: ISO 8601 ("2025-03-01T14:05", "...Z", "...+01:00"), Unix seconds
+            ("1740837900"), or "+10m" (s, m, h, d; none means s) after `start_s`.
+        start_s: the recording's first sample, for relative times.
+
+    Raises:
+        ValueError: none of those forms, or a relative time without a start.
+    """
+    text = text.strip()
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        if start_s is None:
+            raise ValueError("a relative time needs a recording that has samples")
+        return start_s + float(relative[1]) * _UNITS_S[relative[2] or "s"]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        # A naive datetime is local time: timestamp() applies the local zone.
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"cannot read {text!r} as a time ({TIME_FORMATS})") from None
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _common_options(p: argparse.ArgumentParser, default: object) -> None:
+    """Options every command accepts, before or after the command name."""
+    p.add_argument("-c", "--connect", metavar="URI", default=default,
+                   help="libvirt URI (default qemu:///system)")
+    p.add_argument("-d", "--interval", type=_positive_float, metavar="S", default=default,
                    help="seconds between samples (default 2)")
-    p.add_argument("--config", type=Path, metavar="FILE", help="config file (TOML)")
-    p.add_argument("--theme", help="theme name (kvmtop-dark, kvmtop-light, kvmtop-high-contrast)")
+    p.add_argument("--config", type=Path, metavar="FILE", default=default,
+                   help="config file (TOML)")
+    p.add_argument("--theme", default=default,
+                   help="theme name (kvmtop-dark, kvmtop-light, kvmtop-high-contrast)")
+
+
+def _batch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-b", "--batch", action="store_true", help="print snapshots to stdout, no TUI")
     p.add_argument("-n", "--count", type=int, metavar="N", help="with --batch: stop after N lines")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="with --batch: output format (json: one object per line)")
+
+
+def _range_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="from_", metavar="T", help=f"start time: {TIME_FORMATS}")
+    p.add_argument("--to", metavar="T", help="end time (same forms)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for `kvmtop` and its commands."""
+    from kvmtop import doctor, serve
+
+    p = argparse.ArgumentParser(
+        prog="kvmtop",
+        description="Live monitor for KVM hosts: per-guest steal, VM exits, disk, network "
+        "and memory next to the host baseline. Without a command: the live TUI.",
+        epilog="Privileges: libvirt stats need read access to the libvirt socket "
+        "(root or the libvirt group); vCPU schedstat of QEMU threads needs root or the "
+        "same user as QEMU. See README.md, 'Privileges'.",
+    )
+    _common_options(p, None)
+    _batch_options(p)
     p.add_argument("--version", action="version", version=f"kvmtop {__version__}")
+    # Sub-command options default to SUPPRESS so they never reset a global one
+    # given before the command name (argparse copies sub-parser defaults over).
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, argparse.SUPPRESS)
+    commands = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    rec = commands.add_parser(
+        "record", parents=[common], help="record raw samples to a file, headless",
+        description="Record raw samples to FILE until SIGTERM/SIGINT or --duration. "
+        "SIGHUP reopens FILE (after log rotation). An existing recording is continued.",
+    )
+    rec.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
+                     help="the recording (created with mode 0600)")
+    rec.add_argument("--duration", type=_positive_float, metavar="S",
+                     help="stop after S seconds (default: until stopped)")
+    rec.add_argument("--max-size", type=_positive_float, metavar="MIB",
+                     help="delete the oldest samples beyond MIB mebibytes")
+    rec.add_argument("--max-age", type=_positive_float, metavar="H",
+                     help="delete samples older than H hours")
+
+    rep = commands.add_parser(
+        "replay", parents=[common], help="replay a recording in the TUI or as batch output",
+        description="Replay FILE through the same rates, detectors and views as live.",
+    )
+    rep.add_argument("file", type=Path, metavar="FILE")
+    _range_options(rep)
+    rep.add_argument("--speed", type=_positive_float, default=1.0, metavar="X",
+                     help="playback speed (default 1: as recorded)")
+    rep.add_argument("--follow", action="store_true",
+                     help="keep showing samples a recorder is still appending (TUI)")
+    _batch_options(rep)
+
+    cut = commands.add_parser(
+        "slice", parents=[common], help="copy a time range of a recording to a new file",
+        description="Copy the raw samples of FILE between --from and --to to OUT.",
+    )
+    cut.add_argument("file", type=Path, metavar="FILE")
+    _range_options(cut)
+    cut.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
+                     help="the new recording (must not exist)")
+
+    for name, module, text in (("doctor", doctor, "check every data source and the host"),
+                               ("serve", serve, "serve OpenMetrics for Prometheus")):
+        module.add_arguments(commands.add_parser(name, parents=[common], help=text))
     return p
 
 
-def build_live_feed(settings: Settings) -> LiveFeed:
-    """Wire the real collectors to the shared pipeline."""
+# --------------------------------------------------------------------------- wiring
+
+
+def build_sampler(settings: Settings) -> Sampler:
+    """The real collectors, wired to a sampler."""
     from kvmtop.collectors.host import HostCollector
     from kvmtop.collectors.libvirt import LibvirtCollector
     from kvmtop.collectors.sched import SchedCollector
     from kvmtop.sampler import Sampler
 
-    sampler = Sampler(
+    return Sampler(
         HostCollector(),
         LibvirtCollector(settings.uri, balloon_every=settings.balloon_every),
         [SchedCollector()],
         interval_s=settings.interval_s,
     )
-    pipeline = Pipeline(window_size=settings.window_size, min_ops=settings.min_ops)
-    return LiveFeed(sampler, pipeline)
 
 
-def _check_uri(feed: LiveFeed, explicit: bool) -> str | None:
+def build_pipeline(settings: Settings) -> Pipeline:
+    """The shared pipeline, with the detectors, as live and replay both use it."""
+    from kvmtop.detectors.engine import build_engine
+
+    return Pipeline(window_size=settings.window_size, min_ops=settings.min_ops,
+                    detect=build_engine(settings.detectors))
+
+
+def build_live_feed(settings: Settings) -> LiveFeed:
+    """Wire the real collectors to the shared pipeline."""
+    return LiveFeed(build_sampler(settings), build_pipeline(settings))
+
+
+def _uri_error(sampler: Sampler, explicit: bool) -> str | None:
     """With an explicit -c URI, the connection must open: return the error if not."""
-    if not explicit or feed.sampler.guests is None:
+    if not explicit or sampler.guests is None:
         return None
-    probe = feed.sampler.guests.probe()
+    probe = sampler.guests.probe()
     return None if probe.available else probe.reason or "cannot connect"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `kvmtop` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        settings, warning = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"kvmtop: {exc}", file=sys.stderr)
-        return 2
+def _settings(args: argparse.Namespace) -> Settings:
+    """Config file, then the flags (raises ConfigError)."""
+    settings, warning = load_settings(getattr(args, "config", None))
     if warning:
         print(f"kvmtop: warning: {warning}", file=sys.stderr)
-    if args.connect:
+    if getattr(args, "connect", None):
         settings = replace(settings, uri=args.connect)
-    if args.interval:
+    if getattr(args, "interval", None):
         settings = replace(settings, interval_s=args.interval)
-    if args.theme:
+    if getattr(args, "theme", None):
         settings = replace(settings, theme=args.theme)
+    return settings
 
+
+def _run_tui(feed: Feed, settings: Settings, title: str = "") -> None:
+    from kvmtop.app import KvmtopApp
+
+    KvmtopApp(feed, theme_name=settings.theme, title_suffix=title).run()
+
+
+def _run_batch(feed: Feed, args: argparse.Namespace, *, paced: bool = True) -> None:
+    import time
+
+    from kvmtop.batch import run_batch
+
+    sleep: Callable[[float], None] = time.sleep if paced else (lambda _s: None)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_batch(feed, sys.stdout, count=args.count, fmt=args.format, sleep=sleep)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _live(args: argparse.Namespace, settings: Settings) -> int:
     feed = build_live_feed(settings)
-    error = _check_uri(feed, explicit=bool(args.connect))
+    error = _uri_error(feed.sampler, explicit=bool(args.connect))
     if error:
         print(f"kvmtop: cannot open {settings.uri}: {error}", file=sys.stderr)
         feed.close()
         return 1
     try:
         if args.batch:
-            from kvmtop.batch import run_batch
-
-            try:
-                run_batch(feed, sys.stdout, count=args.count, fmt=args.format)
-            except KeyboardInterrupt:
-                pass
-            return 0
-        from kvmtop.app import KvmtopApp
-
-        KvmtopApp(feed, theme_name=settings.theme).run()
+            _run_batch(feed, args)
+        else:
+            _run_tui(feed, settings)
         return 0
     finally:
         feed.close()
+
+
+def _record(args: argparse.Namespace, settings: Settings) -> int:
+    from kvmtop.record import Recorder
+    from kvmtop.store.writer import Retention, StoreWriter
+
+    retention = Retention(
+        max_bytes=int(args.max_size * MIB) if args.max_size else None,
+        max_age_s=args.max_age * 3600 if args.max_age else None,
+    )
+    sampler = build_sampler(settings)
+    try:
+        error = _uri_error(sampler, explicit=bool(getattr(args, "connect", None)))
+        if error:
+            print(f"kvmtop: cannot open {settings.uri}: {error}", file=sys.stderr)
+            return 1
+        recorder = Recorder(sampler, lambda: StoreWriter(args.output, retention=retention),
+                            duration_s=args.duration)
+        recorder.install_signal_handlers()
+        until = f"for {args.duration:g} s" if args.duration else "until SIGTERM"
+        print(f"kvmtop record: recording to {args.output} every {settings.interval_s:g} s "
+              f"{until}", file=sys.stderr, flush=True)
+        status = recorder.run()
+    finally:
+        sampler.close()
+    print(f"kvmtop record: {recorder.written} samples written to {args.output}",
+          file=sys.stderr)
+    return status
+
+
+def _open_recording(path: Path) -> StoreReader:
+    from kvmtop.store.reader import StoreReader
+
+    return StoreReader(path)
+
+
+def _range(args: argparse.Namespace, reader: StoreReader) -> tuple[float | None, float | None]:
+    """--from/--to as Unix seconds (raises ValueError naming the option)."""
+    start = reader.first_time()
+    out: list[float | None] = []
+    for option, text in (("--from", args.from_), ("--to", args.to)):
+        try:
+            out.append(None if text is None else parse_time(text, start))
+        except ValueError as exc:
+            raise ValueError(f"{option}: {exc}") from None
+    return out[0], out[1]
+
+
+def _report_notices(reader: StoreReader) -> None:
+    for line in reader.notices:
+        print(f"kvmtop: {reader.path}: {line}", file=sys.stderr)
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from kvmtop.feed import ReplayFeed
+
+    if args.follow and args.batch:
+        print("kvmtop: replay --follow works in the TUI only", file=sys.stderr)
+        return 2
+    reader = _open_recording(args.file)
+    try:
+        from_s, to_s = _range(args, reader)
+    except ValueError as exc:
+        reader.close()
+        print(f"kvmtop: {exc}", file=sys.stderr)
+        return 2
+    feed = ReplayFeed(reader, build_pipeline(settings), speed=args.speed, from_s=from_s,
+                      to_s=to_s, follow=args.follow)
+    try:
+        if args.batch:
+            _run_batch(feed, args, paced=False)
+        else:
+            _run_tui(feed, settings, title=f"replay of {args.file}")
+        _report_notices(reader)
+        return 0
+    finally:
+        feed.close()
+
+
+def _slice(args: argparse.Namespace, settings: Settings) -> int:
+    from kvmtop.store.slice import slice_recording
+
+    with _open_recording(args.file) as reader:
+        try:
+            from_s, to_s = _range(args, reader)
+        except ValueError as exc:
+            print(f"kvmtop: {exc}", file=sys.stderr)
+            return 2
+        copied = slice_recording(reader, args.output, from_s=from_s, to_s=to_s)
+        _report_notices(reader)
+    print(f"kvmtop slice: {copied} samples written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `kvmtop` console script; returns the exit status."""
+    from kvmtop.store.meta import StoreError
+
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"kvmtop: {exc}", file=sys.stderr)
+        return 2
+    if args.command in ("doctor", "serve"):
+        from kvmtop import doctor, serve
+
+        return int((doctor if args.command == "doctor" else serve).run(args, settings))
+    command = {"record": _record, "replay": _replay, "slice": _slice}.get(args.command, _live)
+    try:
+        return command(args, settings)
+    except StoreError as exc:  # missing, damaged, newer, unwritable: the message says which
+        print(f"kvmtop: {exc}", file=sys.stderr)
+        return 2
