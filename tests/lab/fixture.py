@@ -1,0 +1,198 @@
+"""pytest plugin: the kvmtop lab (real libvirt/QEMU guests) as a session fixture.
+
+Register it from ``tests/conftest.py`` with
+``pytest_plugins = ["tests.lab.fixture"]``.  Tests marked ``@pytest.mark.lab``
+take the ``lab`` fixture, which brings up the ``test`` scenario with
+``tests/lab/lab up test`` (a running lab is reused), loads its
+``manifest.json`` and, at the end of the session, runs ``lab down`` unless
+``KVMTOP_LAB_KEEP=1`` or another pytest session is still using the lab
+(each session holds a lease file ``<state dir>/leases/<pid>``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+LAB_SCRIPT = Path(__file__).resolve().with_name("lab")
+DEFAULT_STATE_DIR = Path("/var/lib/kvmtop-lab")
+SCENARIO = "test"
+UP_TIMEOUT_S = 1200
+
+
+@dataclass(frozen=True)
+class LabGuest:
+    """One guest of the running lab, as listed in manifest.json."""
+
+    name: str
+    uuid: str
+    kind: str  # "linux" (TCG or KVM) or "probe" (boot-sector KVM probe)
+    libvirt_type: str  # "kvm" or "qemu"
+    libvirt_type_reason: str
+    vcpus: int
+    memory_mib: int
+    workload: str
+    workload_params: list[dict[str, Any]]
+    bridge: str | None
+    ip: str | None
+    mac: str | None
+    disk: str
+    console_log: str
+    contention_group: str | None
+    expected: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, entry: dict[str, Any]) -> LabGuest:
+        """Build a guest from one ``guests`` entry of manifest.json."""
+        return cls(
+            name=entry["name"],
+            uuid=entry["uuid"],
+            kind=entry["kind"],
+            libvirt_type=entry["libvirt_type"],
+            libvirt_type_reason=entry["libvirt_type_reason"],
+            vcpus=int(entry["vcpus"]),
+            memory_mib=int(entry["memory_mib"]),
+            workload=entry["workload"],
+            workload_params=list(entry["workload_params"]),
+            bridge=entry.get("bridge"),
+            ip=entry.get("ip"),
+            mac=entry.get("mac"),
+            disk=entry["disk"],
+            console_log=entry["console_log"],
+            contention_group=entry.get("contention_group"),
+            expected=dict(entry.get("expected", {})),
+        )
+
+    @property
+    def is_kvm(self) -> bool:
+        """True when libvirt runs this guest with KVM acceleration."""
+        return self.libvirt_type == "kvm"
+
+
+@dataclass
+class Lab:
+    """The running lab: its guests and a handle on the fault knobs."""
+
+    state_dir: Path
+    scenario: str
+    guests: dict[str, LabGuest]
+    manifest: dict[str, Any]
+    script: Path = LAB_SCRIPT
+
+    @classmethod
+    def load(cls, state_dir: Path, script: Path = LAB_SCRIPT) -> Lab:
+        """Read ``state_dir/manifest.json``."""
+        manifest = json.loads((state_dir / "manifest.json").read_text())
+        guests = {name: LabGuest.from_manifest(entry)
+                  for name, entry in manifest["guests"].items()}
+        return cls(state_dir=state_dir, scenario=manifest["scenario"], guests=guests,
+                   manifest=manifest, script=script)
+
+    def run(self, *args: str, timeout: float = 120) -> str:
+        """Run ``tests/lab/lab ARGS`` and return its combined output; raise on failure."""
+        proc = subprocess.run([str(self.script), *args], capture_output=True, text=True,
+                              timeout=timeout, env=_lab_env(self.state_dir))
+        if proc.returncode != 0:
+            raise RuntimeError(f"lab {' '.join(args)} failed ({proc.returncode}):\n"
+                               f"{proc.stdout}{proc.stderr}")
+        return proc.stdout + proc.stderr
+
+    def fault(self, name: str, *args: str) -> str:
+        """Apply a runtime fault: contend, uncontend, duty, iotune, shape, unshape, reset."""
+        return self.run("fault", name, *args)
+
+    def contention_group(self, group: str) -> list[LabGuest]:
+        """Guests that ``fault contend`` pins together."""
+        return [g for g in self.guests.values() if g.contention_group == group]
+
+    @property
+    def kvm_guests(self) -> list[LabGuest]:
+        """Guests running under KVM (the probes here; every guest on a VMX/SVM host)."""
+        return [g for g in self.guests.values() if g.is_kvm]
+
+
+def _lab_env(state_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["KVMTOP_LAB_DIR"] = str(state_dir)
+    return env
+
+
+def _take_lease(state_dir: Path) -> Path:
+    leases = state_dir / "leases"
+    leases.mkdir(parents=True, exist_ok=True)
+    lease = leases / str(os.getpid())
+    lease.write_text("")
+    return lease
+
+
+def _other_live_leases(state_dir: Path) -> list[int]:
+    """Pids of other processes that hold a lease and are still alive."""
+    alive = []
+    for lease in (state_dir / "leases").glob("*"):
+        if not lease.name.isdigit() or int(lease.name) == os.getpid():
+            continue
+        try:
+            os.kill(int(lease.name), 0)
+        except ProcessLookupError:
+            lease.unlink(missing_ok=True)
+            continue
+        except PermissionError:
+            pass
+        alive.append(int(lease.name))
+    return alive
+
+
+def lab_unavailable_reason() -> str | None:
+    """Why the lab cannot run on this machine, or None when it can."""
+    if not os.path.exists("/dev/kvm"):
+        return "/dev/kvm is missing: the kvmtop lab needs a KVM host"
+    if os.geteuid() != 0:
+        return "the kvmtop lab needs root (libvirtd, bridges, network namespaces)"
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``lab`` marker."""
+    config.addinivalue_line(
+        "markers",
+        "lab: needs the real libvirt/QEMU/KVM lab (tests/lab/lab up test); "
+        "skipped without /dev/kvm or root",
+    )
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """Bring up (or reuse) the ``test`` scenario and yield it as a :class:`Lab`.
+
+    Faults left over from an earlier session are cleared first (unless another
+    session is using the lab right now).  At the end of
+    the session the lab is taken down unless ``KVMTOP_LAB_KEEP=1`` or another
+    live pytest session holds a lease on it.
+    """
+    reason = lab_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    state_dir = Path(os.environ.get("KVMTOP_LAB_DIR", str(DEFAULT_STATE_DIR)))
+    lease = _take_lease(state_dir)
+    proc = subprocess.run([str(LAB_SCRIPT), "up", SCENARIO], capture_output=True, text=True,
+                          timeout=UP_TIMEOUT_S, env=_lab_env(state_dir))
+    if proc.returncode != 0:
+        pytest.fail(f"`lab up {SCENARIO}` failed ({proc.returncode}):\n"
+                    f"{proc.stdout}{proc.stderr[-6000:]}", pytrace=False)
+    lab_ = Lab.load(state_dir)
+    if not _other_live_leases(state_dir):  # leftovers of a crashed session
+        lab_.fault("reset")
+    try:
+        yield lab_
+    finally:
+        lease.unlink(missing_ok=True)
+        if os.environ.get("KVMTOP_LAB_KEEP") != "1" and not _other_live_leases(state_dir):
+            subprocess.run([str(LAB_SCRIPT), "down"], capture_output=True, text=True,
+                           timeout=300, env=_lab_env(state_dir))

@@ -1,0 +1,158 @@
+"""Smoke tests of the lab itself, through libvirt only (no kvmtop code).
+
+They check that the lab delivers what manifest.json promises: the guests run
+with the listed UUIDs, the KVM probe exits at the designed rate, the leaking
+guest leaks at the configured rate, and the fault knobs have an effect.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+
+import pytest
+
+from tests.lab.fixture import Lab
+
+libvirt = pytest.importorskip("libvirt")
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def conn(lab: Lab) -> Iterator[libvirt.virConnect]:
+    """A libvirt connection to the lab's hypervisor."""
+    c = libvirt.open("qemu:///system")
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def stats(conn: libvirt.virConnect, name: str, group: int) -> dict[str, float]:
+    """One group of libvirt bulk stats for one domain."""
+    dom = conn.lookupByName(name)
+    ((_, values),) = conn.domainListGetStats([dom], group)
+    return values
+
+
+def rates(conn: libvirt.virConnect, name: str, group: int, seconds: float) -> dict[str, float]:
+    """Per-second rates of every numeric stat of a group over `seconds`."""
+    t0, s0 = time.monotonic(), stats(conn, name, group)
+    time.sleep(seconds)
+    t1, s1 = time.monotonic(), stats(conn, name, group)
+    return {k: (s1[k] - s0[k]) / (t1 - t0) for k in s1
+            if k in s0 and isinstance(s1[k], int | float)}
+
+
+def test_every_guest_runs_with_manifest_uuid(lab: Lab, conn: libvirt.virConnect) -> None:
+    """Each manifest guest is running, with the manifest's UUID and libvirt type."""
+    running = {d.name() for d in conn.listAllDomains() if d.name().startswith("lab-")}
+    assert running == set(lab.guests)
+    for guest in lab.guests.values():
+        dom = conn.lookupByName(guest.name)
+        assert dom.UUIDString() == guest.uuid
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING, guest.name
+        assert ET.fromstring(dom.XMLDesc()).get("type") == guest.libvirt_type
+
+
+def test_probe_pio_exit_rate(lab: Lab, conn: libvirt.virConnect) -> None:
+    """lab-probe-pio exits at wake_hz * (count + baseline) per second, within 15 %.
+
+    KVM counts port I/O exits in ``io_exits``; PVM does not (it stays 0 there),
+    so on such a host the total ``exits`` counter is compared instead.
+    """
+    guest = lab.guests.get("lab-probe-pio")
+    if guest is None:
+        pytest.skip("no KVM probes in this lab (no /dev/kvm)")
+    exp = guest.expected
+    r = rates(conn, guest.name, libvirt.VIR_DOMAIN_STATS_VCPU, 10)
+    if exp["io_exits_per_s"] > 0:
+        measured, expected = r.get("vcpu.0.io_exits.sum", 0.0), exp["io_exits_per_s"]
+    else:  # PVM: port I/O exits are counted in `exits` only
+        measured, expected = r["vcpu.0.exits.sum"], exp["exits_per_s"]
+    assert abs(measured - expected) <= 0.15 * expected, (measured, expected, r)
+    assert abs(r["vcpu.0.halt_exits.sum"] - exp["wake_hz"]) <= 0.15 * exp["wake_hz"], r
+
+
+def test_memleak_grows_at_configured_rate(lab: Lab, conn: libvirt.virConnect) -> None:
+    """balloon available - usable of lab-memleak grows at leak_bytes_per_s within 20 %.
+
+    The leaker frees everything after ``leak_max_bytes`` and starts over; a
+    window that contains such a drop is discarded and measured again.
+    """
+    guest = lab.guests["lab-memleak"]
+    expected = guest.expected["leak_bytes_per_s"]
+    for _attempt in range(3):
+        samples: list[tuple[float, float]] = []
+        reset = False
+        last_update = None
+        while len(samples) < 2 or samples[-1][0] - samples[0][0] < 60:
+            s = stats(conn, guest.name, libvirt.VIR_DOMAIN_STATS_BALLOON)
+            if s.get("balloon.last-update") != last_update:
+                last_update = s.get("balloon.last-update")
+                used = (s["balloon.available"] - s["balloon.usable"]) * 1024.0
+                if samples and used < samples[-1][1] - 4 * 1048576:
+                    reset = True
+                    break
+                samples.append((float(s["balloon.last-update"]), used))
+            time.sleep(1)
+        if not reset:
+            break
+    else:
+        pytest.fail("the leak restarted in every window")
+    slope = _slope(samples)
+    assert abs(slope - expected) <= 0.20 * expected, (slope, expected, samples)
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    n = len(points)
+    mx = sum(p[0] for p in points) / n
+    my = sum(p[1] for p in points) / n
+    sxx = sum((p[0] - mx) ** 2 for p in points)
+    return sum((p[0] - mx) * (p[1] - my) for p in points) / sxx
+
+
+def test_fault_contend_causes_vcpu_delay(lab: Lab, conn: libvirt.virConnect) -> None:
+    """`lab fault contend` gives both contention guests large vCPU run-queue delay."""
+    pair = lab.contention_group("steal")
+    assert len(pair) == 2
+    lab.fault("contend")
+    try:
+        time.sleep(3)  # let the duty change arrive
+        delayed = {g.name: rates(conn, g.name, libvirt.VIR_DOMAIN_STATS_VCPU, 8)
+                   .get("vcpu.0.delay", 0.0) / 1e9 for g in pair}
+    finally:
+        lab.fault("uncontend")
+    # Two always-busy vCPUs on one host CPU: each waits about half the time.
+    assert all(d > 0.2 for d in delayed.values()), delayed
+
+
+def test_fault_shape_drops_on_uplink(lab: Lab) -> None:
+    """`lab fault shape` on the uplink veth drops lab-net's uplink flow."""
+    dev = lab.manifest["bridges"]["linux"]["uplink_veth"]
+    lab.fault("shape", "1mbit")
+    try:
+        time.sleep(5)
+        out = subprocess.run(["tc", "-s", "qdisc", "show", "dev", dev], check=True,
+                             capture_output=True, text=True).stdout
+    finally:
+        lab.fault("unshape")
+    assert "tbf" in out
+    dropped = int(out.split("dropped ")[1].split(",")[0])
+    assert dropped > 100, out
+
+
+def test_fault_iotune_throttles_disk(lab: Lab, conn: libvirt.virConnect) -> None:
+    """`lab fault iotune lab-disk 20` caps the guest's disk requests near 20/s."""
+    guest = lab.guests["lab-disk"]
+    lab.fault("iotune", guest.name, "20")
+    try:
+        time.sleep(2)
+        r = rates(conn, guest.name, libvirt.VIR_DOMAIN_STATS_BLOCK, 8)
+    finally:
+        lab.fault("iotune", guest.name, "0")
+    reqs = r["block.0.rd.reqs"] + r["block.0.wr.reqs"]
+    assert reqs <= 25, r
