@@ -2,22 +2,26 @@
 
 Layer: collectors (I/O only). Reads procfs and sysfs under `root` and returns one
 `HostSample` of raw cumulative counters; parsing lives in `procfs`. kvmtop's own CPU
-time and RSS come from psutil. Never imports textual.
+time and RSS come from psutil. Root qdisc counters (no procfs/sysfs file has them)
+come from one rtnetlink RTM_GETQDISC dump per tick (`rtnetlink`): 0.2 ms of CPU here
+against 4.0 ms for `tc -s -j qdisc show` (fork + exec), so it stays on the fast tier.
+Never imports textual.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 import psutil
 
-from kvmtop.collectors import procfs
+from kvmtop.collectors import procfs, rtnetlink
 from kvmtop.collectors.base import CollectorError, Probe
+from kvmtop.collectors.rtnetlink import QdiscStats
 from kvmtop.model.sample import BlockDevSample, HostSample, NetDevSample, PressureSample
 
 T = TypeVar("T")
@@ -38,6 +42,19 @@ _ABSENT = {
     "host pressure unavailable",
     "proc/net/softnet_stat": "softnet drops and time_squeeze unavailable",
 }
+
+
+def selected_word(text: str) -> str | None:
+    """The `[selected]` word of a sysfs choice file, e.g. "mq-deadline" from
+    "none [mq-deadline] kyber bfq" (block/elevator.c elv_iosched_show) or "madvise"
+    from "always [madvise] never" (mm/huge_memory.c). A file offering one choice
+    prints it without brackets ("none" for a queue without an elevator); None when
+    nothing is selected."""
+    words = text.split()
+    for word in words:
+        if word.startswith("[") and word.endswith("]"):
+            return word[1:-1]
+    return words[0] if len(words) == 1 else None
 
 
 def read_text(path: str | Path) -> str:
@@ -72,16 +89,29 @@ class HostCollector:
 
     name = "host"
 
-    def __init__(self, root: Path = Path("/"), clock: Callable[[], int] = time.monotonic_ns):
+    def __init__(
+        self,
+        root: Path = Path("/"),
+        clock: Callable[[], int] = time.monotonic_ns,
+        qdiscs: Callable[[], Mapping[int, QdiscStats]] | None = None,
+    ):
         """Create the collector.
 
         Args:
             root: directory holding `proc/` and `sys/` (a fake tree in tests).
             clock: monotonic clock in ns, stamped right after the reads.
+            qdiscs: root qdisc counters by ifindex. None means this host's own
+                rtnetlink dump when `root` is "/", and no qdisc counters for a fake
+                tree (netlink cannot be faked by files; tests pass a function over
+                a captured dump).
         """
         self._root = root
         self._base = str(root).rstrip("/")
         self._clock = clock
+        if qdiscs is None and self._base == "":
+            qdiscs = rtnetlink.root_qdiscs
+        self._qdiscs = qdiscs
+        self._ifindex: dict[str, int | None] = {}
         self._user_hz = os.sysconf("SC_CLK_TCK")
         self._self = psutil.Process()
         self._ident: tuple[str, str] | None = None
@@ -126,6 +156,8 @@ class HostCollector:
             ),
             "sys/class/block/*/partition",
             "sys/block/*/queue/rotational",
+            "sys/block/*/queue/scheduler",
+            "sys/kernel/mm/transparent_hugepage/enabled",
         ]
 
     def probe(self) -> Probe:
@@ -175,7 +207,8 @@ class HostCollector:
         hostname, kernel = self._identity(gaps)
         self_cpu_ns, self_rss = self._self_usage(gaps)
         blockdevs = self._block_devices(disks)
-        netdevs = self._net_devices(nics)
+        netdevs = self._net_devices(nics, self._root_qdiscs(gaps))
+        thp = self._sysfs("sys/kernel/mm/transparent_hugepage/enabled")
         mono_ns = self._clock()
 
         self.last_gaps = tuple(gaps)
@@ -200,6 +233,8 @@ class HostCollector:
             loadavg=loadavg,
             self_cpu_ns=self_cpu_ns,
             self_rss_bytes=self_rss,
+            # Absent without CONFIG_TRANSPARENT_HUGEPAGE.
+            thp_enabled=selected_word(thp) if thp is not None else None,
         )
 
     # ------------------------------------------------------------------ sources
@@ -261,8 +296,20 @@ class HostCollector:
         except OSError:
             return None
 
+    def _root_qdiscs(self, gaps: list[str]) -> Mapping[int, QdiscStats]:
+        """Root qdisc counters by ifindex; empty (and a gap) when netlink fails."""
+        if self._qdiscs is None:
+            return {}
+        try:
+            return self._qdiscs()
+        except (OSError, ValueError) as e:
+            gaps.append(f"root qdisc counters unavailable (rtnetlink RTM_GETQDISC): {e}")
+            return {}
+
     def _block_devices(self, rows: list[BlockDevSample]) -> tuple[BlockDevSample, ...]:
-        """Drop never-used loop/ram/zram rows; add partition and rotational flags."""
+        """Drop never-used loop/ram/zram rows; add partition and rotational flags and,
+        for whole disks, the selected I/O scheduler (read every tick: it can be
+        switched at run time by writing the file)."""
         out = []
         seen = set()
         for row in rows:
@@ -272,7 +319,11 @@ class HostCollector:
             info = self._block_info.get(row.name)
             if info is None:
                 info = self._block_info[row.name] = self._block_flags(row.name)
-            out.append(replace(row, is_partition=info[0], rotational=info[1]))
+            sched = None
+            if not info[0]:
+                raw = self._sysfs(f"sys/block/{row.name.replace('/', '!')}/queue/scheduler")
+                sched = selected_word(raw) if raw is not None else None
+            out.append(replace(row, is_partition=info[0], rotational=info[1], scheduler=sched))
         for gone in self._block_info.keys() - seen:
             del self._block_info[gone]
         return tuple(out)
@@ -284,13 +335,21 @@ class HostCollector:
         rot = self._sysfs(f"sys/block/{sysname}/queue/rotational")
         return is_part, (rot == "1") if rot in ("0", "1") else None
 
-    def _net_devices(self, rows: list[NetDevSample]) -> tuple[NetDevSample, ...]:
+    def _net_devices(
+        self, rows: list[NetDevSample], qdiscs: Mapping[int, QdiscStats]
+    ) -> tuple[NetDevSample, ...]:
         out = []
         for row in rows:
             base = f"sys/class/net/{row.name}/"
             kind = self._net_kind.get(row.name)
             if kind is None:
                 kind = self._net_kind[row.name] = self._classify(row.name)
+                raw_index = self._sysfs(base + "ifindex")
+                self._ifindex[row.name] = (
+                    int(raw_index) if raw_index and raw_index.isdigit() else None
+                )
+            index = self._ifindex.get(row.name)
+            qdisc = qdiscs.get(index) if index is not None else None
             try:
                 master: str | None = os.path.basename(os.readlink(self._path(base + "master")))
             except OSError:
@@ -308,10 +367,13 @@ class HostCollector:
                     master=master,
                     speed_mbps=speed,
                     operstate=self._sysfs(base + "operstate"),
+                    qdisc_drops=qdisc.drops if qdisc is not None else None,
+                    qdisc_backlog_bytes=qdisc.backlog_bytes if qdisc is not None else None,
                 )
             )
         for gone in self._net_kind.keys() - {r.name for r in rows}:
             del self._net_kind[gone]
+            self._ifindex.pop(gone, None)
         return tuple(out)
 
     def _classify(self, name: str) -> str:
