@@ -172,14 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
 def build_sampler(settings: Settings) -> Sampler:
     """The real collectors, wired to a sampler."""
     from kvmtop.collectors.host import HostCollector
+    from kvmtop.collectors.kvmdebugfs import DebugfsCollector
     from kvmtop.collectors.libvirt import LibvirtCollector
+    from kvmtop.collectors.processes import ProcessCollector
     from kvmtop.collectors.sched import SchedCollector
     from kvmtop.sampler import Sampler
 
     return Sampler(
         HostCollector(),
         LibvirtCollector(settings.uri, balloon_every=settings.balloon_every),
-        [SchedCollector()],
+        # Unmanaged KVM processes join the guests first, so the vCPU schedstat and
+        # the debugfs stats cover them too.
+        [ProcessCollector(), SchedCollector(), DebugfsCollector()],
         interval_s=settings.interval_s,
     )
 

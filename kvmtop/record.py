@@ -104,17 +104,22 @@ class Recorder:
             OSError: the first `open_writer()` fails (nothing was recorded yet).
         """
         writer = self.open_writer()
-        started = next_tick = self.clock()
+        started = self.clock()
+        ticks = 0
         try:
             while not self._stop:
                 sample = self.sampler.sample()
                 writer = self._reopen_if_asked(writer)
                 writer.append(sample)
                 self.written += 1
-                next_tick += self.sampler.interval_s
-                if self.duration_s is not None and next_tick - started > self.duration_s:
+                ticks += 1
+                # Ticks on a fixed grid (no drift from the time collecting takes); the
+                # duration counts whole intervals, so 10 s at 2 s is 6 samples, 0 to 10.
+                if self.duration_s is not None and ticks * self.sampler.interval_s > (
+                    self.duration_s
+                ):
                     break
-                writer = self._sleep_until(next_tick, writer)
+                writer = self._sleep_until(started + ticks * self.sampler.interval_s, writer)
         except OSError as exc:
             print(f"kvmtop record: {exc}; stopped after {self.written} samples, which stay "
                   "readable", file=self.log, flush=True)
