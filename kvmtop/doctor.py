@@ -28,17 +28,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kvmtop.collectors.base import CollectorError, Probe
-from kvmtop.collectors.host import HostCollector
+from kvmtop.collectors.host import HostCollector, selected_word
 from kvmtop.collectors.kvmdebugfs import LOCKDOWN_REASON, DebugfsCollector
 from kvmtop.collectors.libvirt import LIBVIRT_MISSING, LibvirtCollector
 from kvmtop.collectors.libvirt_parse import DomainInfo
 from kvmtop.collectors.perf import OpenFn
 from kvmtop.collectors.processes import ProcessCollector
 from kvmtop.collectors.sched import SchedCollector
+from kvmtop.collectors.topology import BlockTopology
 from kvmtop.collectors.tracepoints import TracepointCollector
 from kvmtop.detectors.settings import OvercommitSettings
 from kvmtop.model.rates import kvm_exit_silent
-from kvmtop.model.sample import GuestSample, HostSample
+from kvmtop.model.sample import BlockDevSample, GuestSample, HostSample
 
 if TYPE_CHECKING:
     from kvmtop.config import Settings
@@ -94,6 +95,7 @@ class Environment:
         perf_open: the perf_event_open call (default the real syscall).
         measure_s: how long to count kvm:kvm_exit on a KVM guest (0 skips it).
         now: wall clock, for balloon stats freshness.
+        stat: `os.stat` for resolving disk images to host disks (tests fake it).
         overcommit: thresholds shared with the `overcommit` detector.
     """
 
@@ -105,6 +107,7 @@ class Environment:
     perf_open: OpenFn | None = None
     measure_s: float = 1.0
     now: Callable[[], float] = time.time
+    stat: Callable[[str], os.stat_result] = os.stat
     overcommit: OvercommitSettings = field(default_factory=OvercommitSettings)
 
 
@@ -126,12 +129,6 @@ def _read(root: Path, rel: str) -> str | None:
         return (root / rel).read_text().strip()
     except OSError:
         return None
-
-
-def _selected(text: str) -> str | None:
-    """The bracketed choice of a sysfs selector ("always [madvise] never" → madvise)."""
-    start, end = text.find("["), text.find("]")
-    return text[start + 1 : end] if 0 <= start < end else None
 
 
 class Doctor:
@@ -370,7 +367,7 @@ class Doctor:
         title = "KVM debugfs"
         if probe.reason == LOCKDOWN_REASON:
             mode = _read(self.env.root, "sys/kernel/security/lockdown")
-            shown = f" (lockdown: {_selected(mode) or mode})" if mode else ""
+            shown = f" (lockdown: {selected_word(mode) or mode})" if mode else ""
             refused = probe.detail.get("refused", "").split(", ")
             # The counters kvmtop would use first, then how many more.
             key = [n for n in ("exits", "halt_exits", "io_exits", "mmio_exits") if n in refused]
@@ -520,8 +517,9 @@ class Doctor:
             else:
                 yield Check("advice.vcpu_ratio", OK, "vCPU:pCPU", f"{ratio:.1f} ({detail})")
         yield from self._memory_reserve(host, running, s)
-        yield self._thp()
-        yield from self._io_schedulers(running)
+        if host is not None:
+            yield self._thp(host)
+            yield from self._io_schedulers(host, running)
         yield self._halt_poll(host, running)
 
     def _memory_reserve(
@@ -550,58 +548,58 @@ class Doctor:
         else:
             yield Check("advice.memory_reserve", OK, "host memory reserve", detail)
 
-    def _thp(self) -> Check:
-        path = "sys/kernel/mm/transparent_hugepage/enabled"
-        raw = _read(self.env.root, path)
-        if raw is None:
+    def _thp(self, host: HostSample) -> Check:
+        path = "/sys/kernel/mm/transparent_hugepage/enabled"
+        mode = host.thp_enabled
+        if mode is None:
             return Check("advice.thp", SKIP, "transparent huge pages",
-                         f"/{path} absent (kernel without THP)")
-        mode = _selected(raw) or raw
+                         f"{path} absent (kernel without THP)")
         if mode == "never":
             return Check(
                 "advice.thp", WARN, "transparent huge pages",
                 "never: guest RAM on 4 KiB pages (more TLB misses and page walks)",
-                f"echo madvise > /{path} (QEMU madvises guest RAM; persist with "
+                f"echo madvise > {path} (QEMU madvises guest RAM; persist with "
                 "transparent_hugepage=madvise on the kernel command line)",
             )
         return Check("advice.thp", OK, "transparent huge pages", mode)
 
-    def _io_schedulers(self, running: Sequence[GuestSample]) -> Iterator[Check]:
-        disks: dict[str, list[str]] = {}
+    def _io_schedulers(
+        self, host: HostSample, running: Sequence[GuestSample]
+    ) -> Iterator[Check]:
+        """The I/O scheduler of every host disk under a running guest's disk."""
+        blocks = BlockTopology(self.env.root, self.env.stat)
+        users: dict[str, list[str]] = {}
         for g in running:
             info = self.libvirt.domain_info(g.uuid)
             for d in info.disks if info is not None else ():
-                if d.source is None or d.source_type not in ("file", "block"):
-                    continue
-                for dev in backing_disks(self.env.root, d.source, d.source_type == "block"):
-                    disks.setdefault(dev, []).append(f"{g.name}:{d.target}")
-        for dev, users in sorted(disks.items()):
-            yield self._scheduler(dev, users)
+                disk, _why = blocks.resolve(d.source)  # network storage: no host disk
+                if disk is not None:
+                    users.setdefault(disk, []).append(f"{g.name}:{d.target}")
+        devices = {b.name: b for b in host.blockdevs}
+        for name, on in sorted(users.items()):
+            yield self._scheduler(name, devices.get(name), on)
 
-    def _scheduler(self, dev: str, users: list[str]) -> Check:
-        queue = f"sys/block/{dev}/queue"
-        raw = _read(self.env.root, f"{queue}/scheduler")
-        title = f"I/O scheduler of {dev}"
+    @staticmethod
+    def _scheduler(name: str, dev: BlockDevSample | None, users: list[str]) -> Check:
+        cid, title = f"advice.io_scheduler:{name}", f"I/O scheduler of {name}"
         shown = ", ".join(users[:4]) + (f" (+{len(users) - 4})" if len(users) > 4 else "")
-        if raw is None:
-            return Check(f"advice.io_scheduler:{dev}", SKIP, title,
-                         f"/{queue}/scheduler unreadable (backs {shown})")
-        current = _selected(raw) or raw
-        rotational = _read(self.env.root, f"{queue}/rotational") == "1"
-        choices = raw.replace("[", "").replace("]", "").split()
-        better = ("mq-deadline", "bfq") if rotational else ("none", "mq-deadline")
-        bad = (rotational and current == "none") or (not rotational and current == "bfq")
-        kind = "rotational" if rotational else "non-rotational"
-        detail = f"{current} on {kind} {dev} (backs {shown})"
-        if not bad:
-            return Check(f"advice.io_scheduler:{dev}", OK, title, detail)
-        pick = next((c for c in better if c in choices), better[0])
+        if dev is None or dev.scheduler is None:
+            return Check(cid, SKIP, title, f"scheduler of {name} unknown (backs {shown})")
+        kind = {True: "rotational", False: "non-rotational", None: "unknown"}[dev.rotational]
+        detail = f"{dev.scheduler} on {kind} {name} (backs {shown})"
+        # block/Kconfig.iosched: mq-deadline suits seeking disks, bfq trades CPU per
+        # request for fairness, which flash rarely needs.
+        if dev.rotational is True and dev.scheduler == "none":
+            better, why = "mq-deadline", ": no request sorting or merging for a seeking disk"
+        elif dev.rotational is False and dev.scheduler == "bfq":
+            better, why = "none", ": bfq costs CPU per request that flash does not need"
+        else:
+            return Check(cid, OK, title, detail)
+        queue = f"/sys/block/{name.replace('/', '!')}/queue/scheduler"
         return Check(
-            f"advice.io_scheduler:{dev}", WARN, title,
-            detail + (": no request merging or fairness for a seeking disk" if rotational
-                      else ": bfq costs CPU per request that flash does not need"),
-            f"echo {pick} > /{queue}/scheduler (persist with a udev rule: "
-            f'ACTION=="add|change", KERNEL=="{dev}", ATTR{{queue/scheduler}}="{pick}")',
+            cid, WARN, title, detail + why,
+            f"echo {better} > {queue} (persist with a udev rule: ACTION==\"add|change\", "
+            f'KERNEL=="{name}", ATTR{{queue/scheduler}}="{better}")',
         )
 
     def _halt_poll(self, host: HostSample | None, running: Sequence[GuestSample]) -> Check:
@@ -647,43 +645,6 @@ def _kvm_modules(root: Path) -> list[str]:
                       if p.name.startswith("kvm_"))
     except OSError:
         return []
-
-
-def backing_disks(root: Path, source: str, is_block: bool) -> list[str]:
-    """The whole host disks under a disk image or block device.
-
-    Image file → its filesystem's device (st_dev; a block device: st_rdev) →
-    /sys/dev/block/MAJ:MIN → the parent disk of a partition; a device-mapper or
-    md device → its `slaves/`, recursively. Network storage has no host disk.
-    """
-    try:
-        st = os.stat(root / source.lstrip("/"))
-    except OSError:
-        return []
-    dev = st.st_rdev if is_block else st.st_dev
-    return _whole_disks(root, f"{os.major(dev)}:{os.minor(dev)}", depth=0)
-
-
-def _whole_disks(root: Path, majmin: str, depth: int) -> list[str]:
-    try:
-        node = (root / "sys/dev/block" / majmin).resolve(strict=True)
-    except OSError:
-        return []
-    if (node / "partition").exists():
-        node = node.parent
-    slaves = node / "slaves"
-    try:
-        under = sorted(p.name for p in slaves.iterdir())
-    except OSError:
-        under = []
-    if not under or depth > 8:
-        return [node.name]
-    found: list[str] = []
-    for name in under:
-        dev = _read(root, f"sys/class/block/{name}/dev")
-        if dev is not None:
-            found += [d for d in _whole_disks(root, dev, depth + 1) if d not in found]
-    return found
 
 
 # --------------------------------------------------------------------------- output

@@ -31,7 +31,6 @@ from kvmtop.doctor import (
     Check,
     Doctor,
     Environment,
-    backing_disks,
     diagnose,
     exit_status,
     render_json,
@@ -475,27 +474,30 @@ def test_transparent_huge_pages(tree: Path, enabled: str, status: str) -> None:
         assert "echo madvise > /sys/kernel/mm/transparent_hugepage/enabled" in (check.fix or "")
 
 
-def fake_block_device(root: Path, image: Path, name: str, scheduler: str, rotational: str,
-                      partition: bool = False) -> None:
-    """sys/dev/block/MAJ:MIN of `image`'s filesystem → a fake disk (or its partition)."""
-    st = os.stat(image)
-    majmin = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
-    disk = root / "sys/devices/virtual/block" / name
-    node = disk / f"{name}1" if partition else disk
-    node.mkdir(parents=True)
+def fake_disk(root: Path, scheduler: str, rotational: str, partition: bool) -> None:
+    """sys/block/vda of the captured tree as device 252:0, with a partition vda1 252:1."""
+    write(root, "sys/block/vda/dev", "252:0\n")
+    write(root, "sys/block/vda/queue/scheduler", scheduler + "\n")
+    write(root, "sys/block/vda/queue/rotational", rotational + "\n")
     if partition:
-        (node / "partition").write_text("1\n")
-    write(disk, "queue/scheduler", scheduler + "\n")
-    write(disk, "queue/rotational", rotational + "\n")
-    link = root / "sys/dev/block" / majmin
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(os.path.relpath(node, link.parent))
-    (root / "sys/block").mkdir(parents=True, exist_ok=True)
-    (root / "sys/block" / name).symlink_to(os.path.relpath(disk, root / "sys/block"))
+        write(root, "sys/block/vda/vda1/dev", "252:1\n")
+        write(root, "sys/block/vda/vda1/partition", "1\n")
+
+
+def stat_on(minor: int) -> Any:
+    """An os.stat for which every regular file lives on device 252:`minor`."""
+
+    def fake(path: str) -> os.stat_result:
+        real = os.stat(path)
+        fields = list(real)
+        fields[2] = os.makedev(252, minor)  # st_dev
+        return os.stat_result(fields)
+
+    return fake
 
 
 @pytest.mark.parametrize(
-    ("scheduler", "rotational", "partition", "status", "pick"),
+    ("scheduler", "rotational", "partition", "status", "better"),
     [
         ("mq-deadline kyber [bfq] none", "0", False, WARN, "none"),
         ("mq-deadline kyber bfq [none]", "1", True, WARN, "mq-deadline"),
@@ -503,38 +505,29 @@ def fake_block_device(root: Path, image: Path, name: str, scheduler: str, rotati
     ],
 )
 def test_io_scheduler_of_backing_device(
-    tree: Path, scheduler: str, rotational: str, partition: bool, status: str, pick: str | None
+    tree: Path, scheduler: str, rotational: str, partition: bool, status: str,
+    better: str | None,
 ) -> None:
-    image = write(tree, "var/lib/images/web.qcow2", "qcow2")
-    fake_block_device(tree, image, "vdz", scheduler, rotational, partition)
-    assert backing_disks(tree, "/var/lib/images/web.qcow2", is_block=False) == ["vdz"]
+    write(tree, "var/lib/images/web.qcow2", "qcow2")
+    fake_disk(tree, scheduler, rotational, partition)
     dom = FakeDomain("web", uuid(30),
                      domain_xml("web", "kvm", disk="/var/lib/images/web.qcow2"),
                      running(KVM_STATS))
-    check = by_id(diagnose(env(tree, FakeConnection([dom]))))["advice.io_scheduler:vdz"]
+    checks = diagnose(env(tree, FakeConnection([dom]), stat=stat_on(1 if partition else 0)))
+    check = by_id(checks)["advice.io_scheduler:vda"]
     assert check.status == status, check
     assert "web:vda" in check.detail
-    if pick:
-        assert f"echo {pick} > /sys/block/vdz/queue/scheduler" in (check.fix or "")
+    if better:
+        assert f"echo {better} > /sys/block/vda/queue/scheduler" in (check.fix or "")
 
 
-def test_backing_disks_follow_device_mapper_slaves(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    image = write(root, "images/a.raw", "x")
-    st = os.stat(image)
-    dm = root / "sys/devices/virtual/block/dm-0"
-    (dm / "slaves").mkdir(parents=True)
-    for name, dev in (("sdb", "8:16"), ("sdc", "8:32")):
-        disk = root / "sys/devices/pci/block" / name
-        disk.mkdir(parents=True)
-        (dm / "slaves" / name).symlink_to(disk)
-        write(root, f"sys/class/block/{name}/dev", dev + "\n")
-        link = root / "sys/dev/block" / dev
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(disk)
-    (root / "sys/dev/block" / f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}").symlink_to(dm)
-    assert backing_disks(root, "/images/a.raw", is_block=False) == ["sdb", "sdc"]
-    assert backing_disks(root, "/images/missing.raw", is_block=False) == []
+def test_network_storage_has_no_scheduler_advice(tree: Path) -> None:
+    xml = domain_xml("ceph", "kvm").replace(
+        "<devices>", "<devices><disk type='network' device='disk'><source protocol='rbd' "
+        "name='pool/vol'/><target dev='vda' bus='virtio'/></disk>")
+    dom = FakeDomain("ceph", uuid(31), xml, running(KVM_STATS))
+    found = by_id(diagnose(env(tree, FakeConnection([dom]))))
+    assert not [i for i in found if i.startswith("advice.io_scheduler")]
 
 
 # --------------------------------------------------------------------------- output
