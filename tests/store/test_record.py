@@ -172,7 +172,8 @@ def test_cli_record_against_the_libvirt_test_driver(tmp_path: Path) -> None:
         assert r.meta.uri == "test:///default"
         assert r.meta.collectors[:2] == ("host", "libvirt")
         sample = r.read(r.first_index() or 1)
-    assert sample is not None and [g.name for g in sample.guests] == ["test"]
+    # The test driver's one domain; KVM processes of this host join as unmanaged guests.
+    assert sample is not None and "test" in [g.name for g in sample.guests]
     assert os.stat(path).st_mode & 0o777 == 0o600
 
 
