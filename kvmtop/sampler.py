@@ -56,6 +56,18 @@ class GuestEnricher(Protocol):
         ...
 
 
+class HostEnricher(Protocol):
+    """A collector that adds to the host sample (Open vSwitch ports and datapaths)."""
+
+    def probe(self) -> Probe:
+        """Availability."""
+        ...
+
+    def enrich_host(self, host: HostSample) -> HostSample:
+        """The same host sample with more fields filled; raises CollectorError."""
+        ...
+
+
 class Sampler:
     """Runs the collectors for one tick and returns a raw `Sample`.
 
@@ -63,6 +75,8 @@ class Sampler:
         host: host baseline collector, or None to skip it.
         guests: guest inventory/stats collector (libvirt), or None.
         enrichers: collectors that add to the guests (sched, KVM stats).
+        host_enrichers: collectors that add to the host sample (vswitch); skipped
+            on a tick without a host sample.
         interval_s: the interval the caller samples at (recorded in the sample).
         clock: monotonic clock in ns; wall: wall clock in s (injectable for tests).
         reprobe_every: while a source is unavailable, probe it again this often
@@ -75,6 +89,7 @@ class Sampler:
         guests: GuestSource | None,
         enrichers: Sequence[GuestEnricher] = (),
         *,
+        host_enrichers: Sequence[HostEnricher] = (),
         interval_s: float = 2.0,
         clock: Callable[[], int] = time.monotonic_ns,
         wall: Callable[[], float] = time.time,
@@ -83,6 +98,7 @@ class Sampler:
         self.host = host
         self.guests = guests
         self.enrichers = tuple(enrichers)
+        self.host_enrichers = tuple(host_enrichers)
         self.interval_s = interval_s
         self._clock = clock
         self._wall = wall
@@ -95,11 +111,16 @@ class Sampler:
         """The latest probe result of every collector, by collector name."""
         return {p.name: p for p in self._probes.values()}
 
-    def _probe(self, source: HostSource | GuestSource | GuestEnricher, fallback: str) -> Probe:
+    def _probe(
+        self, source: HostSource | GuestSource | GuestEnricher | HostEnricher, fallback: str
+    ) -> Probe:
         """The cached probe of `source`, refreshed while the source is unavailable."""
         cached = self._probes.get(id(source))
-        due = not cached.available and self._tick % self._reprobe_every == 0 if cached else True
-        if due or id(source) in self._stale:
+        if (
+            cached is None
+            or (not cached.available and self._tick % self._reprobe_every == 0)
+            or id(source) in self._stale
+        ):
             self._stale.discard(id(source))
             try:
                 cached = source.probe()
@@ -132,6 +153,17 @@ class Sampler:
             if probe.available:
                 try:
                     host = self.host.collect()
+                except (CollectorError, OSError, ValueError) as exc:
+                    error = str(exc)
+            statuses.append(self._status(probe, t0, self._clock(), error))
+
+        for host_enricher in self.host_enrichers if host is not None else ():
+            probe = self._probe(host_enricher, type(host_enricher).__name__)
+            t0 = self._clock()
+            error = None
+            if probe.available and host is not None:
+                try:
+                    host = host_enricher.enrich_host(host)
                 except (CollectorError, OSError, ValueError) as exc:
                     error = str(exc)
             statuses.append(self._status(probe, t0, self._clock(), error))

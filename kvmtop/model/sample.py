@@ -104,6 +104,13 @@ class NicSample:
     `bridge` is the switch the vNIC is plugged into (`<source bridge=...>` of the
     domain XML) and `switch` its kind: "linux" (Linux bridge), "ovs" (Open vSwitch,
     `<virtualport type='openvswitch'/>`), or None when unknown.
+
+    RTT fields come from the opt-in net probe (`kvmtop.collectors.netprobe`): `addr`
+    is the guest IPv4 address probed; `rtt_ns` / `rtt_p95_ns` the median and 95th
+    percentile of the answered probes in the probe's window; `host_rtt_ns` the median
+    RTT to the host's own address on `bridge` over the same window (the host
+    baseline); `rtt_lost` the cumulative count of probes that got no answer;
+    `rtt_reason` why `rtt_ns` is None (no address, guest drops ICMP, ...).
     """
 
     name: str
@@ -117,6 +124,12 @@ class NicSample:
     tx_pkts: int | None = None
     tx_errs: int | None = None
     tx_drop: int | None = None
+    addr: str | None = None
+    rtt_ns: int | None = None
+    rtt_p95_ns: int | None = None
+    host_rtt_ns: int | None = None
+    rtt_lost: int | None = None
+    rtt_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +385,9 @@ class HostSample:
             CONFIG_SCHEDSTATS; None where the file is absent).
         self_cpu_ns: CPU time used so far by the kvmtop process itself.
         thp_enabled: the selected word of /sys/kernel/mm/transparent_hugepage/enabled.
+        ovs_mono_ns: monotonic time `ovs_ports` and `ovs_datapaths` were read. They
+            are refreshed on a slow tier and carried forward in between, so rate OVS
+            counters over the difference of this field, only where it changed.
     """
 
     mono_ns: int
@@ -396,6 +412,7 @@ class HostSample:
     self_rss_bytes: int | None = None
     ovs_ports: tuple[OvsPortSample, ...] = ()
     ovs_datapaths: tuple[OvsDatapathSample, ...] = ()
+    ovs_mono_ns: int | None = None
     thp_enabled: str | None = None
 
 
