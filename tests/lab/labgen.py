@@ -112,8 +112,8 @@ SCENARIOS: dict[str, Scenario] = {
             Guest("lab-idle", "linux", "idle", "10.213.1.10/24", "linux",
                   notes="boots and does nothing"),
             Guest("lab-net", "linux",
-                  "net:dst=10.213.1.12,port=9000,pps=1000,size=1000"
-                  "+net:dst=10.213.1.254,port=9001,pps=200,size=1000",
+                  "net:dst=10.213.1.12,port=9000,pps=500,size=1000"
+                  "+net:dst=10.213.1.254,port=9001,pps=100,size=1400",
                   "10.213.1.11/24", "linux",
                   notes="UDP to lab-netpeer over labbr0, and to the uplink namespace "
                         "(through labup0, where `lab fault shape` applies)"),
@@ -131,8 +131,8 @@ SCENARIOS: dict[str, Scenario] = {
             Guest("lab-memleak", "linux", "memleak:rate=8,max=48", "10.213.1.16/24", "linux",
                   notes="leaks 8 MiB/min up to 48 MiB, then frees all and starts over "
                         "(6 min saw-tooth)"),
-            Guest("lab-disk", "linux", "disk:mode=rw,iops=100,bs=4096", "10.213.1.17/24",
-                  "linux", notes="100 random 4 KiB O_DIRECT IOPS on vda, half reads half "
+            Guest("lab-disk", "linux", "disk:mode=rw,iops=50,bs=4096", "10.213.1.17/24",
+                  "linux", notes="50 random 4 KiB O_DIRECT IOPS on vda, half reads half "
                                  "writes; `lab fault iotune lab-disk N` throttles it"),
             Guest("lab-ovs", "linux", "net:dst=10.213.2.254,port=9002,pps=50,size=500",
                   "10.213.2.10/24", "ovs",
