@@ -1,0 +1,1 @@
+"""Recording store, recorder, replay feed and the record/replay/slice commands."""
