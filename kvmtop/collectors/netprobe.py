@@ -137,12 +137,13 @@ class Outcome:
 class Prober(Protocol):
     """Sends probes and later collects what became of them, without blocking."""
 
-    def send(self, key: Hashable, addr: str, port: int | None) -> None:
-        """Start one probe of `addr` (`port` for TCP)."""
+    def send(self, key: Hashable, addr: str, port: int | None, now_ns: int) -> None:
+        """Start one probe of `addr` (`port` for TCP) at monotonic time `now_ns`."""
         ...
 
     def collect(self, now_ns: int, timeout_ns: int) -> list[Outcome]:
-        """Answers that arrived, and probes older than `timeout_ns` as lost."""
+        """Answers that arrived, and probes sent more than `timeout_ns` before
+        `now_ns` (same clock as `send`) as lost."""
         ...
 
     def close(self) -> None:
@@ -201,7 +202,7 @@ class IcmpProber:
         self._seq = 0
         self._pending: dict[int, _Pending] = {}
 
-    def send(self, key: Hashable, addr: str, port: int | None) -> None:
+    def send(self, key: Hashable, addr: str, port: int | None, now_ns: int) -> None:
         """Send one echo request to `addr` (`port` is ignored)."""
         self._seq = (self._seq + 1) & 0xFFFF
         header = _ICMP.pack(_ICMP_ECHO, 0, 0, self._ident, self._seq)
@@ -209,11 +210,11 @@ class IcmpProber:
             _ICMP.pack(_ICMP_ECHO, 0, icmp_checksum(header + _PAYLOAD), self._ident, self._seq)
             + _PAYLOAD
         )
-        pending = _Pending(key, addr, time.monotonic_ns(), time.time_ns())
+        pending = _Pending(key, addr, now_ns, time.time_ns())
         try:
             self._sock.sendto(packet, (addr, 0))
         except OSError:
-            pending.sent_mono_ns = 0  # unreachable now (no route, no ARP): lost
+            pending.sent_mono_ns = -(1 << 62)  # unreachable now (no route, no ARP): lost
         self._pending[self._seq] = pending
 
     def collect(self, now_ns: int, timeout_ns: int) -> list[Outcome]:
@@ -280,17 +281,17 @@ class TcpProber:
         """No socket until the first probe."""
         self._pending: list[_Pending] = []
 
-    def send(self, key: Hashable, addr: str, port: int | None) -> None:
+    def send(self, key: Hashable, addr: str, port: int | None, now_ns: int) -> None:
         """Start a connect to `addr`:`port`."""
         if port is None:
             raise ValueError("a TCP probe needs a port")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        pending = _Pending(key, addr, time.monotonic_ns(), time.time_ns(), sock, port)
+        pending = _Pending(key, addr, now_ns, time.time_ns(), sock, port)
         code = sock.connect_ex((addr, port))
         if code not in (0, errno.EINPROGRESS):
-            pending.sent_mono_ns = 0  # failed at once (no route): reported lost
+            pending.sent_mono_ns = -(1 << 62)  # failed at once (no route): reported lost
         self._pending.append(pending)
 
     def collect(self, now_ns: int, timeout_ns: int) -> list[Outcome]:
@@ -606,7 +607,7 @@ class NetProbe:
             return replace(nic, addr=target.addr, rtt_reason=self._icmp_error)
         if target.last_sent_ns is None or now - target.last_sent_ns >= self._every_ns:
             target.last_sent_ns = now
-            prober.send((g.uuid, g.dom_id, nic.name), target.addr, port)
+            prober.send((g.uuid, g.dom_id, nic.name), target.addr, port, now)
         baseline = self._baseline(nic.bridge, host_addrs[0][0], now)
         answered = [r for r in target.results if r is not None]
         reason = None
@@ -674,6 +675,6 @@ class NetProbe:
             return None
         if target.last_sent_ns is None or now - target.last_sent_ns >= self._every_ns:
             target.last_sent_ns = now
-            icmp.send(key, host_addr, None)
+            icmp.send(key, host_addr, None, now)
         answered = [r for r in target.results if r is not None]
         return percentile(answered, 50) if answered else None

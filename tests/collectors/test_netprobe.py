@@ -90,7 +90,7 @@ class FakeProber:
         self.sent: list[tuple[Hashable, str, int | None]] = []
         self.queued: list[Outcome] = []
 
-    def send(self, key: Hashable, addr: str, port: int | None) -> None:
+    def send(self, key: Hashable, addr: str, port: int | None, now_ns: int) -> None:
         self.sent.append((key, addr, port))
 
     def collect(self, now_ns: int, timeout_ns: int) -> list[Outcome]:
@@ -335,7 +335,7 @@ def icmp_or_skip() -> IcmpProber:
 def test_icmp_to_loopback() -> None:
     prober = icmp_or_skip()
     try:
-        prober.send("lo", "127.0.0.1", None)
+        prober.send("lo", "127.0.0.1", None, time.monotonic_ns())
         out: list[Outcome] = []
         for _ in range(1000):
             out = prober.collect(time.monotonic_ns(), 10**18)
@@ -387,8 +387,8 @@ def test_raw_replies_matched_on_identifier_sequence_and_source() -> None:
     prober._sock.close()
     fake = FakeSocket()
     prober._sock = fake  # type: ignore[assignment]
-    prober.send("a", "10.213.1.10", None)
-    prober.send("b", "10.213.1.11", None)
+    prober.send("a", "10.213.1.10", None, time.monotonic_ns())
+    prober.send("b", "10.213.1.11", None, time.monotonic_ns())
     req_a, req_b = fake.sent[0][0], fake.sent[1][0]
     assert icmp_checksum(req_a) == 0  # a valid checksum sums to zero
     fake.replies = [
@@ -416,8 +416,8 @@ def test_tcp_handshake_rtt_and_refusal() -> None:
     closed_port = closed.getsockname()[1]  # bound, not listening: RST
     prober = TcpProber()
     try:
-        prober.send("open", "127.0.0.1", port)
-        prober.send("closed", "127.0.0.1", closed_port)
+        prober.send("open", "127.0.0.1", port, 0)
+        prober.send("closed", "127.0.0.1", closed_port, 0)
         out: dict[Hashable, Outcome] = {}
         for _ in range(200):
             out.update({o.key: o for o in prober.collect(0, 10**18)})

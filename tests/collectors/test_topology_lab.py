@@ -120,7 +120,7 @@ def warm_arp(*addrs: str) -> None:
         pytest.skip(str(e))
     try:
         for addr in addrs:
-            prober.send(addr, addr, None)
+            prober.send(addr, addr, None, time.monotonic_ns())
         time.sleep(1.0)  # TCG guests answer slowly
         prober.collect(time.monotonic_ns(), 10**12)
     finally:
