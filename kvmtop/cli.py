@@ -176,14 +176,17 @@ def build_sampler(settings: Settings) -> Sampler:
     from kvmtop.collectors.libvirt import LibvirtCollector
     from kvmtop.collectors.processes import ProcessCollector
     from kvmtop.collectors.sched import SchedCollector
+    from kvmtop.collectors.topology import TopologyCollector
+    from kvmtop.collectors.vswitch import VswitchCollector
     from kvmtop.sampler import Sampler
 
     return Sampler(
         HostCollector(),
         LibvirtCollector(settings.uri, balloon_every=settings.balloon_every),
         # Unmanaged KVM processes join the guests first, so the vCPU schedstat and
-        # the debugfs stats cover them too.
-        [ProcessCollector(), SchedCollector(), DebugfsCollector()],
+        # the debugfs stats cover them too; topology reads the vCPU threads sched found.
+        [ProcessCollector(), SchedCollector(), TopologyCollector(), DebugfsCollector()],
+        host_enrichers=[VswitchCollector()],
         interval_s=settings.interval_s,
     )
 
