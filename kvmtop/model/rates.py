@@ -445,8 +445,16 @@ class GuestRates:
 
     @property
     def dominant_exit(self) -> str | None:
-        """The exit category with the highest rate, if any category moved."""
-        moving = {k: v for k, v in self.exit_categories.items() if v > 0}
+        """The exit reason or category with the highest rate, if any moved.
+
+        Reasons (tracepoints, or categories split from the exit total) come first;
+        `insn_emulation` counts emulated instructions rather than exits, so it never
+        wins on its own.
+        """
+        split = self.exits_by_reason or {
+            k: v for k, v in self.exit_categories.items() if k in EXIT_SPLIT_CATEGORIES
+        }
+        moving = {k: v for k, v in split.items() if v > 0}
         return max(moving, key=lambda k: moving[k]) if moving else None
 
 

@@ -103,7 +103,7 @@ def test_guest_cpu_steal_and_exits() -> None:
         cpu_time_ns=11 * S,  # +1 s CPU over 2 s = 50 %
         vcpus=(
             VcpuSample(0, delay_ns=1 * S + S // 5, time_ns=5 * S + S // 2,
-                       kvm={"exits.sum": 3000, "io_exits.sum": 410}),  # 10 % steal
+                       kvm={"exits.sum": 3000, "io_exits.sum": 2010}),  # 10 % steal
             VcpuSample(1, delay_ns=S // 10, time_ns=5 * S + S // 2,
                        kvm={"exits.sum": 200, "io_exits.sum": 0}),  # 5 % steal
         ),
@@ -114,8 +114,9 @@ def test_guest_cpu_steal_and_exits() -> None:
     assert g.steal_pct == pytest.approx(7.5)
     assert g.steal_source == "libvirt"
     assert g.exits_per_s == pytest.approx(1100.0)
-    assert g.exit_categories["io_exits"] == pytest.approx(200.0)
+    assert g.exit_categories["io_exits"] == pytest.approx(1000.0)
     assert g.dominant_exit == "io_exits"
+    assert g.exits_by_reason == pytest.approx({"io_exits": 1000.0, "other": 100.0})
     assert g.vcpu[0].cpu_pct == pytest.approx(25.0)
 
 
