@@ -287,6 +287,9 @@ class FakeDomain:
     def interfaceAddresses(self, source: int) -> dict[str, Any]:
         if source == self.lv.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE:
             return {}
+        # libvirtError takes its message from the thread's last libvirt error when
+        # there is one (an earlier test's): clear it first.
+        self.lv.virResetLastError()
         raise self.lv.libvirtError("operation forbidden: read only access prevents it")
 
 
