@@ -33,6 +33,7 @@ from kvmtop.detectors.topology import (
     summarize,
 )
 from kvmtop.model.rates import HostNetRates, rate
+from kvmtop.model.sample import HostSample
 
 ID = "vswitch_saturation"
 
@@ -61,6 +62,12 @@ class VswitchSaturation:
     def __init__(self, settings: DetectorSettings) -> None:
         """Host-wide detector: settings come from the global table."""
         self.settings = settings.vswitch_saturation
+        # OVS counters are read on a slow tier (HostSample.ovs_mono_ns says when) and
+        # carried forward between reads: rate them between two reads and hold that
+        # rate until the next one, instead of seeing 0 then a 5x burst.
+        self._ovs_last: HostSample | None = None
+        self._ovs_stamp = 0
+        self._ovs_rates: tuple[dict[str, float], dict[str, float]] = ({}, {})
 
     def forget(self, uuid: str) -> None:
         """No per-guest state."""
@@ -92,26 +99,38 @@ class VswitchSaturation:
             d.name: _delta_rate(prev_q.get(d.name), d.qdisc_drops, tick.dt_s)
             for d in cur_host.netdevs
         }
-        prev_p = {p.name: p for p in prev_host.ovs_ports} if prev_host else {}
-        port_drops: dict[str, float] = {}
-        for p in cur_host.ovs_ports:
-            q = prev_p.get(p.name)
-            if q is not None:
-                port_drops[p.name] = _delta_rate(
-                    q.rx_dropped, p.rx_dropped, tick.dt_s
-                ) + _delta_rate(q.tx_dropped, p.tx_dropped, tick.dt_s)
-        # OVS bridge → its datapath's `lost` per second.
-        prev_dp = {d.name: d.lost for d in prev_host.ovs_datapaths} if prev_host else {}
-        lost: dict[str, float] = {}
-        for dp in cur_host.ovs_datapaths:
-            r = rate(prev_dp.get(dp.name), dp.lost, tick.dt_s)
-            if r is not None:
-                lost.update(dict.fromkeys(dp.bridges, r))
+        port_drops, lost = self._ovs(cur_host, tick.sample.mono_ns)
         for sw in topo.switches.values():
             yield self._switch(
                 tick, s, sw, nets, dropping, softnet if sw.name == busiest else None,
                 lost.get(sw.name), qdisc, port_drops,
             )
+
+    def _ovs(self, cur: HostSample, mono_ns: int) -> tuple[dict[str, float], dict[str, float]]:
+        """OVS port drops/s by port and datapath `lost`/s by bridge, between OVS reads."""
+        stamp = cur.ovs_mono_ns if cur.ovs_mono_ns is not None else mono_ns
+        prev = self._ovs_last
+        if prev is not None and stamp == self._ovs_stamp:
+            return self._ovs_rates
+        dt_s = (stamp - self._ovs_stamp) / 1e9
+        port_drops: dict[str, float] = {}
+        lost: dict[str, float] = {}
+        if prev is not None:
+            before = {p.name: p for p in prev.ovs_ports}
+            for p in cur.ovs_ports:
+                q = before.get(p.name)
+                if q is not None:
+                    port_drops[p.name] = _delta_rate(
+                        q.rx_dropped, p.rx_dropped, dt_s
+                    ) + _delta_rate(q.tx_dropped, p.tx_dropped, dt_s)
+            prev_dp = {d.name: d.lost for d in prev.ovs_datapaths}
+            for dp in cur.ovs_datapaths:
+                r = rate(prev_dp.get(dp.name), dp.lost, dt_s)
+                if r is not None:
+                    lost.update(dict.fromkeys(dp.bridges, r))
+        self._ovs_last, self._ovs_stamp = cur, stamp
+        self._ovs_rates = (port_drops, lost)
+        return self._ovs_rates
 
     def _switch(
         self,

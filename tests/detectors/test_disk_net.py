@@ -237,3 +237,23 @@ def test_vswitch_hysteresis_clears_after_k_good() -> None:
     up.tx_bps = 1e8
     seen = [bool(active(w.engine(w.push()), "vswitch_saturation")) for _ in range(3)]
     assert seen == [True, True, False]
+
+
+def test_vswitch_rates_ovs_counters_between_slow_tier_reads() -> None:
+    """OVS values are re-read every 10 s and carried forward between: the rate comes
+    from two reads (Δ ovs_mono_ns) and holds until the next read, never 0 then 5x."""
+    from kvmtop.detectors.vswitch_saturation import VswitchSaturation
+    from kvmtop.model.sample import HostSample, OvsDatapathSample
+
+    det = VswitchSaturation(DetectorSettings())
+
+    def host(read_s: int, lost: int) -> HostSample:
+        dp = OvsDatapathSample("netdev@ovs-netdev", lost=lost, bridges=("ovsbr0",))
+        return HostSample(mono_ns=0, ovs_datapaths=(dp,), ovs_mono_ns=read_s * 10**9)
+
+    rates = []
+    for tick in range(12):  # 2 s ticks, a read every 10 s, 30 lost per read
+        read = tick * 2 // 10 * 10
+        rates.append(det._ovs(host(read, read * 3), tick * 2 * 10**9)[1].get("ovsbr0"))
+    assert rates[:5] == [None] * 5
+    assert rates[5:] == [3.0] * 7
