@@ -90,18 +90,28 @@ class Lab:
     def load(cls, state_dir: Path, script: Path = LAB_SCRIPT) -> Lab:
         """Read ``state_dir/manifest.json``."""
         manifest = json.loads((state_dir / "manifest.json").read_text())
-        guests = {name: LabGuest.from_manifest(entry)
-                  for name, entry in manifest["guests"].items()}
-        return cls(state_dir=state_dir, scenario=manifest["scenario"], guests=guests,
-                   manifest=manifest, script=script)
+        guests = {name: LabGuest.from_manifest(entry) for name, entry in manifest["guests"].items()}
+        return cls(
+            state_dir=state_dir,
+            scenario=manifest["scenario"],
+            guests=guests,
+            manifest=manifest,
+            script=script,
+        )
 
     def run(self, *args: str, timeout: float = 120) -> str:
         """Run ``tests/lab/lab ARGS`` and return its combined output; raise on failure."""
-        proc = subprocess.run([str(self.script), *args], capture_output=True, text=True,
-                              timeout=timeout, env=_lab_env(self.state_dir))
+        proc = subprocess.run(
+            [str(self.script), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_lab_env(self.state_dir),
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"lab {' '.join(args)} failed ({proc.returncode}):\n"
-                               f"{proc.stdout}{proc.stderr}")
+            raise RuntimeError(
+                f"lab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+            )
         return proc.stdout + proc.stderr
 
     def fault(self, name: str, *args: str) -> str:
@@ -181,11 +191,18 @@ def lab() -> Iterator[Lab]:
         pytest.skip(reason)
     state_dir = Path(os.environ.get("KVMTOP_LAB_DIR", str(DEFAULT_STATE_DIR)))
     lease = _take_lease(state_dir)
-    proc = subprocess.run([str(LAB_SCRIPT), "up", SCENARIO], capture_output=True, text=True,
-                          timeout=UP_TIMEOUT_S, env=_lab_env(state_dir))
+    proc = subprocess.run(
+        [str(LAB_SCRIPT), "up", SCENARIO],
+        capture_output=True,
+        text=True,
+        timeout=UP_TIMEOUT_S,
+        env=_lab_env(state_dir),
+    )
     if proc.returncode != 0:
-        pytest.fail(f"`lab up {SCENARIO}` failed ({proc.returncode}):\n"
-                    f"{proc.stdout}{proc.stderr[-6000:]}", pytrace=False)
+        pytest.fail(
+            f"`lab up {SCENARIO}` failed ({proc.returncode}):\n{proc.stdout}{proc.stderr[-6000:]}",
+            pytrace=False,
+        )
     lab_ = Lab.load(state_dir)
     if not _other_live_leases(state_dir):  # leftovers of a crashed session
         lab_.fault("reset")
@@ -194,5 +211,10 @@ def lab() -> Iterator[Lab]:
     finally:
         lease.unlink(missing_ok=True)
         if os.environ.get("KVMTOP_LAB_KEEP") != "1" and not _other_live_leases(state_dir):
-            subprocess.run([str(LAB_SCRIPT), "down"], capture_output=True, text=True,
-                           timeout=300, env=_lab_env(state_dir))
+            subprocess.run(
+                [str(LAB_SCRIPT), "down"],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=_lab_env(state_dir),
+            )

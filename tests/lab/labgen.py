@@ -29,17 +29,28 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
+from typing import Any
+from xml.sax.saxutils import escape
 
 LAB_NS = "http://kvmtop.dev/lab/1"
 UUID_NS = uuid.UUID("6c0c6d8e-2f55-4c1a-9d3b-6b76c7a5e0b1")
 
 # Network layout (all inside 10.213.0.0/16, which only the lab uses).
 BRIDGES = {
-    "linux": {"name": "labbr0", "host_ip": "10.213.1.1/24", "uplink_ip": "10.213.1.254/24",
-              "uplink_veth": "labup0", "uplink_peer": "labup1"},
-    "ovs": {"name": "labovs0", "host_ip": "10.213.2.1/24", "uplink_ip": "10.213.2.254/24",
-            "uplink_veth": "labov0", "uplink_peer": "labov1"},
+    "linux": {
+        "name": "labbr0",
+        "host_ip": "10.213.1.1/24",
+        "uplink_ip": "10.213.1.254/24",
+        "uplink_veth": "labup0",
+        "uplink_peer": "labup1",
+    },
+    "ovs": {
+        "name": "labovs0",
+        "host_ip": "10.213.2.1/24",
+        "uplink_ip": "10.213.2.254/24",
+        "uplink_veth": "labov0",
+        "uplink_peer": "labov1",
+    },
 }
 UPLINK_NETNS = "lab-up"
 CTL_PORT = 7000  # UDP port on which `cpu:...,ctl=PORT` guests take "duty=N"
@@ -98,46 +109,103 @@ class Scenario:
 def _probe(variant: str) -> Guest:
     count = PROBES[variant][1]
     what = PROBE_WHAT[variant]
-    return Guest(name=f"lab-probe-{variant}", kind="probe", workload=variant, memory_mib=16,
-                 disk_mib=0, notes=f"KVM probe: {what}" if variant == "hlt"
-                 else f"KVM probe: {count} x {what}")
+    return Guest(
+        name=f"lab-probe-{variant}",
+        kind="probe",
+        workload=variant,
+        memory_mib=16,
+        disk_mib=0,
+        notes=f"KVM probe: {what}" if variant == "hlt" else f"KVM probe: {count} x {what}",
+    )
 
 
 SCENARIOS: dict[str, Scenario] = {
     "test": Scenario(
         name="test",
         description="what the end-to-end tests need: every workload kind, two contention "
-                    "guests, an OVS guest and three KVM probes",
+        "guests, an OVS guest and three KVM probes",
         guests=[
-            Guest("lab-idle", "linux", "idle", "10.213.1.10/24", "linux",
-                  notes="boots and does nothing"),
-            Guest("lab-net", "linux",
-                  "net:dst=10.213.1.12,port=9000,pps=500,size=1000"
-                  "+net:dst=10.213.1.254,port=9001,pps=100,size=1400",
-                  "10.213.1.11/24", "linux",
-                  notes="UDP to lab-netpeer over labbr0, and to the uplink namespace "
-                        "(through labup0, where `lab fault shape` applies)"),
-            Guest("lab-netpeer", "linux", "netpeer:port=9000", "10.213.1.12/24", "linux",
-                  notes="UDP sink for lab-net"),
-            Guest("lab-cpu", "linux", "cpu:loops=1,duty=50", "10.213.1.13/24", "linux",
-                  notes="one loop busy 50 % of every 100 ms"),
-            Guest("lab-steal-a", "linux", f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
-                  "10.213.1.14/24", "linux", contention_group="steal", contend_duty=100,
-                  notes="10 % busy; `lab fault contend` raises it to 100 % and pins it "
-                        "with lab-steal-b onto one host CPU"),
-            Guest("lab-steal-b", "linux", f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
-                  "10.213.1.15/24", "linux", contention_group="steal", contend_duty=100,
-                  notes="the other half of the contended pair"),
-            Guest("lab-memleak", "linux", "memleak:rate=8,max=48", "10.213.1.16/24", "linux",
-                  notes="leaks 8 MiB/min up to 48 MiB, then frees all and starts over "
-                        "(6 min saw-tooth)"),
-            Guest("lab-disk", "linux", "disk:mode=rw,iops=50,bs=4096", "10.213.1.17/24",
-                  "linux", notes="50 random 4 KiB O_DIRECT IOPS on vda, half reads half "
-                                 "writes; `lab fault iotune lab-disk N` throttles it"),
-            Guest("lab-ovs", "linux", "net:dst=10.213.2.254,port=9002,pps=50,size=500",
-                  "10.213.2.10/24", "ovs",
-                  notes="on the OVS bridge (userspace datapath); light UDP to the uplink "
-                        "namespace"),
+            Guest(
+                "lab-idle",
+                "linux",
+                "idle",
+                "10.213.1.10/24",
+                "linux",
+                notes="boots and does nothing",
+            ),
+            Guest(
+                "lab-net",
+                "linux",
+                "net:dst=10.213.1.12,port=9000,pps=500,size=1000"
+                "+net:dst=10.213.1.254,port=9001,pps=100,size=1400",
+                "10.213.1.11/24",
+                "linux",
+                notes="UDP to lab-netpeer over labbr0, and to the uplink namespace "
+                "(through labup0, where `lab fault shape` applies)",
+            ),
+            Guest(
+                "lab-netpeer",
+                "linux",
+                "netpeer:port=9000",
+                "10.213.1.12/24",
+                "linux",
+                notes="UDP sink for lab-net",
+            ),
+            Guest(
+                "lab-cpu",
+                "linux",
+                "cpu:loops=1,duty=50",
+                "10.213.1.13/24",
+                "linux",
+                notes="one loop busy 50 % of every 100 ms",
+            ),
+            Guest(
+                "lab-steal-a",
+                "linux",
+                f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
+                "10.213.1.14/24",
+                "linux",
+                contention_group="steal",
+                contend_duty=100,
+                notes="10 % busy; `lab fault contend` raises it to 100 % and pins it "
+                "with lab-steal-b onto one host CPU",
+            ),
+            Guest(
+                "lab-steal-b",
+                "linux",
+                f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
+                "10.213.1.15/24",
+                "linux",
+                contention_group="steal",
+                contend_duty=100,
+                notes="the other half of the contended pair",
+            ),
+            Guest(
+                "lab-memleak",
+                "linux",
+                "memleak:rate=8,max=48",
+                "10.213.1.16/24",
+                "linux",
+                notes="leaks 8 MiB/min up to 48 MiB, then frees all and starts over "
+                "(6 min saw-tooth)",
+            ),
+            Guest(
+                "lab-disk",
+                "linux",
+                "disk:mode=rw,iops=50,bs=4096",
+                "10.213.1.17/24",
+                "linux",
+                notes="50 random 4 KiB O_DIRECT IOPS on vda, half reads half "
+                "writes; `lab fault iotune lab-disk N` throttles it",
+            ),
+            Guest(
+                "lab-ovs",
+                "linux",
+                "net:dst=10.213.2.254,port=9002,pps=50,size=500",
+                "10.213.2.10/24",
+                "ovs",
+                notes="on the OVS bridge (userspace datapath); light UDP to the uplink namespace",
+            ),
             _probe("hlt"),
             _probe("pio"),
             _probe("mmio"),
@@ -146,23 +214,60 @@ SCENARIOS: dict[str, Scenario] = {
     "demo": Scenario(
         name="demo",
         description="a small host where things visibly go wrong: a leak, a contended pair, "
-                    "a throttled disk, a flood through a saturated uplink",
+        "a throttled disk, a flood through a saturated uplink",
         guests=[
-            Guest("lab-idle", "linux", "idle", "10.213.1.10/24", "linux",
-                  notes="boots and does nothing"),
-            Guest("lab-memleak", "linux", "memleak:rate=16,max=56", "10.213.1.16/24", "linux",
-                  notes="leaks 16 MiB/min up to 56 MiB, then starts over"),
-            Guest("lab-steal-a", "linux", f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
-                  "10.213.1.14/24", "linux", contention_group="steal", contend_duty=100,
-                  notes="contended from the start (pinned with lab-steal-b, 100 % busy)"),
-            Guest("lab-steal-b", "linux", f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
-                  "10.213.1.15/24", "linux", contention_group="steal", contend_duty=100,
-                  notes="contended from the start"),
-            Guest("lab-disk", "linux", "disk:mode=rw,iops=200,bs=4096", "10.213.1.17/24",
-                  "linux", notes="wants 200 IOPS, throttled to 20 by <iotune>"),
-            Guest("lab-net", "linux", "net:dst=10.213.1.254,port=9001,pps=1500,size=1200",
-                  "10.213.1.11/24", "linux",
-                  notes="14.9 Mbit/s of UDP into an uplink shaped to 4 Mbit/s: drops"),
+            Guest(
+                "lab-idle",
+                "linux",
+                "idle",
+                "10.213.1.10/24",
+                "linux",
+                notes="boots and does nothing",
+            ),
+            Guest(
+                "lab-memleak",
+                "linux",
+                "memleak:rate=16,max=56",
+                "10.213.1.16/24",
+                "linux",
+                notes="leaks 16 MiB/min up to 56 MiB, then starts over",
+            ),
+            Guest(
+                "lab-steal-a",
+                "linux",
+                f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
+                "10.213.1.14/24",
+                "linux",
+                contention_group="steal",
+                contend_duty=100,
+                notes="contended from the start (pinned with lab-steal-b, 100 % busy)",
+            ),
+            Guest(
+                "lab-steal-b",
+                "linux",
+                f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
+                "10.213.1.15/24",
+                "linux",
+                contention_group="steal",
+                contend_duty=100,
+                notes="contended from the start",
+            ),
+            Guest(
+                "lab-disk",
+                "linux",
+                "disk:mode=rw,iops=200,bs=4096",
+                "10.213.1.17/24",
+                "linux",
+                notes="wants 200 IOPS, throttled to 20 by <iotune>",
+            ),
+            Guest(
+                "lab-net",
+                "linux",
+                "net:dst=10.213.1.254,port=9001,pps=1500,size=1200",
+                "10.213.1.11/24",
+                "linux",
+                notes="14.9 Mbit/s of UDP into an uplink shaped to 4 Mbit/s: drops",
+            ),
             _probe("pio"),
             _probe("cpuid"),
         ],
@@ -175,12 +280,15 @@ SCENARIOS: dict[str, Scenario] = {
 # workload strings
 
 
-def parse_workload(workload: str) -> list[dict[str, object]]:
+Workload = dict[str, Any]  # {"kind": str, "params": {name: int | float | str}}
+
+
+def parse_workload(workload: str) -> list[Workload]:
     """Parse ``kind:k=v,...+kind:...`` into ``[{"kind": ..., "params": {...}}]``.
 
     Numeric values become int or float; everything else stays a string.
     """
-    parts: list[dict[str, object]] = []
+    parts: list[Workload] = []
     for spec in workload.split("+"):
         kind, _, rest = spec.partition(":")
         params: dict[str, object] = {}
@@ -200,13 +308,13 @@ def _number(value: str) -> object:
     return value
 
 
-def expected_values(guest: Guest, scenario: Scenario, pvm: bool) -> dict[str, object]:
+def expected_values(guest: Guest, scenario: Scenario, pvm: bool) -> dict[str, Any]:
     """Values a test can compare measurements with, derived from the workload.
 
     `pvm` says whether /dev/kvm is PVM, which counts port I/O exits only in
     `exits` (io_exits stays 0) and emulates CPUID without an exit.
     """
-    exp: dict[str, object] = {}
+    exp: dict[str, Any] = {}
     if guest.kind == "probe":
         variant = guest.workload
         count = PROBES[variant][1]
@@ -219,20 +327,26 @@ def expected_values(guest: Guest, scenario: Scenario, pvm: bool) -> dict[str, ob
         exp["pio_exits_per_s"] = round(PIT_HZ * pio, 1)
         exp["io_exits_per_s"] = 0.0 if pvm else round(PIT_HZ * (pio + BASE_IO_EXITS_PER_WAKE), 1)
         exp["mmio_exits_per_s"] = round(PIT_HZ * count, 1) if variant == "mmio" else 0.0
-        exp["formula"] = (f"exits_per_s = wake_hz * (exits_per_wake + {BASE_EXITS_PER_WAKE}); "
-                          "wake_hz = 1193182/65536 (BIOS PIT tick)"
-                          + ("; PVM: io_exits stays 0 (port I/O exits are counted in exits "
-                             "only) and CPUID exits are not counted" if pvm else ""))
+        exp["formula"] = (
+            f"exits_per_s = wake_hz * (exits_per_wake + {BASE_EXITS_PER_WAKE}); "
+            "wake_hz = 1193182/65536 (BIOS PIT tick)"
+            + (
+                "; PVM: io_exits stays 0 (port I/O exits are counted in exits "
+                "only) and CPUID exits are not counted"
+                if pvm
+                else ""
+            )
+        )
         return exp
     cpu = 0.0
     for part in parse_workload(guest.workload):
         kind, p = part["kind"], part["params"]
-        assert isinstance(p, dict)
         if kind == "cpu":
             cpu += float(p.get("loops", 1)) * float(p.get("duty", 100))
             if guest.contend_duty is not None:
-                exp["contend_cpu_pct"] = min(100.0 * guest.vcpus,
-                                             float(p.get("loops", 1)) * guest.contend_duty)
+                exp["contend_cpu_pct"] = min(
+                    100.0 * guest.vcpus, float(p.get("loops", 1)) * guest.contend_duty
+                )
         elif kind == "memleak":
             rate = float(p.get("rate", 8))
             exp["leak_mib_per_min"] = rate
@@ -249,13 +363,17 @@ def expected_values(guest: Guest, scenario: Scenario, pvm: bool) -> dict[str, ob
         elif kind == "net":
             pps = float(p.get("pps", 1000))
             size = int(p.get("size", 1000))
-            flows = exp.setdefault("tx_flows", [])
-            assert isinstance(flows, list)
-            flows.append({"dst": p.get("dst"), "port": p.get("port"), "pps": pps,
-                          "payload_bytes": size, "wire_bytes_per_s": pps * (size + 42)})
-            exp["tx_pps"] = float(exp.get("tx_pps", 0.0)) + pps  # type: ignore[arg-type]
-            exp["tx_wire_bytes_per_s"] = (float(exp.get("tx_wire_bytes_per_s", 0.0))  # type: ignore[arg-type]
-                                          + pps * (size + 42))
+            exp.setdefault("tx_flows", []).append(
+                {
+                    "dst": p.get("dst"),
+                    "port": p.get("port"),
+                    "pps": pps,
+                    "payload_bytes": size,
+                    "wire_bytes_per_s": pps * (size + 42),
+                }
+            )
+            exp["tx_pps"] = exp.get("tx_pps", 0.0) + pps
+            exp["tx_wire_bytes_per_s"] = exp.get("tx_wire_bytes_per_s", 0.0) + pps * (size + 42)
         elif kind == "netpeer":
             port = p.get("port", 9000)
             ip = (guest.ip or "").split("/")[0]
@@ -263,7 +381,6 @@ def expected_values(guest: Guest, scenario: Scenario, pvm: bool) -> dict[str, ob
             for other in scenario.guests:
                 for op in parse_workload(other.workload) if other.kind == "linux" else []:
                     q = op["params"]
-                    assert isinstance(q, dict)
                     if op["kind"] == "net" and q.get("dst") == ip and q.get("port") == port:
                         rx += float(q.get("pps", 0))
             exp["rx_pps"] = rx
@@ -284,15 +401,21 @@ def guest_mac(guest: Guest) -> str:
     """MAC address derived from the guest's IP (52:54:00:d5:<3rd>:<4th>)."""
     assert guest.ip
     octets = [int(x) for x in guest.ip.split("/")[0].split(".")]
-    return "52:54:00:d5:%02x:%02x" % (octets[2], octets[3])
+    return f"52:54:00:d5:{octets[2]:02x}:{octets[3]:02x}"
 
 
 def cmdline(guest: Guest) -> str:
     """Kernel command line of a Linux guest."""
     # no_timer_check: under TCG on a busy host the kernel's IO-APIC timer
     # check can fail and panic ("IO-APIC + timer doesn't work!").
-    args = ["console=ttyS0", "quiet", "no_timer_check", "panic=10", f"kvmtop.name={guest.name}",
-            f"kvmtop.workload={guest.workload}"]
+    args = [
+        "console=ttyS0",
+        "quiet",
+        "no_timer_check",
+        "panic=10",
+        f"kvmtop.name={guest.name}",
+        f"kvmtop.workload={guest.workload}",
+    ]
     if guest.ip:
         args.append(f"kvmtop.ip={guest.ip}")
     return " ".join(args)
@@ -304,8 +427,9 @@ _file_digests: dict[Path, str] = {}
 def file_digest(path: Path) -> str:
     """sha256 of a file's content (cached per run)."""
     if path not in _file_digests:
-        _file_digests[path] = (hashlib.sha256(path.read_bytes()).hexdigest()
-                               if path.exists() else "missing")
+        _file_digests[path] = (
+            hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
+        )
     return _file_digests[path]
 
 
@@ -318,63 +442,79 @@ def domain_xml(guest: Guest, dom_type: str, state: Path, scenario: str) -> tuple
     """
     name = guest.name
     console = state / "console" / f"{name}.log"
-    lines = [f"<domain type='{dom_type}'>",
-             f"  <name>{name}</name>",
-             f"  <uuid>{guest_uuid(name)}</uuid>",
-             f"  <title>kvmtop lab ({scenario}): {escape(guest.workload)}</title>",
-             "  <metadata>",
-             f"    <lab:lab xmlns:lab='{LAB_NS}'><lab:scenario>{scenario}</lab:scenario>"
-             "<lab:hash>@HASH@</lab:hash></lab:lab>",
-             "  </metadata>",
-             f"  <memory unit='MiB'>{guest.memory_mib}</memory>",
-             f"  <currentMemory unit='MiB'>{guest.memory_mib}</currentMemory>",
-             f"  <vcpu placement='static'>{guest.vcpus}</vcpu>",
-             "  <os>",
-             "    <type arch='x86_64' machine='pc'>hvm</type>"]
+    lines = [
+        f"<domain type='{dom_type}'>",
+        f"  <name>{name}</name>",
+        f"  <uuid>{guest_uuid(name)}</uuid>",
+        f"  <title>kvmtop lab ({scenario}): {escape(guest.workload)}</title>",
+        "  <metadata>",
+        f"    <lab:lab xmlns:lab='{LAB_NS}'><lab:scenario>{scenario}</lab:scenario>"
+        "<lab:hash>@HASH@</lab:hash></lab:lab>",
+        "  </metadata>",
+        f"  <memory unit='MiB'>{guest.memory_mib}</memory>",
+        f"  <currentMemory unit='MiB'>{guest.memory_mib}</currentMemory>",
+        f"  <vcpu placement='static'>{guest.vcpus}</vcpu>",
+        "  <os>",
+        "    <type arch='x86_64' machine='pc'>hvm</type>",
+    ]
     if guest.kind == "linux":
-        lines += [f"    <kernel>{state}/kernel/vmlinuz</kernel>",
-                  f"    <initrd>{state}/initramfs.cpio</initrd>",
-                  f"    <cmdline>{escape(cmdline(guest))}</cmdline>"]
+        lines += [
+            f"    <kernel>{state}/kernel/vmlinuz</kernel>",
+            f"    <initrd>{state}/initramfs.cpio</initrd>",
+            f"    <cmdline>{escape(cmdline(guest))}</cmdline>",
+        ]
     else:
         lines += ["    <boot dev='hd'/>"]
-    lines += ["  </os>",
-              "  <features><acpi/><apic/></features>",
-              "  <clock offset='utc'/>",
-              "  <on_poweroff>destroy</on_poweroff>",
-              "  <on_reboot>restart</on_reboot>",
-              "  <on_crash>destroy</on_crash>",
-              "  <devices>",
-              "    <emulator>/usr/bin/qemu-system-x86_64</emulator>"]
+    lines += [
+        "  </os>",
+        "  <features><acpi/><apic/></features>",
+        "  <clock offset='utc'/>",
+        "  <on_poweroff>destroy</on_poweroff>",
+        "  <on_reboot>restart</on_reboot>",
+        "  <on_crash>destroy</on_crash>",
+        "  <devices>",
+        "    <emulator>/usr/bin/qemu-system-x86_64</emulator>",
+    ]
     if guest.kind == "linux":
-        lines += ["    <disk type='file' device='disk'>",
-                  "      <driver name='qemu' type='qcow2'/>",
-                  f"      <source file='{state}/disks/{name}.qcow2'/>",
-                  "      <target dev='vda' bus='virtio'/>",
-                  "    </disk>"]
+        lines += [
+            "    <disk type='file' device='disk'>",
+            "      <driver name='qemu' type='qcow2'/>",
+            f"      <source file='{state}/disks/{name}.qcow2'/>",
+            "      <target dev='vda' bus='virtio'/>",
+            "    </disk>",
+        ]
         bridge = BRIDGES[guest.bridge or "linux"]["name"]
-        lines += ["    <interface type='bridge'>",
-                  f"      <mac address='{guest_mac(guest)}'/>",
-                  f"      <source bridge='{bridge}'/>"]
+        lines += [
+            "    <interface type='bridge'>",
+            f"      <mac address='{guest_mac(guest)}'/>",
+            f"      <source bridge='{bridge}'/>",
+        ]
         if guest.bridge == "ovs":
             lines += ["      <virtualport type='openvswitch'/>"]
-        lines += ["      <model type='virtio'/>",
-                  "    </interface>",
-                  "    <memballoon model='virtio'><stats period='2'/></memballoon>"]
+        lines += [
+            "      <model type='virtio'/>",
+            "    </interface>",
+            "    <memballoon model='virtio'><stats period='2'/></memballoon>",
+        ]
     else:
-        lines += ["    <disk type='file' device='disk'>",
-                  "      <driver name='qemu' type='raw'/>",
-                  f"      <source file='{state}/images/probe-{guest.workload}.img'/>",
-                  "      <target dev='vda' bus='virtio'/>",
-                  "      <readonly/>",
-                  "    </disk>",
-                  "    <memballoon model='none'/>"]
-    lines += ["    <serial type='file'>",
-              f"      <source path='{console}'/>",
-              "      <target port='0'/>",
-              "    </serial>",
-              "    <controller type='usb' model='none'/>",
-              "  </devices>",
-              "</domain>"]
+        lines += [
+            "    <disk type='file' device='disk'>",
+            "      <driver name='qemu' type='raw'/>",
+            f"      <source file='{state}/images/probe-{guest.workload}.img'/>",
+            "      <target dev='vda' bus='virtio'/>",
+            "      <readonly/>",
+            "    </disk>",
+            "    <memballoon model='none'/>",
+        ]
+    lines += [
+        "    <serial type='file'>",
+        f"      <source path='{console}'/>",
+        "      <target port='0'/>",
+        "    </serial>",
+        "    <controller type='usb' model='none'/>",
+        "  </devices>",
+        "</domain>",
+    ]
     xml = "\n".join(lines) + "\n"
     if guest.kind == "linux":
         boot_files = [state / "kernel" / "vmlinuz", state / "initramfs.cpio"]
@@ -408,37 +548,65 @@ def plan(args: argparse.Namespace) -> None:
         reason = args.probe_reason if g.kind == "probe" else args.linux_reason
         xml, digest = domain_xml(g, dom_type, state, scenario.name)
         (ddir / f"{g.name}.xml").write_text(xml)
-        disk = (str(state / "disks" / f"{g.name}.qcow2") if g.kind == "linux"
-                else str(state / "images" / f"probe-{g.workload}.img"))
-        base_duty = next((str(w["params"].get("duty", 100))  # type: ignore[union-attr]
-                          for w in parse_workload(g.workload) if w["kind"] == "cpu"), "-")
-        rows.append("\t".join([g.name, g.kind, digest, disk, str(g.disk_mib), str(g.vcpus),
-                               (g.ip or "-").split("/")[0], g.contention_group or "-",
-                               str(g.contend_duty or "-"), base_duty]))
-        guests.append({
-            "name": g.name,
-            "uuid": guest_uuid(g.name),
-            "kind": g.kind,
-            "libvirt_type": dom_type,
-            "libvirt_type_reason": reason,
-            "vcpus": g.vcpus,
-            "memory_mib": g.memory_mib,
-            "workload": g.workload,
-            "workload_params": (parse_workload(g.workload) if g.kind == "linux"
-                                else [{"kind": f"probe-{g.workload}",
-                                       "params": {"count": PROBES[g.workload][1]}}]),
-            "bridge": BRIDGES[g.bridge]["name"] if g.bridge else None,
-            "ip": g.ip.split("/")[0] if g.ip else None,
-            "mac": guest_mac(g) if g.ip else None,
-            "disk": disk,
-            "disk_format": "qcow2" if g.kind == "linux" else "raw",
-            "console_log": str(state / "console" / f"{g.name}.log"),
-            "contention_group": g.contention_group,
-            "contend_duty_pct": g.contend_duty,
-            "expected": expected_values(g, scenario, args.pvm),
-            "definition_hash": digest,
-            "notes": g.notes,
-        })
+        disk = (
+            str(state / "disks" / f"{g.name}.qcow2")
+            if g.kind == "linux"
+            else str(state / "images" / f"probe-{g.workload}.img")
+        )
+        base_duty = next(
+            (
+                str(w["params"].get("duty", 100))
+                for w in parse_workload(g.workload)
+                if w["kind"] == "cpu"
+            ),
+            "-",
+        )
+        rows.append(
+            "\t".join(
+                [
+                    g.name,
+                    g.kind,
+                    digest,
+                    disk,
+                    str(g.disk_mib),
+                    str(g.vcpus),
+                    (g.ip or "-").split("/")[0],
+                    g.contention_group or "-",
+                    str(g.contend_duty or "-"),
+                    base_duty,
+                ]
+            )
+        )
+        guests.append(
+            {
+                "name": g.name,
+                "uuid": guest_uuid(g.name),
+                "kind": g.kind,
+                "libvirt_type": dom_type,
+                "libvirt_type_reason": reason,
+                "vcpus": g.vcpus,
+                "memory_mib": g.memory_mib,
+                "workload": g.workload,
+                "workload_params": (
+                    parse_workload(g.workload)
+                    if g.kind == "linux"
+                    else [
+                        {"kind": f"probe-{g.workload}", "params": {"count": PROBES[g.workload][1]}}
+                    ]
+                ),
+                "bridge": BRIDGES[g.bridge]["name"] if g.bridge else None,
+                "ip": g.ip.split("/")[0] if g.ip else None,
+                "mac": guest_mac(g) if g.ip else None,
+                "disk": disk,
+                "disk_format": "qcow2" if g.kind == "linux" else "raw",
+                "console_log": str(state / "console" / f"{g.name}.log"),
+                "contention_group": g.contention_group,
+                "contend_duty_pct": g.contend_duty,
+                "expected": expected_values(g, scenario, args.pvm),
+                "definition_hash": digest,
+                "notes": g.notes,
+            }
+        )
     (ddir / "plan.tsv").write_text("".join(r + "\n" for r in rows))
     (ddir / "faults.txt").write_text("".join(" ".join(f) + "\n" for f in scenario.faults))
     manifest = {
@@ -447,18 +615,32 @@ def plan(args: argparse.Namespace) -> None:
         "state_dir": str(state),
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host_cpus": os.cpu_count(),
-        "accel": {"linux": args.linux_type, "linux_reason": args.linux_reason,
-                  "probe": args.probe_type, "probe_reason": args.probe_reason},
+        "accel": {
+            "linux": args.linux_type,
+            "linux_reason": args.linux_reason,
+            "probe": args.probe_type,
+            "probe_reason": args.probe_reason,
+        },
         "skipped_guests": skipped,
-        "bridges": {k: {"name": v["name"], "host_ip": v["host_ip"],
-                        "uplink_ip": v["uplink_ip"], "uplink_veth": v["uplink_veth"]}
-                    for k, v in BRIDGES.items()},
+        "bridges": {
+            k: {
+                "name": v["name"],
+                "host_ip": v["host_ip"],
+                "uplink_ip": v["uplink_ip"],
+                "uplink_veth": v["uplink_veth"],
+            }
+            for k, v in BRIDGES.items()
+        },
         "uplink_netns": UPLINK_NETNS,
         "ctl_port": CTL_PORT,
         "faults_on_up": scenario.faults,
-        "probe": {"count_per_wake": {k: v[1] for k, v in PROBES.items()},
-                  "wake_hz": round(PIT_HZ, 4), "base_exits_per_wake": BASE_EXITS_PER_WAKE,
-                  "pio_port": "0x80", "mmio_address": "0x80000000"},
+        "probe": {
+            "count_per_wake": {k: v[1] for k, v in PROBES.items()},
+            "wake_hz": round(PIT_HZ, 4),
+            "base_exits_per_wake": BASE_EXITS_PER_WAKE,
+            "pio_port": "0x80",
+            "mmio_address": "0x80000000",
+        },
         "pvm": args.pvm,
         "guests": {g["name"]: g for g in guests},
     }
@@ -480,8 +662,9 @@ def modorder(moddir: str, names: list[str]) -> None:
         path = paths.get(name) or paths.get(name.replace("_", "-"))
         if path is None:
             sys.exit(f"labgen: module {name} not found under {moddir}")
-        deps = subprocess.run(["modinfo", "-F", "depends", str(path)], check=True,
-                              capture_output=True, text=True).stdout.strip()
+        deps = subprocess.run(
+            ["modinfo", "-F", "depends", str(path)], check=True, capture_output=True, text=True
+        ).stdout.strip()
         for dep in filter(None, deps.split(",")):
             visit(dep)
         order.append(name)
@@ -544,25 +727,31 @@ def cpu_cost(seconds: float) -> None:
     ncpu = os.cpu_count() or 1
     for label, pid, pct in sorted(rows):
         print(f"{label:18} pid {pid:<8} {pct:6.1f} %")
-    print(f"{'lab total':18} {'':12} {total:6.1f} % of one core "
-          f"({total / ncpu:.1f} % of {ncpu} CPUs)")
+    print(
+        f"{'lab total':18} {'':12} {total:6.1f} % of one core ({total / ncpu:.1f} % of {ncpu} CPUs)"
+    )
     busy = 100.0 * (ha[0] - hb[0]) / max(1, ha[1] - hb[1])
-    print(f"{'host busy':18} {'':12} {busy * ncpu:6.1f} % of one core "
-          f"({busy:.1f} % of {ncpu} CPUs, everything on the host)")
+    print(
+        f"{'host busy':18} {'':12} {busy * ncpu:6.1f} % of one core "
+        f"({busy:.1f} % of {ncpu} CPUs, everything on the host)"
+    )
 
 
 def shell_vars() -> str:
     """Constants the bash entry point shares with this module, as `NAME=value` lines."""
     values = {
-        "LINUX_BR": BRIDGES["linux"]["name"], "LINUX_HOST_IP": BRIDGES["linux"]["host_ip"],
+        "LINUX_BR": BRIDGES["linux"]["name"],
+        "LINUX_HOST_IP": BRIDGES["linux"]["host_ip"],
         "LINUX_UPLINK_IP": BRIDGES["linux"]["uplink_ip"],
         "LINUX_UPLINK_VETH": BRIDGES["linux"]["uplink_veth"],
         "LINUX_UPLINK_PEER": BRIDGES["linux"]["uplink_peer"],
-        "OVS_BR": BRIDGES["ovs"]["name"], "OVS_HOST_IP": BRIDGES["ovs"]["host_ip"],
+        "OVS_BR": BRIDGES["ovs"]["name"],
+        "OVS_HOST_IP": BRIDGES["ovs"]["host_ip"],
         "OVS_UPLINK_IP": BRIDGES["ovs"]["uplink_ip"],
         "OVS_UPLINK_VETH": BRIDGES["ovs"]["uplink_veth"],
         "OVS_UPLINK_PEER": BRIDGES["ovs"]["uplink_peer"],
-        "UPLINK_NETNS": UPLINK_NETNS, "CTL_PORT": CTL_PORT,
+        "UPLINK_NETNS": UPLINK_NETNS,
+        "CTL_PORT": CTL_PORT,
         "PROBES": " ".join(f"{k}:{v[0]}:{v[1]}" for k, v in PROBES.items()),
         "SCENARIOS": " ".join(sorted(SCENARIOS)),
     }
@@ -571,8 +760,9 @@ def shell_vars() -> str:
 
 def main() -> None:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("plan")
     p.add_argument("scenario", choices=sorted(SCENARIOS))

@@ -11,18 +11,20 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.lab.fixture import Lab
 
 libvirt = pytest.importorskip("libvirt")
+Conn = Any  # libvirt.virConnect (libvirt-python has no type hints)
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def conn(lab: Lab) -> Iterator[libvirt.virConnect]:
+def conn(lab: Lab) -> Iterator[Conn]:
     """A libvirt connection to the lab's hypervisor."""
     c = libvirt.open("qemu:///system")
     try:
@@ -31,23 +33,24 @@ def conn(lab: Lab) -> Iterator[libvirt.virConnect]:
         c.close()
 
 
-def stats(conn: libvirt.virConnect, name: str, group: int) -> dict[str, float]:
+def stats(conn: Conn, name: str, group: int) -> dict[str, float]:
     """One group of libvirt bulk stats for one domain."""
     dom = conn.lookupByName(name)
     ((_, values),) = conn.domainListGetStats([dom], group)
-    return values
+    return dict(values)
 
 
-def rates(conn: libvirt.virConnect, name: str, group: int, seconds: float) -> dict[str, float]:
+def rates(conn: Conn, name: str, group: int, seconds: float) -> dict[str, float]:
     """Per-second rates of every numeric stat of a group over `seconds`."""
     t0, s0 = time.monotonic(), stats(conn, name, group)
     time.sleep(seconds)
     t1, s1 = time.monotonic(), stats(conn, name, group)
-    return {k: (s1[k] - s0[k]) / (t1 - t0) for k in s1
-            if k in s0 and isinstance(s1[k], int | float)}
+    return {
+        k: (s1[k] - s0[k]) / (t1 - t0) for k in s1 if k in s0 and isinstance(s1[k], int | float)
+    }
 
 
-def test_every_guest_runs_with_manifest_uuid(lab: Lab, conn: libvirt.virConnect) -> None:
+def test_every_guest_runs_with_manifest_uuid(lab: Lab, conn: Conn) -> None:
     """Each manifest guest is running, with the manifest's UUID and libvirt type."""
     running = {d.name() for d in conn.listAllDomains() if d.name().startswith("lab-")}
     assert running == set(lab.guests)
@@ -58,7 +61,7 @@ def test_every_guest_runs_with_manifest_uuid(lab: Lab, conn: libvirt.virConnect)
         assert ET.fromstring(dom.XMLDesc()).get("type") == guest.libvirt_type
 
 
-def test_probe_pio_exit_rate(lab: Lab, conn: libvirt.virConnect) -> None:
+def test_probe_pio_exit_rate(lab: Lab, conn: Conn) -> None:
     """lab-probe-pio exits at wake_hz * (count + baseline) per second, within 15 %.
 
     KVM counts port I/O exits in ``io_exits``; PVM does not (it stays 0 there),
@@ -77,7 +80,7 @@ def test_probe_pio_exit_rate(lab: Lab, conn: libvirt.virConnect) -> None:
     assert abs(r["vcpu.0.halt_exits.sum"] - exp["wake_hz"]) <= 0.15 * exp["wake_hz"], r
 
 
-def test_memleak_grows_at_configured_rate(lab: Lab, conn: libvirt.virConnect) -> None:
+def test_memleak_grows_at_configured_rate(lab: Lab, conn: Conn) -> None:
     """balloon available - usable of lab-memleak grows at leak_bytes_per_s within 20 %.
 
     The leaker frees everything after ``leak_max_bytes`` and starts over; a
@@ -115,15 +118,18 @@ def _slope(points: list[tuple[float, float]]) -> float:
     return sum((p[0] - mx) * (p[1] - my) for p in points) / sxx
 
 
-def test_fault_contend_causes_vcpu_delay(lab: Lab, conn: libvirt.virConnect) -> None:
+def test_fault_contend_causes_vcpu_delay(lab: Lab, conn: Conn) -> None:
     """`lab fault contend` gives both contention guests large vCPU run-queue delay."""
     pair = lab.contention_group("steal")
     assert len(pair) == 2
     lab.fault("contend")
     try:
         time.sleep(3)  # let the duty change arrive
-        delayed = {g.name: rates(conn, g.name, libvirt.VIR_DOMAIN_STATS_VCPU, 8)
-                   .get("vcpu.0.delay", 0.0) / 1e9 for g in pair}
+        delayed = {
+            g.name: rates(conn, g.name, libvirt.VIR_DOMAIN_STATS_VCPU, 8).get("vcpu.0.delay", 0.0)
+            / 1e9
+            for g in pair
+        }
     finally:
         lab.fault("uncontend")
     # Two always-busy vCPUs on one host CPU: each waits about half the time.
@@ -136,8 +142,9 @@ def test_fault_shape_drops_on_uplink(lab: Lab) -> None:
     lab.fault("shape", "256kbit")  # the uplink flow is 100 x 1442 B/s = 1.15 Mbit/s
     try:
         time.sleep(5)
-        out = subprocess.run(["tc", "-s", "qdisc", "show", "dev", dev], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["tc", "-s", "qdisc", "show", "dev", dev], check=True, capture_output=True, text=True
+        ).stdout
     finally:
         lab.fault("unshape")
     assert "tbf" in out
@@ -145,7 +152,7 @@ def test_fault_shape_drops_on_uplink(lab: Lab) -> None:
     assert dropped > 100, out
 
 
-def test_fault_iotune_throttles_disk(lab: Lab, conn: libvirt.virConnect) -> None:
+def test_fault_iotune_throttles_disk(lab: Lab, conn: Conn) -> None:
     """`lab fault iotune lab-disk 10` caps the guest's disk requests near 10/s."""
     guest = lab.guests["lab-disk"]
     assert guest.expected["disk_iops"] > 20
