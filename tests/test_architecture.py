@@ -21,9 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
     ],
 )
 def test_headless_imports_leave_textual_out(modules: str) -> None:
-    code = f"import sys; import {modules}; print('textual' in sys.modules, 'libvirt' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                         cwd=ROOT).stdout.split()
+    code = (
+        f"import sys; import {modules}; print('textual' in sys.modules, 'libvirt' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT
+    ).stdout.split()
     assert out == ["False", "False"]
 
 

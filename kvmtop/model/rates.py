@@ -791,7 +791,9 @@ class HostRates:
 
 def _host_disk(prev: BlockDevSample | None, cur: BlockDevSample, dt_s: float) -> HostDiskRates:
     if prev is None:
-        return HostDiskRates(name=cur.name, rotational=cur.rotational, is_partition=cur.is_partition)
+        return HostDiskRates(
+            name=cur.name, rotational=cur.rotational, is_partition=cur.is_partition
+        )
     io = rate(prev.io_ticks_ns, cur.io_ticks_ns, dt_s)
     qd = rate(prev.weighted_ns, cur.weighted_ns, dt_s)
     return HostDiskRates(

@@ -30,12 +30,14 @@ def test_values_override_and_int_for_float() -> None:
     ],
 )
 def test_broken_file_names_file_and_key(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match="c.toml") as exc:
+    with pytest.raises(ConfigError, match=r"c\.toml") as exc:
         parse_settings(text, Path("c.toml"))
     assert message in str(exc.value)
 
 
-def test_broken_default_file_warns_and_uses_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broken_default_file_warns_and_uses_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     (tmp_path / "kvmtop").mkdir()
     (tmp_path / "kvmtop" / "config.toml").write_text("bogus = 1")

@@ -85,8 +85,14 @@ def test_rate_never_negative(prev: int, cur: int, dt: float) -> None:
 
 
 def guest(**kw: object) -> GuestSample:
-    base: dict[str, object] = {"uuid": "u1", "name": "g1", "dom_id": 1, "state": "running",
-                               "accel": "kvm", "pid": 100}
+    base: dict[str, object] = {
+        "uuid": "u1",
+        "name": "g1",
+        "dom_id": 1,
+        "state": "running",
+        "accel": "kvm",
+        "pid": 100,
+    }
     base.update(kw)
     return GuestSample(**base)  # type: ignore[arg-type]
 
@@ -95,17 +101,27 @@ def test_guest_cpu_steal_and_exits() -> None:
     prev = guest(
         cpu_time_ns=10 * S,
         vcpus=(
-            VcpuSample(0, delay_ns=1 * S, time_ns=5 * S, kvm={"exits.sum": 1000, "io_exits.sum": 10}),
+            VcpuSample(
+                0, delay_ns=1 * S, time_ns=5 * S, kvm={"exits.sum": 1000, "io_exits.sum": 10}
+            ),
             VcpuSample(1, delay_ns=0, time_ns=5 * S, kvm={"exits.sum": 0, "io_exits.sum": 0}),
         ),
     )
     cur = guest(
         cpu_time_ns=11 * S,  # +1 s CPU over 2 s = 50 %
         vcpus=(
-            VcpuSample(0, delay_ns=1 * S + S // 5, time_ns=5 * S + S // 2,
-                       kvm={"exits.sum": 3000, "io_exits.sum": 2010}),  # 10 % steal
-            VcpuSample(1, delay_ns=S // 10, time_ns=5 * S + S // 2,
-                       kvm={"exits.sum": 200, "io_exits.sum": 0}),  # 5 % steal
+            VcpuSample(
+                0,
+                delay_ns=1 * S + S // 5,
+                time_ns=5 * S + S // 2,
+                kvm={"exits.sum": 3000, "io_exits.sum": 2010},
+            ),  # 10 % steal
+            VcpuSample(
+                1,
+                delay_ns=S // 10,
+                time_ns=5 * S + S // 2,
+                kvm={"exits.sum": 200, "io_exits.sum": 0},
+            ),  # 5 % steal
         ),
     )
     g = derive_guest(prev, cur, 2.0, now_s=0)
@@ -161,11 +177,18 @@ def test_counter_reset_without_restart_is_unknown_not_negative() -> None:
 
 
 def test_disk_latency_weighted_over_disks() -> None:
-    prev = guest(disks=(DiskSample("vda", rd_reqs=0, rd_times_ns=0), DiskSample("vdb", rd_reqs=0, rd_times_ns=0)))
-    cur = guest(disks=(
-        DiskSample("vda", rd_reqs=90, rd_times_ns=90 * 1_000_000),  # 1 ms each
-        DiskSample("vdb", rd_reqs=10, rd_times_ns=10 * 10_000_000),  # 10 ms each
-    ))
+    prev = guest(
+        disks=(
+            DiskSample("vda", rd_reqs=0, rd_times_ns=0),
+            DiskSample("vdb", rd_reqs=0, rd_times_ns=0),
+        )
+    )
+    cur = guest(
+        disks=(
+            DiskSample("vda", rd_reqs=90, rd_times_ns=90 * 1_000_000),  # 1 ms each
+            DiskSample("vdb", rd_reqs=10, rd_times_ns=10 * 10_000_000),  # 10 ms each
+        )
+    )
     g = derive_guest(prev, cur, 1.0, now_s=0)
     assert g.disk_read_ms == pytest.approx(1.9)  # Σtime/Σreqs, not the mean of means (5.5)
     assert g.disk_iops == pytest.approx(100.0)
@@ -217,19 +240,38 @@ def test_host_cpu_psi_disk_net() -> None:
         0,
         cpu=cpu(0, 0),
         pressure={"cpu": PressureSample(some_total_ns=0)},
-        blockdevs=(BlockDevSample("sda", reads=0, read_time_ns=0, writes=0, io_ticks_ns=0, weighted_ns=0, **dev),),
-        netdevs=(NetDevSample("eth0", 0, 0, 0, 0, 0, 0, 0, 0, kind="physical", speed_mbps=1000),
-                 NetDevSample("vnet0", 0, 0, 0, 0, 0, 0, 0, 0, kind="tap", speed_mbps=10)),
+        blockdevs=(
+            BlockDevSample(
+                "sda", reads=0, read_time_ns=0, writes=0, io_ticks_ns=0, weighted_ns=0, **dev
+            ),
+        ),
+        netdevs=(
+            NetDevSample("eth0", 0, 0, 0, 0, 0, 0, 0, 0, kind="physical", speed_mbps=1000),
+            NetDevSample("vnet0", 0, 0, 0, 0, 0, 0, 0, 0, kind="tap", speed_mbps=10),
+        ),
         run_delay_ns=0,
     )
     cur = host(
         2 * S,
         cpu=cpu(S, 3 * S),
         pressure={"cpu": PressureSample(some_total_ns=S // 5)},
-        blockdevs=(BlockDevSample("sda", reads=100, read_time_ns=200_000_000, writes=0,
-                                  io_ticks_ns=S, weighted_ns=4 * S, **dev),),
-        netdevs=(NetDevSample("eth0", 125_000_000, 0, 0, 0, 0, 0, 0, 0, kind="physical", speed_mbps=1000),
-                 NetDevSample("vnet0", 125_000_000, 0, 0, 0, 0, 0, 0, 0, kind="tap", speed_mbps=10)),
+        blockdevs=(
+            BlockDevSample(
+                "sda",
+                reads=100,
+                read_time_ns=200_000_000,
+                writes=0,
+                io_ticks_ns=S,
+                weighted_ns=4 * S,
+                **dev,
+            ),
+        ),
+        netdevs=(
+            NetDevSample(
+                "eth0", 125_000_000, 0, 0, 0, 0, 0, 0, 0, kind="physical", speed_mbps=1000
+            ),
+            NetDevSample("vnet0", 125_000_000, 0, 0, 0, 0, 0, 0, 0, kind="tap", speed_mbps=10),
+        ),
         run_delay_ns=S,
     )
     h = derive_host(prev, cur)
