@@ -37,7 +37,7 @@ class RecordingConnection:
         self._conn = conn
         self.replies: list[tuple[int, dict[str, dict[str, Any]]]] = []
 
-    def getAllDomainStats(self, stats: int, flags: int) -> Any:  # noqa: N802 (libvirt API)
+    def getAllDomainStats(self, stats: int, flags: int) -> Any:
         reply = self._conn.getAllDomainStats(stats, flags)
         self.replies.append((time.monotonic_ns(), {d.UUIDString(): dict(s) for d, s in reply}))
         return reply
