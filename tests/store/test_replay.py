@@ -152,3 +152,19 @@ def test_empty_recording(tmp_path: Path) -> None:
     StoreWriter(tmp_path / "e.kvmtop").close()
     feed = replay(tmp_path / "e.kvmtop")
     assert (feed.next(), feed.seek(0), feed.step(-1)) == (None, None, None)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "fixtures" / "recordings" / "lab-sample.kvmtop"
+
+
+def test_the_shipped_lab_recording_replays_with_its_contended_pair() -> None:
+    with StoreReader(SHIPPED) as reader:
+        assert reader.meta.hostname == "vm" and reader.meta.hypervisor == "QEMU 7.2.22"
+        assert reader.count() == 121
+    feed = replay(SHIPPED)
+    frames = drain(feed)
+    assert feed.notices == []
+    assert len(frames) == 121
+    stealing = {f.subject_name for f in frames[-1].findings if f.detector == "steal"}
+    assert {"lab-steal-a", "lab-steal-b"} <= stealing
+    feed.close()
