@@ -19,27 +19,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvmtop import __version__
 from kvmtop.config import ConfigError, Settings, load_settings
-from kvmtop.feed import Feed, LiveFeed, Pipeline
+from kvmtop.feed import TIME_FORMATS, Feed, LiveFeed, Pipeline, parse_time
 
 if TYPE_CHECKING:
     from kvmtop.sampler import Sampler
     from kvmtop.store.reader import StoreReader
 
 MIB = 1024 * 1024
-_UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_RELATIVE = re.compile(r"\+(\d+(?:\.\d+)?)([smhd]?)")
-TIME_FORMATS = "ISO 8601 (local time unless it ends in Z or an offset), Unix seconds, " \
-    "or +N[s|m|h|d] from the start of the recording"
 
 
 def _positive_float(text: str) -> float:
@@ -47,34 +41,6 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return value
-
-
-def parse_time(text: str, start_s: float | None) -> float:
-    """A point in time given on the command line, as Unix seconds.
-
-    Args:
-        text: ISO 8601 ("2025-03-01T14:05", "...Z", "...+01:00"), Unix seconds
-            ("1740837900"), or "+10m" (s, m, h, d; none means s) after `start_s`.
-        start_s: the recording's first sample, for relative times.
-
-    Raises:
-        ValueError: none of those forms, or a relative time without a start.
-    """
-    text = text.strip()
-    relative = _RELATIVE.fullmatch(text)
-    if relative:
-        if start_s is None:
-            raise ValueError("a relative time needs a recording that has samples")
-        return start_s + float(relative[1]) * _UNITS_S[relative[2] or "s"]
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        # A naive datetime is local time: timestamp() applies the local zone.
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise ValueError(f"cannot read {text!r} as a time ({TIME_FORMATS})") from None
 
 
 # --------------------------------------------------------------------------- parser
@@ -298,11 +264,11 @@ def _open_recording(path: Path) -> StoreReader:
 
 def _range(args: argparse.Namespace, reader: StoreReader) -> tuple[float | None, float | None]:
     """--from/--to as Unix seconds (raises ValueError naming the option)."""
-    start = reader.first_time()
+    start, end = reader.first_time(), reader.last_time()
     out: list[float | None] = []
     for option, text in (("--from", args.from_), ("--to", args.to)):
         try:
-            out.append(None if text is None else parse_time(text, start))
+            out.append(None if text is None else parse_time(text, start, end))
         except ValueError as exc:
             raise ValueError(f"{option}: {exc}") from None
     return out[0], out[1]
@@ -326,8 +292,10 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         reader.close()
         print(f"kvmtop: {exc}", file=sys.stderr)
         return 2
+    # The TUI scans the recording for finding spans (timeline markers, f / F).
     feed = ReplayFeed(reader, build_pipeline(settings), speed=args.speed, from_s=from_s,
-                      to_s=to_s, follow=args.follow)
+                      to_s=to_s, follow=args.follow,
+                      scanner=None if args.batch else build_pipeline(settings))
     try:
         if args.batch:
             _run_batch(feed, args, paced=False)

@@ -5,17 +5,25 @@ Layer: feed. Imports sampler, store and model; never textual.
 Everything after the raw `Sample` is shared: `Pipeline.push()` derives rates through
 the window, runs the detectors and builds the snapshot, whichever feed supplied the
 sample. So replay shows exactly what live showed for the same samples.
+
+A recording can also be navigated (`Navigable`): seek, step, playback speed, and the
+spans during which findings were active, found by scanning the recording through a
+second pipeline (`ReplayFeed.scan`).
 """
 
 from __future__ import annotations
 
 import enum
+import re
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from datetime import time as clock_time
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from kvmtop.model.finding import Finding
+from kvmtop.model.finding import SEVERITIES, Finding
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot, build_snapshot
 from kvmtop.model.window import Window
@@ -26,6 +34,62 @@ if TYPE_CHECKING:  # the reader loads SQLite and zstd: only replay needs them
 
 Detect = Callable[[Window], tuple[Finding, ...]]
 """A detector engine: reads the window after each push, returns active findings."""
+
+_UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_RELATIVE = re.compile(r"\+(\d+(?:\.\d+)?)([smhd]?)")
+_CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?")
+TIME_FORMATS = "ISO 8601 (local time unless it ends in Z or an offset), HH:MM[:SS] " \
+    "during the recording, Unix seconds, or +N[s|m|h|d] from the start of the recording"
+
+
+def parse_time(text: str, start_s: float | None, end_s: float | None = None) -> float:
+    """A point in a recording typed by the user, as Unix seconds.
+
+    Args:
+        text: ISO 8601 ("2025-03-01T14:05", "...Z", "...+01:00"), a local time of
+            day ("14:05", "14:05:30": the first time the recording's clock reads it,
+            or that time on its first day when it never does), Unix seconds
+            ("1740837900"), or "+10m" (s, m, h, d; none means s) after `start_s`.
+        start_s: the recording's first sample, for relative times and times of day.
+        end_s: the recording's last sample (a time of day may fall on a later day).
+
+    Raises:
+        ValueError: none of those forms, or a relative time without a start.
+    """
+    text = text.strip()
+    relative = _RELATIVE.fullmatch(text)
+    of_day = _CLOCK.fullmatch(text)
+    if (relative or of_day) and start_s is None:
+        raise ValueError("a relative time needs a recording that has samples")
+    if relative and start_s is not None:
+        return start_s + float(relative[1]) * _UNITS_S[relative[2] or "s"]
+    if of_day and start_s is not None:
+        return _time_of_day(text, of_day, start_s, end_s)
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        # A naive datetime is local time: timestamp() applies the local zone.
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"cannot read {text!r} as a time ({TIME_FORMATS})") from None
+
+
+def _time_of_day(text: str, match: re.Match[str], start_s: float, end_s: float | None) -> float:
+    """The first local time reading `match` (HH, MM, SS, fraction) in [start_s, end_s]."""
+    try:
+        of_day = clock_time(int(match[1]), int(match[2]), int(match[3] or 0),
+                            int((match[4] or "0").ljust(6, "0")))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time of day") from None
+    at = datetime.combine(datetime.fromtimestamp(start_s).date(), of_day)
+    while at.timestamp() < start_s and end_s is not None:
+        later = at + timedelta(days=1)
+        if later.timestamp() > end_s:
+            break
+        at = later
+    return at.timestamp()
 
 
 class SampleSink(Protocol):
@@ -53,6 +117,91 @@ class Feed(Protocol):
 
     def close(self) -> None:
         """Release resources."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FindingSpan:
+    """When one finding (a detector about one subject) was active in a recording.
+
+    Attributes:
+        detector: the detector id.
+        subject: what it is about (guest UUID, "host", a switch).
+        subject_name: its human name.
+        severity: the worst severity it reached.
+        message: its message when it was raised.
+        since_s: wall time of the first bad observation (`Finding.since_s`).
+        raised_s: wall time of the first frame showing it.
+        until_s: wall time of the last frame showing it (so far, while it is active).
+    """
+
+    detector: str
+    subject: str
+    subject_name: str
+    severity: str
+    message: str
+    since_s: float
+    raised_s: float
+    until_s: float
+
+
+def _worse(a: str, b: str) -> str:
+    """The more severe of two severities."""
+    return max(a, b, key=lambda s: SEVERITIES.index(s) if s in SEVERITIES else -1)
+
+
+def adjacent_span(spans: Sequence[FindingSpan], time_s: float,
+                  direction: int) -> FindingSpan | None:
+    """The first span raised after `time_s` (direction > 0), or the last one raised
+    before it (direction < 0); `spans` are in raise order."""
+    if direction > 0:
+        return next((s for s in spans if s.raised_s > time_s + 1e-6), None)
+    return next((s for s in reversed(spans) if s.raised_s < time_s - 1e-6), None)
+
+
+@runtime_checkable
+class Navigable(Feed, Protocol):
+    """A feed the user can move through: a recording (`ReplayFeed`).
+
+    The app calls the methods from its collection thread only, since they read the
+    file; the attributes are plain values that any thread may read (or set, for
+    `speed`).
+    """
+
+    speed: float
+    """Playback speed (1 = as recorded)."""
+
+    follow: bool
+    """The file is still being written and playback waits for new samples."""
+
+    extent: tuple[float, float] | None
+    """Wall times of the first and last sample that can be shown; None when empty."""
+
+    spans: tuple[FindingSpan, ...]
+    """Finding spans found so far, in raise order."""
+
+    scanned_s: float | None
+    """How far the finding scan has got (a wall time); None before it starts."""
+
+    @property
+    def position_s(self) -> float | None:
+        """Wall time of the latest frame."""
+        ...
+
+    def seek(self, time_s: float, *, lead_s: float = 0.0) -> Snapshot | None:
+        """Show the sample at `time_s` (or the nearest inside the recording)."""
+        ...
+
+    def step(self, n: int = 1) -> Snapshot | None:
+        """Move `n` samples forward or back; None past either end."""
+        ...
+
+    def scan(self, budget: int) -> bool:
+        """Scan up to `budget` more samples for findings; False when none are left."""
+        ...
+
+    def interrupt(self) -> None:
+        """End a wait inside `next()` at once (the app has a request)."""
         ...
 
 
@@ -147,12 +296,18 @@ class _End(enum.Enum):
 
 
 class ReplayFeed:
-    """Replays a recording through the same `Pipeline` as live (mode "replay").
+    """Replays a recording through the same `Pipeline` as live (mode "replay", or
+    "follow" on a file still being written); a `Navigable` feed.
 
     Each raw sample goes through the shared rates, window, detectors and snapshot,
     so a frame in replay is the frame live showed for the same samples. A seek
-    resets the window and first pushes the sample before the target, so the target
-    frame has rates; detectors that need a longer history (trends) start over there.
+    resets the window and first pushes the sample before the target (or, with
+    `lead_s`, the samples of that many seconds before it), so the target frame has
+    rates; detectors that need a longer history (trends) start over there.
+
+    Where findings were active comes from `scan()`: a second pipeline plays the
+    range from its start, never seeking, a few samples per call; `spans` grows as
+    it goes. It costs one pipeline push per sample, as playing does.
 
     Damaged samples are skipped (see `notices`); the next frame's rates then span
     the gap.
@@ -165,9 +320,9 @@ class ReplayFeed:
         to_s: end after the last sample at or before this wall time.
         follow: at the end of the file, wait for the samples a recorder is still
             appending instead of ending.
+        scanner: a pipeline of its own (fresh detectors) for `scan()`; None finds
+            no spans.
     """
-
-    mode = "replay"
 
     def __init__(
         self,
@@ -178,6 +333,7 @@ class ReplayFeed:
         from_s: float | None = None,
         to_s: float | None = None,
         follow: bool = False,
+        scanner: Pipeline | None = None,
     ) -> None:
         self.reader = reader
         self.pipeline = pipeline
@@ -185,15 +341,28 @@ class ReplayFeed:
         self.from_s = from_s
         self.to_s = to_s
         self.follow = follow
+        self.mode = "follow" if follow else "replay"
+        """The mode of the snapshots: FOLLOW on a file still being written, else REPLAY."""
         self.position: int | None = None
         """Index (in the reader) of the sample behind the latest frame."""
         self.latest: Snapshot | None = None
         """The latest frame produced."""
+        self.extent: tuple[float, float] | None = None
+        """Wall times of the first and last sample in range, as of the latest call."""
+        self.spans: tuple[FindingSpan, ...] = ()
+        """Finding spans `scan()` has found so far, in raise order."""
+        self.scanned_s: float | None = None
+        """Wall time of the last sample `scan()` has read; None before it starts."""
         self._interval_s = reader.meta.interval_s or 2.0
         self._closed = threading.Event()
-        # The app calls next() from its collection thread and seek()/step() from the
-        # UI thread: one at a time through the reader and the window.
+        self._poke = threading.Event()
+        # next(), seek(), step() and scan() may come from different threads: one at a
+        # time through the reader and the windows.
         self._lock = threading.RLock()
+        self._scanner = scanner
+        self._scan_index: int | None = None
+        self._open_spans: dict[tuple[str, str], FindingSpan] = {}
+        self._ended_spans: list[FindingSpan] = []
 
     @property
     def speed(self) -> float:
@@ -226,9 +395,34 @@ class ReplayFeed:
         return self.reader.notices
 
     def _start(self) -> int | None:
+        """Index of the first sample in range."""
         if self.from_s is None:
             return self.reader.first_index()
         return self.reader.seek(self.from_s)
+
+    def _past_range(self, index: int) -> bool:
+        """Whether the sample at `index` comes after `to_s`."""
+        return self.to_s is not None and (self.reader.time_of(index) or 0.0) > self.to_s
+
+    def _last(self) -> int | None:
+        """Index of the last sample in range."""
+        if self.to_s is None:
+            return self.reader.last_index()
+        index = self.reader.seek(self.to_s)
+        if index is None:
+            return self.reader.last_index()
+        return self.reader.prev_index(index) if self._past_range(index) else index
+
+    def _refresh_extent(self) -> None:
+        """Re-read the first and last sample times (a followed file grows, retention
+        trims)."""
+        first, last = self.reader.first_time(), self.reader.last_time()
+        if first is None or last is None:
+            self.extent = None
+            return
+        lo = first if self.from_s is None else max(first, self.from_s)
+        hi = last if self.to_s is None else min(last, self.to_s)
+        self.extent = (lo, hi) if lo <= hi else None
 
     def _push(self, index: int) -> Snapshot | None:
         """Feed the sample at `index` to the pipeline; None when it cannot be read."""
@@ -247,7 +441,7 @@ class ReplayFeed:
                 self.position)
             if index is None:
                 return _End.FILE
-            if self.to_s is not None and (self.reader.time_of(index) or 0.0) > self.to_s:
+            if self._past_range(index):
                 return _End.RANGE
             frame = self._push(index)
             if frame is not None:
@@ -259,11 +453,12 @@ class ReplayFeed:
         In follow mode the end of the file is not the end: `next()` waits up to one
         recorded interval for the recorder's next sample, and when none comes it
         returns the latest frame again, so a caller polling once per interval stays
-        responsive; `close()` ends the wait.
+        responsive; `interrupt()` and `close()` end the wait.
         """
         deadline: float | None = None
         while not self._closed.is_set():
             with self._lock:
+                self._refresh_extent()
                 got = self._advance()
                 if not isinstance(got, _End):
                     return got
@@ -271,23 +466,39 @@ class ReplayFeed:
                     return None
             now = time.monotonic()
             deadline = now + self._interval_s if deadline is None else deadline
-            if now >= deadline or self._closed.wait(min(deadline - now, 0.25)):
+            if now >= deadline or self._poke.wait(min(deadline - now, 0.25)):
+                self._poke.clear()
                 return self.latest
         return None
 
-    def seek(self, time_s: float) -> Snapshot | None:
-        """Jump to the first sample at or after `time_s` (the last one when past the
-        end) and return its frame; None when the recording is empty."""
+    def interrupt(self) -> None:
+        """End a follow-mode wait in `next()` at once (it returns the latest frame)."""
+        self._poke.set()
+
+    def seek(self, time_s: float, *, lead_s: float = 0.0) -> Snapshot | None:
+        """Jump to the first sample at or after `time_s` and return its frame.
+
+        Before the range gives its first sample, past its end the last one; None when
+        the range is empty. With `lead_s`, the window is primed with the samples of
+        that many seconds before the target, so detectors see the lead-up to it
+        (e.g. the bad observations before a finding is raised).
+        """
         with self._lock:
+            self._refresh_extent()
             index = self.reader.seek(time_s)
-            if index is None:
-                index = self.reader.last_index()
-            return None if index is None else self._jump(index)
+            last = self._last()
+            if index is None or (last is not None and index > last):
+                index = last
+            start = self._start()
+            if index is not None and start is not None and index < start:
+                index = start
+            return None if index is None else self._jump(index, lead_s)
 
     def step(self, n: int = 1) -> Snapshot | None:
         """Move `n` samples forward (through the window, as playing does) or back
-        (a jump); returns the frame there, or None past either end."""
+        (a jump); returns the frame there, or None past either end of the range."""
         with self._lock:
+            self._refresh_extent()
             if n >= 0:
                 frame = self.latest
                 for _ in range(n):
@@ -299,24 +510,74 @@ class ReplayFeed:
             index = self.position
             for _ in range(-n):
                 index = None if index is None else self.reader.prev_index(index)
-            return None if index is None else self._jump(index)
+            start = self._start()
+            if index is None or (start is not None and index < start):
+                return None
+            return self._jump(index)
 
-    def _jump(self, index: int) -> Snapshot | None:
-        """Reset the window, prime it with the sample before `index`, show `index`."""
+    def _jump(self, index: int, lead_s: float = 0.0) -> Snapshot | None:
+        """Reset the window, prime it with the sample before `index` (and with the
+        `lead_s` seconds before that), show `index`."""
         self.pipeline.reset()
-        before = self.reader.prev_index(index)
-        if before is not None:
-            sample = self.reader.read(before)
+        first = index
+        at = self.reader.time_of(index)
+        if lead_s > 0 and at is not None:
+            first = min(index, self.reader.seek(at - lead_s) or index)
+        prime = self.reader.prev_index(first)
+        while prime is not None and prime < index:
+            sample = self.reader.read(prime)
             if sample is not None:
                 self.pipeline.push(sample, mode=self.mode)
+            prime = self.reader.next_index(prime)
         frame = self._push(index)
         if frame is not None:
             return frame
         got = self._advance()  # the target is damaged: show the next readable one
         return None if isinstance(got, _End) else got
 
+    def scan(self, budget: int) -> bool:
+        """Play up to `budget` more samples through the scanner and note when each
+        finding was active (`spans`, `scanned_s`).
+
+        Returns:
+            True while samples in range are left to scan; False once all are (a
+            followed file may grow: call again later) or without a scanner.
+        """
+        if self._scanner is None:
+            return False
+        with self._lock:
+            left = True
+            for _ in range(budget):
+                index = self._start() if self._scan_index is None else (
+                    self.reader.next_index(self._scan_index))
+                if index is None or self._past_range(index):
+                    left = False
+                    break
+                self._scan_index = index
+                sample = self.reader.read(index)
+                if sample is not None:
+                    self._note_findings(self._scanner.push(sample, mode=self.mode))
+            self.spans = tuple(sorted((*self._ended_spans, *self._open_spans.values()),
+                                      key=lambda s: (s.raised_s, s.detector, s.subject)))
+            return left
+
+    def _note_findings(self, frame: Snapshot) -> None:
+        """Open, extend or end spans with the findings of one scanned frame."""
+        active = {(f.detector, f.subject): f for f in frame.findings}
+        for key in self._open_spans.keys() - active.keys():
+            self._ended_spans.append(self._open_spans.pop(key))
+        for key, f in active.items():
+            span = self._open_spans.get(key)
+            self._open_spans[key] = FindingSpan(
+                f.detector, f.subject, f.subject_name, f.severity, f.message, f.since_s,
+                raised_s=frame.wall_s, until_s=frame.wall_s,
+            ) if span is None else replace(span, until_s=frame.wall_s,
+                                           severity=_worse(span.severity, f.severity))
+        self.scanned_s = frame.wall_s
+
     def close(self) -> None:
         """End any follow-mode wait and close the recording."""
         self._closed.set()
+        self._poke.set()
         with self._lock:
             self.reader.close()
