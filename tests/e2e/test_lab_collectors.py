@@ -7,20 +7,35 @@ started with, not with another reading of the same counter.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kvmtop.cli import build_pipeline, build_sampler
+from kvmtop.app import KvmtopApp
+from kvmtop.cli import build_live_feed, build_pipeline, build_sampler
 from kvmtop.collectors.libvirt import LibvirtCollector
 from kvmtop.config import Settings
-from kvmtop.model.rates import NA_NOT_KVM, GuestRates
-from kvmtop.model.sample import Sample
+from kvmtop.model.rates import (
+    EXIT_SOURCE_BINARY,
+    EXIT_SOURCE_TRACEPOINTS,
+    NA_KVM_EXIT_SILENT,
+    NA_NOT_KVM,
+    TRACE_ATTACHED,
+    TRACE_FDS,
+    TRACE_SOURCE,
+    GuestRates,
+)
+from kvmtop.model.sample import Sample, SourceStatus
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.views.guest_detail import GuestDetailScreen
+from tests.app.builders import wait_until
 from tests.lab.fixture import Lab
 
 pytestmark = pytest.mark.lab
@@ -70,8 +85,10 @@ class Observation:
         return statistics.median(values)
 
 
-def watch(seconds: float, settings: Settings | None = None) -> Observation:
-    """Run the real sampler and pipeline at INTERVAL_S for `seconds`."""
+def watch(seconds: float, settings: Settings | None = None,
+          trace: tuple[str, ...] = ()) -> Observation:
+    """Run the real sampler and pipeline at INTERVAL_S for `seconds`, counting exits by
+    reason for the guests in `trace` (names or UUIDs)."""
     import libvirt
 
     settings = settings or Settings(interval_s=INTERVAL_S)
@@ -85,6 +102,7 @@ def watch(seconds: float, settings: Settings | None = None) -> Observation:
     sampler = build_sampler(settings)
     sampler.guests = LibvirtCollector(settings.uri, balloon_every=settings.balloon_every,
                                       open_fn=open_recording)
+    sampler.trace(trace)
     pipeline = build_pipeline(settings)
     deadline = time.monotonic()
     end = deadline + seconds
@@ -145,10 +163,17 @@ def test_cpu_guest_shows_its_duty_cycle(lab: Lab, observed: Observation) -> None
     expected = lab.guests["lab-cpu"].expected["expected_cpu_pct"]
     idle = observed.median("lab-idle", lambda g: g.cpu_pct)
     busy = observed.median("lab-cpu", lambda g: g.cpu_pct)
-    # TCG adds emulation overhead on top of the guest's own duty cycle, and the host
-    # is shared, so allow a band around the configured duty.
-    assert expected * 0.7 <= busy <= expected * 1.6, busy
-    assert busy > idle + 25
+    # The loop is busy `duty` % of the guest's wall clock. On a loaded 2-CPU host the
+    # vCPU waits for a CPU part of that time, which kvmtop shows as steal: the demand
+    # (CPU + steal) is the duty, plus TCG's own emulation overhead.
+    demand = observed.median("lab-cpu", lambda g: _plus(g.cpu_pct, g.steal_pct))
+    assert expected * 0.7 <= demand <= expected * 1.6, (busy, demand)
+    assert busy <= expected * 1.6
+    assert busy > idle + 10
+
+
+def _plus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
 
 
 def test_disk_guest_shows_iops_and_latency(lab: Lab, observed: Observation) -> None:
@@ -244,3 +269,129 @@ def test_contended_guests_steal_far_more_than_idle(lab: Lab, observed: Observati
         steal = contended.median(guest.name, lambda g: g.steal_pct)
         assert steal > 20.0, (guest.name, steal)
         assert steal > idle + 15.0, (guest.name, steal, idle)
+
+
+# --------------------------------------------------------------------------- tracing
+
+
+def _tracing(snap: Snapshot) -> SourceStatus:
+    (status,) = [s for s in snap.sources if s.name == TRACE_SOURCE]
+    return status
+
+
+def test_traced_pio_probe_two_sources_agree_and_say_why_reasons_are_missing(
+    lab: Lab,
+) -> None:
+    """Traced through kvmtop's sampler (`trace` by name, as `record --trace` does), the
+    port-I/O probe's kvm_pio rate equals its binary-stat exits minus halt exits within
+    15 %, and the guest says which source split its exits and why not by reason.
+
+    Under PVM the binary `io_exits` stays 0 (the probe's port writes go through KVM's
+    instruction emulator), so the comparison is with exits − halt_exits; and kvm_exit
+    never fires, so exits are split by category with `na` naming the silent
+    tracepoint. On a VMX/SVM host the reasons come from kvm_exit itself.
+    """
+    name = "lab-probe-pio"
+    if not lab.guests[name].is_kvm:
+        pytest.skip(f"{name} does not run under KVM here")
+    obs = watch(24.0, trace=(name,))
+    status = _tracing(obs.snapshots[-1])
+    if not status.ok and not status.detail.get(TRACE_ATTACHED):
+        pytest.skip(f"perf tracepoints unavailable: {status.reason}")
+    assert status.detail[TRACE_ATTACHED] == lab.guests[name].uuid
+    assert int(status.detail[TRACE_FDS]) > 0
+    traced = [g for snap in obs.snapshots for g in snap.guests
+              if g.name == name and "kvm_pio:total" in g.tracepoint_rates]
+    assert len(traced) >= 5, "kvmtop produced too few traced frames"
+    pio = statistics.median(g.tracepoint_rates["kvm_pio:total"] for g in traced)
+    other = statistics.median(exits - g.exit_categories.get("halt_exits", 0.0)
+                              for g in traced if (exits := g.exits_per_s) is not None)
+    assert pio == pytest.approx(other, rel=0.15), (pio, other)
+    expected = lab.guests[name].expected["pio_exits_per_s"]
+    assert pio == pytest.approx(expected, rel=0.15), (pio, expected)
+    last = traced[-1]
+    assert last.exits_by_reason is not None
+    if lab.manifest.get("pvm"):
+        assert last.tracepoint_rates["kvm_exit:total"] == 0
+        assert last.exit_source == EXIT_SOURCE_BINARY
+        assert last.na["exits_by_reason"] == NA_KVM_EXIT_SILENT
+        top = max(last.exits_by_reason, key=last.exits_by_reason.__getitem__)
+        assert top == "io_exits"  # filled from kvm_pio, since io_exits stays 0
+    else:
+        assert last.exit_source == EXIT_SOURCE_TRACEPOINTS
+        top = max(last.exits_by_reason, key=last.exits_by_reason.__getitem__)
+        assert top in ("IO_INSTRUCTION", "io")
+    untraced = [g for g in obs.snapshots[-1].guests if g.name != name]
+    assert all(not g.tracepoint_rates for g in untraced)
+
+
+def _fds() -> tuple[int, int]:
+    """(open fds, perf fds) of this process, the lowest of a few reads.
+
+    Reads race with the collection thread's short-lived /proc files; a leaked fd
+    stays, so the lowest count still shows it.
+    """
+    counts = []
+    for _ in range(5):
+        fds = os.listdir("/proc/self/fd")
+        perf = 0
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                perf += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[perf_event]"
+        counts.append((len(fds), perf))
+        time.sleep(0.02)
+    return min(counts)
+
+
+SCREEN_CYCLES = 5
+
+
+async def test_detail_screen_traces_its_guest_and_leaks_no_fd(lab: Lab, tmp_path: Path) -> None:
+    """Opening and closing the detail screen in the real app over the real live feed
+    attaches tracing to the guest and detaches it, leaving the fd count unchanged.
+
+    Only SCREEN_CYCLES cycles here: each waits for two samples (attach, then detach)
+    and a detach alone takes 0.35-0.7 s (RCU grace period when the last event of a
+    tracepoint closes), so 100 cycles would take minutes. The 100 cycles of the
+    issue run on the collector itself, with the same attach/detach and the same
+    guest, in tests/collectors/test_tracepoints.py::test_lab_no_fd_leak_on_probe_guest;
+    this test proves the screen → app → feed → sampler → collector path closes
+    what it opens.
+    """
+    name = "lab-probe-pio"
+    uuid = lab.guests[name].uuid
+    feed = build_live_feed(Settings(interval_s=1.0))
+    app = KvmtopApp(feed, user_theme_dir=tmp_path)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+
+            async def frame(condition: Callable[[Snapshot], bool]) -> Snapshot:
+                seq = app.latest.seq if app.latest is not None else 0
+                await wait_until(pilot, lambda: app.latest is not None
+                                 and app.latest.seq > seq and condition(app.latest),
+                                 timeout=30.0)
+                assert app.latest is not None
+                return app.latest
+
+            first = await frame(lambda s: s.guest(uuid) is not None)
+            if not _tracing(first).ok:
+                pytest.skip(f"perf tracepoints unavailable: {_tracing(first).reason}")
+            await frame(lambda s: True)  # every collector opened what it keeps open
+            before = _fds()
+            assert before[1] == 0
+            for _ in range(SCREEN_CYCLES):
+                app.open_guest(uuid)
+                snap = await frame(lambda s: _tracing(s).detail[TRACE_ATTACHED] == uuid)
+                await pilot.pause()
+                screen = app.screen
+                assert isinstance(screen, GuestDetailScreen)
+                text = str(screen.query_one("#tracing").render())
+                fds = int(_tracing(snap).detail[TRACE_FDS])
+                assert text.startswith(f"tracing exits by reason for this guest ({fds} counters)")
+                assert _fds()[1] == fds > 0
+                await pilot.press("escape")
+                await frame(lambda s: _tracing(s).detail[TRACE_ATTACHED] == "")
+                assert _fds()[1] == 0
+            assert _fds() == before
+    finally:
+        feed.close()
