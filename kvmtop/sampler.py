@@ -4,15 +4,23 @@ Layer: sampler. Imports collectors and the model; never textual.
 
 A failing source never crashes the tick: it becomes a `SourceStatus` with ok=False
 and a reason, and its part of the sample is empty.
+
+Per-reason exit tracing is costly (about 120 perf fds per vCPU), so it runs only for
+the guests asked for with `trace()` (the detail screen open, `record --trace`). The
+request is cheap and thread-safe; the slow attach and detach (up to 0.7 s) happen in
+the next `sample()`, on the thread that samples, just before the tracer enriches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Protocol, runtime_checkable
 
 from kvmtop.collectors.base import CollectorError, Probe
+from kvmtop.model.rates import TRACE_ATTACHED, TRACE_FDS
 from kvmtop.model.sample import GuestSample, HostSample, Sample, SourceStatus
 
 
@@ -56,6 +64,42 @@ class GuestEnricher(Protocol):
         ...
 
 
+@runtime_checkable
+class Tracer(GuestEnricher, Protocol):
+    """A guest enricher that counts exits by reason for the guests attached (tracepoints).
+
+    Attributes:
+        errors: per attached key, why counting stopped during `enrich`.
+    """
+
+    errors: dict[str, str]
+
+    def attach(self, key: str, tids: Iterable[int] = ()) -> None:
+        """Start counting for a guest (slow); raises CollectorError."""
+        ...
+
+    def detach(self, key: str) -> None:
+        """Stop counting for a guest and close its fds (slow)."""
+        ...
+
+    def attached(self) -> tuple[str, ...]:
+        """Keys of the guests being counted."""
+        ...
+
+    def open_fds(self) -> int:
+        """Perf fds open over all attached guests."""
+        ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """A collector holding resources (connections, fds) until `close()`."""
+
+    def close(self) -> None:
+        """Release them."""
+        ...
+
+
 class HostEnricher(Protocol):
     """A collector that adds to the host sample (Open vSwitch ports and datapaths)."""
 
@@ -74,7 +118,8 @@ class Sampler:
     Args:
         host: host baseline collector, or None to skip it.
         guests: guest inventory/stats collector (libvirt), or None.
-        enrichers: collectors that add to the guests (sched, KVM stats).
+        enrichers: collectors that add to the guests (sched, KVM stats); the first
+            `Tracer` among them serves `trace()`.
         host_enrichers: collectors that add to the host sample (vswitch); skipped
             on a tick without a host sample.
         interval_s: the interval the caller samples at (recorded in the sample).
@@ -98,6 +143,7 @@ class Sampler:
         self.host = host
         self.guests = guests
         self.enrichers = tuple(enrichers)
+        self.tracer = next((e for e in self.enrichers if isinstance(e, Tracer)), None)
         self.host_enrichers = tuple(host_enrichers)
         self.interval_s = interval_s
         self._clock = clock
@@ -106,6 +152,22 @@ class Sampler:
         self._tick = 0
         self._probes: dict[int, Probe] = {}
         self._stale: set[int] = set()
+        self._wanted: frozenset[str] = frozenset()
+        self._seen_wanted = self._wanted
+        self._traced: dict[str, str] = {}
+        """Each guest asked for (name or UUID) → the key the tracer counts it under."""
+        self._trace_errors: dict[str, str] = {}
+        """Each guest asked for whose attach failed → why (until asked for again)."""
+
+    def trace(self, guests: Iterable[str]) -> None:
+        """Count exits by reason for these guests only (names or UUIDs; none: stop).
+
+        Returns at once (safe from any thread): the next `sample()` detaches the
+        guests no longer asked for and attaches the new ones, once they appear in
+        the sample (TCG guests are skipped: they make no KVM exits). An attach that
+        failed is tried again only on the next request; the tracer's status says why.
+        """
+        self._wanted = frozenset(guests)
 
     def probes(self) -> dict[str, Probe]:
         """The latest probe result of every collector, by collector name."""
@@ -186,12 +248,18 @@ class Sampler:
             probe = self._probe(enricher, type(enricher).__name__)
             t0 = self._clock()
             error = None
+            tracer = self.tracer if enricher is self.tracer else None
+            if tracer is not None:
+                self._sync_tracing(tracer, guests)
             if probe.available:
                 try:
                     guests = enricher.enrich(guests)
                 except (CollectorError, OSError, ValueError) as exc:
                     error = str(exc)
-            statuses.append(self._status(probe, t0, self._clock(), error))
+            status = self._status(probe, t0, self._clock(), error)
+            if tracer is not None:
+                status = self._tracing_status(tracer, status)
+            statuses.append(status)
 
         self._tick += 1
         return Sample(
@@ -203,7 +271,44 @@ class Sampler:
             interval_s=self.interval_s,
         )
 
+    def _sync_tracing(self, tracer: Tracer, guests: Sequence[GuestSample]) -> None:
+        """Detach the guests no longer asked for, attach the ones asked for (slow)."""
+        wanted = self._wanted
+        if wanted is not self._seen_wanted:  # a new request: try failed guests again
+            self._seen_wanted = wanted
+            self._trace_errors.clear()
+        for want in [w for w in self._traced if w not in wanted]:
+            key = self._traced.pop(want)
+            if key not in self._traced.values():
+                tracer.detach(key)
+        present = {g.name: g for g in guests} | {g.uuid: g for g in guests}
+        for want in sorted(wanted - self._traced.keys() - self._trace_errors.keys()):
+            guest = present.get(want)
+            if guest is None or guest.accel == "tcg":
+                continue
+            try:
+                tracer.attach(guest.uuid, [v.tid for v in guest.vcpus if v.tid])
+            except (CollectorError, OSError, ValueError) as exc:
+                self._trace_errors[want] = str(exc)
+            else:
+                self._traced[want] = guest.uuid
+
+    def _tracing_status(self, tracer: Tracer, status: SourceStatus) -> SourceStatus:
+        """The tracer's status with the guests traced now and why others are not."""
+        traced = [k for k in tracer.attached() if k not in tracer.errors]
+        detail = {**status.detail, TRACE_ATTACHED: ", ".join(traced),
+                  TRACE_FDS: str(tracer.open_fds())}
+        problems = [f"tracing {w}: {e}" for w, e in sorted(self._trace_errors.items())]
+        problems += [f"tracing {k}: {e}" for k, e in sorted(tracer.errors.items())]
+        if not problems:
+            return replace(status, detail=detail)
+        reason = "; ".join(([status.reason] if status.reason else []) + problems)
+        return replace(status, ok=False, reason=reason, detail=detail)
+
     def close(self) -> None:
-        """Release every collector's resources."""
-        if self.guests is not None:
-            self.guests.close()
+        """Release every collector's resources (connections, perf fds): each collector
+        with a `close()` is closed even when another one's close raises."""
+        with contextlib.ExitStack() as stack:
+            for source in (self.host, self.guests, *self.host_enrichers, *self.enrichers):
+                if isinstance(source, Closeable):
+                    stack.callback(source.close)

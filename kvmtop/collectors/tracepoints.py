@@ -32,6 +32,7 @@ from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.collectors.host import read_text
 from kvmtop.collectors.kvmdebugfs import mount_pseudo_fs
 from kvmtop.collectors.perf import OpenFn, PerfError, PerfGroup
+from kvmtop.model.rates import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE
 from kvmtop.model.sample import GuestSample
 
 # arch/x86/kvm/trace.h: the `isa` field of kvm_exit and kvm_nested_vmexit.
@@ -229,7 +230,7 @@ class TracepointCollector:
         open_fn: the perf_event_open call (tests inject failures).
     """
 
-    name = "tracepoints"
+    name = TRACE_SOURCE
 
     def __init__(
         self,
@@ -352,8 +353,8 @@ class TracepointCollector:
                 self._counters = None
                 return Probe(self.name, False, str(e))
             detail = dict(self._detail)
-            detail["attached"] = str(len(self._traces))
-            detail["fds"] = str(self._open_fds())
+            detail[TRACE_ATTACHED] = ", ".join(self._traces)
+            detail[TRACE_FDS] = str(self._open_fds())
             return Probe(self.name, True, None, detail)
 
     # ------------------------------------------------------------------ fds

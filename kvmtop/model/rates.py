@@ -96,6 +96,13 @@ EXIT_SOURCE_BINARY = "libvirt-binary-stats"
 EXIT_SOURCE_DEBUGFS = "debugfs"
 EXIT_SOURCE_TRACEPOINTS = "tracepoints"
 
+TRACE_SOURCE = "tracepoints"
+"""`SourceStatus.name` of per-reason tracing. Its detail names the guests traced
+(TRACE_ATTACHED: UUIDs joined by ", ") and the perf counters open (TRACE_FDS); its
+reason says why a guest asked for could not be traced."""
+TRACE_ATTACHED = "attached"
+TRACE_FDS = "fds"
+
 NA_KVM_EXIT_SILENT = (
     "kvm:kvm_exit silent on this host (PVM?); exits split by category from binary stats "
     "and kvm_pio/kvm_userspace_exit"
