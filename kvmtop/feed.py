@@ -115,6 +115,14 @@ class Feed(Protocol):
         """The next snapshot, or None when the source is exhausted."""
         ...
 
+    def focus(self, uuid: str | None) -> None:
+        """Count this guest's exits by reason from the next snapshot on (None: no guest).
+
+        Must return at once (the app calls it from the UI thread): the work is done
+        by `next()`, on the thread that collects.
+        """
+        ...
+
     def close(self) -> None:
         """Release resources."""
         ...
@@ -270,6 +278,11 @@ class LiveFeed:
         self.recorder = recorder
         self.record_error = None
 
+    def focus(self, uuid: str | None) -> None:
+        """Trace this guest's exits by reason (None: stop); the next `next()` attaches
+        the tracer and detaches the previous guest, which takes up to 0.7 s."""
+        self.sampler.trace(() if uuid is None else (uuid,))
+
     def next(self) -> Snapshot:
         """Sample now, record the raw sample, and return the snapshot."""
         sample = self.sampler.sample()
@@ -393,6 +406,9 @@ class ReplayFeed:
     def notices(self) -> list[str]:
         """Samples skipped as unreadable, one line each."""
         return self.reader.notices
+
+    def focus(self, uuid: str | None) -> None:
+        """Nothing to do: a recording holds the exits traced while it was recorded."""
 
     def _start(self) -> int | None:
         """Index of the first sample in range."""
