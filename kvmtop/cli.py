@@ -6,6 +6,7 @@ module is imported only when a TUI starts.
 
     kvmtop [-c URI] [-d S] [--batch [-n N] [--format text|json]]     live
     kvmtop record -o FILE [--interval S] [--duration S] [--max-size MIB] [--max-age H]
+                  [--trace GUEST ...]
     kvmtop replay FILE [--from T] [--to T] [--speed X] [--follow] [--batch ...]
     kvmtop slice FILE [--from T] [--to T] -o OUT
     kvmtop doctor | serve
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="delete the oldest samples beyond MIB mebibytes")
     rec.add_argument("--max-age", type=_positive_float, metavar="H",
                      help="delete samples older than H hours")
+    rec.add_argument("--trace", action="append", default=[], metavar="GUEST",
+                     help="count GUEST's KVM exits by reason (perf tracepoints, about 120 "
+                     "fds per vCPU) for the whole recording; name or UUID, repeatable")
 
     rep = commands.add_parser(
         "replay", parents=[common], help="replay a recording in the TUI or as batch output",
@@ -143,6 +147,7 @@ def build_sampler(settings: Settings) -> Sampler:
     from kvmtop.collectors.processes import ProcessCollector
     from kvmtop.collectors.sched import SchedCollector
     from kvmtop.collectors.topology import TopologyCollector
+    from kvmtop.collectors.tracepoints import TracepointCollector
     from kvmtop.collectors.vswitch import VswitchCollector
     from kvmtop.sampler import Sampler
 
@@ -150,8 +155,10 @@ def build_sampler(settings: Settings) -> Sampler:
         HostCollector(),
         LibvirtCollector(settings.uri, balloon_every=settings.balloon_every),
         # Unmanaged KVM processes join the guests first, so the vCPU schedstat and
-        # the debugfs stats cover them too; topology reads the vCPU threads sched found.
-        [ProcessCollector(), SchedCollector(), TopologyCollector(), DebugfsCollector()],
+        # the debugfs stats cover them too; topology and tracepoints read the vCPU
+        # threads sched found. Tracepoints count only the guests asked for (trace()).
+        [ProcessCollector(), SchedCollector(), TopologyCollector(), DebugfsCollector(),
+         TracepointCollector()],
         host_enrichers=[VswitchCollector()],
         interval_s=settings.interval_s,
     )
@@ -242,12 +249,14 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
         if error:
             print(f"kvmtop: cannot open {settings.uri}: {error}", file=sys.stderr)
             return 1
+        sampler.trace(args.trace)
         recorder = Recorder(sampler, lambda: StoreWriter(args.output, retention=retention),
                             duration_s=args.duration)
         recorder.install_signal_handlers()
         until = f"for {args.duration:g} s" if args.duration else "until SIGTERM"
+        traced = f", exits by reason of {', '.join(args.trace)}" if args.trace else ""
         print(f"kvmtop record: recording to {args.output} every {settings.interval_s:g} s "
-              f"{until}", file=sys.stderr, flush=True)
+              f"{until}{traced}", file=sys.stderr, flush=True)
         status = recorder.run()
     finally:
         sampler.close()
