@@ -119,20 +119,42 @@ def _probe(variant: str) -> Guest:
     )
 
 
+def _idle() -> Guest:
+    return Guest(
+        "lab-idle", "linux", "idle", "10.213.1.10/24", "linux", notes="boots and does nothing"
+    )
+
+
+def _steal(half: str, demo: bool = False) -> Guest:
+    """lab-steal-a/-b: 10 % busy; `lab fault contend` pins the pair onto one host
+    CPU and raises both to 100 %."""
+    other = "b" if half == "a" else "a"
+    if demo:
+        notes = f"contended from the start (pinned with lab-steal-{other}, 100 % busy)"
+    else:
+        notes = (
+            f"10 % busy; `lab fault contend` raises it to 100 % and pins it with "
+            f"lab-steal-{other} onto one host CPU"
+        )
+    return Guest(
+        f"lab-steal-{half}",
+        "linux",
+        f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
+        f"10.213.1.{14 if half == 'a' else 15}/24",
+        "linux",
+        contention_group="steal",
+        contend_duty=100,
+        notes=notes,
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     "test": Scenario(
         name="test",
         description="what the end-to-end tests need: every workload kind, two contention "
         "guests, an OVS guest and three KVM probes",
         guests=[
-            Guest(
-                "lab-idle",
-                "linux",
-                "idle",
-                "10.213.1.10/24",
-                "linux",
-                notes="boots and does nothing",
-            ),
+            _idle(),
             Guest(
                 "lab-net",
                 "linux",
@@ -159,27 +181,8 @@ SCENARIOS: dict[str, Scenario] = {
                 "linux",
                 notes="one loop busy 50 % of every 100 ms",
             ),
-            Guest(
-                "lab-steal-a",
-                "linux",
-                f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
-                "10.213.1.14/24",
-                "linux",
-                contention_group="steal",
-                contend_duty=100,
-                notes="10 % busy; `lab fault contend` raises it to 100 % and pins it "
-                "with lab-steal-b onto one host CPU",
-            ),
-            Guest(
-                "lab-steal-b",
-                "linux",
-                f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
-                "10.213.1.15/24",
-                "linux",
-                contention_group="steal",
-                contend_duty=100,
-                notes="the other half of the contended pair",
-            ),
+            _steal("a"),
+            _steal("b"),
             Guest(
                 "lab-memleak",
                 "linux",
@@ -216,14 +219,7 @@ SCENARIOS: dict[str, Scenario] = {
         description="a small host where things visibly go wrong: a leak, a contended pair, "
         "a throttled disk, a flood through a saturated uplink",
         guests=[
-            Guest(
-                "lab-idle",
-                "linux",
-                "idle",
-                "10.213.1.10/24",
-                "linux",
-                notes="boots and does nothing",
-            ),
+            _idle(),
             Guest(
                 "lab-memleak",
                 "linux",
@@ -232,26 +228,8 @@ SCENARIOS: dict[str, Scenario] = {
                 "linux",
                 notes="leaks 16 MiB/min up to 56 MiB, then starts over",
             ),
-            Guest(
-                "lab-steal-a",
-                "linux",
-                f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
-                "10.213.1.14/24",
-                "linux",
-                contention_group="steal",
-                contend_duty=100,
-                notes="contended from the start (pinned with lab-steal-b, 100 % busy)",
-            ),
-            Guest(
-                "lab-steal-b",
-                "linux",
-                f"cpu:loops=1,duty=10,ctl={CTL_PORT}",
-                "10.213.1.15/24",
-                "linux",
-                contention_group="steal",
-                contend_duty=100,
-                notes="contended from the start",
-            ),
+            _steal("a", demo=True),
+            _steal("b", demo=True),
             Guest(
                 "lab-disk",
                 "linux",
