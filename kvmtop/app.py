@@ -323,6 +323,15 @@ class KvmtopApp(App[None]):
         g = self.displayed.guest(uuid) if self.displayed is not None else None
         self.push_screen(GuestDetailScreen(uuid, g.name if g else uuid, snapshot=self.shown))
 
+    def on_guest_detail_screen_toggled(self) -> None:
+        """Trace exits by reason for the guest on the topmost detail screen, or none.
+
+        `focus()` only records the request: the feed attaches and detaches (slow) on
+        the collection thread, as part of its next sample.
+        """
+        details = [s for s in self.screen_stack if isinstance(s, GuestDetailScreen)]
+        self.feed.focus(details[-1].uuid if details else None)
+
     def action_sources(self) -> None:
         """Open the sources view."""
         self.push_screen(SourcesScreen(snapshot=self.shown))

@@ -4,6 +4,11 @@ Layer: views. Reads one `GuestRates` and `Snapshot.host` per frame.
 
 The sparklines plot the frames this screen has seen (it keeps the last `HISTORY`
 values); nothing else is remembered between frames.
+
+Opening and closing the screen posts `GuestDetailScreen.Toggled` to the app, which
+asks the feed to trace exits by reason for the guest on the topmost detail screen
+(and for none once the last one closes); each frame's tracepoint source says
+whether that tracing is on.
 """
 
 from __future__ import annotations
@@ -14,10 +19,18 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Sparkline, Static
 
-from kvmtop.model.rates import EXIT_SOURCE_TRACEPOINTS, GuestRates, HostRates
+from kvmtop.model.rates import (
+    EXIT_SOURCE_TRACEPOINTS,
+    TRACE_ATTACHED,
+    TRACE_FDS,
+    TRACE_SOURCE,
+    GuestRates,
+    HostRates,
+)
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si
 from kvmtop.views.guest_table import Cell, KeyedTable, TableColumn
@@ -138,6 +151,31 @@ def exits_text(g: GuestRates) -> str:
     return "\n".join(lines)
 
 
+def tracing_text(snapshot: Snapshot, g: GuestRates) -> str:
+    """Whether a frame counts this guest's exits by reason (tracepoints), else why not."""
+    if g.accel == "tcg":
+        return "per-reason tracing n/a: TCG guest (no KVM exits)"
+    status = next((s for s in snapshot.sources if s.name == TRACE_SOURCE), None)
+    traced = status.detail.get(TRACE_ATTACHED, "").split(", ") if status else []
+    if status is not None and g.uuid in traced:
+        over = f" over {len(traced)} traced guests" if len(traced) > 1 else ""
+        lines = [f"tracing exits by reason for this guest "
+                 f"({status.detail.get(TRACE_FDS, DASH)} counters{over})"]
+        if g.tracepoint_rates:
+            lines.append(f"tracepoints/s: {_busiest(g.tracepoint_rates)}")
+        return "\n".join(lines)
+    failed = status is not None and not status.ok
+    if snapshot.mode == "replay":
+        why = f": {status.reason}" if status is not None and failed else (
+            " (a replay cannot trace; record with kvmtop record --trace GUEST)")
+        return f"per-reason tracing not in this recording for this guest{why}"
+    if status is None:
+        return "per-reason tracing unavailable: no tracepoint source"
+    if failed:
+        return f"per-reason tracing unavailable: {status.reason}"
+    return "per-reason tracing starts with the next sample"
+
+
 def memory_text(g: GuestRates) -> str:
     """Guest memory as the balloon reports it, with the stats' age."""
     text = (
@@ -156,6 +194,9 @@ class GuestDetailScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.pop_screen", "Back")]
 
+    class Toggled(Message):
+        """A detail screen opened or closed: tracing should follow the topmost one."""
+
     def __init__(self, uuid: str, name: str, snapshot: Snapshot | None = None) -> None:
         """Create the screen for the guest with this UUID.
 
@@ -173,9 +214,14 @@ class GuestDetailScreen(Screen[None]):
         self._last_seq: int | None = None
 
     def on_mount(self) -> None:
-        """Show the snapshot the screen was opened with."""
+        """Show the snapshot the screen was opened with; ask for tracing."""
         if self._initial is not None:
             self.show(self._initial)
+        self.app.post_message(self.Toggled())
+
+    def on_unmount(self) -> None:
+        """Tell the app that tracing this guest is no longer needed."""
+        self.app.post_message(self.Toggled())
 
     def compose(self) -> ComposeResult:
         """Title and sparklines, then per-vCPU, baseline, exits, threads, disks, NICs, memory."""
@@ -196,6 +242,7 @@ class GuestDetailScreen(Screen[None]):
             yield KeyedTable(VERSUS_COLUMNS, id="versus-table", show_cursor=False)
             yield Static("VM exits", classes="heading")
             yield Static("", id="exits")
+            yield Static("", id="tracing")
             yield Static("Helper threads (emulator, iothreads, vhost)", classes="heading")
             yield KeyedTable(THREAD_COLUMNS, id="thread-table", show_cursor=False)
             yield Static("Disks", classes="heading")
@@ -251,6 +298,7 @@ class GuestDetailScreen(Screen[None]):
         )
         self.query_one("#versus-table", KeyedTable).sync(versus_rows(g, snapshot.host))
         self.query_one("#exits", Static).update(exits_text(g))
+        self.query_one("#tracing", Static).update(tracing_text(snapshot, g))
         self.query_one("#thread-table", KeyedTable).sync(
             (
                 str(t.tid),

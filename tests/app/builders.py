@@ -13,13 +13,13 @@ import queue
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from textual.pilot import Pilot
 from textual.worker import get_current_worker
 
 from kvmtop.model.finding import Finding
-from kvmtop.model.rates import derive
+from kvmtop.model.rates import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE, derive
 from kvmtop.model.sample import (
     BalloonSample,
     BlockDevSample,
@@ -86,6 +86,9 @@ class HostSpec:
     softnet_drops_per_s: float = 0.0
 
 
+COUNTERS_PER_VCPU = 116
+"""Tracepoint counters per vCPU thread (the captured 6.18 VMX table)."""
+
 DEFAULT_SOURCES: tuple[SourceStatus, ...] = (
     SourceStatus("host", True, duration_ns=1_200_000),
     SourceStatus("libvirt", True, duration_ns=8_500_000,
@@ -93,7 +96,10 @@ DEFAULT_SOURCES: tuple[SourceStatus, ...] = (
     SourceStatus("sched", True, duration_ns=2_100_000),
     SourceStatus("kvm_debugfs", False, reason="debugfs: exits EPERM (kernel lockdown)",
                  duration_ns=300_000),
+    SourceStatus(TRACE_SOURCE, True, duration_ns=150_000,
+                 detail={"counters_per_vcpu": str(COUNTERS_PER_VCPU)}),
 )
+"""`snapshot()` fills the tracepoint source's attached guests and fds from the specs."""
 
 
 def _n(rate: float, t: int) -> int:
@@ -231,6 +237,13 @@ def snapshot(
 ) -> Snapshot:
     """A frame (number `seq`) showing these guests and host at these rates."""
     host = host or HostSpec()
+    traced = [g for g in guests if g.traced]
+    sources = tuple(
+        replace(s, detail={**s.detail, TRACE_ATTACHED: ", ".join(g.uuid for g in traced),
+                           TRACE_FDS: str(sum(COUNTERS_PER_VCPU * g.vcpus for g in traced))})
+        if s.name == TRACE_SOURCE else s
+        for s in sources
+    )
     wall = T0 + seq * DT
     samples = [
         Sample(wall_s=wall - DT + t, mono_ns=(seq * DT + t) * NS,
@@ -277,6 +290,8 @@ class FakeFeed:
         """Queue `frames`; with `ended`, the feed reports its end after them."""
         self.interval_s = interval_s
         self.closed = False
+        self.focused: list[str | None] = []
+        """Every `focus()` request, in order."""
         self._queue: queue.Queue[Snapshot | None] = queue.Queue()
         for frame in frames:
             self.push(frame)
@@ -300,6 +315,10 @@ class FakeFeed:
             except queue.Empty:
                 continue
         return None
+
+    def focus(self, uuid: str | None) -> None:
+        """Record the request (nothing is traced)."""
+        self.focused.append(uuid)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,21 @@ from textual.widgets import Input
 
 from kvmtop.app import FeedEnded, FrameReady, KvmtopApp
 from kvmtop.model.finding import Finding
-from kvmtop.model.rates import NA_NOT_KVM
+from kvmtop.model.rates import NA_NOT_KVM, TRACE_SOURCE
 from kvmtop.render import DASH, GUEST_COLUMNS
 from kvmtop.views.findings import FindingsPanel
-from kvmtop.views.guest_detail import GuestDetailScreen, exits_text
+from kvmtop.views.guest_detail import GuestDetailScreen, exits_text, tracing_text
 from kvmtop.views.guest_table import GuestTable, KeyedTable
 from kvmtop.views.host_strip import ModeBadge, host_lines
 from kvmtop.views.sources import SourcesScreen
-from tests.app.builders import FakeFeed, GuestSpec, HostSpec, snapshot, wait_until
+from tests.app.builders import (
+    DEFAULT_SOURCES,
+    FakeFeed,
+    GuestSpec,
+    HostSpec,
+    snapshot,
+    wait_until,
+)
 
 SIZE = (120, 40)
 GUESTS = [
@@ -221,6 +229,72 @@ def test_detail_splits_exits_by_traced_reason() -> None:
     assert "by category: halt_exits 2.4k" in exits_text(plain)
     tcg = snapshot([GuestSpec("emu", accel="tcg")]).guests[0]
     assert exits_text(tcg) == f"exits/s {DASH}: {NA_NOT_KVM}"
+
+
+async def test_detail_screen_switches_tracing_for_its_guest() -> None:
+    """Open → focus(uuid), Esc → focus(None); a detail opened over another hands
+    tracing to the new guest and back."""
+    feed = FakeFeed([snapshot(GUESTS)])
+    app = KvmtopApp(feed)
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        await pilot.press("enter")  # bravo
+        await wait_until(pilot, lambda: feed.focused == [UUID["bravo"]])
+        app.open_guest(UUID["alpha"])  # the palette can open one detail over another
+        await wait_until(pilot, lambda: feed.focused[-1] == UUID["alpha"])
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: feed.focused[-1] == UUID["bravo"])
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: feed.focused[-1] is None)
+        assert feed.focused == [UUID["bravo"], UUID["alpha"], UUID["bravo"], None]
+        await pilot.press("s", "escape")  # other screens leave tracing alone
+        await pilot.pause()
+        assert len(feed.focused) == 4
+
+
+async def test_detail_says_whether_its_guest_is_traced() -> None:
+    feed = FakeFeed([snapshot(GUESTS, seq=1)])
+    app = KvmtopApp(feed)
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        app.open_guest(UUID["charlie"])
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, GuestDetailScreen)
+        text = str(screen.query_one("#tracing").render())
+        assert text == "per-reason tracing starts with the next sample"
+        traced = [replace(g, traced=True) if g.name == "charlie" else g for g in GUESTS]
+        feed.push(snapshot(traced, seq=2))
+        await shown(pilot, app, 2)
+        text = str(screen.query_one("#tracing").render())
+        assert text.startswith("tracing exits by reason for this guest (232 counters)")
+
+
+def _status_named(name: str, **changes: Any) -> Any:
+    return tuple(replace(s, **changes) if s.name == name else s for s in DEFAULT_SOURCES)
+
+
+def test_tracing_text_says_why_a_guest_is_not_traced() -> None:
+    guests = [GuestSpec("kvm"), GuestSpec("traced", traced=True), GuestSpec("emu", accel="tcg")]
+    live = snapshot(guests)
+    g, traced, tcg = live.guests
+    assert tracing_text(live, traced).splitlines() == [
+        "tracing exits by reason for this guest (232 counters)",
+        "tracepoints/s: kvm_exit:total 4.0k  kvm_exit:HLT 2.4k  kvm_exit:EPT_MISCONFIG 1.2k",
+    ]
+    assert tracing_text(live, tcg) == "per-reason tracing n/a: TCG guest (no KVM exits)"
+    refused = snapshot(guests, sources=_status_named(
+        TRACE_SOURCE, ok=False, reason=f"tracing {g.uuid}: perf_event_open: not permitted"))
+    assert tracing_text(refused, refused.guests[0]) == (
+        f"per-reason tracing unavailable: tracing {g.uuid}: perf_event_open: not permitted")
+    replay = snapshot(guests, mode="replay")
+    assert tracing_text(replay, replay.guests[0]) == (
+        "per-reason tracing not in this recording for this guest (a replay cannot trace; "
+        "record with kvmtop record --trace GUEST)")
+    assert tracing_text(replay, replay.guests[1]).startswith("tracing exits by reason")
+    old = snapshot(guests, sources=DEFAULT_SOURCES[:-1])
+    assert tracing_text(old, old.guests[0]) == (
+        "per-reason tracing unavailable: no tracepoint source")
 
 
 async def test_detail_follows_frames_and_survives_the_guest_leaving() -> None:
