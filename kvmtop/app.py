@@ -7,15 +7,23 @@ posts one `FrameReady` per frame; a frame still queued is replaced by a newer on
 a slow terminal shows the latest frame rather than a backlog. The UI thread never
 waits for libvirt. Pausing freezes what is shown while collection goes on.
 
+Over a recording (a `Navigable` feed) pausing holds playback instead, and the keys
+move through it: the UI queues a request and the same thread performs it (the feed
+reads the file), posting the frame there at once, paused or not. While it waits for
+the next tick, that thread also scans the recording for findings (the timeline's
+markers).
+
 The app does not close the feed: whoever built it closes it after `run()` returns
 (by then the worker thread has finished).
 """
 
 from __future__ import annotations
 
+import math
+import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -30,18 +38,26 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from kvmtop.feed import Feed
+from kvmtop.feed import TIME_FORMATS, Feed, Navigable, adjacent_span, parse_time
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.render import GUEST_COLUMNS, column
 from kvmtop.views.findings import FindingsPanel
 from kvmtop.views.guest_detail import GuestDetailScreen
 from kvmtop.views.guest_table import GuestTable, Threshold
-from kvmtop.views.host_strip import HostStrip
+from kvmtop.views.host_strip import HostStrip, clock
 from kvmtop.views.sources import SourcesScreen
 from kvmtop.views.themes import load_themes, variable_defaults
+from kvmtop.views.timeline import Marker, TimeInput, Timeline, TimelineState
 
 INTERVAL_STEPS: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 """Sampling intervals `+` and `-` step through (seconds)."""
+
+SPEED_STEPS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+"""Playback speeds `+` and `-` step through in replay."""
+
+SCAN_CHUNK = 4
+"""Samples scanned for findings between two looks for requests (each costs one
+pipeline push: about 6 ms at 3 guests, 30 ms at 50)."""
 
 DEFAULT_THRESHOLDS: Mapping[str, Threshold] = {
     # ../shared/reference/metrics.md §5.1: steal mean ≥ 5 % warns, ≥ 20 % is critical;
@@ -59,8 +75,25 @@ DEFAULT_THRESHOLDS: Mapping[str, Threshold] = {
 SORT_KEYS = {"P": "cpu_pct", "S": "steal_pct", "M": "mem_used", "N": "name"}
 """top/virt-top style one-key sorts: key → column key."""
 
-MAIN_SCREEN_ACTIONS = frozenset({"filter", "clear_filter", "sort"})
+MAIN_SCREEN_ACTIONS = frozenset({"filter", "clear_filter", "sort", "goto"})
 """Actions that only make sense on the main screen (hidden elsewhere)."""
+
+REPLAY_ACTIONS = frozenset({"speed", "step", "seek_by", "goto", "finding"})
+"""Actions that need a recording (hidden live)."""
+
+LIVE_ACTIONS = frozenset({"interval"})
+"""Actions that need a live feed (hidden in replay)."""
+
+Request = Callable[[Navigable], Snapshot | None]
+"""A move through a recording, asked for by the UI, performed by the collection
+thread; it returns the frame to show, or None (after saying why) for none."""
+
+
+def step_through(steps: tuple[float, ...], now: float, step: int) -> float:
+    """The first of `steps` above `now` (step > 0) or the last below it, within the ends."""
+    if step > 0:
+        return next((s for s in steps if s > now), steps[-1])
+    return next((s for s in reversed(steps) if s < now), steps[0])
 
 
 class FrameReady(Message):
@@ -78,6 +111,14 @@ class FrameReady(Message):
 
 class FeedEnded(Message):
     """The feed has no more snapshots (the end of a recording)."""
+
+
+class TimelineChanged(Message):
+    """The finding scan got further: redraw the timeline."""
+
+    def can_replace(self, message: Message) -> bool:
+        """Only the latest state matters."""
+        return isinstance(message, TimelineChanged)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -123,6 +164,17 @@ class KvmtopApp(App[None]):
         Binding("space,p", "toggle_pause", "Pause"),
         Binding("plus,equals_sign", "interval(1)", "Slower", key_display="+"),
         Binding("minus", "interval(-1)", "Faster", key_display="-"),
+        Binding("plus,equals_sign", "speed(1)", "Play faster", key_display="+"),
+        Binding("minus", "speed(-1)", "Play slower", key_display="-"),
+        Binding("comma", "step(-1)", "Step back (pauses)", show=False),
+        Binding("full_stop", "step(1)", "Step forward (pauses)", show=False),
+        Binding("left_square_bracket", "seek_by(-60)", "Back 1 min", show=False),
+        Binding("right_square_bracket", "seek_by(60)", "Forward 1 min", show=False),
+        Binding("left_curly_bracket", "seek_by(-600)", "Back 10 min", show=False),
+        Binding("right_curly_bracket", "seek_by(600)", "Forward 10 min", show=False),
+        Binding("g", "goto", "Go to"),
+        Binding("f", "finding(1)", "Next finding"),
+        Binding("F", "finding(-1)", "Previous finding", show=False),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("s", "sources", "Sources"),
@@ -177,17 +229,28 @@ class KvmtopApp(App[None]):
         """The snapshot on screen (older than `latest` while paused)."""
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self.nav: Navigable | None = feed if isinstance(feed, Navigable) else None
+        """The feed as a recording the keys move through; None when live."""
+        self._requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self._scanning = self.nav is not None
+        """The collection thread still scans for findings (set only by that thread)."""
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """kvmtop's variables derived from the current theme, for themes that lack them."""
         return variable_defaults(self.current_theme)
 
     def compose(self) -> ComposeResult:
-        """Host strip, guest table, filter input, findings, footer."""
+        """Host strip, timeline (replay), guest table, filter and go-to inputs,
+        findings, footer."""
         yield HostStrip(title=self.title_suffix, id="host")
+        timeline = Timeline(id="timeline")
+        timeline.display = self.nav is not None
+        yield timeline
         yield GuestTable(thresholds=self.thresholds, sort_key=self.initial_sort, id="guests")
         yield Input(placeholder="filter guests: name substring or regex (Esc clears)",
                     id="filter")
+        yield TimeInput(placeholder="go to: HH:MM[:SS], +10m from the start, or ISO 8601 "
+                        "(Enter goes, Esc cancels)", id="goto")
         yield FindingsPanel(id="findings")
         yield Footer()
 
@@ -210,29 +273,58 @@ class KvmtopApp(App[None]):
 
     @work(thread=True, exclusive=True, group="feed")
     def collect(self) -> None:
-        """Call the feed once per interval and post each frame (runs in a thread)."""
+        """Call the feed once per interval and post each frame (runs in a thread).
+
+        Over a recording this thread also performs the requests the keys queue,
+        holds playback while paused (after the first frame) and after the end, and
+        scans for findings while it waits.
+        """
+        shown = ended = False
         while not self._stop.is_set():
             started = time.monotonic()
+            if self.nav is not None and not self._requests.empty():
+                frame = self._requests.get()(self.nav)
+                if frame is not None:
+                    shown, ended = True, False
+                    self.post_message(FrameReady(frame))
+                continue
+            if ended or (shown and self.paused and self.nav is not None):
+                self._wait(None)
+                continue
             snapshot = self.feed.next()
             if snapshot is None:
                 self.post_message(FeedEnded())
-                return
+                if self.nav is None:
+                    return
+                ended = True
+                continue
+            shown = True
+            self._scanning = self._scanning or (self.nav is not None and self.nav.follow)
             self.post_message(FrameReady(snapshot))
-            self._sleep_until_next_tick(started)
+            self._wait(started)
 
-    def _sleep_until_next_tick(self, started: float) -> None:
-        """Wait for the rest of the interval; an interval change or quitting wakes it."""
-        while not self._stop.is_set():
-            remaining = started + self.feed.interval_s - time.monotonic()
+    def _wait(self, started: float | None) -> None:
+        """Sleep until the next tick (`started` + interval), or with None until woken,
+        scanning for findings meanwhile; a request or quitting ends it early, and a
+        new interval moves the tick."""
+        while not self._stop.is_set() and self._requests.empty():
+            remaining = math.inf if started is None else (
+                started + self.feed.interval_s - time.monotonic())
             if remaining <= 0:
                 return
-            if self._wake.wait(remaining):
+            if self._scanning and self.nav is not None:
+                self._scanning = self.nav.scan(SCAN_CHUNK)
+                self.post_message(TimelineChanged())
+                continue
+            if self._wake.wait(None if started is None else remaining):
                 self._wake.clear()
+                if started is None:
+                    return
 
     def on_frame_ready(self, message: FrameReady) -> None:
         """Keep the newest frame; show it unless paused."""
         self.latest = message.snapshot
-        if not self.paused:
+        if not self.paused or self.nav is not None:  # over a recording, frames come paused
             self.display_snapshot(message.snapshot)
 
     def on_feed_ended(self) -> None:
@@ -247,6 +339,7 @@ class KvmtopApp(App[None]):
             self.query_one(HostStrip).show(shown)
             self.query_one(GuestTable).show(shown)
             self.query_one(FindingsPanel).show(shown)
+            self._show_timeline()
             if isinstance(self.screen, GuestDetailScreen | SourcesScreen):
                 self.screen.show(shown)
 
@@ -263,24 +356,30 @@ class KvmtopApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Table keys (filter, sort) act only while the guest table is on screen."""
+        if not self._for_this_feed(action):
+            return False
         if action in MAIN_SCREEN_ACTIONS:
             return len(self.screen_stack) == 1
         return True
 
+    def _for_this_feed(self, action: str) -> bool:
+        """Replay keys need a recording; the sampling interval needs a live feed."""
+        if action in REPLAY_ACTIONS:
+            return self.nav is not None
+        return action not in LIVE_ACTIONS or self.nav is None
+
     def action_toggle_pause(self) -> None:
-        """Freeze the display (collection goes on), or show the latest frame again."""
+        """Freeze the display (collection goes on; a recording holds), or show the
+        latest frame again (a recording plays on)."""
         self.paused = not self.paused
+        self._wake.set()
         current = self.displayed if self.paused else self.latest
         if current is not None:
             self.display_snapshot(current)
 
     def action_interval(self, step: int) -> None:
         """Step the sampling interval up (+1) or down (-1) through INTERVAL_STEPS."""
-        now = self.feed.interval_s
-        if step > 0:
-            new = next((s for s in INTERVAL_STEPS if s > now), INTERVAL_STEPS[-1])
-        else:
-            new = next((s for s in reversed(INTERVAL_STEPS) if s < now), INTERVAL_STEPS[0])
+        new = step_through(INTERVAL_STEPS, self.feed.interval_s, step)
         self.feed.interval_s = new
         self._wake.set()
         self.notify(f"sampling every {new:g} s", timeout=3)
@@ -355,8 +454,10 @@ class KvmtopApp(App[None]):
             (", ".join(self.get_key_display(Binding(k, b.action)) for k in b.key.split(",")),
              b.description)
             for b in (*self.BINDINGS, *GuestTable.BINDINGS)
-            if isinstance(b, Binding)
+            if isinstance(b, Binding) and self._for_this_feed(b.action.partition("(")[0])
         ]
+        if self.nav is not None:
+            keys += [("click the timeline", "go to that time"), ("g accepts", TIME_FORMATS)]
         keys += [
             ("↑ ↓ PgUp PgDn", "move the cursor"),
             ("Enter", "open the guest detail (Esc goes back)"),
@@ -373,10 +474,17 @@ class KvmtopApp(App[None]):
         yield SystemCommand("Sources view", "Collector health, why cells are blank",
                             self.action_sources)
         yield SystemCommand("Filter guests", "By name (substring or regex)", self.action_filter)
-        yield SystemCommand("Slower sampling", "Next longer interval",
-                            partial(self.action_interval, 1))
-        yield SystemCommand("Faster sampling", "Next shorter interval",
-                            partial(self.action_interval, -1))
+        if self.nav is None:
+            yield SystemCommand("Slower sampling", "Next longer interval",
+                                partial(self.action_interval, 1))
+            yield SystemCommand("Faster sampling", "Next shorter interval",
+                                partial(self.action_interval, -1))
+        else:
+            yield SystemCommand("Go to a time", "In the recording", self.action_goto)
+            yield SystemCommand("Next finding", "Where the next finding was raised",
+                                partial(self.action_finding, 1))
+            yield SystemCommand("Previous finding", "Where the previous finding was raised",
+                                partial(self.action_finding, -1))
         for col in GUEST_COLUMNS:
             yield SystemCommand(f"Sort by {col.header}", col.help or col.header,
                                 partial(self.action_sort, col.key))
@@ -387,3 +495,118 @@ class KvmtopApp(App[None]):
             for g in self.displayed.guests:
                 yield SystemCommand(f"Guest {g.name}", f"Open the detail of {g.uuid}",
                                     partial(self.open_guest, g.uuid), discover=False)
+
+    # ------------------------------------------------------------------ replay navigation
+
+    def _navigate(self, request: Request) -> None:
+        """Queue a move through the recording for the collection thread."""
+        self.query_one(HostStrip).note = ""
+        self._requests.put(request)
+        self._wake.set()
+        if self.nav is not None:
+            self.nav.interrupt()
+
+    def _show_timeline(self) -> None:
+        """Redraw the timeline from the feed's extent, finding spans and speed."""
+        nav = self.nav
+        if nav is None or nav.extent is None:
+            return
+        start, end = nav.extent
+        progress = None
+        if self._scanning and not nav.follow:
+            done = 0.0 if nav.scanned_s is None else nav.scanned_s - start
+            progress = int(100 * done / (end - start)) if end > start else 0
+        self.query_one(Timeline).show(TimelineState(
+            start, end, None if self.displayed is None else self.displayed.wall_s, nav.speed,
+            self.paused, tuple(Marker(s.since_s, s.until_s, s.severity) for s in nav.spans),
+            progress,
+        ))
+
+    def on_timeline_changed(self) -> None:
+        """The scan found more: redraw the timeline."""
+        self._show_timeline()
+
+    def on_timeline_seek(self, message: Timeline.Seek) -> None:
+        """A click on the timeline: go there."""
+        self._navigate(lambda nav: nav.seek(message.time_s))
+
+    def action_speed(self, step: int) -> None:
+        """Play faster (+1) or slower (-1) through SPEED_STEPS."""
+        if self.nav is None:
+            return
+        self.nav.speed = step_through(SPEED_STEPS, self.nav.speed, step)
+        self._wake.set()
+        self._show_timeline()
+        self.notify(f"playing at ×{self.nav.speed:g}", timeout=3)
+
+    def action_step(self, n: int) -> None:
+        """Pause, then show the sample `n` samples away."""
+        if not self.paused:
+            self.action_toggle_pause()
+        self._navigate(partial(self._step, n))
+
+    def _step(self, n: int, nav: Navigable) -> Snapshot | None:
+        """(Collection thread.) Step, or say that there is nothing there."""
+        frame = nav.step(n)
+        if frame is None:
+            self.notify(f"at the {'start' if n < 0 else 'end'} of the recording", timeout=3)
+        return frame
+
+    def action_seek_by(self, seconds: float) -> None:
+        """Go `seconds` from the frame shown (the recording's first or last sample at
+        most)."""
+        self._navigate(partial(self._seek_by, seconds))
+
+    @staticmethod
+    def _seek_by(seconds: float, nav: Navigable) -> Snapshot | None:
+        """(Collection thread.) Seek relative to the latest frame (queued moves add up)."""
+        here = nav.position_s
+        if here is None:
+            here = nav.extent[0] if nav.extent is not None else 0.0
+        return nav.seek(here + seconds)
+
+    def action_goto(self) -> None:
+        """Open the box for a time to go to."""
+        self.query_one(TimeInput).open()
+
+    @on(Input.Submitted, "#goto")
+    def _goto_submitted(self, event: Input.Submitted) -> None:
+        start, end = self.nav.extent if self.nav and self.nav.extent else (None, None)
+        try:
+            target = parse_time(event.value, start, end)
+        except ValueError as exc:
+            self.notify(str(exc), title="Go to", severity="error", timeout=8, markup=False)
+            return
+        self.query_one(TimeInput).close()
+        self.query_one(GuestTable).focus()
+        if start is not None and end is not None and not start <= target <= end:
+            self.notify(f"{clock(target)} is outside the recording ({clock(start)} to "
+                        f"{clock(end)}): showing the nearest sample", severity="warning",
+                        timeout=5)
+        self._navigate(lambda nav: nav.seek(target))
+
+    @on(TimeInput.Closed)
+    def _goto_closed(self) -> None:
+        self.query_one(GuestTable).focus()
+
+    def action_finding(self, direction: int) -> None:
+        """Go to where the next (1) or previous (-1) finding was raised."""
+        self._navigate(partial(self._to_finding, direction))
+
+    def _to_finding(self, direction: int, nav: Navigable) -> Snapshot | None:
+        """(Collection thread.) Seek to a finding's raise time, the window primed with
+        its lead-up (from its first bad observation) so the detectors raise it again,
+        and say what it is."""
+        here = nav.position_s
+        span = adjacent_span(nav.spans, -math.inf if here is None else here, direction)
+        if span is None:
+            scanned = nav.scanned_s
+            more = f" (scanned up to {clock(scanned)} so far)" if (
+                self._scanning and scanned is not None) else ""
+            self.notify(f"no {'later' if direction > 0 else 'earlier'} finding{more}",
+                        timeout=4)
+            return None
+        self.notify(f"{span.severity} {span.detector} on {span.subject_name}: "
+                    f"{span.message} ({clock(span.since_s)} to {clock(span.until_s)})",
+                    timeout=6, markup=False)
+        return nav.seek(span.raised_s, lead_s=span.raised_s - span.since_s)

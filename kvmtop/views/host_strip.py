@@ -127,11 +127,15 @@ def badge_lines(snapshot: Snapshot) -> list[str]:
 
 
 class ModeBadge(Static):
-    """LIVE / PAUSED / REPLAY @ time, and REC with the recording path."""
+    """LIVE / PAUSED / REPLAY / FOLLOW @ time, and REC with the recording path.
+
+    FOLLOW (a recording still being written) wears the REPLAY colour.
+    """
 
     def show(self, snapshot: Snapshot) -> None:
         """Show the mode of a snapshot."""
-        self.set_classes(f"-{snapshot.mode}" + (" -rec" if snapshot.recording else ""))
+        mode = "replay" if snapshot.mode == "follow" else snapshot.mode
+        self.set_classes(f"-{mode}" + (" -rec" if snapshot.recording else ""))
         self.update("\n".join(badge_lines(snapshot)))
 
 
