@@ -1,21 +1,27 @@
 """Per-reason tracing through the sampler and the live feed, over a fake tracer:
-who is attached when, on which thread, what the tracer's status says; and
-`Sampler.close()` closing every collector."""
+who is attached when, on which thread, what the tracer's status says; the real
+collector's refusals (perf not permitted, no fds, no tracefs) as a status, never a
+crash; and `Sampler.close()` closing every collector."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from kvmtop.collectors.base import CollectorError, Probe
-from kvmtop.collectors.perf import PerfError
+from kvmtop.collectors.perf import PerfError, PerfEventAttr
+from kvmtop.collectors.tracepoints import TracepointCollector
 from kvmtop.feed import LiveFeed, Pipeline
 from kvmtop.model.rates import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE
 from kvmtop.model.sample import GuestSample, HostSample, Sample, SourceStatus, VcpuSample
 from kvmtop.sampler import Sampler, Tracer
+from tests.collectors.test_tracepoints import fake_tracefs
 
 KVM = GuestSample(uuid="u-kvm", name="kvm", pid=10, accel="kvm",
                   vcpus=(VcpuSample(0, tid=11), VcpuSample(1, tid=12)))
@@ -92,7 +98,7 @@ def status(sample: Sample) -> SourceStatus:
     return found
 
 
-def make(tracer: FakeTracer, *guests: GuestSample) -> tuple[Sampler, Guests]:
+def make(tracer: Tracer, *guests: GuestSample) -> tuple[Sampler, Guests]:
     source = Guests(*guests)
     return Sampler(None, source, [tracer]), source
 
@@ -157,6 +163,30 @@ def test_attach_failure_shows_in_the_status_and_is_retried_on_a_new_request() ->
     sampler.trace(["u-kvm"])  # the detail screen opened again
     assert status(sampler.sample()).ok
     assert tracer.calls[-1] == ("attach", "u-kvm", (11, 12))
+
+
+@pytest.mark.parametrize(
+    ("tracefs", "err", "words"),
+    [(True, errno.EPERM, "CAP_PERFMON"), (True, errno.EMFILE, "RLIMIT_NOFILE"),
+     (False, 0, "tracefs not mounted")],
+)
+def test_a_refused_trace_is_a_status_not_a_crash(
+    tmp_path: Path, tracefs: bool, err: int, words: str
+) -> None:
+    if tracefs:
+        fake_tracefs(tmp_path)
+
+    def refuse(_a: PerfEventAttr, _p: int, _c: int, _g: int, _f: int) -> int:
+        ctypes.set_errno(err)
+        return -1
+
+    sampler, _ = make(TracepointCollector(tmp_path, mount=False, open_fn=refuse), KVM)
+    sampler.trace(["u-kvm"])
+    sample = sampler.sample()
+    st = status(sample)
+    assert not st.ok and st.reason is not None and words in st.reason
+    assert "tracing u-kvm: " in st.reason and st.detail[TRACE_ATTACHED] == ""
+    assert sample.guests == (KVM,)
 
 
 def test_failure_while_counting_shows_in_the_status() -> None:

@@ -1,0 +1,180 @@
+"""`kvmtop export`: a recording as CSV, JSON lines or OpenMetrics text, for other tools.
+
+Layer: headless output (like `batch` and `serve`). Never imports textual.
+
+Every sample of the range goes through the shared `Pipeline` with the detector
+engine (`kvmtop.report.frames`), and each format reuses the code that already
+defines it:
+
+- csv: one row per guest per sample: `time` (Unix s), `uuid`, then every
+  `GUEST_COLUMNS` key with the column's raw value (the number the TUI sorts by,
+  unformatted and in base units: percent, per second, bytes, and bits/s for
+  `net_mbps`); empty when unknown. Rates need two samples, so the first sample's
+  rows have empty rates.
+- jsonl: one `kvmtop.batch.snapshot_json` object per sample: the schema of
+  `kvmtop --batch --format json`.
+- openmetrics: `kvmtop.serve.sample_families` of every sample (raw cumulative
+  counters and the active findings, as `kvmtop serve` exposes them), each point with
+  the sample's timestamp, rendered by the endpoint's OpenMetrics encoder; ends with
+  `# EOF`. OpenMetrics wants each family's lines together and each series' points
+  together in time order, while a recording holds one sample (every family) after
+  another, so the lines are sorted through a temporary SQLite database on disk
+  (memory stays bounded; the disk holds about the size of the output until the end).
+  `promtool tsdb create-blocks-from openmetrics` reads the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import sqlite3
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from kvmtop.batch import snapshot_json
+from kvmtop.feed import Pipeline
+from kvmtop.model.sample import Sample
+from kvmtop.model.snapshot import Snapshot
+from kvmtop.render import GUEST_COLUMNS
+from kvmtop.report import Progress, extent, frames
+from kvmtop.serve import sample_families
+
+if TYPE_CHECKING:
+    from kvmtop.config import Settings
+    from kvmtop.store.reader import StoreReader
+
+FORMATS = ("csv", "jsonl", "openmetrics")
+OPENMETRICS = "application/openmetrics-text"
+CSV_HEADER = ("time", "uuid", *(c.key for c in GUEST_COLUMNS))
+
+
+def _cell(v: float | str | None) -> str | float:
+    if v is None:
+        return ""
+    return round(v, 3) if isinstance(v, float) else v
+
+
+def write_csv(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> int:
+    """One row per guest per sample (see the module docstring); returns the rows written."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    rows = 0
+    for _sample, snap in pairs:
+        t = round(snap.wall_s, 3)
+        for g in snap.guests:
+            writer.writerow([t, g.uuid, *(_cell(c.value(g)) for c in GUEST_COLUMNS)])
+            rows += 1
+    return rows
+
+
+def write_jsonl(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> int:
+    """One batch JSON object per sample, one per line; returns the lines written."""
+    lines = 0
+    for _sample, snap in pairs:
+        out.write(json.dumps(snapshot_json(snap), separators=(",", ":")) + "\n")
+        lines += 1
+    return lines
+
+
+class _Families(Collector):
+    """Hands prepared metric families to the encoder."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        """The families."""
+        return iter(self.families)
+
+
+def _stamped(sample: Sample, snap: Snapshot) -> list[Metric]:
+    """The sample's families with every point stamped with the sample's wall time."""
+    families = sample_families(sample, snap)
+    for family in families:
+        family.samples = [s._replace(timestamp=sample.wall_s) for s in family.samples]
+    return families
+
+
+def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> int:
+    """Every sample's families with timestamps, grouped by family and series, then
+    `# EOF`; returns the samples exported."""
+    encode = choose_encoder(OPENMETRICS)[0]
+    families: dict[str, tuple[int, str]] = {}  # name → (order, HELP/TYPE/UNIT lines)
+    series: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+    # "" opens a private temporary database on disk, deleted on close.
+    with contextlib.closing(sqlite3.connect("")) as db:
+        db.execute("CREATE TABLE line (family INTEGER, series INTEGER, t REAL, text TEXT)")
+        exported = 0
+        for sample, snap in pairs:
+            stamped = _stamped(sample, snap)
+            lines = encode(_Families(stamped)).decode().split("\n")
+            rows = []
+            at = 0
+            for family in stamped:
+                head = 3 if family.unit else 2
+                if family.name not in families:
+                    families[family.name] = (len(families), "\n".join(lines[at:at + head]))
+                order = families[family.name][0]
+                at += head
+                for s in family.samples:
+                    key = (s.name, tuple(sorted(s.labels.items())))
+                    sid = series.setdefault(key, len(series))
+                    rows.append((order, sid, sample.wall_s, lines[at]))
+                    at += 1
+            if lines[at] != "# EOF":
+                raise AssertionError(f"unexpected OpenMetrics encoding at {lines[at]!r}")
+            db.executemany("INSERT INTO line VALUES (?, ?, ?, ?)", rows)
+            exported += 1
+        headers = {order: head for order, head in families.values()}
+        current = None
+        for order, text in db.execute(
+            "SELECT family, text FROM line ORDER BY family, series, t, rowid"
+        ):
+            if order != current:
+                out.write(headers[order] + "\n")
+                current = order
+            out.write(text + "\n")
+    out.write("# EOF\n")
+    return exported
+
+
+WRITERS = {"csv": write_csv, "jsonl": write_jsonl, "openmetrics": write_openmetrics}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `kvmtop export` (FILE, --from/--to and --config come from the CLI)."""
+    parser.description = (
+        "Export a recording through the same rates and detectors as the TUI: csv (one "
+        "row per guest per sample, the guest-table columns as raw numbers), jsonl (the "
+        "batch JSON schema, one object per sample) or openmetrics (raw counters and "
+        "findings as `kvmtop serve` exposes them, with timestamps)."
+    )
+    parser.add_argument("--format", choices=FORMATS, required=True, help="output format")
+    parser.add_argument("-o", "--output", type=Path, metavar="OUT",
+                        help="write to OUT (default: standard output)")
+
+
+def run(args: argparse.Namespace, _settings: Settings, reader: StoreReader,
+        pipeline: Pipeline, from_s: float | None, to_s: float | None) -> int:
+    """`kvmtop export` over the open recording and range the CLI prepared; returns the
+    exit status."""
+    progress = Progress("kvmtop export", *(extent(reader, from_s, to_s) or (None, None)))
+    pairs = frames(reader, pipeline, from_s=from_s, to_s=to_s, progress=progress)
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout if args.output is None else stack.enter_context(
+            open(args.output, "w", encoding="utf-8", newline=""))
+        count = WRITERS[args.format](pairs, out)
+        out.flush()
+    progress.done()
+    unit = "rows" if args.format == "csv" else "samples"
+    where = "standard output" if args.output is None else str(args.output)
+    print(f"kvmtop export: {count} {unit} written to {where}", file=sys.stderr)
+    return 0
