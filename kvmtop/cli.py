@@ -1,14 +1,16 @@
 """Command line: parse arguments, build the feed, run the TUI or a headless loop.
 
 The only module that reads argv and the environment. Headless paths (`--batch`,
-`record`, `replay --batch`, `slice`, `doctor`, `serve`) never import textual: the app
-module is imported only when a TUI starts.
+`record`, `replay --batch`, `slice`, `report`, `export`, `doctor`, `serve`) never
+import textual: the app module is imported only when a TUI starts.
 
     kvmtop [-c URI] [-d S] [--batch [-n N] [--format text|json]]     live
     kvmtop record -o FILE [--interval S] [--duration S] [--max-size MIB] [--max-age H]
                   [--trace GUEST ...]
     kvmtop replay FILE [--from T] [--to T] [--speed X] [--follow] [--batch ...]
     kvmtop slice FILE [--from T] [--to T] -o OUT
+    kvmtop report FILE [--from T] [--to T] [--format text|md|json|html] [-o OUT]
+    kvmtop export FILE --format csv|jsonl|openmetrics [--from T] [--to T] [-o OUT]
     kvmtop doctor | serve
 
 Exit status 2 for unusable input (options, config file, a recording that is missing,
@@ -73,7 +75,7 @@ def _range_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for `kvmtop` and its commands."""
-    from kvmtop import doctor, serve
+    from kvmtop import doctor, export, report, serve
 
     p = argparse.ArgumentParser(
         prog="kvmtop",
@@ -130,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     cut.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                      help="the new recording (must not exist)")
 
+    for name, module, text in (
+        ("report", report, "summarize a recording: findings, offenders, host baseline"),
+        ("export", export, "export a recording as CSV, JSON lines or OpenMetrics"),
+    ):
+        sub = commands.add_parser(name, parents=[common], help=text)
+        sub.add_argument("file", type=Path, metavar="FILE", help="the recording")
+        _range_options(sub)
+        module.add_arguments(sub)
     for name, module, text in (("doctor", doctor, "check every data source and the host"),
                                ("serve", serve, "serve OpenMetrics for Prometheus")):
         module.add_arguments(commands.add_parser(name, parents=[common], help=text))
@@ -331,6 +341,22 @@ def _slice(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _summarize(args: argparse.Namespace, settings: Settings) -> int:
+    """`report` and `export`: FILE and --from/--to here, the rest in their module."""
+    from kvmtop import export, report
+
+    with _open_recording(args.file) as reader:
+        try:
+            from_s, to_s = _range(args, reader)
+        except ValueError as exc:
+            print(f"kvmtop: {exc}", file=sys.stderr)
+            return 2
+        run = report.run if args.command == "report" else export.run
+        status = run(args, settings, reader, build_pipeline(settings), from_s, to_s)
+        _report_notices(reader)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kvmtop` console script; returns the exit status."""
     from kvmtop.store.meta import StoreError
@@ -345,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         from kvmtop import doctor, serve
 
         return int((doctor if args.command == "doctor" else serve).run(args, settings))
-    command = {"record": _record, "replay": _replay, "slice": _slice}.get(args.command, _live)
+    command = {"record": _record, "replay": _replay, "slice": _slice, "report": _summarize,
+               "export": _summarize}.get(args.command, _live)
     try:
         return command(args, settings)
     except StoreError as exc:  # missing, damaged, newer, unwritable: the message says which
