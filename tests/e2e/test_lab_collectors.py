@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -22,6 +24,7 @@ from kvmtop.app import KvmtopApp
 from kvmtop.cli import build_live_feed, build_pipeline, build_sampler
 from kvmtop.collectors.libvirt import LibvirtCollector
 from kvmtop.config import Settings
+from kvmtop.feed import ReplayFeed
 from kvmtop.model.rates import (
     EXIT_SOURCE_BINARY,
     EXIT_SOURCE_TRACEPOINTS,
@@ -34,7 +37,8 @@ from kvmtop.model.rates import (
 )
 from kvmtop.model.sample import Sample, SourceStatus
 from kvmtop.model.snapshot import Snapshot
-from kvmtop.views.guest_detail import GuestDetailScreen
+from kvmtop.store.reader import StoreReader
+from kvmtop.views.guest_detail import GuestDetailScreen, tracing_text
 from tests.app.builders import wait_until
 from tests.lab.fixture import Lab
 
@@ -395,3 +399,37 @@ async def test_detail_screen_traces_its_guest_and_leaks_no_fd(lab: Lab, tmp_path
             assert _fds() == before
     finally:
         feed.close()
+
+
+def test_record_trace_keeps_exits_by_reason_for_replay(lab: Lab, tmp_path: Path) -> None:
+    """`kvmtop record --trace GUEST` traces that guest for the whole recording; its
+    replay shows the tracepoint rates and the detail text says so, while another
+    guest's says the recording has none."""
+    name = "lab-probe-pio"
+    path = tmp_path / "traced.kvmtop"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvmtop", "record", "-o", str(path), "--interval", "2",
+         "--duration", "8", "--trace", name],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"exits by reason of {name}" in proc.stderr
+    reader = StoreReader(path)
+    feed = ReplayFeed(reader, build_pipeline(Settings()))
+    frames = []
+    try:
+        while (snap := feed.next()) is not None:
+            frames.append(snap)
+    finally:
+        feed.close()
+    last = frames[-1]
+    status = _tracing(last)
+    if not status.detail.get(TRACE_ATTACHED):
+        pytest.skip(f"perf tracepoints unavailable: {status.reason}")
+    traced = last.guest(lab.guests[name].uuid)
+    assert traced is not None and traced.tracepoint_rates["kvm_pio:total"] > 0
+    assert tracing_text(last, traced).startswith("tracing exits by reason for this guest (")
+    other = next(g for g in last.guests if g.name == "lab-probe-hlt")
+    assert not other.tracepoint_rates
+    assert tracing_text(last, other).startswith(
+        "per-reason tracing not in this recording for this guest")
