@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 
 from kvmtop import __version__
 from kvmtop.config import ConfigError, Settings, load_settings
-from kvmtop.feed import TIME_FORMATS, Feed, LiveFeed, Pipeline, parse_time
+from kvmtop.feed import TIME_FORMATS, Feed, parse_time
+from kvmtop.wiring import build_live_feed, build_pipeline, build_sampler
 
 if TYPE_CHECKING:
     from kvmtop.sampler import Sampler
@@ -147,44 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- wiring
-
-
-def build_sampler(settings: Settings) -> Sampler:
-    """The real collectors, wired to a sampler."""
-    from kvmtop.collectors.host import HostCollector
-    from kvmtop.collectors.kvmdebugfs import DebugfsCollector
-    from kvmtop.collectors.libvirt import LibvirtCollector
-    from kvmtop.collectors.processes import ProcessCollector
-    from kvmtop.collectors.sched import SchedCollector
-    from kvmtop.collectors.topology import TopologyCollector
-    from kvmtop.collectors.tracepoints import TracepointCollector
-    from kvmtop.collectors.vswitch import VswitchCollector
-    from kvmtop.sampler import Sampler
-
-    return Sampler(
-        HostCollector(),
-        LibvirtCollector(settings.uri, balloon_every=settings.balloon_every),
-        # Unmanaged KVM processes join the guests first, so the vCPU schedstat and
-        # the debugfs stats cover them too; topology and tracepoints read the vCPU
-        # threads sched found. Tracepoints count only the guests asked for (trace()).
-        [ProcessCollector(), SchedCollector(), TopologyCollector(), DebugfsCollector(),
-         TracepointCollector()],
-        host_enrichers=[VswitchCollector()],
-        interval_s=settings.interval_s,
-    )
-
-
-def build_pipeline(settings: Settings) -> Pipeline:
-    """The shared pipeline, with the detectors, as live and replay both use it."""
-    from kvmtop.detectors.engine import build_engine
-
-    return Pipeline(window_size=settings.window_size, min_ops=settings.min_ops,
-                    detect=build_engine(settings.detectors))
-
-
-def build_live_feed(settings: Settings) -> LiveFeed:
-    """Wire the real collectors to the shared pipeline."""
-    return LiveFeed(build_sampler(settings), build_pipeline(settings))
 
 
 def _uri_error(sampler: Sampler, explicit: bool) -> str | None:

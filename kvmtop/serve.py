@@ -799,9 +799,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """`kvmtop serve`: run until SIGTERM or SIGINT; returns the exit status."""
-    from kvmtop.cli import build_live_feed
     from kvmtop.detectors.engine import build_engine
     from kvmtop.feed import LiveFeed, Pipeline
+    from kvmtop.wiring import build_live_feed
 
     base = build_live_feed(settings)
     # The endpoint's findings need the detector engine in the pipeline.
