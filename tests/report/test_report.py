@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kvmtop.batch import finding_json
 from kvmtop.cli import build_pipeline, main
 from kvmtop.config import Settings
 from kvmtop.report import (
@@ -321,3 +323,14 @@ def test_build_report_keeps_bounded_aggregates(recording: Path) -> None:
     assert report.samples == MINUTES * 30
     assert all(g.frames == report.samples for g in report.guests)
     assert all(len(s.values) == PLOT_POINTS for g in report.guests for s in g.series.values())
+
+
+def test_a_two_sample_window_gives_the_same_findings(recording: Path) -> None:
+    """The CLI reports through a window of 2 (the detectors keep their own history)."""
+    spans = []
+    for size in (2, Settings().window_size):
+        with StoreReader(recording) as reader:
+            report = build_report(reader, build_pipeline(replace(Settings(), window_size=size)))
+        spans.append([(finding_json(s.peak), s.start_s, s.end_s, s.ongoing)
+                      for s in report.findings])
+    assert spans[0] == spans[1] and len(spans[0]) >= 3
