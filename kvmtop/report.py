@@ -5,10 +5,11 @@ Layer: headless output (like `batch` and `serve`). Never imports textual.
 The recording's raw samples go through the shared `Pipeline` with the detector
 engine (the rates, window, detectors and snapshots of the TUI and of replay), one
 snapshot at a time, into streaming accumulators; no list of snapshots is kept, so
-memory does not grow with the length of the range. What is kept:
+memory does not grow with the length of the range (the CLI also gives the pipeline
+a two-sample window: the detectors keep their own history). What is kept:
 
-- findings: one span per raised finding (detector, subject, first-bad time, last
-  time seen active), with the evidence of its worst tick: the highest severity and,
+- findings: one `FindingPeriod` per raised finding (detector, subject, first-bad
+  time, last time seen active), with the evidence of its worst tick: the highest severity and,
   among those, the largest first evidence figure (every detector lists its main
   measurement first);
 - per guest and per host figure: count, sum, exact min and max, the time integral
@@ -480,8 +481,12 @@ def _fold(into: dict[str, Stats], figures: Sequence[Figure[T]], item: T,
 
 
 @dataclass(slots=True)
-class FindingSpan:
+class FindingPeriod:
     """One raised finding over the range.
+
+    Like the replay timeline's `kvmtop.feed.FindingSpan`, plus the evidence at the
+    finding's worst tick, which the report shows; a finding that clears and comes
+    back (a new first-bad time) is a second period.
 
     Attributes:
         peak: the finding at its worst tick (see the module docstring).
@@ -496,18 +501,19 @@ class FindingSpan:
     ongoing: bool = False
 
 
-def _severity(f: Finding) -> tuple[int, float]:
+def _badness(f: Finding) -> tuple[int, float]:
+    """Orders a finding's ticks: severity, then the size of its main evidence figure."""
     first = next(iter(f.evidence.values()), 0.0)
     rank = SEVERITIES.index(f.severity) if f.severity in SEVERITIES else 0
     return rank, abs(first)
 
 
 class FindingTracker:
-    """Turns the active findings of each snapshot into spans."""
+    """Turns the active findings of each snapshot into periods."""
 
     def __init__(self) -> None:
-        self._open: dict[tuple[str, str, str, float], FindingSpan] = {}
-        self.closed: list[FindingSpan] = []
+        self._open: dict[tuple[str, str, str, float], FindingPeriod] = {}
+        self.closed: list[FindingPeriod] = []
 
     def add(self, snap: Snapshot) -> None:
         """Extend the spans still active, open new ones, close the others."""
@@ -517,15 +523,15 @@ class FindingTracker:
             active.add(key)
             span = self._open.get(key)
             if span is None:
-                self._open[key] = FindingSpan(f, f.since_s, snap.wall_s)
+                self._open[key] = FindingPeriod(f, f.since_s, snap.wall_s)
                 continue
             span.end_s = snap.wall_s
-            if _severity(f) > _severity(span.peak):
+            if _badness(f) > _badness(span.peak):
                 span.peak = f
         for key in [k for k in self._open if k not in active]:
             self.closed.append(self._open.pop(key))
 
-    def spans(self) -> list[FindingSpan]:
+    def periods(self) -> list[FindingPeriod]:
         """Every span by start time; those active at the last snapshot are ongoing."""
         for span in self._open.values():
             span.ongoing = True
@@ -560,7 +566,7 @@ class Report:
     samples: int
     guests: list[GuestAcc]
     host: HostAcc
-    findings: list[FindingSpan]
+    findings: list[FindingPeriod]
     notices: list[str]
 
 
@@ -705,7 +711,7 @@ def build_report(
     return Report(
         path=reader.path, meta=reader.meta, from_s=from_s, to_s=to_s, first_s=first_s,
         last_s=prev_s, step_s=step_s, samples=samples, guests=list(guests.values()),
-        host=host, findings=tracker.spans(), notices=list(reader.notices),
+        host=host, findings=tracker.periods(), notices=list(reader.notices),
     )
 
 
@@ -1036,7 +1042,7 @@ def _clock(t: float, long: bool) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:%M" if long else "%H:%M:%S")
 
 
-def svg_plot(key: str, lines: Sequence[tuple[str, str, Series]], spans: Sequence[FindingSpan],
+def svg_plot(key: str, lines: Sequence[tuple[str, str, Series]], spans: Sequence[FindingPeriod],
              start: float, end: float, fmt: Callable[[float | None], str],
              gap_s: float) -> str:
     """One inline SVG time-series plot.
@@ -1109,7 +1115,7 @@ def _runs(series: Series, gap_s: float) -> Iterator[list[tuple[float, float]]]:
 
 
 def _figure(key: str, title: str, lines: Sequence[tuple[str, str, Series]],
-            spans: Sequence[FindingSpan], report: Report,
+            spans: Sequence[FindingPeriod], report: Report,
             fmt: Callable[[float | None], str]) -> str:
     start, end = report.host.series_range
     # A line breaks where samples are missing: more than 3 sampling steps without
