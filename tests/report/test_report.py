@@ -3,6 +3,7 @@ in text, Markdown, JSON and HTML, over the scripted recording of conftest.py."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import random
@@ -21,6 +22,7 @@ from kvmtop.report import (
     PLOT_POINTS,
     RELATIVE_ERROR,
     LogHistogram,
+    Progress,
     Series,
     Stats,
     build_report,
@@ -334,3 +336,27 @@ def test_a_two_sample_window_gives_the_same_findings(recording: Path) -> None:
         spans.append([(finding_json(s.peak), s.start_s, s.end_s, s.ongoing)
                       for s in report.findings])
     assert spans[0] == spans[1] and len(spans[0]) >= 3
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_only() -> None:
+    clock = iter([0.0, 10.0, 10.1, 20.0]).__next__
+    term = Terminal()
+    progress = Progress("kvmtop report", 1000.0, 2000.0, stream=term, clock=clock)
+    progress.update(1250.0)  # 10 s for a quarter: 30 s left
+    progress.update(1300.0)  # within half a second of the last line: not redrawn
+    progress.update(1500.0)
+    progress.done()
+    lines = term.getvalue().split("\r")
+    assert lines[1].startswith("kvmtop report:  25%, about 30 s left")
+    assert lines[2].startswith("kvmtop report:  50%, about 20 s left")
+    assert lines[-1] == "\x1b[K"
+    quiet = io.StringIO()
+    Progress("kvmtop report", 1000.0, 2000.0, stream=quiet).update(1500.0)
+    assert quiet.getvalue() == ""
