@@ -832,17 +832,39 @@ def _recording(report: Report) -> Section:
 
 def _timeline(report: Report) -> Section:
     rows = []
+    notes: dict[tuple[str, str], list[FindingPeriod]] = {}
     for s in report.findings:
         f = s.peak
+        if f.severity == "info":  # facts rather than incidents: grouped below
+            notes.setdefault((f.detector, f.message), []).append(s)
+            continue
         end = "ongoing" if s.ongoing else stamp(s.end_s)
         rows.append((stamp(s.start_s), end, fmt_duration(max(s.end_s - s.start_s, 0.0)),
                      f.severity, f.detector, f.subject_name, evidence_text(f), f.message))
-    table = Table("Findings", ("Start (UTC)", "End", "Lasted", "Severity", "Detector",
-                               "Subject", "Peak evidence", "Message"), rows, left=8,
-                  kind="findings")
+    tables = []
+    if rows:
+        tables.append(Table("Findings", ("Start (UTC)", "End", "Lasted", "Severity",
+                                         "Detector", "Subject", "Peak evidence", "Message"),
+                            rows, left=8, kind="findings"))
+    if notes:
+        tables.append(Table(
+            "Notes (info findings, grouped)", ("First seen (UTC)", "Detector", "Subjects",
+                                               "Message"),
+            [(stamp(min(s.start_s for s in group)), detector, _names(group), message)
+             for (detector, message), group in sorted(notes.items(),
+                                                      key=lambda kv: kv[1][0].start_s)],
+            left=4, kind="notes"))
     note = ("Each finding from its first bad sample to the last sample it was active, "
-            "with the evidence at its worst." if rows else "No findings in the range.")
-    return Section("findings", "Findings timeline", note=note, tables=[table] if rows else [])
+            "with the evidence at its worst." if rows else "No warning or critical findings "
+            "in the range.")
+    return Section("findings", "Findings timeline", note=note, tables=tables)
+
+
+def _names(periods: Sequence[FindingPeriod], shown: int = 6) -> str:
+    """Subject names, the first `shown` of them, and how many in all."""
+    names = sorted({s.peak.subject_name for s in periods})
+    more = f" … ({len(names)} in all)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _offenders(report: Report) -> Section:
@@ -1023,6 +1045,7 @@ table{border-collapse:collapse;margin:6px 0 14px}
 th,td{padding:2px 8px;border-bottom:1px solid #e4e4e4;vertical-align:top}
 th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 caption{text-align:left;font-weight:600;padding:4px 0}
+table.findings td:nth-child(-n+3),table.notes td:first-child{white-space:nowrap}
 tr.critical td{background:#fde8e8}tr.warning td{background:#fff4e0}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px}dt{color:#666}dd{margin:0}
 figure{margin:10px 0 22px}figcaption{font-weight:600}

@@ -29,6 +29,8 @@ from kvmtop.report import (
     stamp,
 )
 from kvmtop.store.reader import StoreReader
+from kvmtop.store.writer import StoreWriter
+from tests.detectors.builders import GuestSpec, World, balloon
 from tests.report.conftest import DROPS_FROM, DT, MINUTES, STEAL
 
 PLOTTED = [m.key for m in GUEST_METRICS if m.plot]
@@ -360,3 +362,22 @@ def test_progress_on_a_terminal_only() -> None:
     quiet = io.StringIO()
     Progress("kvmtop report", 1000.0, 2000.0, stream=quiet).update(1500.0)
     assert quiet.getvalue() == ""
+
+
+def test_info_findings_are_grouped(tmp_path: Path) -> None:
+    """Facts shared by many guests (no balloon stats period) take one row, not one each."""
+    w = World([GuestSpec(f"00000000-0000-0000-0000-00000000010{i}", f"g{i}",
+                         balloon=balloon(30.0)) for i in range(3)])
+    writer = StoreWriter(tmp_path / "info.kvmtop")
+    for _ in range(10):
+        writer.append(w.sample(DT))
+    writer.close()
+    text = run_report(tmp_path / "info.kvmtop", tmp_path, "text")
+    timeline = section(text, "Findings timeline")
+    assert "No warning or critical findings in the range." in timeline
+    notes = timeline.split("-- Notes (info findings, grouped) --\n", 1)[1].splitlines()
+    assert notes[0].split()[:3] == ["First", "seen", "(UTC)"]
+    # Two facts (from memory_leak and overcommit), one row each for the three guests.
+    assert len(notes) == 4
+    assert all("g0, g1, g2" in row for row in notes[2:])
+    assert any("balloon stats period unset" in row for row in notes[2:])
