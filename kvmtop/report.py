@@ -76,6 +76,8 @@ ZERO = 1e-9
 MIN_TREND_S = 300.0
 """Memory growth needs at least this span of data (the leak detector's minimum)."""
 MIB = float(1 << 20)
+PCT_MIN_TOP = 1.0
+"""Plots in percent reach at least 1 %: 0.001 % of steal is a flat line, not a scale."""
 
 T = TypeVar("T")
 
@@ -243,6 +245,7 @@ class GuestMetric:
         offender: title of its top-offender table, None for none.
         rank: what ranks the offenders: "max", "total" (time integral) or "slope".
         plot: drawn in the HTML report.
+        min_top: the y axis reaches at least this (so near-zero noise stays flat).
     """
 
     key: str
@@ -255,6 +258,7 @@ class GuestMetric:
     offender: str | None = None
     rank: str = "max"
     plot: bool = False
+    min_top: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,10 +306,10 @@ def _from_column(key: str, baseline: str, **kw: Any) -> GuestMetric:
 
 GUEST_METRICS: tuple[GuestMetric, ...] = (
     _from_column("cpu_pct", "cpu_busy_pct", detectors=("host_pressure", "overcommit"),
-                 plot=True),
+                 plot=True, min_top=PCT_MIN_TOP),
     _from_column("steal_pct", "psi_cpu_some_pct"),
     _from_column("steal_max_pct", "psi_cpu_some_pct", detectors=("steal",),
-                 offender="Steal (worst vCPU, %)", plot=True),
+                 offender="Steal (worst vCPU, %)", plot=True, min_top=PCT_MIN_TOP),
     _from_column("exits_per_s", "exits_per_s", detectors=("exit_storm",),
                  offender="VM exits/s", plot=True),
     _from_column("disk_iops", DEVICE_IOPS),
@@ -315,7 +319,7 @@ GUEST_METRICS: tuple[GuestMetric, ...] = (
     _from_column("net_mbps", UPLINK),
     _from_column("net_drops_per_s", "softnet_drops_per_s",
                  detectors=("vnic_drops", "vswitch_saturation"),
-                 offender="vNIC drops (packets)", rank="total", plot=True),
+                 offender="vNIC drops (packets)", rank="total", plot=True, min_top=1.0),
     _from_column("mem_used", "psi_mem_some_pct",
                  detectors=("memory_leak", "qemu_memory_growth"),
                  offender="Memory growth (MiB/h)", rank="slope", plot=True),
@@ -1033,7 +1037,8 @@ def report_json(report: Report) -> dict[str, Any]:
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
            "#e377c2")
-SHADE = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
+SHADE = {"critical": "#d62728", "warning": "#ff7f0e"}
+"""Finding shading by severity (info findings are facts, not incidents: not shaded)."""
 W, H, ML, MR, MT, MB = 960, 240, 72, 16, 12, 28
 """SVG plot size and margins (px)."""
 
@@ -1067,7 +1072,7 @@ def _clock(t: float, long: bool) -> str:
 
 def svg_plot(key: str, lines: Sequence[tuple[str, str, Series]], spans: Sequence[FindingPeriod],
              start: float, end: float, fmt: Callable[[float | None], str],
-             gap_s: float) -> str:
+             gap_s: float, min_top: float) -> str:
     """One inline SVG time-series plot.
 
     Args:
@@ -1077,9 +1082,10 @@ def svg_plot(key: str, lines: Sequence[tuple[str, str, Series]], spans: Sequence
         start / end: the time range (x axis).
         fmt: formatter of the y axis labels.
         gap_s: a line breaks where no value came for longer than this.
+        min_top: the least top of the y axis.
     """
     values = [v for _, _, s in lines for _, v in s.points()]
-    top = max(values, default=0.0) * 1.05 or 1.0
+    top = max(max(values, default=0.0) * 1.05, min_top) or 1.0
 
     def y(v: float) -> float:
         return MT + (1 - v / top) * (H - MT - MB)
@@ -1139,7 +1145,7 @@ def _runs(series: Series, gap_s: float) -> Iterator[list[tuple[float, float]]]:
 
 def _figure(key: str, title: str, lines: Sequence[tuple[str, str, Series]],
             spans: Sequence[FindingPeriod], report: Report,
-            fmt: Callable[[float | None], str]) -> str:
+            fmt: Callable[[float | None], str], min_top: float) -> str:
     start, end = report.host.series_range
     # A line breaks where samples are missing: more than 3 sampling steps without
     # one, or more than 2 buckets when buckets are wider than a step.
@@ -1148,7 +1154,7 @@ def _figure(key: str, title: str, lines: Sequence[tuple[str, str, Series]],
     legend = "".join(f'<li><span style="background:{c}"></span>{html.escape(label)}</li>'
                      for label, c, _ in lines)
     return (f'<figure><figcaption>{html.escape(title)}</figcaption>'
-            f"{svg_plot(key, lines, spans, start, end, fmt, gap_s)}"
+            f"{svg_plot(key, lines, spans, start, end, fmt, gap_s, min_top)}"
             f'<ul class="legend">{legend}</ul></figure>')
 
 
@@ -1158,7 +1164,8 @@ def plots_html(report: Report) -> str:
     for m in GUEST_METRICS:
         if not m.plot:
             continue
-        related = [s for s in report.findings if s.peak.detector in m.detectors]
+        related = [s for s in report.findings if s.peak.detector in m.detectors
+                   and s.peak.severity != "info"]
         chosen = [g for g, _ in offenders(report, m)] if m.offender else sorted(
             report.guests, key=lambda g: -_p95(g.summary(m.key)))[:TOP]
         with_findings = {s.peak.guest for s in related}
@@ -1168,15 +1175,18 @@ def plots_html(report: Report) -> str:
         lines = [(g.name, PALETTE[i % len(PALETTE)], g.series[m.key])
                  for i, g in enumerate(chosen)]
         spans = [s for s in related if s.peak.guest is None or s.peak.guest in names]
-        parts.append(_figure(m.key, f"{m.label}: {m.help}", lines, spans, report, m.fmt))
+        parts.append(_figure(m.key, f"{m.label}: {m.help}", lines, spans, report, m.fmt,
+                             m.min_top))
     host = report.host
     keys = [k for k in HOST_PLOTTED if k in host.series]
     keys += sorted(k for k in host.series if k.startswith("uplink:"))[:3]
     labels = {m.key: m.label for m in HOST_METRICS}
     lines = [(labels.get(k, f"{k.partition(':')[2]} utilization %"),
               PALETTE[i % len(PALETTE)], host.series[k]) for i, k in enumerate(keys)]
-    spans = [s for s in report.findings if s.peak.detector in HOST_DETECTORS]
-    parts.append(_figure("host", "Host baseline (%)", lines, spans, report, fmt_pct))
+    spans = [s for s in report.findings if s.peak.detector in HOST_DETECTORS
+             and s.peak.severity != "info"]
+    parts.append(_figure("host", "Host baseline (%)", lines, spans, report, fmt_pct,
+                         PCT_MIN_TOP))
     return "".join(parts)
 
 
@@ -1214,8 +1224,8 @@ def render_html(report: Report) -> str:
         out.append("</section>")
         if sec.id == "offenders":
             out.append('<section id="plots"><h2>Plots</h2><p>The top guests of each figure '
-                       "and the guests with a related finding; shaded: findings "
-                       f"(red critical, orange warning, blue info). Each point is the "
+                       "and the guests with a related finding; shaded: warning (orange) and "
+                       "critical (red) findings. Each point is the "
                        f"maximum over 1/{PLOT_POINTS} of the range.</p>"
                        f"{plots_html(report)}</section>")
     out.append("</body></html>")
