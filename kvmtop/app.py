@@ -255,13 +255,16 @@ class KvmtopApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        """Report theme problems once, start collecting, focus the table."""
+        """Report theme problems once, start collecting, focus the table; a followed
+        recording opens at its newest sample, as `tail -f` does."""
         if self.theme_errors:
             self.notify("\n".join(self.theme_errors), title="Broken theme files skipped",
                         severity="warning", timeout=15)
         if self.theme_warning:
             self.notify(self.theme_warning, severity="warning", timeout=10)
         self.query_one(GuestTable).focus()
+        if self.nav is not None and self.nav.follow:
+            self._navigate(lambda nav: nav.seek(math.inf))
         self.collect()
 
     def on_unmount(self) -> None:

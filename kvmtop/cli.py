@@ -274,10 +274,11 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         reader.close()
         print(f"kvmtop: {exc}", file=sys.stderr)
         return 2
-    # The TUI scans the recording for finding spans (timeline markers, f / F).
+    # The TUI scans the recording for finding spans (timeline markers, f / F); the
+    # scan shows no frame, so a window of two samples will do (as for report).
+    scanner = None if args.batch else build_pipeline(replace(settings, window_size=2))
     feed = ReplayFeed(reader, build_pipeline(settings), speed=args.speed, from_s=from_s,
-                      to_s=to_s, follow=args.follow,
-                      scanner=None if args.batch else build_pipeline(settings))
+                      to_s=to_s, follow=args.follow, scanner=scanner)
     try:
         if args.batch:
             _run_batch(feed, args, paced=False)

@@ -19,7 +19,6 @@ import pytest
 from textual.pilot import Pilot
 
 from kvmtop.app import KvmtopApp
-from kvmtop.cli import build_pipeline
 from kvmtop.config import Settings
 from kvmtop.feed import ReplayFeed, parse_time
 from kvmtop.model.sample import GuestSample, Sample
@@ -30,6 +29,7 @@ from kvmtop.views.findings import FindingsPanel
 from kvmtop.views.guest_table import GuestTable
 from kvmtop.views.host_strip import ModeBadge
 from kvmtop.views.timeline import CURSOR, TimeInput, Timeline, cell_of
+from kvmtop.wiring import build_pipeline
 from tests.app.builders import (
     DEFAULT_SOURCES,
     NS,
@@ -82,7 +82,7 @@ def replay_feed(path: Path, **kw: Any) -> ReplayFeed:
     """The feed `kvmtop replay` builds, with the default settings."""
     settings = Settings()
     return ReplayFeed(StoreReader(path), build_pipeline(settings),
-                      scanner=build_pipeline(settings), **kw)
+                      scanner=build_pipeline(replace(settings, window_size=2)), **kw)
 
 
 @pytest.fixture
@@ -109,7 +109,8 @@ def at(app: KvmtopApp) -> float:
 async def ready(pilot: Pilot[None], app: KvmtopApp, feed: ReplayFeed) -> None:
     """Wait for the first frame and for the finding scan to reach the end."""
     await wait_until(pilot, lambda: app.displayed is not None
-                     and feed.scanned_s == T0 + LENGTH and feed.extent is not None)
+                     and feed.scanned_s == T0 + LENGTH and feed.extent is not None,
+                     timeout=30)  # the scan takes about 1 s, more on a loaded machine
     await pilot.pause()
 
 
@@ -164,7 +165,9 @@ async def test_step_back_and_forward_while_paused(feed: ReplayFeed) -> None:
 async def test_step_pauses_playback(feed: ReplayFeed) -> None:
     app = KvmtopApp(feed)
     async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot, app, feed)
+        # The next frame would come 10 s after the first: step well before that.
+        await wait_until(pilot, lambda: app.displayed is not None)
+        await pilot.pause()
         assert app.query_one(ModeBadge).has_class("-replay")
         assert "REPLAY" in str(app.query_one(ModeBadge).render())
         assert await press(pilot, app, "full_stop") == 10
@@ -263,7 +266,7 @@ async def test_playing_advances_at_the_chosen_speed(feed: ReplayFeed) -> None:
         await wait_until(pilot, lambda: at(app) >= 30)
         assert "playing ×64" in app.query_one(Timeline).render().plain
         await pilot.press("space")
-        await pilot.pause(0.3)  # a frame already on its way may still land
+        await pilot.pause(0.5)  # a frame already on its way may still land
         held = at(app)
         await pilot.pause(0.5)
         assert at(app) == held  # paused: playback holds
@@ -321,11 +324,12 @@ async def test_follow_mode_shows_samples_as_they_are_written(tmp_path: Path) -> 
     writer = StoreWriter(path)
     for t in range(0, 30, EVERY):
         writer.append(sample(t))
-    feed = replay_feed(path, follow=True, speed=64.0)
+    feed = replay_feed(path, follow=True, speed=64.0)  # a tick every 0.16 s
     app = KvmtopApp(feed)
     try:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: app.displayed is not None and at(app) == 20)
+            await wait_until(pilot, lambda: app.displayed is not None)
+            assert at(app) == 20  # the first frame is the newest sample, as tail -f
             badge = app.query_one(ModeBadge)
             assert "FOLLOW" in str(badge.render()) and badge.has_class("-replay")
             for t in (30, 40):
