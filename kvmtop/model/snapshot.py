@@ -12,7 +12,7 @@ from kvmtop.model.finding import Finding
 from kvmtop.model.rates import Frame, GuestRates, HostRates
 from kvmtop.model.sample import SourceStatus
 
-MODES = ("live", "paused", "replay")
+MODES = ("live", "paused", "replay", "follow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class Snapshot:
 
     Attributes:
         wall_s: wall time of the sample (Unix seconds).
-        mode: "live", "paused" or "replay".
+        mode: "live", "paused", "replay" or "follow" (replaying a file still being written).
         interval_s: sampling interval.
         host: host baseline rates.
         summary: host-wide figures derived from the guests.

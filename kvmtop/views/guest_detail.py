@@ -165,7 +165,7 @@ def tracing_text(snapshot: Snapshot, g: GuestRates) -> str:
             lines.append(f"tracepoints/s: {_busiest(g.tracepoint_rates)}")
         return "\n".join(lines)
     failed = status is not None and not status.ok
-    if snapshot.mode == "replay":
+    if snapshot.mode in ("replay", "follow"):
         why = f": {status.reason}" if status is not None and failed else (
             " (a replay cannot trace; record with kvmtop record --trace GUEST)")
         return f"per-reason tracing not in this recording for this guest{why}"
