@@ -12,8 +12,8 @@
    writer's ~12 ms per sample).
 2. Where the time goes, over the first `--breakdown` samples: read + decode
    (`StoreReader.iter`), the shared pipeline (rates, detectors, snapshot; a
-   two-sample window as the CLI uses), and the report's own accumulation (the rest
-   of `build_report`), in CPU ms per sample.
+   two-sample window as the CLI uses), and the report's own accumulation
+   (`Accumulator.add`), in CPU ms per sample.
 3. `kvmtop report` through the CLI (`kvmtop.cli.main`, HTML to a temporary file):
    at full resolution over the first `--full-hours` (every sample through the shared
    pipeline; the whole file only with `--full`, extrapolated otherwise, and said so),
@@ -36,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kvmtop.cli import build_pipeline
 from kvmtop.cli import main as kvmtop_main
 from kvmtop.config import Settings
+from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.model.sample import Sample
-from kvmtop.report import build_report
+from kvmtop.report import Accumulator
 from kvmtop.store.meta import StoreError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
@@ -96,27 +97,25 @@ def recording(path: Path, guests: int, hours: float) -> Path:
 
 def breakdown(path: Path, n: int) -> None:
     """CPU ms per sample of decoding, of the pipeline and of the report's accumulation."""
-    settings = replace(Settings(), window_size=2)
     with StoreReader(path) as reader:
         first = reader.first_time()
         assert first is not None
-        to_s = first + (n - 1) * INTERVAL_S
+        span = (first, first + (n - 1) * INTERVAL_S)
         cpu = time.process_time()
-        decoded = list(reader.iter(None, to_s))
+        decoded = list(reader.iter(*span))
         decode = time.process_time() - cpu
-        pipeline = build_pipeline(settings)
-        cpu = time.process_time()
-        for sample in decoded:
-            pipeline.push(sample, mode="replay")
-        push = time.process_time() - cpu
-        del decoded
-        cpu = time.process_time()
-        build_report(reader, build_pipeline(settings), to_s=to_s)
-        total = time.process_time() - cpu
-    ms = 1000 / n
-    print(f"per sample, first {n}: decode {decode * ms:5.1f} ms, pipeline {push * ms:5.1f} ms, "
-          f"report accumulation {(total - decode - push) * ms:5.1f} ms "
-          f"(report total {total * ms:5.1f} ms CPU)")
+    pipeline = build_pipeline(replace(Settings(), window_size=2))
+    cpu = time.process_time()
+    snapshots = [pipeline.push(sample, mode="replay") for sample in decoded]
+    push = time.process_time() - cpu
+    acc = Accumulator(span, VswitchSettings().uplink_kinds)
+    cpu = time.process_time()
+    for snap in snapshots:
+        acc.add(snap)
+    fold = time.process_time() - cpu
+    ms = 1000 / len(decoded)
+    print(f"CPU per sample (first {len(decoded)}): read + decode {decode * ms:5.1f} ms, "
+          f"pipeline {push * ms:5.1f} ms, report accumulation {fold * ms:5.1f} ms")
 
 
 def time_report(path: Path, *extra: str) -> tuple[float, float]:

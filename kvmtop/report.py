@@ -668,6 +668,39 @@ def _stepped(reader: StoreReader, from_s: float | None, to_s: float | None,
         index = reader.seek(t + step_s)
 
 
+class Accumulator:
+    """Folds snapshots, one at a time, into the report's aggregates.
+
+    Args:
+        series_range: wall times the plot series span (the range's first and last sample).
+        uplink_kinds: host interface kinds that are uplinks.
+    """
+
+    def __init__(self, series_range: tuple[float, float], uplink_kinds: tuple[str, ...]) -> None:
+        self.series_range = series_range
+        self.host = HostAcc(series_range, uplink_kinds)
+        self.guests: dict[str, GuestAcc] = {}
+        self.tracker = FindingTracker()
+        self.samples = 0
+        self.first_s: float | None = None
+        self.last_s: float | None = None
+
+    def add(self, snap: Snapshot) -> None:
+        """Fold one snapshot in (the report's per-sample cost besides the pipeline)."""
+        t = snap.wall_s
+        self.samples += 1
+        self.first_s = t if self.first_s is None else self.first_s
+        dt_s = None if self.last_s is None else t - self.last_s
+        self.last_s = t
+        self.host.add(snap, dt_s)
+        for g in snap.guests:
+            acc = self.guests.get(g.uuid)
+            if acc is None:
+                acc = self.guests[g.uuid] = GuestAcc(g.uuid, g.name, t, t, self.series_range)
+            acc.add(g, t, dt_s)
+        self.tracker.add(snap)
+
+
 def build_report(
     reader: StoreReader,
     pipeline: Pipeline,
@@ -689,33 +722,17 @@ def build_report(
             detector's default).
         progress: told the time of each sample read.
     """
-    span = extent(reader, from_s, to_s) or (0.0, 0.0)
-    host = HostAcc(span, uplink_kinds or VswitchSettings().uplink_kinds)
-    guests: dict[str, GuestAcc] = {}
-    tracker = FindingTracker()
-    samples = 0
-    first_s: float | None = None
-    prev_s: float | None = None
+    acc = Accumulator(extent(reader, from_s, to_s) or (0.0, 0.0),
+                      uplink_kinds or VswitchSettings().uplink_kinds)
     for _sample, snap in frames(reader, pipeline, from_s=from_s, to_s=to_s, step_s=step_s,
                                 progress=progress):
-        t = snap.wall_s
-        samples += 1
-        first_s = t if first_s is None else first_s
-        dt_s = None if prev_s is None else t - prev_s
-        prev_s = t
-        host.add(snap, dt_s)
-        for g in snap.guests:
-            acc = guests.get(g.uuid)
-            if acc is None:
-                acc = guests[g.uuid] = GuestAcc(g.uuid, g.name, t, t, span)
-            acc.add(g, t, dt_s)
-        tracker.add(snap)
+        acc.add(snap)
     if progress is not None:
         progress.done()
     return Report(
-        path=reader.path, meta=reader.meta, from_s=from_s, to_s=to_s, first_s=first_s,
-        last_s=prev_s, step_s=step_s, samples=samples, guests=list(guests.values()),
-        host=host, findings=tracker.periods(), notices=list(reader.notices),
+        path=reader.path, meta=reader.meta, from_s=from_s, to_s=to_s, first_s=acc.first_s,
+        last_s=acc.last_s, step_s=step_s, samples=acc.samples, guests=list(acc.guests.values()),
+        host=acc.host, findings=acc.tracker.periods(), notices=list(reader.notices),
     )
 
 
