@@ -94,7 +94,9 @@ def _exits_text(g: GuestRates) -> str | None:
 
 GUEST_COLUMNS: tuple[Column, ...] = (
     Column("name", "Guest", lambda g: g.name, _text, 18, help="libvirt domain name"),
-    Column("state", "State", lambda g: g.state, _text, 8, help="libvirt domain state"),
+    Column("state", "State", lambda g: g.state if g.managed == "libvirt" else "unmanaged",
+           _text, 9, help="libvirt domain state; 'unmanaged' for a running KVM process that "
+           "libvirt does not manage (plain QEMU, Firecracker, ...)"),
     Column("vcpus", "vCPU", lambda g: g.vcpus, lambda v: fmt_num(v, 0), 4, help="vCPUs online"),
     Column("cpu_pct", "CPU%", lambda g: g.cpu_pct, fmt_pct, 6, "cpu_pct",
            "Δ cpu.time / Δt (QEMU process incl. emulator/iothreads; 100 = one host CPU)"),

@@ -312,3 +312,12 @@ def test_balloon_rates_use_the_balloon_clock() -> None:
     assert refreshed.major_faults_per_s == pytest.approx(6.0)  # 60 over 10 s, not over 2 s
     carried = derive_guest(guest(balloon=b1), guest(balloon=b1), 2.0, now_s=1012)
     assert carried.major_faults_per_s is None  # not refreshed: unknown, not 0
+
+
+def test_state_column_marks_unmanaged_guests() -> None:
+    from kvmtop.render import cell_text, column
+
+    managed = derive_guest(None, guest(), 0.0, now_s=0)
+    unmanaged = derive_guest(None, guest(managed="unmanaged"), 0.0, now_s=0)
+    assert cell_text(column("state"), managed) == "running"
+    assert cell_text(column("state"), unmanaged) == "unmanaged"
