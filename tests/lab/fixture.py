@@ -191,12 +191,17 @@ def lab() -> Iterator[Lab]:
         pytest.skip(reason)
     state_dir = Path(os.environ.get("KVMTOP_LAB_DIR", str(DEFAULT_STATE_DIR)))
     lease = _take_lease(state_dir)
+    env = _lab_env(state_dir)
+    if not _other_live_leases(state_dir):
+        # Only this session's own lease: another scenario left running (e.g. by
+        # `make demo`) may be switched to the test scenario.
+        env["KVMTOP_LAB_FORCE"] = "1"
     proc = subprocess.run(
         [str(LAB_SCRIPT), "up", SCENARIO],
         capture_output=True,
         text=True,
         timeout=UP_TIMEOUT_S,
-        env=_lab_env(state_dir),
+        env=env,
     )
     if proc.returncode != 0:
         pytest.fail(
