@@ -1128,7 +1128,7 @@ def svg_plot(key: str, lines: Sequence[tuple[str, str, Series]], spans: Sequence
                    f"{html.escape(fmt(v))}</text>")
         out.append(f'<line x1="{ML}" y1="{y(v):.1f}" x2="{W - MR}" y2="{y(v):.1f}" '
                    'stroke="#eee"/>')
-    long = end - start > 86400
+    long = end - start > 12 * 3600  # a day or so: the date matters
     for frac, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end")):
         t = start + frac * (end - start)
         out.append(f'<text x="{_x(t, start, end):.1f}" y="{H - 8}" text-anchor="{anchor}">'
