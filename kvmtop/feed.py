@@ -130,32 +130,95 @@ class Feed(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FindingSpan:
-    """When one finding (a detector about one subject) was active in a recording.
+    """When one finding (a detector about one subject, from one first-bad time) was
+    active: the replay timeline's markers and the report's findings timeline.
+
+    A finding that clears and comes back (a new first-bad time) is a second span.
 
     Attributes:
-        detector: the detector id.
-        subject: what it is about (guest UUID, "host", a switch).
-        subject_name: its human name.
-        severity: the worst severity it reached.
+        peak: the finding at its worst tick: the highest severity and, among those,
+            the largest first evidence figure (every detector lists its main
+            measurement first).
         message: its message when it was raised.
         since_s: wall time of the first bad observation (`Finding.since_s`).
         raised_s: wall time of the first frame showing it.
         until_s: wall time of the last frame showing it (so far, while it is active).
+        ongoing: active at the last frame seen.
     """
 
-    detector: str
-    subject: str
-    subject_name: str
-    severity: str
+    peak: Finding
     message: str
     since_s: float
     raised_s: float
     until_s: float
+    ongoing: bool = False
+
+    @property
+    def detector(self) -> str:
+        """The detector id."""
+        return self.peak.detector
+
+    @property
+    def subject(self) -> str:
+        """What it is about (guest UUID, "host", a switch)."""
+        return self.peak.subject
+
+    @property
+    def subject_name(self) -> str:
+        """The subject's human name."""
+        return self.peak.subject_name
+
+    @property
+    def severity(self) -> str:
+        """The worst severity it reached."""
+        return self.peak.severity
+
+    def key(self) -> tuple[str, str, float]:
+        """What identifies the span: detector, subject, first-bad time."""
+        return self.peak.detector, self.peak.subject, self.since_s
+
+    def merged(self, later: FindingSpan) -> FindingSpan:
+        """This span and the same span seen later (a later part of the recording)."""
+        peak = later.peak if badness(later.peak) > badness(self.peak) else self.peak
+        return replace(self, peak=peak, until_s=max(self.until_s, later.until_s),
+                       ongoing=later.ongoing)
 
 
-def _worse(a: str, b: str) -> str:
-    """The more severe of two severities."""
-    return max(a, b, key=lambda s: SEVERITIES.index(s) if s in SEVERITIES else -1)
+def badness(f: Finding) -> tuple[int, float]:
+    """Orders a finding's ticks: severity, then the size of its main evidence figure."""
+    first = next(iter(f.evidence.values()), 0.0)
+    rank = SEVERITIES.index(f.severity) if f.severity in SEVERITIES else 0
+    return rank, abs(first)
+
+
+class FindingTracker:
+    """Turns the active findings of consecutive frames into `FindingSpan`s."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str, float], FindingSpan] = {}
+        self._ended: list[FindingSpan] = []
+
+    def add(self, frame: Snapshot) -> None:
+        """Extend the spans still active, open new ones, end the others."""
+        t = frame.wall_s
+        active: set[tuple[str, str, float]] = set()
+        for f in frame.findings:
+            key = (f.detector, f.subject, f.since_s)
+            active.add(key)
+            span = self._open.get(key)
+            if span is None:
+                self._open[key] = FindingSpan(f, f.message, f.since_s, t, t)
+            else:
+                self._open[key] = replace(
+                    span, until_s=t, peak=f if badness(f) > badness(span.peak) else span.peak)
+        for key in [k for k in self._open if k not in active]:
+            self._ended.append(self._open.pop(key))
+
+    def spans(self) -> list[FindingSpan]:
+        """Every span so far in raise order; those active at the last frame are ongoing."""
+        current = [replace(s, ongoing=True) for s in self._open.values()]
+        return sorted([*self._ended, *current],
+                      key=lambda s: (s.raised_s, s.detector, s.subject))
 
 
 def adjacent_span(spans: Sequence[FindingSpan], time_s: float,
@@ -213,20 +276,33 @@ class Navigable(Feed, Protocol):
         ...
 
 
+RECENT_FRAMES = 300
+"""Frames a snapshot carries for plots: 10 minutes at the default 2 s interval."""
+
+
 class Pipeline:
     """Sample → rates (window) → findings → snapshot: the code live and replay share."""
 
-    def __init__(self, *, window_size: int = 1800, min_ops: int = 5, detect: Detect | None = None):
+    def __init__(
+        self,
+        *,
+        window_size: int = 1800,
+        min_ops: int = 5,
+        detect: Detect | None = None,
+        recent: int = RECENT_FRAMES,
+    ):
         """Create a pipeline with an empty window.
 
         Args:
             window_size: samples kept for trends and plots.
             min_ops: minimum disk requests per interval before a latency is shown.
             detect: detector engine; None runs no detectors.
+            recent: newest frames each snapshot carries (`Snapshot.recent`, plots).
         """
         self.window = Window(window_size, min_ops=min_ops)
         self._detect = detect
         self._seq = 0
+        self._recent = recent
 
     def push(self, sample: Sample, *, mode: str, recording: str | None = None) -> Snapshot:
         """Feed one raw sample through the shared pipeline and return its snapshot."""
@@ -241,6 +317,7 @@ class Pipeline:
             interval_s=sample.interval_s,
             recording=recording,
             seq=self._seq,
+            recent=self.window.recent(self._recent),
         )
 
     def reset(self) -> None:
@@ -374,8 +451,7 @@ class ReplayFeed:
         self._lock = threading.RLock()
         self._scanner = scanner
         self._scan_index: int | None = None
-        self._open_spans: dict[tuple[str, str], FindingSpan] = {}
-        self._ended_spans: list[FindingSpan] = []
+        self._tracker = FindingTracker()
 
     @property
     def speed(self) -> float:
@@ -572,24 +648,11 @@ class ReplayFeed:
                 self._scan_index = index
                 sample = self.reader.read(index)
                 if sample is not None:
-                    self._note_findings(self._scanner.push(sample, mode=self.mode))
-            self.spans = tuple(sorted((*self._ended_spans, *self._open_spans.values()),
-                                      key=lambda s: (s.raised_s, s.detector, s.subject)))
+                    frame = self._scanner.push(sample, mode=self.mode)
+                    self._tracker.add(frame)
+                    self.scanned_s = frame.wall_s
+            self.spans = tuple(self._tracker.spans())
             return left
-
-    def _note_findings(self, frame: Snapshot) -> None:
-        """Open, extend or end spans with the findings of one scanned frame."""
-        active = {(f.detector, f.subject): f for f in frame.findings}
-        for key in self._open_spans.keys() - active.keys():
-            self._ended_spans.append(self._open_spans.pop(key))
-        for key, f in active.items():
-            span = self._open_spans.get(key)
-            self._open_spans[key] = FindingSpan(
-                f.detector, f.subject, f.subject_name, f.severity, f.message, f.since_s,
-                raised_s=frame.wall_s, until_s=frame.wall_s,
-            ) if span is None else replace(span, until_s=frame.wall_s,
-                                           severity=_worse(span.severity, f.severity))
-        self.scanned_s = frame.wall_s
 
     def close(self) -> None:
         """End any follow-mode wait and close the recording."""

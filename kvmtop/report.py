@@ -8,10 +8,8 @@ snapshot at a time, into streaming accumulators; no list of snapshots is kept, s
 memory does not grow with the length of the range (the CLI also gives the pipeline
 a two-sample window: the detectors keep their own history). What is kept:
 
-- findings: one `FindingPeriod` per raised finding (detector, subject, first-bad
-  time, last time seen active), with the evidence of its worst tick: the highest severity and,
-  among those, the largest first evidence figure (every detector lists its main
-  measurement first);
+- findings: one `kvmtop.feed.FindingSpan` per raised finding (the replay timeline's
+  `FindingTracker`), with the evidence of its worst tick;
 - per guest and per host figure: count, sum, exact min and max, the time integral
   (drops/s → packets), and a `LogHistogram` for the p95;
 - memory growth per guest: a streaming least-squares slope of guest used memory;
@@ -50,8 +48,8 @@ from typing import TYPE_CHECKING, Any, Generic, TextIO, TypeVar
 from kvmtop.batch import finding_json
 from kvmtop.detectors.base import fmt_duration
 from kvmtop.detectors.settings import VswitchSettings
-from kvmtop.feed import Pipeline
-from kvmtop.model.finding import SEVERITIES, Finding
+from kvmtop.feed import FindingSpan, FindingTracker, Pipeline
+from kvmtop.model.finding import Finding
 from kvmtop.model.rates import GuestRates, HostDiskRates, HostNetRates
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
@@ -485,65 +483,6 @@ def _fold(into: dict[str, Stats], figures: Sequence[Figure[T]], item: T,
 
 
 @dataclass(slots=True)
-class FindingPeriod:
-    """One raised finding over the range.
-
-    Like the replay timeline's `kvmtop.feed.FindingSpan`, plus the evidence at the
-    finding's worst tick, which the report shows; a finding that clears and comes
-    back (a new first-bad time) is a second period.
-
-    Attributes:
-        peak: the finding at its worst tick (see the module docstring).
-        start_s: when its condition was first seen (the finding's `since_s`).
-        end_s: the last time it was active.
-        ongoing: still active at the end of the range.
-    """
-
-    peak: Finding
-    start_s: float
-    end_s: float
-    ongoing: bool = False
-
-
-def _badness(f: Finding) -> tuple[int, float]:
-    """Orders a finding's ticks: severity, then the size of its main evidence figure."""
-    first = next(iter(f.evidence.values()), 0.0)
-    rank = SEVERITIES.index(f.severity) if f.severity in SEVERITIES else 0
-    return rank, abs(first)
-
-
-class FindingTracker:
-    """Turns the active findings of each snapshot into periods."""
-
-    def __init__(self) -> None:
-        self._open: dict[tuple[str, str, str, float], FindingPeriod] = {}
-        self.closed: list[FindingPeriod] = []
-
-    def add(self, snap: Snapshot) -> None:
-        """Extend the spans still active, open new ones, close the others."""
-        active: set[tuple[str, str, str, float]] = set()
-        for f in snap.findings:
-            key = (f.detector, f.subject, f.subject_name, f.since_s)
-            active.add(key)
-            span = self._open.get(key)
-            if span is None:
-                self._open[key] = FindingPeriod(f, f.since_s, snap.wall_s)
-                continue
-            span.end_s = snap.wall_s
-            if _badness(f) > _badness(span.peak):
-                span.peak = f
-        for key in [k for k in self._open if k not in active]:
-            self.closed.append(self._open.pop(key))
-
-    def periods(self) -> list[FindingPeriod]:
-        """Every span by start time; those active at the last snapshot are ongoing."""
-        for span in self._open.values():
-            span.ongoing = True
-        return sorted([*self.closed, *self._open.values()],
-                      key=lambda s: (s.start_s, s.peak.detector, s.peak.subject_name))
-
-
-@dataclass(slots=True)
 class Report:
     """What `build_report` gathered; the renderers read only this.
 
@@ -570,7 +509,7 @@ class Report:
     samples: int
     guests: list[GuestAcc]
     host: HostAcc
-    findings: list[FindingPeriod]
+    findings: list[FindingSpan]
     notices: list[str]
 
 
@@ -701,6 +640,11 @@ class Accumulator:
         self.tracker.add(snap)
 
 
+def _by_start(spans: Iterable[FindingSpan]) -> list[FindingSpan]:
+    """The report's order of finding spans: by first-bad time."""
+    return sorted(spans, key=lambda s: (s.since_s, s.detector, s.subject_name))
+
+
 def build_report(
     reader: StoreReader,
     pipeline: Pipeline,
@@ -732,7 +676,7 @@ def build_report(
     return Report(
         path=reader.path, meta=reader.meta, from_s=from_s, to_s=to_s, first_s=acc.first_s,
         last_s=acc.last_s, step_s=step_s, samples=acc.samples, guests=list(acc.guests.values()),
-        host=acc.host, findings=acc.tracker.periods(), notices=list(reader.notices),
+        host=acc.host, findings=_by_start(acc.tracker.spans()), notices=list(reader.notices),
     )
 
 
@@ -853,14 +797,14 @@ def _recording(report: Report) -> Section:
 
 def _timeline(report: Report) -> Section:
     rows = []
-    notes: dict[tuple[str, str], list[FindingPeriod]] = {}
+    notes: dict[tuple[str, str], list[FindingSpan]] = {}
     for s in report.findings:
         f = s.peak
         if f.severity == "info":  # facts rather than incidents: grouped below
             notes.setdefault((f.detector, f.message), []).append(s)
             continue
-        end = "ongoing" if s.ongoing else stamp(s.end_s)
-        rows.append((stamp(s.start_s), end, fmt_duration(max(s.end_s - s.start_s, 0.0)),
+        end = "ongoing" if s.ongoing else stamp(s.until_s)
+        rows.append((stamp(s.since_s), end, fmt_duration(max(s.until_s - s.since_s, 0.0)),
                      f.severity, f.detector, f.subject_name, evidence_text(f), f.message))
     tables = []
     if rows:
@@ -871,9 +815,9 @@ def _timeline(report: Report) -> Section:
         tables.append(Table(
             "Notes (info findings, grouped)", ("First seen (UTC)", "Detector", "Subjects",
                                                "Message"),
-            [(stamp(min(s.start_s for s in group)), detector, _names(group), message)
+            [(stamp(min(s.since_s for s in group)), detector, _names(group), message)
              for (detector, message), group in sorted(notes.items(),
-                                                      key=lambda kv: kv[1][0].start_s)],
+                                                      key=lambda kv: kv[1][0].since_s)],
             left=4, kind="notes"))
     note = ("Each finding from its first bad sample to the last sample it was active, "
             "with the evidence at its worst." if rows else "No warning or critical findings "
@@ -881,7 +825,7 @@ def _timeline(report: Report) -> Section:
     return Section("findings", "Findings timeline", note=note, tables=tables)
 
 
-def _names(periods: Sequence[FindingPeriod], shown: int = 6) -> str:
+def _names(periods: Sequence[FindingSpan], shown: int = 6) -> str:
     """Subject names, the first `shown` of them, and how many in all."""
     names = sorted({s.peak.subject_name for s in periods})
     more = f" … ({len(names)} in all)" if len(names) > shown else ""
@@ -1011,7 +955,7 @@ def report_json(report: Report) -> dict[str, Any]:
         "range": {"from": report.first_s, "to": report.last_s,
                   "requested_from": report.from_s, "requested_to": report.to_s,
                   "samples": report.samples, "step_s": report.step_s},
-        "findings": [finding_json(s.peak) | {"start": s.start_s, "end": s.end_s,
+        "findings": [finding_json(s.peak) | {"start": s.since_s, "end": s.until_s,
                                              "ongoing": s.ongoing}
                      for s in report.findings],
         "offenders": {
@@ -1087,7 +1031,7 @@ def _clock(t: float, long: bool) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:%M" if long else "%H:%M:%S")
 
 
-def svg_plot(key: str, lines: Sequence[tuple[str, str, Series]], spans: Sequence[FindingPeriod],
+def svg_plot(key: str, lines: Sequence[tuple[str, str, Series]], spans: Sequence[FindingSpan],
              start: float, end: float, fmt: Callable[[float | None], str],
              gap_s: float, min_top: float) -> str:
     """One inline SVG time-series plot.
@@ -1110,11 +1054,11 @@ def svg_plot(key: str, lines: Sequence[tuple[str, str, Series]], spans: Sequence
     out = [f'<svg class="plot" data-metric="{html.escape(key)}" xmlns="http://www.w3.org/2000/svg"'
            f' viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img">']
     for s in spans:
-        x0 = _x(max(s.start_s, start), start, end)
-        x1 = max(_x(min(s.end_s, end), start, end), x0 + 2)
+        x0 = _x(max(s.since_s, start), start, end)
+        x1 = max(_x(min(s.until_s, end), start, end), x0 + 2)
         f = s.peak
-        tip = (f"{f.severity} {f.detector} {f.subject_name}: {stamp(s.start_s)} → "
-               f"{'ongoing' if s.ongoing else stamp(s.end_s)}: {f.message}")
+        tip = (f"{f.severity} {f.detector} {f.subject_name}: {stamp(s.since_s)} → "
+               f"{'ongoing' if s.ongoing else stamp(s.until_s)}: {f.message}")
         out.append(f'<rect class="finding-span" data-detector="{html.escape(f.detector)}" '
                    f'data-severity="{html.escape(f.severity)}" x="{x0:.1f}" y="{MT}" '
                    f'width="{x1 - x0:.1f}" height="{H - MT - MB}" '
@@ -1161,7 +1105,7 @@ def _runs(series: Series, gap_s: float) -> Iterator[list[tuple[float, float]]]:
 
 
 def _figure(key: str, title: str, lines: Sequence[tuple[str, str, Series]],
-            spans: Sequence[FindingPeriod], report: Report,
+            spans: Sequence[FindingSpan], report: Report,
             fmt: Callable[[float | None], str], min_top: float) -> str:
     start, end = report.host.series_range
     # A line breaks where samples are missing: more than 3 sampling steps without

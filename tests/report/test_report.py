@@ -335,7 +335,7 @@ def test_a_two_sample_window_gives_the_same_findings(recording: Path) -> None:
     for size in (2, Settings().window_size):
         with StoreReader(recording) as reader:
             report = build_report(reader, build_pipeline(replace(Settings(), window_size=size)))
-        spans.append([(finding_json(s.peak), s.start_s, s.end_s, s.ongoing)
+        spans.append([(finding_json(s.peak), s.since_s, s.until_s, s.ongoing)
                       for s in report.findings])
     assert spans[0] == spans[1] and len(spans[0]) >= 3
 
