@@ -1,26 +1,36 @@
-"""CPU cost of one live tick on this host, against `virsh domstats` for the same groups.
+"""CPU cost of one live tick on this host, against `virsh domstats` for the same groups
+and Debian's `prometheus-libvirt-exporter` per scrape.
 
-Usage: python bench/bench_collect.py [TICKS]
+    python -m bench.bench_collect [--ticks 20]
 
-Runs the real sampler and pipeline (collectors → rates → detectors → snapshot) at
-a 2 s interval for TICKS ticks against qemu:///system and reports, per tick:
-kvmtop's own CPU (process time), libvirtd's CPU during kvmtop's ticks, and the same
-two numbers for `virsh domstats` asking the groups kvmtop asks (libvirt's own C
-client, the floor for a libvirt consumer), run in the same process and minute.
+Runs the real sampler and pipeline (collectors → rates → detectors → snapshot) at a
+2 s interval for TICKS ticks against qemu:///system and reports, per tick: kvmtop's
+own CPU (process time) and libvirtd's CPU during kvmtop's ticks. Then, in the same
+minute and at the same pace, the same two numbers for `virsh domstats` asking the
+groups kvmtop asks (libvirt's own C client, the floor for a libvirt consumer), and
+for `prometheus-libvirt-exporter` (Debian's package, run by hand on loopback, its
+/metrics scraped with urllib): the exporter's CPU and libvirtd's per scrape.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
+import shutil
+import socket
 import subprocess
-import sys
 import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from kvmtop.cli import build_pipeline, build_sampler
 from kvmtop.config import Settings
+from kvmtop.wiring import build_pipeline, build_sampler
 
 CLK = os.sysconf("SC_CLK_TCK")
+EXPORTER = "prometheus-libvirt-exporter"
+URI = "qemu:///system"
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -35,51 +45,113 @@ def libvirtd_pid() -> int:
     return int(out.stdout.split()[0])
 
 
-def main() -> None:
-    """Measure and print the table."""
-    ticks = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    daemon = libvirtd_pid()
-    settings = Settings(interval_s=2.0)
-    sampler = build_sampler(settings)
-    pipeline = build_pipeline(settings)
-    pipeline.push(sampler.sample(), mode="live")  # warm up: XML, thread maps, probes
-    guests = 0
-    cpu0, d0 = time.process_time(), proc_cpu_s(daemon)
-    deadline = time.monotonic()
-    for _ in range(ticks):
-        snap = pipeline.push(sampler.sample(), mode="live")
-        guests = len(snap.guests)
-        deadline += settings.interval_s
-        time.sleep(max(0.0, deadline - time.monotonic()))
-    kvmtop_ms = (time.process_time() - cpu0) / ticks * 1000
-    kvmtop_daemon_ms = (proc_cpu_s(daemon) - d0) / ticks * 1000
-    sampler.close()
-
-    # virsh domstats with the fast-tier groups (and balloon every 5th call, as kvmtop).
-    self_pid = os.getpid()
-    c0, d0 = proc_cpu_s(self_pid), proc_cpu_s(daemon)
+def paced(ticks: int, interval_s: float, body: Callable[[int], object]) -> None:
+    """Call `body(i)` `ticks` times, one interval apart."""
     deadline = time.monotonic()
     for i in range(ticks):
-        args = ["virsh", "-r", "-c", "qemu:///system", "domstats", "--state", "--cpu-total",
+        body(i)
+        deadline += interval_s
+        time.sleep(max(0.0, deadline - time.monotonic()))
+
+
+def per_tick_ms(pids: Sequence[int], ticks: int, interval_s: float,
+                body: Callable[[int], object]) -> list[float]:
+    """CPU ms per tick of each process in `pids` while `paced` runs `body`."""
+    before = [proc_cpu_s(p) for p in pids]
+    paced(ticks, interval_s, body)
+    return [(proc_cpu_s(p) - b) / ticks * 1000 for p, b in zip(pids, before, strict=True)]
+
+
+def install_exporter() -> str | None:
+    """The exporter's path, installed with apt when missing (as root); None if it cannot be."""
+    found = shutil.which(EXPORTER)
+    if found is None and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", EXPORTER],
+                       capture_output=True, check=False,
+                       env=os.environ | {"DEBIAN_FRONTEND": "noninteractive"})
+        found = shutil.which(EXPORTER)
+    return found
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def exporter(path: str) -> Iterator[tuple[int, str]]:
+    """The exporter running on loopback: (pid, metrics URL)."""
+    port = free_port()
+    proc = subprocess.Popen([path, f"--web.listen-address=127.0.0.1:{port}",
+                             f"--libvirt.uri={URI}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        for _ in range(50):
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(url, timeout=30).read()  # also the warm-up scrape
+                break
+            time.sleep(0.2)
+        yield proc.pid, url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def run(ticks: int = 20, interval_s: float = 2.0) -> dict[str, float]:
+    """ms of CPU per tick (or scrape) of kvmtop, virsh, the exporter and libvirtd for each."""
+    daemon = libvirtd_pid()
+    settings = Settings(interval_s=interval_s)
+    sampler = build_sampler(settings)
+    pipeline = build_pipeline(settings)
+    guests = len(pipeline.push(sampler.sample(), mode="live").guests)  # warm-up: XML, probes
+    self_pid = os.getpid()
+    try:
+        kvmtop_ms, kvmtop_daemon_ms = per_tick_ms(
+            [self_pid, daemon], ticks, interval_s,
+            lambda _i: pipeline.push(sampler.sample(), mode="live"))
+    finally:
+        sampler.close()
+
+    def virsh(i: int) -> None:
+        # The fast-tier groups, and balloon every balloon_every-th call, as kvmtop.
+        args = ["virsh", "-r", "-c", URI, "domstats", "--state", "--cpu-total",
                 "--vcpu", "--interface", "--block", "--nowait"]
         if i % settings.balloon_every == 0:
             args.append("--balloon")
         subprocess.run(args, capture_output=True, check=True)
-        deadline += settings.interval_s
-        time.sleep(max(0.0, deadline - time.monotonic()))
-    # Children's CPU shows in our cutime/cstime once reaped.
-    virsh_ms = (proc_cpu_s(self_pid) - c0) / ticks * 1000
-    virsh_daemon_ms = (proc_cpu_s(daemon) - d0) / ticks * 1000
 
-    print(f"guests: {guests}, ticks: {ticks}, interval 2 s")
-    print(f"{'':28}{'client ms/tick':>16}{'libvirtd ms/tick':>18}{'total':>10}")
-    print(f"{'kvmtop (all collectors)':28}{kvmtop_ms:16.1f}{kvmtop_daemon_ms:18.1f}"
-          f"{kvmtop_ms + kvmtop_daemon_ms:10.1f}")
-    print(f"{'virsh domstats (same groups)':28}{virsh_ms:16.1f}{virsh_daemon_ms:18.1f}"
-          f"{virsh_ms + virsh_daemon_ms:10.1f}")
-    print(f"kvmtop client CPU per guest per tick: {kvmtop_ms / max(guests, 1):.2f} ms")
-    print(f"ratio (kvmtop + libvirtd) / (virsh + libvirtd): "
-          f"{(kvmtop_ms + kvmtop_daemon_ms) / (virsh_ms + virsh_daemon_ms):.2f}")
+    # Children's CPU shows in our cutime/cstime once reaped.
+    virsh_ms, virsh_daemon_ms = per_tick_ms([self_pid, daemon], ticks, interval_s, virsh)
+    out = {"guests": float(guests), "ticks": float(ticks),
+           "kvmtop_ms": kvmtop_ms, "kvmtop_libvirtd_ms": kvmtop_daemon_ms,
+           "virsh_ms": virsh_ms, "virsh_libvirtd_ms": virsh_daemon_ms}
+    path = install_exporter()
+    if path is not None:
+        with exporter(path) as (pid, url):
+            out["exporter_ms"], out["exporter_libvirtd_ms"] = per_tick_ms(
+                [pid, daemon], ticks, interval_s,
+                lambda _i: urllib.request.urlopen(url, timeout=30).read())
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Measure and print the table."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ticks", type=int, default=20)
+    args = p.parse_args(argv)
+    r = run(args.ticks)
+    print(f"guests: {r['guests']:.0f}, ticks: {args.ticks}, interval 2 s")
+    print(f"{'':38}{'client ms/tick':>16}{'libvirtd ms/tick':>18}{'total':>10}")
+    for label, key in (("kvmtop (all collectors)", "kvmtop"),
+                       ("virsh domstats (same groups)", "virsh"),
+                       (f"{EXPORTER} (scrape)", "exporter")):
+        if f"{key}_ms" in r:
+            client, daemon = r[f"{key}_ms"], r[f"{key}_libvirtd_ms"]
+            print(f"{label:38}{client:16.1f}{daemon:18.1f}{client + daemon:10.1f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,279 @@
+"""The benchmark suite (issue #9): one command, a table, a JSON file, budgets.
+
+    make bench                       # = .venv/bin/python -m bench
+    python -m bench [--only collection pipeline ui tracing store] [--ticks 20]
+    python -m bench --check          # CI: short pipeline run against bench/baseline.json
+    python -m bench --check --write-baseline
+
+Sections (each row: figure, budget, met or missed, ratio to its peer from this run):
+- collection: kvmtop's and libvirtd's CPU per tick on the lab's running guests, vs
+  `virsh domstats` (same groups) and `prometheus-libvirt-exporter` per scrape
+  (bench_collect); budget kvmtop + libvirtd ≤ 1.2 × virsh + libvirtd.
+- pipeline: a synthetic feed of captured lab stats at 10, 50, 100 and 500 guests
+  through the real sampler and pipeline, one subprocess per size (bench_pipeline);
+  budgets ≤ 20 ms CPU per tick and ≤ 150 MB peak RSS at 500 guests.
+- ui: snapshot to painted frame, sort and filter, headless at 200×60 (bench_ui);
+  budget frame ≤ 50 ms at 500 guests.
+- tracing: CPU per tick with per-reason exit tracing on for one lab guest vs off
+  (bench_tracepoints).
+- store: record CPU per tick at 50 guests (≤ 1 % of a core at 2 s: 20 ms), and on a
+  24 h × 50-guest recording (bench_report; generated once, about 45 minutes, then
+  reused): bytes per guest-sample (≤ 150), seek (≤ 50 ms), report (≤ 10 s).
+
+Exit status 1 when a budget is missed or a section could not run; the test suite is
+not affected. Results go to bench/results/<host>-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench import bench_collect, bench_pipeline
+from bench.suite import Row, failed, normalised, regression, table
+
+HERE = Path(__file__).resolve().parent
+BASELINE = HERE / "baseline.json"
+RESULTS = HERE / "results"
+SIZES = (10, 50, 100, 500)
+RECORD_GUESTS = 50
+SCALE_GUESTS = 500
+UI_SIZES = [10, 100, 500]
+CHECK_GUESTS, CHECK_TICKS, CHECK_REPEATS = 100, 15, 3
+TRACED_GUEST = "lab-probe-pio"
+RECORDING = Path(tempfile.gettempdir()) / "kvmtop-bench" / "report-24h-50g.kvmtop"
+"""bench_report's default path: the recording is generated once and reused."""
+
+
+def collection(ticks: int) -> list[Row]:
+    """kvmtop vs virsh vs the exporter on the lab's guests."""
+    r = bench_collect.run(ticks)
+    kvmtop = r["kvmtop_ms"] + r["kvmtop_libvirtd_ms"]
+    virsh = r["virsh_ms"] + r["virsh_libvirtd_ms"]
+    on = f"{r['guests']:.0f} guests, {r['ticks']:.0f} ticks at 2 s"
+    rows = [
+        Row("collection", "kvmtop + libvirtd CPU per tick", kvmtop, "ms", 1.2 * virsh,
+            "virsh domstats + libvirtd", virsh, f"{on}; budget 1.2 × the peer"),
+        Row("collection", "kvmtop process CPU per tick", r["kvmtop_ms"], "ms",
+            peer="virsh process", peer_value=r["virsh_ms"]),
+        Row("collection", "libvirtd CPU per kvmtop tick", r["kvmtop_libvirtd_ms"], "ms",
+            peer="per virsh call", peer_value=r["virsh_libvirtd_ms"]),
+    ]
+    if "exporter_ms" in r:
+        exporter = r["exporter_ms"] + r["exporter_libvirtd_ms"]
+        rows += [
+            Row("collection", "kvmtop + libvirtd vs the exporter", kvmtop, "ms",
+                peer="exporter + libvirtd", peer_value=exporter,
+                note="prometheus-libvirt-exporter scraped once per tick"),
+            Row("collection", "libvirtd CPU per kvmtop tick vs exporter",
+                r["kvmtop_libvirtd_ms"], "ms", peer="per scrape",
+                peer_value=r["exporter_libvirtd_ms"]),
+        ]
+    else:
+        rows.append(Row("collection", "prometheus-libvirt-exporter", None, "ms",
+                        note="not installed and apt could not install it"))
+    return rows
+
+
+def pipeline(ticks: int) -> tuple[list[Row], dict[str, Any]]:
+    """Synthetic guests at each size; also returns the record figures for `store`."""
+    results = bench_pipeline.run(SIZES, ticks, record_at=RECORD_GUESTS)
+    by = {r["guests"]: r for r in results}
+    rows = []
+    for n in SIZES:
+        at_scale = n == SCALE_GUESTS
+        rows.append(Row("pipeline", f"sample → snapshot CPU per tick, {n} guests",
+                        by[n]["pipeline_ms"], "ms", 20.0 if at_scale else None,
+                        f"{SIZES[0]} guests", by[SIZES[0]]["pipeline_ms"],
+                        f"{by[n]['findings']} findings active" if at_scale else ""))
+    for n in SIZES:
+        rows.append(Row("pipeline", f"peak RSS, {n} guests", by[n]["peak_rss_mb"], "MB",
+                        150.0 if n == SCALE_GUESTS else None,
+                        f"{SIZES[0]} guests", by[SIZES[0]]["peak_rss_mb"]))
+    return rows, by[RECORD_GUESTS]
+
+
+def ui() -> list[Row]:
+    """Frame, sort and filter times from bench_ui."""
+    from bench import bench_ui  # Textual is imported only when this section runs
+
+    results = bench_ui.run(UI_SIZES)
+    first = results[0]
+    rows = []
+    for key, label in (("frame_wall", "snapshot → painted frame (wall, median)"),
+                       ("frame_cpu", "snapshot → painted frame (CPU, median)"),
+                       ("sort_wall", "sort → painted (wall, median)"),
+                       ("filter_wall", "filter keystroke → painted (wall, median)")):
+        for r in results:
+            budget = bench_ui.BUDGET_MS if key == "frame_wall" and r["guests"] == 500 else None
+            rows.append(Row("ui", f"{label}, {r['guests']} guests", r[f"{key}_median_ms"],
+                            "ms", budget, f"{first['guests']} guests",
+                            first[f"{key}_median_ms"], f"p95 {r[f'{key}_p95_ms']:.1f} ms"))
+    return rows
+
+
+def tracing(ticks: int) -> list[Row]:
+    """Per-reason exit tracing for one lab guest vs none (bench_tracepoints)."""
+    from bench import bench_tracepoints
+    from kvmtop.collectors.tracepoints import TracepointCollector
+
+    guest = bench_tracepoints.lab_guest(TRACED_GUEST)
+    tracer = TracepointCollector()
+    probe = tracer.probe()
+    if not probe.available:
+        raise RuntimeError(f"tracepoints unavailable: {probe.reason}")
+    off = bench_tracepoints.measure("off", None, guest, ticks * 5, 5.0)
+    on = bench_tracepoints.measure("on", tracer, guest, ticks * 5, 5.0)
+    return [
+        Row("tracing", f"tracer CPU per tick, {TRACED_GUEST} traced", on.mean_us / 1000, "ms",
+            peer="none traced", peer_value=off.mean_us / 1000,
+            note=f"{on.counters} counters; attach {on.attach_ms:.0f} ms, "
+                 f"detach {on.detach_ms:.0f} ms"),
+        Row("tracing", f"{TRACED_GUEST} vCPU time while traced", on.vcpu_pct, "%",
+            peer="not traced", peer_value=off.vcpu_pct,
+            note="the filters run in the vCPU thread when a traced event fires"),
+    ]
+
+
+def store(record: dict[str, Any], seeks: int) -> list[Row]:
+    """Record CPU, then bytes, seek and report on the 24 h × 50-guest recording."""
+    from bench import bench_report
+    from kvmtop.config import Settings
+    from kvmtop.feed import ReplayFeed
+    from kvmtop.store.reader import StoreReader
+    from kvmtop.wiring import build_pipeline
+
+    rows = [Row("store", f"record CPU per tick, {RECORD_GUESTS} guests", record["record_ms"],
+                "ms", 20.0, "monitoring pipeline", record["pipeline_ms"],
+                "sample + StoreWriter.append; budget 1 % of one core at 2 s")]
+    hours = 24.0
+    path = bench_report.recording(RECORDING, RECORD_GUESTS, hours)
+    with StoreReader(path) as reader:
+        n = reader.count()
+        extent = reader.first_time(), reader.last_time()
+    rows.append(Row("store", "bytes per guest-sample (24 h × 50 guests)",
+                    path.stat().st_size / n / RECORD_GUESTS, "B", 150.0,
+                    note=f"{path.stat().st_size / 1e6:.0f} MB, {n} samples"))
+    rng = random.Random(9)
+    first, last = extent
+    assert first is not None and last is not None
+    feed = ReplayFeed(StoreReader(path), build_pipeline(Settings()))
+    raw, seek = [], []
+    try:
+        for _ in range(seeks):
+            target = rng.uniform(first, last)
+            t0 = time.perf_counter()
+            index = feed.reader.seek(target)
+            assert index is not None and feed.reader.read(index) is not None
+            raw.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            assert feed.seek(target) is not None
+            seek.append((time.perf_counter() - t0) * 1000)
+    finally:
+        feed.close()
+    rows.append(Row("store", "replay seek to a random time (p95)", _p95(seek), "ms", 50.0,
+                    "StoreReader.seek + read", _p95(raw),
+                    f"median {statistics.median(seek):.1f} ms over {seeks} seeks"))
+    wall, _cpu = bench_report.time_report(path, "--to", "+3600s")
+    step_wall, _ = bench_report.time_report(path, "--step", "300")
+    rows.append(Row("store", "kvmtop report, 24 h, every sample", wall * hours, "s", 10.0,
+                    "--step 300 (whole file)", step_wall,
+                    f"first hour measured ({wall:.1f} s) × {hours:g}"))
+    return rows
+
+
+def _p95(xs: Sequence[float]) -> float:
+    ordered = sorted(xs)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def check(write: bool) -> int:
+    """The CI regression check: a short pipeline run against the committed baseline."""
+    calibration = min(bench_pipeline.calibrate() for _ in range(CHECK_REPEATS))
+    ms = min(bench_pipeline.measure(CHECK_GUESTS, CHECK_TICKS)["pipeline_ms"]
+             for _ in range(CHECK_REPEATS))
+    current = normalised(ms, calibration)
+    figures = {"guests": CHECK_GUESTS, "ticks": CHECK_TICKS, "pipeline_ms": ms,
+               "calibration_ms": calibration, "normalised": current,
+               "host": platform.node(), "date": datetime.now().isoformat(timespec="seconds")}
+    print(f"pipeline {ms:.1f} ms/tick at {CHECK_GUESTS} guests, calibration {calibration:.1f} ms"
+          f" → {current:.2f} units")
+    if write:
+        BASELINE.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"baseline written to {BASELINE}")
+        return 0
+    baseline = json.loads(BASELINE.read_text())["normalised"]
+    problem = regression(current, baseline)
+    print(problem or f"within the limit: {current / baseline:.2f}× the baseline")
+    return 1 if problem else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the chosen sections, print the table, write the JSON; 1 if a budget is missed."""
+    sections = ("collection", "pipeline", "ui", "tracing", "store")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=sections, default=list(sections))
+    p.add_argument("--ticks", type=int, default=20, help="ticks per live measurement")
+    p.add_argument("--out", type=Path, help="JSON output (default bench/results/HOST-DATE.json)")
+    p.add_argument("--check", action="store_true", help="CI regression check only")
+    p.add_argument("--write-baseline", action="store_true", help="with --check: record it")
+    args = p.parse_args(argv)
+    if args.check:
+        return check(args.write_baseline)
+    rows: list[Row] = []
+    errors: dict[str, str] = {}
+    record: dict[str, Any] = {}
+
+    def section(name: str, fn: Callable[[], list[Row]]) -> None:
+        if name not in args.only:
+            return
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        try:
+            rows.extend(fn())
+        except Exception as exc:  # one section failing must not lose the others' figures
+            traceback.print_exc()
+            errors[name] = f"{type(exc).__name__}: {exc}"
+
+    def pipeline_rows() -> list[Row]:
+        found, rec = pipeline(args.ticks * 3)
+        record.update(rec)
+        return found
+
+    section("collection", lambda: collection(args.ticks))
+    section("pipeline", pipeline_rows)
+    section("ui", ui)
+    section("tracing", lambda: tracing(args.ticks))
+    if "store" in args.only and not record:
+        record = bench_pipeline.run([RECORD_GUESTS], args.ticks * 3,
+                                    record_at=RECORD_GUESTS)[0]
+    section("store", lambda: store(record, 50))
+
+    print(table(rows))
+    for name, error in errors.items():
+        print(f"section {name} could not run: {error}")
+    missed = failed(rows)
+    print(f"{len(rows)} figures, {sum(r.met is not None for r in rows)} budgets, "
+          f"{len(missed)} missed, {len(errors)} sections failed")
+    out = args.out or RESULTS / f"{platform.node()}-{datetime.now():%Y-%m-%dT%H%M}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"host": platform.node(), "date": datetime.now().isoformat(),
+                               "python": platform.python_version(),
+                               "rows": [r.as_json() for r in rows], "errors": errors},
+                              indent=2) + "\n")
+    print(f"written {out}")
+    return 1 if missed or errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

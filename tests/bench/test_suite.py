@@ -1,0 +1,43 @@
+"""The benchmark runner's pure parts: budgets, ratios, the table, the regression rule."""
+
+from __future__ import annotations
+
+from bench.suite import Row, failed, normalised, regression, table
+
+
+def test_budget_met_missed_and_unmeasured() -> None:
+    met = Row("pipeline", "a", 12.0, "ms", budget=20.0)
+    missed = Row("pipeline", "b", 25.0, "ms", budget=20.0)
+    unmeasured = Row("store", "c", None, "ms", budget=50.0, note="no recording")
+    free = Row("ui", "d", 3.0, "ms")
+    assert (met.met, missed.met, unmeasured.met, free.met) == (True, False, False, None)
+    assert failed([met, missed, unmeasured, free]) == [missed, unmeasured]
+
+
+def test_ratio_against_the_peer() -> None:
+    row = Row("collection", "kvmtop", 60.0, "ms", 1.2 * 80.0, "virsh", 80.0)
+    assert row.ratio == 0.75
+    assert row.met is True
+    assert Row("x", "no peer", 1.0, "ms").ratio is None
+    assert Row("x", "zero peer", 1.0, "ms", peer="p", peer_value=0.0).ratio is None
+    assert row.as_json()["ratio"] == 0.75 and row.as_json()["met"] is True
+
+
+def test_table_states_each_verdict() -> None:
+    text = table([Row("store", "seek", 62.0, "ms", 50.0, "raw read", 31.0, "p95"),
+                  Row("store", "bytes", 140.0, "B", 150.0),
+                  Row("ui", "unknown", None, "ms")])
+    lines = text.splitlines()
+    assert "MISSED" in lines[2] and "2.00×" in lines[2] and "raw read = 31" in lines[2]
+    assert lines[3].strip() == "p95"
+    assert " met " in lines[4]
+    assert "–" in lines[5]
+
+
+def test_regression_only_past_the_factor() -> None:
+    baseline = normalised(50.0, 40.0)
+    assert regression(normalised(140.0, 40.0), baseline) is None  # 2.8×: noise
+    problem = regression(normalised(160.0, 40.0), baseline)
+    assert problem is not None and "3.2×" in problem
+    # A machine twice as slow doubles both figures: no regression.
+    assert regression(normalised(100.0, 80.0), baseline) is None
