@@ -62,6 +62,14 @@ class Snapshot:
                 return g
         return None
 
+    @property
+    def collect_ms(self) -> float | None:
+        """Wall ms the collectors took for this tick: the sum of the sources' durations
+        (the sampler runs them one after the other); None without sources."""
+        if not self.sources:
+            return None
+        return sum(s.duration_ns for s in self.sources) / 1e6
+
 
 def summarize(frame: Frame) -> HostSummary:
     """Host-wide ratios: vCPUs per host CPU and guest max memory per host RAM."""

@@ -87,7 +87,8 @@ def host_lines(snapshot: Snapshot) -> list[Content]:
             ("runq delay", "n/a" if "run_delay_pct" in h.na else _pct(h.run_delay_pct)),
             ("PSI cpu", "n/a" if psi else _pct(h.psi_cpu_some_pct)),
             ("exits/s", fmt_si(s.exits_per_s)),
-            ("kvmtop", f"{_pct(h.self_cpu_pct)} {fmt_bytes(h.self_rss_bytes)}"),
+            ("kvmtop", f"{_pct(h.self_cpu_pct)} {fmt_bytes(h.self_rss_bytes)} "
+                       f"{fmt_ms(snapshot.collect_ms)} ms/tick"),
         ),
         _line(
             ("mem", f"{fmt_bytes(h.mem_used_bytes)}/{fmt_bytes(h.mem_total_bytes)}"),
