@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from kvmtop.feed import Feed
 from kvmtop.model.finding import Finding
-from kvmtop.model.rates import GuestRates, HostRates
+from kvmtop.model.rates import DiskRates, GuestRates, HostRates, NicRates
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.render import DASH, GUEST_COLUMNS, cell_text, fmt_bytes, fmt_mbps, fmt_pct, fmt_si
 
@@ -25,8 +25,55 @@ def _round(v: float | None, digits: int = 3) -> float | None:
     return None if v is None else round(v, digits)
 
 
-def guest_json(g: GuestRates) -> dict[str, Any]:
-    """The batch JSON object of one guest."""
+def disk_json(d: DiskRates, host: HostRates | None) -> dict[str, Any]:
+    """One guest disk next to the host device under it (`host_*` null when unknown)."""
+    dev = host.disk(d.host_dev) if host is not None else None
+    return {
+        "target": d.target,
+        "path": d.path,
+        "iops": _round(d.iops),
+        "read_iops": _round(d.read_iops),
+        "write_iops": _round(d.write_iops),
+        "flush_iops": _round(d.flush_iops),
+        "read_bytes_per_s": _round(d.read_bytes_per_s),
+        "write_bytes_per_s": _round(d.write_bytes_per_s),
+        "read_ms": _round(d.read_ms),
+        "write_ms": _round(d.write_ms),
+        "flush_ms": _round(d.flush_ms),
+        "host_device": d.host_dev,
+        "host_read_ms": _round(dev.read_ms) if dev else None,
+        "host_write_ms": _round(dev.write_ms) if dev else None,
+        "host_util_pct": _round(dev.util_pct) if dev else None,
+        "host_queue_depth": _round(dev.queue_depth) if dev else None,
+    }
+
+
+def nic_json(n: NicRates, host: HostRates | None) -> dict[str, Any]:
+    """One guest vNIC (guest point of view) with its switch, uplinks and RTTs."""
+    uplinks = host.switch_uplinks.get(n.bridge, ()) if host is not None and n.bridge else ()
+    return {
+        "ifname": n.name,
+        "bridge": n.bridge,
+        "switch": n.switch,
+        "uplink": uplinks[0] if uplinks else None,
+        "uplinks": list(uplinks),
+        "rx_bps": _round(n.rx_bps),
+        "tx_bps": _round(n.tx_bps),
+        "rx_pps": _round(n.rx_pps),
+        "tx_pps": _round(n.tx_pps),
+        "rx_drops_per_s": _round(n.rx_drops_per_s),
+        "tx_drops_per_s": _round(n.tx_drops_per_s),
+        "addr": n.addr,
+        "rtt_ms": _round(n.rtt_ms),
+        "rtt_p95_ms": _round(n.rtt_p95_ms),
+        "host_rtt_ms": _round(n.host_rtt_ms),
+        "rtt_reason": n.rtt_reason,
+    }
+
+
+def guest_json(g: GuestRates, host: HostRates | None = None) -> dict[str, Any]:
+    """The batch JSON object of one guest; `host` resolves each disk's host device
+    and each vNIC's uplinks (without it those are null)."""
     return {
         "name": g.name,
         "uuid": g.uuid,
@@ -58,6 +105,8 @@ def guest_json(g: GuestRates) -> dict[str, Any]:
         "net_rx_pps": _round(g.net_rx_pps),
         "net_tx_pps": _round(g.net_tx_pps),
         "net_drops_per_s": _round(g.net_drops_per_s),
+        "net_rtt_ms": _round(g.net_rtt_ms),
+        "net_host_rtt_ms": _round(g.net_host_rtt_ms),
         "mem_used_bytes": g.mem_used_bytes,
         "mem_total_bytes": g.mem_total_bytes,
         "mem_max_bytes": g.mem_max_bytes,
@@ -72,6 +121,8 @@ def guest_json(g: GuestRates) -> dict[str, Any]:
             }
             for v in g.vcpu
         ],
+        "disks": [disk_json(d, host) for d in g.disks],
+        "nics": [nic_json(n, host) for n in g.nics],
         "threads": [
             {
                 "tid": t.tid,
@@ -158,7 +209,7 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
         "time": round(snap.wall_s, 3),
         "interval_s": snap.interval_s,
         "host": host_json(snap.host, snap),
-        "guests": [guest_json(g) for g in snap.guests],
+        "guests": [guest_json(g, snap.host) for g in snap.guests],
         "findings": [finding_json(f) for f in snap.findings],
         "sources": [
             {"name": s.name, "ok": s.ok, "reason": s.reason, "duration_ms": s.duration_ns / 1e6}

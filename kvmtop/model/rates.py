@@ -48,6 +48,7 @@ EXIT_CATEGORIES: tuple[str, ...] = (
 
 NA_NOT_KVM = "n/a: not KVM (QEMU TCG emulation)"
 NA_FIRST = "needs two samples"
+NA_NO_PROBE = "RTT probing is off (opt-in: it sends packets to the guest)"
 
 
 def counter_delta(prev: int | None, cur: int | None) -> int | None:
@@ -88,6 +89,15 @@ def _sum(values: Iterable[float | None]) -> float | None:
     """Sum of known values; None when none is known."""
     known = [v for v in values if v is not None]
     return sum(known) if known else None
+
+
+def _max(values: Iterable[float | None]) -> float | None:
+    """Largest known value; None when none is known."""
+    return max((v for v in values if v is not None), default=None)
+
+
+def _ms(ns: int | None) -> float | None:
+    return None if ns is None else ns / 1e6
 
 
 # --------------------------------------------------------------------------- KVM internals
@@ -361,12 +371,21 @@ class DiskRates:
 class NicRates:
     """Per guest NIC, guest point of view; `*_bps` are bits per second.
 
-    `bridge` and `switch` name the vSwitch the vNIC is plugged into (the baseline).
+    `bridge` and `switch` name the vSwitch the vNIC is plugged into (the baseline;
+    its uplinks are `HostRates.switch_uplinks[bridge]`). The RTT fields are the net
+    probe's (`NicSample`), in ms: `rtt_ms` / `rtt_p95_ms` to the guest's `addr`,
+    `host_rtt_ms` to the host's own address on the bridge; `rtt_reason` says why
+    `rtt_ms` is None.
     """
 
     name: str
     bridge: str | None = None
     switch: str | None = None
+    addr: str | None = None
+    rtt_ms: float | None = None
+    rtt_p95_ms: float | None = None
+    host_rtt_ms: float | None = None
+    rtt_reason: str | None = None
     rx_bps: float | None = None
     tx_bps: float | None = None
     rx_pps: float | None = None
@@ -449,6 +468,16 @@ class GuestRates:
     def net_drops_per_s(self) -> float | None:
         """RX + TX drops per second."""
         return _sum((self.net_rx_drops_per_s, self.net_tx_drops_per_s))
+
+    @property
+    def net_rtt_ms(self) -> float | None:
+        """The slowest vNIC's median RTT (ms), None when no vNIC was answered."""
+        return _max(n.rtt_ms for n in self.nics)
+
+    @property
+    def net_host_rtt_ms(self) -> float | None:
+        """The baseline of `net_rtt_ms`: the slowest bridge RTT of the guest's vNICs."""
+        return _max(n.host_rtt_ms for n in self.nics)
 
     @property
     def dominant_exit(self) -> str | None:
@@ -543,20 +572,26 @@ def _bits(v: float | None) -> float | None:
 
 
 def _nic_rates(prev: NicSample | None, cur: NicSample, dt_s: float) -> NicRates:
-    if prev is None:
-        return NicRates(name=cur.name, bridge=cur.bridge, switch=cur.switch)
+    # Without a previous sample every counter rate is unknown (a NicSample without
+    # counters); the RTTs are gauges over the probe's own window, known at once.
+    p = prev if prev is not None else NicSample(name=cur.name)
     return NicRates(
         name=cur.name,
         bridge=cur.bridge,
         switch=cur.switch,
-        rx_bps=_bits(rate(prev.rx_bytes, cur.rx_bytes, dt_s)),
-        tx_bps=_bits(rate(prev.tx_bytes, cur.tx_bytes, dt_s)),
-        rx_pps=rate(prev.rx_pkts, cur.rx_pkts, dt_s),
-        tx_pps=rate(prev.tx_pkts, cur.tx_pkts, dt_s),
-        rx_drops_per_s=rate(prev.rx_drop, cur.rx_drop, dt_s),
-        tx_drops_per_s=rate(prev.tx_drop, cur.tx_drop, dt_s),
-        rx_errs_per_s=rate(prev.rx_errs, cur.rx_errs, dt_s),
-        tx_errs_per_s=rate(prev.tx_errs, cur.tx_errs, dt_s),
+        addr=cur.addr,
+        rtt_ms=_ms(cur.rtt_ns),
+        rtt_p95_ms=_ms(cur.rtt_p95_ns),
+        host_rtt_ms=_ms(cur.host_rtt_ns),
+        rtt_reason=cur.rtt_reason,
+        rx_bps=_bits(rate(p.rx_bytes, cur.rx_bytes, dt_s)),
+        tx_bps=_bits(rate(p.tx_bytes, cur.tx_bytes, dt_s)),
+        rx_pps=rate(p.rx_pkts, cur.rx_pkts, dt_s),
+        tx_pps=rate(p.tx_pkts, cur.tx_pkts, dt_s),
+        rx_drops_per_s=rate(p.rx_drop, cur.rx_drop, dt_s),
+        tx_drops_per_s=rate(p.tx_drop, cur.tx_drop, dt_s),
+        rx_errs_per_s=rate(p.rx_errs, cur.rx_errs, dt_s),
+        tx_errs_per_s=rate(p.tx_errs, cur.tx_errs, dt_s),
     )
 
 
@@ -640,6 +675,9 @@ def derive_guest(
     disks = tuple(_disk_rates(prev_disks.get(d.target), d, dt_s, min_ops) for d in cur.disks)
     prev_nics = {n.name: n for n in prev.nics} if prev else {}
     nics = tuple(_nic_rates(prev_nics.get(n.name), n, dt_s) for n in cur.nics)
+    if nics and all(n.rtt_ms is None for n in nics):
+        reasons = [n.rtt_reason for n in nics if n.rtt_reason]
+        na["net_rtt_ms"] = reasons[0] if reasons else NA_NO_PROBE
 
     b = cur.balloon
     pb = prev.balloon if prev else None
@@ -794,6 +832,42 @@ class HostRates:
     self_cpu_pct: float | None = None
     self_rss_bytes: int | None = None
     na: dict[str, str] = field(default_factory=dict)
+    switch_uplinks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Switch (Linux or OVS bridge) → its uplinks, see `switch_uplinks`."""
+
+    def disk(self, name: str | None) -> HostDiskRates | None:
+        """The host block device of this name (a guest disk's `host_dev`), if present."""
+        return next((d for d in self.disks if d.name == name), None) if name else None
+
+    def net(self, name: str | None) -> HostNetRates | None:
+        """The host interface of this name (an uplink), if present."""
+        return next((n for n in self.nets if n.name == name), None) if name else None
+
+
+def switch_uplinks(cur: HostSample) -> dict[str, tuple[str, ...]]:
+    """Each switch's uplinks: its ports that are not a guest's tap nor itself.
+
+    Ports of a Linux bridge are the interfaces whose master is the bridge
+    (/sys/class/net/IF/master); ports of an OVS bridge come from OVSDB
+    (`HostSample.ovs_ports`), whose bridge's own internal port has the bridge's
+    name. Guest vNICs are tun/tap devices (kind "tap"); what else is plugged in
+    (a physical NIC, a bond, a veth to another namespace, a DPDK port the kernel
+    does not see) leads off the host, so it is an uplink. Bonds are uplinks as a
+    whole, not their slaves (whose master is the bond, not the bridge).
+    """
+    kinds = {n.name: n.kind for n in cur.netdevs}
+    ports: dict[str, list[str]] = {n.name: [] for n in cur.netdevs if n.kind == "bridge"}
+    for n in cur.netdevs:
+        if n.master in ports:
+            ports[n.master].append(n.name)
+    for port in cur.ovs_ports:
+        ports.setdefault(port.bridge, [])
+        if port.name != port.bridge:
+            ports[port.bridge].append(port.name)
+    return {
+        bridge: tuple(sorted(p for p in names if kinds.get(p) != "tap"))
+        for bridge, names in ports.items()
+    }
 
 
 def _host_disk(prev: BlockDevSample | None, cur: BlockDevSample, dt_s: float) -> HostDiskRates:
@@ -875,6 +949,7 @@ def derive_host(prev: HostSample | None, cur: HostSample) -> HostRates:
         "mem_available_bytes": cur.mem_available_bytes,
         "load1": cur.loadavg[0] if cur.loadavg else None,
         "self_rss_bytes": cur.self_rss_bytes,
+        "switch_uplinks": switch_uplinks(cur),
     }
     if cur.run_delay_ns is None:
         na["run_delay_pct"] = "/proc/schedstat absent (kernel without CONFIG_SCHEDSTATS)"

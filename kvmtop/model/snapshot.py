@@ -42,6 +42,8 @@ class Snapshot:
         sources: per-collector health for this tick.
         recording: path being recorded to, if any.
         seq: frame sequence number (increases by one per frame).
+        recent: the window's newest frames up to this one, oldest first (the
+            detail screen's plots); empty when the producer keeps none.
     """
 
     wall_s: float
@@ -54,6 +56,7 @@ class Snapshot:
     sources: tuple[SourceStatus, ...]
     recording: str | None = None
     seq: int = 0
+    recent: tuple[Frame, ...] = ()
 
     def guest(self, uuid: str) -> GuestRates | None:
         """The guest with this UUID, if present."""
@@ -98,6 +101,7 @@ def build_snapshot(
     interval_s: float,
     recording: str | None = None,
     seq: int = 0,
+    recent: tuple[Frame, ...] = (),
 ) -> Snapshot:
     """Assemble the snapshot views read from a derived frame and its findings."""
     return Snapshot(
@@ -111,4 +115,5 @@ def build_snapshot(
         sources=sources,
         recording=recording,
         seq=seq,
+        recent=recent,
     )

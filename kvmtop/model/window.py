@@ -56,3 +56,9 @@ class Window:
     def frames(self) -> list[Frame]:
         """All frames, oldest first."""
         return [f for _, f in self._items]
+
+    def recent(self, n: int) -> tuple[Frame, ...]:
+        """The newest `n` frames (fewer while the window fills), oldest first."""
+        items = self._items
+        start = max(0, len(items) - n)
+        return tuple(items[i][1] for i in range(start, len(items)))
