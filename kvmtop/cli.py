@@ -11,7 +11,11 @@ import textual: the app module is imported only when a TUI starts.
     kvmtop slice FILE [--from T] [--to T] -o OUT
     kvmtop report FILE [--from T] [--to T] [--format text|md|json|html] [-o OUT]
     kvmtop export FILE --format csv|jsonl|openmetrics [--from T] [--to T] [-o OUT]
-    kvmtop doctor | serve
+    kvmtop doctor [--format text|json] [--measure S]
+    kvmtop serve [--listen ADDR:PORT]
+    kvmtop completion bash|zsh|fish
+
+Every command's --help is its manual (sections from `kvmtop.manual`).
 
 Exit status 2 for unusable input (options, config file, a recording that is missing,
 damaged beyond its header, or from a newer kvmtop); 1 when monitoring cannot start
@@ -28,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvmtop import __version__
+from kvmtop import __version__, manual
 from kvmtop.config import ConfigError, Settings, load_settings
 from kvmtop.feed import TIME_FORMATS, Feed, parse_time
 from kvmtop.wiring import build_live_feed, build_pipeline, build_sampler
@@ -76,15 +80,14 @@ def _range_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for `kvmtop` and its commands."""
-    from kvmtop import doctor, export, report, serve
+    from kvmtop import completion, doctor, export, report, serve
 
     p = argparse.ArgumentParser(
         prog="kvmtop",
         description="Live monitor for KVM hosts: per-guest steal, VM exits, disk, network "
-        "and memory next to the host baseline. Without a command: the live TUI.",
-        epilog="Privileges: libvirt stats need read access to the libvirt socket "
-        "(root or the libvirt group); vCPU schedstat of QEMU threads needs root or the "
-        "same user as QEMU. See README.md, 'Privileges'.",
+        "and memory next to the host baseline. Without a command: the live TUI (or, with "
+        "--batch, text or JSON snapshots on standard output).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common_options(p, None)
     _batch_options(p)
@@ -95,10 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(common, argparse.SUPPRESS)
     commands = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    rec = commands.add_parser(
-        "record", parents=[common], help="record raw samples to a file, headless",
-        description="Record raw samples to FILE until SIGTERM/SIGINT or --duration. "
-        "SIGHUP reopens FILE (after log rotation). An existing recording is continued.",
+    def command(name: str, text: str, description: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], help=text, description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    rec = command(
+        "record", "record raw samples to a file, headless",
+        "Record raw samples (cumulative counters, never derived rates) to FILE until "
+        "SIGTERM/SIGINT or --duration, one SQLite transaction per sample: a kill -9 loses "
+        "at most the sample being written. SIGHUP reopens FILE (after log rotation). An "
+        "existing recording is continued.",
     )
     rec.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
                      help="the recording (created with mode 0600)")
@@ -112,9 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="count GUEST's KVM exits by reason (perf tracepoints, about 120 "
                      "fds per vCPU) for the whole recording; name or UUID, repeatable")
 
-    rep = commands.add_parser(
-        "replay", parents=[common], help="replay a recording in the TUI or as batch output",
-        description="Replay FILE through the same rates, detectors and views as live.",
+    rep = command(
+        "replay", "replay a recording in the TUI or as batch output",
+        "Replay FILE through the same rates, detectors and views as live: in the TUI "
+        "(pause, step, seek, jump to the next finding, change speed) or, with --batch, "
+        "as text or JSON lines as fast as they are read.",
     )
     rep.add_argument("file", type=Path, metavar="FILE")
     _range_options(rep)
@@ -124,9 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep showing samples a recorder is still appending (TUI)")
     _batch_options(rep)
 
-    cut = commands.add_parser(
-        "slice", parents=[common], help="copy a time range of a recording to a new file",
-        description="Copy the raw samples of FILE between --from and --to to OUT.",
+    cut = command(
+        "slice", "copy a time range of a recording to a new file",
+        "Copy the raw samples of FILE between --from and --to to OUT, a recording of its "
+        "own (small enough for a ticket) that replays, reports and exports like FILE.",
     )
     cut.add_argument("file", type=Path, metavar="FILE")
     _range_options(cut)
@@ -137,13 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", report, "summarize a recording: findings, offenders, host baseline"),
         ("export", export, "export a recording as CSV, JSON lines or OpenMetrics"),
     ):
-        sub = commands.add_parser(name, parents=[common], help=text)
+        sub = command(name, text)
         sub.add_argument("file", type=Path, metavar="FILE", help="the recording")
         _range_options(sub)
         module.add_arguments(sub)
     for name, module, text in (("doctor", doctor, "check every data source and the host"),
                                ("serve", serve, "serve OpenMetrics for Prometheus")):
-        module.add_arguments(commands.add_parser(name, parents=[common], help=text))
+        module.add_arguments(command(name, text))
+    completion.add_arguments(command(
+        "completion", "print a shell completion script (bash, zsh or fish)",
+        "Print the completion script for SHELL: every command, option and choice of "
+        "kvmtop, made from the same parser that reads the command line, plus recording "
+        "files for FILE and the names of running libvirt guests for --trace (from "
+        "`virsh -r list --name`, where virsh is installed).",
+    ))
+    # The man-page sections (manual.py) around what argparse writes (usage, options).
+    for name, sub in (("", p), *commands.choices.items()):
+        sub.description = manual.description(sub.description)
+        sub.epilog = manual.epilog(name, sub.epilog)
     return p
 
 
@@ -335,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kvmtop: {exc}", file=sys.stderr)
         return 2
+    if args.command == "completion":
+        from kvmtop.completion import script
+
+        sys.stdout.write(script(args.shell, build_parser()))
+        return 0
     if args.command in ("doctor", "serve"):
         from kvmtop import doctor, serve
 

@@ -695,11 +695,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "not work, then give host configuration advice (vCPU:pCPU, memory reserve, THP, "
         "I/O schedulers, halt polling), each with the setting to change."
     )
-    parser.epilog = (
-        "Privileges: run as root to check everything (debugfs, tracepoints and QEMU "
-        "threads need it). Exit status 1 when a required source is unusable (host "
-        "/proc, or libvirt when -c URI was given), else 0."
-    )
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="output format (default text)")
     parser.add_argument("--measure", type=float, default=1.0, metavar="S",

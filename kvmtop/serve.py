@@ -784,12 +784,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "raw cumulative values (use rate() in PromQL); findings are the kvmtop_finding "
         "gauge. Metric names: docs/metrics.md."
     )
-    parser.epilog = (
-        "Privileges: as for the TUI. libvirt stats need read access to the libvirt "
-        "socket (root or the libvirt group); per-vCPU schedstat of QEMU threads needs "
-        "root or QEMU's user. The endpoint has no authentication: it binds loopback "
-        "unless --listen says otherwise."
-    )
     parser.add_argument(
         "--listen", type=parse_listen, default=DEFAULT_LISTEN, metavar="ADDR:PORT",
         help="address to listen on (default 127.0.0.1:9177; [::1]:9177 for IPv6; "
