@@ -72,7 +72,7 @@ def synthetic_sampler(guests: int, clock: Clock) -> tuple[Sampler, SyntheticConn
     conn = SyntheticConnection(guests, clock)
     sampler = Sampler(
         HostCollector(root=HOST_TREE, clock=clock),
-        LibvirtCollector("test+synthetic:///bench", root=HOST_TREE,
+        LibvirtCollector("test://bench/default", root=HOST_TREE,
                          balloon_every=settings.balloon_every, open_fn=lambda _uri: conn),
         interval_s=INTERVAL_S,
         clock=clock,

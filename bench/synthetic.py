@@ -109,5 +109,7 @@ class SyntheticConnection(FakeConnection):
         return out
 
     def getURI(self) -> str:
-        """Not a local URI: the clones have no QEMU process, so no pidfile is looked up."""
-        return "test+synthetic:///bench"
+        """A remote URI (it names a host): the clones have no QEMU process, so the
+        collector looks up no pidfile (a local one would retry each missing pidfile
+        on every tick)."""
+        return "test://bench/default"
