@@ -41,8 +41,14 @@ class _Level:
     cpus: frozenset[int]
 
 
-def _level(g: GuestView, s: StealSettings) -> _Level | None:
-    """Mean and max steal over busy vCPUs; None when no vCPU has a steal figure."""
+def _level(g: GuestView, s: StealSettings, ncpu: int) -> _Level | None:
+    """Mean and max steal over busy vCPUs; None when no vCPU has a steal figure.
+
+    `cpus` collects the host CPUs of the stealing vCPUs that are pinned, i.e. whose
+    affinity is narrower than the host's `ncpu` CPUs: an unpinned vCPU may run on
+    every CPU, so sharing CPUs with another unpinned guest is no pinning collision
+    (the lab's unpinned TCG guests were all blamed on "CPU 0,1" before).
+    """
     steals: list[tuple[float, int]] = []
     cpus: set[int] = set()
     any_known = False
@@ -55,8 +61,9 @@ def _level(g: GuestView, s: StealSettings) -> _Level | None:
             continue
         steals.append((v.steal_pct, v.index))
         sample = by_index.get(v.index)
-        if sample is not None and sample.affinity is not None:
-            cpus.update(sample.affinity)
+        affinity = sample.affinity if sample is not None else None
+        if affinity is not None and (ncpu <= 0 or len(set(affinity)) < ncpu):
+            cpus.update(affinity)
     if not any_known:
         return None
     if not steals:
@@ -107,9 +114,10 @@ class Steal:
     def observe(self, tick: Tick) -> Iterable[Observation]:
         """One verdict per running guest with steal figures."""
         levels: dict[str, tuple[GuestView, _Level]] = {}
+        ncpu = tick.sample.host.ncpu if tick.sample.host is not None else 0
         for g in tick.guests:
             if g.settings.enabled(ID):
-                level = _level(g, g.settings.steal)
+                level = _level(g, g.settings.steal, ncpu)
                 if level is not None:
                     levels[g.uuid] = (g, level)
         stealing = {

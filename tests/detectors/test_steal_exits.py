@@ -57,6 +57,8 @@ def contended(**host: object) -> World:
     [
         ("pinned", "pinning collision on CPU 1 with b"),
         ("shared", "host CPU over-commit (1 other guest(s) stealing: b"),
+        # Affinity = every host CPU is no pinning (the lab's unpinned TCG guests).
+        ("unpinned", "host CPU over-commit (1 other guest(s) stealing: b"),
         ("throttled", "its own CPU quota (40% of periods throttled"),
         ("pause", "lock-holder preemption (3000 PAUSE exits/s per vCPU)"),
         ("psi", "host CPU over-commit (host PSI cpu 35%)"),
@@ -68,7 +70,7 @@ def test_steal_attribution(setup: str, cause: str) -> None:
     w = contended(psi_cpu_some_pct=psi)
     if setup != "pinned":
         for g in w.guests:
-            g.vcpus[0].affinity = None
+            g.vcpus[0].affinity = (0, 1, 2, 3) if setup == "unpinned" else None
     a = w.guest("a")
     if setup in ("throttled", "pause", "psi", "alone"):
         w.guests.remove(w.guest("b"))
