@@ -29,12 +29,12 @@ from kvmtop.model.rates import (
     TRACE_FDS,
     TRACE_SOURCE,
     GuestRates,
-    HostRates,
 )
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si
+from kvmtop.views.compare import SideBySide
 from kvmtop.views.guest_table import Cell, KeyedTable, TableColumn
-from kvmtop.views.host_strip import ModeBadge, busiest_disk, busiest_uplink
+from kvmtop.views.host_strip import ModeBadge
 
 HISTORY = 120
 """Frames kept for the sparklines."""
@@ -46,12 +46,6 @@ VCPU_COLUMNS = (
     TableColumn("exits", "Exits/s", 9, right=True),
     TableColumn("poll", "HaltPoll%", 10, right=True),
     TableColumn("wait", "HaltWait%", 10, right=True),
-)
-VERSUS_COLUMNS = (
-    TableColumn("metric", "Metric", 16),
-    TableColumn("guest", "Guest", 14, right=True),
-    TableColumn("host", "Host baseline", 44),
-    TableColumn("ratio", "Ratio", 7, right=True),
 )
 DISK_COLUMNS = (
     TableColumn("disk", "Disk", 6),
@@ -84,48 +78,6 @@ def _num(text: str) -> Cell:
 
 def _mb(bytes_per_s: float | None) -> str:
     return fmt_num(None if bytes_per_s is None else bytes_per_s / 1e6, 1)
-
-
-def _ratio(guest: float | None, host: float | None) -> str:
-    """guest ÷ host as "N.NN×", or a dash when either is unknown or the host is 0."""
-    if guest is None or not host:
-        return DASH
-    return f"{guest / host:.2f}×"
-
-
-def versus_rows(g: GuestRates, h: HostRates) -> list[tuple[str, tuple[Cell, ...]]]:
-    """Metric | guest | host baseline | ratio, for the figures that have a baseline."""
-    disk = busiest_disk(h)
-    uplink = busiest_uplink(h)
-    # Baselines are the busiest host device and uplink: the snapshot does not say
-    # which device a guest's image or tap lands on.
-    disk_name = f" {disk.name}, busiest device" if disk else ""
-    rows = [
-        ("CPU %", fmt_pct(g.cpu_pct), f"busy {fmt_pct(h.cpu_busy_pct)} of all CPUs", DASH),
-        ("Steal % mean/max", f"{fmt_pct(g.steal_pct)}/{fmt_pct(g.steal_max_pct)}",
-         f"run-queue delay {fmt_pct(h.run_delay_pct)}, PSI cpu {fmt_pct(h.psi_cpu_some_pct)}",
-         _ratio(g.steal_pct, h.run_delay_pct)),
-        ("Disk read ms", fmt_ms(g.disk_read_ms),
-         f"{fmt_ms(disk.read_ms if disk else None)}{disk_name}",
-         _ratio(g.disk_read_ms, disk.read_ms if disk else None)),
-        ("Disk write ms", fmt_ms(g.disk_write_ms),
-         f"{fmt_ms(disk.write_ms if disk else None)}{disk_name}",
-         _ratio(g.disk_write_ms, disk.write_ms if disk else None)),
-        ("Net Mb/s rx/tx", f"{fmt_mbps(g.net_rx_bps)}/{fmt_mbps(g.net_tx_bps)}",
-         DASH if uplink is None else
-         f"{fmt_mbps(uplink.rx_bps)}/{fmt_mbps(uplink.tx_bps)} {uplink.name}"
-         f" {fmt_pct(uplink.util_pct)}% util, busiest uplink",
-         DASH),
-        ("Drops/s", fmt_si(g.net_drops_per_s), f"softnet {fmt_si(h.softnet_drops_per_s)}", DASH),
-        ("Memory", f"{fmt_bytes(g.mem_used_bytes)}/{fmt_bytes(g.mem_max_bytes)}",
-         f"{fmt_bytes(h.mem_used_bytes)}/{fmt_bytes(h.mem_total_bytes)}, "
-         f"PSI mem {fmt_pct(h.psi_mem_some_pct)}",
-         _ratio(g.mem_max_bytes, h.mem_total_bytes)),
-    ]
-    return [
-        (metric, (Cell(metric), _num(guest), Cell(host), _num(ratio)))
-        for metric, guest, host, ratio in rows
-    ]
 
 
 def _busiest(rates: dict[str, float]) -> str:
@@ -238,8 +190,9 @@ class GuestDetailScreen(Screen[None]):
                     yield Sparkline([], id="steal-spark")
             yield Static("Per vCPU", classes="heading")
             yield KeyedTable(VCPU_COLUMNS, id="vcpu-table", show_cursor=False)
-            yield Static("Guest against the host baseline", classes="heading")
-            yield KeyedTable(VERSUS_COLUMNS, id="versus-table", show_cursor=False)
+            yield Static("Guest against the host baseline (the row under the cursor is "
+                         "plotted)", classes="heading")
+            yield SideBySide(self.uuid, id="side-by-side")
             yield Static("VM exits", classes="heading")
             yield Static("", id="exits")
             yield Static("", id="tracing")
@@ -296,7 +249,7 @@ class GuestDetailScreen(Screen[None]):
             )
             for v in g.vcpu
         )
-        self.query_one("#versus-table", KeyedTable).sync(versus_rows(g, snapshot.host))
+        self.query_one(SideBySide).show(snapshot, g)
         self.query_one("#exits", Static).update(exits_text(g))
         self.query_one("#tracing", Static).update(tracing_text(snapshot, g))
         self.query_one("#thread-table", KeyedTable).sync(
