@@ -145,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     cut.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                      help="the new recording (must not exist)")
 
+    idx = command(
+        "reindex", "rebuild a recording's index (what makes reports fast)",
+        "Replay FILE's raw samples through the rates and detectors (with the detector "
+        "settings of --config) and rewrite its index: the per-minute rollups `kvmtop "
+        "report` merges instead of replaying every sample. `kvmtop record` writes them as "
+        "it goes; rebuild after an upgrade, after changing detector settings, or for a "
+        "recording made from the TUI.",
+    )
+    idx.add_argument("file", type=Path, metavar="FILE", help="the recording")
+
     for name, module, text in (
         ("report", report, "summarize a recording: findings, offenders, host baseline"),
         ("export", export, "export a recording as CSV, JSON lines or OpenMetrics"),
@@ -233,6 +243,7 @@ def _live(args: argparse.Namespace, settings: Settings) -> int:
 
 def _record(args: argparse.Namespace, settings: Settings) -> int:
     from kvmtop.record import Recorder
+    from kvmtop.rollup import IndexedWriter
     from kvmtop.store.writer import Retention, StoreWriter
 
     retention = Retention(
@@ -246,8 +257,12 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
             print(f"kvmtop: cannot open {settings.uri}: {error}", file=sys.stderr)
             return 1
         sampler.trace(args.trace)
-        recorder = Recorder(sampler, lambda: StoreWriter(args.output, retention=retention),
-                            duration_s=args.duration)
+        # The recorder also writes the report's index (kvmtop.rollup), through a
+        # pipeline of its own; a window of two samples will do (as for report).
+        recorder = Recorder(sampler, lambda: IndexedWriter(
+            StoreWriter(args.output, retention=retention),
+            build_pipeline(replace(settings, window_size=2)), _uplink_kinds(settings)),
+            duration_s=args.duration)
         recorder.install_signal_handlers()
         until = f"for {args.duration:g} s" if args.duration else "until SIGTERM"
         traced = f", exits by reason of {', '.join(args.trace)}" if args.trace else ""
@@ -328,6 +343,22 @@ def _slice(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _uplink_kinds(settings: Settings) -> tuple[str, ...]:
+    return settings.detectors.vswitch_saturation.uplink_kinds
+
+
+def _reindex(args: argparse.Namespace, settings: Settings) -> int:
+    from kvmtop.report import Progress
+    from kvmtop.rollup import reindex
+
+    with _open_recording(args.file) as reader:  # refuses a file that is not a recording
+        progress = Progress("kvmtop reindex", reader.first_time(), reader.last_time())
+    written = reindex(str(args.file), build_pipeline(replace(settings, window_size=2)),
+                      _uplink_kinds(settings), progress)
+    print(f"kvmtop reindex: {written} minutes indexed in {args.file}", file=sys.stderr)
+    return 0
+
+
 def _summarize(args: argparse.Namespace, settings: Settings) -> int:
     """`report` and `export`: FILE and --from/--to here, the rest in their module."""
     from kvmtop import export, report
@@ -368,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return int((doctor if args.command == "doctor" else serve).run(args, settings))
     command = {"record": _record, "replay": _replay, "slice": _slice, "report": _summarize,
-               "export": _summarize}.get(args.command, _live)
+               "export": _summarize, "reindex": _reindex}.get(args.command, _live)
     try:
         return command(args, settings)
     except StoreError as exc:  # missing, damaged, newer, unwritable: the message says which

@@ -24,8 +24,15 @@ from kvmtop import __version__
 from kvmtop.model.sample import SCHEMA_VERSION, Sample
 from kvmtop.store.codec import CodecError, decode, encode
 
-FORMAT_VERSION = 1
-"""Version of the file layout; a reader refuses a file with a higher one."""
+FORMAT_VERSION = 2
+"""Version of the file layout; a reader refuses a file with a higher one.
+
+1: meta, dictionaries, samples. 2: adds the `rollups` table (the report's index, a
+cache derived from the samples); a format-1 file reads as one without an index, and
+a writer resuming it adds the table and marks it format 2."""
+
+UPGRADABLE_FORMATS = (1,)
+"""Older formats a writer may resume: the newer one only adds tables."""
 
 LIBVIRT_SOURCE = "libvirt"
 """`SourceStatus.name` of the libvirt collector, whose detail carries the versions."""

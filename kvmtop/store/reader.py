@@ -16,6 +16,7 @@ header is unreadable or newer than this kvmtop, raises `StoreError`.
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 from collections import OrderedDict
@@ -163,6 +164,39 @@ class StoreReader:
         """The index before `index`, or None at the start."""
         value: int | None = self._scalar("SELECT max(id) FROM samples WHERE id < ?", (index,))
         return value
+
+    def count_between(self, first_s: float, last_s: float) -> int:
+        """Number of samples from `first_s` to `last_s` (by the time index)."""
+        value: int | None = self._scalar(
+            "SELECT count(*) FROM samples WHERE t BETWEEN ? AND ?", (first_s, last_s))
+        return value or 0
+
+    # ------------------------------------------------------------------ rollups
+
+    def rollups(self, from_s: float | None = None,
+                to_s: float | None = None) -> list[tuple[float, float, int, bytes | None]]:
+        """The rollups (format 2: a cache derived from the samples) that overlap the
+        range, in time order: (first_s, last_s, samples, data); data is None when the
+        row is damaged. A file without the table (format 1) has none.
+        """
+        try:
+            rows: list[tuple[float, float, int, bytes]] = self._conn.execute(
+                "SELECT first_s, last_s, samples, data FROM rollups "
+                "WHERE last_s >= ? AND first_s <= ? ORDER BY first_s",
+                (-math.inf if from_s is None else from_s, math.inf if to_s is None else to_s),
+            ).fetchall()
+        except sqlite3.OperationalError:  # no such table: an older format
+            return []
+        except sqlite3.DatabaseError as exc:
+            self._notice(f"{self.path}: index damaged: {exc}")
+            return []
+        out: list[tuple[float, float, int, bytes | None]] = []
+        for first_s, last_s, samples, data in rows:
+            try:
+                out.append((first_s, last_s, samples, blob.unpack(data)))
+            except ValueError:
+                out.append((first_s, last_s, samples, None))
+        return out
 
     # ------------------------------------------------------------------ samples
 

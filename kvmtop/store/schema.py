@@ -9,6 +9,10 @@ open with the `sqlite3` shell: `SELECT id, datetime(t, 'unixepoch') FROM samples
     dictionaries(id, data)           zstd frame of a reference sample's JSON
     samples(id, t, dict_id, data)    t = wall time (Unix s), indexed for seeking;
                                      data = zstd frame against dictionaries[dict_id]
+    rollups(first_s, last_s, samples, data)
+                                     (format 2) a cache derived from the samples
+                                     from first_s to last_s: zstd frame of a JSON
+                                     document only `kvmtop.rollup` reads
 
 Row ids are contiguous: rows are only appended, and retention deletes the oldest.
 """
@@ -32,6 +36,16 @@ CREATE TABLE samples (
 );
 CREATE INDEX samples_t ON samples (t);
 """
+
+ROLLUPS_DDL = """
+CREATE TABLE IF NOT EXISTS rollups (
+    first_s REAL PRIMARY KEY,
+    last_s REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    data BLOB NOT NULL
+)
+"""
+"""Format 2 adds this table; a format-1 file gets it when a writer resumes it."""
 
 
 def read_meta_rows(conn: sqlite3.Connection) -> dict[str, str]:

@@ -21,12 +21,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kvmtop.model.sample import Sample
 from kvmtop.store import blob
 from kvmtop.store.meta import (
     FORMAT_VERSION,
+    UPGRADABLE_FORMATS,
     RecordingMeta,
     StoreError,
     describe_host,
@@ -35,7 +36,7 @@ from kvmtop.store.meta import (
     new_meta,
     write_error,
 )
-from kvmtop.store.schema import APPLICATION_ID, DDL, application_id, read_meta_rows
+from kvmtop.store.schema import APPLICATION_ID, DDL, ROLLUPS_DDL, application_id, read_meta_rows
 
 DICTIONARY_EVERY = 50
 """Samples per reference dictionary. Compression against a reference degrades with
@@ -156,6 +157,7 @@ class StoreWriter:
                     for statement in DDL.split(";"):
                         if statement.strip():
                             conn.execute(statement)
+                    conn.execute(ROLLUPS_DDL)
                     conn.executemany("INSERT INTO meta VALUES (?, ?)", meta_rows(meta))
             else:
                 meta = self._resume()
@@ -171,6 +173,13 @@ class StoreWriter:
             raise StoreError(f"{self.path}: exists and is not a kvmtop recording")
         meta = meta_from_rows(self.path, read_meta_rows(self._conn))
         current = new_meta(meta.created_s)
+        if meta.format_version in UPGRADABLE_FORMATS:
+            meta = replace(meta, format_version=FORMAT_VERSION)
+            with self._transaction():
+                self._conn.execute(ROLLUPS_DDL)
+                self._conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+                self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                       meta_rows(meta))
         if (meta.format_version, meta.schema_version) != (
             current.format_version,
             current.schema_version,
@@ -244,6 +253,32 @@ class StoreWriter:
         except sqlite3.Error as exc:
             raise write_error(self.path, exc) from exc
 
+    def append_rollup(self, first_s: float, last_s: float, samples: int, data: bytes) -> None:
+        """Commit one rollup: `data` derived from the `samples` samples written from
+        `first_s` to `last_s` (`kvmtop.rollup` makes and reads it; compressed here).
+
+        Raises:
+            StoreWriteError: the write failed; what was committed before is intact.
+        """
+        try:
+            with self._transaction():
+                self._conn.execute("INSERT OR REPLACE INTO rollups VALUES (?, ?, ?, ?)",
+                                   (first_s, last_s, samples, blob.pack(data)))
+        except sqlite3.Error as exc:
+            raise write_error(self.path, exc) from exc
+
+    def clear_rollups(self) -> None:
+        """Delete every rollup (before the index is rebuilt).
+
+        Raises:
+            StoreWriteError: the write failed.
+        """
+        try:
+            with self._transaction():
+                self._conn.execute("DELETE FROM rollups")
+        except sqlite3.Error as exc:
+            raise write_error(self.path, exc) from exc
+
     def _apply_retention(self, newest_s: float) -> None:
         """Delete the oldest samples beyond the age and size limits (never the newest)."""
         r = self.retention
@@ -262,6 +297,9 @@ class StoreWriter:
                 self._conn.execute(
                     "DELETE FROM dictionaries WHERE id < "
                     "(SELECT coalesce(min(dict_id), 0) FROM samples)"
+                )
+                self._conn.execute(
+                    "DELETE FROM rollups WHERE first_s < (SELECT min(t) FROM samples)"
                 )
         if deleted:
             # Give the freed pages back to the filesystem, then fold the log into the
@@ -285,11 +323,12 @@ class StoreWriter:
         return cur.rowcount
 
     def _used_bytes(self) -> int:
-        """Bytes the database occupies, not counting free pages."""
+        """Bytes of the database file, free pages included: pages freed by the
+        rows deleted since the last trim stay in the file until a later trim's
+        incremental vacuum, so they count against the limit too."""
         page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
         pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
-        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
-        return int((pages - free) * page_size)
+        return int(pages * page_size)
 
     def close(self) -> None:
         """Fold the log into the file and close it. Safe to call twice.

@@ -79,3 +79,25 @@ def test_slice_never_overwrites(recording: Path, tmp_path: Path) -> None:
     with StoreReader(recording) as r, pytest.raises(StoreError, match="exists"):
         slice_recording(r, out)
     assert out.read_text() == "precious"
+
+
+def test_retention_drops_the_index_of_deleted_samples(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from kvmtop.cli import build_pipeline
+    from kvmtop.config import Settings
+    from kvmtop.rollup import IndexedWriter
+
+    samples = make_samples(300, guests=2)  # 10 minutes at 2 s
+    path = tmp_path / "indexed.kvmtop"
+    writer = IndexedWriter(StoreWriter(path, retention=Retention(max_age_s=120)),
+                           build_pipeline(replace(Settings(), window_size=2)), ("physical",))
+    for s in samples:
+        writer.append(s)
+    writer.close()
+    with StoreReader(path) as r:
+        oldest = r.first_time()
+        rollups = r.rollups()
+    assert oldest is not None and rollups
+    assert all(first_s >= oldest for first_s, _, _, _ in rollups)
+    assert len(rollups) <= 4  # two minutes kept, of the ten indexed

@@ -1,0 +1,325 @@
+"""The report's index: per-minute rollups of what `kvmtop report` gathers, a cache.
+
+Layer: headless output (beside `report`). Never imports textual.
+
+A recording keeps raw samples only, and a report at full resolution runs every one
+through the shared pipeline (rates, window, detectors, snapshot): about 38 ms per
+sample at 50 guests, 27 minutes for a day (bench/bench_report.py). So `kvmtop
+record` runs that pipeline too, folds each wall-clock minute of snapshots into the
+report's own `Accumulator`, and writes what it gathered as one row of the file's
+`rollups` table (`StoreWriter.append_rollup`). `kvmtop report` merges the rows of
+the range instead of replaying it (`indexed_report`).
+
+Accuracy of a report from the index, against `kvmtop report --exact` over the same
+samples (tests/report/test_rollup.py compares both on a lab recording):
+
+- count, min, max, mean, time integrals, p95 (the same `LogHistogram` bins, merged)
+  and memory growth (the least-squares sums, merged): the same figures, up to the
+  order of floating-point additions;
+- findings: the same spans when the report covers the whole recording and the
+  detector settings are the recorder's (the index holds the findings the recorder's
+  detectors raised). Over a part, the detectors have their history from before it;
+- plots: the maximum of every `PLOT_S` seconds instead of every sample;
+- `--from`/`--to` are widened to the minutes of the index that overlap them (the
+  report's range line shows the samples actually covered).
+
+A cache, never the record: `kvmtop reindex FILE` rebuilds it from the raw samples
+(after an upgrade with better detectors, other detector settings, a recording made
+from the TUI, or one whose recorder was killed mid-minute), `kvmtop report --exact`
+ignores it, and a report whose range the index does not cover whole (or that holds
+a damaged or other-version row) is computed from the samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from kvmtop.feed import FindingSpan, Pipeline
+from kvmtop.model.finding import Finding
+from kvmtop.model.sample import Sample
+from kvmtop.report import (
+    Accumulator,
+    GuestAcc,
+    Progress,
+    Report,
+    Series,
+    Stats,
+    Trend,
+    by_start,
+    extent,
+)
+from kvmtop.store.codec import CodecError, decode, encode
+from kvmtop.store.reader import StoreReader
+from kvmtop.store.writer import StoreWriter
+
+VERSION = 1
+"""Layout of a rollup document; rows of another version are ignored (rebuild them
+with `kvmtop reindex`)."""
+
+MINUTE_S = 60.0
+"""Wall-clock span of one rollup."""
+
+PLOT_S = 10.0
+"""Plot resolution kept in a rollup: the maximum of each such stretch, with its time."""
+
+Emit = Callable[[float, float, int, bytes], None]
+"""Where a finished rollup goes: (first_s, last_s, samples, JSON document)."""
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def _peaks(series: Series) -> list[float]:
+    """The maximum of every `PLOT_S` of a series, as flat (time, value) pairs."""
+    best: dict[int, tuple[float, float]] = {}
+    for t, v in series.points():
+        slot = math.floor(t / PLOT_S)
+        if slot not in best or v > best[slot][1]:
+            best[slot] = (t, v)
+    return [x for _, (t, v) in sorted(best.items()) for x in (t, v)]
+
+
+def _stats(stats: dict[str, Stats]) -> dict[str, list[Any]]:
+    return {k: s.state() for k, s in stats.items() if s.n}
+
+
+def document(acc: Accumulator) -> dict[str, Any]:
+    """The rollup document of one minute's accumulation."""
+    host = acc.host
+    return {
+        "v": VERSION,
+        "guests": [
+            [g.uuid, g.name, g.first_s, g.last_s, g.frames, _stats(g.stats),
+             {k: _peaks(s) for k, s in g.series.items()}, g.memory.state(),
+             sorted(g.devices), sorted(g.bridges)]
+            for g in acc.guests.values()
+        ],
+        "host": {
+            "stats": _stats(host.stats),
+            "disks": {name: _stats(st) for name, st in host.disks.items()},
+            "uplinks": {name: _stats(st) for name, st in host.uplinks.items()},
+            "masters": host.masters,
+            "peaks": {k: _peaks(s) for k, s in host.series.items()},
+        },
+        "findings": [[encode(s.peak), s.message, s.since_s, s.raised_s, s.until_s, s.ongoing]
+                     for s in acc.tracker.spans()],
+    }
+
+
+def _merge_stats(into: dict[str, Stats], states: dict[str, list[Any]]) -> None:
+    for key, state in states.items():
+        into.setdefault(key, Stats()).merge(Stats.from_state(state))
+
+
+def _pairs(flat: list[float]) -> Iterable[tuple[float, float]]:
+    return zip(flat[::2], flat[1::2], strict=True)
+
+
+def merge(acc: Accumulator, doc: dict[str, Any], spans: dict[tuple[str, str, float],
+                                                              FindingSpan]) -> None:
+    """Fold one rollup document into a report's accumulation; its finding spans into
+    `spans` (by `FindingSpan.key`).
+
+    Raises:
+        ValueError: the document is not a rollup of this `VERSION` (`CodecError`,
+            `KeyError` and `TypeError` included, as ValueError).
+    """
+    try:
+        _merge(acc, doc, spans)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"not a rollup document: {exc!r}") from None
+
+
+def _merge(acc: Accumulator, doc: dict[str, Any],
+           spans: dict[tuple[str, str, float], FindingSpan]) -> None:
+    if doc.get("v") != VERSION:
+        raise ValueError(f"rollup version {doc.get('v')!r}, not {VERSION}")
+    for uuid, name, first_s, last_s, frames, stats, peaks, memory, devices, bridges in (
+            doc["guests"]):
+        g = acc.guests.get(uuid)
+        if g is None:
+            g = acc.guests[uuid] = GuestAcc(uuid, name, first_s, last_s, acc.series_range)
+        g.name, g.last_s = name, last_s
+        g.frames += frames
+        _merge_stats(g.stats, stats)
+        for key, flat in peaks.items():
+            if key in g.series:
+                for t, v in _pairs(flat):
+                    g.series[key].add(t, v)
+        g.memory.merge(Trend.from_state(memory))
+        g.devices.update(devices)
+        g.bridges.update(bridges)
+    host = doc["host"]
+    _merge_stats(acc.host.stats, host["stats"])
+    for name, stats in host["disks"].items():
+        _merge_stats(acc.host.disks.setdefault(name, {}), stats)
+    for name, stats in host["uplinks"].items():
+        _merge_stats(acc.host.uplinks.setdefault(name, {}), stats)
+    acc.host.masters.update(host["masters"])
+    for key, flat in host["peaks"].items():
+        for t, v in _pairs(flat):
+            acc.host.plot(key, t, v)
+    for peak, message, since_s, raised_s, until_s, ongoing in doc["findings"]:
+        span = FindingSpan(decode(Finding, peak), message, since_s, raised_s, until_s, ongoing)
+        seen = spans.get(span.key())
+        spans[span.key()] = span if seen is None else seen.merged(span)
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class Indexer:
+    """Runs the shared pipeline over samples as they are recorded and emits one
+    rollup per wall-clock minute.
+
+    Args:
+        pipeline: the shared pipeline with the detector engine (a window of two
+            samples will do: the detectors keep their own history).
+        uplink_kinds: host interface kinds that are uplinks.
+        emit: receives each finished rollup.
+    """
+
+    def __init__(self, pipeline: Pipeline, uplink_kinds: tuple[str, ...], emit: Emit) -> None:
+        self.pipeline = pipeline
+        self.uplink_kinds = uplink_kinds
+        self.emit = emit
+        self._acc: Accumulator | None = None
+        self._minute = -math.inf
+        self._last_s: float | None = None
+
+    def push(self, sample: Sample) -> None:
+        """Run one sample through the pipeline into the current minute."""
+        minute = math.floor(sample.wall_s / MINUTE_S) * MINUTE_S
+        if self._acc is not None and minute != self._minute:
+            self.flush()
+        if self._acc is None:
+            self._minute = minute
+            self._acc = Accumulator((minute, minute + MINUTE_S), self.uplink_kinds,
+                                    after_s=self._last_s)
+        self._acc.add(self.pipeline.push(sample, mode="replay"))
+        self._last_s = sample.wall_s
+
+    def flush(self) -> None:
+        """Emit the minute gathered so far (at the end of a recording)."""
+        acc, self._acc = self._acc, None
+        if acc is not None and acc.first_s is not None and acc.last_s is not None:
+            self.emit(acc.first_s, acc.last_s, acc.samples, _dumps(document(acc)))
+
+
+class IndexedWriter:
+    """A `SampleSink` that writes raw samples and the index of them.
+
+    Args:
+        writer: the recording.
+        pipeline: the shared pipeline (see `Indexer`).
+        uplink_kinds: host interface kinds that are uplinks.
+    """
+
+    def __init__(self, writer: StoreWriter, pipeline: Pipeline,
+                 uplink_kinds: tuple[str, ...]) -> None:
+        self.writer = writer
+        self.path = writer.path
+        self.indexer = Indexer(pipeline, uplink_kinds, writer.append_rollup)
+
+    def append(self, sample: Sample) -> None:
+        """Commit the sample, then index it (a minute's rollup is written when the
+        next minute starts).
+
+        Raises:
+            StoreWriteError: the write failed; what was committed before is intact.
+        """
+        self.writer.append(sample)
+        self.indexer.push(sample)
+
+    def close(self) -> None:
+        """Write the last minute's rollup and close the recording."""
+        try:
+            self.indexer.flush()
+        finally:
+            self.writer.close()
+
+
+def reindex(path: str, pipeline: Pipeline, uplink_kinds: tuple[str, ...],
+            progress: Progress | None = None) -> int:
+    """Rebuild the index of the recording at `path` from its raw samples.
+
+    Returns:
+        The number of rollups written.
+
+    Raises:
+        StoreError: not a recording this kvmtop may write to.
+        StoreWriteError: the file cannot be written.
+    """
+    written = 0
+    writer = StoreWriter(path)
+
+    def emit(first_s: float, last_s: float, samples: int, data: bytes) -> None:
+        nonlocal written
+        writer.append_rollup(first_s, last_s, samples, data)
+        written += 1
+
+    try:
+        writer.clear_rollups()
+        indexer = Indexer(pipeline, uplink_kinds, emit)
+        with StoreReader(path) as reader:
+            for sample in reader.iter():
+                if progress is not None:
+                    progress.update(sample.wall_s)
+                indexer.push(sample)
+        indexer.flush()
+    finally:
+        if progress is not None:
+            progress.done()
+        writer.close()
+    return written
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def indexed_report(reader: StoreReader, *, from_s: float | None = None,
+                   to_s: float | None = None, uplink_kinds: tuple[str, ...],
+                   progress: Progress | None = None) -> Report | None:
+    """The report of the range from the recording's index; None when the index does
+    not cover the range whole (then compute it from the samples)."""
+    rows = reader.rollups(from_s, to_s)
+    span = extent(reader, from_s, to_s)
+    if not rows or span is None or rows[0][0] > span[0] or rows[-1][1] < span[1]:
+        return None
+    first_s, last_s = rows[0][0], rows[-1][1]
+    if sum(n for _, _, n, _ in rows) != reader.count_between(first_s, last_s):
+        return None  # a gap: minutes not indexed (a killed recorder, the TUI's recording)
+    acc = Accumulator((first_s, last_s), uplink_kinds)
+    spans: dict[tuple[str, str, float], FindingSpan] = {}
+    for _, row_last, n, data in rows:
+        if data is None:
+            return None
+        try:
+            merge(acc, json.loads(data), spans)
+        except (ValueError, CodecError):
+            return None
+        acc.samples += n
+        if progress is not None:
+            progress.update(row_last)
+    acc.first_s, acc.last_s = first_s, last_s
+    if progress is not None:
+        progress.done()
+    return Report(
+        path=reader.path, meta=reader.meta, from_s=from_s, to_s=to_s, first_s=first_s,
+        last_s=last_s, step_s=None, samples=acc.samples, guests=list(acc.guests.values()),
+        host=acc.host, findings=by_start(_ended(spans.values(), last_s)),
+        notices=list(reader.notices), index_s=PLOT_S,
+    )
+
+
+def _ended(spans: Iterable[FindingSpan], last_s: float) -> list[FindingSpan]:
+    """The spans, ongoing only when active at the last frame of the range."""
+    return [replace(s, ongoing=s.ongoing and s.until_s >= last_s) for s in spans]
