@@ -99,10 +99,12 @@ class DebugfsCollector:
         the per-VM ones, so they show whether lockdown refuses the cumulative stats
         even when no VM runs.
         """
-        if not self._kvm.is_dir():
-            reason = self._try_mount()
-            if reason is not None:
-                return Probe(self.name, False, reason)
+        try:
+            reason = None if self._kvm.is_dir() else self._try_mount()
+        except PermissionError as e:  # fs/debugfs/inode.c: DEBUGFS_DEFAULT_MODE 0700
+            reason = f"{e.filename}: permission denied (debugfs needs root)"
+        if reason is not None:
+            return Probe(self.name, False, reason)
         self._refused.clear()
         self.file_status.clear()
         try:

@@ -276,8 +276,11 @@ class TracepointCollector:
             self._root / "sys/kernel/debug/tracing",  # before tracefs (Linux 4.1)
         )
         for path in candidates:
-            if (path / "events").is_dir():
-                break
+            try:
+                if (path / "events").is_dir():
+                    break
+            except PermissionError:  # fs/tracefs/inode.c: TRACEFS_DEFAULT_MODE 0700
+                raise CollectorError(f"{path}: permission denied (tracefs needs root)") from None
         else:
             path = candidates[0]
             if not (self._mount and self._root == Path("/") and path.is_dir()):
