@@ -36,7 +36,7 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from kvmtop.feed import TIME_FORMATS, Feed, Navigable, adjacent_span, parse_time
 from kvmtop.model.snapshot import Snapshot
@@ -415,10 +415,9 @@ class KvmtopApp(App[None]):
             event.input.remove_class("-visible")
         self.query_one(GuestTable).focus()
 
-    @on(DataTable.RowSelected, "#guests")
-    def _guest_selected(self, event: DataTable.RowSelected) -> None:
-        if event.row_key.value is not None:
-            self.open_guest(event.row_key.value)
+    @on(GuestTable.RowSelected, "#guests")
+    def _guest_selected(self, event: GuestTable.RowSelected) -> None:
+        self.open_guest(event.key)
 
     def open_guest(self, uuid: str) -> None:
         """Open the detail screen of a guest."""

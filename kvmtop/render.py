@@ -71,7 +71,8 @@ class Column:
     """One guest-table column: header, value getter and formatter.
 
     `value` returns the sortable number (None sorts last); `fmt` its text.
-    `na_key` names the `GuestRates.na` entry that explains a blank cell.
+    `na_key` names the `GuestRates.na` entry that explains a blank cell. A `text`
+    column's value is a string (or None): left-aligned, sorted ascending.
     """
 
     key: str
@@ -81,6 +82,7 @@ class Column:
     width: int
     na_key: str | None = None
     help: str = ""
+    text: bool = False
 
 
 def _text(v: float | None) -> str:
@@ -93,10 +95,11 @@ def _exits_text(g: GuestRates) -> str | None:
 
 
 GUEST_COLUMNS: tuple[Column, ...] = (
-    Column("name", "Guest", lambda g: g.name, _text, 18, help="libvirt domain name"),
+    Column("name", "Guest", lambda g: g.name, _text, 18, help="libvirt domain name",
+           text=True),
     Column("state", "State", lambda g: g.state if g.managed == "libvirt" else "unmanaged",
            _text, 9, help="libvirt domain state; 'unmanaged' for a running KVM process that "
-           "libvirt does not manage (plain QEMU, Firecracker, ...)"),
+           "libvirt does not manage (plain QEMU, Firecracker, ...)", text=True),
     Column("vcpus", "vCPU", lambda g: g.vcpus, lambda v: fmt_num(v, 0), 4, help="vCPUs online"),
     Column("cpu_pct", "CPU%", lambda g: g.cpu_pct, fmt_pct, 6, "cpu_pct",
            "Δ cpu.time / Δt (QEMU process incl. emulator/iothreads; 100 = one host CPU)"),
@@ -107,7 +110,7 @@ GUEST_COLUMNS: tuple[Column, ...] = (
     Column("exits_per_s", "Exits/s", lambda g: g.exits_per_s, fmt_si, 8, "exits_per_s",
            "VM exits per second summed over vCPUs (KVM binary stats)"),
     Column("exit_top", "Top exit", _exits_text, _text, 10, "exits_per_s",
-           "the exit category with the highest rate"),
+           "the exit category with the highest rate", text=True),
     Column("disk_iops", "IOPS", lambda g: g.disk_iops, fmt_si, 6, "disk_iops",
            "read + write + flush requests per second, all disks"),
     Column("disk_read_ms", "Rd ms", lambda g: g.disk_read_ms, fmt_ms, 6, "disk_read_ms",

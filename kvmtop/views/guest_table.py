@@ -1,6 +1,10 @@
-"""The guest table, and the keyed table every kvmtop table is built on.
+"""The guest table, and the keyed DataTable kvmtop's smaller tables are built on.
 
 Layer: views. Reads `Snapshot` values only; formats through `kvmtop.render`.
+
+`GuestTable` is a `LineTable` (kvmtop.views.line_table): a new snapshot re-orders the
+guests' keys and only the rows on screen are formatted and drawn, so a frame costs
+about the same at 500 guests as at 50 (bench/bench_ui.py measures it).
 
 `KeyedTable.sync(rows)` makes a DataTable show exactly the given rows in the given
 order while touching as little as possible (../shared/reference/metrics.md §7.3):
@@ -14,41 +18,23 @@ skipping unchanged cells is what keeps a quiet tick cheap.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey
 
 from kvmtop.model.finding import SEVERITIES, Finding
 from kvmtop.model.rates import GuestRates
 from kvmtop.model.snapshot import Snapshot
-from kvmtop.render import GUEST_COLUMNS, Column, cell_text
-
-LEVELS: tuple[str, ...] = ("ok", *SEVERITIES, "dim")
-"""Classes a cell can carry (styled by `.keyed-table--<level>` in kvmtop.tcss): the
-finding severities, plus "ok" and "dim" (stopped guests)."""
-
-
-class Cell(NamedTuple):
-    """What one table cell shows: its text, severity class and alignment."""
-
-    text: str
-    level: str | None = None
-    right: bool = False
-
-
-class TableColumn(NamedTuple):
-    """A keyed column: key, header label and width (None fits the content)."""
-
-    key: str
-    label: str
-    width: int | None = None
-    right: bool = False
+from kvmtop.render import GUEST_COLUMNS
+from kvmtop.views.line_table import LEVELS as LEVELS
+from kvmtop.views.line_table import Cell as Cell
+from kvmtop.views.line_table import LineTable
+from kvmtop.views.line_table import TableColumn as TableColumn
 
 
 class _KeyedText(Text):
@@ -203,11 +189,12 @@ def compile_filter(text: str) -> re.Pattern[str] | None:
         return re.compile(re.escape(text), re.IGNORECASE)
 
 
-class GuestTable(KeyedTable):
+class GuestTable(LineTable):
     """One row per guest, keyed by UUID, sorted and filtered; Enter opens the detail.
 
     Numbers sort descending by default and text ascending; unknown values sort last
-    whichever the direction. Choosing the sorted column again reverses it.
+    whichever the direction. Choosing the sorted column again reverses it. A row's
+    cells are formatted when it is first drawn from a snapshot, not before.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -228,18 +215,17 @@ class GuestTable(KeyedTable):
         Args:
             thresholds: colouring limits by column key (columns without one are plain).
             sort_key: the column to sort by first.
-            **kwargs: passed to `DataTable`.
+            **kwargs: passed to `LineTable` (id, classes, name).
 
         Raises:
             KeyError: `sort_key` is not a column of `render.GUEST_COLUMNS`.
         """
-        # Cells are laid out here, not by Rich: every column but the first starts with
-        # a one-cell gap (Rich strips trailing spaces of right-justified text).
+        # Every column but the first starts with a one-cell gap.
         columns = [
-            TableColumn(c.key, c.header, max(c.width, len(c.header)) + (1 if i else 0))
+            TableColumn(c.key, c.header, max(c.width, len(c.header)) + (1 if i else 0),
+                        right=not c.text)
             for i, c in enumerate(GUEST_COLUMNS)
         ]
-        kwargs.setdefault("cell_padding", 0)
         super().__init__(columns, **kwargs)
         self.thresholds = dict(thresholds)
         self.sort_key = sort_key
@@ -248,39 +234,32 @@ class GuestTable(KeyedTable):
         self.filter_text = ""
         self.snapshot: Snapshot | None = None
         self._filter: re.Pattern[str] | None = None
-        self._text_columns: set[str] = set()
         self._by_key = {c.key: c for c in GUEST_COLUMNS}
         if sort_key not in self._by_key:
             raise KeyError(f"unknown sort column {sort_key!r}; one of {', '.join(self._by_key)}")
+        self._guests: dict[str, GuestRates] = {}
+        self._flagged: dict[str, str] = {}
+        self._cells: dict[str, tuple[Cell, ...]] = {}
+        """Rows formatted from the current snapshot so far, by key."""
 
-    def _label(self, col: TableColumn) -> Text:
-        """Header: right-aligned over numbers, with ▼/▲ beside the sorted column's label."""
-        mark = ("▼" if self.descending else "▲") if col.key == self.sort_key else ""
-        if col.key in self._text_columns:
-            return Text(self._fit(col, col.label + mark, right=False))
-        return Text((mark + col.label).rjust(col.width or 0))
+    def header_cells(self) -> list[Cell]:
+        """Headers aligned as their columns, with ▼/▲ beside the sorted column's label."""
+        mark = "▼" if self.descending else "▲"
+        return [
+            Cell(self._gap(col, col.label + (mark if col.key == self.sort_key else "")))
+            if not col.right else
+            Cell((mark if col.key == self.sort_key else "") + col.label, right=True)
+            for col in self.table_columns
+        ]
 
-    def _fit(self, col: TableColumn, text: str, *, right: bool) -> str:
-        """A cell's text laid out in its column: flush right, or left after the gap."""
-        if right:
-            return text.rjust(col.width or 0)
+    def _gap(self, col: TableColumn, text: str) -> str:
+        """Text after its column's one-cell gap (the first column has none)."""
         return text if col is self.table_columns[0] else f" {text}"
-
-    def _set_labels(self) -> None:
-        """Rewrite the headers (they repaint when the order is next applied)."""
-        for col in self.table_columns:
-            self.columns[ColumnKey(col.key)].label = self._label(col)
-
-    def _relabel(self) -> None:
-        """Rewrite the headers and re-apply the order, which repaints them."""
-        self._set_labels()
-        if self.snapshot is not None:
-            self.show(self.snapshot, force_order=True)
 
     @property
     def descending(self) -> bool:
         """The sort direction: numbers descend and text ascends, unless reversed."""
-        return (self.sort_key not in self._text_columns) != self.reverse
+        return (not self._by_key[self.sort_key].text) != self.reverse
 
     def sort_by(self, key: str) -> None:
         """Sort by a column; choosing the sorted column again reverses the order."""
@@ -288,14 +267,13 @@ class GuestTable(KeyedTable):
             self.reverse = not self.reverse
         else:
             self.sort_key, self.reverse = key, False
-        self._relabel()
+        self._arrange()
 
     def set_filter(self, text: str) -> None:
         """Show only guests whose name matches (regex, or substring if not a regex)."""
         self.filter_text = text
         self._filter = compile_filter(text)
-        if self.snapshot is not None:
-            self.show(self.snapshot)
+        self._arrange()
 
     def action_sort_step(self, step: int) -> None:
         """Sort by the column left (-1) or right (+1) of the sorted one."""
@@ -306,11 +284,10 @@ class GuestTable(KeyedTable):
         """Reverse the sort order."""
         self.sort_by(self.sort_key)
 
-    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+    def on_line_table_header_selected(self, event: LineTable.HeaderSelected) -> None:
         """A header click sorts by that column (again: reverse)."""
         event.stop()
-        if event.column_key.value is not None:
-            self.sort_by(event.column_key.value)
+        self.sort_by(event.key)
 
     def _ordered(self, guests: Iterable[GuestRates]) -> list[GuestRates]:
         """Guests in display order: by the sort column, unknown last, then by name."""
@@ -326,51 +303,50 @@ class GuestTable(KeyedTable):
         known.sort(key=lambda pair: pair[0], reverse=self.descending)
         return [g for _, g in known] + unknown
 
-    def _cells(self, g: GuestRates, flagged: Mapping[str, str]) -> tuple[Cell, ...]:
-        """The cells of one guest's row."""
+    def row_cells(self, key: str) -> tuple[Cell, ...]:
+        """The cells of one guest's row (formatted once per snapshot)."""
+        cells = self._cells.get(key)
+        if cells is None:
+            cells = self._cells[key] = tuple(self._format(self._guests[key]))
+        return cells
+
+    def _format(self, g: GuestRates) -> Iterator[Cell]:
+        """A guest's cells: texts laid out, severity classes (stopped guests dim, the
+        guest's worst finding on its name, thresholds on numbers)."""
         running = g.state == "running"
-        cells = []
         for col, layout in zip(GUEST_COLUMNS, self.table_columns, strict=True):
             value = col.value(g)
-            is_text = isinstance(value, str)
-            if is_text:
-                self._text_columns.add(col.key)
-            text = self._fit(layout, cell_text(col, g), right=not is_text)
-            cells.append(Cell(text, self._level(col, value, g, running, flagged)))
-        return tuple(cells)
+            if isinstance(value, str):
+                text = self._gap(layout, value)
+            else:
+                text = col.fmt(value) if layout.right else self._gap(layout, col.fmt(value))
+            if not running:
+                level: str | None = "dim"
+            elif col is GUEST_COLUMNS[0]:
+                level = self._flagged.get(g.uuid)
+            else:
+                limits = self.thresholds.get(col.key)
+                level = limits.level(value) if limits is not None else None
+            yield Cell(text, level, layout.right)
 
-    def _level(
-        self,
-        col: Column,
-        value: float | str | None,
-        g: GuestRates,
-        running: bool,
-        flagged: Mapping[str, str],
-    ) -> str | None:
-        """Severity class of a cell: stopped guests dim, findings on the name, thresholds."""
-        if not running:
-            return "dim"
-        if col is GUEST_COLUMNS[0]:  # the identity column carries the guest's findings
-            return flagged.get(g.uuid)
-        limits = self.thresholds.get(col.key)
-        return limits.level(value) if limits is not None else None
-
-    def show(self, snapshot: Snapshot, *, force_order: bool = False) -> None:
-        """Display a snapshot's guests (filtered, sorted), touching only changed cells."""
+    def show(self, snapshot: Snapshot) -> None:
+        """Display a snapshot's guests (filtered, sorted)."""
         self.snapshot = snapshot
-        flagged: dict[str, str] = {}
+        self._guests = {g.uuid: g for g in snapshot.guests}
+        self._flagged = {}
         for f in sorted(snapshot.findings, key=severity_rank):
-            flagged[f.subject] = f.severity
-        guests = [g for g in snapshot.guests if self._filter is None or self._filter.search(g.name)]
-        known_text = len(self._text_columns)
-        cells = {g.uuid: self._cells(g, flagged) for g in guests}
-        if len(self._text_columns) != known_text:  # text columns sort the other way
-            self._set_labels()
-            force_order = True
-        self.sync(((g.uuid, cells[g.uuid]) for g in self._ordered(guests)),
-                  force_order=force_order)
-        total = len(snapshot.guests)
+            self._flagged[f.subject] = f.severity
+        self._cells = {}
+        self._arrange()
+
+    def _arrange(self) -> None:
+        """Filter and sort the snapshot's guests into rows; title the table."""
+        if self.snapshot is None:
+            return
+        guests = self.snapshot.guests
+        shown = [g for g in guests if self._filter is None or self._filter.search(g.name)]
+        self.set_rows([g.uuid for g in self._ordered(shown)])
         self.border_title = (
-            f"guests {self.row_count}/{total} matching {self.filter_text!r}"
-            if self._filter else f"guests {total}"
+            f"guests {self.row_count}/{len(guests)} matching {self.filter_text!r}"
+            if self._filter else f"guests {len(guests)}"
         )

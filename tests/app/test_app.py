@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.coordinate import Coordinate
+from rich.style import Style
 from textual.widgets import Input
 
 from kvmtop.app import FeedEnded, FrameReady, KvmtopApp
@@ -42,12 +42,25 @@ UUID = {g.name: g.uuid for g in GUESTS}
 def rows(app: KvmtopApp) -> list[str]:
     """Guest names in display order."""
     table = app.query_one(GuestTable)
-    return [table.get_cell_at(Coordinate(i, 0)).plain.strip() for i in range(table.row_count)]
+    return [table.row_cells(key)[0].text.strip() for key in table.row_keys]
+
+
+def _index(table: GuestTable, column: str) -> int:
+    return [c.key for c in table.table_columns].index(column)
 
 
 def cell(app: KvmtopApp, name: str, column: str) -> str:
     """The text of one guest-table cell."""
-    return app.query_one(GuestTable).get_cell(UUID[name], column).plain.strip()
+    table = app.query_one(GuestTable)
+    return table.row_cells(UUID[name])[_index(table, column)].text.strip()
+
+
+def drawn_style(table: GuestTable, name: str, column: str) -> Style:
+    """The style a guest-table cell is drawn with (its row must be on screen)."""
+    y = table.row_keys.index(UUID[name]) - round(table.scroll_offset.y) + 1
+    x = sum(c.width or 0 for c in table.table_columns[:_index(table, column)])
+    segments = list(table.render_line(y).crop(x, x + 1))
+    return segments[0].style or Style.null()
 
 
 async def shown(pilot: Any, app: KvmtopApp, seq: int = 1) -> None:
@@ -61,11 +74,10 @@ async def test_rows_are_keyed_by_uuid_and_sorted_by_cpu() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await shown(pilot, app)
         table = app.query_one(GuestTable)
-        assert {k.value for k in table.rows} == set(UUID.values())
+        assert set(table.row_keys) == set(UUID.values())
         # CPU% descending, unknown (the stopped guest) last.
         assert rows(app) == ["bravo", "emu", "charlie", "alpha", "down"]
-        assert "▼" in table.columns[next(iter(k for k in table.columns
-                                              if k.value == "cpu_pct"))].label.plain
+        assert table.header_cells()[_index(table, "cpu_pct")].text == "▼CPU%"
 
 
 async def test_sort_keys_reverse_and_step() -> None:
@@ -323,11 +335,11 @@ async def test_rows_survive_a_guest_leaving_and_coming_back() -> None:
         table.move_cursor(row=rows(app).index("charlie"))
         feed.push(snapshot([g for g in GUESTS if g.name != "bravo"], seq=2))
         await shown(pilot, app, 2)
-        assert UUID["bravo"] not in {k.value for k in table.rows}
+        assert UUID["bravo"] not in table.row_keys
         assert table.cursor_key == UUID["charlie"]
         feed.push(snapshot(GUESTS, seq=3))
         await shown(pilot, app, 3)
-        assert UUID["bravo"] in {k.value for k in table.rows}
+        assert UUID["bravo"] in table.row_keys
         assert rows(app) == ["bravo", "emu", "charlie", "alpha", "down"]
         assert table.cursor_key == UUID["charlie"]
 
@@ -337,12 +349,18 @@ async def test_severity_classes_and_stopped_guests_dimmed() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await shown(pilot, app)
         table = app.query_one(GuestTable)
+        steal = _index(table, "steal_pct")
+        assert table.row_cells(UUID["charlie"])[steal].level == "critical"
+        assert table.row_cells(UUID["bravo"])[steal].level == "warning"
+        assert table.row_cells(UUID["alpha"])[steal].level is None
+        assert {c.level for c in table.row_cells(UUID["down"])} == {"dim"}
+        # Drawn in the theme's colours (bravo is under the cursor, which recolours it).
         critical = table.get_component_rich_style("keyed-table--critical", partial=True)
-        warning = table.get_component_rich_style("keyed-table--warning", partial=True)
         dim = table.get_component_rich_style("keyed-table--dim", partial=True)
-        assert table.get_cell(UUID["charlie"], "steal_pct").style == critical
-        assert table.get_cell(UUID["bravo"], "steal_pct").style == warning
-        assert table.get_cell(UUID["down"], "name").style == dim
+        drawn = drawn_style(table, "charlie", "steal_pct")
+        assert drawn.color == critical.color and drawn.bold
+        assert drawn_style(table, "down", "name").color == dim.color
+        assert drawn_style(table, "alpha", "steal_pct").color != critical.color
 
 
 async def test_findings_panel_and_flagged_guest() -> None:
@@ -361,7 +379,8 @@ async def test_findings_panel_and_flagged_guest() -> None:
         assert row[4] == "steal_pct=25 │ host: run_delay_pct=2.0"
         table = app.query_one(GuestTable)
         critical = table.get_component_rich_style("keyed-table--critical", partial=True)
-        assert table.get_cell(UUID["charlie"], "name").style == critical
+        assert table.row_cells(UUID["charlie"])[0].level == "critical"
+        assert drawn_style(table, "charlie", "name").color == critical.color
 
 
 async def test_no_findings_plainly() -> None:
@@ -425,11 +444,11 @@ async def test_t_cycles_themes_and_restyles_cells() -> None:
         await shown(pilot, app)
         assert app.theme == "kvmtop-dark"
         table = app.query_one(GuestTable)
-        dark = table.get_cell(UUID["charlie"], "steal_pct").style
+        dark = drawn_style(table, "charlie", "steal_pct")
         await pilot.press("t")
         assert app.theme == app.kvmtop_themes[1]
         await pilot.pause()
-        assert table.get_cell(UUID["charlie"], "steal_pct").style != dark
+        assert drawn_style(table, "charlie", "steal_pct").color != dark.color
         for _ in app.kvmtop_themes[1:]:
             await pilot.press("t")
         assert app.theme == "kvmtop-dark"

@@ -1,0 +1,306 @@
+"""A keyed, row-cursor table drawn with Textual's Line API: only the rows on screen
+are formatted and rendered.
+
+Layer: views. `LineTable` knows nothing of guests: a subclass gives it the row keys in
+display order (`set_rows`) and the cells of one row on demand (`row_cells`), so a new
+snapshot of 500 guests costs one ordering of keys plus the ~50 rows a terminal shows.
+Each line is one Rich `Segment` per cell (no per-cell renderables, no render caches
+to invalidate). The header is the first line and stays put while the rows scroll.
+The cursor follows its row's key when rows move, come and go, and is kept in view.
+
+The severity classes (`.keyed-table--<level>` in kvmtop.tcss) are the ones the
+DataTable-based `KeyedTable` uses, so both kinds of table colour a level alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from kvmtop.model.finding import SEVERITIES
+
+LEVELS: tuple[str, ...] = ("ok", *SEVERITIES, "dim")
+"""Classes a cell can carry (styled by `.keyed-table--<level>` in kvmtop.tcss): the
+finding severities, plus "ok" and "dim" (stopped guests)."""
+
+
+class Cell(NamedTuple):
+    """What one table cell shows: its text, severity class and alignment."""
+
+    text: str
+    level: str | None = None
+    right: bool = False
+
+
+class TableColumn(NamedTuple):
+    """A keyed column: key, header label and width (None fits the content)."""
+
+    key: str
+    label: str
+    width: int | None = None
+    right: bool = False
+
+
+def fit(text: str, width: int, right: bool) -> str:
+    """Text laid out in exactly `width` cells: padded on the left (right-aligned) or
+    the right, cropped when too long."""
+    if text.isascii():  # one cell per character: plain string work
+        return (text.rjust(width) if right else text.ljust(width))[:width]
+    if right and cell_len(text) < width:
+        text = " " * (width - cell_len(text)) + text
+    return set_cell_size(text, width)
+
+
+class LineTable(ScrollView, can_focus=True):
+    """Rows of `Cell`s under a fixed header; a row cursor; Enter or a click on the
+    cursor row selects it, a click on a header reports the column.
+
+    Subclasses implement `row_cells` and may override `header_cells`.
+    """
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "line-table--header", "line-table--cursor", *(f"keyed-table--{lv}" for lv in LEVELS)}
+
+    DEFAULT_CSS = """
+    LineTable {
+        background: $surface;
+        color: $foreground;
+        &:focus { background-tint: $foreground 5%; }
+        & > .line-table--header { text-style: bold; background: $panel; color: $foreground; }
+        & > .line-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus > .line-table--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Select", show=False),
+        Binding("up", "move(-1)", "Cursor up", show=False),
+        Binding("down", "move(1)", "Cursor down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home,ctrl+home", "move_to(0)", "First row", show=False),
+        Binding("end,ctrl+end", "move_to(-1)", "Last row", show=False),
+    ]
+
+    class Selected(Message):
+        """Something in the table was chosen: `key` says what."""
+
+        def __init__(self, table: LineTable, key: str) -> None:
+            """The table and the key of what was chosen."""
+            super().__init__()
+            self.table = table
+            self.key = key
+
+        @property
+        def control(self) -> LineTable:
+            """The table (for `@on(..., selector)`)."""
+            return self.table
+
+    class RowSelected(Selected):
+        """Enter, or a click on the cursor row: `key` is the row's."""
+
+    class HeaderSelected(Selected):
+        """A click on a column header: `key` is the column's."""
+
+    def __init__(self, columns: Sequence[TableColumn], **kwargs: Any) -> None:
+        """Create the table.
+
+        Args:
+            columns: the columns, in display order (each needs a width).
+            **kwargs: passed to `ScrollView` (id, classes, name).
+        """
+        super().__init__(**kwargs)
+        self.table_columns: tuple[TableColumn, ...] = tuple(columns)
+        self._widths = [col.width or cell_len(col.label) for col in self.table_columns]
+        self._table_width = sum(self._widths)
+        self._keys: list[str] = []
+        self._cursor = 0
+        self._styles: dict[str | None, Style] = {}
+        self._cursor_styles: dict[str | None, Style] = {}
+        self._header_style = Style.null()
+        self._fill_style = Style.null()
+
+    # ------------------------------------------------------------------ data
+
+    def row_cells(self, key: str) -> Sequence[Cell]:
+        """The cells of a row, in column order (subclasses provide them)."""
+        raise NotImplementedError
+
+    def header_cells(self) -> Sequence[Cell]:
+        """The header: each column's label, aligned as the column."""
+        return [Cell(col.label, None, col.right) for col in self.table_columns]
+
+    @property
+    def row_keys(self) -> tuple[str, ...]:
+        """Row keys in display order."""
+        return tuple(self._keys)
+
+    @property
+    def row_count(self) -> int:
+        """How many rows the table has."""
+        return len(self._keys)
+
+    @property
+    def cursor_row(self) -> int:
+        """The index of the row under the cursor (0 when empty)."""
+        return self._cursor
+
+    @property
+    def cursor_key(self) -> str | None:
+        """The key of the row under the cursor, if any."""
+        return self._keys[self._cursor] if self._keys else None
+
+    def set_rows(self, keys: Sequence[str]) -> None:
+        """Show these rows in this order; the cursor stays on its row's key (or its
+        place, when that row left) and in view. Repaints the table."""
+        key = self.cursor_key
+        self._keys = list(keys)
+        row = self._cursor
+        if key is not None and key in keys:
+            row = self._keys.index(key)
+        self._cursor = max(0, min(row, len(self._keys) - 1))
+        self.virtual_size = Size(self._table_width, len(self._keys) + 1)
+        self._scroll_to_cursor()
+        self.refresh()
+
+    def move_cursor(self, row: int) -> None:
+        """Put the cursor on row `row` (clamped to the rows there are), in view."""
+        before = self._cursor
+        self._cursor = max(0, min(row, len(self._keys) - 1))
+        if self._cursor != before:
+            self.refresh_line(before + 1)
+            self.refresh_line(self._cursor + 1)
+        self._scroll_to_cursor()
+
+    def _page_rows(self) -> int:
+        """Rows on screen under the header."""
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def _scroll_to_cursor(self) -> None:
+        """Scroll the least that shows the cursor row."""
+        top, rows = round(self.scroll_offset.y), self._page_rows()
+        if self._cursor < top:
+            self.scroll_to(y=self._cursor, animate=False)
+        elif self._cursor >= top + rows:
+            self.scroll_to(y=self._cursor - rows + 1, animate=False)
+
+    # ------------------------------------------------------------------ input
+
+    def action_move(self, step: int) -> None:
+        """Move the cursor up (-1) or down (+1)."""
+        self.move_cursor(self._cursor + step)
+
+    def action_page(self, direction: int) -> None:
+        """Move the cursor a screenful up (-1) or down (+1)."""
+        self.move_cursor(self._cursor + direction * self._page_rows())
+
+    def action_move_to(self, row: int) -> None:
+        """Move the cursor to a row (negative: from the end)."""
+        self.move_cursor(row if row >= 0 else len(self._keys) + row)
+
+    def action_select_cursor(self) -> None:
+        """Select the cursor row."""
+        if self._keys:
+            self.post_message(self.RowSelected(self, self._keys[self._cursor]))
+
+    def _column_at(self, x: int) -> str | None:
+        """The key of the column at content x (None past the last column)."""
+        x += round(self.scroll_offset.x)
+        for col, width in zip(self.table_columns, self._widths, strict=True):
+            if x < width:
+                return col.key
+            x -= width
+        return None
+
+    async def _on_click(self, event: events.Click) -> None:
+        """A header click reports its column; a row click moves the cursor there, and a
+        click on the cursor row selects it."""
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        event.stop()
+        if offset.y == 0:
+            key = self._column_at(offset.x)
+            if key is not None:
+                self.post_message(self.HeaderSelected(self, key))
+            return
+        row = round(self.scroll_offset.y) + offset.y - 1
+        if row >= len(self._keys):
+            return
+        if row == self._cursor:
+            self.action_select_cursor()
+        else:
+            self.move_cursor(row)
+
+    # ------------------------------------------------------------------ drawing
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """Resolve the styles (theme, focus) once per repaint, then draw the lines."""
+        base = self.rich_style
+        cursor = self.get_component_rich_style("line-table--cursor")
+        self._fill_style = base
+        self._header_style = base + self.get_component_rich_style("line-table--header")
+        self._styles = {None: base}
+        self._cursor_styles = {None: base + cursor}
+        for level in LEVELS:
+            style = self.get_component_rich_style(f"keyed-table--{level}", partial=True)
+            self._styles[level] = base + style
+            self._cursor_styles[level] = base + style + cursor
+        return super().render_lines(crop)
+
+    def _strip(self, cells: Sequence[Cell], styles: dict[str | None, Style],
+               fill: Style) -> Strip:
+        """One line: the cells in their columns, then `fill` to the widget's width, in
+        view of the horizontal scroll. Neighbouring cells of one style share a segment
+        (fewer segments: less work for every later stage of the repaint)."""
+        segments: list[Segment] = []
+        run: list[str] = []
+        run_style = styles[None]
+        for cell, width in zip(cells, self._widths, strict=True):
+            style = styles.get(cell.level, styles[None])
+            if style is not run_style and run:
+                segments.append(Segment("".join(run), run_style))
+                run = []
+            run_style = style
+            run.append(fit(cell.text, width, cell.right))
+        width = self.scrollable_content_region.width
+        if width > self._table_width:
+            if fill is not run_style:
+                segments.append(Segment("".join(run), run_style))
+                run, run_style = [], fill
+            run.append(" " * (width - self._table_width))
+        segments.append(Segment("".join(run), run_style))
+        strip = Strip(segments, max(width, self._table_width))
+        x = round(self.scroll_offset.x)
+        return strip.crop(x, x + width) if x or width < self._table_width else strip
+
+    def render_line(self, y: int) -> Strip:
+        """Line y of the view: the header, then the rows from the scroll position."""
+        if y == 0:
+            header: dict[str | None, Style] = {None: self._header_style}
+            return self._strip(self.header_cells(), header, self._header_style)
+        row = round(self.scroll_offset.y) + y - 1
+        if row >= len(self._keys):
+            return Strip.blank(self.scrollable_content_region.width, self._fill_style)
+        if row == self._cursor:
+            cursor = self._cursor_styles
+            return self._strip(self.row_cells(self._keys[row]), cursor, cursor[None])
+        return self._strip(self.row_cells(self._keys[row]), self._styles, self._fill_style)
