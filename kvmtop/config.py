@@ -22,6 +22,15 @@ Detector thresholds live in tables (defaults and sources in
     disabled = ["exit_storm"]
     [detectors.overrides."batch-*".disk_latency]
     floor_ssd_ms = 10
+
+Network round-trip probes send packets, so they are off unless asked for
+(`kvmtop --rtt` or):
+
+    [rtt]
+    enabled = true
+    every_s = 5                       # at most one probe per vNIC this often
+    addresses = { "web-1" = "192.0.2.10" }   # where libvirt and ARP know none
+    tcp_ports = { "web-1" = 22 }      # TCP connect instead of ICMP (drops echo)
 """
 
 from __future__ import annotations
@@ -47,6 +56,24 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class RttSettings:
+    """Opt-in RTT probing of guests (kvmtop.collectors.netprobe).
+
+    Attributes:
+        enabled: probe at all (sends ICMP echo or TCP SYN to guest addresses).
+        every_s: seconds between two probes of one vNIC (and of one bridge).
+        addresses: guest name or UUID → IPv4 address, for guests whose address
+            neither libvirt nor the host's ARP table knows.
+        tcp_ports: guest name or UUID → TCP port to connect to instead of ICMP.
+    """
+
+    enabled: bool = False
+    every_s: float = 5.0
+    addresses: dict[str, str] = field(default_factory=dict)
+    tcp_ports: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a user can tune.
 
@@ -60,6 +87,7 @@ class Settings:
         theme: theme name.
         steal_warn_pct / steal_crit_pct: guest-table colouring of steal.
         detectors: every detector threshold (the `[detectors.*]` tables).
+        rtt: RTT probing (the `[rtt]` table; off by default).
     """
 
     uri: str = "qemu:///system"
@@ -71,6 +99,7 @@ class Settings:
     steal_warn_pct: float = 5.0
     steal_crit_pct: float = 10.0
     detectors: DetectorSettings = field(default_factory=DetectorSettings)
+    rtt: RttSettings = field(default_factory=RttSettings)
 
 
 def default_config_path() -> Path:
@@ -175,6 +204,10 @@ class _Checker:
             if value < 0:
                 raise self.fail(keys, "must be >= 0")
             return float(value)
+        if hint is bool or hint is str:
+            if not isinstance(value, hint):
+                raise self.fail(keys, f"must be {hint.__name__}, got {type(value).__name__}")
+            return value
         if hint is int:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise self.fail(keys, f"must be int, got {type(value).__name__}")
@@ -279,12 +312,18 @@ def parse_settings(text: str, path: Path, base: Settings | None = None) -> Setti
     values = {
         k: _coerce(path, k, v, known[k], _line_of(text, (k,)))
         for k, v in data.items()
-        if k != "detectors"
+        if k not in ("detectors", "rtt")
     }
     if values.get("interval_s", 1.0) <= 0:
         raise ConfigError(f"{path}: 'interval_s' must be > 0{_line_of(text, ('interval_s',))}")
     if "detectors" in data:
         values["detectors"] = _Checker(path, text).detectors(data["detectors"], base.detectors)
+    if "rtt" in data:
+        checker = _Checker(path, text)
+        rtt = checker.table(("rtt",), RttSettings, data["rtt"])
+        if rtt.get("every_s", 1.0) < 1:
+            raise checker.fail(("rtt", "every_s"), "must be >= 1")
+        values["rtt"] = replace(base.rtt, **rtt)
     return replace(base, **values)
 
 

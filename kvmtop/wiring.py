@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kvmtop.config import Settings
 from kvmtop.feed import LiveFeed, Pipeline
-from kvmtop.sampler import Sampler
+from kvmtop.sampler import GuestEnricher, Sampler
 
 
 def build_sampler(settings: Settings) -> Sampler:
@@ -16,21 +16,30 @@ def build_sampler(settings: Settings) -> Sampler:
     from kvmtop.collectors.host import HostCollector
     from kvmtop.collectors.kvmdebugfs import DebugfsCollector
     from kvmtop.collectors.libvirt import LibvirtCollector
+    from kvmtop.collectors.netprobe import LibvirtAddresses, NetProbe
     from kvmtop.collectors.processes import ProcessCollector
     from kvmtop.collectors.sched import SchedCollector
     from kvmtop.collectors.topology import TopologyCollector
     from kvmtop.collectors.tracepoints import TracepointCollector
     from kvmtop.collectors.vswitch import VswitchCollector
-    from kvmtop.sampler import Sampler
 
+    libvirt = LibvirtCollector(settings.uri, balloon_every=settings.balloon_every)
+    # Unmanaged KVM processes join the guests first, so the vCPU schedstat and
+    # the debugfs stats cover them too; topology and tracepoints read the vCPU
+    # threads sched found. Tracepoints count only the guests asked for (trace()).
+    enrichers: list[GuestEnricher] = [
+        ProcessCollector(), SchedCollector(), TopologyCollector(), DebugfsCollector(),
+        TracepointCollector(),
+    ]
+    rtt = settings.rtt
+    if rtt.enabled:  # sends packets: only when asked (config [rtt] or --rtt)
+        enrichers.append(NetProbe(
+            domain_info=libvirt.domain_info, addresses=LibvirtAddresses(settings.uri),
+            configured=rtt.addresses, tcp_ports=rtt.tcp_ports, every_s=rtt.every_s))
     return Sampler(
         HostCollector(),
-        LibvirtCollector(settings.uri, balloon_every=settings.balloon_every),
-        # Unmanaged KVM processes join the guests first, so the vCPU schedstat and
-        # the debugfs stats cover them too; topology and tracepoints read the vCPU
-        # threads sched found. Tracepoints count only the guests asked for (trace()).
-        [ProcessCollector(), SchedCollector(), TopologyCollector(), DebugfsCollector(),
-         TracepointCollector()],
+        libvirt,
+        enrichers,
         host_enrichers=[VswitchCollector()],
         interval_s=settings.interval_s,
     )

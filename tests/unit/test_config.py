@@ -27,6 +27,11 @@ def test_values_override_and_int_for_float() -> None:
         ('interval_s = "fast"', "'interval_s' must be float, got str"),
         ("interval_s = -1", "must be > 0"),
         ("min_ops = true", "'min_ops' must be int, got bool"),
+        ("[rtt]\nenabled = 1", "'rtt.enabled' must be bool, got int (line 2)"),
+        ("[rtt]\nevery_s = 0.5", "'rtt.every_s' must be >= 1 (line 2)"),
+        ("[rtt]\nport = 3", "unknown key(s) rtt.port (line 2)"),
+        ('[rtt]\ntcp_ports = { "web" = "ssh" }', "'rtt.tcp_ports.web' must be int, got str"),
+        ('[rtt]\naddresses = { "web" = 10 }', "'rtt.addresses.web' must be str, got int"),
     ],
 )
 def test_broken_file_names_file_and_key(text: str, message: str) -> None:
@@ -49,3 +54,31 @@ def test_broken_default_file_warns_and_uses_defaults(
 def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such config file"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_rtt_probing_is_off_by_default_and_configurable() -> None:
+    assert not Settings().rtt.enabled
+    s = parse_settings(
+        '[rtt]\nenabled = true\nevery_s = 2\naddresses = { "web-1" = "192.0.2.10" }\n'
+        'tcp_ports = { "web-1" = 22 }\n',
+        Path("c.toml"),
+    )
+    assert s.rtt.enabled and s.rtt.every_s == 2.0
+    assert s.rtt.addresses == {"web-1": "192.0.2.10"} and s.rtt.tcp_ports == {"web-1": 22}
+
+
+def test_wiring_adds_the_rtt_probe_only_when_enabled() -> None:
+    from dataclasses import replace
+
+    from kvmtop.wiring import build_sampler
+
+    def names(settings: Settings) -> list[str]:
+        sampler = build_sampler(replace(settings, uri="test:///default"))
+        try:
+            return [e.name for e in sampler.enrichers]
+        finally:
+            sampler.close()
+
+    assert "netprobe" not in names(Settings())
+    on = parse_settings("[rtt]\nenabled = true\n", Path("c.toml"))
+    assert names(on)[-1] == "netprobe"
