@@ -178,8 +178,10 @@ class Doctor:
             return Check("privileges", OK, "privileges", "running as root")
         return Check(
             "privileges", WARN, "privileges",
-            f"not root (uid {self.env.euid}): libvirt needs the libvirt group, other "
-            "users' QEMU threads (steal), KVM debugfs and tracepoints need root",
+            # proc(5): /proc/PID/task/TID/schedstat is 0444 (steal works for anyone);
+            # /proc/PID/fd is 0500 and debugfs/tracefs mount 0700 (fs/debugfs/inode.c).
+            f"not root (uid {self.env.euid}): libvirt needs the libvirt group; KVM "
+            "debugfs, tracepoints and other users' /proc/PID/fd (finding unmanaged VMs) need root",
             "run as root (sudo kvmtop ...), or add the user to the libvirt group for "
             "libvirt stats alone",
         )
