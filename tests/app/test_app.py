@@ -516,3 +516,31 @@ async def test_initial_sort_is_honoured_and_checked() -> None:
         assert rows(app) == ["alpha", "bravo", "charlie", "down", "emu"]
     with pytest.raises(KeyError, match="unknown sort column 'nope'"):
         GuestTable(thresholds={}, sort_key="nope")
+
+
+async def test_long_table_scrolls_with_the_cursor_and_clicks_hit_the_row_shown() -> None:
+    fleet_ = [GuestSpec(f"g{i:03d}", cpu_pct=float(i)) for i in range(200)]
+    app = KvmtopApp(FakeFeed([snapshot(fleet_)]), initial_sort="name")
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        table = app.query_one(GuestTable)
+        page = table.scrollable_content_region.height - 1  # rows under the header
+        assert table.render_line(1).text.startswith("g000")
+        await pilot.press("pagedown")
+        assert table.cursor_row == page
+        assert table.scroll_offset.y == 1  # the least scroll that shows the cursor row
+        assert table.render_line(page).text.startswith(f"g{page:03d}")
+        await pilot.press("end")
+        assert table.cursor_key == fleet_[-1].uuid
+        assert table.render_line(page).text.startswith("g199")
+        await pilot.press("home")
+        assert table.cursor_row == 0 and table.scroll_offset.y == 0
+        await pilot.press("end")
+        # A click on a row moves the cursor there; a click on the cursor row opens it.
+        top = round(table.scroll_offset.y)
+        assert await pilot.click(GuestTable, offset=(2, 3))  # border, header, then rows
+        assert table.cursor_key == fleet_[top + 1].uuid
+        assert await pilot.click(GuestTable, offset=(2, 3))
+        await pilot.pause()
+        assert isinstance(app.screen, GuestDetailScreen)
+        assert app.screen.uuid == fleet_[top + 1].uuid
