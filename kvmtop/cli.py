@@ -64,6 +64,9 @@ def _common_options(p: argparse.ArgumentParser, default: object) -> None:
                    help="config file (TOML)")
     p.add_argument("--theme", default=default,
                    help="theme name (kvmtop-dark, kvmtop-light, kvmtop-high-contrast)")
+    p.add_argument("--rtt", action="store_true", default=default,
+                   help="probe each guest's network round-trip time (sends ICMP echo, or "
+                   "TCP SYN to ports set in [rtt]; live, batch, record; see config [rtt])")
 
 
 def _batch_options(p: argparse.ArgumentParser) -> None:
@@ -202,6 +205,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings = replace(settings, interval_s=args.interval)
     if getattr(args, "theme", None):
         settings = replace(settings, theme=args.theme)
+    if getattr(args, "rtt", None):
+        settings = replace(settings, rtt=replace(settings.rtt, enabled=True))
     return settings
 
 

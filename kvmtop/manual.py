@@ -57,7 +57,10 @@ def _sources(tracing: str) -> str:
         "                    needed. Under kernel lockdown the counters are refused and\n"
         "                    libvirt's KVM statistics are used instead\n"
         f"{traced}"
-        "Open vSwitch        root (OVSDB and ovs-vswitchd sockets, mode 0750)"
+        "Open vSwitch        root (OVSDB and ovs-vswitchd sockets, mode 0750)\n"
+        "RTT probes (--rtt)  an ICMP socket: net.ipv4.ping_group_range admitting the\n"
+        "                    user's group, else CAP_NET_RAW (raw socket); TCP probes to\n"
+        "                    configured ports need nothing"
     )
 
 

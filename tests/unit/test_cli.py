@@ -95,3 +95,18 @@ def test_broken_explicit_config_is_exit_2(tmp_path: Path) -> None:
     result = kvmtop("--config", str(cfg), "--batch", "--count", "1")
     assert result.returncode == 2
     assert "'interval_s' must be float" in result.stderr
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_rtt_probe_only_with_the_flag(flag: bool) -> None:
+    """Probing sends packets: the netprobe source exists only when --rtt asks for it."""
+    pytest.importorskip("libvirt")
+    extra = ("--rtt",) if flag else ()
+    result = kvmtop(
+        "-c", "test:///default", "--batch", "--count", "1", "--format", "json", *extra
+    )
+    assert result.returncode == 0, result.stderr
+    sources = {s["name"]: s for s in json.loads(result.stdout.splitlines()[-1])["sources"]}
+    assert ("netprobe" in sources) is flag
+    if flag:
+        assert sources["netprobe"]["ok"], sources["netprobe"]["reason"]
