@@ -53,7 +53,8 @@ BRIDGES = {
     },
 }
 UPLINK_NETNS = "lab-up"
-CTL_PORT = 7000  # UDP port on which `cpu:...,ctl=PORT` guests take "duty=N"
+# UDP port of the kvmload controls: cpu takes "duty=N", memleak "restart", netpeer "stall=N".
+CTL_PORT = 7000
 
 # KVM probe images (guest/probe.S): variant -> (VARIANT number, exit-causing
 # instructions per timer wake-up).  MMIO exits are far dearer than port I/O
@@ -104,6 +105,12 @@ class Scenario:
     description: str
     guests: list[Guest]
     faults: list[list[str]] = field(default_factory=list)
+
+
+def mac_for_ip(ip: str) -> str:
+    """The MAC address a lab guest with this IP gets (52:54:00:d5:<3rd>:<4th>)."""
+    octets = [int(x) for x in ip.split("/")[0].split(".")]
+    return f"52:54:00:d5:{octets[2]:02x}:{octets[3]:02x}"
 
 
 def _probe(variant: str) -> Guest:
@@ -158,20 +165,23 @@ SCENARIOS: dict[str, Scenario] = {
             Guest(
                 "lab-net",
                 "linux",
-                "net:dst=10.213.1.12,port=9000,pps=500,size=1000"
+                "net:dst=10.213.1.12,port=9000,pps=500,size=1000,"
+                f"mac={mac_for_ip('10.213.1.12')}"
                 "+net:dst=10.213.1.254,port=9001,pps=100,size=1400",
                 "10.213.1.11/24",
                 "linux",
-                notes="UDP to lab-netpeer over labbr0, and to the uplink namespace "
+                notes="UDP to lab-netpeer over labbr0 (a permanent ARP entry for it, so "
+                "the flow goes on while lab-netpeer is stalled), and to the uplink namespace "
                 "(through labup0, where `lab fault shape` applies)",
             ),
             Guest(
                 "lab-netpeer",
                 "linux",
-                "netpeer:port=9000",
+                f"netpeer:port=9000,ctl={CTL_PORT}",
                 "10.213.1.12/24",
                 "linux",
-                notes="UDP sink for lab-net",
+                notes="UDP sink for lab-net; `lab fault stall lab-netpeer S` takes its eth0 "
+                "down for S seconds (a guest not draining its RX ring)",
             ),
             Guest(
                 "lab-cpu",
@@ -186,11 +196,13 @@ SCENARIOS: dict[str, Scenario] = {
             Guest(
                 "lab-memleak",
                 "linux",
-                "memleak:rate=8,max=48",
+                f"memleak:rate=5,max=96,ctl={CTL_PORT}",
                 "10.213.1.16/24",
                 "linux",
-                notes="leaks 8 MiB/min up to 48 MiB, then frees all and starts over "
-                "(6 min saw-tooth)",
+                memory_mib=192,
+                notes="leaks a steady 5 MiB/min up to 96 MiB (19 min), then frees all and "
+                "starts over; `lab fault leak lab-memleak` restarts it from zero at a known "
+                "time. 192 MiB: the initramfs and kernel leave about 120 MiB usable",
             ),
             Guest(
                 "lab-disk",
@@ -376,10 +388,9 @@ def guest_uuid(name: str) -> str:
 
 
 def guest_mac(guest: Guest) -> str:
-    """MAC address derived from the guest's IP (52:54:00:d5:<3rd>:<4th>)."""
+    """MAC address derived from the guest's IP."""
     assert guest.ip
-    octets = [int(x) for x in guest.ip.split("/")[0].split(".")]
-    return f"52:54:00:d5:{octets[2]:02x}:{octets[3]:02x}"
+    return mac_for_ip(guest.ip)
 
 
 def cmdline(guest: Guest) -> str:
@@ -539,6 +550,10 @@ def plan(args: argparse.Namespace) -> None:
             ),
             "-",
         )
+        ctl = next(
+            (str(w["params"]["ctl"]) for w in parse_workload(g.workload) if "ctl" in w["params"]),
+            "-",
+        )
         rows.append(
             "\t".join(
                 [
@@ -552,6 +567,7 @@ def plan(args: argparse.Namespace) -> None:
                     g.contention_group or "-",
                     str(g.contend_duty or "-"),
                     base_duty,
+                    ctl,
                 ]
             )
         )

@@ -4,10 +4,10 @@
  * One process per workload spec, started by the initramfs /init:
  *
  *   kvmload cpu:loops=1,duty=40[,period=100][,ctl=7000]
- *   kvmload memleak:rate=8[,step=128][,max=48]
+ *   kvmload memleak:rate=8[,step=128][,max=48][,ctl=7001]
  *   kvmload disk:mode=rw,iops=200,bs=4096[,dev=/dev/vda]
- *   kvmload net:dst=10.213.1.12,port=9000,pps=20000,size=1000[,batch=50]
- *   kvmload netpeer:port=9000[,batch=50]
+ *   kvmload net:dst=10.213.1.12,port=9000,pps=20000,size=1000[,batch=50][,mac=M]
+ *   kvmload netpeer:port=9000[,batch=50][,ctl=7000]
  *   kvmload idle
  *
  * cpu      `loops` busy processes, each busy `duty` % of every `period` ms
@@ -16,14 +16,17 @@
  * memleak  allocates and touches `rate` MiB per minute in `step` KiB chunks
  *          and never frees them; after `max` MiB (0 = never) it frees all
  *          and starts again, so a long-running lab does not end in the OOM
- *          killer.
+ *          killer.  With `ctl=PORT` a "restart" datagram on UDP PORT frees
+ *          all and starts leaking from zero at once (a known start time).
  * disk     O_DIRECT reads (`mode=r`), writes (`w`) or both alternately
  *          (`rw`) of `bs` bytes at random aligned offsets, `iops` per second
  *          (0 = as fast as possible).
  * net      UDP datagrams with `size` bytes of payload to dst:port at `pps`
  *          per second (0 = as fast as possible), sent in bursts every
- *          `batch` ms.
+ *          `batch` ms.  `mac=M`: a permanent ARP entry dst -> M first.
  * netpeer  UDP sink on `port`: drains the socket, then sleeps `batch` ms.
+ *          With `ctl=PORT` a "stall=N" datagram takes eth0 down for N s: the
+ *          guest stops draining its RX ring (a guest-local drop at its tap).
  *
  * Wake-ups are what a TCG guest pays for (about 1 ms of host CPU each on
  * the reference machine), so net and netpeer work in batches.
@@ -36,6 +39,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <net/if_arp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
@@ -45,6 +50,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -191,27 +197,36 @@ static void run_cpu(void)
 
 /* ---- memleak ------------------------------------------------------------ */
 
+static void *leak_chunks[65536];
+static size_t leak_nchunks;
+
+/* Give back every chunk held so far. */
+static void leak_free(size_t step)
+{
+    for (size_t i = 0; i < leak_nchunks; i++)
+        munmap(leak_chunks[i], step);
+    leak_nchunks = 0;
+}
+
 static void run_memleak(void)
 {
     double rate = dparam("rate", 8) * 1048576.0 / 60.0; /* bytes per second */
     size_t step = (size_t)dparam("step", 128) * 1024;
     double max = dparam("max", 48) * 1048576.0;
-    static void *chunks[65536];
-    size_t nchunks = 0;
+    int ctl = (int)dparam("ctl", 0);
+    int s = ctl > 0 ? udp_bind(ctl) : -1;
     double t0 = now(), held = 0, next_report = 4 * 1048576.0;
-    printf("kvmload memleak: rate=%.0f B/s step=%zu max=%.0f\n", rate, step, max);
+    printf("kvmload memleak: rate=%.0f B/s step=%zu max=%.0f ctl=%d\n", rate, step, max, ctl);
     fflush(stdout);
     for (;;) {
         double due = rate * (now() - t0);
         while (held + step <= due) {
             char *p;
             if (max > 0 && held + step > max) {
-                for (size_t i = 0; i < nchunks; i++)
-                    munmap(chunks[i], step);
+                leak_free(step);
                 printf("kvmload memleak: reached %.0f MiB, freeing and starting over\n",
                        held / 1048576.0);
                 fflush(stdout);
-                nchunks = 0;
                 held = 0;
                 t0 = now();
                 due = 0;
@@ -222,8 +237,8 @@ static void run_memleak(void)
             if (p == MAP_FAILED)
                 die("mmap");
             memset(p, 0x5a, step);
-            if (nchunks < sizeof chunks / sizeof chunks[0])
-                chunks[nchunks++] = p;
+            if (leak_nchunks < sizeof leak_chunks / sizeof leak_chunks[0])
+                leak_chunks[leak_nchunks++] = p;
             held += step;
             if (held >= next_report) {
                 printf("kvmload memleak: %.0f MiB\n", held / 1048576.0);
@@ -231,7 +246,35 @@ static void run_memleak(void)
                 next_report += 4 * 1048576.0;
             }
         }
-        sleep_until(t0 + (held + step) / rate);
+        if (s < 0) {
+            sleep_until(t0 + (held + step) / rate);
+            continue;
+        }
+        /* With `ctl=PORT`: wait for the next chunk or a "restart" datagram,
+         * which frees everything and starts leaking from zero now. */
+        double wait = t0 + (held + step) / rate - now();
+        struct timeval tv = {0, 0};
+        char buf[64];
+        ssize_t n;
+        if (wait > 0) {
+            tv.tv_sec = (time_t)wait;
+            tv.tv_usec = (suseconds_t)((wait - (double)tv.tv_sec) * 1e6) + 1;
+        } else {
+            tv.tv_usec = 1;
+        }
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        n = recv(s, buf, sizeof buf - 1, 0);
+        if (n > 0) {
+            buf[n] = '\0';
+            if (strncmp(buf, "restart", 7) == 0) {
+                leak_free(step);
+                printf("kvmload memleak: restart (held %.0f MiB)\n", held / 1048576.0);
+                fflush(stdout);
+                held = 0;
+                t0 = now();
+                next_report = 4 * 1048576.0;
+            }
+        }
     }
 }
 
@@ -282,9 +325,35 @@ static void run_disk(void)
 
 /* ---- net ---------------------------------------------------------------- */
 
+/* A permanent ARP entry for dst: the flow goes on at its rate while the
+ * receiver cannot answer ARP (its eth0 down: `lab fault stall`), so the
+ * drops land at the receiver's tap instead of in this guest's neighbour
+ * table (net/ipv4/arp.c: SIOCSARP with ATF_PERM). */
+static void static_arp(const struct sockaddr_in *dst, const char *mac)
+{
+    struct arpreq req;
+    unsigned int b[6];
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    memset(&req, 0, sizeof req);
+    memcpy(&req.arp_pa, dst, sizeof *dst);
+    if (sscanf(mac, "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6) {
+        printf("kvmload net: bad mac %s\n", mac);
+        exit(1);
+    }
+    req.arp_ha.sa_family = ARPHRD_ETHER;
+    for (int i = 0; i < 6; i++)
+        req.arp_ha.sa_data[i] = (char)b[i];
+    req.arp_flags = ATF_PERM | ATF_COM;
+    strncpy(req.arp_dev, "eth0", sizeof req.arp_dev - 1);
+    if (s < 0 || ioctl(s, SIOCSARP, &req) < 0)
+        die("SIOCSARP");
+    close(s);
+}
+
 static void run_net(void)
 {
     const char *dst = sparam("dst", "10.213.1.12");
+    const char *mac = sparam("mac", NULL);
     int port = (int)dparam("port", 9000);
     double pps = dparam("pps", 1000);
     size_t size = (size_t)dparam("size", 1000);
@@ -300,6 +369,8 @@ static void run_net(void)
         printf("kvmload net: bad dst %s\n", dst);
         exit(1);
     }
+    if (mac)
+        static_arp(&a, mac);
     if (connect(s, (struct sockaddr *)&a, sizeof a) < 0)
         die("connect");
     printf("kvmload net: dst=%s port=%d pps=%.0f size=%zu\n", dst, port, pps, size);
@@ -334,10 +405,60 @@ static void run_net(void)
     }
 }
 
+/* Bring eth0 down (up = 0) or up: while it is down the guest's virtio-net
+ * driver stops taking packets off its RX ring (NAPI disabled, Linux
+ * drivers/net/virtio_net.c virtnet_close), QEMU stops reading the tap once
+ * the ring is full, and the tap's own queue overflows into tx_dropped. */
+static void link_up(int up)
+{
+    struct ifreq ifr;
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, "eth0", IFNAMSIZ - 1);
+    if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        die("SIOCGIFFLAGS");
+    if (up)
+        ifr.ifr_flags |= IFF_UP;
+    else
+        ifr.ifr_flags &= ~IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        die("SIOCSIFFLAGS");
+    close(s);
+}
+
+/* netpeer `ctl=PORT`: "stall=N" stops draining eth0 for N seconds. */
+static void netpeer_ctl(int port)
+{
+    int s = udp_bind(port);
+    char buf[64];
+    for (;;) {
+        ssize_t n = recv(s, buf, sizeof buf - 1, 0);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        if (strncmp(buf, "stall=", 6) == 0) {
+            int secs = atoi(buf + 6);
+            if (secs <= 0 || secs > 600)
+                continue;
+            printf("kvmload netpeer: eth0 down for %d s\n", secs);
+            fflush(stdout);
+            link_up(0);
+            sleep_until(now() + secs);
+            link_up(1);
+            printf("kvmload netpeer: eth0 up\n");
+            fflush(stdout);
+            /* `lab fault` sends each datagram three times: drop the repeats. */
+            while (recv(s, buf, sizeof buf, MSG_DONTWAIT) > 0)
+                ;
+        }
+    }
+}
+
 static void run_netpeer(void)
 {
     int port = (int)dparam("port", 9000);
     double batch = dparam("batch", 50) / 1000.0;
+    int ctl = (int)dparam("ctl", 0);
     int s = udp_bind(port);
     static char buf[65536];
     long long got = 0, bytes = 0;
@@ -345,8 +466,10 @@ static void run_netpeer(void)
     int rcvbuf = 4 << 20;
     if (setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
         setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    printf("kvmload netpeer: port=%d batch=%.0fms\n", port, batch * 1000);
+    printf("kvmload netpeer: port=%d batch=%.0fms ctl=%d\n", port, batch * 1000, ctl);
     fflush(stdout);
+    if (ctl > 0 && fork() == 0)
+        netpeer_ctl(ctl);
     for (;;) {
         ssize_t n = recv(s, buf, sizeof buf, 0); /* block for the first one */
         while (n > 0) {
