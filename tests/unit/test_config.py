@@ -82,3 +82,12 @@ def test_wiring_adds_the_rtt_probe_only_when_enabled() -> None:
     assert "netprobe" not in names(Settings())
     on = parse_settings("[rtt]\nenabled = true\n", Path("c.toml"))
     assert names(on)[-1] == "netprobe"
+
+
+def test_the_readme_example_config_parses() -> None:
+    """The README's configuration example is a valid file (kept true by this test)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("## Configuration", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    s = parse_settings(block, Path("README.md"))
+    assert s.detectors.vswitch_saturation.uplink_capacity_mbps == {"labup0": 4.0}
+    assert not s.rtt.enabled
