@@ -31,6 +31,7 @@ import json
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +51,7 @@ SIZES = (10, 50, 100, 500)
 RECORD_GUESTS = 50
 SCALE_GUESTS = 500
 UI_SIZES = [10, 100, 500]
+UI_TIMEOUT_S = 900
 CHECK_GUESTS, CHECK_TICKS, CHECK_REPEATS = 100, 15, 3
 TRACED_GUEST = "lab-probe-pio"
 RECORDING = Path(tempfile.gettempdir()) / "kvmtop-bench" / "report-24h-50g.kvmtop"
@@ -105,10 +107,17 @@ def pipeline(ticks: int) -> tuple[list[Row], dict[str, Any]]:
 
 
 def ui() -> list[Row]:
-    """Frame, sort and filter times from bench_ui."""
+    """Frame, sort and filter times from bench_ui, run through its command line in a
+    subprocess with a time limit (a paint that never comes must not hang the suite)."""
     from bench import bench_ui  # Textual is imported only when this section runs
 
-    results = bench_ui.run(UI_SIZES)
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "ui.json"
+        subprocess.run([sys.executable, "-m", "bench.bench_ui", "--sizes",
+                        *map(str, UI_SIZES), "--json", str(out)],
+                       cwd=HERE.parent, check=True, timeout=UI_TIMEOUT_S,
+                       stdout=subprocess.DEVNULL)
+        results = json.loads(out.read_text())
     first = results[0]
     rows = []
     for key, label in (("frame_wall", "snapshot → painted frame (wall, median)"),
