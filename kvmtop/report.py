@@ -121,12 +121,6 @@ class LogHistogram:
                 return 2 * self.GAMMA**i / (self.GAMMA + 1)
         return 2 * self.GAMMA ** max(self.bins) / (self.GAMMA + 1)
 
-    def merge(self, other: LogHistogram) -> None:
-        """Count `other`'s values too (exact: the bins are the same)."""
-        self.count += other.count
-        self.zeros += other.zeros
-        for i, c in other.bins.items():
-            self.bins[i] = self.bins.get(i, 0) + c
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,17 +164,8 @@ class Stats:
             self.integral += v * dt_s
         self.hist.add(v)
 
-    def merge(self, other: Stats) -> None:
-        """Fold `other` (the same figure over another stretch of time) in."""
-        self.n += other.n
-        self.total += other.total
-        self.min = min(self.min, other.min)
-        self.max = max(self.max, other.max)
-        self.integral += other.integral
-        self.hist.merge(other.hist)
-
     def state(self) -> list[Any]:
-        """A compact JSON-able form (`from_state` reads it back): the figures to
+        """A compact JSON-able form (`merge_state` reads it back): the figures to
         `STATE_DIGITS` significant digits, then the histogram's bins as flat pairs of
         (index minus the previous index, count), small numbers that compress well."""
         bins: list[int] = []
@@ -191,18 +176,23 @@ class Stats:
         return [self.n, *(float(f"{v:.{STATE_DIGITS}g}") for v in (
             self.total, self.min, self.max, self.integral)), self.hist.zeros, bins]
 
-    @classmethod
-    def from_state(cls, state: list[Any]) -> Stats:
-        """The `Stats` a `state()` describes."""
-        stats = cls()
-        n, stats.total, stats.min, stats.max, stats.integral, zeros, bins = state
-        stats.n = stats.hist.count = int(n)
-        stats.hist.zeros = int(zeros)
+    def merge_state(self, state: list[Any]) -> None:
+        """Fold in the figures a `state()` describes (the same figure over another
+        stretch of time; the histogram's bins add up exactly)."""
+        n, total, lo, hi, integral, zeros, bins = state
+        self.n += n
+        self.total += total
+        self.min = min(self.min, lo)
+        self.max = max(self.max, hi)
+        self.integral += integral
+        hist = self.hist
+        hist.count += n
+        hist.zeros += zeros
+        counts = hist.bins
         index = 0
         for step, count in zip(bins[::2], bins[1::2], strict=True):
             index += step
-            stats.hist.bins[index] = count
-        return stats
+            counts[index] = counts.get(index, 0) + count
 
     def summary(self) -> Summary | None:
         """The figures, None when no value was known."""

@@ -28,7 +28,7 @@ from typing import Any
 from kvmtop.model.sample import Sample
 from kvmtop.store import blob
 from kvmtop.store.meta import RecordingMeta, StoreError, meta_from_rows
-from kvmtop.store.schema import APPLICATION_ID, application_id, read_meta_rows
+from kvmtop.store.schema import APPLICATION_ID, ROLLUP_TABLES, application_id, read_meta_rows
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 """First 16 bytes of every SQLite database (https://www.sqlite.org/fileformat2.html §1.3)."""
@@ -173,15 +173,16 @@ class StoreReader:
 
     # ------------------------------------------------------------------ rollups
 
-    def rollups(self, from_s: float | None = None,
-                to_s: float | None = None) -> list[tuple[float, float, int, bytes | None]]:
-        """The rollups (format 2: a cache derived from the samples) that overlap the
-        range, in time order: (first_s, last_s, samples, data); data is None when the
-        row is damaged. A file without the table (format 1) has none.
+    def rollups(self, from_s: float | None = None, to_s: float | None = None, *,
+                hours: bool = False) -> list[tuple[float, float, int, bytes | None]]:
+        """The minute rollups (with `hours`, the hour ones) that overlap the range, in
+        time order: (first_s, last_s, samples, data); data is None when the row is
+        damaged. They are a cache derived from the samples (format 2); a file without
+        the table (format 1) has none.
         """
         try:
             rows: list[tuple[float, float, int, bytes]] = self._conn.execute(
-                "SELECT first_s, last_s, samples, data FROM rollups "
+                f"SELECT first_s, last_s, samples, data FROM {ROLLUP_TABLES[hours]} "
                 "WHERE last_s >= ? AND first_s <= ? ORDER BY first_s",
                 (-math.inf if from_s is None else from_s, math.inf if to_s is None else to_s),
             ).fetchall()

@@ -10,9 +10,10 @@ open with the `sqlite3` shell: `SELECT id, datetime(t, 'unixepoch') FROM samples
     samples(id, t, dict_id, data)    t = wall time (Unix s), indexed for seeking;
                                      data = zstd frame against dictionaries[dict_id]
     rollups(first_s, last_s, samples, data)
-                                     (format 2) a cache derived from the samples
-                                     from first_s to last_s: zstd frame of a JSON
-                                     document only `kvmtop.rollup` reads
+    hour_rollups(...)                (format 2) a cache derived from the samples
+                                     from first_s to last_s, per minute and per
+                                     hour: zstd frame of a JSON document only
+                                     `kvmtop.rollup` reads
 
 Row ids are contiguous: rows are only appended, and retention deletes the oldest.
 """
@@ -37,15 +38,18 @@ CREATE TABLE samples (
 CREATE INDEX samples_t ON samples (t);
 """
 
-ROLLUPS_DDL = """
-CREATE TABLE IF NOT EXISTS rollups (
+ROLLUP_TABLES = {False: "rollups", True: "hour_rollups"}
+"""The index's tables (format 2): per minute, and per hour (minutes merged)."""
+
+ROLLUPS_DDL = [f"""
+CREATE TABLE IF NOT EXISTS {table} (
     first_s REAL PRIMARY KEY,
     last_s REAL NOT NULL,
     samples INTEGER NOT NULL,
     data BLOB NOT NULL
 )
-"""
-"""Format 2 adds this table; a format-1 file gets it when a writer resumes it."""
+""" for table in ROLLUP_TABLES.values()]
+"""Format 2 adds these tables; a writer resuming an older file adds them."""
 
 
 def read_meta_rows(conn: sqlite3.Connection) -> dict[str, str]:

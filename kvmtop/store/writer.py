@@ -36,7 +36,14 @@ from kvmtop.store.meta import (
     new_meta,
     write_error,
 )
-from kvmtop.store.schema import APPLICATION_ID, DDL, ROLLUPS_DDL, application_id, read_meta_rows
+from kvmtop.store.schema import (
+    APPLICATION_ID,
+    DDL,
+    ROLLUP_TABLES,
+    ROLLUPS_DDL,
+    application_id,
+    read_meta_rows,
+)
 
 DICTIONARY_EVERY = 50
 """Samples per reference dictionary. Compression against a reference degrades with
@@ -157,7 +164,8 @@ class StoreWriter:
                     for statement in DDL.split(";"):
                         if statement.strip():
                             conn.execute(statement)
-                    conn.execute(ROLLUPS_DDL)
+                    for statement in ROLLUPS_DDL:
+                        conn.execute(statement)
                     conn.executemany("INSERT INTO meta VALUES (?, ?)", meta_rows(meta))
             else:
                 meta = self._resume()
@@ -173,10 +181,13 @@ class StoreWriter:
             raise StoreError(f"{self.path}: exists and is not a kvmtop recording")
         meta = meta_from_rows(self.path, read_meta_rows(self._conn))
         current = new_meta(meta.created_s)
-        if meta.format_version in UPGRADABLE_FORMATS:
+        upgrade = meta.format_version in UPGRADABLE_FORMATS
+        if upgrade:
             meta = replace(meta, format_version=FORMAT_VERSION)
-            with self._transaction():
-                self._conn.execute(ROLLUPS_DDL)
+        with self._transaction():
+            for statement in ROLLUPS_DDL:  # IF NOT EXISTS: tables a file may lack
+                self._conn.execute(statement)
+            if upgrade:
                 self._conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
                 self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                        meta_rows(meta))
@@ -253,17 +264,20 @@ class StoreWriter:
         except sqlite3.Error as exc:
             raise write_error(self.path, exc) from exc
 
-    def append_rollup(self, first_s: float, last_s: float, samples: int, data: bytes) -> None:
-        """Commit one rollup: `data` derived from the `samples` samples written from
-        `first_s` to `last_s` (`kvmtop.rollup` makes and reads it; compressed here).
+    def append_rollup(self, first_s: float, last_s: float, samples: int, data: bytes,
+                      hour: bool = False) -> None:
+        """Commit one rollup (of a minute, or with `hour` of an hour): `data` derived
+        from the `samples` samples written from `first_s` to `last_s` (`kvmtop.rollup`
+        makes and reads it; compressed here).
 
         Raises:
             StoreWriteError: the write failed; what was committed before is intact.
         """
         try:
             with self._transaction():
-                self._conn.execute("INSERT OR REPLACE INTO rollups VALUES (?, ?, ?, ?)",
-                                   (first_s, last_s, samples, blob.pack(data)))
+                self._conn.execute(
+                    f"INSERT OR REPLACE INTO {ROLLUP_TABLES[hour]} VALUES (?, ?, ?, ?)",
+                    (first_s, last_s, samples, blob.pack(data)))
         except sqlite3.Error as exc:
             raise write_error(self.path, exc) from exc
 
@@ -275,7 +289,8 @@ class StoreWriter:
         """
         try:
             with self._transaction():
-                self._conn.execute("DELETE FROM rollups")
+                for table in ROLLUP_TABLES.values():
+                    self._conn.execute(f"DELETE FROM {table}")
         except sqlite3.Error as exc:
             raise write_error(self.path, exc) from exc
 
@@ -298,9 +313,9 @@ class StoreWriter:
                     "DELETE FROM dictionaries WHERE id < "
                     "(SELECT coalesce(min(dict_id), 0) FROM samples)"
                 )
-                self._conn.execute(
-                    "DELETE FROM rollups WHERE first_s < (SELECT min(t) FROM samples)"
-                )
+                for table in ROLLUP_TABLES.values():
+                    self._conn.execute(
+                        f"DELETE FROM {table} WHERE first_s < (SELECT min(t) FROM samples)")
         if deleted:
             # Give the freed pages back to the filesystem, then fold the log into the
             # file so its size on disk drops now (https://www.sqlite.org/pragma.html

@@ -74,6 +74,21 @@ def test_index_and_samples_give_the_same_report(tmp_path: Path) -> None:
     assert len(fast["guests"]) == 8 and fast["range"]["samples"] == 121
 
 
+def test_a_report_merges_hours_and_the_minutes_around_them(tmp_path: Path) -> None:
+    """The same report from the hour row as from the minutes it merged."""
+    path = tmp_path / "minutes.kvmtop"
+    shutil.copy(EXAMPLE, path)
+    with StoreReader(EXAMPLE) as r:
+        hours = r.rollups(hours=True)
+        assert len(hours) == 1 and hours[0][2] == r.count()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM hour_rollups")
+    from_hour = report_json(EXAMPLE, tmp_path)
+    from_minutes = report_json(path, tmp_path)
+    assert from_hour.pop("file") != from_minutes.pop("file")
+    assert differences(from_hour, from_minutes) == []
+
+
 def test_html_from_the_index_has_its_plots(tmp_path: Path) -> None:
     out = tmp_path / "r.html"
     assert main(["report", str(EXAMPLE), "-o", str(out)]) == 0
@@ -112,26 +127,31 @@ def test_an_old_format_file_is_reported_from_its_samples_then_reindexed(
     assert differences(after, before) == []
 
 
-@pytest.mark.parametrize("damage", ["gap", "garbage", "other version"])
-def test_an_index_that_does_not_cover_the_range_is_not_used(tmp_path: Path,
-                                                            damage: str) -> None:
+@pytest.mark.parametrize(("table", "damage"), [
+    ("rollups", "gap"), ("rollups", "garbage"), ("rollups", "other version"),
+    ("hour_rollups", "garbage"), ("hour_rollups", "other version"),
+])
+def test_an_index_that_does_not_cover_the_range_is_not_used(tmp_path: Path, damage: str,
+                                                            table: str) -> None:
     path = tmp_path / "d.kvmtop"
     shutil.copy(EXAMPLE, path)
     with sqlite3.connect(path) as conn:
-        first_s = conn.execute("SELECT first_s FROM rollups ORDER BY first_s "
-                               "LIMIT 1 OFFSET 2").fetchone()[0]
+        if table == "rollups":  # the minutes are read only where no hour covers them
+            conn.execute("DELETE FROM hour_rollups")
+        first_s = conn.execute(f"SELECT first_s FROM {table} ORDER BY first_s "
+                               f"LIMIT 1 OFFSET {2 if table == 'rollups' else 0}").fetchone()[0]
         if damage == "gap":
-            conn.execute("DELETE FROM rollups WHERE first_s = ?", (first_s,))
+            conn.execute(f"DELETE FROM {table} WHERE first_s = ?", (first_s,))
         elif damage == "garbage":
-            conn.execute("UPDATE rollups SET data = zeroblob(100) WHERE first_s = ?",
+            conn.execute(f"UPDATE {table} SET data = zeroblob(100) WHERE first_s = ?",
                          (first_s,))
         else:
             from kvmtop.store import blob
 
             raw = json.loads(blob.unpack(conn.execute(
-                "SELECT data FROM rollups WHERE first_s = ?", (first_s,)).fetchone()[0]))
+                f"SELECT data FROM {table} WHERE first_s = ?", (first_s,)).fetchone()[0]))
             raw["v"] = 999
-            conn.execute("UPDATE rollups SET data = ? WHERE first_s = ?",
+            conn.execute(f"UPDATE {table} SET data = ? WHERE first_s = ?",
                          (blob.pack(json.dumps(raw).encode()), first_s))
     with StoreReader(path) as r:
         assert indexed_report(r, uplink_kinds=UPLINKS) is None
@@ -144,8 +164,9 @@ def test_stats_state_round_trips_and_merges() -> None:
     for i, v in enumerate(values):
         whole.add(v, 2.0)
         (first if i < 3 else second).add(v, 2.0)
-    merged = Stats.from_state(first.state())
-    merged.merge(Stats.from_state(json.loads(json.dumps(second.state()))))
+    merged = Stats()
+    merged.merge_state(first.state())
+    merged.merge_state(json.loads(json.dumps(second.state())))
     assert (merged.n, merged.hist.bins, merged.hist.zeros) == (
         whole.n, whole.hist.bins, whole.hist.zeros)
     got, want = merged.summary(), whole.summary()
