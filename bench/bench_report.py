@@ -1,47 +1,59 @@
 """`kvmtop report` over a day-long recording: wall time, and the file's bytes per guest-sample.
 
     python bench/bench_report.py [--guests 50] [--hours 24] [--path FILE]
-                                 [--full-hours H] [--steps 60 300] [--full]
+                                 [--full-hours H] [--steps 60 300] [--full] [--seeks N]
+    from bench import bench_report; figures = bench_report.run(path, guests=50, hours=24)
 
 1. The recording: `--hours` of samples at 2 s from `--guests` synthetic guests
    (tests/store/synth.py: the ~40 KVM stats per vCPU libvirt re-exports, a disk, a
    NIC, balloon stats, host devices; guest 0 leaks memory) plus a 30-minute steal
-   episode (30 %) on guest 1 from hour 3, written once through the real
-   `StoreWriter` to `--path` and reused while its sample count and guests match.
-   Generating 24 h × 50 guests takes about 25 minutes (sample building plus the
-   writer's ~12 ms per sample).
+   episode (30 %) on guest 1 from hour 3, written once as `kvmtop record` writes it
+   (`IndexedWriter`: the raw samples and the report's index) to `--path`, and reused
+   while its sample count and guests match. A reused file whose index does not cover
+   it (an older format, an interrupted run) is reindexed (`kvmtop.rollup.reindex`);
+   one whose minutes are indexed but not its hours gets its hours merged from the
+   minutes (`HourRoller`, what the recorder does as it goes). Generating 24 h × 50
+   guests takes about an hour on an idle 2-CPU host (the writer's ~12 ms and the
+   index's ~40 ms per sample); far more on a loaded one.
 2. Where the time goes, over the first `--breakdown` samples: read + decode
    (`StoreReader.iter`), the shared pipeline (rates, detectors, snapshot; a
    two-sample window as the CLI uses), and the report's own accumulation
    (`Accumulator.add`), in CPU ms per sample.
 3. `kvmtop report` through the CLI (`kvmtop.cli.main`, HTML to a temporary file):
-   at full resolution over the first `--full-hours` (every sample through the shared
-   pipeline; the whole file only with `--full`, extrapolated otherwise, and said so),
-   and over the whole file at each `--steps` resolution (rates over the step).
-   Each figure is wall time (`time.perf_counter`) and CPU time (`time.process_time`).
+   from the index over the whole file (and over the indexed part when the index
+   does not reach the end yet, said so); with `--exact` over the first
+   `--full-hours` (every sample through the shared pipeline; the whole file only
+   with `--full`, extrapolated otherwise, and said so), and over the whole file at
+   each `--steps` resolution (rates over the step). Each figure is wall time
+   (`time.perf_counter`) and CPU time (`time.process_time`).
+4. Seek: `bench_store.seek_times` on the file (`--seeks` random times).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kvmtop.cli import build_pipeline
+from bench.bench_store import seek_times, table_bytes
 from kvmtop.cli import main as kvmtop_main
 from kvmtop.config import Settings
 from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.model.sample import Sample
 from kvmtop.report import Accumulator
+from kvmtop.rollup import HourRoller, IndexedWriter, reindex
 from kvmtop.store.meta import StoreError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
+from kvmtop.wiring import build_pipeline
 from tests.store.synth import SyntheticHost
 
 S = 1_000_000_000
@@ -69,22 +81,37 @@ def samples(guests: int, n: int) -> Iterator[Sample]:
         yield sample
 
 
-def recording(path: Path, guests: int, hours: float) -> Path:
-    """The recording at `path`, written unless it already holds the right samples."""
+def index_pipeline() -> Any:
+    """The pipeline `kvmtop record` indexes with."""
+    return build_pipeline(replace(Settings(), window_size=2))
+
+
+def recording(path: Path, guests: int, hours: float, *, index: bool = True) -> Path:
+    """The recording at `path`, written unless it already holds the right samples;
+    with `index`, its index completed as described in the module docstring."""
     n = int(hours * 3600 / INTERVAL_S)
     try:
         with StoreReader(path) as reader:
             first = reader.first_index()
             sample = reader.read(first) if first is not None else None
-            if reader.count() == n and sample is not None and len(sample.guests) == guests:
-                print(f"reusing {path}: {n} samples, {guests} guests")
-                return path
+            reuse = reader.count() == n and sample is not None and len(sample.guests) == guests
+            minutes = sum(r[2] for r in reader.rollups()) if reuse else 0
+            hours_done = sum(r[2] for r in reader.rollups(hours=True)) if reuse else 0
+        if reuse:
+            print(f"reusing {path}: {n} samples, {guests} guests")
+            if index and minutes < n:
+                started = time.perf_counter()
+                reindex(str(path), index_pipeline(), VswitchSettings().uplink_kinds)
+                print(f"reindexed in {time.perf_counter() - started:.0f} s")
+            elif index and hours_done < n:
+                roll_hours(path)
+            return path
     except StoreError:
         pass
     path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    writer = StoreWriter(path)
+    writer = IndexedWriter(StoreWriter(path), index_pipeline(), VswitchSettings().uplink_kinds)
     for i, sample in enumerate(samples(guests, n)):
         writer.append(sample)
         if i % 3600 == 0:
@@ -93,6 +120,23 @@ def recording(path: Path, guests: int, hours: float) -> Path:
     writer.close()
     print(f"written {n} samples in {time.perf_counter() - started:.0f} s")
     return path
+
+
+def roll_hours(path: Path) -> int:
+    """Merge the minute rollups of `path` into hour rollups, as the recorder does."""
+    with StoreReader(path) as reader:
+        minutes = reader.rollups()
+    writer = StoreWriter(path)
+    roller = HourRoller(VswitchSettings().uplink_kinds, writer.append_rollup)
+    try:
+        for first_s, last_s, n, data in minutes:
+            assert data is not None
+            roller.add((first_s, last_s, n), json.loads(data))
+        roller.flush()
+    finally:
+        writer.close()
+    print(f"hours merged from {len(minutes)} minute rollups")
+    return len(minutes)
 
 
 def breakdown(path: Path, n: int) -> None:
@@ -129,41 +173,80 @@ def time_report(path: Path, *extra: str) -> tuple[float, float]:
     return wall, cpu
 
 
+def run(path: Path, guests: int = 50, hours: float = 24.0, *, full_hours: float = 1.0,
+        full: bool = False, steps: Sequence[float] = (60.0, 300.0), breakdown_n: int = 300,
+        seeks: int = 200, index: bool = True) -> dict[str, Any]:
+    """Make (or reuse) the recording, time the report and seeks; the figures by name,
+    also printed. Without `index`, a reused file's index is used as it is (the report
+    from the index is then timed over the part it covers, and extrapolated)."""
+    path = recording(path, guests, hours, index=index)
+    with StoreReader(path) as reader:
+        n = reader.count()
+        first = reader.first_time()
+        minutes = reader.rollups()
+    assert first is not None
+    size = path.stat().st_size
+    tables = table_bytes(path)
+    index = sum(v for k, v in tables.items() if k.endswith("rollups"))
+    figures: dict[str, Any] = {
+        "samples": n, "guests": guests, "hours": hours, "file_bytes": size,
+        "bytes_per_guest_sample": size / n / guests,
+        "index_bytes_per_guest_sample": index / n / guests,
+    }
+    print(f"\n== {hours:g} h × {guests} guests at {INTERVAL_S:g} s: {n} samples ==")
+    print(f"file {size / 1e6:.0f} MB, {size / n / guests:.0f} B per guest-sample, of which "
+          f"the index's blobs {index / n / guests:.1f}")
+    if breakdown_n:
+        breakdown(path, breakdown_n)
+    indexed = sum(r[2] for r in minutes)
+    if indexed == n:
+        wall, cpu = time_report(path)
+        print(f"from the index, whole file:   {wall:6.1f} s wall, {cpu:6.1f} s CPU")
+        figures |= {"report_index_s": wall, "report_index_cpu_s": cpu}
+    elif minutes:
+        covered_h = (minutes[-1][1] - first) / 3600
+        wall, cpu = time_report(path, "--to", f"+{minutes[-1][1] - first:.3f}s")
+        print(f"from the index, first {covered_h:.1f} h (indexed so far): {wall:6.1f} s wall, "
+              f"{cpu:6.1f} s CPU → {wall / covered_h * hours:6.1f} s for {hours:g} h "
+              "(extrapolated)")
+        figures |= {"report_index_partial_h": covered_h, "report_index_partial_s": wall,
+                    "report_index_s": wall / covered_h * hours}
+    wall, cpu = time_report(path, "--exact", "--to", f"+{full_hours * 3600:g}s")
+    print(f"--exact, first {full_hours:g} h: {wall:6.1f} s wall, {cpu:6.1f} s CPU"
+          f" → {wall / full_hours * hours:6.0f} s for {hours:g} h (extrapolated)")
+    figures["report_exact_s"] = wall / full_hours * hours
+    if full:
+        wall, cpu = time_report(path, "--exact")
+        print(f"--exact, whole file:  {wall:6.1f} s wall, {cpu:6.1f} s CPU (measured)")
+        figures["report_exact_whole_s"] = wall
+    for step in steps:
+        wall, cpu = time_report(path, "--step", f"{step:g}")
+        print(f"--step {step:g} s, whole file:    {wall:6.1f} s wall, {cpu:6.1f} s CPU")
+        figures[f"report_step_{step:g}_s"] = wall
+    if seeks:
+        print(f"\n== seek in {path} ==")
+        figures["seek"] = seek_times(path, seeks)
+    return figures
+
+
 def main() -> None:
-    """Make (or reuse) the recording, then time the report and print the figures."""
+    """Parse the options, run, print the figures."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--guests", type=int, default=50)
     p.add_argument("--hours", type=float, default=24.0)
     p.add_argument("--path", type=Path,
                    default=Path(tempfile.gettempdir()) / "kvmtop-bench" / "report-24h-50g.kvmtop")
     p.add_argument("--full-hours", type=float, default=1.0,
-                   help="hours timed at full resolution (then extrapolated to --hours)")
+                   help="hours timed with --exact (then extrapolated to --hours)")
     p.add_argument("--full", action="store_true",
-                   help="also time the whole file at full resolution")
+                   help="also time the whole file with --exact")
     p.add_argument("--steps", type=float, nargs="*", default=[60.0, 300.0])
     p.add_argument("--breakdown", type=int, default=300, metavar="N",
                    help="samples for the per-stage breakdown (0: skip)")
+    p.add_argument("--seeks", type=int, default=200, help="random seeks timed (0: skip)")
     args = p.parse_args()
-
-    path = recording(args.path, args.guests, args.hours)
-    with StoreReader(path) as reader:
-        n = reader.count()
-    size = path.stat().st_size
-    print(f"\n== {args.hours:g} h × {args.guests} guests at {INTERVAL_S:g} s: {n} samples ==")
-    print(f"file {size / 1e6:.0f} MB, {size / n / args.guests:.0f} B per guest-sample")
-
-    if args.breakdown:
-        breakdown(path, args.breakdown)
-    wall, cpu = time_report(path, "--to", f"+{args.full_hours * 3600:g}s")
-    per_hour = wall / args.full_hours
-    print(f"full resolution, first {args.full_hours:g} h: {wall:6.1f} s wall, {cpu:6.1f} s CPU"
-          f" → {per_hour * args.hours:6.0f} s for {args.hours:g} h (extrapolated)")
-    if args.full:
-        wall, cpu = time_report(path)
-        print(f"full resolution, whole file:  {wall:6.1f} s wall, {cpu:6.1f} s CPU (measured)")
-    for step in args.steps:
-        wall, cpu = time_report(path, "--step", f"{step:g}")
-        print(f"--step {step:g} s, whole file:    {wall:6.1f} s wall, {cpu:6.1f} s CPU")
+    run(args.path, args.guests, args.hours, full_hours=args.full_hours, full=args.full,
+        steps=args.steps, breakdown_n=args.breakdown, seeks=args.seeks)
 
 
 if __name__ == "__main__":
