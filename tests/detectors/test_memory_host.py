@@ -103,6 +103,18 @@ def test_fallback_without_usable_uses_unused_and_caches() -> None:
     assert notes == ["balloon reports no guest memory stats (stats period unset?): leak check off"]
 
 
+def test_one_reply_without_guest_stats_keeps_the_trend() -> None:
+    # Seen in the lab under load: one balloon reply without the guest's figures between
+    # good ones. It skips a point; the series and the finding stay (clearing them
+    # restarted the 5-minute span and the lab's leak went unflagged for 10 minutes).
+    w, history = leak_run(lambda t: 20.0 + 5.0 * t / 60.0, minutes=7)
+    assert leak_findings(history)
+    g = w.guests[0]
+    g.balloon = balloon(56.0, last_update_s=w.wall_s + 1, usable=False, disk_caches_mib=None)
+    findings = w.engine(w.push())
+    assert [f.severity for f in active(findings, "memory_leak")] == ["critical"]
+
+
 def test_missing_balloon_is_said_not_guessed() -> None:
     w = World([GuestSpec("u1", "probe", accel="kvm")])
     f = active(w.run(3), "memory_leak")
