@@ -210,21 +210,23 @@ def versus_row(v: Versus, g: GuestRates, snapshot: Snapshot) -> tuple[Cell, ...]
     )
 
 
-def series(v: Versus, uuid: str, frames: Sequence[Frame]) -> tuple[list[float | None],
-                                                                    list[float | None]]:
-    """(guest, host) values of a row over the frames, oldest first."""
-    guest: list[float | None] = []
-    host: list[float | None] = []
+def guest_series(uuid: str, frames: Sequence[Frame], value: GuestGetter) -> list[float | None]:
+    """`value` of guest `uuid` over the frames, oldest first (None where absent)."""
+    out: list[float | None] = []
     index = 0
     for f in frames:
         # Guests keep their collection order from frame to frame: try the last index.
         if not (index < len(f.guests) and f.guests[index].uuid == uuid):
             index = next((i for i, x in enumerate(f.guests) if x.uuid == uuid), -1)
-        g = f.guests[index] if index >= 0 else None
-        guest.append(v.guest(g) if g is not None else None)
-        host.append(v.host(f.host, f.guests))
+        out.append(value(f.guests[index]) if index >= 0 else None)
         index = max(index, 0)
-    return guest, host
+    return out
+
+
+def series(v: Versus, uuid: str, frames: Sequence[Frame]) -> tuple[list[float | None],
+                                                                    list[float | None]]:
+    """(guest, host) values of a row over the frames, oldest first."""
+    return guest_series(uuid, frames, v.guest), [v.host(f.host, f.guests) for f in frames]
 
 
 def span_text(frames: Sequence[Frame]) -> str:

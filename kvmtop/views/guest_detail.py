@@ -2,8 +2,9 @@
 
 Layer: views. Reads one `GuestRates` and `Snapshot.host` per frame.
 
-The sparklines plot the frames this screen has seen (it keeps the last `HISTORY`
-values); nothing else is remembered between frames.
+The sparklines plot the snapshot's recent frames (`Snapshot.recent`, the window's
+newest), so a screen opened late or in replay shows the minutes before at once;
+nothing is remembered between frames.
 
 Opening and closing the screen posts `GuestDetailScreen.Toggled` to the app, which
 asks the feed to trace exits by reason for the guest on the topmost detail screen
@@ -13,7 +14,6 @@ whether that tracing is on.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -32,12 +32,12 @@ from kvmtop.model.rates import (
 )
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si
-from kvmtop.views.compare import SideBySide
+from kvmtop.views.compare import GuestGetter, SideBySide, guest_series
 from kvmtop.views.guest_table import Cell, KeyedTable, TableColumn
 from kvmtop.views.host_strip import ModeBadge
 
 HISTORY = 120
-"""Frames kept for the sparklines."""
+"""Frames the sparklines show (the newest of `Snapshot.recent`)."""
 
 VCPU_COLUMNS = (
     TableColumn("vcpu", "vCPU", 5),
@@ -161,9 +161,6 @@ class GuestDetailScreen(Screen[None]):
         self._initial = snapshot
         self.uuid = uuid
         self.guest_name = name
-        self.cpu_history: deque[float] = deque(maxlen=HISTORY)
-        self.steal_history: deque[float] = deque(maxlen=HISTORY)
-        self._last_seq: int | None = None
 
     def on_mount(self) -> None:
         """Show the snapshot the screen was opened with; ask for tracing."""
@@ -206,12 +203,19 @@ class GuestDetailScreen(Screen[None]):
             yield Static("", id="memory")
         yield Footer()
 
-    def _spark(self, which: str, label: str, history: deque[float], now: float | None) -> None:
-        """Update one sparkline and its label."""
-        self.query_one(f"#{which}-spark", Sparkline).data = list(history)
-        peak = fmt_pct(max(history)) if history else DASH
+    def _spark(self, which: str, label: str, snapshot: Snapshot, g: GuestRates,
+               value: GuestGetter) -> None:
+        """Update one sparkline and its label from the snapshot's recent frames."""
+        now = value(g)
+        frames = snapshot.recent[-HISTORY:]
+        if frames:
+            known = [v for v in guest_series(g.uuid, frames, value) if v is not None]
+        else:  # a producer that keeps no window
+            known = [now] if now is not None else []
+        self.query_one(f"#{which}-spark", Sparkline).data = known
+        peak = fmt_pct(max(known)) if known else DASH
         self.query_one(f"#{which}-label", Static).update(
-            f"{label} {fmt_pct(now)} (max {peak} over {len(history)} frames)"
+            f"{label} {fmt_pct(now)} (max {peak} over {len(known)} frames)"
         )
 
     def show(self, snapshot: Snapshot) -> None:
@@ -227,14 +231,8 @@ class GuestDetailScreen(Screen[None]):
             f"  pid {g.pid if g.pid is not None else DASH}  steal from {g.steal_source or DASH}"
             f"\nuuid {g.uuid}"
         )
-        if snapshot.seq != self._last_seq:
-            self._last_seq = snapshot.seq
-            if g.cpu_pct is not None:
-                self.cpu_history.append(g.cpu_pct)
-            if g.steal_pct is not None:
-                self.steal_history.append(g.steal_pct)
-        self._spark("cpu", "CPU%", self.cpu_history, g.cpu_pct)
-        self._spark("steal", "Steal%", self.steal_history, g.steal_pct)
+        self._spark("cpu", "CPU%", snapshot, g, lambda x: x.cpu_pct)
+        self._spark("steal", "Steal%", snapshot, g, lambda x: x.steal_pct)
         self.query_one("#vcpu-table", KeyedTable).sync(
             (
                 str(v.index),

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from rich.style import Style
-from textual.widgets import Input
+from textual.widgets import Input, Sparkline
 
 from kvmtop.app import FeedEnded, FrameReady, KvmtopApp
 from kvmtop.model.finding import Finding
-from kvmtop.model.rates import NA_NOT_KVM, TRACE_SOURCE
+from kvmtop.model.rates import NA_NOT_KVM, TRACE_SOURCE, Frame
 from kvmtop.render import DASH, GUEST_COLUMNS
 from kvmtop.views.findings import FindingsPanel
 from kvmtop.views.guest_detail import GuestDetailScreen, exits_text, tracing_text
@@ -226,7 +226,7 @@ async def test_detail_opens_with_enter_and_shows_each_vcpu() -> None:
         assert [k.value for k in vcpus.rows] == ["0", "1", "2", "3"]
         assert [c.plain.strip() for c in vcpus.get_row("0")][:3] == ["0", "40.0", "12.0"]
         assert "halt_exits" in str(screen.query_one("#exits").render())
-        assert list(screen.cpu_history) == pytest.approx([168.0])
+        assert screen.query_one("#cpu-spark", Sparkline).data == pytest.approx([168.0])
         await pilot.press("escape")
         assert isinstance(app.focused, GuestTable)
 
@@ -316,11 +316,18 @@ async def test_detail_follows_frames_and_survives_the_guest_leaving() -> None:
         await shown(pilot, app)
         app.open_guest(UUID["charlie"])
         await pilot.pause()
-        feed.push(snapshot([GuestSpec("charlie", cpu_pct=50, steal_pct=25)], seq=2))
+        first = snapshot(GUESTS, seq=1)
+        second = snapshot([GuestSpec("charlie", cpu_pct=50, steal_pct=25)], seq=2)
+        # The sparklines plot the window's recent frames the snapshot carries.
+        recent = tuple(Frame(s.wall_s, s.interval_s, s.host, s.guests) for s in (first, second))
+        feed.push(replace(second, recent=recent))
         await shown(pilot, app, 2)
         screen = app.screen
         assert isinstance(screen, GuestDetailScreen)
-        assert len(screen.cpu_history) == 2
+        cpu = [next(g for g in s.guests if g.uuid == UUID["charlie"]).cpu_pct
+               for s in (first, second)]
+        assert screen.query_one("#cpu-spark", Sparkline).data == pytest.approx(cpu)
+        assert "over 2 frames" in str(screen.query_one("#cpu-label").render())
         feed.push(snapshot(GUESTS[:2], seq=3))
         await shown(pilot, app, 3)
         assert "not in the latest frame" in str(screen.query_one("#detail-title").render())
