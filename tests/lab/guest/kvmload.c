@@ -137,6 +137,21 @@ static int udp_bind(int port)
     return s;
 }
 
+/* Block until a control datagram "<prefix>N" arrives on s; return N. */
+static int ctl_wait(int s, const char *prefix)
+{
+    char buf[64];
+    size_t len = strlen(prefix);
+    for (;;) {
+        ssize_t n = recv(s, buf, sizeof buf - 1, 0);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        if (strncmp(buf, prefix, len) == 0)
+            return atoi(buf + len);
+    }
+}
+
 static void cpu_loop(volatile int *duty, double period)
 {
     volatile uint64_t sink = 0;
@@ -171,23 +186,16 @@ static void run_cpu(void)
             cpu_loop(duty, period);
     if (ctl > 0) {
         int s = udp_bind(ctl);
-        char buf[64];
         for (;;) {
-            ssize_t n = recv(s, buf, sizeof buf - 1, 0);
-            if (n <= 0)
-                continue;
-            buf[n] = '\0';
-            if (strncmp(buf, "duty=", 5) == 0) {
-                int d = atoi(buf + 5);
-                if (d < 0)
-                    d = 0;
-                if (d > 100)
-                    d = 100;
-                if (d != *duty) {
-                    *duty = d;
-                    printf("kvmload cpu: duty=%d\n", d);
-                    fflush(stdout);
-                }
+            int d = ctl_wait(s, "duty=");
+            if (d < 0)
+                d = 0;
+            if (d > 100)
+                d = 100;
+            if (d != *duty) {
+                *duty = d;
+                printf("kvmload cpu: duty=%d\n", d);
+                fflush(stdout);
             }
         }
     }
@@ -432,25 +440,19 @@ static void netpeer_ctl(int port)
     int s = udp_bind(port);
     char buf[64];
     for (;;) {
-        ssize_t n = recv(s, buf, sizeof buf - 1, 0);
-        if (n <= 0)
+        int secs = ctl_wait(s, "stall=");
+        if (secs <= 0 || secs > 600)
             continue;
-        buf[n] = '\0';
-        if (strncmp(buf, "stall=", 6) == 0) {
-            int secs = atoi(buf + 6);
-            if (secs <= 0 || secs > 600)
-                continue;
-            printf("kvmload netpeer: eth0 down for %d s\n", secs);
-            fflush(stdout);
-            link_up(0);
-            sleep_until(now() + secs);
-            link_up(1);
-            printf("kvmload netpeer: eth0 up\n");
-            fflush(stdout);
-            /* `lab fault` sends each datagram three times: drop the repeats. */
-            while (recv(s, buf, sizeof buf, MSG_DONTWAIT) > 0)
-                ;
-        }
+        printf("kvmload netpeer: eth0 down for %d s\n", secs);
+        fflush(stdout);
+        link_up(0);
+        sleep_until(now() + secs);
+        link_up(1);
+        printf("kvmload netpeer: eth0 up\n");
+        fflush(stdout);
+        /* `lab fault` sends each datagram three times: drop the repeats. */
+        while (recv(s, buf, sizeof buf, MSG_DONTWAIT) > 0)
+            ;
     }
 }
 
