@@ -66,7 +66,10 @@ MINUTE_S = 60.0
 """Wall-clock span of one rollup."""
 
 PLOT_S = 10.0
-"""Plot resolution kept in a rollup: the maximum of each such stretch, with its time."""
+"""Plot resolution kept in a rollup: the maximum of each such stretch, with its time
+(to 0.1 s, the value to `PLOT_DIGITS` significant digits: a plot is 600 points wide)."""
+
+PLOT_DIGITS = 4
 
 HOUR_S = 3600.0
 """Wall-clock span of one hour rollup (merged minutes)."""
@@ -88,7 +91,8 @@ def _peaks(series: Series) -> list[float]:
         slot = math.floor(t / PLOT_S)
         if slot not in best or v > best[slot][1]:
             best[slot] = (t, v)
-    return [x for _, (t, v) in sorted(best.items()) for x in (t, v)]
+    return [x for _, (t, v) in sorted(best.items())
+            for x in (round(t, 1), float(f"{v:.{PLOT_DIGITS}g}"))]
 
 
 def _stats(stats: dict[str, Stats]) -> dict[str, list[Any]]:
@@ -113,8 +117,9 @@ def document(acc: Accumulator, spans: Iterable[FindingSpan]) -> dict[str, Any]:
             "masters": host.masters,
             "peaks": {k: _peaks(s) for k, s in host.series.items()},
         },
-        "findings": [[encode(s.peak), s.message, s.since_s, s.raised_s, s.until_s, s.ongoing]
-                     for s in spans],
+        # The message when raised, None when the peak says the same.
+        "findings": [[encode(s.peak), None if s.message == s.peak.message else s.message,
+                      s.since_s, s.raised_s, s.until_s, s.ongoing] for s in spans],
     }
 
 
@@ -178,7 +183,9 @@ def _merge(acc: Accumulator, doc: dict[str, Any], spans: Spans) -> None:
         for t, v in _pairs(flat):
             acc.host.plot(key, t, v)
     for peak, message, since_s, raised_s, until_s, ongoing in doc["findings"]:
-        span = FindingSpan(decode(Finding, peak), message, since_s, raised_s, until_s, ongoing)
+        finding = decode(Finding, peak)
+        span = FindingSpan(finding, message or finding.message, since_s, raised_s, until_s,
+                           ongoing)
         seen = spans.get(span.key())
         spans[span.key()] = span if seen is None else seen.merged(span)
 
