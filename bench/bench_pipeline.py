@@ -44,6 +44,7 @@ from kvmtop.wiring import build_pipeline
 
 INTERVAL_S = 2.0
 WARMUP_TICKS = 3
+WINDOW_SIZE = Settings().window_size
 CALIBRATION_ROUNDS = 200_000
 
 
@@ -103,7 +104,7 @@ def measure(guests: int, ticks: int, *, record: bool = False,
     for _ in range(WARMUP_TICKS):
         snap = pipeline.push(sampler.sample(), mode="live")
         clock.advance(INTERVAL_S)
-    spent0, t0 = conn.spent_s, time.process_time()
+    spent0, t0, rss0 = conn.spent_s, time.process_time(), peak_rss_mb()
     if profile is not None:
         profile.enable()
     for _ in range(ticks):
@@ -113,8 +114,15 @@ def measure(guests: int, ticks: int, *, record: bool = False,
         profile.disable()
     pipeline_ms = (time.process_time() - t0 - (conn.spent_s - spent0)) / ticks * 1000
     assert snap is not None and len(snap.guests) == guests, "synthetic guests missing"
+    # The window keeps every sample and frame until it holds window_size of them, so
+    # memory grows by the same amount each tick until then: project the full window.
+    rss1 = peak_rss_mb()
+    per_tick = (rss1 - rss0) / ticks
+    full = WINDOW_SIZE  # build_pipeline's window: Settings().window_size samples
     out: dict[str, Any] = {"guests": guests, "ticks": ticks, "pipeline_ms": pipeline_ms,
-                           "findings": len(snap.findings)}
+                           "findings": len(snap.findings), "rss_per_tick_mb": per_tick,
+                           "window_size": full,
+                           "full_window_rss_mb": rss1 + per_tick * (full - ticks - WARMUP_TICKS)}
     if record:
         out["record_ms"] = _record_ms(sampler, conn, clock, ticks)
     sampler.close()
