@@ -341,6 +341,7 @@ def reindex(path: str, pipeline: Pipeline, uplink_kinds: tuple[str, ...],
                     progress.update(sample.wall_s)
                 indexer.push(sample)
         indexer.flush()
+        writer.release_free_pages()  # the old index's pages
     finally:
         if progress is not None:
             progress.done()

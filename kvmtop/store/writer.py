@@ -317,11 +317,21 @@ class StoreWriter:
                     self._conn.execute(
                         f"DELETE FROM {table} WHERE first_s < (SELECT min(t) FROM samples)")
         if deleted:
-            # Give the freed pages back to the filesystem, then fold the log into the
-            # file so its size on disk drops now (https://www.sqlite.org/pragma.html
-            # #pragma_incremental_vacuum, #pragma_wal_checkpoint).
+            self.release_free_pages()
+
+    def release_free_pages(self) -> None:
+        """Give the pages deleted rows left free back to the filesystem, then fold the
+        log into the file so its size on disk drops now (https://www.sqlite.org/
+        pragma.html#pragma_incremental_vacuum, #pragma_wal_checkpoint).
+
+        Raises:
+            StoreWriteError: the file cannot be written.
+        """
+        try:
             self._conn.execute("PRAGMA incremental_vacuum")
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise write_error(self.path, exc) from exc
 
     def _trim_to_size(self, max_bytes: int) -> int:
         used = self._used_bytes()
