@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="delete the oldest samples beyond MIB mebibytes")
     rec.add_argument("--max-age", type=_positive_float, metavar="H",
                      help="delete samples older than H hours")
+    rec.add_argument("--no-index", action="store_true",
+                     help="do not write the report's index as recording goes (about 60 %% of "
+                     "the recorder's CPU at 50 guests); `kvmtop reindex FILE` builds it later")
     rec.add_argument("--trace", action="append", default=[], metavar="GUEST",
                      help="count GUEST's KVM exits by reason (perf tracepoints, about 120 "
                      "fds per vCPU) for the whole recording; name or UUID, repeatable")
@@ -247,6 +250,7 @@ def _live(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _record(args: argparse.Namespace, settings: Settings) -> int:
+    from kvmtop.feed import SampleSink
     from kvmtop.record import Recorder
     from kvmtop.rollup import IndexedWriter
     from kvmtop.store.writer import Retention, StoreWriter
@@ -262,12 +266,16 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
             print(f"kvmtop: cannot open {settings.uri}: {error}", file=sys.stderr)
             return 1
         sampler.trace(args.trace)
-        # The recorder also writes the report's index (kvmtop.rollup), through a
-        # pipeline of its own; a window of two samples will do (as for report).
-        recorder = Recorder(sampler, lambda: IndexedWriter(
-            StoreWriter(args.output, retention=retention),
-            build_pipeline(replace(settings, window_size=2)), _uplink_kinds(settings)),
-            duration_s=args.duration)
+        def open_writer() -> SampleSink:
+            writer = StoreWriter(args.output, retention=retention)
+            if args.no_index:
+                return writer
+            # The report's index (kvmtop.rollup), through a pipeline of its own; a
+            # window of two samples will do (as for report).
+            return IndexedWriter(writer, build_pipeline(replace(settings, window_size=2)),
+                                 _uplink_kinds(settings))
+
+        recorder = Recorder(sampler, open_writer, duration_s=args.duration)
         recorder.install_signal_handlers()
         until = f"for {args.duration:g} s" if args.duration else "until SIGTERM"
         traced = f", exits by reason of {', '.join(args.trace)}" if args.trace else ""

@@ -187,3 +187,17 @@ def test_recording_paths_never_load_the_tui() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout.strip()
     assert out == "False"
+
+
+def test_cli_record_without_the_index(tmp_path: Path) -> None:
+    pytest.importorskip("libvirt")
+    path = tmp_path / "plain.kvmtop"
+    done = subprocess.run(
+        [sys.executable, "-m", "kvmtop", "record", "-o", str(path), "-c", "test:///default",
+         "--interval", "0.2", "--duration", "0.6", "--no-index"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    with StoreReader(path) as r:
+        assert r.count() >= 3
+        assert r.rollups() == [] and r.rollups(hours=True) == []
