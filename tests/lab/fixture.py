@@ -7,6 +7,11 @@ take the ``lab`` fixture, which brings up the ``test`` scenario with
 ``manifest.json`` and, at the end of the session, runs ``lab down`` unless
 ``KVMTOP_LAB_KEEP=1`` or another pytest session is still using the lab
 (each session holds a lease file ``<state dir>/leases/<pid>``).
+
+Tests marked ``@pytest.mark.lab_recording`` judge a recording of the whole
+session (tests/lab/recording.py): when one is selected, they are moved to the
+end of the run and the ``lab`` fixture starts ``kvmtop record`` on the lab as
+soon as it is up, so their ten minutes of observation overlap the other tests.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ from typing import Any
 
 import pytest
 
+from tests.lab.recording import SessionRecording, start_recording
+
 LAB_SCRIPT = Path(__file__).resolve().with_name("lab")
 DEFAULT_STATE_DIR = Path("/var/lib/kvmtop-lab")
 SCENARIO = "test"
 UP_TIMEOUT_S = 1200
+RECORDING_MARK = "lab_recording"
+_WANT_RECORDING = pytest.StashKey[bool]()
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,8 @@ class Lab:
     guests: dict[str, LabGuest]
     manifest: dict[str, Any]
     script: Path = LAB_SCRIPT
+    recording: SessionRecording | None = None
+    """The session's `kvmtop record` (only when a `lab_recording` test is selected)."""
 
     @classmethod
     def load(cls, state_dir: Path, script: Path = LAB_SCRIPT) -> Lab:
@@ -115,7 +126,8 @@ class Lab:
         return proc.stdout + proc.stderr
 
     def fault(self, name: str, *args: str) -> str:
-        """Apply a runtime fault: contend, uncontend, duty, iotune, shape, unshape, reset."""
+        """Apply a runtime fault: contend, uncontend, duty, leak, stall, iotune,
+        shape, unshape, reset (journaled in ``run/faults/journal``)."""
         return self.run("fault", name, *args)
 
     def contention_group(self, group: str) -> list[LabGuest]:
@@ -175,14 +187,31 @@ def pytest_configure(config: pytest.Config) -> None:
         "lab: needs the real libvirt/QEMU/KVM lab (tests/lab/lab up test); "
         "skipped without /dev/kvm or root",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{RECORDING_MARK}: judges the session-long lab recording; runs after every "
+        "other test",
+    )
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Move `lab_recording` tests to the end and note that the lab should be recorded."""
+    last = [i for i in items if i.get_closest_marker(RECORDING_MARK)]
+    if last:
+        items[:] = [i for i in items if not i.get_closest_marker(RECORDING_MARK)] + last
+    config.stash[_WANT_RECORDING] = bool(last)
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
+def lab(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
     """Bring up (or reuse) the ``test`` scenario and yield it as a :class:`Lab`.
 
     Faults left over from an earlier session are cleared first (unless another
-    session is using the lab right now).  At the end of
+    session is using the lab right now).  When a `lab_recording` test is selected,
+    the session recording starts here (tests/lab/recording.py).  At the end of
     the session the lab is taken down unless ``KVMTOP_LAB_KEEP=1`` or another
     live pytest session holds a lease on it.
     """
@@ -211,9 +240,13 @@ def lab() -> Iterator[Lab]:
     lab_ = Lab.load(state_dir)
     if not _other_live_leases(state_dir):  # leftovers of a crashed session
         lab_.fault("reset")
+    if pytestconfig.stash.get(_WANT_RECORDING, False):
+        lab_.recording = start_recording(lab_, tmp_path_factory.mktemp("lab-recording"))
     try:
         yield lab_
     finally:
+        if lab_.recording is not None:
+            lab_.recording.close()
         lease.unlink(missing_ok=True)
         if os.environ.get("KVMTOP_LAB_KEEP") != "1" and not _other_live_leases(state_dir):
             subprocess.run(

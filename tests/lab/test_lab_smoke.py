@@ -164,3 +164,17 @@ def test_fault_iotune_throttles_disk(lab: Lab, conn: Conn) -> None:
         lab.fault("iotune", guest.name, "0")
     reqs = r["block.0.rd.reqs"] + r["block.0.wr.reqs"]
     assert reqs <= 13, r
+
+
+def test_fault_stall_drops_at_the_receivers_tap_then_ends(lab: Lab, conn: Conn) -> None:
+    """`lab fault stall lab-netpeer 6`: its tap drops lab-net's 500 pps, then recovers."""
+    guest = lab.guests["lab-netpeer"]
+    offered = guest.expected["rx_pps"]
+    lab.fault("stall", guest.name, "6")
+    time.sleep(1)  # the datagram reaches the guest, eth0 goes down
+    stalled = rates(conn, guest.name, libvirt.VIR_DOMAIN_STATS_INTERFACE, 4)
+    time.sleep(4)  # the stall ends by itself
+    after = rates(conn, guest.name, libvirt.VIR_DOMAIN_STATS_INTERFACE, 4)
+    assert stalled["net.0.rx.drop"] > 0.5 * offered, stalled
+    assert after["net.0.rx.drop"] < 0.05 * offered, after
+    assert after["net.0.rx.pkts"] > 0.5 * offered, after
