@@ -27,6 +27,19 @@
    each `--steps` resolution (rates over the step). Each figure is wall time
    (`time.perf_counter`) and CPU time (`time.process_time`).
 4. Seek: `bench_store.seek_times` on the file (`--seeks` random times).
+
+Figures of 2026-11-26 (the lab host: 2 vCPUs, load average 5-7 from the lab's
+guests and other work, so wall time is about twice CPU time), 24 h × 50 guests:
+- file format 1 (samples only), 454 MB: 210 B per guest-sample; format 2 with the
+  index: 213 B at 8.2 h of 24 indexed (index blobs 3.2 B), so about 219 B indexed
+  whole (the synthetic 600-sample file of bench_store: 208 → 219 B).
+- report from the index over the first 8.16 h: 2.7 s wall, 1.5 s CPU; 8.0 s wall
+  for 24 h extrapolated (the merge is linear in hours). --exact over the first
+  0.25 h: 31.3 s wall, 14.3 s CPU; 3,003 s for 24 h extrapolated (1,642 s measured
+  whole on the same host earlier, at a lower load). --step 300: 22.0 s wall.
+- seek (format 1 file; samples are stored alike in format 2), 100 random times:
+  StoreReader.seek + read median 25 ms, p95 56 ms; ReplayFeed.seek (prime + target
+  through the pipeline) median 100 ms, p95 197 ms.
 """
 
 from __future__ import annotations

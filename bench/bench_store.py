@@ -18,6 +18,14 @@
 3. Seek: a --hours recording at 2 s (synthetic samples cycled with shifted clocks);
    random `StoreReader.seek` + `read`, and `ReplayFeed.seek` (prime + target through
    the pipeline); median, p95, max over 200 random times. Also decode time per sample.
+
+Figures of 2026-11-26 (the lab host, 2 vCPUs, loaded), 50 synthetic guests: file
+208 B per guest-sample with samples only, 219 B as `kvmtop record` writes it (the
+index: 12 B on this 10-minute file, whose one hour row is partial). Real lab
+recordings (8-12 guests, 4 minutes): 160-173 B samples only, 198-215 B with the
+index (its blobs 22-36 B: lab findings carry evidence in every minute). CPU per
+tick: StoreWriter.append 13.3 ms, the index 23.3 ms: 36.6 ms recorder CPU per tick
+besides sampling (`kvmtop record --no-index`: 13.3 ms).
 """
 
 from __future__ import annotations
