@@ -45,7 +45,7 @@ from kvmtop.wiring import build_pipeline
 INTERVAL_S = 2.0
 WARMUP_TICKS = 3
 WINDOW_SIZE = Settings().window_size
-CALIBRATION_ROUNDS = 200_000
+CALIBRATION_ROUNDS = 1_000_000
 
 
 class Clock:
