@@ -38,6 +38,7 @@ from kvmtop.collectors.host import HostCollector
 from kvmtop.collectors.libvirt import LibvirtCollector
 from kvmtop.config import Settings
 from kvmtop.feed import Pipeline
+from kvmtop.model.window import GUEST_FRAMES
 from kvmtop.sampler import Sampler
 from kvmtop.store.writer import StoreWriter
 from kvmtop.wiring import build_pipeline
@@ -114,15 +115,17 @@ def measure(guests: int, ticks: int, *, record: bool = False,
         profile.disable()
     pipeline_ms = (time.process_time() - t0 - (conn.spent_s - spent0)) / ticks * 1000
     assert snap is not None and len(snap.guests) == guests, "synthetic guests missing"
-    # The window keeps every sample and frame until it holds window_size of them, so
-    # memory grows by the same amount each tick until then: project the full window.
+    # The window keeps frames until it holds window_size of them or GUEST_FRAMES guest
+    # entries (kvmtop.model.window), so memory grows by the same amount each tick until
+    # then: project the full window (nothing more once the run has filled it).
     rss1 = peak_rss_mb()
     per_tick = (rss1 - rss0) / ticks
-    full = WINDOW_SIZE  # build_pipeline's window: Settings().window_size samples
+    full = min(WINDOW_SIZE, max(2, GUEST_FRAMES // guests))
+    more = max(0, full - ticks - WARMUP_TICKS)
     out: dict[str, Any] = {"guests": guests, "ticks": ticks, "pipeline_ms": pipeline_ms,
                            "findings": len(snap.findings), "rss_per_tick_mb": per_tick,
                            "window_size": full,
-                           "full_window_rss_mb": rss1 + per_tick * (full - ticks - WARMUP_TICKS)}
+                           "full_window_rss_mb": rss1 + per_tick * more}
     if record:
         out["record_ms"] = _record_ms(sampler, conn, clock, ticks)
     sampler.close()

@@ -82,7 +82,8 @@ class Settings:
         interval_s: sampling interval (fast tier).
         balloon_every: collect balloon stats every N ticks (slow tier; costs the most
             libvirtd time per domain: ../shared/reference/lab.md).
-        window_size: samples kept in memory for trends and plots.
+        window_size: frames kept in memory for the detail screen's plots (fewer with
+            many guests: `kvmtop.model.window`); detectors keep their own history.
         min_ops: minimum disk requests in an interval before a latency is shown.
         theme: theme name.
         steal_warn_pct / steal_crit_pct: guest-table colouring of steal.
@@ -93,7 +94,7 @@ class Settings:
     uri: str = "qemu:///system"
     interval_s: float = 2.0
     balloon_every: int = 5
-    window_size: int = 1800
+    window_size: int = 300
     min_ops: int = 5
     theme: str = "kvmtop-dark"
     steal_warn_pct: float = 5.0

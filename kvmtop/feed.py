@@ -286,7 +286,7 @@ class Pipeline:
     def __init__(
         self,
         *,
-        window_size: int = 1800,
+        window_size: int = 300,
         min_ops: int = 5,
         detect: Detect | None = None,
         recent: int = RECENT_FRAMES,
@@ -294,7 +294,7 @@ class Pipeline:
         """Create a pipeline with an empty window.
 
         Args:
-            window_size: samples kept for trends and plots.
+            window_size: frames kept for plots (see `kvmtop.model.window`).
             min_ops: minimum disk requests per interval before a latency is shown.
             detect: detector engine; None runs no detectors.
             recent: newest frames each snapshot carries (`Snapshot.recent`, plots).

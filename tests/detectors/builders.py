@@ -156,7 +156,7 @@ class World:
         host: HostSpec | None = None,
         *,
         settings: DetectorSettings | None = None,
-        window_size: int = 1800,
+        window_size: int = 300,
     ) -> None:
         self.guests = guests if guests is not None else []
         self.host = host or HostSpec()

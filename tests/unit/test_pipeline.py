@@ -27,7 +27,28 @@ def test_window_bounded_and_derives() -> None:
     assert len(w) == 3
     assert frames[0].guests[0].cpu_pct is None
     assert frames[4].guests[0].cpu_pct == pytest.approx(50.0)
-    assert [s.wall_s for s, _ in w] == [2.0, 3.0, 4.0]
+    assert [f.wall_s for f in w.recent(10)] == [2.0, 3.0, 4.0]
+
+
+def test_window_keeps_fewer_frames_of_many_guests() -> None:
+    """The guest-frame budget bounds memory: with 3 guests and a budget of 7 guest
+    entries the window keeps 2 frames (never fewer), whatever its size."""
+    def many(t: int) -> Sample:
+        one = sample(t, t * S // 2)
+        guests = tuple(
+            GuestSample(uuid=f"u{i}", name=f"g{i}", dom_id=i, state="running",
+                        cpu_time_ns=t * S // 2, vcpus_current=1, balloon=None)
+            for i in range(3)
+        )
+        return Sample(one.wall_s, one.mono_ns, one.host, guests, ())
+
+    w = Window(size=10, guest_frames=7)
+    for t in range(6):
+        w.push(many(t))
+    assert [f.wall_s for f in w.recent(10)] == [4.0, 5.0]
+    latest = w.latest
+    assert latest is not None and latest[0].wall_s == 5.0
+    assert latest[1].guests[0].cpu_pct == pytest.approx(50.0)
 
 
 def test_window_restarts_when_clock_goes_back() -> None:
