@@ -34,6 +34,10 @@ SCENARIO = "test"
 UP_TIMEOUT_S = 1200
 RECORDING_MARK = "lab_recording"
 _WANT_RECORDING = pytest.StashKey[bool]()
+# One recording per session: modules that import `lab` into their namespace
+# (tests/collectors/test_processes.py, test_tracepoints.py) get their own instance of
+# this session fixture, and each must not restart the leak or start a recorder again.
+_RECORDING = pytest.StashKey[SessionRecording]()
 
 
 @dataclass(frozen=True)
@@ -241,12 +245,16 @@ def lab(
     if not _other_live_leases(state_dir):  # leftovers of a crashed session
         lab_.fault("reset")
     if pytestconfig.stash.get(_WANT_RECORDING, False):
-        lab_.recording = start_recording(lab_, tmp_path_factory.mktemp("lab-recording"))
+        if _RECORDING not in pytestconfig.stash:
+            pytestconfig.stash[_RECORDING] = start_recording(
+                lab_, tmp_path_factory.mktemp("lab-recording")
+            )
+        lab_.recording = pytestconfig.stash[_RECORDING]
     try:
         yield lab_
     finally:
         if lab_.recording is not None:
-            lab_.recording.close()
+            lab_.recording.close()  # idempotent: every instance ends with the session
         lease.unlink(missing_ok=True)
         if os.environ.get("KVMTOP_LAB_KEEP") != "1" and not _other_live_leases(state_dir):
             subprocess.run(
