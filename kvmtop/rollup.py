@@ -358,12 +358,14 @@ def indexed_report(reader: StoreReader, *, from_s: float | None = None,
     """The report of the range from the recording's index; None when the index does
     not cover the range whole (then compute it from the samples)."""
     minutes = reader.rollups(from_s, to_s)
-    span = extent(reader, from_s, to_s)
-    if not minutes or span is None or minutes[0][0] > span[0] or minutes[-1][1] < span[1]:
+    span = extent(reader, from_s, to_s)  # (first sample in the range, end of the range)
+    if not minutes or span is None or minutes[0][0] > span[0]:
         return None
     first_s, last_s = minutes[0][0], minutes[-1][1]
-    if sum(n for _, _, n, _ in minutes) != reader.count_between(first_s, last_s):
-        return None  # a gap: minutes not indexed (a killed recorder, the TUI's recording)
+    # Every sample from the first minute to the end of the range is in a minute: none
+    # missing in between (a killed recorder, a recording from the TUI) or after.
+    if sum(n for _, _, n, _ in minutes) != reader.count_between(first_s, max(last_s, span[1])):
+        return None
     acc = Accumulator((first_s, last_s), uplink_kinds)
     spans: Spans = {}
     for row_first, row_last, n, data in _cover(minutes, reader.rollups(

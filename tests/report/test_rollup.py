@@ -98,12 +98,15 @@ def test_html_from_the_index_has_its_plots(tmp_path: Path) -> None:
     assert 'class="finding-span"' in page
 
 
-def test_a_range_is_widened_to_whole_minutes_of_the_index(tmp_path: Path) -> None:
+@pytest.mark.parametrize("to", ["inside", "after"])
+def test_a_range_is_widened_to_whole_minutes_of_the_index(tmp_path: Path, to: str) -> None:
+    """--to inside a minute takes the whole minute; --to between a minute's last sample
+    and the next minute's first takes that minute, the next one not."""
     with StoreReader(EXAMPLE) as r:
         rollups = r.rollups()
     second = rollups[1]
-    doc = report_json(EXAMPLE, tmp_path, "--from", f"{second[0] + 5:.6f}",
-                      "--to", f"{second[1] - 5:.6f}")
+    end = second[1] - 5 if to == "inside" else second[1] + 1  # samples are 2 s apart
+    doc = report_json(EXAMPLE, tmp_path, "--from", f"{second[0] + 5:.6f}", "--to", f"{end:.6f}")
     assert doc["range"]["index_s"] == 10.0
     assert (doc["range"]["from"], doc["range"]["to"]) == (second[0], second[1])
     assert doc["range"]["samples"] == second[2]
