@@ -14,6 +14,7 @@ checks that the net probe finds the address in the ARP table by itself.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -26,7 +27,7 @@ from kvmtop.collectors.netprobe import IcmpProber, NetProbe
 from kvmtop.collectors.sched import SchedCollector
 from kvmtop.collectors.topology import TopologyCollector
 from kvmtop.collectors.vswitch import VswitchCollector
-from kvmtop.model.sample import GuestSample
+from kvmtop.model.sample import GuestSample, NicSample
 from tests.lab.fixture import Lab
 
 pytest.importorskip("libvirt")
@@ -127,23 +128,30 @@ def warm_arp(*addrs: str) -> None:
         prober.close()
 
 
+def probe_nics(collector: LibvirtCollector, names: tuple[str, ...], *, timeout_s: float,
+               ticks: int = 8) -> dict[str, NicSample]:
+    """The first vNIC of each named guest after `ticks` 1 s ticks of a real NetProbe."""
+    collector.collect(0)  # the domain XML (MACs) is read on first sight
+    probe = NetProbe(domain_info=collector.domain_info, every_s=1, timeout_s=timeout_s)
+    assert probe.probe().available
+    nics: dict[str, NicSample] = {}
+    try:
+        for tick in range(ticks):
+            guests = probe.enrich(collector.collect(tick))
+            nics = {g.name: g.nics[0] for g in guests if g.name in names}
+            time.sleep(1.0)
+    finally:
+        probe.close()
+    return nics
+
+
 def test_rtt_to_lab_guests_above_the_bridge_baseline(
     lab: Lab, libvirt_collector: LibvirtCollector
 ) -> None:
     idle, ovs = lab.guests["lab-idle"], lab.guests["lab-ovs"]
     assert idle.ip is not None and ovs.ip is not None
     warm_arp(idle.ip, ovs.ip)
-    libvirt_collector.collect(0)  # the domain XML (MACs) is read on first sight
-    probe = NetProbe(domain_info=libvirt_collector.domain_info, every_s=1, timeout_s=3)
-    assert probe.probe().available
-    try:
-        nics = {}
-        for tick in range(8):
-            guests = probe.enrich(libvirt_collector.collect(tick))
-            nics = {g.name: g.nics[0] for g in guests if g.name in ("lab-idle", "lab-ovs")}
-            time.sleep(1.0)
-    finally:
-        probe.close()
+    nics = probe_nics(libvirt_collector, ("lab-idle", "lab-ovs"), timeout_s=3)
     for name, addr in (("lab-idle", idle.ip), ("lab-ovs", ovs.ip)):
         nic = nics[name]
         assert nic.addr == addr, (name, nic.rtt_reason)  # found in ARP, not configured
@@ -151,3 +159,25 @@ def test_rtt_to_lab_guests_above_the_bridge_baseline(
         assert nic.rtt_ns > nic.host_rtt_ns, name
         assert nic.rtt_p95_ns is not None and nic.rtt_p95_ns >= nic.rtt_ns
         print(name, nic.rtt_ns, nic.rtt_p95_ns, nic.host_rtt_ns, nic.rtt_lost)
+
+
+def test_guest_that_drops_icmp_has_unknown_rtt_with_the_reason(
+    lab: Lab, libvirt_collector: LibvirtCollector
+) -> None:
+    """An OpenFlow rule on labovs0 drops ICMP to lab-ovs (ARP still passes): to the
+    host the guest never answers an echo, so its RTT is unknown with the reason,
+    never 0, while the bridge's own address still gives the baseline."""
+    ovs = lab.guests["lab-ovs"]
+    assert ovs.ip is not None and ovs.bridge is not None
+    match = f"priority=60000,icmp,nw_dst={ovs.ip}"
+    subprocess.run(["ovs-ofctl", "add-flow", ovs.bridge, f"{match},actions=drop"], check=True)
+    try:
+        warm_arp(ovs.ip)  # the echo is dropped, the ARP exchange before it is not
+        nic = probe_nics(libvirt_collector, ("lab-ovs",), timeout_s=1)["lab-ovs"]
+    finally:
+        subprocess.run(["ovs-ofctl", "--strict", "del-flows", ovs.bridge, match], check=True)
+    assert nic.addr == ovs.ip, nic.rtt_reason
+    assert nic.rtt_ns is None and nic.rtt_p95_ns is None  # unknown, never 0
+    assert nic.rtt_lost >= 3
+    assert nic.rtt_reason is not None and nic.rtt_reason.startswith("no ICMP echo reply")
+    assert nic.host_rtt_ns is not None and nic.host_rtt_ns > 0
