@@ -20,15 +20,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from kvmtop.collectors.base import CollectorError
 from kvmtop.collectors.host import HostCollector
 from kvmtop.collectors.libvirt import LibvirtCollector
-from kvmtop.collectors.netprobe import IcmpProber, NetProbe
+from kvmtop.collectors.netprobe import NetProbe
 from kvmtop.collectors.sched import SchedCollector
 from kvmtop.collectors.topology import TopologyCollector
 from kvmtop.collectors.vswitch import VswitchCollector
 from kvmtop.model.sample import GuestSample, NicSample
-from tests.lab.fixture import Lab
+from tests.lab.fixture import Lab, warm_arp
 
 pytest.importorskip("libvirt")
 pytestmark = pytest.mark.lab
@@ -111,21 +110,6 @@ def test_ovs_datapath_and_qdisc_counters(lab: Lab) -> None:
     assert uplink.qdisc_drops is not None and uplink.qdisc_backlog_bytes is not None
     assert {d.name: d.scheduler for d in host.blockdevs if not d.is_partition}
     assert host.thp_enabled in ("always", "madvise", "never")
-
-
-def warm_arp(*addrs: str) -> None:
-    """One echo to each address so the host resolves it (test set-up only)."""
-    try:
-        prober = IcmpProber()
-    except CollectorError as e:
-        pytest.skip(str(e))
-    try:
-        for addr in addrs:
-            prober.send(addr, addr, None, time.monotonic_ns())
-        time.sleep(1.0)  # TCG guests answer slowly
-        prober.collect(time.monotonic_ns(), 10**12)
-    finally:
-        prober.close()
 
 
 def probe_nics(collector: LibvirtCollector, names: tuple[str, ...], *, timeout_s: float,

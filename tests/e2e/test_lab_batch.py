@@ -10,16 +10,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 from typing import Any
 
 import pytest
 
 from kvmtop.batch import run_batch
-from kvmtop.collectors.base import CollectorError
 from kvmtop.collectors.host import HostCollector
 from kvmtop.collectors.libvirt import LibvirtCollector
-from kvmtop.collectors.netprobe import IcmpProber, NetProbe
+from kvmtop.collectors.netprobe import NetProbe
 from kvmtop.collectors.sched import SchedCollector
 from kvmtop.collectors.topology import TopologyCollector
 from kvmtop.collectors.vswitch import VswitchCollector
@@ -27,29 +25,13 @@ from kvmtop.config import Settings
 from kvmtop.feed import LiveFeed
 from kvmtop.sampler import Sampler
 from kvmtop.wiring import build_pipeline
-from tests.lab.fixture import Lab
+from tests.lab.fixture import Lab, warm_arp
 
 pytest.importorskip("libvirt")
 pytestmark = pytest.mark.lab
 
 LINES = 6
 """Batch lines read, one second apart (the probe sends one echo per vNIC a second)."""
-
-
-def warm_arp(*addrs: str) -> None:
-    """One echo to each address so the host's ARP table knows it (test set-up only:
-    the lab's guests never talk to the host on their own)."""
-    try:
-        prober = IcmpProber()
-    except CollectorError as e:
-        pytest.skip(str(e))
-    try:
-        for addr in addrs:
-            prober.send(addr, addr, None, time.monotonic_ns())
-        time.sleep(1.0)  # TCG guests answer slowly
-        prober.collect(time.monotonic_ns(), 10**12)
-    finally:
-        prober.close()
 
 
 def batch_lines(count: int) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,3 +265,23 @@ def lab(
                 timeout=300,
                 env=_lab_env(state_dir),
             )
+
+
+def warm_arp(*addrs: str) -> None:
+    """One ICMP echo to each address so the host's ARP table knows it (test set-up
+    only: the lab's guests never talk to the host on their own); skips the test when
+    this process may not send ICMP."""
+    from kvmtop.collectors.base import CollectorError
+    from kvmtop.collectors.netprobe import IcmpProber
+
+    try:
+        prober = IcmpProber()
+    except CollectorError as e:
+        pytest.skip(str(e))
+    try:
+        for addr in addrs:
+            prober.send(addr, addr, None, time.monotonic_ns())
+        time.sleep(1.0)  # TCG guests answer slowly
+        prober.collect(time.monotonic_ns(), 10**12)
+    finally:
+        prober.close()
