@@ -20,6 +20,7 @@ from kvmtop.collectors.libvirt import (
     format_version,
     is_local_uri,
 )
+from tests.lab.fixture import Lab
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt"
 CAPTURES = sorted(p for p in FIXTURES.glob("*") if (p / "stats.json").is_file())
@@ -769,15 +770,16 @@ def test_capture_domain_xml_facts(lv: ModuleType, capture: Capture) -> None:
 # --------------------------------------------------------------------------- live lab
 
 
-def test_live_lab_read_only(lv: ModuleType) -> None:
-    """Against the real qemu:///system when the lab (tests/lab/lab up) is running.
+@pytest.mark.lab
+def test_live_lab_read_only(lv: ModuleType, lab: Lab) -> None:
+    """Against the real qemu:///system with the lab up (the `lab` fixture brings it
+    up, or skips saying why).
 
     Read-only: opens the URI with virConnectOpenReadOnly and changes nothing.
     """
     collector = LibvirtCollector("qemu:///system")
     probe = collector.probe()
-    if not probe.available:
-        pytest.skip(f"no libvirt lab here: {probe.reason}")
+    assert probe.available, probe.reason
     try:
         first = [g for g in collector.collect(0) if g.name.startswith("lab-")]
         if not any(g.state == "running" and g.accel == "kvm" for g in first):
