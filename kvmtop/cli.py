@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from kvmtop import __version__, manual
 from kvmtop.config import ConfigError, Settings, load_settings
-from kvmtop.feed import TIME_FORMATS, Feed, parse_time
+from kvmtop.feed import TIME_FORMATS, Feed, Pipeline, parse_time
 from kvmtop.wiring import build_live_feed, build_pipeline, build_sampler
 
 if TYPE_CHECKING:
@@ -272,7 +272,7 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
                 return writer
             # The report's index (kvmtop.rollup), through a pipeline of its own; a
             # window of two samples will do (as for report).
-            return IndexedWriter(writer, build_pipeline(replace(settings, window_size=2)),
+            return IndexedWriter(writer, _frameless_pipeline(settings),
                                  _uplink_kinds(settings))
 
         recorder = Recorder(sampler, open_writer, duration_s=args.duration)
@@ -295,15 +295,19 @@ def _open_recording(path: Path) -> StoreReader:
     return StoreReader(path)
 
 
+class UsageError(Exception):
+    """A command line the parser accepted but the command cannot use (exit status 2)."""
+
+
 def _range(args: argparse.Namespace, reader: StoreReader) -> tuple[float | None, float | None]:
-    """--from/--to as Unix seconds (raises ValueError naming the option)."""
+    """--from/--to as Unix seconds (raises UsageError naming the option)."""
     start, end = reader.first_time(), reader.last_time()
     out: list[float | None] = []
     for option, text in (("--from", args.from_), ("--to", args.to)):
         try:
             out.append(None if text is None else parse_time(text, start, end))
         except ValueError as exc:
-            raise ValueError(f"{option}: {exc}") from None
+            raise UsageError(f"{option}: {exc}") from None
     return out[0], out[1]
 
 
@@ -321,13 +325,11 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     reader = _open_recording(args.file)
     try:
         from_s, to_s = _range(args, reader)
-    except ValueError as exc:
+    except UsageError:
         reader.close()
-        print(f"kvmtop: {exc}", file=sys.stderr)
-        return 2
-    # The TUI scans the recording for finding spans (timeline markers, f / F); the
-    # scan shows no frame, so a window of two samples will do (as for report).
-    scanner = None if args.batch else build_pipeline(replace(settings, window_size=2))
+        raise
+    # The TUI scans the recording for finding spans (timeline markers, f / F).
+    scanner = None if args.batch else _frameless_pipeline(settings)
     feed = ReplayFeed(reader, build_pipeline(settings), speed=args.speed, from_s=from_s,
                       to_s=to_s, follow=args.follow, scanner=scanner)
     try:
@@ -345,15 +347,18 @@ def _slice(args: argparse.Namespace, settings: Settings) -> int:
     from kvmtop.store.slice import slice_recording
 
     with _open_recording(args.file) as reader:
-        try:
-            from_s, to_s = _range(args, reader)
-        except ValueError as exc:
-            print(f"kvmtop: {exc}", file=sys.stderr)
-            return 2
+        from_s, to_s = _range(args, reader)
         copied = slice_recording(reader, args.output, from_s=from_s, to_s=to_s)
         _report_notices(reader)
     print(f"kvmtop slice: {copied} samples written to {args.output}", file=sys.stderr)
     return 0
+
+
+def _frameless_pipeline(settings: Settings) -> Pipeline:
+    """The shared pipeline for work that shows no frame (record's index, the replay
+    scan, report, export, reindex): the detectors keep their own history and these
+    keep their own aggregates, so a window of two frames gives the same findings."""
+    return build_pipeline(replace(settings, window_size=2))
 
 
 def _uplink_kinds(settings: Settings) -> tuple[str, ...]:
@@ -366,7 +371,7 @@ def _reindex(args: argparse.Namespace, settings: Settings) -> int:
 
     with _open_recording(args.file) as reader:  # refuses a file that is not a recording
         progress = Progress("kvmtop reindex", reader.first_time(), reader.last_time())
-    written = reindex(str(args.file), build_pipeline(replace(settings, window_size=2)),
+    written = reindex(str(args.file), _frameless_pipeline(settings),
                       _uplink_kinds(settings), progress)
     print(f"kvmtop reindex: {written} minutes indexed in {args.file}", file=sys.stderr)
     return 0
@@ -377,17 +382,9 @@ def _summarize(args: argparse.Namespace, settings: Settings) -> int:
     from kvmtop import export, report
 
     with _open_recording(args.file) as reader:
-        try:
-            from_s, to_s = _range(args, reader)
-        except ValueError as exc:
-            print(f"kvmtop: {exc}", file=sys.stderr)
-            return 2
+        from_s, to_s = _range(args, reader)
         run = report.run if args.command == "report" else export.run
-        # The detectors read only the newest frame and keep their own history, and
-        # report/export keep their own aggregates: a window of two samples gives the
-        # same frames and findings without holding 1800 samples (1 GB at 50 guests).
-        pipeline = build_pipeline(replace(settings, window_size=2))
-        status = run(args, settings, reader, pipeline, from_s, to_s)
+        status = run(args, settings, reader, _frameless_pipeline(settings), from_s, to_s)
         _report_notices(reader)
     return status
 
@@ -415,6 +412,6 @@ def main(argv: list[str] | None = None) -> int:
                "export": _summarize, "reindex": _reindex}.get(args.command, _live)
     try:
         return command(args, settings)
-    except StoreError as exc:  # missing, damaged, newer, unwritable: the message says which
+    except (StoreError, UsageError) as exc:  # StoreError: missing, damaged, newer, unwritable
         print(f"kvmtop: {exc}", file=sys.stderr)
         return 2

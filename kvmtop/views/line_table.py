@@ -141,7 +141,8 @@ class LineTable(ScrollView, can_focus=True):
     # ------------------------------------------------------------------ data
 
     def row_cells(self, key: str) -> Sequence[Cell]:
-        """The cells of a row, in column order (subclasses provide them)."""
+        """The cells of a row, in column order: the abstract hook every subclass
+        overrides (GuestTable); LineTable itself holds no row data."""
         raise NotImplementedError
 
     def header_cells(self) -> Sequence[Cell]:
