@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from kvmtop.cli import main
+from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 from tests.detectors.builders import (
     DiskSpec,
@@ -78,3 +80,19 @@ def record(path: Path) -> Path:
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The scripted recording (written once per test session)."""
     return record(tmp_path_factory.mktemp("report") / "incident.kvmtop")
+
+
+def run_command(command: str, recording: Path, tmp_path: Path, fmt: str, *extra: str) -> str:
+    """`kvmtop COMMAND RECORDING --format FMT -o OUT EXTRA...` (must exit 0); OUT's text."""
+    out = tmp_path / f"{command}.{fmt}"
+    assert main([command, str(recording), "--format", fmt, "-o", str(out), *extra]) == 0
+    return out.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def start_s(recording: Path) -> float:
+    """Unix time of the recording's first sample."""
+    with StoreReader(recording) as reader:
+        first = reader.first_time()
+    assert first is not None
+    return first

@@ -12,8 +12,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from kvmtop.cli import main
 from kvmtop.export import CSV_HEADER
 from kvmtop.render import GUEST_COLUMNS
-from kvmtop.store.reader import StoreReader
-from tests.report.conftest import DT, STEAL
+from tests.report.conftest import DT, STEAL, run_command
 
 SAMPLES = 60
 """The first two minutes (--to +118s: 60 samples) keep the exports small."""
@@ -21,17 +20,8 @@ TO = f"+{(SAMPLES - 1) * DT:g}s"
 
 
 def export(recording: Path, tmp_path: Path, fmt: str, *extra: str) -> str:
-    out = tmp_path / f"out.{fmt}"
-    assert main(["export", str(recording), "--format", fmt, "-o", str(out), *extra]) == 0
-    return out.read_text(encoding="utf-8")
+    return run_command("export", recording, tmp_path, fmt, *extra)
 
-
-@pytest.fixture(scope="module")
-def start_s(recording: Path) -> float:
-    with StoreReader(recording) as reader:
-        first = reader.first_time()
-    assert first is not None
-    return first
 
 
 def test_csv_one_row_per_guest_per_sample(recording: Path, tmp_path: Path,

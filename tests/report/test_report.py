@@ -31,23 +31,14 @@ from kvmtop.report import (
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 from tests.detectors.builders import GuestSpec, World, balloon
-from tests.report.conftest import DROPS_FROM, DT, MINUTES, STEAL
+from tests.report.conftest import DROPS_FROM, DT, MINUTES, STEAL, run_command
 
 PLOTTED = [m.key for m in GUEST_METRICS if m.plot]
 
 
 def run_report(recording: Path, tmp_path: Path, fmt: str, *extra: str) -> str:
-    out = tmp_path / f"report.{fmt}"
-    assert main(["report", str(recording), "--format", fmt, "-o", str(out), *extra]) == 0
-    return out.read_text(encoding="utf-8")
+    return run_command("report", recording, tmp_path, fmt, *extra)
 
-
-@pytest.fixture(scope="module")
-def start_s(recording: Path) -> float:
-    with StoreReader(recording) as reader:
-        first = reader.first_time()
-    assert first is not None
-    return first
 
 
 @pytest.fixture(scope="module")
