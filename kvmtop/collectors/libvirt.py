@@ -32,8 +32,8 @@ from urllib.parse import urlsplit
 from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.collectors.libvirt_parse import (
     DomainInfo,
-    apply_domain_info,
-    parse_domain_stats,
+    DomainLinks,
+    DomainStatsParser,
     parse_domain_xml,
 )
 from kvmtop.model.sample import BalloonSample, GuestSample
@@ -108,13 +108,17 @@ class _DomainEntry:
     """What the collector remembers about one domain between ticks.
 
     Keyed by UUID; valid for one `dom_id` (a restart gets a new ID and a new entry).
+    `parser` reads its stats with what the XML (`parser.links`) and the pidfile
+    (`parser.pid`) said.
     """
 
     dom_id: int | None
     info: DomainInfo | None = None
     xml_fetched: bool = False
-    pid: int | None = None
     balloon: BalloonSample | None = None
+    parser: DomainStatsParser = dataclasses.field(
+        default_factory=lambda: DomainStatsParser(DomainLinks())
+    )
 
 
 class LibvirtCollector:
@@ -214,20 +218,10 @@ class LibvirtCollector:
             entry = self._entry(lv, dom, uuid, dom_id)
             if entry is None:
                 continue
-            sample = parse_domain_stats(
-                uuid,
-                dom.name(),
-                dom_id,
-                stats,
-                accel=entry.info.accel if entry.info is not None else None,
-                pid=entry.pid,
-            )
-            if entry.info is not None:
-                sample = apply_domain_info(sample, entry.info)
+            carried = None if with_balloon else entry.balloon
+            sample = entry.parser.parse(uuid, dom.name(), dom_id, stats, carried)
             if with_balloon:
                 entry.balloon = sample.balloon
-            elif entry.balloon is not None:
-                sample = dataclasses.replace(sample, balloon=entry.balloon)
             entries[uuid] = entry
             guests.append(sample)
         self._entries = entries
@@ -404,8 +398,9 @@ class LibvirtCollector:
             else:
                 entry.info = _parse_xml_or_none(xml)
                 entry.xml_fetched = True
-        if entry.pid is None and dom_id is not None:
-            entry.pid = self._read_pid(dom.name())
+                entry.parser.links = DomainLinks.of(entry.info)
+        if entry.parser.pid is None and dom_id is not None:
+            entry.parser.pid = self._read_pid(dom.name())
         return entry
 
     def _read_pid(self, name: str) -> int | None:

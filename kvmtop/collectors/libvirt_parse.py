@@ -14,10 +14,10 @@ here), and a key libvirt did not send stays None, never 0.
 
 from __future__ import annotations
 
-import dataclasses
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from kvmtop.model.sample import BalloonSample, DiskSample, GuestSample, NicSample, VcpuSample
@@ -40,36 +40,69 @@ cumulative -> sum, instant -> cur, peak -> max."""
 
 _KIB = 1024
 
-# `balloon.<key>` (virsh(1) domstats, "balloon" group) -> BalloonSample field. Every
-# size is KiB in libvirt; the faults are counts; last-update is host epoch seconds.
-_BALLOON_KIB_FIELDS: tuple[tuple[str, str], ...] = (
-    ("current", "current_bytes"),
-    ("maximum", "maximum_bytes"),
-    ("available", "available_bytes"),
-    ("usable", "usable_bytes"),
-    ("unused", "unused_bytes"),
-    ("disk_caches", "disk_caches_bytes"),
-    ("rss", "rss_bytes"),
-    ("swap_in", "swap_in_bytes"),
-    ("swap_out", "swap_out_bytes"),
-)
-_BALLOON_PLAIN_FIELDS: tuple[tuple[str, str], ...] = (
-    ("major_fault", "major_fault"),
-    ("minor_fault", "minor_fault"),
-    ("last-update", "last_update_s"),
-)
+# Field name of each sample type -> the `<group>.<N>.<key>` (or `<group>.<key>`) it is
+# read from (virsh(1) domstats). Fields not listed are not libvirt stats.
+_VCPU_KEYS = {"state": "state", "time_ns": "time", "delay_ns": "delay"}
+_DISK_KEYS = {
+    "target": "name",
+    "path": "path",
+    "rd_reqs": "rd.reqs",
+    "rd_bytes": "rd.bytes",
+    "rd_times_ns": "rd.times",
+    "wr_reqs": "wr.reqs",
+    "wr_bytes": "wr.bytes",
+    "wr_times_ns": "wr.times",
+    "fl_reqs": "fl.reqs",
+    "fl_times_ns": "fl.times",
+    "capacity_bytes": "capacity",
+    "allocation_bytes": "allocation",
+    "physical_bytes": "physical",
+}
+_NIC_KEYS = {
+    "name": "name",
+    "rx_bytes": "rx.bytes",
+    "rx_pkts": "rx.pkts",
+    "rx_errs": "rx.errs",
+    "rx_drop": "rx.drop",
+    "tx_bytes": "tx.bytes",
+    "tx_pkts": "tx.pkts",
+    "tx_errs": "tx.errs",
+    "tx_drop": "tx.drop",
+}
+_STR_FIELDS = frozenset({"target", "path", "name"})
+# `balloon.<key>`: every size is KiB in libvirt (converted to bytes); the faults are
+# counts; last-update is host epoch seconds.
+_BALLOON_KEYS = {
+    "current_bytes": "current",
+    "maximum_bytes": "maximum",
+    "available_bytes": "available",
+    "usable_bytes": "usable",
+    "unused_bytes": "unused",
+    "disk_caches_bytes": "disk_caches",
+    "rss_bytes": "rss",
+    "swap_in_bytes": "swap_in",
+    "swap_out_bytes": "swap_out",
+    "major_fault": "major_fault",
+    "minor_fault": "minor_fault",
+    "last_update_s": "last-update",
+}
+_BALLOON_KIB = frozenset(f for f in _BALLOON_KEYS if f.endswith("_bytes"))
+_GUEST_KEYS = {
+    "state_reason": "state.reason",
+    "vcpus_current": "vcpu.current",
+    "vcpus_maximum": "vcpu.maximum",
+    "cpu_time_ns": "cpu.time",
+    "cpu_user_ns": "cpu.user",
+    "cpu_system_ns": "cpu.system",
+}
+_NO_SWITCH: tuple[None, None] = (None, None)
+_PLANS_PER_DOMAIN = 4
+"""Key sets a domain alternates between (with and without the balloon group, ...)."""
 
 
-def _as_int(value: object) -> int | None:
-    """An integer stat value, or None when absent or of another type (bool excluded)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
-
-
-def _as_str(value: object) -> str | None:
-    """A string stat value, or None."""
-    return value if isinstance(value, str) else None
+def _is_int(kind: type) -> bool:
+    """Whether values of this type are integer stats (bool excluded)."""
+    return issubclass(kind, int) and not issubclass(kind, bool)
 
 
 def domain_state_name(state: int | None) -> str:
@@ -79,95 +112,287 @@ def domain_state_name(state: int | None) -> str:
     return "nostate"
 
 
-def _split_indexed(
-    stats: Mapping[str, Any],
-) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[str, Any]]:
-    """One pass over the flat keys.
+Getter = Callable[[Any], tuple[Any, ...]]
 
-    Returns `{"vcpu"|"block"|"net": {N: {rest: value}}}` for `<group>.<N>.<rest>` keys,
-    and `{rest: value}` for the `vm.<rest>` keys.
+
+def _getter(items: Sequence[Any]) -> Getter:
+    """`operator.itemgetter` that always returns a tuple (even of 0 or 1 items)."""
+    if len(items) > 1:
+        return itemgetter(*items)
+    if items:
+        first = items[0]
+        return lambda values: (values[first],)
+    return lambda _values: ()
+
+
+def _kvm_dict(names: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, int]:
+    """KVM stats by "<name>.<type>"; `int()` makes booleans 0/1 (and keeps ints)."""
+    return dict(zip(names, map(int, values), strict=True))
+
+
+def _split_indexed(
+    keys: Iterable[str],
+) -> tuple[dict[str, dict[int, dict[str, int]]], dict[str, int]]:
+    """One pass over the flat keys, giving each key's position in `keys`.
+
+    Returns `{"vcpu"|"block"|"net": {N: {rest: position}}}` for `<group>.<N>.<rest>`
+    keys, and `{rest: position}` for the `vm.<rest>` keys.
     """
-    indexed: dict[str, dict[int, dict[str, Any]]] = {"vcpu": {}, "block": {}, "net": {}}
-    vm: dict[str, Any] = {}
-    for key, value in stats.items():
+    indexed: dict[str, dict[int, dict[str, int]]] = {"vcpu": {}, "block": {}, "net": {}}
+    vm: dict[str, int] = {}
+    for position, key in enumerate(keys):
         group, _, rest = key.partition(".")
         if group == "vm":
-            vm[rest] = value
+            vm[rest] = position
             continue
         per_index = indexed.get(group)
         if per_index is None:
             continue
         index, _, field_name = rest.partition(".")
         if field_name and index.isdigit():
-            per_index.setdefault(int(index), {})[field_name] = value
+            per_index.setdefault(int(index), {})[field_name] = position
     return indexed, vm
 
 
-def _kvm_stats(fields: Mapping[str, Any]) -> dict[str, int]:
-    """`<name>.<sum|cur|max>` integer entries, as "<name>.<type>".
+class _Plan:
+    """How to read every record with one key set and one value type per key.
 
-    Boolean stats (KVM_STATS_UNIT_BOOLEAN: `blocking`, `guest_mode`, which QEMU 7.2
-    query-stats and libvirt 9.0 hand over as booleans) become 0/1. Histograms
-    (halt_wait_hist ...) and any other non-integer value are skipped.
+    libvirt sends the same keys with the same types tick after tick (a typed
+    parameter list per domain; keys change only when a device or a stats group comes
+    or goes), so each key is split and each value's type checked once, here. Reading
+    a record is then one `itemgetter` over its dict and, per device, one `itemgetter`
+    over those values (position `self._none` holds None: a stat libvirt did not
+    send, or sent with a type the field does not take, stays None).
     """
-    out: dict[str, int] = {}
-    for key, value in fields.items():
-        name, dot, kind = key.rpartition(".")
-        number = int(value) if isinstance(value, bool) else _as_int(value)
-        if dot and name and kind in KVM_STAT_TYPES and number is not None:
-            out[key] = number
-    return out
+
+    def __init__(self, stats: Mapping[str, Any]) -> None:
+        keys = tuple(stats)
+        self.keys = frozenset(keys)
+        self.values = _getter(keys)
+        self.types = tuple(map(type, self.values(stats)))
+        self._none = len(keys)
+        indexed, vm = _split_indexed(keys)
+        at = {key: i for i, key in enumerate(keys)}
+        self._state = self._int(at.get("state.state"))
+        self._guest = _getter([self._int(at.get(k)) for k in _GUEST_KEYS.values()])
+        self._vcpus = tuple(
+            (index, self._fields(_VCPU_KEYS, fields), *self._kvm(fields))
+            for index, fields in sorted(indexed["vcpu"].items())
+        )
+        # A block or net entry without a (string) name is not a device.
+        self._disks = tuple(
+            self._fields(_DISK_KEYS, fields)
+            for _, fields in sorted(indexed["block"].items())
+            if self._str(fields.get("name")) != self._none
+        )
+        self._nics = tuple(
+            self._fields(_NIC_KEYS, fields)
+            for _, fields in sorted(indexed["net"].items())
+            if self._str(fields.get("name")) != self._none
+        )
+        balloon = {k.removeprefix("balloon."): i for k, i in at.items()
+                   if k.startswith("balloon.")}
+        self._balloon = self._fields(_BALLOON_KEYS, balloon) if balloon else None
+        self._vm = self._kvm(vm)
+
+    def fits(self, stats: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The record's values (and a None) in plan order, or None when the record
+        has other keys or value types than the plan was made for."""
+        if stats.keys() != self.keys:
+            return None
+        values: tuple[Any, ...] = self.values(stats)
+        if tuple(map(type, values)) != self.types:
+            return None
+        return (*values, None)
+
+    def _int(self, position: int | None) -> int:
+        """`position` when it holds an integer stat, else the None position."""
+        ok = position is not None and _is_int(self.types[position])
+        return position if ok and position is not None else self._none
+
+    def _str(self, position: int | None) -> int:
+        """`position` when it holds a string, else the None position."""
+        ok = position is not None and issubclass(self.types[position], str)
+        return position if ok and position is not None else self._none
+
+    def _fields(self, table: Mapping[str, str], fields: Mapping[str, int]) -> Getter:
+        """The values of `table`'s fields, in its order, from one entry's keys."""
+        return _getter([
+            (self._str if name in _STR_FIELDS else self._int)(fields.get(key))
+            for name, key in table.items()
+        ])
+
+    def _kvm(self, fields: Mapping[str, int]) -> tuple[tuple[str, ...], Getter]:
+        """Names and getter of the `<name>.<sum|cur|max>` integer entries.
+
+        Boolean stats (KVM_STATS_UNIT_BOOLEAN: `blocking`, `guest_mode`, which QEMU
+        7.2 query-stats and libvirt 9.0 hand over as booleans) are kept (and made
+        0/1 by `_kvm_dict`). Histograms (halt_wait_hist ...) and any other
+        non-integer value are skipped.
+        """
+        names = []
+        positions = []
+        for key, position in fields.items():
+            name, dot, kind = key.rpartition(".")
+            if dot and name and kind in KVM_STAT_TYPES and issubclass(self.types[position], int):
+                names.append(key)
+                positions.append(position)
+        return tuple(names), _getter(positions)
+
+    def parse(
+        self,
+        values: tuple[Any, ...],
+        uuid: str,
+        name: str,
+        dom_id: int | None,
+        parser: DomainStatsParser,
+        balloon: BalloonSample | None,
+    ) -> GuestSample:
+        """The sample of one record whose `values` came from `fits`; `balloon`, when
+        not None, stands for the record's balloon group."""
+        links = parser.links
+        vcpus: list[VcpuSample] = []
+        for index, head, names, kvm in self._vcpus:
+            state, time_ns, delay_ns = head(values)
+            vcpus.append(
+                VcpuSample(index, state, time_ns, delay_ns, kvm=_kvm_dict(names, kvm(values)))
+            )
+        disks: list[DiskSample] = []
+        seen: set[str] = set()
+        # The disks themselves, not their backing images: the first entry per name.
+        # `backingIndex` cannot tell them apart: it is the storage source's index
+        # (`<source index='N'>`), which is non-zero for the top image too since
+        # libvirt uses -blockdev (libvirt 9.0 reports `block.0.backingIndex: 1` for a
+        # plain disk even without VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING; measured
+        # in the lab). libvirt's qemuDomainGetStatsBlockExportDisk walks each disk
+        # from the top down the chain, so the top entry of a disk always comes first.
+        for disk in self._disks:
+            target, path, *counters = disk(values)
+            if target not in seen:
+                seen.add(target)
+                if path is None:
+                    path = links.disk_sources.get(target)
+                disks.append(DiskSample(target, path, None, *counters))
+        nics = tuple(
+            NicSample(nic_name, *links.nic_switches.get(nic_name, _NO_SWITCH), *counters)
+            for nic_name, *counters in (nic(values) for nic in self._nics)
+        )
+        if balloon is None and self._balloon is not None:
+            balloon = BalloonSample(*(
+                v * _KIB if v is not None and f in _BALLOON_KIB else v
+                for f, v in zip(_BALLOON_KEYS, self._balloon(values), strict=True)
+            ))
+        reason, vcpus_current, vcpus_maximum, cpu_time, cpu_user, cpu_system = self._guest(values)
+        vm_names, vm_kvm = self._vm
+        return GuestSample(
+            uuid=uuid,
+            name=name,
+            dom_id=dom_id,
+            state=domain_state_name(values[self._state]),
+            state_reason=reason,
+            accel=links.accel,
+            pid=parser.pid,
+            vcpus=tuple(vcpus),
+            disks=tuple(disks),
+            nics=nics,
+            balloon=balloon,
+            vcpus_current=vcpus_current,
+            vcpus_maximum=vcpus_maximum,
+            cpu_time_ns=cpu_time,
+            cpu_user_ns=cpu_user,
+            cpu_system_ns=cpu_system,
+            vm_kvm=_kvm_dict(vm_names, vm_kvm(values)),
+            max_memory_bytes=links.max_memory_bytes,
+            balloon_period_s=links.balloon_period_s,
+        )
 
 
-def _parse_vcpu(index: int, fields: Mapping[str, Any]) -> VcpuSample:
-    """`vcpu.<N>.*`: state, time (ns), delay (ns, libvirt >= 7.2) and KVM stats."""
-    return VcpuSample(
-        index=index,
-        state=_as_int(fields.get("state")),
-        time_ns=_as_int(fields.get("time")),
-        delay_ns=_as_int(fields.get("delay")),
-        kvm=_kvm_stats(fields),
-    )
+@dataclass(frozen=True, slots=True)
+class DomainLinks:
+    """What a sample takes from the domain XML, indexed for the per-tick parse.
+
+    Attributes:
+        accel: "kvm"/"tcg" (`DomainInfo.accel`), None when unknown.
+        disk_sources: disk target -> its source (for disks whose stats lack
+            `block.N.path`).
+        nic_switches: host-side vNIC name -> (bridge, "ovs" | "linux"): the
+            `<source bridge=...>` it is plugged into, and whether that is an Open
+            vSwitch bridge (`<virtualport type='openvswitch'/>`, formatdomain
+            "Virtual Ports") or a Linux bridge.
+        max_memory_bytes / balloon_period_s: as in `DomainInfo`.
+    """
+
+    accel: str | None = None
+    disk_sources: Mapping[str, str | None] = field(default_factory=dict)
+    nic_switches: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    max_memory_bytes: int | None = None
+    balloon_period_s: int | None = None
+
+    @classmethod
+    def of(cls, info: DomainInfo | None, accel: str | None = None) -> DomainLinks:
+        """The links of a parsed domain XML; without one, only `accel` is known."""
+        if info is None:
+            return cls(accel=accel)
+        return cls(
+            accel=info.accel,
+            disk_sources={d.target: d.source for d in info.disks},
+            nic_switches={
+                i.target: (i.bridge, "ovs" if i.virtualport == "openvswitch" else "linux")
+                for i in info.interfaces
+                if i.target and i.bridge is not None
+            },
+            max_memory_bytes=info.max_memory_bytes,
+            balloon_period_s=info.balloon_period_s,
+        )
 
 
-def _parse_disk(fields: Mapping[str, Any]) -> DiskSample | None:
-    """`block.<N>.*`; None for an entry without a name."""
-    target = _as_str(fields.get("name"))
-    if target is None:
-        return None
-    return DiskSample(
-        target=target,
-        path=_as_str(fields.get("path")),
-        rd_reqs=_as_int(fields.get("rd.reqs")),
-        rd_bytes=_as_int(fields.get("rd.bytes")),
-        rd_times_ns=_as_int(fields.get("rd.times")),
-        wr_reqs=_as_int(fields.get("wr.reqs")),
-        wr_bytes=_as_int(fields.get("wr.bytes")),
-        wr_times_ns=_as_int(fields.get("wr.times")),
-        fl_reqs=_as_int(fields.get("fl.reqs")),
-        fl_times_ns=_as_int(fields.get("fl.times")),
-        capacity_bytes=_as_int(fields.get("capacity")),
-        allocation_bytes=_as_int(fields.get("allocation")),
-        physical_bytes=_as_int(fields.get("physical")),
-    )
+class DomainStatsParser:
+    """Parses the stats records of one domain, tick after tick.
 
+    Keeps the plans (`_Plan`) of the last few key sets the domain sent: a tick with
+    the balloon group has more keys than one without, a hot-plugged device adds
+    keys, and a domain recreated under the same UUID gets a new parser from the
+    collector. A record is read with a plan only when its keys and value types are
+    exactly the plan's, so nothing read from an earlier record can leak into it.
 
-def _parse_nic(fields: Mapping[str, Any]) -> NicSample | None:
-    """`net.<N>.*` (already the guest's point of view); None without a name."""
-    name = _as_str(fields.get("name"))
-    if name is None:
-        return None
-    return NicSample(
-        name=name,
-        rx_bytes=_as_int(fields.get("rx.bytes")),
-        rx_pkts=_as_int(fields.get("rx.pkts")),
-        rx_errs=_as_int(fields.get("rx.errs")),
-        rx_drop=_as_int(fields.get("rx.drop")),
-        tx_bytes=_as_int(fields.get("tx.bytes")),
-        tx_pkts=_as_int(fields.get("tx.pkts")),
-        tx_errs=_as_int(fields.get("tx.errs")),
-        tx_drop=_as_int(fields.get("tx.drop")),
-    )
+    Args:
+        links: the domain XML facts (`DomainLinks.of`).
+        pid: the QEMU process id, None when unknown.
+    """
+
+    def __init__(self, links: DomainLinks, pid: int | None = None) -> None:
+        self.links = links
+        self.pid = pid
+        self._plans: list[_Plan] = []
+
+    def parse(
+        self,
+        uuid: str,
+        name: str,
+        dom_id: int | None,
+        stats: Mapping[str, Any],
+        carried_balloon: BalloonSample | None = None,
+    ) -> GuestSample:
+        """The sample of one `getAllDomainStats` record of this domain.
+
+        `carried_balloon`, when given, is the guest's balloon instead of what the
+        stats hold (the collector carries it over ticks without the balloon group).
+        """
+        plan, values = self._fit(stats)
+        return plan.parse(values, uuid, name, dom_id, self, carried_balloon)
+
+    def _fit(self, stats: Mapping[str, Any]) -> tuple[_Plan, tuple[Any, ...]]:
+        """The plan that fits the record (most recently used first) and its values."""
+        for i, plan in enumerate(self._plans):
+            values = plan.fits(stats)
+            if values is not None:
+                if i:
+                    self._plans.insert(0, self._plans.pop(i))
+                return plan, values
+        plan = _Plan(stats)
+        self._plans.insert(0, plan)
+        del self._plans[_PLANS_PER_DOMAIN:]
+        return plan, (*plan.values(stats), None)
 
 
 def parse_balloon(stats: Mapping[str, Any]) -> BalloonSample | None:
@@ -175,35 +400,7 @@ def parse_balloon(stats: Mapping[str, Any]) -> BalloonSample | None:
 
     (No balloon keys: the group was not requested, or the domain has no balloon.)
     """
-    if not any(key.startswith("balloon.") for key in stats):
-        return None
-    values: dict[str, int | None] = {}
-    for key, attr in _BALLOON_KIB_FIELDS:
-        kib = _as_int(stats.get("balloon." + key))
-        values[attr] = None if kib is None else kib * _KIB
-    for key, attr in _BALLOON_PLAIN_FIELDS:
-        values[attr] = _as_int(stats.get("balloon." + key))
-    return BalloonSample(**values)
-
-
-def _top_of_chain_disks(entries: Mapping[int, Mapping[str, Any]]) -> tuple[DiskSample, ...]:
-    """The disks themselves, not their backing images: the first entry per name.
-
-    `backingIndex` cannot tell them apart: it is the storage source's index
-    (`<source index='N'>`), which is non-zero for the top image too since libvirt
-    uses -blockdev (libvirt 9.0 reports `block.0.backingIndex: 1` for a plain disk
-    even without VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING; measured in the lab).
-    libvirt's qemuDomainGetStatsBlockExportDisk walks each disk from the top down
-    the chain, so the top entry of a disk always comes first.
-    """
-    disks: list[DiskSample] = []
-    seen: set[str] = set()
-    for _, fields in sorted(entries.items()):
-        disk = _parse_disk(fields)
-        if disk is not None and disk.target not in seen:
-            seen.add(disk.target)
-            disks.append(disk)
-    return tuple(disks)
+    return parse_domain_stats("", "", None, stats, accel=None, pid=None).balloon
 
 
 def parse_domain_stats(
@@ -214,6 +411,7 @@ def parse_domain_stats(
     *,
     accel: str | None,
     pid: int | None,
+    info: DomainInfo | None = None,
 ) -> GuestSample:
     """Build the typed sample of one domain from libvirt's flat stats dictionary.
 
@@ -222,39 +420,13 @@ def parse_domain_stats(
         name: domain name.
         dom_id: domain ID, None for an inactive domain.
         stats: the dict libvirt returned for this domain (flat dotted keys).
-        accel: "kvm"/"tcg" from the domain XML, None when unknown.
+        accel: "kvm"/"tcg" from the domain XML, None when unknown (`info`'s wins).
         pid: the QEMU process id, None when unknown.
+        info: the domain XML: adds the guest's maximum memory and balloon stats
+            period, each disk's source path (when the stats lack `block.N.path`)
+            and each vNIC's switch (see `DomainLinks`).
     """
-    indexed, vm = _split_indexed(stats)
-    state = _as_int(stats.get("state.state"))
-    vcpus = tuple(
-        _parse_vcpu(index, fields) for index, fields in sorted(indexed["vcpu"].items())
-    )
-    disks = _top_of_chain_disks(indexed["block"])
-    nics = tuple(
-        nic
-        for _, fields in sorted(indexed["net"].items())
-        if (nic := _parse_nic(fields)) is not None
-    )
-    return GuestSample(
-        uuid=uuid,
-        name=name,
-        dom_id=dom_id,
-        state=domain_state_name(state),
-        state_reason=_as_int(stats.get("state.reason")),
-        accel=accel,
-        pid=pid,
-        vcpus_current=_as_int(stats.get("vcpu.current")),
-        vcpus_maximum=_as_int(stats.get("vcpu.maximum")),
-        cpu_time_ns=_as_int(stats.get("cpu.time")),
-        cpu_user_ns=_as_int(stats.get("cpu.user")),
-        cpu_system_ns=_as_int(stats.get("cpu.system")),
-        vcpus=vcpus,
-        disks=disks,
-        nics=nics,
-        balloon=parse_balloon(stats),
-        vm_kvm=_kvm_stats(vm),
-    )
+    return DomainStatsParser(DomainLinks.of(info, accel), pid).parse(uuid, name, dom_id, stats)
 
 
 # --------------------------------------------------------------------------- XML
@@ -464,36 +636,4 @@ def parse_domain_xml(xml: str) -> DomainInfo:
         interfaces=interfaces,
         memballoon_model=balloon_model,
         balloon_period_s=balloon_period,
-    )
-
-
-def apply_domain_info(sample: GuestSample, info: DomainInfo) -> GuestSample:
-    """Add the facts of the domain XML to a stats sample.
-
-    Fills the guest's maximum memory and balloon stats period, each disk's source
-    path (when the stats lack `block.N.path`), and each vNIC's switch: the
-    `<source bridge=...>` it is plugged into and whether that is an Open vSwitch
-    bridge (`<virtualport type='openvswitch'/>`, formatdomain "Virtual Ports") or a
-    Linux bridge.
-    """
-    sources = {d.target: d.source for d in info.disks}
-    nets = {i.target: i for i in info.interfaces if i.target}
-    disks = tuple(
-        dataclasses.replace(d, path=sources.get(d.target)) if d.path is None else d
-        for d in sample.disks
-    )
-    nics = []
-    for n in sample.nics:
-        iface = nets.get(n.name)
-        if iface is None or iface.bridge is None:
-            nics.append(n)
-            continue
-        switch = "ovs" if iface.virtualport == "openvswitch" else "linux"
-        nics.append(dataclasses.replace(n, bridge=iface.bridge, switch=switch))
-    return dataclasses.replace(
-        sample,
-        disks=disks,
-        nics=tuple(nics),
-        max_memory_bytes=info.max_memory_bytes,
-        balloon_period_s=info.balloon_period_s,
     )

@@ -467,10 +467,7 @@ def test_xml_rejects_garbage(xml: str) -> None:
         parse_domain_xml(xml)
 
 
-def test_apply_domain_info_adds_switch_paths_and_memory() -> None:
-    from kvmtop.collectors.libvirt_parse import apply_domain_info, parse_domain_xml
-    from kvmtop.model.sample import DiskSample, GuestSample, NicSample
-
+def test_domain_info_adds_switch_paths_and_memory() -> None:
     xml = """<domain type='qemu'><memory unit='KiB'>131072</memory>
       <devices>
         <disk type='file' device='disk'><source file='/var/lib/x.qcow2'/><target dev='vda'/></disk>
@@ -480,11 +477,33 @@ def test_apply_domain_info_adds_switch_paths_and_memory() -> None:
         <interface type='user'><target dev='vnet2'/></interface>
         <memballoon model='virtio'><stats period='2'/></memballoon>
       </devices></domain>"""
-    g = GuestSample(uuid="u", name="g", disks=(DiskSample("vda"),),
-                    nics=(NicSample("vnet0"), NicSample("vnet1"), NicSample("vnet2")))
-    out = apply_domain_info(g, parse_domain_xml(xml))
+    stats = {"block.0.name": "vda", "net.0.name": "vnet0", "net.1.name": "vnet1",
+             "net.2.name": "vnet2"}
+    out = parse_domain_stats(UUID, "g", 1, stats, accel="kvm", pid=None,
+                             info=parse_domain_xml(xml))
+    assert out.accel == "tcg"  # the XML's
     assert out.disks[0].path == "/var/lib/x.qcow2"
     assert [(n.bridge, n.switch) for n in out.nics] == [
         ("labbr0", "linux"), ("labovs0", "ovs"), (None, None)]
     assert out.max_memory_bytes == 128 << 20
     assert out.balloon_period_s == 2
+
+
+def test_parser_follows_changing_records() -> None:
+    """One parser over a domain's successive records gives what a fresh parse gives,
+    whatever changed between them: values, a stats group, a hot-plugged disk, a type."""
+    from kvmtop.collectors.libvirt_parse import DomainLinks, DomainStatsParser
+
+    base = {"state.state": 1, "cpu.time": 10, "block.0.name": "vda", "block.0.rd.reqs": 1}
+    records = [
+        base,
+        base | {"cpu.time": 20, "block.0.rd.reqs": 2},
+        base | {"balloon.current": 4, "balloon.rss": 8},
+        base | {"block.1.name": "vdb", "block.1.rd.reqs": 7},
+        base | {"cpu.time": "30"},
+        base | {"block.0.name": "vdc", "cpu.time": 40},
+        base,
+    ]
+    parser = DomainStatsParser(DomainLinks(accel="kvm"), 1234)
+    for stats in records:
+        assert parser.parse(UUID, "g1", 7, stats) == parse(stats)
