@@ -2,7 +2,9 @@
 
 Layer: store. Never textual.
 
-Each sample row is one zstd frame compressed against a *reference dictionary*: the
+A block's reference sample is stored as such a blob (the `dictionaries` table) and
+its rows as deltas (`kvmtop.store.delta`). Files of format 1 and 2 store each sample
+row as one zstd frame compressed against a *reference dictionary*: the
 raw JSON of a recent sample, stored once in the `dictionaries` table. Consecutive
 samples share nearly all of their text (keys, names, UUIDs, counters that did not
 move), so a raw-content dictionary made of one of them is what zstd can use best.
@@ -18,6 +20,7 @@ decoding into wrong counters.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import zstandard
 
@@ -45,7 +48,12 @@ Dictionary = zstandard.ZstdCompressionDict
 
 def dumps(sample: Sample) -> bytes:
     """The compact JSON of a sample."""
-    return json.dumps(encode(sample), separators=(",", ":")).encode()
+    return dumps_doc(encode(sample))
+
+
+def dumps_doc(doc: dict[str, Any]) -> bytes:
+    """The compact JSON of a sample's codec dict (`kvmtop.store.codec.encode`)."""
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def loads(raw: bytes) -> Sample:

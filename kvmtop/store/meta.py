@@ -24,15 +24,18 @@ from kvmtop import __version__
 from kvmtop.model.sample import SCHEMA_VERSION, Sample
 from kvmtop.store.codec import CodecError, decode, encode
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version of the file layout; a reader refuses a file with a higher one.
 
 1: meta, dictionaries, samples. 2: adds the `rollups` table (the report's index, a
 cache derived from the samples); a format-1 file reads as one without an index, and
-a writer resuming it adds the table and marks it format 2."""
+a writer resuming it adds the table. 3: sample rows are delta rows
+(`kvmtop.store.delta`) in blocks; rows of formats 1 and 2 still read, so a writer
+resuming an older file marks it format 3 and appends blocks."""
 
-UPGRADABLE_FORMATS = (1,)
-"""Older formats a writer may resume: the newer one only adds tables."""
+UPGRADABLE_FORMATS = (1, 2)
+"""Older formats a writer may resume: the newer ones add tables and a row encoding
+and read the older rows as before."""
 
 LIBVIRT_SOURCE = "libvirt"
 """`SourceStatus.name` of the libvirt collector, whose detail carries the versions."""

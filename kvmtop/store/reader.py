@@ -16,6 +16,7 @@ header is unreadable or newer than this kvmtop, raises `StoreError`.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kvmtop.model.sample import Sample
-from kvmtop.store import blob
+from kvmtop.store import blob, delta
 from kvmtop.store.meta import RecordingMeta, StoreError, meta_from_rows
 from kvmtop.store.schema import APPLICATION_ID, ROLLUP_TABLES, application_id, read_meta_rows
 
@@ -36,11 +37,48 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 BATCH = 64
 """Rows fetched per query while iterating (each query is its own read transaction)."""
 
-_DECOMPRESSORS_KEPT = 4
+_REFERENCES_KEPT = 4
+_ROWS_KEPT = 4
+"""Decoded rows kept: the two a delta row is stored against, and a little slack."""
+
+MAX_CHAIN = 64
+"""Rows a reader walks back to find a checkpoint (the writer makes chains of
+`writer.CHAIN`); a longer walk means a damaged file."""
 
 
 def _stamp(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class _Reference:
+    """A block's reference sample, and what is made of it on demand."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._shape: delta.Shape | None = None
+        self._decompressor: Any = None
+
+    def shape(self) -> delta.Shape:
+        """Its shape and integers (what the block's delta rows are stored against).
+
+        Raises:
+            ValueError: not a sample's JSON.
+        """
+        if self._shape is None:
+            try:
+                shape = delta.hollow(json.loads(self.raw))
+            except ValueError as exc:
+                raise ValueError(f"its reference is damaged ({exc})") from None
+            if shape is None:
+                raise ValueError("its reference cannot hold delta rows")
+            self._shape = shape
+        return self._shape
+
+    def decompressor(self) -> Any:
+        """A decompressor of whole-sample rows compressed against it (format 1, 2)."""
+        if self._decompressor is None:
+            self._decompressor = blob.decompressor(blob.dictionary(self.raw))
+        return self._decompressor
 
 
 class StoreReader:
@@ -59,7 +97,9 @@ class StoreReader:
         self.notices: list[str] = []
         """One line per sample skipped as unreadable, in the order found."""
         self._damaged: set[int] = set()
-        self._decompressors: OrderedDict[int, Any] = OrderedDict()
+        self._references: OrderedDict[int, _Reference] = OrderedDict()
+        self._rows: OrderedDict[int, list[int]] = OrderedDict()
+        self._zstd = blob.decompressor(None)
         self._check_file()
         uri = Path(self.path).absolute().as_uri() + "?mode=ro"
         try:
@@ -259,33 +299,80 @@ class StoreReader:
 
     def _decode(self, index: int, t: float, dict_id: int | None, data: bytes) -> Sample | None:
         try:
-            raw = blob.unpack(data, self._decompressor(dict_id))
-            return blob.loads(raw)
+            if not delta.is_delta_row(data):  # a whole sample (format 1 and 2 rows)
+                return blob.loads(blob.unpack(data, self._decompressor(dict_id)))
+            if dict_id is None:
+                raise ValueError("a delta row without its reference")
+            ints, floats = self._delta_ints(index, dict_id, data)
+            shape = self._reference(dict_id).shape()
+            return blob.loads(delta.fill(shape.parts, shape.float_slots, ints, floats))
         except (ValueError, sqlite3.DatabaseError) as exc:
             self._skip(index, t, str(exc))
             return None
 
-    def _decompressor(self, dict_id: int | None) -> Any:
-        if dict_id is None:
-            return blob.decompressor(None)
-        dec = self._decompressors.get(dict_id)
-        if dec is None:
+    def _delta_ints(self, index: int, dict_id: int, data: bytes) -> tuple[list[int], list[str]]:
+        """The integers and float texts of the delta row `index`: its chain is read
+        back to a checkpoint (or to rows decoded already), then decoded forward."""
+        chain = [(index, data)]
+        while True:
+            first, first_data = chain[-1]
+            order = delta.row_order(first_data)
+            if order <= 0 or all(first - k in self._rows for k in range(1, order + 1)):
+                break
+            if len(chain) > MAX_CHAIN:
+                raise ValueError(f"no checkpoint within {MAX_CHAIN} rows before it")
+            chain.append((first - 1, self._chained_row(first - 1, dict_id, index)))
+        floats: list[str] = []
+        for row, row_data in reversed(chain):
+            try:
+                order, stored, floats = delta.unpack_row(row_data, self._zstd)
+            except ValueError as exc:
+                if row == index:
+                    raise
+                raise ValueError(f"it is stored against sample #{row}, which is damaged "
+                                 f"({exc})") from None
+            if order == 0:
+                bases: tuple[list[int], ...] = (self._reference(dict_id).shape().ints,)
+            else:
+                bases = tuple(self._rows[row - k] for k in range(1, order + 1))
+            self._rows[row] = delta.restore(order, stored, bases)
+            self._rows.move_to_end(row)
+            while len(self._rows) > _ROWS_KEPT:
+                self._rows.popitem(last=False)
+        return self._rows[index], floats
+
+    def _chained_row(self, row: int, dict_id: int, index: int) -> bytes:
+        """The data of the row `row`, which the delta row `index` is stored against."""
+        got = self._conn.execute("SELECT dict_id, data FROM samples WHERE id = ?",
+                                 (row,)).fetchone()
+        if got is None or got[0] != dict_id or not delta.is_delta_row(got[1]):
+            raise ValueError(f"it is stored against sample #{row}, which is missing "
+                             "or damaged")
+        data: bytes = got[1]
+        return data
+
+    def _reference(self, dict_id: int) -> _Reference:
+        ref = self._references.get(dict_id)
+        if ref is None:
             row = self._conn.execute(
                 "SELECT data FROM dictionaries WHERE id = ?", (dict_id,)
             ).fetchone()
             if row is None:
                 raise ValueError(f"its dictionary #{dict_id} is missing")
             try:
-                reference = blob.dictionary(blob.unpack(row[0]))
+                ref = _Reference(blob.unpack(row[0]))
             except ValueError as exc:
                 raise ValueError(f"its dictionary #{dict_id} is damaged ({exc})") from None
-            dec = blob.decompressor(reference)
-            self._decompressors[dict_id] = dec
-            if len(self._decompressors) > _DECOMPRESSORS_KEPT:
-                self._decompressors.popitem(last=False)
+            self._references[dict_id] = ref
+            if len(self._references) > _REFERENCES_KEPT:
+                self._references.popitem(last=False)
         else:
-            self._decompressors.move_to_end(dict_id)
-        return dec
+            self._references.move_to_end(dict_id)
+        return ref
+
+    def _decompressor(self, dict_id: int | None) -> Any:
+        """The decompressor of a whole-sample row (against its dictionary, if any)."""
+        return self._zstd if dict_id is None else self._reference(dict_id).decompressor()
 
     def _skip(self, index: int, t: float | None, why: str) -> None:
         if index in self._damaged:

@@ -11,6 +11,12 @@ pragma.html#pragma_synchronous); the writer checkpoints every `CHECKPOINT_EVERY`
 samples, which bounds that window without an fsync per sample. On `close()` the log
 is folded back and the file returns to rollback-journal mode: one self-contained
 file to copy or attach to a ticket.
+
+Samples are written in blocks (format 3, `kvmtop.store.delta`): a block starts with
+a reference sample (its JSON in `dictionaries`), and each row of the block stores
+its integers as differences, so a row is ~a tenth of the sample's compressed JSON.
+A sample whose shape differs from the block's (a guest started, a device added)
+starts a new block.
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
+import zstandard
+
 from kvmtop.model.sample import Sample
-from kvmtop.store import blob
+from kvmtop.store import blob, delta
+from kvmtop.store.codec import encode
 from kvmtop.store.meta import (
     FORMAT_VERSION,
     UPGRADABLE_FORMATS,
@@ -45,11 +54,19 @@ from kvmtop.store.schema import (
     read_meta_rows,
 )
 
-DICTIONARY_EVERY = 50
-"""Samples per reference dictionary. Compression against a reference degrades with
-distance, and each dictionary costs about one sample compressed alone; 50 gave the
-smallest file of 50/100/200 (bench/bench_store.py: 226/241/251 B per guest-sample,
-12 guests)."""
+DICTIONARY_EVERY = 200
+"""Samples per block (reference sample). A reference costs about one sample's JSON
+compressed alone, and a checkpoint row's differences from the reference grow with
+the distance; bench/bench_store.py measures the choice (`--alternatives`)."""
+
+CHAIN = 10
+"""Rows from one checkpoint (a row readable from the reference alone) to the next:
+reading a sample decodes at most this many rows, and damage to a row loses at most
+the rest of its chain (bench/bench_store.py measures 5/10/20)."""
+
+ROW_LEVEL = 3
+"""zstd level of a delta row (its text is a few KB of digits; higher levels gained
+little for their CPU: bench/bench_store.py)."""
 
 CHECKPOINT_EVERY = 30
 """Samples between WAL checkpoints: the most a power loss can take (see module doc)."""
@@ -59,6 +76,10 @@ PAGE_SIZE = 1024
 page size SQLite leaves most pages a sixth empty; with 1 KiB pages the blob goes to
 full overflow pages and the file is 9% larger than its blobs instead of 18%
 (bench/bench_store.py; https://www.sqlite.org/fileformat2.html §1.6 "overflow")."""
+
+_STARTS = (f"(substr(data, 1, 1) != X'{delta.TAG.hex()}' "
+           f"OR substr(data, 1, 2) = X'{delta.CHECKPOINT_PREFIX.hex()}')")
+"""SQL: the row starts a chain (a whole sample, or a delta row's checkpoint)."""
 
 RETENTION_LOW_WATER = 0.9
 """Size retention trims to this fraction of the limit, so it does not run every tick."""
@@ -80,6 +101,40 @@ class Retention:
 
     max_bytes: int | None = None
     max_age_s: float | None = None
+
+
+class _Block:
+    """The block being written: its reference and what its next row is stored
+    against (the integers of the reference and of the last two rows)."""
+
+    def __init__(self, shape: delta.Shape, reference: bytes) -> None:
+        self.key = shape.key
+        self.reference = reference
+        """The reference sample's JSON (the `dictionaries` row)."""
+        self.base = shape.ints
+        self.dict_id: int | None = None
+        self.rows = 0
+        self._chain = 0
+        self._prev: list[int] = []
+        self._prev2: list[int] = []
+
+    def _order(self) -> int:
+        if self.rows == 0 or self._chain >= CHAIN:
+            return 0
+        return 1 if self._chain == 1 else 2
+
+    def row(self, shape: delta.Shape, compressor: zstandard.ZstdCompressor) -> bytes:
+        """The next row's bytes for a sample of this block's shape."""
+        order = self._order()
+        bases = ((self.base,), (self._prev,), (self._prev, self._prev2))[order]
+        return delta.pack_row(order, delta.differences(order, shape.ints, bases),
+                              shape.floats, compressor)
+
+    def advance(self, shape: delta.Shape) -> None:
+        """The row for `shape` was committed."""
+        self._chain = 1 if self._order() == 0 else self._chain + 1
+        self._prev2, self._prev = self._prev, shape.ints
+        self.rows += 1
 
 
 class StoreWriter:
@@ -107,9 +162,8 @@ class StoreWriter:
     ) -> None:
         self.path = os.fspath(path)
         self.retention = retention or Retention()
-        self._compressor = blob.compressor(None)
-        self._dict_id: int | None = None
-        self._since_dict = 0
+        self._rows = zstandard.ZstdCompressor(level=ROW_LEVEL, write_checksum=True)
+        self._block: _Block | None = None
         self._appended = 0
         self._conn = self._open(clock)
         try:
@@ -176,7 +230,8 @@ class StoreWriter:
         return meta
 
     def _resume(self) -> RecordingMeta:
-        """Check an existing file is a recording this kvmtop may append to."""
+        """Check an existing file is a recording this kvmtop may append to (its
+        next sample starts a new block)."""
         if application_id(self._conn) != APPLICATION_ID:
             raise StoreError(f"{self.path}: exists and is not a kvmtop recording")
         meta = meta_from_rows(self.path, read_meta_rows(self._conn))
@@ -200,18 +255,6 @@ class StoreWriter:
                 f"{meta.format_version}, sample schema {meta.schema_version}); "
                 "record to a new file"
             )
-        dict_id = self._conn.execute("SELECT max(id) FROM dictionaries").fetchone()[0]
-        if dict_id is not None:
-            data, since = self._conn.execute(
-                "SELECT data, (SELECT count(*) FROM samples WHERE dict_id = d.id) "
-                "FROM dictionaries d WHERE id = ?",
-                (dict_id,),
-            ).fetchone()
-            try:
-                self._compressor = blob.compressor(blob.dictionary(blob.unpack(data)))
-                self._dict_id, self._since_dict = dict_id, since
-            except ValueError:
-                pass  # a damaged dictionary: the next append starts a new one
         return meta
 
     @contextmanager
@@ -231,9 +274,12 @@ class StoreWriter:
         Raises:
             StoreWriteError: the write failed; samples committed before are intact.
         """
-        raw = blob.dumps(sample)
-        new_dict = self._dict_id is None or self._since_dict >= DICTIONARY_EVERY
-        compressor = blob.compressor(blob.dictionary(raw)) if new_dict else self._compressor
+        doc = encode(sample)
+        shape = delta.hollow(doc)
+        block = self._block
+        if shape is not None and (block is None or block.key != shape.key
+                                  or block.rows >= DICTIONARY_EVERY):
+            block = _Block(shape, blob.dumps_doc(doc))
         meta = describe_host(self._meta, sample) if not self._described else None
         try:
             with self._transaction():
@@ -241,22 +287,28 @@ class StoreWriter:
                     self._conn.executemany(
                         "INSERT OR REPLACE INTO meta VALUES (?, ?)", meta_rows(meta)
                     )
-                dict_id = self._dict_id
-                if new_dict:
-                    cur = self._conn.execute(
-                        "INSERT INTO dictionaries (data) VALUES (?)", (blob.pack(raw),)
-                    )
-                    dict_id = cur.lastrowid
+                if shape is None:  # stored whole, outside any block
+                    row: tuple[int | None, bytes] = (None, blob.pack(blob.dumps_doc(doc)))
+                else:
+                    assert block is not None
+                    if block.dict_id is None:
+                        block.dict_id = self._conn.execute(
+                            "INSERT INTO dictionaries (data) VALUES (?)",
+                            (blob.pack(block.reference),)).lastrowid
+                    row = (block.dict_id, block.row(shape, self._rows))
                 self._conn.execute(
                     "INSERT INTO samples (t, dict_id, data) VALUES (?, ?, ?)",
-                    (sample.wall_s, dict_id, compressor.compress(raw)),
+                    (sample.wall_s, *row),
                 )
             # Committed: only now does the in-memory state move on.
             if meta is not None:
                 self._meta, self._described = meta, True
-            if new_dict:
-                self._compressor, self._dict_id, self._since_dict = compressor, dict_id, 0
-            self._since_dict += 1
+            if shape is None:
+                self._block = None  # the chain is broken: the next sample starts a block
+            else:
+                assert block is not None
+                block.advance(shape)
+                self._block = block
             self._appended += 1
             if self._appended % CHECKPOINT_EVERY == 0:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -295,17 +347,20 @@ class StoreWriter:
             raise write_error(self.path, exc) from exc
 
     def _apply_retention(self, newest_s: float) -> None:
-        """Delete the oldest samples beyond the age and size limits (never the newest)."""
+        """Delete the oldest samples beyond the age and size limits (never the newest),
+        in whole chains: a row is deleted only with the rows it is stored against."""
         r = self.retention
         if r.max_age_s is None and r.max_bytes is None:
             return
         deleted = 0
         with self._transaction():
             if r.max_age_s is not None:
-                deleted += self._conn.execute(
-                    "DELETE FROM samples WHERE t < ? AND id < (SELECT max(id) FROM samples)",
-                    (newest_s - r.max_age_s,),
-                ).rowcount
+                first = self._scalar("SELECT min(id) FROM samples WHERE t >= ?",
+                                     newest_s - r.max_age_s)
+                # Keep the older rows of the first kept sample's chain (fewer than CHAIN).
+                deleted += self._delete_before(
+                    self._scalar(f"SELECT max(id) FROM samples WHERE id <= ? AND {_STARTS}",
+                                 first) or first)
             if r.max_bytes is not None:
                 deleted += self._trim_to_size(r.max_bytes)
             if deleted:
@@ -318,6 +373,15 @@ class StoreWriter:
                         f"DELETE FROM {table} WHERE first_s < (SELECT min(t) FROM samples)")
         if deleted:
             self.release_free_pages()
+
+    def _scalar(self, sql: str, *args: object) -> int | None:
+        value: int | None = self._conn.execute(sql, args).fetchone()[0]
+        return value
+
+    def _delete_before(self, index: int | None) -> int:
+        if index is None:
+            return 0
+        return self._conn.execute("DELETE FROM samples WHERE id < ?", (index,)).rowcount
 
     def release_free_pages(self) -> None:
         """Give the pages deleted rows left free back to the filesystem, then fold the
@@ -342,10 +406,13 @@ class StoreWriter:
             return 0
         excess = used - RETENTION_LOW_WATER * max_bytes
         victims = min(rows - 1, max(1, math.ceil(excess / (used / rows))))
-        cur = self._conn.execute(
-            "DELETE FROM samples WHERE id < (SELECT min(id) FROM samples) + ?", (victims,)
-        )
-        return cur.rowcount
+        first = self._scalar("SELECT min(id) FROM samples") or 0
+        # Cut at the chain start after the victims, but never past the newest's.
+        after = self._scalar(f"SELECT min(id) FROM samples WHERE id >= ? AND {_STARTS}",
+                             first + victims)
+        newest = self._scalar(f"SELECT max(id) FROM samples WHERE {_STARTS}")
+        return self._delete_before(min((i for i in (after, newest) if i is not None),
+                                       default=first + victims))
 
     def _used_bytes(self) -> int:
         """Bytes of the database file, free pages included: pages freed by the

@@ -29,7 +29,7 @@ def write(path: Path, samples: list[Sample], retention: Retention | None = None)
 
 @pytest.fixture(scope="session")
 def samples() -> list[Sample]:
-    """120 samples of a 3-guest host: more than two reference dictionaries' worth."""
+    """120 samples of a 3-guest host: a dozen chains of delta rows."""
     return make_samples(120)
 
 

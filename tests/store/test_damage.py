@@ -17,14 +17,14 @@ import pytest
 from kvmtop.model.sample import Sample
 from kvmtop.store.meta import StoreError
 from kvmtop.store.reader import StoreReader
-from kvmtop.store.writer import StoreWriter
+from kvmtop.store.writer import CHAIN, StoreWriter
 from tests.store.conftest import make_samples
 
 ROOT = Path(__file__).resolve().parents[2]
 
 WRITER = """
 import itertools, sys
-from kvmtop.store.writer import StoreWriter
+from kvmtop.store.writer import CHAIN, StoreWriter
 from tests.store.synth import SyntheticHost
 host, writer = SyntheticHost(3), StoreWriter(sys.argv[1])
 for i in itertools.count(1):
@@ -81,17 +81,22 @@ def _flip(path: Path, offset: int) -> None:
         f.write(bytes([byte ^ 0x40]))
 
 
-def test_a_flipped_bit_in_a_blob_skips_that_sample_only(
+def test_a_flipped_bit_in_a_blob_skips_that_sample_and_the_rest_of_its_chain(
     recording: Path, samples: list[Sample]
 ) -> None:
-    _flip(recording, _blob_offset(recording, 40) + 20)
+    # Rows 31-40 are one chain (a checkpoint every CHAIN rows from the block's first):
+    # 36-40 are stored against 35.
+    assert CHAIN == 10
+    _flip(recording, _blob_offset(recording, 35) + 20)
     with StoreReader(recording) as r:
-        assert r.read(40) is None
-        assert len(r.notices) == 1 and r.notices[0].startswith("sample #40 (")
+        assert r.read(35) is None
+        assert len(r.notices) == 1 and r.notices[0].startswith("sample #35 (")
         assert "skipped" in r.notices[0]
+        assert r.read(34) == samples[33] and r.read(38) is None
+        assert "stored against sample #35" in r.notices[-1]
         got = list(r.iter())
-        assert got == samples[:39] + samples[40:]  # replays up to and past the damage
-        assert len(r.notices) == 1  # the same damage is reported once
+        assert got == samples[:34] + samples[40:]  # replays up to and past the damage
+        assert len(r.notices) == 6  # each sample lost is reported once
 
 
 def test_a_damaged_page_is_skipped_and_reading_goes_on(

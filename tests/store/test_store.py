@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,17 +16,47 @@ from kvmtop import __version__
 from kvmtop.model.sample import SCHEMA_VERSION, Sample
 from kvmtop.store.meta import FORMAT_VERSION, StoreError
 from kvmtop.store.reader import StoreReader
-from kvmtop.store.writer import DICTIONARY_EVERY, StoreWriter
-from tests.store.conftest import make_samples
+from kvmtop.store import writer
+from kvmtop.store.writer import StoreWriter
+from tests.store.conftest import make_samples, write
 
 
-def test_write_then_read_everything_back(recording: Path, samples: list[Sample]) -> None:
-    assert len(samples) > 2 * DICTIONARY_EVERY  # several reference dictionaries in play
-    with StoreReader(recording) as r:
+def test_write_then_read_everything_back(tmp_path: Path, samples: list[Sample],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer, "DICTIONARY_EVERY", 45)  # several blocks in play
+    path = write(tmp_path / "blocks.kvmtop", samples)
+    with StoreReader(path) as r:
         assert r.count() == len(samples)
         assert list(r.iter()) == samples
         assert [r.read(i) for i in range(1, len(samples) + 1)] == samples
         assert r.notices == []
+        assert _count(path, "dictionaries") == 3
+    order = list(range(1, len(samples) + 1))
+    random.Random(7).shuffle(order)  # cold reads: each walks its chain back
+    with StoreReader(path) as r:
+        assert [r.read(i) for i in order] == [samples[i - 1] for i in order]
+
+
+def _count(path: Path, table: str, where: str = "1") -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0])
+
+
+def test_a_sample_of_another_shape_starts_a_block(tmp_path: Path) -> None:
+    # A guest more (another shape) from sample 30 on; then a sample whose text holds
+    # what delta rows use for a hole ("NaN" in a guest name) is stored whole.
+    three, four = make_samples(30), make_samples(30, guests=4)
+    odd = replace(four[0], guests=tuple(replace(g, name=f"NaN-{g.name}")
+                                        for g in four[0].guests))
+    samples = [*three, *four[:10], odd, *four[10:]]
+    path = write(tmp_path / "shapes.kvmtop", samples)
+    with StoreReader(path) as r:
+        assert list(r.iter()) == samples
+        assert r.notices == []
+    # Three blocks: the first, the four guests', and the one after the whole sample
+    # (its chain broken).
+    assert _count(path, "dictionaries") == 3
+    assert _count(path, "samples", "dict_id IS NULL") == 1
 
 
 def test_header_describes_the_host(recording: Path, samples: list[Sample]) -> None:

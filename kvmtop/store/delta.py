@@ -1,0 +1,186 @@
+"""Delta rows: a sample stored as the integers that moved since the samples before it.
+
+Layer: store. Never textual.
+
+A sample's JSON (`blob.dumps`) is mostly structure that does not change between
+ticks (keys, names, UUIDs) and integer counters that do. `hollow` splits the codec's
+dict into a *shape* (the JSON text with every number replaced by a hole) and the
+numbers in document order. Consecutive samples of one host share their shape, so a
+block of samples stores its shape once, in its reference sample (the
+`dictionaries` row), and each sample row stores only numbers:
+
+    b"D" + order + zstd("<order>\\n<integers>\\n<floats>")
+
+- order 0 (a *checkpoint*): each integer minus the reference's;
+- order 1: minus the previous sample's (the first difference);
+- order 2: minus the linear prediction from the two previous samples,
+  v - (2·prev - prev2), the second difference: a counter moving at a steady rate
+  stores its jitter only (a few digits, often 0).
+
+Integers are written in decimal (zstd packs short digit runs better than fixed-width
+binary: bench/bench_store.py), floats as their exact JSON text (a float difference
+would not round-trip). A row of order 1 or 2 is readable only with the rows before
+it back to a checkpoint, so the writer makes every `CHECKPOINT_EVERY`-th row of a
+block a checkpoint; damage to a row loses at most the rest of its chain. The order
+byte outside the zstd frame lets SQL find checkpoints (retention cuts before one);
+the same order inside the frame is covered by zstd's checksum, and the two must agree.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import chain
+from typing import Any
+
+import zstandard
+
+TAG = b"D"
+"""First byte of a delta row. A legacy row (a zstd frame of JSON against the
+reference) starts with the zstd magic 28 B5 2F FD (RFC 8878 §3.1.1)."""
+
+ORDER_BASE = ord("0")
+"""The order byte is the order's ASCII digit: b"D0" starts a checkpoint row."""
+
+CHECKPOINT_PREFIX = TAG + b"0"
+"""The first bytes of a checkpoint row (a row readable from its reference alone)."""
+
+_HOLE = float("nan")
+"""What a number becomes in the shape: `json.dumps` writes it as `NaN`, which JSON
+text of a real value never holds outside a string; `hollow` refuses a document
+where a string holds it too (the count of holes would not match)."""
+
+_HOLE_TEXT = "NaN"
+
+
+class Shape:
+    """A document split into its unchanging text and its numbers.
+
+    Attributes:
+        key: identity of the shape: samples with equal keys can be stored as deltas
+            of one another.
+        parts: the JSON text between the numbers (one more than the numbers).
+        float_slots: positions, among all numbers, of the floats (in order).
+        ints: the integers in document order.
+        floats: the floats' JSON text, in document order.
+    """
+
+    __slots__ = ("float_slots", "floats", "ints", "key", "parts")
+
+    def __init__(self, parts: list[str], float_slots: list[int], ints: list[int],
+                 floats: list[str]) -> None:
+        self.parts = parts
+        self.float_slots = float_slots
+        self.ints = ints
+        self.floats = floats
+        self.key = (_HOLE_TEXT.join(parts), tuple(float_slots))
+
+
+def hollow(doc: dict[str, Any]) -> Shape | None:
+    """Split a JSON-able dict into its shape and its numbers; None when a string in
+    it holds the hole's text (such a sample is stored whole)."""
+    ints: list[int] = []
+    floats: list[float] = []
+    float_slots: list[int] = []
+
+    def walk(value: Any) -> Any:
+        t = type(value)
+        if t is dict:
+            return {k: walk(v) for k, v in value.items()}
+        if t is list:
+            return [walk(v) for v in value]
+        if t is int:
+            ints.append(value)
+            return _HOLE
+        if t is float:
+            float_slots.append(len(ints) + len(floats))
+            floats.append(value)
+            return _HOLE
+        return value
+
+    text = json.dumps(walk(doc), separators=(",", ":"))
+    parts = text.split(_HOLE_TEXT)
+    if len(parts) != len(ints) + len(floats) + 1:
+        return None
+    return Shape(parts, float_slots, ints, [json.dumps(f) for f in floats])
+
+
+def fill(parts: list[str], float_slots: list[int], ints: list[int], floats: list[str]) -> bytes:
+    """The JSON text of a shape's parts with these numbers in its holes.
+
+    Raises:
+        ValueError: the numbers do not fit the shape (a damaged row).
+    """
+    tokens = list(map(str, ints))
+    if len(floats) != len(float_slots) or len(tokens) + len(floats) + 1 != len(parts):
+        raise ValueError(f"{len(ints)} integers and {len(floats)} floats do not fit a "
+                         f"shape of {len(parts) - 1} numbers")
+    for slot, text in zip(float_slots, floats, strict=True):
+        tokens.insert(slot, text)
+    return ("".join(chain.from_iterable(zip(parts[:-1], tokens, strict=True)))
+            + parts[-1]).encode()
+
+
+def differences(order: int, ints: list[int], bases: tuple[list[int], ...]) -> list[int]:
+    """What a row of `order` stores for `ints`: the difference from its reference
+    (order 0, `bases` = (reference,)), from the previous sample (order 1, (previous,))
+    or from the linear prediction of the two previous ones (order 2, (previous,
+    the one before))."""
+    if order == 2:
+        prev, prev2 = bases
+        return [v - 2 * p + q for v, p, q in zip(ints, prev, prev2, strict=True)]
+    return [v - b for v, b in zip(ints, bases[0], strict=True)]
+
+
+def restore(order: int, stored: list[int], bases: tuple[list[int], ...]) -> list[int]:
+    """The integers a row of `order` stored as `stored` (the inverse of
+    `differences`).
+
+    Raises:
+        ValueError: the row and its bases hold different counts (a damaged row).
+    """
+    try:
+        if order == 2:
+            prev, prev2 = bases
+            return [d + 2 * p - q for d, p, q in zip(stored, prev, prev2, strict=True)]
+        return [d + b for d, b in zip(stored, bases[0], strict=True)]
+    except ValueError:
+        raise ValueError("its numbers do not match the samples it was stored against") from None
+
+
+def pack_row(order: int, stored: list[int], floats: list[str],
+             compressor: zstandard.ZstdCompressor) -> bytes:
+    """A delta row's bytes (see the module doc)."""
+    text = f"{order}\n{','.join(map(str, stored))}\n{','.join(floats)}"
+    return TAG + str(order).encode() + compressor.compress(text.encode())
+
+
+def is_delta_row(data: bytes) -> bool:
+    """Whether a sample row is a delta row (else a whole sample's zstd frame)."""
+    return data[:1] == TAG
+
+
+def row_order(data: bytes) -> int:
+    """The order byte of a delta row (before its checksum is verified)."""
+    return data[1] - ORDER_BASE if len(data) > 1 else -1
+
+
+def unpack_row(data: bytes, decompressor: zstandard.ZstdDecompressor
+               ) -> tuple[int, list[int], list[str]]:
+    """(order, stored integers, float texts) of a delta row.
+
+    Raises:
+        ValueError: the row is damaged (its frame, its text, or its two orders
+            disagree).
+    """
+    try:
+        order_text, ints_text, floats_text = (
+            decompressor.decompress(data[2:]).decode().split("\n"))
+        order = int(order_text)
+        stored = list(map(int, ints_text.split(","))) if ints_text else []
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"zstd: {exc}") from None
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("not a delta row") from None
+    if order != row_order(data) or order not in (0, 1, 2):
+        raise ValueError("its order byte is damaged")
+    return order, stored, floats_text.split(",") if floats_text else []
