@@ -66,8 +66,14 @@ def per_second(delta: float | None, dt_s: float) -> float | None:
 
 
 def rate(prev: int | None, cur: int | None, dt_s: float) -> float | None:
-    """Per-second rate of a cumulative counter (None on reset or missing value)."""
-    return per_second(counter_delta(prev, cur), dt_s)
+    """Per-second rate of a cumulative counter (None on reset or missing value).
+
+    `per_second(counter_delta(prev, cur), dt_s)`, inlined: it runs for every counter
+    of every guest on every tick.
+    """
+    if prev is None or cur is None or cur < prev or dt_s <= 0:
+        return None
+    return (cur - prev) / dt_s
 
 
 def latency_ms(
@@ -78,9 +84,11 @@ def latency_ms(
     min_ops: int,
 ) -> float | None:
     """Mean ms per request over the interval, only with at least `min_ops` requests."""
-    dreqs = counter_delta(prev_reqs, cur_reqs)
-    dtime = counter_delta(prev_time_ns, cur_time_ns)
-    if dreqs is None or dtime is None or dreqs < max(min_ops, 1):
+    if prev_reqs is None or cur_reqs is None or prev_time_ns is None or cur_time_ns is None:
+        return None
+    dreqs = cur_reqs - prev_reqs
+    dtime = cur_time_ns - prev_time_ns
+    if dtime < 0 or dreqs < max(min_ops, 1):
         return None
     return dtime / dreqs / 1e6
 
@@ -213,22 +221,26 @@ class _KvmRates:
     halt_poll_hint: str | None
 
 
+# The KVM stats `_kvm_internals` reads, with their binary-stats key (cumulative: "sum").
+_KVM_STATS: tuple[tuple[str, str], ...] = tuple(
+    (name, f"{name}.sum")
+    for name in ("exits", *EXIT_CATEGORIES, "halt_poll_success_ns", "halt_poll_fail_ns")
+)
+
+
 def _vm_stat_rates(
-    prev: GuestSample, cur: GuestSample, dt_s: float, names: Iterable[str]
+    prev: GuestSample, cur: GuestSample, dt_s: float
 ) -> tuple[dict[str, float], str | None]:
-    """Rates of KVM stats `names` summed over vCPUs (binary stats), else debugfs.
+    """Rates of the `_KVM_STATS` summed over vCPUs (binary stats), else debugfs.
 
     Returns:
         {name: per second} for the names known on both sides, and the source used.
     """
-    before = {v.index: v for v in prev.vcpus}
+    before = {v.index: v.kvm for v in prev.vcpus}
+    pairs = [(before[v.index], v.kvm) for v in cur.vcpus if v.index in before]
     binary: dict[str, float] = {}
-    for name in names:
-        total = _sum(
-            rate(before[v.index].kvm.get(f"{name}.sum"), v.kvm.get(f"{name}.sum"), dt_s)
-            for v in cur.vcpus
-            if v.index in before
-        )
+    for name, key in _KVM_STATS:
+        total = _sum([rate(p.get(key), c.get(key), dt_s) for p, c in pairs])
         if total is not None:
             binary[name] = total
     if binary:
@@ -237,7 +249,7 @@ def _vm_stat_rates(
     # kvm_get_stat_per_vcpu).
     debugfs = {
         name: r
-        for name in names
+        for name, _ in _KVM_STATS
         if (r := rate(prev.debugfs.get(name), cur.debugfs.get(name), dt_s)) is not None
     }
     return debugfs, (EXIT_SOURCE_DEBUGFS if debugfs else None)
@@ -254,12 +266,7 @@ def _kvm_internals(
     (completed from tracepoints where a category's stat stays 0, see
     _CATEGORY_FROM_TRACE) plus "other" for exits no category covers.
     """
-    stats, source = _vm_stat_rates(
-        prev,
-        cur,
-        dt_s,
-        ("exits", *EXIT_CATEGORIES, "halt_poll_success_ns", "halt_poll_fail_ns"),
-    )
+    stats, source = _vm_stat_rates(prev, cur, dt_s)
     exits = stats.get("exits")
     categories = {c: stats[c] for c in EXIT_CATEGORIES if c in stats}
     trace = {
@@ -524,26 +531,25 @@ def _vcpu_rates(
     if steal is None:
         steal = rate(prev.sched_delay_ns, cur.sched_delay_ns, dt_s)
         source = "schedstat" if steal is not None else None
-
-    def kvm_rate(name: str) -> float | None:
-        if not kvm:
-            return None
-        return rate(prev.kvm.get(name), cur.kvm.get(name), dt_s)
-
-    def kvm_pct(name: str) -> float | None:
-        r = kvm_rate(name)
-        return None if r is None else 100.0 * r / NS_PER_S
-
+    cpu_pct = None if cpu is None else 100.0 * cpu / NS_PER_S
+    steal_pct = None if steal is None else 100.0 * steal / NS_PER_S
+    if not kvm:
+        return VcpuRates(cur.index, cpu_pct, steal_pct), source
+    p, c = prev.kvm, cur.kvm
     return (
         VcpuRates(
             index=cur.index,
-            cpu_pct=None if cpu is None else 100.0 * cpu / NS_PER_S,
-            steal_pct=None if steal is None else 100.0 * steal / NS_PER_S,
-            exits_per_s=kvm_rate("exits.sum"),
-            halt_exits_per_s=kvm_rate("halt_exits.sum"),
-            halt_poll_pct=kvm_pct("halt_poll_success_ns.sum"),
-            halt_poll_fail_pct=kvm_pct("halt_poll_fail_ns.sum"),
-            halt_wait_pct=kvm_pct("halt_wait_ns.sum"),
+            cpu_pct=cpu_pct,
+            steal_pct=steal_pct,
+            exits_per_s=rate(p.get("exits.sum"), c.get("exits.sum"), dt_s),
+            halt_exits_per_s=rate(p.get("halt_exits.sum"), c.get("halt_exits.sum"), dt_s),
+            halt_poll_pct=_pct(
+                p.get("halt_poll_success_ns.sum"), c.get("halt_poll_success_ns.sum"), dt_s
+            ),
+            halt_poll_fail_pct=_pct(
+                p.get("halt_poll_fail_ns.sum"), c.get("halt_poll_fail_ns.sum"), dt_s
+            ),
+            halt_wait_pct=_pct(p.get("halt_wait_ns.sum"), c.get("halt_wait_ns.sum"), dt_s),
         ),
         source,
     )
@@ -572,9 +578,20 @@ def _bits(v: float | None) -> float | None:
 
 
 def _nic_rates(prev: NicSample | None, cur: NicSample, dt_s: float) -> NicRates:
-    # Without a previous sample every counter rate is unknown (a NicSample without
-    # counters); the RTTs are gauges over the probe's own window, known at once.
-    p = prev if prev is not None else NicSample(name=cur.name)
+    # Without a previous sample every counter rate is unknown; the RTTs are gauges
+    # over the probe's own window, known at once.
+    if prev is None:
+        return NicRates(
+            name=cur.name,
+            bridge=cur.bridge,
+            switch=cur.switch,
+            addr=cur.addr,
+            rtt_ms=_ms(cur.rtt_ns),
+            rtt_p95_ms=_ms(cur.rtt_p95_ns),
+            host_rtt_ms=_ms(cur.host_rtt_ns),
+            rtt_reason=cur.rtt_reason,
+        )
+    p = prev
     return NicRates(
         name=cur.name,
         bridge=cur.bridge,
@@ -595,28 +612,33 @@ def _nic_rates(prev: NicSample | None, cur: NicSample, dt_s: float) -> NicRates:
     )
 
 
-def _weighted_latency(
+def _weighted_latencies(
     disks: tuple[DiskSample, ...],
     prev_disks: Mapping[str, DiskSample],
-    kind: str,
     min_ops: int,
-) -> float | None:
-    """Latency over all disks of a guest: Σ Δtimes / Σ Δreqs (not a mean of means)."""
-    total_ns = 0
-    total_reqs = 0
+) -> tuple[float | None, float | None, float | None]:
+    """Read, write and flush latency over all disks of a guest: Σ Δtimes / Σ Δreqs per
+    kind (not a mean of means), each over the disks whose counters moved forward."""
+    totals = [0, 0, 0, 0, 0, 0]  # (ns, reqs) of rd, wr, fl
     for d in disks:
         p = prev_disks.get(d.target)
         if p is None:
             continue
-        dreqs = counter_delta(getattr(p, f"{kind}_reqs"), getattr(d, f"{kind}_reqs"))
-        dtime = counter_delta(getattr(p, f"{kind}_times_ns"), getattr(d, f"{kind}_times_ns"))
-        if dreqs is None or dtime is None:
-            continue
-        total_ns += dtime
-        total_reqs += dreqs
-    if total_reqs < max(min_ops, 1):
-        return None
-    return total_ns / total_reqs / 1e6
+        for i, (pr, cr, pt, ct) in enumerate((
+            (p.rd_reqs, d.rd_reqs, p.rd_times_ns, d.rd_times_ns),
+            (p.wr_reqs, d.wr_reqs, p.wr_times_ns, d.wr_times_ns),
+            (p.fl_reqs, d.fl_reqs, p.fl_times_ns, d.fl_times_ns),
+        )):
+            if pr is None or cr is None or pt is None or ct is None or cr < pr or ct < pt:
+                continue
+            totals[2 * i] += ct - pt
+            totals[2 * i + 1] += cr - pr
+    least = max(min_ops, 1)
+    rd, wr, fl = (
+        None if reqs < least else ns / reqs / 1e6
+        for ns, reqs in zip(totals[::2], totals[1::2], strict=True)
+    )
+    return rd, wr, fl
 
 
 def same_incarnation(prev: GuestSample, cur: GuestSample) -> bool:
@@ -700,16 +722,15 @@ def derive_guest(
     if prev is not None:
         r = rate(prev.cpu_time_ns, cur.cpu_time_ns, dt_s)
         cpu_pct = None if r is None else 100.0 * r / NS_PER_S
-    latencies = {
-        kind: _weighted_latency(cur.disks, prev_disks, kind, min_ops) for kind in ("rd", "wr", "fl")
-    }
+    read_ms, write_ms, flush_ms = _weighted_latencies(cur.disks, prev_disks, min_ops)
     if first:
         for key in ("cpu_pct", "steal_pct", "disk_iops", "disk_read_ms", "disk_write_ms",
                     "net_rx_bps"):
             na.setdefault(key, NA_FIRST if cur.state == "running" else f"guest {cur.state}")
     elif cur.disks:
-        for kind, key, what in (("rd", "disk_read_ms", "reads"), ("wr", "disk_write_ms", "writes")):
-            if latencies[kind] is None:
+        for latency, key, what in ((read_ms, "disk_read_ms", "reads"),
+                                   (write_ms, "disk_write_ms", "writes")):
+            if latency is None:
                 na[key] = f"fewer than {max(min_ops, 1)} {what} completed in the interval"
 
     return GuestRates(
@@ -738,9 +759,9 @@ def derive_guest(
         disk_iops=_sum(d.iops for d in disks),
         disk_read_bytes_per_s=_sum(d.read_bytes_per_s for d in disks),
         disk_write_bytes_per_s=_sum(d.write_bytes_per_s for d in disks),
-        disk_read_ms=latencies["rd"],
-        disk_write_ms=latencies["wr"],
-        disk_flush_ms=latencies["fl"],
+        disk_read_ms=read_ms,
+        disk_write_ms=write_ms,
+        disk_flush_ms=flush_ms,
         nics=nics,
         net_rx_bps=_sum(n.rx_bps for n in nics),
         net_tx_bps=_sum(n.tx_bps for n in nics),
