@@ -10,7 +10,7 @@ wall time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,6 +62,8 @@ class Tick:
         guests: running guests, with their resolved settings.
         settings: the global detector settings.
         baseline: host context attached to every finding (PSI shares, CPU busy).
+        tracked: the (detector id, observation key) pairs the engine keeps
+            hysteresis state for (see `tracking`).
     """
 
     wall_s: float
@@ -72,11 +74,18 @@ class Tick:
     guests: tuple[GuestView, ...]
     settings: DetectorSettings
     baseline: Mapping[str, float]
+    tracked: Container[tuple[str, str]]
 
     @property
     def host(self) -> HostRates:
         """Host rates of this frame."""
         return self.frame.host
+
+    def tracking(self, detector: str, key: str) -> bool:
+        """Whether a good verdict on `key` matters: the engine holds a bad streak or a
+        raised finding for it. A good verdict on any other subject changes nothing
+        (the engine keeps no state for it), so detectors leave those out."""
+        return (detector, key) in self.tracked
 
 
 @dataclass(frozen=True, slots=True)

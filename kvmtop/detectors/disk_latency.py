@@ -115,7 +115,9 @@ class DiskLatency:
                     if (j := self._judge(tick, g, s, disk, p, kind, dev)) is not None
                 ]
                 if judged:
-                    yield self._verdict(tick, g, s, disk, judged, dev)
+                    obs = self._verdict(tick, g, s, disk, judged, dev)
+                    if obs is not None:
+                        yield obs
 
     def _judge(
         self,
@@ -180,10 +182,13 @@ class DiskLatency:
         disk: DiskSample,
         judged: list[_Judged],
         dev: HostDiskRates | None,
-    ) -> Observation:
+    ) -> Observation | None:
+        """The verdict on one disk; None for a good one that changes nothing."""
         worst = max(judged, key=lambda j: (j.bad, j.latency_ms / j.threshold_ms))
         key = f"{g.uuid}/{disk.target}"
         if not worst.bad:
+            if not tick.tracking(ID, key):
+                return None
             return Observation(key, False, disk.target, disk.target, s.raise_after,
                                s.clear_after, guest=g.name, guest_uuid=g.uuid)
         names = dict(KINDS)

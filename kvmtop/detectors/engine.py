@@ -150,14 +150,23 @@ class DetectorEngine:
             guests=guests,
             settings=self.settings,
             baseline=host_baseline(frame.host),
+            tracked=self._tracks,
         )
         now = sample.wall_s
         for det_id, detector in self._detectors:
             for obs in detector.observe(tick):
-                track = self._tracks.get((det_id, obs.key))
+                key = (det_id, obs.key)
+                track = self._tracks.get(key)
                 if track is None:
-                    track = self._tracks[(det_id, obs.key)] = _Track()
+                    if not obs.bad:
+                        continue
+                    track = self._tracks[key] = _Track()
                 track.update(det_id, obs, now)
+                if not track.active and not track.bad_streak:
+                    # Back to no streak and no finding: the same as never observed
+                    # (a new track starts there), so only subjects with something
+                    # pending are tracked and good verdicts on the rest are skipped.
+                    del self._tracks[key]
         for key, track in list(self._tracks.items()):
             if now - track.last_seen_s > track.hold_s:
                 del self._tracks[key]

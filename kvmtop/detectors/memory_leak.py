@@ -156,7 +156,8 @@ class MemoryLeak:
             yield self._data(g, s, stale)
             yield self._obs(g, s, "trend", False, immediate=True)
             return
-        yield self._data(g, s, None)
+        if tick.tracking(ID, f"{g.uuid}:data"):
+            yield self._data(g, s, None)
         if b.last_update_s == state.last_update_s:
             return
         used, left = values

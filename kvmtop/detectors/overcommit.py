@@ -92,9 +92,9 @@ class Overcommit:
                 tick,
             )
         for g in running:
-            if g.sample.balloon is None:
-                continue
             period = g.sample.balloon_period_s
+            if g.sample.balloon is None or (period and not tick.tracking(ID, f"{g.uuid}:balloon")):
+                continue
             yield self._obs(
                 f"{g.uuid}:balloon", g.name, not period,
                 "balloon stats period unset: guest memory stats never refresh, leak "

@@ -76,6 +76,8 @@ class QemuMemoryGrowth:
         limit = max(s.min_over_mib * MIB, s.min_over_pct / 100.0 * b.current_bytes)
         if over <= limit:
             # Below the size that matters: no need for the O(n²) test.
+            if not tick.tracking(ID, g.uuid):
+                return None
             return Observation(g.uuid, False, g.uuid, g.name, s.raise_after, s.clear_after,
                                guest=g.name, guest_uuid=g.uuid, hold_s=s.hold_s)
         r = evaluate(series, s.p_max, s.tau_min, s.confidence)

@@ -129,7 +129,9 @@ class Steal:
         # hundreds of guests every guest steals, and per-guest sorting is O(n² log n).
         ranked = sorted((levels[u][0].name, u) for u in stealing)
         for uuid, (g, lv) in levels.items():
-            yield self._verdict(tick, g, lv, uuid in stealing, stealing, levels, ranked)
+            obs = self._verdict(tick, g, lv, uuid in stealing, stealing, levels, ranked)
+            if obs is not None:
+                yield obs
 
     def _verdict(
         self,
@@ -140,7 +142,8 @@ class Steal:
         stealing: set[str],
         levels: dict[str, tuple[GuestView, _Level]],
         ranked: list[tuple[str, str]],
-    ) -> Observation:
+    ) -> Observation | None:
+        """The verdict on one guest; None for a good one that changes nothing."""
         s = g.settings.steal
         if lv.max >= s.crit_max_pct:
             since = self._high_since.setdefault(g.uuid, tick.wall_s)
@@ -152,6 +155,8 @@ class Steal:
             lv.max >= s.crit_max_pct and sustained >= s.crit_sustain_s
         )
         if not bad:
+            if not tick.tracking(ID, g.uuid):
+                return None
             # Good observations carry no evidence: the engine only keeps bad ones.
             return Observation(g.uuid, False, g.uuid, g.name, s.raise_after, s.clear_after,
                                guest=g.name, guest_uuid=g.uuid)

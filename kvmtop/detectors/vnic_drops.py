@@ -64,8 +64,9 @@ class VnicDrops:
                 tx_bad = tx > s.tx_drops_per_s
                 key = f"{g.uuid}/{nic.name}"
                 if not (rx_bad or tx_bad):
-                    yield Observation(key, False, nic.name, nic.name, s.raise_after,
-                                      s.clear_after, guest=g.name, guest_uuid=g.uuid)
+                    if tick.tracking(ID, key):
+                        yield Observation(key, False, nic.name, nic.name, s.raise_after,
+                                          s.clear_after, guest=g.name, guest_uuid=g.uuid)
                     continue
                 parts = []
                 if rx_bad and ratio is not None:
