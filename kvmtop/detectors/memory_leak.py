@@ -123,6 +123,13 @@ class MemoryLeak:
             immediate=True,
         )
 
+    def _trend_off(
+        self, tick: Tick, g: GuestView, s: MemoryLeakSettings
+    ) -> Iterable[Observation]:
+        """A good trend verdict at once (the series restarts), when it clears something."""
+        if tick.tracking(ID, f"{g.uuid}:trend"):
+            yield self._obs(g, s, "trend", False, immediate=True)
+
     def _guest(self, tick: Tick, g: GuestView, s: MemoryLeakSettings) -> Iterable[Observation]:
         state = self._guests.get(g.uuid)
         if state is None:
@@ -146,7 +153,7 @@ class MemoryLeak:
             )
             state.series.clear()
             yield self._data(g, s, f"{why}: leak check off")
-            yield self._obs(g, s, "trend", False, immediate=True)
+            yield from self._trend_off(tick, g, s)
             return
         age = tick.wall_s - b.last_update_s
         if age > s.stale_after_s:
@@ -154,7 +161,7 @@ class MemoryLeak:
             state.last_update_s = None
             stale = f"balloon stats stale for {fmt_duration(age)}: leak check paused"
             yield self._data(g, s, stale)
-            yield self._obs(g, s, "trend", False, immediate=True)
+            yield from self._trend_off(tick, g, s)
             return
         if tick.tracking(ID, f"{g.uuid}:data"):
             yield self._data(g, s, None)
@@ -165,7 +172,7 @@ class MemoryLeak:
         if reset is not None:
             state.series.clear()
             if reset in ("guest rebooted", "balloon target changed", "guest RAM changed"):
-                yield self._obs(g, s, "trend", False, immediate=True)
+                yield from self._trend_off(tick, g, s)
         state.last_update_s = b.last_update_s
         state.current_bytes = b.current_bytes
         state.available_bytes = b.available_bytes
