@@ -30,6 +30,7 @@ Encoder = Callable[[Any], Any]
 Decoder = Callable[[Any], Any]
 
 _MISSING = object()
+_SCALARS = (int, float, str, bool)
 
 
 class CodecError(ValueError):
@@ -108,7 +109,7 @@ def _encoder(tp: Any) -> Encoder:
     if origin is dict:
         value_enc = _encoder(args[1])
         return lambda v: {k: value_enc(x) for k, x in v.items()}
-    if tp in (int, float, str, bool):
+    if tp in _SCALARS:
         return _identity
     raise TypeError(f"codec cannot encode annotation {tp!r}")
 
@@ -119,36 +120,54 @@ def _identity(value: Any) -> Any:
 
 def _scalar_decoder(tp: type) -> Decoder:
     def decode_scalar(value: Any) -> Any:
+        # The exact type is the common case (`type(True) is bool`, never int).
+        if type(value) is tp:
+            return value
         # JSON has one number type: accept an int where a float is declared; bool is
         # an int subclass in Python, so it is refused where an int is declared.
-        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        if tp is float and type(value) is int:
             return float(value)
-        if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
-            raise CodecError(f"expected {tp.__name__}, got {type(value).__name__}")
-        return value
+        raise CodecError(f"expected {tp.__name__}, got {type(value).__name__}")
 
     return decode_scalar
 
 
+def _exact_types(tp: Any) -> frozenset[type]:
+    """The types a value annotated `tp` may have as decoded JSON and be used as it is
+    (so the decoder need not be called): the scalar, and None for `X | None`."""
+    if tp in _SCALARS:
+        return frozenset({tp})
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        args = typing.get_args(tp)
+        if all(a in _SCALARS or a is type(None) for a in args):
+            return frozenset(args)
+    return frozenset()
+
+
 def _dataclass_decoder(tp: type) -> Decoder:
     hints = typing.get_type_hints(tp)
-    plan = [
-        (f.name, _default_of(f) is _MISSING, _decoder(hints[f.name]))
-        for f in dataclasses.fields(tp)
-    ]
+    fields = dataclasses.fields(tp)
+    plan = {f.name: (_exact_types(hints[f.name]), _decoder(hints[f.name])) for f in fields}
+    required = frozenset(f.name for f in fields if _default_of(f) is _MISSING)
 
     def decode_dataclass(value: Any) -> Any:
         if not isinstance(value, dict):
             raise CodecError(f"{tp.__name__}: expected an object, got {type(value).__name__}")
         kwargs: dict[str, Any] = {}
-        for name, required, dec in plan:
-            if name in value:
-                try:
-                    kwargs[name] = dec(value[name])
-                except CodecError as exc:
-                    raise CodecError(f"{tp.__name__}.{name}: {exc}") from None
-            elif required:
-                raise CodecError(f"{tp.__name__}: missing field {name!r}")
+        for name, x in value.items():
+            entry = plan.get(name)
+            if entry is None:
+                continue  # a key of a newer minor layout
+            if type(x) in entry[0]:
+                kwargs[name] = x
+                continue
+            try:
+                kwargs[name] = entry[1](x)
+            except CodecError as exc:
+                raise CodecError(f"{tp.__name__}.{name}: {exc}") from None
+        if not required <= kwargs.keys():
+            missing = sorted(required - kwargs.keys())[0]
+            raise CodecError(f"{tp.__name__}: missing field {missing!r}")
         return tp(**kwargs)
 
     return decode_dataclass
@@ -189,13 +208,20 @@ def _decoder(tp: Any) -> Decoder:
     if origin is dict:
         key_dec = _decoder(args[0])
         value_dec = _decoder(args[1])
+        key_type, value_type = args
+        scalars = key_type in _SCALARS and value_type in _SCALARS
 
         def decode_dict(v: Any) -> dict[Any, Any]:
             if not isinstance(v, dict):
                 raise CodecError(f"expected an object, got {type(v).__name__}")
+            # Scalars of the declared types (the common case) are checked in bulk;
+            # decoded JSON's keys are always str.
+            if (scalars and all(type(x) is value_type for x in v.values())
+                    and (key_type is str or all(type(k) is key_type for k in v))):
+                return dict(v)
             return {key_dec(k): value_dec(x) for k, x in v.items()}
 
         return decode_dict
-    if tp in (int, float, str, bool):
+    if tp in _SCALARS:
         return _scalar_decoder(tp)
     raise TypeError(f"codec cannot decode annotation {tp!r}")
