@@ -63,7 +63,7 @@ from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.model.sample import Sample
 from kvmtop.report import Accumulator
 from kvmtop.rollup import HourRoller, IndexedWriter, reindex
-from kvmtop.store.meta import StoreError
+from kvmtop.store.meta import FORMAT_VERSION, StoreError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 from kvmtop.wiring import build_pipeline
@@ -100,14 +100,17 @@ def index_pipeline() -> Any:
 
 
 def recording(path: Path, guests: int, hours: float, *, index: bool = True) -> Path:
-    """The recording at `path`, written unless it already holds the right samples;
+    """The recording at `path`, written unless it already holds the right samples in
+    this kvmtop's file format;
     with `index`, its index completed as described in the module docstring."""
     n = int(hours * 3600 / INTERVAL_S)
     try:
         with StoreReader(path) as reader:
             first = reader.first_index()
             sample = reader.read(first) if first is not None else None
-            reuse = reader.count() == n and sample is not None and len(sample.guests) == guests
+            reuse = (reader.count() == n and sample is not None
+                     and len(sample.guests) == guests
+                     and reader.meta.format_version == FORMAT_VERSION)
             minutes = sum(r[2] for r in reader.rollups()) if reuse else 0
             hours_done = sum(r[2] for r in reader.rollups(hours=True)) if reuse else 0
         if reuse:

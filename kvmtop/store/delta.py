@@ -4,7 +4,7 @@ Layer: store. Never textual.
 
 A sample's JSON (`blob.dumps`) is mostly structure that does not change between
 ticks (keys, names, UUIDs) and integer counters that do. `hollow` splits the codec's
-dict into a *shape* (the JSON text with every number replaced by a hole) and the
+dict into a *shape* (the document with every number replaced by a hole) and the
 numbers in document order. Consecutive samples of one host share their shape, so a
 block of samples stores its shape once, in its reference sample (the
 `dictionaries` row), and each sample row stores only numbers:
@@ -45,63 +45,90 @@ CHECKPOINT_PREFIX = TAG + b"0"
 """The first bytes of a checkpoint row (a row readable from its reference alone)."""
 
 _HOLE = float("nan")
-"""What a number becomes in the shape: `json.dumps` writes it as `NaN`, which JSON
-text of a real value never holds outside a string; `hollow` refuses a document
-where a string holds it too (the count of holes would not match)."""
+"""What a number becomes in the structure: `json.dumps` writes it as `NaN`, which
+JSON text of a real value never holds outside a string; `Shape.parts` refuses a
+document where a string holds it too (the count of holes would not match)."""
 
 _HOLE_TEXT = "NaN"
 
 
 class Shape:
-    """A document split into its unchanging text and its numbers.
+    """A document split into its structure and its numbers.
 
     Attributes:
-        key: identity of the shape: samples with equal keys can be stored as deltas
-            of one another.
-        parts: the JSON text between the numbers (one more than the numbers).
+        structure: the document with every number replaced by a hole; samples with
+            equal structures (`same_as`) can be stored as deltas of one another.
         float_slots: positions, among all numbers, of the floats (in order).
         ints: the integers in document order.
         floats: the floats' JSON text, in document order.
     """
 
-    __slots__ = ("float_slots", "floats", "ints", "key", "parts")
+    __slots__ = ("_parts", "float_slots", "floats", "ints", "structure")
 
-    def __init__(self, parts: list[str], float_slots: list[int], ints: list[int],
+    def __init__(self, structure: Any, float_slots: list[int], ints: list[int],
                  floats: list[str]) -> None:
-        self.parts = parts
+        self.structure = structure
         self.float_slots = float_slots
         self.ints = ints
         self.floats = floats
-        self.key = (_HOLE_TEXT.join(parts), tuple(float_slots))
+        self._parts: list[str] | None = None
+
+    def same_as(self, other: Shape) -> bool:
+        """Whether `other` has this structure (holes compare equal: containers compare
+        their items by identity first, and every hole is the same object)."""
+        return self.float_slots == other.float_slots and self.structure == other.structure
+
+    def parts(self) -> list[str] | None:
+        """The JSON text between the numbers (one more than the numbers); None when a
+        string holds the hole's text, so the holes cannot be found again."""
+        if self._parts is None:
+            parts = json.dumps(self.structure, separators=(",", ":")).split(_HOLE_TEXT)
+            if len(parts) != len(self.ints) + len(self.floats) + 1:
+                return None
+            self._parts = parts
+        return self._parts
 
 
-def hollow(doc: dict[str, Any]) -> Shape | None:
-    """Split a JSON-able dict into its shape and its numbers; None when a string in
-    it holds the hole's text (such a sample is stored whole)."""
+def hollow(doc: dict[str, Any]) -> Shape:
+    """Split a JSON-able dict into its structure and its numbers."""
     ints: list[int] = []
     floats: list[float] = []
     float_slots: list[int] = []
 
     def walk(value: Any) -> Any:
-        t = type(value)
-        if t is dict:
-            return {k: walk(v) for k, v in value.items()}
-        if t is list:
-            return [walk(v) for v in value]
+        if type(value) is dict:
+            items = value.values()
+            if all(type(v) is int for v in items):  # a dict of counters: in bulk
+                ints.extend(items)
+                return dict.fromkeys(value, _HOLE)
+            out = {}
+            for k, v in value.items():
+                if type(v) is int:
+                    ints.append(v)
+                    out[k] = _HOLE
+                else:
+                    out[k] = leaf(v)
+            return out
+        if all(type(v) is int for v in value):
+            ints.extend(value)
+            return [_HOLE] * len(value)
+        return [leaf(v) for v in value]
+
+    def leaf(v: Any) -> Any:
+        t = type(v)
         if t is int:
-            ints.append(value)
+            ints.append(v)
             return _HOLE
+        if t is dict or t is list:
+            return walk(v)
         if t is float:
             float_slots.append(len(ints) + len(floats))
-            floats.append(value)
+            floats.append(v)
             return _HOLE
-        return value
+        return v
 
-    text = json.dumps(walk(doc), separators=(",", ":"))
-    parts = text.split(_HOLE_TEXT)
-    if len(parts) != len(ints) + len(floats) + 1:
-        return None
-    return Shape(parts, float_slots, ints, [json.dumps(f) for f in floats])
+    structure = walk(doc)
+    return Shape(structure, float_slots, ints, [json.dumps(f) for f in floats])
 
 
 def fill(parts: list[str], float_slots: list[int], ints: list[int], floats: list[str]) -> bytes:

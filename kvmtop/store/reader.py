@@ -55,11 +55,12 @@ class _Reference:
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self._shape: delta.Shape | None = None
+        self._shape: tuple[delta.Shape, list[str]] | None = None
         self._decompressor: Any = None
 
-    def shape(self) -> delta.Shape:
-        """Its shape and integers (what the block's delta rows are stored against).
+    def shape(self) -> tuple[delta.Shape, list[str]]:
+        """Its shape and the JSON text between its numbers (what the block's delta
+        rows are stored against).
 
         Raises:
             ValueError: not a sample's JSON.
@@ -69,9 +70,10 @@ class _Reference:
                 shape = delta.hollow(json.loads(self.raw))
             except ValueError as exc:
                 raise ValueError(f"its reference is damaged ({exc})") from None
-            if shape is None:
+            parts = shape.parts()
+            if parts is None:
                 raise ValueError("its reference cannot hold delta rows")
-            self._shape = shape
+            self._shape = shape, parts
         return self._shape
 
     def decompressor(self) -> Any:
@@ -304,8 +306,8 @@ class StoreReader:
             if dict_id is None:
                 raise ValueError("a delta row without its reference")
             ints, floats = self._delta_ints(index, dict_id, data)
-            shape = self._reference(dict_id).shape()
-            return blob.loads(delta.fill(shape.parts, shape.float_slots, ints, floats))
+            shape, parts = self._reference(dict_id).shape()
+            return blob.loads(delta.fill(parts, shape.float_slots, ints, floats))
         except (ValueError, sqlite3.DatabaseError) as exc:
             self._skip(index, t, str(exc))
             return None
@@ -332,7 +334,7 @@ class StoreReader:
                 raise ValueError(f"it is stored against sample #{row}, which is damaged "
                                  f"({exc})") from None
             if order == 0:
-                bases: tuple[list[int], ...] = (self._reference(dict_id).shape().ints,)
+                bases: tuple[list[int], ...] = (self._reference(dict_id).shape()[0].ints,)
             else:
                 bases = tuple(self._rows[row - k] for k in range(1, order + 1))
             self._rows[row] = delta.restore(order, stored, bases)

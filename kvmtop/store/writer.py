@@ -108,7 +108,7 @@ class _Block:
     against (the integers of the reference and of the last two rows)."""
 
     def __init__(self, shape: delta.Shape, reference: bytes) -> None:
-        self.key = shape.key
+        self.shape = shape
         self.reference = reference
         """The reference sample's JSON (the `dictionaries` row)."""
         self.base = shape.ints
@@ -277,9 +277,9 @@ class StoreWriter:
         doc = encode(sample)
         shape = delta.hollow(doc)
         block = self._block
-        if shape is not None and (block is None or block.key != shape.key
-                                  or block.rows >= DICTIONARY_EVERY):
-            block = _Block(shape, blob.dumps_doc(doc))
+        if block is None or block.rows >= DICTIONARY_EVERY or not block.shape.same_as(shape):
+            # A new block; a sample whose holes cannot be found again is stored whole.
+            block = _Block(shape, blob.dumps_doc(doc)) if shape.parts() is not None else None
         meta = describe_host(self._meta, sample) if not self._described else None
         try:
             with self._transaction():
@@ -287,10 +287,9 @@ class StoreWriter:
                     self._conn.executemany(
                         "INSERT OR REPLACE INTO meta VALUES (?, ?)", meta_rows(meta)
                     )
-                if shape is None:  # stored whole, outside any block
+                if block is None:  # stored whole, outside any block
                     row: tuple[int | None, bytes] = (None, blob.pack(blob.dumps_doc(doc)))
                 else:
-                    assert block is not None
                     if block.dict_id is None:
                         block.dict_id = self._conn.execute(
                             "INSERT INTO dictionaries (data) VALUES (?)",
@@ -303,12 +302,9 @@ class StoreWriter:
             # Committed: only now does the in-memory state move on.
             if meta is not None:
                 self._meta, self._described = meta, True
-            if shape is None:
-                self._block = None  # the chain is broken: the next sample starts a block
-            else:
-                assert block is not None
+            if block is not None:
                 block.advance(shape)
-                self._block = block
+            self._block = block  # None after a whole sample: the next starts a block
             self._appended += 1
             if self._appended % CHECKPOINT_EVERY == 0:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
