@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kvmtop.detectors.settings import DetectorSettings
+from kvmtop.model.frozen import fast_init
 from kvmtop.model.rates import Frame, GuestRates, HostRates, rate
 from kvmtop.model.sample import GuestSample, Sample
 
@@ -23,6 +24,7 @@ MIB = float(1 << 20)
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class GuestView:
     """One running guest this tick.
@@ -88,6 +90,7 @@ class Tick:
         return (detector, key) in self.tracked
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Observation:
     """A detector's verdict on one subject for one tick (or one evaluation).

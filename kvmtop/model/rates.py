@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from kvmtop.model.frozen import fast_init
 from kvmtop.model.sample import (
     BalloonSample,
     BlockDevSample,
@@ -167,6 +168,7 @@ def kvm_exit_silent(kvm_exit: float | None, exits: float | None) -> bool | None:
     return kvm_exit == 0 and exits > 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ThreadRates:
     """A helper thread of a guest (emulator, iothread, vhost) over the interval.
@@ -208,6 +210,7 @@ def _thread_rates(
     return tuple(out)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class _KvmRates:
     """What `_kvm_internals` adds to a guest's rates."""
@@ -335,6 +338,7 @@ def _kvm_internals(
 # --------------------------------------------------------------------------- guest
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class VcpuRates:
     """Per-vCPU rates. `cpu_pct` and `steal_pct` are percent of wall time."""
@@ -349,6 +353,7 @@ class VcpuRates:
     halt_wait_pct: float | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DiskRates:
     """Per guest disk: IOPS, throughput and mean latency per request.
@@ -374,6 +379,7 @@ class DiskRates:
         return _sum((self.read_iops, self.write_iops, self.flush_iops))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NicRates:
     """Per guest NIC, guest point of view; `*_bps` are bits per second.
@@ -403,6 +409,7 @@ class NicRates:
     tx_errs_per_s: float | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class GuestRates:
     """One guest's figures for one interval: what views and batch output read.

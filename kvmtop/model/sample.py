@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kvmtop.model.frozen import fast_init
+
 SCHEMA_VERSION = 1
 """Version of the sample layout; bumped on incompatible changes (recordings carry it)."""
 
@@ -43,6 +45,7 @@ class SourceStatus:
 # --------------------------------------------------------------------------- guests
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class VcpuSample:
     """One vCPU of a guest.
@@ -68,6 +71,7 @@ class VcpuSample:
     affinity: tuple[int, ...] | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DiskSample:
     """One guest block device (`block.N.*`, top of the backing chain only).
@@ -94,6 +98,7 @@ class DiskSample:
     physical_bytes: int | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NicSample:
     """One guest network interface, counters from the guest's point of view.
@@ -132,6 +137,7 @@ class NicSample:
     rtt_reason: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BalloonSample:
     """Guest memory as reported by the virtio balloon (libvirt balloon group).
@@ -156,6 +162,7 @@ class BalloonSample:
     last_update_s: int | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ThreadSample:
     """A non-vCPU thread that works for a guest (schedstat of /proc/PID/task/TID).
@@ -171,6 +178,7 @@ class ThreadSample:
     delay_ns: int | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class GuestSample:
     """Everything collected about one guest in one tick.
