@@ -55,7 +55,8 @@ def fast_init(cls: type[T]) -> type[T]:
             args.append(f.name)
         body.append(f"    _set_{f.name}(self, {value})")
     source = f"def __init__(self, {', '.join(args)}):\n" + "\n".join(body or ["    pass"])
-    exec(source, env)
+    # A file name per class, so profiles tell the classes' __init__ apart.
+    exec(compile(source, f"<fast_init {cls.__qualname__}>", "exec"), env)
     init = env["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__
