@@ -100,6 +100,13 @@ def _sum(values: Iterable[float | None]) -> float | None:
     return sum(known) if known else None
 
 
+def _column_sums(rows: list[tuple[float | None, ...]], width: int) -> list[float | None]:
+    """`_sum` of each of the `width` columns of `rows` (all None without rows)."""
+    if not rows:
+        return [None] * width
+    return [_sum(column) for column in zip(*rows, strict=True)]
+
+
 def _max(values: Iterable[float | None]) -> float | None:
     """Largest known value; None when none is known."""
     return max((v for v in values if v is not None), default=None)
@@ -701,12 +708,21 @@ def derive_guest(
         )
 
     prev_disks = {d.target: d for d in prev.disks} if prev else {}
-    disks = tuple(_disk_rates(prev_disks.get(d.target), d, dt_s, min_ops) for d in cur.disks)
+    disks = tuple([_disk_rates(prev_disks.get(d.target), d, dt_s, min_ops) for d in cur.disks])
     prev_nics = {n.name: n for n in prev.nics} if prev else {}
-    nics = tuple(_nic_rates(prev_nics.get(n.name), n, dt_s) for n in cur.nics)
+    nics = tuple([_nic_rates(prev_nics.get(n.name), n, dt_s) for n in cur.nics])
     if nics and all(n.rtt_ms is None for n in nics):
         reasons = [n.rtt_reason for n in nics if n.rtt_reason]
         na["net_rtt_ms"] = reasons[0] if reasons else NA_NO_PROBE
+    # Per-guest totals: the sum of the devices' known values (None when none is).
+    disk_iops, disk_read_bps, disk_write_bps = _column_sums(
+        [(d.iops, d.read_bytes_per_s, d.write_bytes_per_s) for d in disks], 3
+    )
+    net_rx_bps, net_tx_bps, net_rx_pps, net_tx_pps, net_rx_drops, net_tx_drops = _column_sums(
+        [(n.rx_bps, n.tx_bps, n.rx_pps, n.tx_pps, n.rx_drops_per_s, n.tx_drops_per_s)
+         for n in nics],
+        6,
+    )
 
     b = cur.balloon
     pb = prev.balloon if prev else None
@@ -760,22 +776,23 @@ def derive_guest(
         tracepoint_rates=kvm_rates.tracepoint_rates if kvm_rates else {},
         halt_poll_cpu_pct=kvm_rates.halt_poll_cpu_pct if kvm_rates else None,
         halt_poll_hint=kvm_rates.halt_poll_hint if kvm_rates else None,
-        threads=_thread_rates(prev.threads if prev else (), cur.threads, dt_s),
+        threads=_thread_rates(prev.threads if prev else (), cur.threads, dt_s)
+        if cur.threads else (),
         managed=cur.managed,
         disks=disks,
-        disk_iops=_sum(d.iops for d in disks),
-        disk_read_bytes_per_s=_sum(d.read_bytes_per_s for d in disks),
-        disk_write_bytes_per_s=_sum(d.write_bytes_per_s for d in disks),
+        disk_iops=disk_iops,
+        disk_read_bytes_per_s=disk_read_bps,
+        disk_write_bytes_per_s=disk_write_bps,
         disk_read_ms=read_ms,
         disk_write_ms=write_ms,
         disk_flush_ms=flush_ms,
         nics=nics,
-        net_rx_bps=_sum(n.rx_bps for n in nics),
-        net_tx_bps=_sum(n.tx_bps for n in nics),
-        net_rx_pps=_sum(n.rx_pps for n in nics),
-        net_tx_pps=_sum(n.tx_pps for n in nics),
-        net_rx_drops_per_s=_sum(n.rx_drops_per_s for n in nics),
-        net_tx_drops_per_s=_sum(n.tx_drops_per_s for n in nics),
+        net_rx_bps=net_rx_bps,
+        net_tx_bps=net_tx_bps,
+        net_rx_pps=net_rx_pps,
+        net_tx_pps=net_tx_pps,
+        net_rx_drops_per_s=net_rx_drops,
+        net_tx_drops_per_s=net_tx_drops,
         mem_used_bytes=used,
         mem_total_bytes=b.available_bytes if b else None,
         mem_usable_bytes=b.usable_bytes if b else None,
