@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from kvmtop import __version__, manual
 from kvmtop.config import ConfigError, Settings, load_settings
 from kvmtop.feed import TIME_FORMATS, Feed, Pipeline, parse_time
-from kvmtop.wiring import build_live_feed, build_pipeline, build_sampler
+from kvmtop.wiring import build_live_feed, build_pipeline, build_sampler, tune_gc
 
 if TYPE_CHECKING:
     from kvmtop.sampler import Sampler
@@ -394,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     from kvmtop.store.meta import StoreError
 
     args = build_parser().parse_args(argv)
+    tune_gc()
     try:
         settings = _settings(args)
     except ConfigError as exc:

@@ -6,9 +6,26 @@ Layer: feed-level wiring (headless: never imports textual or the views).
 
 from __future__ import annotations
 
+import gc
+
 from kvmtop.config import Settings
 from kvmtop.feed import LiveFeed, Pipeline
 from kvmtop.sampler import GuestEnricher, Sampler
+
+GC_THRESHOLD = 10_000
+"""Allocations between young-generation collections (CPython's default is 700). A
+tick allocates ~200 objects per guest, none of them in reference cycles, while the
+window keeps tens of thousands alive; at the default the collector ran 5 full
+collections in 33 ticks at 500 guests, walking the whole window each time and
+finding nothing (bench_pipeline: 71.7 → 64.2 ms per tick with 10,000). Cycles are
+still collected, later (https://docs.python.org/3.11/library/gc.html#gc.set_threshold)."""
+
+
+def tune_gc() -> None:
+    """Set the collector's thresholds for kvmtop's allocation pattern (see
+    `GC_THRESHOLD`); the entry point calls it before any command."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, older, oldest)
 
 
 def build_sampler(settings: Settings) -> Sampler:
