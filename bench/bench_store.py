@@ -133,7 +133,7 @@ def size_figures(guests: int, alternatives: bool = True) -> dict[str, float]:
     def reference(raws: list[bytes]) -> object:
         return blob.dictionary(raws[16])
 
-    def shipped(raws: list[bytes]) -> Callable[[bytes], bytes]:
+    def format2(raws: list[bytes]) -> Callable[[bytes], bytes]:
         return blob.compressor(blob.dictionary(raws[16])).compress
 
     rows: list[tuple[str, Callable[[list[bytes]], Callable[[bytes], bytes]]]] = [
@@ -141,24 +141,26 @@ def size_figures(guests: int, alternatives: bool = True) -> dict[str, float]:
         ("zstd -3, COVER dictionary (16 samples)", preset(3, trained)),
         ("zstd -3, reference sample", preset(3, reference)),
         ("zstd -9, reference sample", preset(9, reference)),
-        ("lazy2/min_match 6, reference (shipped)", shipped),
+        ("lazy2/min_match 6, reference (format 2)", format2),
     ]
-    print("blob only (one reference for all 584):")
+    print("whole samples as JSON, blob only (one reference for all 584), against which")
+    print(f"delta rows measure {plain:.0f} above:")
     for name, make in rows:
         t = time.process_time()
         size = blob_bytes(samples, guests, make)
         print(f"  {name:40s} {size:6.0f}   ({time.process_time() - t:5.1f} s CPU)")
-    saved = writer.DICTIONARY_EVERY, writer.PAGE_SIZE
-    print("file with other settings:")
-    for every in (50, 100, 200):
-        writer.DICTIONARY_EVERY = every
-        print(f"  new reference every {every:3d} samples        "
-              f"{file_bytes_per_guest_sample(samples, guests):8.0f}")
-    writer.DICTIONARY_EVERY = saved[0]
-    writer.PAGE_SIZE = 4096
-    print(f"  4 KiB pages                             "
-          f"{file_bytes_per_guest_sample(samples, guests):8.0f}")
-    writer.DICTIONARY_EVERY, writer.PAGE_SIZE = saved
+    print("file with other settings (samples only):")
+    for name, values in (("DICTIONARY_EVERY", (100, 200, 400)), ("CHAIN", (5, 10, 20)),
+                         ("ROW_LEVEL", (1, 3, 9)), ("PAGE_SIZE", (512, 1024, 4096))):
+        saved = getattr(writer, name)
+        for value in values:
+            setattr(writer, name, value)
+            t = time.process_time()
+            size = file_bytes_per_guest_sample(samples, guests)
+            ms = (time.process_time() - t) / len(samples) * 1000
+            print(f"  {name} = {value:<5d}{' (shipped)' if value == saved else '':10s}"
+                  f"       {size:8.0f}   ({ms:5.2f} ms per sample)")
+        setattr(writer, name, saved)
     return figures
 
 

@@ -14,9 +14,9 @@ import pytest
 
 from kvmtop import __version__
 from kvmtop.model.sample import SCHEMA_VERSION, Sample
+from kvmtop.store import writer
 from kvmtop.store.meta import FORMAT_VERSION, StoreError
 from kvmtop.store.reader import StoreReader
-from kvmtop.store import writer
 from kvmtop.store.writer import StoreWriter
 from tests.store.conftest import make_samples, write
 
