@@ -6,8 +6,8 @@ A sample's JSON (`blob.dumps`) is mostly structure that does not change between
 ticks (keys, names, UUIDs) and integer counters that do. `hollow` splits the codec's
 dict into a *shape* (the document with every number replaced by a hole) and the
 numbers in document order. Consecutive samples of one host share their shape, so a
-block of samples stores its shape once, in its reference sample (the
-`dictionaries` row), and each sample row stores only numbers:
+block of samples stores its shape once, with its first sample's numbers
+(`pack_reference`, the `dictionaries` row), and each sample row stores only numbers:
 
     b"D" + order + zstd("<order>\\n<integers>\\n<floats>")
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import zstandard
 
@@ -129,6 +129,46 @@ def hollow(doc: dict[str, Any]) -> Shape:
 
     structure = walk(doc)
     return Shape(structure, float_slots, ints, [json.dumps(f) for f in floats])
+
+
+class Reference(NamedTuple):
+    """What a block's rows are stored against: its first sample's shape and numbers."""
+
+    parts: list[str]
+    float_slots: list[int]
+    ints: list[int]
+
+
+def pack_reference(shape: Shape) -> bytes:
+    """A block's reference (the `dictionaries` row, before compression): the JSON
+    array of the shape's parts, then its float slots and its integers in decimal.
+    Stored already split, so a seek to a block not read yet costs parsing this,
+    not splitting a sample again (bench/bench_store.py)."""
+    parts = shape.parts()
+    if parts is None:
+        raise ValueError("a shape whose holes cannot be found again has no reference")
+    return "\n".join((json.dumps(parts, separators=(",", ":")),
+                      ",".join(map(str, shape.float_slots)),
+                      ",".join(map(str, shape.ints)))).encode()
+
+
+def unpack_reference(raw: bytes) -> Reference:
+    """The reference `pack_reference` wrote.
+
+    Raises:
+        ValueError: not such a text (a damaged row, or a format-2 reference).
+    """
+    try:
+        parts_text, slots_text, ints_text = raw.decode().split("\n")
+        parts = json.loads(parts_text)
+        slots = list(map(int, slots_text.split(","))) if slots_text else []
+        ints = list(map(int, ints_text.split(","))) if ints_text else []
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("not a block reference") from None
+    if (not isinstance(parts, list) or not all(type(p) is str for p in parts)
+            or len(parts) != len(ints) + len(slots) + 1):
+        raise ValueError("not a block reference")
+    return Reference(parts, slots, ints)
 
 
 def fill(parts: list[str], float_slots: list[int], ints: list[int], floats: list[str]) -> bytes:

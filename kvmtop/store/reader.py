@@ -16,7 +16,6 @@ header is unreadable or newer than this kvmtop, raises `StoreError`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sqlite3
@@ -51,30 +50,26 @@ def _stamp(t: float) -> str:
 
 
 class _Reference:
-    """A block's reference sample, and what is made of it on demand."""
+    """A `dictionaries` row, and what is made of it on demand: a block's reference
+    (format 3), or the zstd dictionary of whole-sample rows (formats 1 and 2)."""
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self._shape: tuple[delta.Shape, list[str]] | None = None
+        self._block: delta.Reference | None = None
         self._decompressor: Any = None
 
-    def shape(self) -> tuple[delta.Shape, list[str]]:
-        """Its shape and the JSON text between its numbers (what the block's delta
-        rows are stored against).
+    def block(self) -> delta.Reference:
+        """What the block's delta rows are stored against.
 
         Raises:
-            ValueError: not a sample's JSON.
+            ValueError: not a block reference.
         """
-        if self._shape is None:
+        if self._block is None:
             try:
-                shape = delta.hollow(json.loads(self.raw))
+                self._block = delta.unpack_reference(self.raw)
             except ValueError as exc:
                 raise ValueError(f"its reference is damaged ({exc})") from None
-            parts = shape.parts()
-            if parts is None:
-                raise ValueError("its reference cannot hold delta rows")
-            self._shape = shape, parts
-        return self._shape
+        return self._block
 
     def decompressor(self) -> Any:
         """A decompressor of whole-sample rows compressed against it (format 1, 2)."""
@@ -306,8 +301,8 @@ class StoreReader:
             if dict_id is None:
                 raise ValueError("a delta row without its reference")
             ints, floats = self._delta_ints(index, dict_id, data)
-            shape, parts = self._reference(dict_id).shape()
-            return blob.loads(delta.fill(parts, shape.float_slots, ints, floats))
+            ref = self._reference(dict_id).block()
+            return blob.loads(delta.fill(ref.parts, ref.float_slots, ints, floats))
         except (ValueError, sqlite3.DatabaseError) as exc:
             self._skip(index, t, str(exc))
             return None
@@ -334,7 +329,7 @@ class StoreReader:
                 raise ValueError(f"it is stored against sample #{row}, which is damaged "
                                  f"({exc})") from None
             if order == 0:
-                bases: tuple[list[int], ...] = (self._reference(dict_id).shape()[0].ints,)
+                bases: tuple[list[int], ...] = (self._reference(dict_id).block().ints,)
             else:
                 bases = tuple(self._rows[row - k] for k in range(1, order + 1))
             self._rows[row] = delta.restore(order, stored, bases)

@@ -107,10 +107,9 @@ class _Block:
     """The block being written: its reference and what its next row is stored
     against (the integers of the reference and of the last two rows)."""
 
-    def __init__(self, shape: delta.Shape, reference: bytes) -> None:
+    def __init__(self, shape: delta.Shape) -> None:
         self.shape = shape
-        self.reference = reference
-        """The reference sample's JSON (the `dictionaries` row)."""
+        """The reference: the block's first sample (the `dictionaries` row)."""
         self.base = shape.ints
         self.dict_id: int | None = None
         self.rows = 0
@@ -279,7 +278,7 @@ class StoreWriter:
         block = self._block
         if block is None or block.rows >= DICTIONARY_EVERY or not block.shape.same_as(shape):
             # A new block; a sample whose holes cannot be found again is stored whole.
-            block = _Block(shape, blob.dumps_doc(doc)) if shape.parts() is not None else None
+            block = _Block(shape) if shape.parts() is not None else None
         meta = describe_host(self._meta, sample) if not self._described else None
         try:
             with self._transaction():
@@ -293,7 +292,7 @@ class StoreWriter:
                     if block.dict_id is None:
                         block.dict_id = self._conn.execute(
                             "INSERT INTO dictionaries (data) VALUES (?)",
-                            (blob.pack(block.reference),)).lastrowid
+                            (blob.pack(delta.pack_reference(block.shape)),)).lastrowid
                     row = (block.dict_id, block.row(shape, self._rows))
                 self._conn.execute(
                     "INSERT INTO samples (t, dict_id, data) VALUES (?, ?, ?)",
