@@ -11,11 +11,13 @@ softnet drops. Unknown values print as "–".
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from textual.app import ComposeResult
 from textual.content import Content
+from textual.css.styles import RulesMap
 from textual.reactive import reactive
+from textual.visual import Visual
 from textual.widget import Widget
 from textual.widgets import Static
 
@@ -127,7 +129,34 @@ def badge_lines(snapshot: Snapshot) -> list[str]:
     return lines
 
 
-class ModeBadge(Static):
+class SteadyStatic(Static):
+    """A Static updated every frame that lays the screen out again only when its new
+    content could take another size.
+
+    `Static.update` relayouts the whole screen by default; a figure that changes but
+    keeps its shape (the same height at the width it has, and, when its width is
+    `auto`, the same optimal width) only needs a repaint.
+    """
+
+    def show_content(self, content: Content) -> None:
+        """Show `content`, with a layout pass only if its size may differ."""
+        self.update(content, layout=not self._same_shape(self.visual, content))
+
+    def _same_shape(self, before: Visual, after: Visual) -> bool:
+        """Whether `after` takes the size `before` has (False before the first layout)."""
+        width = self.content_size.width
+        if not width:
+            return False
+        # The styles as the rules a visual reads, as Widget.get_content_height passes them.
+        rules = cast(RulesMap, self.styles)
+        if before.get_height(rules, width) != after.get_height(rules, width):
+            return False
+        auto = self.styles.width is None or self.styles.width.is_auto
+        return not auto or (
+            before.get_optimal_width(rules, width) == after.get_optimal_width(rules, width))
+
+
+class ModeBadge(SteadyStatic):
     """LIVE / PAUSED / REPLAY / FOLLOW @ time, and REC with the recording path.
 
     FOLLOW (a recording still being written) wears the REPLAY colour.
@@ -137,7 +166,7 @@ class ModeBadge(Static):
         """Show the mode of a snapshot."""
         mode = "replay" if snapshot.mode == "follow" else snapshot.mode
         self.set_classes(f"-{mode}" + (" -rec" if snapshot.recording else ""))
-        self.update("\n".join(badge_lines(snapshot)))
+        self.show_content(Content("\n".join(badge_lines(snapshot))))
 
 
 class HostStrip(Widget):
@@ -166,7 +195,7 @@ class HostStrip(Widget):
     def compose(self) -> ComposeResult:
         """The badge and the figures."""
         yield ModeBadge("waiting", id="mode")
-        yield Static(self.title or "waiting for the first sample…", id="host-figures")
+        yield SteadyStatic(self.title or "waiting for the first sample…", id="host-figures")
 
     def watch_note(self) -> None:
         """Show a new note at once, without waiting for the next frame."""
@@ -188,4 +217,4 @@ class HostStrip(Widget):
             for part in status:
                 pieces += [SEP, part] if pieces else [part]
             lines.append(Content.assemble(*pieces))
-        self.query_one("#host-figures", Static).update(Content("\n").join(lines))
+        self.query_one("#host-figures", SteadyStatic).show_content(Content("\n").join(lines))

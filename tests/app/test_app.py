@@ -17,7 +17,7 @@ from kvmtop.render import DASH, GUEST_COLUMNS
 from kvmtop.views.findings import FindingsPanel
 from kvmtop.views.guest_detail import GuestDetailScreen, exits_text, tracing_text
 from kvmtop.views.guest_table import GuestTable, KeyedTable
-from kvmtop.views.host_strip import ModeBadge, host_lines
+from kvmtop.views.host_strip import HostStrip, ModeBadge, host_lines
 from kvmtop.views.sources import SourcesScreen
 from tests.app.builders import (
     DEFAULT_SOURCES,
@@ -421,6 +421,21 @@ async def test_recording_badge_and_path() -> None:
         figures = str(app.query_one("#host-figures").render()).splitlines()
         assert figures[-1] == "lab host │ recording to /var/tmp/host-a.kvmtop"
         assert app.title == "kvmtop: lab host"
+
+
+async def test_host_strip_resizes_when_its_lines_do() -> None:
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        strip, table = app.query_one(HostStrip), app.query_one(GuestTable)
+        height = strip.size.height
+        strip.note = "a note on a line of its own"
+        await pilot.pause()
+        assert strip.size.height == height + 1
+        assert table.region.y == strip.region.bottom
+        strip.note = ""
+        await pilot.pause()
+        assert strip.size.height == height
 
 
 def test_frames_coalesce() -> None:
