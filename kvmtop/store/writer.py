@@ -72,10 +72,11 @@ CHECKPOINT_EVERY = 30
 """Samples between WAL checkpoints: the most a power loss can take (see module doc)."""
 
 PAGE_SIZE = 1024
-"""A sample blob (3-20 KB) does not fit a 4 KiB leaf page twice, so with the default
-page size SQLite leaves most pages a sixth empty; with 1 KiB pages the blob goes to
-full overflow pages and the file is 9% larger than its blobs instead of 18%
-(bench/bench_store.py; https://www.sqlite.org/fileformat2.html §1.6 "overflow")."""
+"""Small pages waste less of the last overflow page of each row
+(https://www.sqlite.org/fileformat2.html §1.6 "overflow"): with whole-sample rows
+(format 2, 3-20 KB) 1 KiB pages made the file 9% larger than its blobs instead of
+18%. With delta rows (~6 KB at 50 guests) it matters less: 512/1024/2048/4096 B pages
+gave 133/134/135/136 B per guest-sample (bench/bench_store.py --alternatives)."""
 
 _STARTS = (f"(substr(data, 1, 1) != X'{delta.TAG.hex()}' "
            f"OR substr(data, 1, 2) = X'{delta.CHECKPOINT_PREFIX.hex()}')")
