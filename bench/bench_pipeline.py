@@ -15,7 +15,8 @@ see the intervals a live run sees, while ticks run back to back. Figures are pro
 time per tick (less the time the synthetic libvirt spends building its replies) and
 the process's peak RSS (`ru_maxrss`), which is why `run()` measures each size in a
 subprocess of its own. With `--record` each sample is also appended with the real
-`StoreWriter` (what `kvmtop record` does: it runs no pipeline), timed apart.
+writer `kvmtop record` uses (with its index, and without as `--no-index`), timed
+apart.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.bench_report import index_pipeline
 from bench.synthetic import HOST_TREE, NS, SyntheticConnection
 from kvmtop.collectors.host import HostCollector
 from kvmtop.collectors.libvirt import LibvirtCollector
 from kvmtop.config import Settings
+from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.feed import Pipeline
 from kvmtop.model.window import GUEST_FRAMES
+from kvmtop.rollup import IndexedWriter
 from kvmtop.sampler import Sampler
 from kvmtop.store.writer import StoreWriter
 from kvmtop.wiring import build_pipeline
@@ -128,14 +132,20 @@ def measure(guests: int, ticks: int, *, record: bool = False,
                            "full_window_rss_mb": rss1 + per_tick * more}
     if record:
         out["record_ms"] = _record_ms(sampler, conn, clock, ticks)
+        out["record_no_index_ms"] = _record_ms(sampler, conn, clock, ticks, index=False)
     sampler.close()
     return out
 
 
-def _record_ms(sampler: Sampler, conn: SyntheticConnection, clock: Clock, ticks: int) -> float:
-    """CPU ms per tick of sampling and appending to a recording (`kvmtop record`)."""
+def _record_ms(sampler: Sampler, conn: SyntheticConnection, clock: Clock, ticks: int,
+               index: bool = True) -> float:
+    """CPU ms per tick of sampling and appending to a recording as `kvmtop record`
+    does: with the report's index by default (`IndexedWriter`: the frameless shared
+    pipeline and the rollups), or as `record --no-index` (`StoreWriter` alone)."""
     with tempfile.TemporaryDirectory() as d:
-        writer = StoreWriter(Path(d) / "bench.kvmtop")
+        writer: StoreWriter | IndexedWriter = StoreWriter(Path(d) / "bench.kvmtop")
+        if index:
+            writer = IndexedWriter(writer, index_pipeline(), VswitchSettings().uplink_kinds)
         writer.append(sampler.sample())  # the first sample writes the header and reference
         clock.advance(INTERVAL_S)
         spent0, t0 = conn.spent_s, time.process_time()
