@@ -75,7 +75,7 @@ class Clock:
 def synthetic_sampler(guests: int, clock: Clock) -> tuple[Sampler, SyntheticConnection]:
     """The real sampler over a synthetic libvirt with `guests` domains."""
     settings = Settings(interval_s=INTERVAL_S)
-    conn = SyntheticConnection(guests, clock)
+    conn = SyntheticConnection(guests, clock, clock.wall)
     sampler = Sampler(
         HostCollector(root=HOST_TREE, clock=clock),
         LibvirtCollector("test://bench/default", root=HOST_TREE,

@@ -30,6 +30,7 @@ HOST_TREE = Path(__file__).resolve().parents[1] / "tests/fixtures/fs/lab-running
 """A captured host tree (proc/, sys/) for the host collector: the same every tick."""
 
 BALLOON_PREFIX = "balloon."
+LAST_UPDATE = "balloon.last-update"
 # virDomainStatsTypes (libvirt-domain.h): VIR_DOMAIN_STATS_BALLOON = 1 << 2.
 STATS_BALLOON = 1 << 2
 NS = 1_000_000_000
@@ -66,10 +67,14 @@ class SyntheticConnection(FakeConnection):
     Args:
         guests: number of domains to list.
         clock: monotonic ns, the time the counters have reached (the bench's clock).
+        wall: wall seconds matching `clock`: a balloon reply says the guest reported
+            then (`balloon.last-update`, host epoch seconds), as a guest with a stats
+            period does; the captured value would read as hours stale.
         capture: a capture directory (stats.json and domains/<name>.xml).
     """
 
-    def __init__(self, guests: int, clock: Callable[[], int], capture: Path = CAPTURE) -> None:
+    def __init__(self, guests: int, clock: Callable[[], int],
+                 wall: Callable[[], float] = time.time, capture: Path = CAPTURE) -> None:
         super().__init__([])
         data = json.loads((capture / "stats.json").read_text())
         calls = {c["label"]: c for c in data["calls"]}
@@ -77,6 +82,7 @@ class SyntheticConnection(FakeConnection):
         dt_s = (second["mono_ns"] - first["mono_ns"]) / NS
         later = {r[1]: r[3] for r in second["records"]}
         self._clock = clock
+        self._wall = wall
         self._t0 = clock()
         self._templates = [_Template(r[3], later[r[1]], dt_s) for r in first["records"]]
         self.spent_s = 0.0
@@ -103,6 +109,10 @@ class SyntheticConnection(FakeConnection):
         elapsed_s = (self._clock() - self._t0) / NS
         balloon = bool(stats & STATS_BALLOON)
         replies = [t.stats(elapsed_s, self._ticks, balloon) for t in self._templates]
+        if balloon:
+            for reply in replies:
+                if LAST_UPDATE in reply:
+                    reply[LAST_UPDATE] = int(self._wall())
         self._ticks += 1
         out = [(dom, replies[t]) for t, dom in self._domains]
         self.spent_s += time.process_time() - t0
