@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sqlite3
 import stat
 from collections.abc import Callable
@@ -19,6 +20,9 @@ from kvmtop.store.meta import FORMAT_VERSION, StoreError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 from tests.store.conftest import make_samples, write
+
+FORMAT_1 = Path(__file__).resolve().parents[1] / "fixtures/recordings/lab-sample.kvmtop"
+"""A real lab recording as kvmtop wrote it in format 1 (whole-sample rows, no index)."""
 
 
 def test_write_then_read_everything_back(tmp_path: Path, samples: list[Sample],
@@ -141,6 +145,24 @@ def test_appending_to_an_existing_recording_resumes_it(
     writer.close()
     with StoreReader(path) as r:
         assert list(r.iter()) == samples
+
+
+def test_appending_to_a_format_1_recording_writes_blocks_after_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.kvmtop"
+    shutil.copyfile(FORMAT_1, path)
+    with StoreReader(path) as r:
+        old = list(r.iter())
+        assert r.meta.format_version == 1
+    step = old[-1].interval_s
+    more = [replace(s, wall_s=s.wall_s + 1000 * step,
+                    mono_ns=s.mono_ns + int(1000 * step * 1e9)) for s in old[:25]]
+    write(path, more)
+    with StoreReader(path) as r:
+        assert r.meta.format_version == FORMAT_VERSION
+        assert list(r.iter()) == old + more
+        assert r.notices == []
 
 
 def _set_meta(path: Path, **values: str) -> None:
