@@ -5,11 +5,12 @@
 
 1. Size: 600 synthetic samples (tests/store/synth.py: the ~40 KVM stats per vCPU
    libvirt re-exports, a disk, a NIC, balloon, host devices; a third of the counters
-   moving at seeded random rates) written through `StoreWriter`, for the chosen
-   design and the alternatives it was chosen over: no dictionary, a COVER-trained
-   dictionary on the first 16 samples (zstd's trainer), zstd level presets, 4 KiB
-   pages, other dictionary refresh periods; and the file as `kvmtop record` writes
-   it, with the report's index (kvmtop.rollup), and the index's share. With
+   moving at seeded random rates) written through `StoreWriter`, and the file as
+   `kvmtop record` writes it, with the report's index (kvmtop.rollup), and the
+   index's share. With --alternatives, what the design was chosen over: whole
+   samples as JSON (format 2: no dictionary, a COVER-trained dictionary on the
+   first 16 samples, zstd presets, a reference sample), and delta rows with other
+   block lengths, chain lengths, zstd levels and page sizes. With
    --recording, the same figures for real recordings (file size / samples / guests).
 2. Write CPU per sample (`time.process_time`): encode + JSON, compress, SQLite; and
    the index `kvmtop record` also writes (the shared pipeline: rates, window,
@@ -19,13 +20,13 @@
    random `StoreReader.seek` + `read`, and `ReplayFeed.seek` (prime + target through
    the pipeline); median, p95, max over 200 random times. Also decode time per sample.
 
-Figures of 2026-11-26 (the lab host, 2 vCPUs, loaded), 50 synthetic guests: file
-208 B per guest-sample with samples only, 219 B as `kvmtop record` writes it (the
-index: 12 B on this 10-minute file, whose one hour row is partial). Real lab
-recordings (8-12 guests, 4 minutes): 160-173 B samples only, 198-215 B with the
-index (its blobs 22-36 B: lab findings carry evidence in every minute). CPU per
-tick: StoreWriter.append 13.3 ms, the index 23.3 ms: 36.6 ms recorder CPU per tick
-besides sampling (`kvmtop record --no-index`: 13.3 ms).
+Figures of 2026-11-26 (the lab host, 2 vCPUs, other work running), 50 synthetic
+guests, file format 3 (delta rows, kvmtop.store.delta): 134 B per guest-sample with
+samples only, 144 B as `kvmtop record` writes it (index 10 B); format 2 (whole
+samples as JSON against a reference) wrote 208 / 219 B. The lab's example recording
+(8 guests, 4 minutes) holds 92 B of sample rows per guest-sample (the short file's
+index and SQLite's fixed pages bring the file to 175 B). CPU per sample:
+StoreWriter.append 7.3 ms (format 2: 13.3), the index 10.2 ms, read + decode 8.2 ms.
 """
 
 from __future__ import annotations
