@@ -18,7 +18,7 @@ skipping unchanged cells is what keeps a quiet tick cheap.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -189,6 +189,11 @@ def compile_filter(text: str) -> re.Pattern[str] | None:
         return re.compile(re.escape(text), re.IGNORECASE)
 
 
+_Source = tuple[str | None, bool, tuple[float | str | None, ...]]
+"""What a guest's row is formatted from: its worst finding's severity, whether it
+runs, its column values."""
+
+
 class GuestTable(LineTable):
     """One row per guest, keyed by UUID, sorted and filtered; Enter opens the detail.
 
@@ -240,7 +245,16 @@ class GuestTable(LineTable):
         self._guests: dict[str, GuestRates] = {}
         self._flagged: dict[str, str] = {}
         self._cells: dict[str, tuple[Cell, ...]] = {}
-        """Rows formatted from the current snapshot so far, by key."""
+        """Rows of the current snapshot drawn so far, by key."""
+        self._formatted: dict[str, tuple[_Source, tuple[Cell, ...]]] = {}
+        """Each guest's last formatted row, with what it was formatted from: cells whose
+        values did not change are kept (and a row whose cells all did, its drawn line)."""
+        self._values = [col.value for col in GUEST_COLUMNS]
+        self._plan = [
+            (col.fmt, layout.right, self._gap(layout, ""), self.thresholds.get(col.key))
+            for col, layout in zip(GUEST_COLUMNS, self.table_columns, strict=True)
+        ]
+        """Per column: formatter, alignment, gap, colouring limits."""
 
     def header_cells(self) -> list[Cell]:
         """Headers aligned as their columns, with ▼/▲ beside the sorted column's label."""
@@ -304,30 +318,48 @@ class GuestTable(LineTable):
         return [g for _, g in known] + unknown
 
     def row_cells(self, key: str) -> tuple[Cell, ...]:
-        """The cells of one guest's row (formatted once per snapshot)."""
+        """The cells of one guest's row, formatted once per snapshot (a cell whose value
+        is unchanged since the guest's last row is kept as it was)."""
         cells = self._cells.get(key)
         if cells is None:
-            cells = self._cells[key] = tuple(self._format(self._guests[key]))
+            g = self._guests[key]
+            source = (self._flagged.get(key), g.state == "running",
+                      tuple([value(g) for value in self._values]))
+            cells = self._cells[key] = self._format(source, self._formatted.get(key))
+            self._formatted[key] = (source, cells)
         return cells
 
-    def _format(self, g: GuestRates) -> Iterator[Cell]:
+    def _format(self, source: _Source,
+                last: tuple[_Source, tuple[Cell, ...]] | None) -> tuple[Cell, ...]:
         """A guest's cells: texts laid out, severity classes (stopped guests dim, the
-        guest's worst finding on its name, thresholds on numbers)."""
-        running = g.state == "running"
-        for col, layout in zip(GUEST_COLUMNS, self.table_columns, strict=True):
-            value = col.value(g)
-            if isinstance(value, str):
-                text = self._gap(layout, value)
-            else:
-                text = col.fmt(value) if layout.right else self._gap(layout, col.fmt(value))
+        worst finding on the name, thresholds on numbers).
+
+        `last` is the guest's previous row and its source: while the guest's finding
+        and state are the same, a cell whose value did not change is reused.
+        """
+        flag, running, values = source
+        before: tuple[float | str | None, ...] = ()
+        kept: tuple[Cell, ...] = ()
+        if last is not None and last[0][:2] == source[:2]:
+            before, kept = last[0][2], last[1]
+        cells: list[Cell] = []
+        for i, ((fmt, right, gap, limits), value) in enumerate(
+                zip(self._plan, values, strict=True)):
+            if kept and before[i] == value:
+                cells.append(kept[i])
+                continue
+            text = value if isinstance(value, str) else fmt(value)
+            if not right:
+                text = gap + text
+            level: str | None
             if not running:
-                level: str | None = "dim"
-            elif col is GUEST_COLUMNS[0]:
-                level = self._flagged.get(g.uuid)
+                level = "dim"
+            elif not i:  # the name
+                level = flag
             else:
-                limits = self.thresholds.get(col.key)
                 level = limits.level(value) if limits is not None else None
-            yield Cell(text, level, layout.right)
+            cells.append(Cell(text, level, right))
+        return tuple(cells)
 
     def show(self, snapshot: Snapshot) -> None:
         """Display a snapshot's guests (filtered, sorted)."""
@@ -337,6 +369,8 @@ class GuestTable(LineTable):
         for f in sorted(snapshot.findings, key=severity_rank):
             self._flagged[f.subject] = f.severity
         self._cells = {}
+        for gone in self._formatted.keys() - self._guests.keys():
+            del self._formatted[gone]
         self._arrange()
 
     def _arrange(self) -> None:

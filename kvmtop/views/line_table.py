@@ -4,8 +4,10 @@ are formatted and rendered.
 Layer: views. `LineTable` knows nothing of guests: a subclass gives it the row keys in
 display order (`set_rows`) and the cells of one row on demand (`row_cells`), so a new
 snapshot of 500 guests costs one ordering of keys plus the ~50 rows a terminal shows.
-Each line is one Rich `Segment` per cell (no per-cell renderables, no render caches
-to invalidate). The header is the first line and stays put while the rows scroll.
+A line is a few Rich `Segment`s (neighbouring cells of one style share one), no
+per-cell renderables; the line drawn for a row is kept while its cells, the cursor,
+the styles and the view stay the same, so scrolling or an unchanged row costs no
+layout. The header is the first line and stays put while the rows scroll.
 The cursor follows its row's key when rows move, come and go, and is kept in view.
 
 The severity classes (`.keyed-table--<level>` in kvmtop.tcss) are the ones the
@@ -137,6 +139,15 @@ class LineTable(ScrollView, can_focus=True):
         self._cursor_styles: dict[str | None, Style] = {}
         self._header_style = Style.null()
         self._fill_style = Style.null()
+        self._look: tuple[object, ...] = ()
+        """What every line drawn depends on besides its cells: the resolved styles, the
+        view's width and its horizontal scroll (set by `render_lines`)."""
+        self._view_width = 0
+        self._view_x = 0
+        self._blank = Strip.blank(0)
+        self._lines: dict[str, tuple[Sequence[Cell], bool, Strip]] = {}
+        """The line last drawn for each row key, with the cells and the cursor state it
+        shows: a row that did not change is not laid out again (valid for `_look`)."""
 
     # ------------------------------------------------------------------ data
 
@@ -174,6 +185,8 @@ class LineTable(ScrollView, can_focus=True):
         place, when that row left) and in view. Repaints the table."""
         key = self.cursor_key
         self._keys = list(keys)
+        for gone in self._lines.keys() - set(self._keys):
+            del self._lines[gone]
         row = self._cursor
         if key is not None and key in keys:
             row = self._keys.index(key)
@@ -254,35 +267,44 @@ class LineTable(ScrollView, can_focus=True):
     # ------------------------------------------------------------------ drawing
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        """Resolve the styles (theme, focus) once per repaint, then draw the lines."""
+        """Resolve the styles (theme, focus) and the view (width, horizontal scroll)
+        once per repaint, forgetting the lines drawn for another; then draw the lines."""
         base = self.rich_style
         cursor = self.get_component_rich_style("line-table--cursor")
-        self._fill_style = base
-        self._header_style = base + self.get_component_rich_style("line-table--header")
-        self._styles = {None: base}
-        self._cursor_styles = {None: base + cursor}
-        for level in LEVELS:
-            style = self.get_component_rich_style(f"keyed-table--{level}", partial=True)
-            self._styles[level] = base + style
-            self._cursor_styles[level] = base + style + cursor
+        header = self.get_component_rich_style("line-table--header")
+        levels = [self.get_component_rich_style(f"keyed-table--{level}", partial=True)
+                  for level in LEVELS]
+        width, x = self.scrollable_content_region.width, self.scroll_offset.x
+        look = (base, cursor, header, *levels, width, x)
+        if look != self._look:
+            self._look, self._view_width, self._view_x = look, width, x
+            self._lines.clear()
+            self._fill_style = base
+            self._header_style = base + header
+            self._styles = {None: base}
+            self._cursor_styles = {None: base + cursor}
+            for level, style in zip(LEVELS, levels, strict=True):
+                self._styles[level] = base + style
+                self._cursor_styles[level] = base + style + cursor
+            self._blank = Strip.blank(width, base)
         return super().render_lines(crop)
 
     def _strip(self, cells: Sequence[Cell], styles: dict[str | None, Style],
                fill: Style) -> Strip:
-        """One line: the cells in their columns, then `fill` to the widget's width, in
+        """One line: the cells in their columns, then `fill` to the view's width, in
         view of the horizontal scroll. Neighbouring cells of one style share a segment
         (fewer segments: less work for every later stage of the repaint)."""
         segments: list[Segment] = []
         run: list[str] = []
-        run_style = styles[None]
-        for cell, width in zip(cells, self._widths, strict=True):
-            style = styles.get(cell.level, styles[None])
+        run_style = plain = styles[None]
+        for (text, level, right), width in zip(cells, self._widths, strict=True):
+            style = plain if level is None else styles.get(level, plain)
             if style is not run_style and run:
                 segments.append(Segment("".join(run), run_style))
                 run = []
             run_style = style
-            run.append(fit(cell.text, width, cell.right))
-        width = self.scrollable_content_region.width
+            run.append(fit(text, width, right))
+        width = self._view_width
         if width > self._table_width:
             if fill is not run_style:
                 segments.append(Segment("".join(run), run_style))
@@ -290,18 +312,27 @@ class LineTable(ScrollView, can_focus=True):
             run.append(" " * (width - self._table_width))
         segments.append(Segment("".join(run), run_style))
         strip = Strip(segments, max(width, self._table_width))
-        x = round(self.scroll_offset.x)
+        x = self._view_x
         return strip.crop(x, x + width) if x or width < self._table_width else strip
 
     def render_line(self, y: int) -> Strip:
-        """Line y of the view: the header, then the rows from the scroll position."""
+        """Line y of the view: the header, then the rows from the scroll position (a
+        row drawn before with the same cells and cursor state is reused as it was)."""
         if y == 0:
             header: dict[str | None, Style] = {None: self._header_style}
             return self._strip(self.header_cells(), header, self._header_style)
-        row = round(self.scroll_offset.y) + y - 1
+        row = self.scroll_offset.y + y - 1
         if row >= len(self._keys):
-            return Strip.blank(self.scrollable_content_region.width, self._fill_style)
-        if row == self._cursor:
-            cursor = self._cursor_styles
-            return self._strip(self.row_cells(self._keys[row]), cursor, cursor[None])
-        return self._strip(self.row_cells(self._keys[row]), self._styles, self._fill_style)
+            return self._blank
+        key = self._keys[row]
+        cells = self.row_cells(key)
+        cursor = row == self._cursor
+        drawn = self._lines.get(key)
+        if drawn is not None and drawn[1] == cursor and drawn[0] == cells:
+            return drawn[2]
+        if cursor:
+            strip = self._strip(cells, self._cursor_styles, self._cursor_styles[None])
+        else:
+            strip = self._strip(cells, self._styles, self._fill_style)
+        self._lines[key] = (cells, cursor, strip)
+        return strip

@@ -370,6 +370,24 @@ async def test_severity_classes_and_stopped_guests_dimmed() -> None:
         assert drawn_style(table, "alpha", "steal_pct").color != critical.color
 
 
+async def test_a_new_frame_redraws_changed_values_and_keeps_the_rest() -> None:
+    feed = FakeFeed([snapshot(GUESTS)])
+    app = KvmtopApp(feed)
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        table = app.query_one(GuestTable)
+        cpu = _index(table, "cpu_pct")
+        before = table.row_cells(UUID["alpha"])
+        feed.push(snapshot([replace(g, cpu_pct=55.0) if g.name == "alpha" else g
+                            for g in GUESTS], seq=2))
+        await shown(pilot, app, 2)
+        after = table.row_cells(UUID["alpha"])
+        assert after[cpu].text != before[cpu].text
+        assert after[0] is before[0]  # the name did not change: its cell is kept
+        line = table.render_line(table.row_keys.index(UUID["alpha"]) + 1)
+        assert line.text.split()[:4] == ["alpha", "running", "2", after[cpu].text.strip()]
+
+
 async def test_findings_panel_and_flagged_guest() -> None:
     finding = Finding("steal", "critical", UUID["charlie"], "charlie",
                       "vCPU steal 25% for 3 samples", since_s=snapshot(GUESTS).wall_s - 130,
