@@ -142,18 +142,20 @@ class SteadyStatic(Static):
         """Show `content`, with a layout pass only if its size may differ."""
         self.update(content, layout=not self._same_shape(self.visual, content))
 
-    def _same_shape(self, before: Visual, after: Visual) -> bool:
+    def _same_shape(self, before: Visual, after: Content) -> bool:
         """Whether `after` takes the size `before` has (False before the first layout)."""
         width = self.content_size.width
-        if not width:
+        if not width or not isinstance(before, Content):
             return False
         # The styles as the rules a visual reads, as Widget.get_content_height passes them.
         rules = cast(RulesMap, self.styles)
-        if before.get_height(rules, width) != after.get_height(rules, width):
+        widest = [c.get_optimal_width(rules, width) for c in (before, after)]
+        if (self.styles.width is None or self.styles.width.is_auto) and (
+                widest[0] != widest[1]):
             return False
-        auto = self.styles.width is None or self.styles.width.is_auto
-        return not auto or (
-            before.get_optimal_width(rules, width) == after.get_optimal_width(rules, width))
+        if max(widest) <= width:  # nothing wraps: a line is a line
+            return before.plain.count("\n") == after.plain.count("\n")
+        return before.get_height(rules, width) == after.get_height(rules, width)
 
 
 class ModeBadge(SteadyStatic):

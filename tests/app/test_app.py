@@ -441,9 +441,10 @@ async def test_recording_badge_and_path() -> None:
         assert app.title == "kvmtop: lab host"
 
 
-async def test_host_strip_resizes_when_its_lines_do() -> None:
+@pytest.mark.parametrize("width", [SIZE[0], 60])  # at 60 columns the figures wrap
+async def test_host_strip_resizes_when_its_lines_do(width: int) -> None:
     app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=(width, SIZE[1])) as pilot:
         await shown(pilot, app)
         strip, table = app.query_one(HostStrip), app.query_one(GuestTable)
         height = strip.size.height
