@@ -72,7 +72,9 @@ class FindingsPanel(Widget):
         """Show a snapshot's findings."""
         findings = sorted(snapshot.findings, key=lambda f: (-severity_rank(f), f.since_s))
         self.set_class(bool(findings), "-has-findings")
-        self.border_title = f"findings {len(findings)}" if findings else "findings"
+        title = f"findings {len(findings)}" if findings else "findings"
+        if title != self.border_title:  # setting it repaints the panel, even unchanged
+            self.border_title = title
         self.table.sync(
             (f"{f.detector}|{f.subject}", finding_cells(f, snapshot.wall_s)) for f in findings
         )
