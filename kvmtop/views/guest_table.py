@@ -380,7 +380,7 @@ class GuestTable(LineTable):
         guests = self.snapshot.guests
         shown = [g for g in guests if self._filter is None or self._filter.search(g.name)]
         self.set_rows([g.uuid for g in self._ordered(shown)])
-        self.border_title = (
-            f"guests {self.row_count}/{len(guests)} matching {self.filter_text!r}"
-            if self._filter else f"guests {len(guests)}"
-        )
+        title = (f"guests {self.row_count}/{len(guests)} matching {self.filter_text!r}"
+                 if self._filter else f"guests {len(guests)}")
+        if title != self.border_title:  # setting it repaints the whole table
+            self.border_title = title

@@ -63,6 +63,15 @@ def fit(text: str, width: int, right: bool) -> str:
     return set_cell_size(text, width)
 
 
+class LineSource(NamedTuple):
+    """What a line of the view is drawn from: the header's cells (key None), or a
+    row's key, cells and whether the cursor is on it."""
+
+    key: str | None
+    cells: Sequence[Cell]
+    cursor: bool = False
+
+
 class LineTable(ScrollView, can_focus=True):
     """Rows of `Cell`s under a fixed header; a row cursor; Enter or a click on the
     cursor row selects it, a click on a header reports the column.
@@ -148,6 +157,8 @@ class LineTable(ScrollView, can_focus=True):
         self._lines: dict[str, tuple[Sequence[Cell], bool, Strip]] = {}
         """The line last drawn for each row key, with the cells and the cursor state it
         shows: a row that did not change is not laid out again (valid for `_look`)."""
+        self._shown: dict[int, LineSource | None] = {}
+        """What each line of the view was last drawn from (None: past the last row)."""
 
     # ------------------------------------------------------------------ data
 
@@ -184,6 +195,7 @@ class LineTable(ScrollView, can_focus=True):
         """Show these rows in this order; the cursor stays on its row's key (or its
         place, when that row left) and in view. Repaints the table."""
         key = self.cursor_key
+        count = len(self._keys)
         self._keys = list(keys)
         for gone in self._lines.keys() - set(self._keys):
             del self._lines[gone]
@@ -193,7 +205,32 @@ class LineTable(ScrollView, can_focus=True):
         self._cursor = max(0, min(row, len(self._keys) - 1))
         self.virtual_size = Size(self._table_width, len(self._keys) + 1)
         self._scroll_to_cursor()
-        self.refresh()
+        if len(self._keys) == count and self.screen.is_current:
+            self._refresh_changed_lines()
+        else:  # laid out again (or painted when its screen is back): all of it
+            self.refresh()
+
+    def _line_source(self, y: int) -> LineSource | None:
+        """What line y of the view is drawn from (None past the last row)."""
+        if y == 0:
+            return LineSource(None, tuple(self.header_cells()))
+        row = self.scroll_offset.y + y - 1
+        if row >= len(self._keys):
+            return None
+        key = self._keys[row]
+        return LineSource(key, self.row_cells(key), row == self._cursor)
+
+    def _refresh_changed_lines(self) -> None:
+        """Repaint only the lines of the view whose source changed since they were
+        drawn (or that never were), each run of them as one region."""
+        width, height = self.size.width, self.scrollable_content_region.height
+        changed = [y for y in range(height)
+                   if y not in self._shown or self._shown[y] != self._line_source(y)]
+        start = 0
+        for i, y in enumerate(changed):
+            if i + 1 == len(changed) or changed[i + 1] != y + 1:
+                self.refresh(Region(0, changed[start], width, y - changed[start] + 1))
+                start = i + 1
 
     def move_cursor(self, row: int) -> None:
         """Put the cursor on row `row` (clamped to the rows there are), in view."""
@@ -318,15 +355,13 @@ class LineTable(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         """Line y of the view: the header, then the rows from the scroll position (a
         row drawn before with the same cells and cursor state is reused as it was)."""
-        if y == 0:
-            header: dict[str | None, Style] = {None: self._header_style}
-            return self._strip(self.header_cells(), header, self._header_style)
-        row = self.scroll_offset.y + y - 1
-        if row >= len(self._keys):
+        source = self._shown[y] = self._line_source(y)
+        if source is None:
             return self._blank
-        key = self._keys[row]
-        cells = self.row_cells(key)
-        cursor = row == self._cursor
+        key, cells, cursor = source
+        if key is None:
+            header: dict[str | None, Style] = {None: self._header_style}
+            return self._strip(cells, header, self._header_style)
         drawn = self._lines.get(key)
         if drawn is not None and drawn[1] == cursor and drawn[0] == cells:
             return drawn[2]

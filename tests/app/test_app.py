@@ -388,6 +388,28 @@ async def test_a_new_frame_redraws_changed_values_and_keeps_the_rest() -> None:
         assert line.text.split()[:4] == ["alpha", "running", "2", after[cpu].text.strip()]
 
 
+async def test_a_new_frame_repaints_only_the_lines_that_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    feed = FakeFeed([snapshot(GUESTS)])
+    app = KvmtopApp(feed, initial_sort="name")
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        table = app.query_one(GuestTable)
+        drawn: list[int] = []
+        render_line = table.render_line
+
+        def spy(y: int) -> Any:
+            drawn.append(y)
+            return render_line(y)
+
+        monkeypatch.setattr(table, "render_line", spy)
+        feed.push(snapshot([replace(g, steal_pct=30.0) if g.name == "charlie" else g
+                            for g in GUESTS], seq=2))
+        await shown(pilot, app, 2)
+        assert drawn == [1 + rows(app).index("charlie")]  # not the header, nor blank lines
+        assert "30.0" in table.render_line(drawn[0]).text
+
+
 async def test_findings_panel_and_flagged_guest() -> None:
     finding = Finding("steal", "critical", UUID["charlie"], "charlie",
                       "vCPU steal 25% for 3 samples", since_s=snapshot(GUESTS).wall_s - 130,
