@@ -410,6 +410,34 @@ async def test_a_new_frame_repaints_only_the_lines_that_changed(
         assert "30.0" in table.render_line(drawn[0]).text
 
 
+async def test_every_repaint_shows_the_cursor_row_where_it_moved(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet_ = [GuestSpec(f"g{i:03d}", cpu_pct=float(i)) for i in range(100)]
+    feed = FakeFeed([snapshot(fleet_)])
+    app = KvmtopApp(feed)
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        table = app.query_one(GuestTable)
+        assert rows(app)[0] == "g099" and table.cursor_row == 0
+        painted: list[tuple[int, int]] = []  # (first row in view, cursor row) per repaint
+        render_lines = table.render_lines
+
+        def spy(crop: Any) -> Any:
+            painted.append((table.scroll_offset.y, table.cursor_row))
+            return render_lines(crop)
+
+        monkeypatch.setattr(table, "render_lines", spy)
+        # g099 drops to the bottom: the cursor follows it, and no repaint shows the
+        # rows of the new frame with the cursor row out of view.
+        feed.push(snapshot([replace(g, cpu_pct=0.0) if g.name == "g099" else g
+                            for g in fleet_], seq=2))
+        await shown(pilot, app, 2)
+        page = table.scrollable_content_region.height - 1
+        assert table.cursor_key == fleet_[99].uuid and (0, 99) not in painted
+        assert any(row == 99 for _, row in painted)
+        assert all(top <= row < top + page for top, row in painted)
+
+
 async def test_findings_panel_and_flagged_guest() -> None:
     finding = Finding("steal", "critical", UUID["charlie"], "charlie",
                       "vCPU steal 25% for 3 samples", since_s=snapshot(GUESTS).wall_s - 130,
