@@ -204,10 +204,10 @@ class LineTable(ScrollView, can_focus=True):
             row = self._keys.index(key)
         self._cursor = max(0, min(row, len(self._keys) - 1))
         self.virtual_size = Size(self._table_width, len(self._keys) + 1)
-        self._scroll_to_cursor()
-        if len(self._keys) == count and self.screen.is_current:
+        scrolls = self._scroll_to_cursor()
+        if len(self._keys) == count and not scrolls and self.screen.is_current:
             self._refresh_changed_lines()
-        else:  # laid out again (or painted when its screen is back): all of it
+        else:  # laid out again, scrolled, or painted when its screen is back: all of it
             self.refresh()
 
     def _line_source(self, y: int) -> LineSource | None:
@@ -245,13 +245,16 @@ class LineTable(ScrollView, can_focus=True):
         """Rows on screen under the header."""
         return max(1, self.scrollable_content_region.height - 1)
 
-    def _scroll_to_cursor(self) -> None:
-        """Scroll the least that shows the cursor row."""
+    def _scroll_to_cursor(self) -> bool:
+        """Scroll the least that shows the cursor row; say whether that scrolls."""
         top, rows = round(self.scroll_offset.y), self._page_rows()
         if self._cursor < top:
             self.scroll_to(y=self._cursor, animate=False)
         elif self._cursor >= top + rows:
             self.scroll_to(y=self._cursor - rows + 1, animate=False)
+        else:
+            return False
+        return True
 
     # ------------------------------------------------------------------ input
 
