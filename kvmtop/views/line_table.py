@@ -5,9 +5,10 @@ Layer: views. `LineTable` knows nothing of guests: a subclass gives it the row k
 display order (`set_rows`) and the cells of one row on demand (`row_cells`), so a new
 snapshot of 500 guests costs one ordering of keys plus the ~50 rows a terminal shows.
 A line is a few Rich `Segment`s (neighbouring cells of one style share one), no
-per-cell renderables; the line drawn for a row is kept while its cells, the cursor,
-the styles and the view stay the same, so scrolling or an unchanged row costs no
-layout. The header is the first line and stays put while the rows scroll.
+per-cell renderables. New rows repaint only the lines of the view whose row, cells
+or cursor changed, and the line drawn for a row is kept while its cells, the cursor,
+the styles and the view stay the same (scrolling back over a row reuses it). The
+header is the first line and stays put while the rows scroll.
 The cursor follows its row's key when rows move, come and go, and is kept in view.
 
 The severity classes (`.keyed-table--<level>` in kvmtop.tcss) are the ones the
@@ -193,7 +194,7 @@ class LineTable(ScrollView, can_focus=True):
 
     def set_rows(self, keys: Sequence[str]) -> None:
         """Show these rows in this order; the cursor stays on its row's key (or its
-        place, when that row left) and in view. Repaints the table."""
+        place, when that row left) and in view. Repaints the lines that changed."""
         key = self.cursor_key
         count = len(self._keys)
         self._keys = list(keys)
