@@ -3,8 +3,9 @@
 Layer: views. Reads `Snapshot` values only; formats through `kvmtop.render`.
 
 `GuestTable` is a `LineTable` (kvmtop.views.line_table): a new snapshot re-orders the
-guests' keys and only the rows on screen are formatted and drawn, so a frame costs
-about the same at 500 guests as at 50 (bench/bench_ui.py measures it).
+guests' keys and only the rows on screen are formatted and drawn (only the lines that
+changed), so a frame costs about the same at 500 guests as at 50 (bench/bench_ui.py
+measures it).
 
 `KeyedTable.sync(rows)` makes a DataTable show exactly the given rows in the given
 order while touching as little as possible (../shared/reference/metrics.md §7.3):
@@ -198,8 +199,9 @@ class GuestTable(LineTable):
     """One row per guest, keyed by UUID, sorted and filtered; Enter opens the detail.
 
     Numbers sort descending by default and text ascending; unknown values sort last
-    whichever the direction. Choosing the sorted column again reverses it. A row's
-    cells are formatted when it is first drawn from a snapshot, not before.
+    whichever the direction. Choosing the sorted column again reverses it. Only the
+    rows on screen are formatted, once per snapshot, and a cell whose value did not
+    change since the guest's last row is kept as it was.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -245,11 +247,12 @@ class GuestTable(LineTable):
         self._guests: dict[str, GuestRates] = {}
         self._flagged: dict[str, str] = {}
         self._cells: dict[str, tuple[Cell, ...]] = {}
-        """Rows of the current snapshot drawn so far, by key."""
+        """Rows of the current snapshot formatted so far, by key."""
         self._formatted: dict[str, tuple[_Source, tuple[Cell, ...]]] = {}
         """Each guest's last formatted row, with what it was formatted from: cells whose
         values did not change are kept (and a row whose cells all did, its drawn line)."""
         self._values = [col.value for col in GUEST_COLUMNS]
+        """Per column: the value getter."""
         self._plan = [
             (col.fmt, layout.right, self._gap(layout, ""), self.thresholds.get(col.key))
             for col, layout in zip(GUEST_COLUMNS, self.table_columns, strict=True)
