@@ -176,7 +176,7 @@ class GuestDetailScreen(Screen[None]):
         """Title and sparklines, then per-vCPU, baseline, exits, threads, disks, NICs, memory."""
         with Horizontal(id="detail-head"):
             yield ModeBadge(id="mode")
-            yield Static(self.guest_name, id="detail-title")
+            yield Static(self.guest_name, id="detail-title", markup=False)  # names are not markup
         with VerticalScroll():
             with Horizontal(id="sparks"):
                 with Vertical():

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.markup import escape
 from textual.widgets import DataTable
 
 from kvmtop.model.finding import SEVERITIES, Finding
@@ -383,7 +384,10 @@ class GuestTable(LineTable):
         guests = self.snapshot.guests
         shown = [g for g in guests if self._filter is None or self._filter.search(g.name)]
         self.set_rows([g.uuid for g in self._ordered(shown)])
-        title = (f"guests {self.row_count}/{len(guests)} matching {self.filter_text!r}"
+        # A border title is markup: the filter text is the user's, so escaped ("[b]r"
+        # is a regex, not bold).
+        title = (f"guests {self.row_count}/{len(guests)} matching "
+                 f"{escape(repr(self.filter_text))}"
                  if self._filter else f"guests {len(guests)}")
         if title != self.border_title:  # setting it repaints the whole table
             self.border_title = title

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from rich.style import Style
+from textual.content import Content
 from textual.widgets import Input, Sparkline
 
 from kvmtop.app import FeedEnded, FrameReady, KvmtopApp
@@ -123,6 +124,11 @@ async def test_filter_by_substring_and_regex_and_escape_clears() -> None:
         app.query_one("#filter", Input).value = "[br"  # not a regex: taken literally
         await pilot.pause()
         assert rows(app) == []
+        app.query_one("#filter", Input).value = "[b]r"  # a regex; in the title, not markup
+        await pilot.pause()
+        assert sorted(rows(app)) == ["bravo"]
+        title = app.query_one(GuestTable).border_title
+        assert Content.from_markup(str(title)).plain == "guests 1/5 matching '[b]r'"
         await pilot.press("enter")
         assert isinstance(app.focused, GuestTable)
         await pilot.press("escape")
@@ -331,6 +337,23 @@ async def test_detail_follows_frames_and_survives_the_guest_leaving() -> None:
         feed.push(snapshot(GUESTS[:2], seq=3))
         await shown(pilot, app, 3)
         assert "not in the latest frame" in str(screen.query_one("#detail-title").render())
+
+
+async def test_guest_names_are_shown_as_named_not_as_markup() -> None:
+    # libvirt refuses only "/" in a domain name: "[prod]" would be a style, "[/]" an
+    # error, if a name were taken as markup.
+    odd = [GuestSpec("db[prod]", cpu_pct=5), GuestSpec("a[/]b", cpu_pct=1)]
+    app = KvmtopApp(FakeFeed([snapshot(odd)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        assert sorted(rows(app)) == ["a[/]b", "db[prod]"]
+        for g in odd:
+            app.open_guest(g.uuid)
+            await pilot.pause()
+            title = str(app.screen.query_one("#detail-title").render())
+            assert title.startswith(f"{g.name}  running")
+            app.pop_screen()
+            await pilot.pause()
 
 
 async def test_rows_survive_a_guest_leaving_and_coming_back() -> None:
