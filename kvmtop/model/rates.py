@@ -537,16 +537,23 @@ def _vcpu_rates(
     if prev is None:
         return VcpuRates(index=cur.index), None
     # Prefer schedstat run time (ns) over vcpu.N.time (USER_HZ ticks, 10 ms grain).
-    cpu = rate(prev.sched_run_ns, cur.sched_run_ns, dt_s)
-    if cpu is None:
-        cpu = rate(prev.time_ns, cur.time_ns, dt_s)
-    steal = rate(prev.delay_ns, cur.delay_ns, dt_s)
-    source = "libvirt" if steal is not None else None
-    if steal is None:
-        steal = rate(prev.sched_delay_ns, cur.sched_delay_ns, dt_s)
-        source = "schedstat" if steal is not None else None
-    cpu_pct = None if cpu is None else 100.0 * cpu / NS_PER_S
-    steal_pct = None if steal is None else 100.0 * steal / NS_PER_S
+    run = counter_delta(prev.sched_run_ns, cur.sched_run_ns)
+    if run is None:
+        run = counter_delta(prev.time_ns, cur.time_ns)
+    wait = counter_delta(prev.delay_ns, cur.delay_ns)
+    source = "libvirt" if wait is not None else None
+    if wait is None:
+        wait = counter_delta(prev.sched_delay_ns, cur.sched_delay_ns)
+        source = "schedstat" if wait is not None else None
+    # A thread cannot run and wait on a run queue for longer than the time that passed
+    # (schedstat fields 1 and 2, Documentation/scheduler/sched-stats.rst). When its
+    # counters say it did, the interval is off, not the kernel: libvirt reads each
+    # domain at its own moment of the bulk-stats call while the sample has one stamp,
+    # and under load that call's length varies from tick to tick (lab recordings showed
+    # steal up to 127 %). Their sum is then the better measure of the elapsed time.
+    elapsed_ns = max(dt_s * NS_PER_S, (run or 0) + (wait or 0))
+    cpu_pct = None if run is None or elapsed_ns <= 0 else 100.0 * run / elapsed_ns
+    steal_pct = None if wait is None or elapsed_ns <= 0 else 100.0 * wait / elapsed_ns
     if not kvm:
         return VcpuRates(cur.index, cpu_pct, steal_pct), source
     p, c = prev.kvm, cur.kvm
