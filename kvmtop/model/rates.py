@@ -599,20 +599,9 @@ def _bits(v: float | None) -> float | None:
 
 
 def _nic_rates(prev: NicSample | None, cur: NicSample, dt_s: float) -> NicRates:
-    # Without a previous sample every counter rate is unknown; the RTTs are gauges
-    # over the probe's own window, known at once.
-    if prev is None:
-        return NicRates(
-            name=cur.name,
-            bridge=cur.bridge,
-            switch=cur.switch,
-            addr=cur.addr,
-            rtt_ms=_ms(cur.rtt_ns),
-            rtt_p95_ms=_ms(cur.rtt_p95_ns),
-            host_rtt_ms=_ms(cur.host_rtt_ns),
-            rtt_reason=cur.rtt_reason,
-        )
-    p = prev
+    # Without a previous sample every counter rate is unknown (`_UNKNOWN_NIC`); the
+    # RTTs are gauges over the probe's own window, known at once.
+    p = prev or _UNKNOWN_NIC
     return NicRates(
         name=cur.name,
         bridge=cur.bridge,
@@ -631,6 +620,10 @@ def _nic_rates(prev: NicSample | None, cur: NicSample, dt_s: float) -> NicRates:
         rx_errs_per_s=rate(p.rx_errs, cur.rx_errs, dt_s),
         tx_errs_per_s=rate(p.tx_errs, cur.tx_errs, dt_s),
     )
+
+
+_UNKNOWN_NIC = NicSample(name="")
+"""A previous vNIC sample whose counters are all unknown, so every rate is None."""
 
 
 def _weighted_latencies(
