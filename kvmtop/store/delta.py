@@ -131,6 +131,16 @@ def hollow(doc: dict[str, Any]) -> Shape:
     return Shape(structure, float_slots, ints, [json.dumps(f) for f in floats])
 
 
+def _decimals(values: list[int]) -> str:
+    """Integers as comma-separated decimal text (how rows and references store them)."""
+    return ",".join(map(str, values))
+
+
+def _integers(text: str) -> list[int]:
+    """The integers `_decimals` wrote (raises ValueError on anything else)."""
+    return list(map(int, text.split(","))) if text else []
+
+
 class Reference(NamedTuple):
     """What a block's rows are stored against: its first sample's shape and numbers."""
 
@@ -147,9 +157,8 @@ def pack_reference(shape: Shape) -> bytes:
     parts = shape.parts()
     if parts is None:
         raise ValueError("a shape whose holes cannot be found again has no reference")
-    return "\n".join((json.dumps(parts, separators=(",", ":")),
-                      ",".join(map(str, shape.float_slots)),
-                      ",".join(map(str, shape.ints)))).encode()
+    return "\n".join((json.dumps(parts, separators=(",", ":")), _decimals(shape.float_slots),
+                      _decimals(shape.ints))).encode()
 
 
 def unpack_reference(raw: bytes) -> Reference:
@@ -161,8 +170,7 @@ def unpack_reference(raw: bytes) -> Reference:
     try:
         parts_text, slots_text, ints_text = raw.decode().split("\n")
         parts = json.loads(parts_text)
-        slots = list(map(int, slots_text.split(","))) if slots_text else []
-        ints = list(map(int, ints_text.split(","))) if ints_text else []
+        slots, ints = _integers(slots_text), _integers(ints_text)
     except (UnicodeDecodeError, ValueError):
         raise ValueError("not a block reference") from None
     if (not isinstance(parts, list) or set(map(type, parts)) - {str}
@@ -194,7 +202,8 @@ def differences(order: int, ints: list[int], bases: tuple[list[int], ...]) -> li
     the one before))."""
     if order == 2:
         prev, prev2 = bases
-        return [v - 2 * p + q for v, p, q in zip(ints, prev, prev2, strict=True)]
+        # p + p rather than 2 * p: 13 % faster on counter-sized ints (measured).
+        return [v - p - p + q for v, p, q in zip(ints, prev, prev2, strict=True)]
     return [v - b for v, b in zip(ints, bases[0], strict=True)]
 
 
@@ -208,7 +217,6 @@ def restore(order: int, stored: list[int], bases: tuple[list[int], ...]) -> list
     try:
         if order == 2:
             prev, prev2 = bases
-            # p + p rather than 2 * p: 13 % faster on counter-sized ints (measured).
             return [d + p + p - q for d, p, q in zip(stored, prev, prev2, strict=True)]
         return [d + b for d, b in zip(stored, bases[0], strict=True)]
     except ValueError:
@@ -218,7 +226,7 @@ def restore(order: int, stored: list[int], bases: tuple[list[int], ...]) -> list
 def pack_row(order: int, stored: list[int], floats: list[str],
              compressor: zstandard.ZstdCompressor) -> bytes:
     """A delta row's bytes (see the module doc)."""
-    text = f"{order}\n{','.join(map(str, stored))}\n{','.join(floats)}"
+    text = f"{order}\n{_decimals(stored)}\n{','.join(floats)}"
     return TAG + str(order).encode() + compressor.compress(text.encode())
 
 
@@ -243,8 +251,7 @@ def unpack_row(data: bytes, decompressor: zstandard.ZstdDecompressor
     try:
         order_text, ints_text, floats_text = (
             decompressor.decompress(data[2:]).decode().split("\n"))
-        order = int(order_text)
-        stored = list(map(int, ints_text.split(","))) if ints_text else []
+        order, stored = int(order_text), _integers(ints_text)
     except zstandard.ZstdError as exc:
         raise ValueError(f"zstd: {exc}") from None
     except (UnicodeDecodeError, ValueError):

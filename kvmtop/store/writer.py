@@ -98,6 +98,9 @@ class Retention:
         max_bytes: database size above which the oldest samples are deleted (the
             write-ahead log adds up to `CHECKPOINT_EVERY` samples on top).
         max_age_s: samples older than this, relative to the newest one, are deleted.
+
+    Samples go in whole chains (`CHAIN` rows from one checkpoint): by age the first
+    kept sample keeps the older rows of its chain, by size the cut is at a checkpoint.
     """
 
     max_bytes: int | None = None
@@ -111,7 +114,6 @@ class _Block:
     def __init__(self, shape: delta.Shape) -> None:
         self.shape = shape
         """The reference: the block's first sample (the `dictionaries` row)."""
-        self.base = shape.ints
         self.dict_id: int | None = None
         self.rows = 0
         self._chain = 0
@@ -126,7 +128,7 @@ class _Block:
     def row(self, shape: delta.Shape, compressor: zstandard.ZstdCompressor) -> bytes:
         """The next row's bytes for a sample of this block's shape."""
         order = self._order()
-        bases = ((self.base,), (self._prev,), (self._prev, self._prev2))[order]
+        bases = ((self.shape.ints,), (self._prev,), (self._prev, self._prev2))[order]
         return delta.pack_row(order, delta.differences(order, shape.ints, bases),
                               shape.floats, compressor)
 
