@@ -12,7 +12,7 @@ Rules (../shared/reference/metrics.md §3):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kvmtop.model.frozen import fast_init
@@ -100,10 +100,15 @@ def _sum(values: Iterable[float | None]) -> float | None:
     return sum(known) if known else None
 
 
-def _column_sums(rows: list[tuple[float | None, ...]], width: int) -> list[float | None]:
+def _column_sums(
+    rows: list[tuple[float | None, ...]], width: int
+) -> Sequence[float | None]:
     """`_sum` of each of the `width` columns of `rows` (all None without rows)."""
+    if len(rows) == 1:
+        # Most guests have one disk and one vNIC: `_sum` of one value is that value.
+        return rows[0]
     if not rows:
-        return [None] * width
+        return (None,) * width
     return [_sum(column) for column in zip(*rows, strict=True)]
 
 
@@ -249,10 +254,19 @@ def _vm_stat_rates(
     before = {v.index: v.kvm for v in prev.vcpus}
     pairs = [(before[v.index], v.kvm) for v in cur.vcpus if v.index in before]
     binary: dict[str, float] = {}
-    for name, key in _KVM_STATS:
-        total = _sum([rate(p.get(key), c.get(key), dt_s) for p, c in pairs])
-        if total is not None:
-            binary[name] = total
+    if len(pairs) == 1:
+        # One vCPU (most small guests): its rates are the sums.
+        p, c = pairs[0]
+        binary = {
+            name: r
+            for name, key in _KVM_STATS
+            if (r := rate(p.get(key), c.get(key), dt_s)) is not None
+        }
+    else:
+        for name, key in _KVM_STATS:
+            total = _sum([rate(p.get(key), c.get(key), dt_s) for p, c in pairs])
+            if total is not None:
+                binary[name] = total
     if binary:
         return binary, EXIT_SOURCE_BINARY
     # debugfs vCPU stats are already summed over the VM's vCPUs (kvm_main.c
@@ -745,7 +759,12 @@ def derive_guest(
     if prev is not None:
         r = rate(prev.cpu_time_ns, cur.cpu_time_ns, dt_s)
         cpu_pct = None if r is None else 100.0 * r / NS_PER_S
-    read_ms, write_ms, flush_ms = _weighted_latencies(cur.disks, prev_disks, min_ops)
+    if len(disks) == 1:
+        # Σ Δtimes / Σ Δreqs over one disk is that disk's latency (`latency_ms` gives
+        # None on the same counters going back or missing as `_weighted_latencies`).
+        read_ms, write_ms, flush_ms = disks[0].read_ms, disks[0].write_ms, disks[0].flush_ms
+    else:
+        read_ms, write_ms, flush_ms = _weighted_latencies(cur.disks, prev_disks, min_ops)
     if first:
         for key in ("cpu_pct", "steal_pct", "disk_iops", "disk_read_ms", "disk_write_ms",
                     "net_rx_bps"):
