@@ -113,6 +113,8 @@ def domain_state_name(state: int | None) -> str:
 
 
 Getter = Callable[[Any], tuple[Any, ...]]
+_Parse = Callable[..., GuestSample]
+"""A plan's `parse(values, uuid, name, dom_id, parser, balloon)`."""
 
 
 def _getter(items: Sequence[Any]) -> Getter:
@@ -123,11 +125,6 @@ def _getter(items: Sequence[Any]) -> Getter:
         first = items[0]
         return lambda values: (values[first],)
     return lambda _values: ()
-
-
-def _kvm_dict(names: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, int]:
-    """KVM stats by "<name>.<type>"; `int()` makes booleans 0/1 (and keeps ints)."""
-    return dict(zip(names, map(int, values), strict=True))
 
 
 def _split_indexed(
@@ -159,10 +156,13 @@ class _Plan:
 
     libvirt sends the same keys with the same types tick after tick (a typed
     parameter list per domain; keys change only when a device or a stats group comes
-    or goes), so each key is split and each value's type checked once, here. Reading
-    a record is then one `itemgetter` over its dict and, per device, one `itemgetter`
-    over those values (position `self._none` holds None: a stat libvirt did not
-    send, or sent with a type the field does not take, stays None).
+    or goes), so each key is split and each value's type checked once, here, and the
+    plan writes a `parse` function for records of exactly this layout: straight-line
+    code that reads each field at its position and builds the sample (as `dataclasses`
+    and `kvmtop.store.codec` generate code). At 500 guests this halves the parse.
+    `fits` guarantees a record has the plan's keys and types, so a position the plan
+    took for an integer holds one; a stat libvirt did not send, or sent with a type
+    the field does not take, is the literal None in that code.
     """
 
     def __init__(self, stats: Mapping[str, Any]) -> None:
@@ -171,94 +171,69 @@ class _Plan:
         self.values = _getter(keys)
         self.types = tuple(map(type, self.values(stats)))
         self._none = len(keys)
-        indexed, vm = _split_indexed(keys)
-        at = {key: i for i, key in enumerate(keys)}
-        self._state = self._int(at.get("state.state"))
-        self._guest = _getter([self._int(at.get(k)) for k in _GUEST_KEYS.values()])
-        self._vcpus = tuple(
-            (index, self._fields(_VCPU_KEYS, fields), *self._kvm(fields))
-            for index, fields in sorted(indexed["vcpu"].items())
-        )
-        # A block or net entry without a (string) name is not a device.
-        self._disks = tuple(
-            self._fields(_DISK_KEYS, fields)
-            for _, fields in sorted(indexed["block"].items())
-            if self._str(fields.get("name")) != self._none
-        )
-        self._nics = tuple(
-            self._fields(_NIC_KEYS, fields)
-            for _, fields in sorted(indexed["net"].items())
-            if self._str(fields.get("name")) != self._none
-        )
-        balloon = {k.removeprefix("balloon."): i for k, i in at.items()
-                   if k.startswith("balloon.")}
-        self._balloon = self._fields(_BALLOON_KEYS, balloon) if balloon else None
-        self._vm = self._kvm(vm)
+        self.parse: _Parse = self._compile(keys)
 
     def fits(self, stats: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The record's values (and a None) in plan order, or None when the record
-        has other keys or value types than the plan was made for."""
+        """The record's values in plan order, or None when the record has other keys
+        or value types than the plan was made for."""
         if stats.keys() != self.keys:
             return None
         values: tuple[Any, ...] = self.values(stats)
         if tuple(map(type, values)) != self.types:
             return None
-        return (*values, None)
+        return values
 
-    def _int(self, position: int | None) -> int:
-        """`position` when it holds an integer stat, else the None position."""
+    def _int(self, position: int | None) -> str:
+        """Code reading an integer stat at `position` (None when it holds none)."""
         ok = position is not None and _is_int(self.types[position])
-        return position if ok and position is not None else self._none
+        return f"v[{position}]" if ok else "None"
 
-    def _str(self, position: int | None) -> int:
-        """`position` when it holds a string, else the None position."""
+    def _str(self, position: int | None) -> str:
+        """Code reading a string at `position` (None when it holds none)."""
         ok = position is not None and issubclass(self.types[position], str)
-        return position if ok and position is not None else self._none
+        return f"v[{position}]" if ok else "None"
 
-    def _fields(self, table: Mapping[str, str], fields: Mapping[str, int]) -> Getter:
-        """The values of `table`'s fields, in its order, from one entry's keys."""
-        return _getter([
+    def _fields(self, table: Mapping[str, str], fields: Mapping[str, int]) -> list[str]:
+        """Code reading `table`'s fields, in its order, from one entry's keys."""
+        return [
             (self._str if name in _STR_FIELDS else self._int)(fields.get(key))
             for name, key in table.items()
-        ])
+        ]
 
-    def _kvm(self, fields: Mapping[str, int]) -> tuple[tuple[str, ...], Getter]:
-        """Names and getter of the `<name>.<sum|cur|max>` integer entries.
+    def _kvm(self, fields: Mapping[str, int]) -> str:
+        """A dict literal of the `<name>.<sum|cur|max>` integer entries.
 
         Boolean stats (KVM_STATS_UNIT_BOOLEAN: `blocking`, `guest_mode`, which QEMU
-        7.2 query-stats and libvirt 9.0 hand over as booleans) are kept (and made
-        0/1 by `_kvm_dict`). Histograms (halt_wait_hist ...) and any other
-        non-integer value are skipped.
+        7.2 query-stats and libvirt 9.0 hand over as booleans) are kept as 0/1.
+        Histograms (halt_wait_hist ...) and any other non-integer value are skipped.
         """
-        names = []
-        positions = []
+        entries = []
         for key, position in fields.items():
             name, dot, kind = key.rpartition(".")
-            if dot and name and kind in KVM_STAT_TYPES and issubclass(self.types[position], int):
-                names.append(key)
-                positions.append(position)
-        return tuple(names), _getter(positions)
+            value_type = self.types[position]
+            if dot and name and kind in KVM_STAT_TYPES and issubclass(value_type, int):
+                value = f"v[{position}]" if value_type is int else f"int(v[{position}])"
+                # repr() of a str is a Python literal of it, whatever libvirt sent.
+                entries.append(f"{key!r}: {value}")
+        return "{" + ", ".join(entries) + "}"
 
-    def parse(
-        self,
-        values: tuple[Any, ...],
-        uuid: str,
-        name: str,
-        dom_id: int | None,
-        parser: DomainStatsParser,
-        balloon: BalloonSample | None,
-    ) -> GuestSample:
-        """The sample of one record whose `values` came from `fits`; `balloon`, when
-        not None, stands for the record's balloon group."""
-        links = parser.links
-        vcpus: list[VcpuSample] = []
-        for index, head, names, kvm in self._vcpus:
-            state, time_ns, delay_ns = head(values)
-            vcpus.append(
-                VcpuSample(index, state, time_ns, delay_ns, kvm=_kvm_dict(names, kvm(values)))
-            )
-        disks: list[DiskSample] = []
-        seen: set[str] = set()
+    def _compile(self, keys: tuple[str, ...]) -> _Parse:
+        """The `parse` function of this layout (see the class docstring)."""
+        indexed, vm = _split_indexed(keys)
+        at = {key: i for i, key in enumerate(keys)}
+        body = ["links = parser.links"]
+        vcpus = [
+            f"VcpuSample({index}, {', '.join(self._fields(_VCPU_KEYS, fields))}, "
+            f"kvm={self._kvm(fields)})"
+            for index, fields in sorted(indexed["vcpu"].items())
+        ]
+        body.append(f"vcpus = ({''.join(f'{c}, ' for c in vcpus)})")
+        # A block or net entry without a (string) name is not a device.
+        disk_entries = [
+            self._fields(_DISK_KEYS, fields)
+            for _, fields in sorted(indexed["block"].items())
+            if self._str(fields.get("name")) != "None"
+        ]
         # The disks themselves, not their backing images: the first entry per name.
         # `backingIndex` cannot tell them apart: it is the storage source's index
         # (`<source index='N'>`), which is non-zero for the top image too since
@@ -266,45 +241,60 @@ class _Plan:
         # plain disk even without VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING; measured
         # in the lab). libvirt's qemuDomainGetStatsBlockExportDisk walks each disk
         # from the top down the chain, so the top entry of a disk always comes first.
-        for disk in self._disks:
-            target, path, *counters = disk(values)
-            if target not in seen:
-                seen.add(target)
-                if path is None:
-                    path = links.disk_sources.get(target)
-                disks.append(DiskSample(target, path, None, *counters))
-        nics = tuple(
-            NicSample(nic_name, *links.nic_switches.get(nic_name, _NO_SWITCH), *counters)
-            for nic_name, *counters in (nic(values) for nic in self._nics)
+        body.append("disks = []")
+        for target, path, *counters in disk_entries:
+            source = f"links.disk_sources.get({target})"
+            if path != "None":
+                source = f"{source} if {path} is None else {path}"
+            add = f"disks.append(DiskSample({target}, {source}, None, {', '.join(counters)}))"
+            if len(disk_entries) == 1:
+                body.append(add)
+            else:
+                body += [f"if {target} not in disks_seen:", f"    disks_seen.add({target})",
+                         f"    {add}"]
+        if len(disk_entries) > 1:
+            body.insert(body.index("disks = []") + 1, "disks_seen = set()")
+        nics = [
+            f"NicSample({nic_name}, *links.nic_switches.get({nic_name}, _NO_SWITCH), "
+            f"{', '.join(counters)})"
+            for nic_name, *counters in (
+                self._fields(_NIC_KEYS, fields)
+                for _, fields in sorted(indexed["net"].items())
+                if self._str(fields.get("name")) != "None"
+            )
+        ]
+        body.append(f"nics = ({''.join(f'{n}, ' for n in nics)})")
+        balloon = {k.removeprefix("balloon."): i for k, i in at.items()
+                   if k.startswith("balloon.")}
+        if balloon:
+            values = [
+                f"{code} * {_KIB}" if code != "None" and f in _BALLOON_KIB else code
+                for f, code in zip(_BALLOON_KEYS, self._fields(_BALLOON_KEYS, balloon),
+                                   strict=True)
+            ]
+            body += ["if balloon is None:", f"    balloon = BalloonSample({', '.join(values)})"]
+        guest = ", ".join(
+            f"{f}={self._int(at.get(k))}" for f, k in _GUEST_KEYS.items()
         )
-        if balloon is None and self._balloon is not None:
-            balloon = BalloonSample(*(
-                v * _KIB if v is not None and f in _BALLOON_KIB else v
-                for f, v in zip(_BALLOON_KEYS, self._balloon(values), strict=True)
-            ))
-        reason, vcpus_current, vcpus_maximum, cpu_time, cpu_user, cpu_system = self._guest(values)
-        vm_names, vm_kvm = self._vm
-        return GuestSample(
-            uuid=uuid,
-            name=name,
-            dom_id=dom_id,
-            state=domain_state_name(values[self._state]),
-            state_reason=reason,
-            accel=links.accel,
-            pid=parser.pid,
-            vcpus=tuple(vcpus),
-            disks=tuple(disks),
-            nics=nics,
-            balloon=balloon,
-            vcpus_current=vcpus_current,
-            vcpus_maximum=vcpus_maximum,
-            cpu_time_ns=cpu_time,
-            cpu_user_ns=cpu_user,
-            cpu_system_ns=cpu_system,
-            vm_kvm=_kvm_dict(vm_names, vm_kvm(values)),
-            max_memory_bytes=links.max_memory_bytes,
-            balloon_period_s=links.balloon_period_s,
+        body.append(
+            "return GuestSample(uuid=uuid, name=name, dom_id=dom_id, "
+            f"state=domain_state_name({self._int(at.get('state.state'))}), {guest}, "
+            "accel=links.accel, pid=parser.pid, vcpus=vcpus, disks=tuple(disks), nics=nics, "
+            f"balloon=balloon, vm_kvm={self._kvm(vm)}, "
+            "max_memory_bytes=links.max_memory_bytes, "
+            "balloon_period_s=links.balloon_period_s)"
         )
+        source = "def parse(v, uuid, name, dom_id, parser, balloon):\n" + "".join(
+            f"    {line}\n" for line in body
+        )
+        env: dict[str, Any] = {
+            "VcpuSample": VcpuSample, "DiskSample": DiskSample, "NicSample": NicSample,
+            "BalloonSample": BalloonSample, "GuestSample": GuestSample,
+            "domain_state_name": domain_state_name, "_NO_SWITCH": _NO_SWITCH,
+        }
+        exec(compile(source, "<libvirt stats plan>", "exec"), env)
+        parse: _Parse = env["parse"]
+        return parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,7 +382,7 @@ class DomainStatsParser:
         plan = _Plan(stats)
         self._plans.insert(0, plan)
         del self._plans[_PLANS_PER_DOMAIN:]
-        return plan, (*plan.values(stats), None)
+        return plan, plan.values(stats)
 
 
 def parse_balloon(stats: Mapping[str, Any]) -> BalloonSample | None:
