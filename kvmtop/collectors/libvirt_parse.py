@@ -167,18 +167,22 @@ class _Plan:
 
     def __init__(self, stats: Mapping[str, Any]) -> None:
         keys = tuple(stats)
-        self.keys = frozenset(keys)
+        self._count = len(keys)
         self.values = _getter(keys)
         self.types = tuple(map(type, self.values(stats)))
-        self._none = len(keys)
         self.parse: _Parse = self._compile(keys)
 
     def fits(self, stats: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The record's values in plan order, or None when the record has other keys
         or value types than the plan was made for."""
-        if stats.keys() != self.keys:
+        # As many keys as the plan's, and every key of the plan present: the same
+        # keys (cheaper than comparing the key sets).
+        if len(stats) != self._count:
             return None
-        values: tuple[Any, ...] = self.values(stats)
+        try:
+            values: tuple[Any, ...] = self.values(stats)
+        except KeyError:
+            return None
         if tuple(map(type, values)) != self.types:
             return None
         return values

@@ -503,6 +503,11 @@ def test_parser_follows_changing_records() -> None:
         base | {"cpu.time": "30"},
         base | {"block.0.name": "vdc", "cpu.time": 40},
         base,
+        # As many keys as `base`, one of them another: a plan is by key set.
+        {k.replace("rd.reqs", "wr.reqs"): v for k, v in base.items()},
+        # The generated code reads positions: a record with the same keys in
+        # another order reads each field from its own key.
+        dict(reversed(base.items())),
     ]
     parser = DomainStatsParser(DomainLinks(accel="kvm"), 1234)
     for stats in records:
