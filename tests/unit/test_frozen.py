@@ -41,3 +41,25 @@ def test_only_frozen_slotted_dataclasses() -> None:
 
     with pytest.raises(TypeError):
         fast_init(Mutable)
+
+
+def test_built_instances_are_of_the_class_and_hash_as_dataclasses() -> None:
+    p = Point("a", 2, {"k": 1})
+    assert type(p) is Point
+    assert Point("a", 2) == Point("a", 2)
+    with pytest.raises(TypeError, match="unhashable type: 'dict'"):
+        hash(p)  # the dataclass's own __hash__: over the fields, and tags is a dict
+    assert repr(Point("a")) == "Point(name='a', x=0, tags={})"
+
+
+def test_no_base_classes() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        x: int
+
+    @dataclass(frozen=True, slots=True)
+    class Derived(Base):
+        y: int
+
+    with pytest.raises(TypeError, match="derives"):
+        fast_init(Derived)
