@@ -152,8 +152,17 @@ def host_baseline(host: HostRates) -> dict[str, float]:
 
 
 def known(values: Mapping[str, float | None]) -> dict[str, float]:
-    """The entries whose value is known, rounded for display and JSON."""
-    return {k: round(v, 3) for k, v in values.items() if v is not None}
+    """The entries whose value is known, rounded for display and JSON.
+
+    A whole float is kept as it is: rounding returns it unchanged, and `round(v, 3)`
+    (a decimal conversion each way) is the costliest step of the many evidence dicts
+    built per tick, most of them holding counts and zeros.
+    """
+    return {
+        k: v if v.__class__ is float and v.is_integer() else round(v, 3)
+        for k, v in values.items()
+        if v is not None
+    }
 
 
 def thread_cpu_pct(guest: GuestView, kind: str, dt_s: float | None) -> float | None:

@@ -18,11 +18,12 @@ Attribution [I §5.1], first match wins:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kvmtop.detectors.base import GuestView, Observation, Tick, known
 from kvmtop.detectors.settings import DetectorSettings, StealSettings
 from kvmtop.model.rates import counter_delta, rate
+from kvmtop.model.sample import VcpuSample
 
 ID = "steal"
 PAUSE_REASONS = ("kvm_exit:PAUSE_INSTRUCTION", "kvm_exit:pause")
@@ -30,15 +31,19 @@ OTHERS_SHOWN = 3
 """Other stealing guests named in an over-commit message."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Level:
-    """One guest's steal this tick over its busy vCPUs."""
+class _Level(NamedTuple):
+    """One guest's steal this tick over its busy vCPUs (a tuple: built per guest per
+    tick, and cheaper than a frozen dataclass)."""
 
     mean: float
     max: float
     worst_vcpu: int
     busy: int
     cpus: frozenset[int]
+
+
+_IDLE = _Level(0.0, 0.0, -1, 0, frozenset())
+"""The level of a guest whose vCPUs all have steal figures under the idle guard."""
 
 
 def _level(g: GuestView, s: StealSettings, ncpu: int) -> _Level | None:
@@ -52,14 +57,19 @@ def _level(g: GuestView, s: StealSettings, ncpu: int) -> _Level | None:
     steals: list[tuple[float, int]] = []
     cpus: set[int] = set()
     any_known = False
-    by_index = {v.index: v for v in g.sample.vcpus}
+    by_index: dict[int, VcpuSample] | None = None
+    guard = s.idle_guard_pct
     for v in g.rates.vcpu:
-        if v.steal_pct is None:
+        steal = v.steal_pct
+        if steal is None:
             continue
         any_known = True
-        if (v.cpu_pct or 0.0) + v.steal_pct < s.idle_guard_pct:
+        if (v.cpu_pct or 0.0) + steal < guard:
             continue
-        steals.append((v.steal_pct, v.index))
+        steals.append((steal, v.index))
+        if by_index is None:
+            # Only for guests with a busy vCPU (most guests are idle).
+            by_index = {x.index: x for x in g.sample.vcpus}
         sample = by_index.get(v.index)
         affinity = sample.affinity if sample is not None else None
         if affinity is not None and (ncpu <= 0 or len(set(affinity)) < ncpu):
@@ -67,9 +77,9 @@ def _level(g: GuestView, s: StealSettings, ncpu: int) -> _Level | None:
     if not any_known:
         return None
     if not steals:
-        return _Level(0.0, 0.0, -1, 0, frozenset())
+        return _IDLE
     worst, index = max(steals)
-    mean = sum(v for v, _ in steals) / len(steals)
+    mean = sum([v for v, _ in steals]) / len(steals)
     return _Level(mean, worst, index, len(steals), frozenset(cpus))
 
 
@@ -96,6 +106,48 @@ def _pause_per_vcpu(g: GuestView, dt_s: float | None) -> float | None:
     if total is None:
         return None
     return total / max(len(g.sample.vcpus), 1)
+
+
+class _Round:
+    """What the verdicts of one tick share: every guest's level, the stealing ones,
+    the first of them by name, and the over-commit text most of them get."""
+
+    __slots__ = ("_overcommit", "_top_uuids", "levels", "psi", "stealing", "top")
+
+    def __init__(
+        self, tick: Tick, levels: dict[str, tuple[GuestView, _Level]], stealing: set[str]
+    ) -> None:
+        self.levels = levels
+        self.stealing = stealing
+        # Sorted once per tick, not once per stealing guest: on a contended host with
+        # hundreds of guests every guest steals, and per-guest sorting is O(n² log n).
+        self.top = sorted((levels[u][0].name, u) for u in stealing)[: OTHERS_SHOWN + 1]
+        self._top_uuids = {u for _, u in self.top}
+        self.psi = tick.host.psi_cpu_some_pct
+        self._overcommit: str | None = None
+
+    def others(self, uuid: str) -> list[str]:
+        """The first stealing guests' names other than `uuid`'s (it is stealing)."""
+        return [name for name, u in self.top if u != uuid][:OTHERS_SHOWN]
+
+    def overcommit(self, uuid: str) -> str:
+        """The host over-commit cause for a stealing guest."""
+        if uuid in self._top_uuids:
+            return self._overcommit_text(self.others(uuid))
+        # Every guest outside the first names sees the same ones: on a contended
+        # host with hundreds of stealing guests the text is built once per tick.
+        if self._overcommit is None:
+            self._overcommit = self._overcommit_text(self.others(uuid))
+        return self._overcommit
+
+    def _overcommit_text(self, others: list[str]) -> str:
+        """The over-commit cause naming `others` and the host PSI."""
+        parts = []
+        if others:
+            parts.append(f"{len(self.stealing) - 1} other guest(s) stealing: {', '.join(others)}")
+        if self.psi is not None:
+            parts.append(f"host PSI cpu {self.psi:.0f}%")
+        return "host CPU over-commit (" + "; ".join(parts) + ")"
 
 
 class Steal:
@@ -125,47 +177,36 @@ class Steal:
             for uuid, (g, lv) in levels.items()
             if lv.mean >= g.settings.steal.warn_mean_pct or lv.max >= g.settings.steal.warn_max_pct
         }
-        # Sorted once per tick, not once per stealing guest: on a contended host with
-        # hundreds of guests every guest steals, and per-guest sorting is O(n² log n).
-        ranked = sorted((levels[u][0].name, u) for u in stealing)
+        rnd = _Round(tick, levels, stealing)
         for uuid, (g, lv) in levels.items():
-            obs = self._verdict(tick, g, lv, uuid in stealing, stealing, levels, ranked)
+            obs = self._verdict(tick, rnd, uuid, g, lv)
             if obs is not None:
                 yield obs
 
     def _verdict(
-        self,
-        tick: Tick,
-        g: GuestView,
-        lv: _Level,
-        bad: bool,
-        stealing: set[str],
-        levels: dict[str, tuple[GuestView, _Level]],
-        ranked: list[tuple[str, str]],
+        self, tick: Tick, rnd: _Round, uuid: str, g: GuestView, lv: _Level
     ) -> Observation | None:
         """The verdict on one guest; None for a good one that changes nothing."""
         s = g.settings.steal
-        if lv.max >= s.crit_max_pct:
-            since = self._high_since.setdefault(g.uuid, tick.wall_s)
+        wall_s = tick.wall_s
+        high = lv.max >= s.crit_max_pct
+        if high:
+            since = self._high_since.setdefault(uuid, wall_s)
         else:
-            self._high_since.pop(g.uuid, None)
-            since = tick.wall_s
-        sustained = tick.wall_s - since
-        critical = lv.mean >= s.crit_mean_pct or (
-            lv.max >= s.crit_max_pct and sustained >= s.crit_sustain_s
-        )
-        if not bad:
-            if not tick.tracking(ID, g.uuid):
+            self._high_since.pop(uuid, None)
+            since = wall_s
+        name = g.name
+        if uuid not in rnd.stealing:
+            if not tick.tracking(ID, uuid):
                 return None
             # Good observations carry no evidence: the engine only keeps bad ones.
-            return Observation(g.uuid, False, g.uuid, g.name, s.raise_after, s.clear_after,
-                               guest=g.name, guest_uuid=g.uuid)
+            return Observation(uuid, False, uuid, name, s.raise_after, s.clear_after,
+                               guest=name, guest_uuid=uuid)
+        sustained = wall_s - since
+        critical = lv.mean >= s.crit_mean_pct or (high and sustained >= s.crit_sustain_s)
         throttled = _throttled_pct(g)
         pause = _pause_per_vcpu(g, tick.dt_s)
-        psi = tick.host.psi_cpu_some_pct
-        # The first names other than this guest's (it is among them: it is bad).
-        others = [name for name, u in ranked[:OTHERS_SHOWN + 1] if u != g.uuid][:OTHERS_SHOWN]
-        cause = self._cause(g, lv, s, throttled, pause, psi, others, stealing, levels)
+        cause = self._cause(rnd, uuid, lv, s, throttled, pause)
         evidence = known(
             {
                 "steal_mean_pct": lv.mean,
@@ -173,8 +214,8 @@ class Steal:
                 "worst_vcpu": float(lv.worst_vcpu) if lv.worst_vcpu >= 0 else None,
                 "busy_vcpus": float(lv.busy),
                 "cpu_pct": g.rates.cpu_pct,
-                "high_for_s": sustained if lv.max >= s.crit_max_pct else None,
-                "guests_stealing": float(len(stealing)),
+                "high_for_s": sustained if high else None,
+                "guests_stealing": float(len(rnd.stealing)),
                 "throttled_pct": throttled,
                 "pause_exits_per_vcpu_s": pause,
             }
@@ -182,52 +223,39 @@ class Steal:
         message = (
             f"steal max {lv.max:.0f}% (vCPU {lv.worst_vcpu}), mean {lv.mean:.0f}%: {cause}"
         )
+        # Positional (key, bad, subject, subject_name, raise_after, clear_after, guest,
+        # guest_uuid, severity, message, evidence, baseline): one per stealing guest
+        # per tick, and keywords cost half as much again.
         return Observation(
-            key=g.uuid,
-            bad=True,
-            subject=g.uuid,
-            subject_name=g.name,
-            guest=g.name,
-            guest_uuid=g.uuid,
-            raise_after=s.raise_after,
-            clear_after=s.clear_after,
-            severity="critical" if critical else "warning",
-            message=message,
-            evidence=evidence,
-            baseline=dict(tick.baseline),
+            uuid, True, uuid, name, s.raise_after, s.clear_after, name, uuid,
+            "critical" if critical else "warning", message, evidence, dict(tick.baseline),
         )
 
     @staticmethod
     def _cause(
-        g: GuestView,
+        rnd: _Round,
+        uuid: str,
         lv: _Level,
         s: StealSettings,
         throttled: float | None,
         pause: float | None,
-        psi: float | None,
-        others: list[str],
-        stealing: set[str],
-        levels: dict[str, tuple[GuestView, _Level]],
     ) -> str:
         """The most specific explanation the evidence supports."""
         if throttled is not None and throttled >= s.throttled_pct:
             return f"its own CPU quota ({throttled:.0f}% of periods throttled; <cputune>)"
         if lv.cpus:
+            levels = rnd.levels
             sharing = sorted(
                 levels[u][0].name
-                for u in stealing
-                if u != g.uuid and levels[u][1].cpus & lv.cpus
+                for u in rnd.stealing
+                if u != uuid and levels[u][1].cpus & lv.cpus
             )
             if sharing:
                 cpus = ",".join(str(c) for c in sorted(lv.cpus))
                 return f"pinning collision on CPU {cpus} with {', '.join(sharing)}"
         if pause is not None and pause >= s.pause_exits_per_vcpu:
             return f"lock-holder preemption ({pause:.0f} PAUSE exits/s per vCPU)"
-        if (psi is not None and psi >= s.host_psi_cpu_pct) or len(stealing) >= s.many_guests:
-            parts = []
-            if others:
-                parts.append(f"{len(stealing) - 1} other guest(s) stealing: {', '.join(others)}")
-            if psi is not None:
-                parts.append(f"host PSI cpu {psi:.0f}%")
-            return "host CPU over-commit (" + "; ".join(parts) + ")"
+        psi = rnd.psi
+        if (psi is not None and psi >= s.host_psi_cpu_pct) or len(rnd.stealing) >= s.many_guests:
+            return rnd.overcommit(uuid)
         return "CPU contention on the host"
