@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kvmtop.model.frozen import fast_init
+
 SEVERITIES = ("info", "warning", "critical")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One problem a detector raised.
