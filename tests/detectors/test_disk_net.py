@@ -71,6 +71,17 @@ def test_disk_latency_few_requests_still_raise_when_accumulated() -> None:
     assert found and "(20 reqs in 4 s;" in found[0].message
 
 
+def test_disk_latency_judges_an_idle_disk_while_requests_are_pending() -> None:
+    """A disk that completes nothing this tick is still judged while the requests of
+    the last ticks are within `accumulate_s` (idle disks are skipped only when
+    nothing is pending)."""
+    w = disk_world(60.0, iops=5.0)
+    assert not active(w.run(3), "disk_latency")  # one bad verdict: 20 reqs in 4 s
+    w.guest("d").disks[0].rd_iops = 0.0
+    found = active(w.run(2), "disk_latency")  # the same 20 reqs, judged twice more
+    assert found and "(20 reqs in 8 s;" in found[0].message, found
+
+
 def test_disk_latency_crit_and_flush_only_hint() -> None:
     found = active(disk_world(150.0).run(5), "disk_latency")
     assert found[0].severity == "critical"
