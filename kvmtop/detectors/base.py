@@ -10,9 +10,9 @@ wall time.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.model.frozen import fast_init
@@ -23,6 +23,9 @@ NS_PER_S = 1_000_000_000
 MIB = float(1 << 20)
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+A = TypeVar("A")
+T = TypeVar("T")
 
 @fast_init
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ class Tick:
         baseline: host context attached to every finding (PSI shares, CPU busy).
         tracked: the (detector id, observation key) pairs the engine keeps
             hysteresis state for (see `tracking`).
+        memo: values computed once per tick for several detectors (see `shared`).
     """
 
     wall_s: float
@@ -77,6 +81,9 @@ class Tick:
     settings: DetectorSettings
     baseline: Mapping[str, float]
     tracked: Container[tuple[str, str]]
+    memo: dict[Callable[..., Any], tuple[object, Any]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def host(self) -> HostRates:
@@ -88,6 +95,16 @@ class Tick:
         raised finding for it. A good verdict on any other subject changes nothing
         (the engine keeps no state for it), so detectors leave those out."""
         return (detector, key) in self.tracked
+
+    def shared(self, fn: Callable[[Tick, A], T], arg: A) -> T:
+        """`fn(self, arg)`, computed once per tick for every detector asking with the
+        same `arg` object (e.g. the switch topology both network detectors read)."""
+        hit = self.memo.get(fn)
+        if hit is not None and hit[0] is arg:
+            return cast(T, hit[1])
+        value = fn(self, arg)
+        self.memo[fn] = (arg, value)
+        return value
 
 
 @fast_init

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 
 from kvmtop.detectors.base import Observation, Tick, fmt_rate, known, thread_cpu_pct
 from kvmtop.detectors.settings import DetectorSettings
-from kvmtop.detectors.topology import build, drop_ratio_pct
-from kvmtop.detectors.vswitch_saturation import dropping_nics
+from kvmtop.detectors.topology import drop_ratio_pct
+from kvmtop.detectors.vswitch_saturation import network
 
 ID = "vnic_drops"
 
@@ -39,18 +39,19 @@ class VnicDrops:
         """One verdict per guest vNIC with drop counters this tick."""
         if tick.dt_s is None:
             return
-        topo = build(tick.sample, self._vswitch)
-        dropping = dropping_nics(tick, self._vswitch.guest_drop_ratio_pct)
+        net = tick.shared(network, self._vswitch)
+        topo, dropping = net.topology, net.dropping
         shared: set[str] = set()
         for name, sw in topo.switches.items():
             guests = {uuid for uuid, _, nic in sw.guests if (uuid, nic) in dropping}
             if len(guests) >= self._vswitch.guests_dropping:
                 shared.add(name)
         for g in tick.guests:
-            if not g.settings.enabled(ID):
+            if not g.rates.nics or not g.settings.enabled(ID):
                 continue
             s = g.settings.vnic_drops
-            vhost = thread_cpu_pct(g, "vhost", tick.dt_s)
+            vhost: float | None = None
+            vhost_read = False
             for nic in g.rates.nics:
                 if nic.rx_drops_per_s is None and nic.tx_drops_per_s is None:
                     continue
@@ -68,6 +69,11 @@ class VnicDrops:
                         yield Observation(key, False, nic.name, nic.name, s.raise_after,
                                           s.clear_after, guest=g.name, guest_uuid=g.uuid)
                     continue
+                if not vhost_read:
+                    # Only a bad verdict shows the vhost threads' CPU: read it then,
+                    # not for every guest on every tick.
+                    vhost = thread_cpu_pct(g, "vhost", tick.dt_s)
+                    vhost_read = True
                 parts = []
                 if rx_bad and ratio is not None:
                     context = [f"steal max {g.rates.steal_max_pct:.0f}%"] if (

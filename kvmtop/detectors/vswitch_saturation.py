@@ -22,11 +22,13 @@ alone. The finding names the switch and the guests behind it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from kvmtop.detectors.base import Observation, Tick, fmt_rate, known
 from kvmtop.detectors.settings import DetectorSettings, VswitchSettings
 from kvmtop.detectors.topology import (
     Switch,
+    Topology,
     build,
     drop_ratio_pct,
     guest_names,
@@ -48,10 +50,27 @@ def dropping_nics(tick: Tick, ratio_pct: float) -> dict[tuple[str, str], tuple[f
     result: dict[tuple[str, str], tuple[float, float]] = {}
     for g in tick.guests:
         for nic in g.rates.nics:
+            if not nic.rx_drops_per_s:
+                continue  # most vNICs drop nothing: no ratio to compute
             ratio = drop_ratio_pct(nic.rx_drops_per_s, nic.rx_pps)
-            if nic.rx_drops_per_s and ratio is not None and ratio > ratio_pct:
+            if ratio is not None and ratio > ratio_pct:
                 result[(g.uuid, nic.name)] = (nic.rx_drops_per_s, ratio)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """The switches of one tick and the guest vNICs dropping RX (see `network`)."""
+
+    topology: Topology
+    dropping: dict[tuple[str, str], tuple[float, float]]
+
+
+def network(tick: Tick, s: VswitchSettings) -> Network:
+    """The topology of this tick's sample and the vNICs dropping above
+    `s.guest_drop_ratio_pct`. Both network detectors read it: get it with
+    `tick.shared(network, s)` so it is built once per tick."""
+    return Network(build(tick.sample, s), dropping_nics(tick, s.guest_drop_ratio_pct))
 
 
 class VswitchSaturation:
@@ -77,11 +96,12 @@ class VswitchSaturation:
         if tick.dt_s is None or tick.sample.host is None or tick.prev is None:
             return
         s = self.settings
-        topo = build(tick.sample, s)
+        net = tick.shared(network, s)
+        topo = net.topology
         if not topo.switches:
             return
         nets = {n.name: n for n in tick.host.nets}
-        dropping = dropping_nics(tick, s.guest_drop_ratio_pct)
+        dropping = net.dropping
         softnet = tick.host.softnet_drops_per_s
         busiest: str | None = None
         if softnet is not None and softnet > s.softnet_drops_per_s:
