@@ -80,10 +80,15 @@ class MemoryLeak:
 
     def observe(self, tick: Tick) -> Iterable[Observation]:
         """Freshness verdicts every tick; a trend verdict when an evaluation is due."""
+        out: list[Observation] = []
         for g in tick.guests:
-            if not g.settings.enabled(ID):
-                continue
-            yield from self._guest(tick, g, g.settings.memory_leak)
+            if g.settings.enabled(ID):
+                self._guest(tick, g, g.settings.memory_leak, out)
+                if out:
+                    # Guest by guest, as a generator per guest did: the engine counts
+                    # them before the next guest's `tick.tracking` checks.
+                    yield from out
+                    out.clear()
 
     @staticmethod
     def _obs(
@@ -99,21 +104,13 @@ class MemoryLeak:
         immediate: bool = False,
     ) -> Observation:
         """An observation about this guest; `kind` is "trend" or "data" (freshness)."""
+        uuid, name = g.uuid, g.name
+        # Positional (key, bad, subject, subject_name, raise_after, clear_after, guest,
+        # guest_uuid, severity, message, evidence, baseline, immediate, hold_s): a
+        # guest without stats gets one every tick, and keywords cost half again.
         return Observation(
-            key=f"{g.uuid}:{kind}",
-            bad=bad,
-            subject=g.uuid,
-            subject_name=g.name,
-            guest=g.name,
-            guest_uuid=g.uuid,
-            raise_after=s.raise_after,
-            clear_after=s.clear_after,
-            hold_s=s.hold_s,
-            severity=severity,
-            message=message,
-            evidence=evidence or {},
-            baseline=baseline or {},
-            immediate=immediate,
+            f"{uuid}:{kind}", bad, uuid, name, s.raise_after, s.clear_after, name, uuid,
+            severity, message, evidence or {}, baseline or {}, immediate, s.hold_s,
         )
 
     def _data(self, g: GuestView, s: MemoryLeakSettings, problem: str | None) -> Observation:
@@ -124,13 +121,17 @@ class MemoryLeak:
         )
 
     def _trend_off(
-        self, tick: Tick, g: GuestView, s: MemoryLeakSettings
-    ) -> Iterable[Observation]:
+        self, tick: Tick, g: GuestView, s: MemoryLeakSettings, out: list[Observation]
+    ) -> None:
         """A good trend verdict at once (the series restarts), when it clears something."""
         if tick.tracking(ID, f"{g.uuid}:trend"):
-            yield self._obs(g, s, "trend", False, immediate=True)
+            out.append(self._obs(g, s, "trend", False, immediate=True))
 
-    def _guest(self, tick: Tick, g: GuestView, s: MemoryLeakSettings) -> Iterable[Observation]:
+    def _guest(
+        self, tick: Tick, g: GuestView, s: MemoryLeakSettings, out: list[Observation]
+    ) -> None:
+        """Append this guest's observations to `out` (a list, not a generator per guest
+        per tick: most guests have nothing to say)."""
         state = self._guests.get(g.uuid)
         if state is None:
             bucket = s.min_duration_s / (2 * s.min_points)
@@ -152,19 +153,19 @@ class MemoryLeak:
                 else "balloon reports no guest memory stats (stats period unset?)"
             )
             state.series.clear()
-            yield self._data(g, s, f"{why}: leak check off")
-            yield from self._trend_off(tick, g, s)
+            out.append(self._data(g, s, f"{why}: leak check off"))
+            self._trend_off(tick, g, s, out)
             return
         age = tick.wall_s - b.last_update_s
         if age > s.stale_after_s:
             state.series.clear()
             state.last_update_s = None
             stale = f"balloon stats stale for {fmt_duration(age)}: leak check paused"
-            yield self._data(g, s, stale)
-            yield from self._trend_off(tick, g, s)
+            out.append(self._data(g, s, stale))
+            self._trend_off(tick, g, s, out)
             return
         if tick.tracking(ID, f"{g.uuid}:data"):
-            yield self._data(g, s, None)
+            out.append(self._data(g, s, None))
         if b.last_update_s == state.last_update_s:
             return
         used, left = values
@@ -172,7 +173,7 @@ class MemoryLeak:
         if reset is not None:
             state.series.clear()
             if reset in ("guest rebooted", "balloon target changed", "guest RAM changed"):
-                yield from self._trend_off(tick, g, s)
+                self._trend_off(tick, g, s, out)
         state.last_update_s = b.last_update_s
         state.current_bytes = b.current_bytes
         state.available_bytes = b.available_bytes
@@ -196,10 +197,10 @@ class MemoryLeak:
         if rough is not None and rough < floor / 2:
             # Cheap screen: a robust slope under half the floor cannot pass the test;
             # skip the O(n²) Mann–Kendall/Theil–Sen (most guests, most of the time).
-            yield self._obs(g, s, "trend", False)
+            out.append(self._obs(g, s, "trend", False))
             return
         result = evaluate(series, s.p_max, s.tau_min, s.confidence)
-        yield self._verdict(tick, g, s, b, result, left, floor)
+        out.append(self._verdict(tick, g, s, b, result, left, floor))
 
     @staticmethod
     def _reset_reason(
