@@ -81,16 +81,19 @@ class _Track:
             if not self.active and (obs.immediate or self.bad_streak >= obs.raise_after):
                 self.active = True
                 self.since_s = self.first_bad_s
+            # Positional (detector, severity, subject, subject_name, message, since_s,
+            # guest, evidence, baseline): one per bad observation per tick, hundreds
+            # on a contended host, and keywords cost half as much again.
             self.finding = Finding(
-                detector=detector,
-                severity=obs.severity,
-                subject=obs.subject,
-                subject_name=obs.subject_name,
-                message=obs.message,
-                since_s=self.since_s if self.active else self.first_bad_s,
-                guest=obs.guest,
-                evidence=obs.evidence,
-                baseline=obs.baseline,
+                detector,
+                obs.severity,
+                obs.subject,
+                obs.subject_name,
+                obs.message,
+                self.since_s if self.active else self.first_bad_s,
+                obs.guest,
+                obs.evidence,
+                obs.baseline,
             )
         else:
             self.bad_streak = 0
@@ -153,23 +156,24 @@ class DetectorEngine:
             tracked=self._tracks,
         )
         now = sample.wall_s
+        tracks = self._tracks
         for det_id, detector in self._detectors:
             for obs in detector.observe(tick):
                 key = (det_id, obs.key)
-                track = self._tracks.get(key)
+                track = tracks.get(key)
                 if track is None:
                     if not obs.bad:
                         continue
-                    track = self._tracks[key] = _Track()
+                    track = tracks[key] = _Track()
                 track.update(det_id, obs, now)
                 if not track.active and not track.bad_streak:
                     # Back to no streak and no finding: the same as never observed
                     # (a new track starts there), so only subjects with something
                     # pending are tracked and good verdicts on the rest are skipped.
-                    del self._tracks[key]
-        for key, track in list(self._tracks.items()):
+                    del tracks[key]
+        for key, track in list(tracks.items()):
             if now - track.last_seen_s > track.hold_s:
-                del self._tracks[key]
+                del tracks[key]
         self._prev = sample
         self._findings = tuple(
             sorted(
@@ -183,25 +187,31 @@ class DetectorEngine:
         """Running guests with their previous sample; forget restarted or gone ones."""
         prev_guests = {g.uuid: g for g in prev.guests} if prev is not None else {}
         rates = {g.uuid: g for g in frame.guests}
+        identities = self._identity
+        resolved = self._resolved
         views: list[GuestView] = []
         seen: set[str] = set()
         for g in sample.guests:
-            if g.state != "running" or g.uuid not in rates:
+            uuid = g.uuid
+            r = rates.get(uuid)
+            if g.state != "running" or r is None:
                 continue
             identity = (g.dom_id, g.pid)
-            if self._identity.get(g.uuid, identity) != identity:
-                self._forget(g.uuid)
-            self._identity[g.uuid] = identity
-            seen.add(g.uuid)
-            p = prev_guests.get(g.uuid)
+            if identities.get(uuid, identity) != identity:
+                self._forget(uuid)
+            identities[uuid] = identity
+            seen.add(uuid)
+            p = prev_guests.get(uuid)
             if p is not None and (not same_incarnation(p, g) or p.state != "running"):
                 p = None
-            settings = self._resolved.get(g.name)
+            settings = resolved.get(g.name)
             if settings is None:
-                settings = self._resolved[g.name] = self.settings.for_guest(g.name)
-            views.append(GuestView(sample=g, rates=rates[g.uuid], prev=p, settings=settings))
-        for uuid in set(self._identity) - seen:
-            self._forget(uuid)
+                settings = resolved[g.name] = self.settings.for_guest(g.name)
+            views.append(GuestView(g, r, p, settings, uuid, g.name))
+        if len(identities) > len(seen):
+            # Every guest seen is in `identities`: a longer one holds gone guests.
+            for uuid in set(identities) - seen:
+                self._forget(uuid)
         return tuple(views)
 
     def _forget(self, uuid: str) -> None:
