@@ -96,8 +96,8 @@ def _throttled_pct(g: GuestView) -> float | None:
 
 def _pause_per_vcpu(g: GuestView, dt_s: float | None) -> float | None:
     """PAUSE exits per second per vCPU from the tracepoint counts, when traced."""
-    if g.prev is None or not dt_s:
-        return None
+    if g.prev is None or not dt_s or not g.sample.exit_reasons:
+        return None  # (untraced, the usual case: no count, no rate)
     total: float | None = None
     for key in PAUSE_REASONS:
         r = rate(g.prev.exit_reasons.get(key), g.sample.exit_reasons.get(key), dt_s)
