@@ -90,15 +90,23 @@ def collection(ticks: int) -> list[Row]:
 
 def pipeline(ticks: int) -> tuple[list[Row], dict[str, Any]]:
     """Synthetic guests at each size; also returns the record figures for `store`."""
+    before = bench_pipeline.calibrate()
     results = bench_pipeline.run(SIZES, ticks, record_at=RECORD_GUESTS)
+    calibration = (before + bench_pipeline.calibrate()) / 2
     by = {r["guests"]: r for r in results}
-    rows = []
+    baseline = json.loads(BASELINE.read_text())
+    rows = [Row("pipeline", "machine speed: the calibration loop (less is faster)",
+                calibration, "ms", peer="the baseline's run", peer_value=baseline["calibration_ms"],
+                note="the CI check's unit, timed before and after this section; every CPU "
+                     "figure of this run scales with it")]
     for n in SIZES:
         at_scale = n == SCALE_GUESTS
         rows.append(Row("pipeline", f"sample → snapshot CPU per tick, {n} guests",
                         by[n]["pipeline_ms"], "ms", 20.0 if at_scale else None,
                         f"{SIZES[0]} guests", by[SIZES[0]]["pipeline_ms"],
-                        f"{by[n]['findings']} findings active" if at_scale else ""))
+                        f"{by[n]['findings']} findings active; " * at_scale
+                        + f"median tick {by[n]['median_tick_ms']:.1f} ms, "
+                        f"fastest {by[n]['min_tick_ms']:.1f} ms"))
     for n in SIZES:
         rows.append(Row("pipeline", f"peak RSS after {ticks} ticks, {n} guests",
                         by[n]["peak_rss_mb"], "MB", peer=f"{SIZES[0]} guests",
