@@ -159,7 +159,8 @@ class _Plan:
     or goes), so each key is split and each value's type checked once, here, and the
     plan writes a `parse` function for records of exactly this layout: straight-line
     code that reads each field at its position and builds the sample (as `dataclasses`
-    and `kvmtop.store.codec` generate code). At 500 guests this halves the parse.
+    and `kvmtop.store.codec` generate code): 19.9 -> 11.8 us per 1-vCPU guest record
+    against reading it through per-device getters (timeit, issue #9).
     `fits` guarantees a record has the plan's keys and types, so a position the plan
     took for an integer holds one; a stat libvirt did not send, or sent with a type
     the field does not take, is the literal None in that code.
@@ -245,19 +246,18 @@ class _Plan:
         # plain disk even without VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING; measured
         # in the lab). libvirt's qemuDomainGetStatsBlockExportDisk walks each disk
         # from the top down the chain, so the top entry of a disk always comes first.
-        body.append("disks = []")
+        several = len(disk_entries) > 1
+        body += ["disks = []", "disks_seen = set()"] if several else ["disks = []"]
         for target, path, *counters in disk_entries:
             source = f"links.disk_sources.get({target})"
             if path != "None":
                 source = f"{source} if {path} is None else {path}"
             add = f"disks.append(DiskSample({target}, {source}, None, {', '.join(counters)}))"
-            if len(disk_entries) == 1:
-                body.append(add)
-            else:
+            if several:
                 body += [f"if {target} not in disks_seen:", f"    disks_seen.add({target})",
                          f"    {add}"]
-        if len(disk_entries) > 1:
-            body.insert(body.index("disks = []") + 1, "disks_seen = set()")
+            else:
+                body.append(add)
         nics = [
             f"NicSample({nic_name}, *links.nic_switches.get({nic_name}, _NO_SWITCH), "
             f"{', '.join(counters)})"

@@ -27,6 +27,7 @@ SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 A = TypeVar("A")
 T = TypeVar("T")
 
+
 @fast_init
 @dataclass(frozen=True, slots=True)
 class GuestView:
@@ -37,16 +38,22 @@ class GuestView:
         rates: its derived rates.
         prev: the same guest in the previous sample, None after a restart.
         settings: the detector settings with this guest's overrides applied.
-        uuid / name: the sample's, as fields: the detectors read them about a
-            dozen times per guest per tick, and a property costs a call each time.
     """
 
     sample: GuestSample
     rates: GuestRates
     prev: GuestSample | None
     settings: DetectorSettings
-    uuid: str
-    name: str
+
+    @property
+    def uuid(self) -> str:
+        """The guest's UUID."""
+        return self.sample.uuid
+
+    @property
+    def name(self) -> str:
+        """The guest's name."""
+        return self.sample.name
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,7 +207,7 @@ class DetectorEngine:
             settings = resolved.get(g.name)
             if settings is None:
                 settings = resolved[g.name] = self.settings.for_guest(g.name)
-            views.append(GuestView(g, r, p, settings, uuid, g.name))
+            views.append(GuestView(g, r, p, settings))
         if len(identities) > len(seen):
             # Every guest seen is in `identities`: a longer one holds gone guests.
             for uuid in set(identities) - seen:
