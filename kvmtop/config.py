@@ -35,6 +35,7 @@ Network round-trip probes send packets, so they are off unless asked for
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -49,6 +50,7 @@ from kvmtop.detectors.settings import (
     DetectorSettings,
     GuestOverride,
 )
+from kvmtop.model.window import GUEST_FRAMES
 
 
 class ConfigError(Exception):
@@ -101,6 +103,34 @@ class Settings:
     steal_crit_pct: float = 10.0
     detectors: DetectorSettings = field(default_factory=DetectorSettings)
     rtt: RttSettings = field(default_factory=RttSettings)
+
+
+LIMITS: dict[str, tuple[float, float]] = {
+    # Seconds. Below 0.1 s libvirt's vCPU times (10 ms ticks) give figures in steps of
+    # 10 % and a tick of many guests can outlast the interval; above an hour a rate
+    # over one interval says little, and the detectors, which count ticks, would take
+    # hours or days to raise a finding.
+    "interval_s": (0.1, 3600.0),
+    "balloon_every": (1, 1000),  # ticks between balloon stats
+    # Frames; the window never keeps more than GUEST_FRAMES guest entries anyway, and
+    # rates need two frames (kvmtop.model.window).
+    "window_size": (2, GUEST_FRAMES),
+    "min_ops": (0, 1_000_000),  # disk requests per interval (0 acts as 1)
+    "steal_warn_pct": (0.0, 100.0),
+    "steal_crit_pct": (0.0, 100.0),
+}
+"""The range (inclusive) of each top-level number, whether from the file or a flag."""
+
+
+def out_of_range(key: str, value: float) -> str | None:
+    """Why `value` cannot be `key` (a `LIMITS` key), or None when it can.
+
+    NaN and infinities are never in range (every comparison with NaN is false).
+    """
+    low, high = LIMITS[key]
+    if low <= value <= high:
+        return None
+    return f"must be a number from {low:g} to {high:g}, got {value!r}"
 
 
 def default_config_path() -> Path:
@@ -202,6 +232,8 @@ class _Checker:
         if hint is float:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise self.fail(keys, f"must be float, got {type(value).__name__}")
+            if not math.isfinite(value):  # TOML has inf and nan
+                raise self.fail(keys, f"must be a finite number, got {value!r}")
             if value < 0:
                 raise self.fail(keys, "must be >= 0")
             return float(value)
@@ -315,8 +347,10 @@ def parse_settings(text: str, path: Path, base: Settings | None = None) -> Setti
         for k, v in data.items()
         if k not in ("detectors", "rtt")
     }
-    if values.get("interval_s", 1.0) <= 0:
-        raise ConfigError(f"{path}: 'interval_s' must be > 0{_line_of(text, ('interval_s',))}")
+    for key in LIMITS:
+        problem = out_of_range(key, values[key]) if key in values else None
+        if problem:
+            raise ConfigError(f"{path}: '{key}' {problem}{_line_of(text, (key,))}")
     if "detectors" in data:
         values["detectors"] = _Checker(path, text).detectors(data["detectors"], base.detectors)
     if "rtt" in data:
@@ -345,18 +379,33 @@ def load_settings(path: Path | None) -> tuple[Settings, str | None]:
     explicit = path is not None
     path = path or default_config_path()
     try:
-        text = path.read_text()
+        return parse_settings(_read(path), path), None
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"{path}: no such config file") from None
         return Settings(), None
-    except OSError as exc:
-        if explicit:
-            raise ConfigError(f"{path}: {exc.strerror}") from exc
-        return Settings(), f"{path}: {exc.strerror}; using defaults"
-    try:
-        return parse_settings(text, path), None
     except ConfigError as exc:
         if explicit:
             raise
         return Settings(), f"{exc}; using defaults"
+
+
+def _read(path: Path) -> str:
+    """The text of a config file (TOML files are UTF-8).
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ConfigError: it cannot be read, or is not UTF-8.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: not UTF-8 text, as TOML must be ({exc.reason} at byte "
+                          f"{exc.start}, line {line})") from None

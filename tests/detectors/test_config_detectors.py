@@ -101,7 +101,7 @@ def test_broken_detector_tables_name_file_key_and_line(text: str, message: str) 
 def test_top_level_errors_carry_the_line() -> None:
     with pytest.raises(ConfigError, match=r"unknown key\(s\) bogus \(line 2\)"):
         parse_settings("interval_s = 1\nbogus = 1", Path("c.toml"))
-    with pytest.raises(ConfigError, match=r"must be > 0 \(line 1\)"):
+    with pytest.raises(ConfigError, match=r"must be a number from 0.1 to 3600, got 0.0 \(line 1\)"):
         parse_settings("interval_s = 0", Path("c.toml"))
 
 

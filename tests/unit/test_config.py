@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop.config import ConfigError, Settings, load_settings, parse_settings
+from kvmtop.config import (
+    LIMITS,
+    ConfigError,
+    Settings,
+    load_settings,
+    out_of_range,
+    parse_settings,
+)
 
 
 def test_defaults_without_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,7 +32,20 @@ def test_values_override_and_int_for_float() -> None:
         ("interval_s = ", "not valid TOML"),
         ("bogus = 1", "unknown key(s) bogus"),
         ('interval_s = "fast"', "'interval_s' must be float, got str"),
-        ("interval_s = -1", "must be > 0"),
+        ("interval_s = -1", "'interval_s' must be a number from 0.1 to 3600, got -1.0"),
+        ("interval_s = inf", "'interval_s' must be a number from 0.1 to 3600, got inf"),
+        ("interval_s = nan", "'interval_s' must be a number from 0.1 to 3600, got nan"),
+        ("interval_s = 86400", "'interval_s' must be a number from 0.1 to 3600"),
+        ("balloon_every = 0", "'balloon_every' must be a number from 1 to 1000, got 0"),
+        ("balloon_every = -2", "'balloon_every' must be a number from 1 to 1000, got -2"),
+        ("window_size = 0", "'window_size' must be a number from 2 to 20000, got 0"),
+        ("min_ops = -1", "'min_ops' must be a number from 0 to 1e+06, got -1"),
+        ("steal_warn_pct = inf", "'steal_warn_pct' must be a number from 0 to 100"),
+        ("uri = 'x'\nwindow_size = 1", "'window_size' must be a number from 2 to 20000, got 1 "
+         "(line 2)"),
+        ("[detectors.steal]\nwarn_mean_pct = inf",
+         "'detectors.steal.warn_mean_pct' must be a finite number, got inf (line 2)"),
+        ("[rtt]\nevery_s = nan", "'rtt.every_s' must be a finite number, got nan (line 2)"),
         ("min_ops = true", "'min_ops' must be int, got bool"),
         ("[rtt]\nenabled = 1", "'rtt.enabled' must be bool, got int (line 2)"),
         ("[rtt]\nevery_s = 0.5", "'rtt.every_s' must be >= 1 (line 2)"),
@@ -49,6 +69,26 @@ def test_broken_default_file_warns_and_uses_defaults(
     settings, warning = load_settings(None)
     assert settings == Settings()
     assert warning is not None and "using defaults" in warning
+
+
+def test_the_defaults_are_within_the_limits() -> None:
+    defaults = Settings()
+    for key in LIMITS:
+        assert out_of_range(key, getattr(defaults, key)) is None, key
+
+
+def test_a_default_file_that_is_not_utf8_warns_and_uses_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "kvmtop").mkdir()
+    (tmp_path / "kvmtop" / "config.toml").write_bytes(b"# \xff\ninterval_s = 5\n")
+    settings, warning = load_settings(None)
+    assert settings == Settings()
+    assert warning is not None
+    assert "not UTF-8 text" in warning and "(invalid start byte at byte 2, line 1)" in warning
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_settings(tmp_path / "kvmtop" / "config.toml")
 
 
 def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
