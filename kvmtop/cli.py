@@ -17,23 +17,31 @@ import textual: the app module is imported only when a TUI starts.
 
 Every command's --help is its manual (sections from `kvmtop.manual`).
 
-Exit status 2 for unusable input (options, config file, a recording that is missing,
-damaged beyond its header, or from a newer kvmtop); 1 when monitoring cannot start
-or a recording stops on a write error.
+Exit status (decided in `main`, except where a command's own loop ends): 2 for
+unusable input (options, config file, a recording that is missing, damaged beyond
+its header, or from a newer kvmtop, --from later than --to, an output that is the
+recording itself); 1 when monitoring cannot start, a recording stops on a write
+error, or a report, export or batch output cannot be written (no such directory,
+disk full); 141 when standard output is closed before the end (`| head`), as for a
+process ended by SIGPIPE, with nothing on standard error.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kvmtop import __version__, manual
-from kvmtop.config import ConfigError, Settings, load_settings
+from kvmtop.config import ConfigError, Settings, load_settings, out_of_range
 from kvmtop.feed import TIME_FORMATS, Feed, Pipeline, parse_time
 from kvmtop.wiring import build_live_feed, build_pipeline, build_sampler, tune_gc
 
@@ -43,11 +51,15 @@ if TYPE_CHECKING:
 
 MIB = 1024 * 1024
 
+EXIT_PIPE = 128 + signal.SIGPIPE
+"""The status when standard output is closed early: what a shell reports for a
+process ended by SIGPIPE (141 on Linux), so `set -o pipefail` sees it as for `cat`."""
+
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError("must be a finite number > 0")
     return value
 
 
@@ -58,7 +70,8 @@ def _common_options(p: argparse.ArgumentParser, default: object) -> None:
     """Options every command accepts, before or after the command name."""
     p.add_argument("-c", "--connect", metavar="URI", default=default,
                    help="libvirt URI (default qemu:///system)")
-    p.add_argument("-d", "--interval", type=_positive_float, metavar="S", default=default,
+    # Its range is the config file's (kvmtop.config.LIMITS), checked in _settings.
+    p.add_argument("-d", "--interval", type=float, metavar="S", default=default,
                    help="seconds between samples (default 2)")
     p.add_argument("--config", type=Path, metavar="FILE", default=default,
                    help="config file (TOML)")
@@ -198,13 +211,16 @@ def _uri_error(sampler: Sampler, explicit: bool) -> str | None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """Config file, then the flags (raises ConfigError)."""
+    """Config file, then the flags (raises ConfigError, or UsageError for a flag)."""
     settings, warning = load_settings(getattr(args, "config", None))
     if warning:
         print(f"kvmtop: warning: {warning}", file=sys.stderr)
     if getattr(args, "connect", None):
         settings = replace(settings, uri=args.connect)
-    if getattr(args, "interval", None):
+    if getattr(args, "interval", None) is not None:
+        problem = out_of_range("interval_s", args.interval)
+        if problem:
+            raise UsageError(f"--interval: {problem}")
         settings = replace(settings, interval_s=args.interval)
     if getattr(args, "theme", None):
         settings = replace(settings, theme=args.theme)
@@ -225,8 +241,59 @@ def _run_batch(feed: Feed, args: argparse.Namespace, *, paced: bool = True) -> N
     from kvmtop.batch import run_batch
 
     sleep: Callable[[float], None] = time.sleep if paced else (lambda _s: None)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt), _writing(None):
         run_batch(feed, sys.stdout, count=args.count, fmt=args.format, sleep=sleep)
+
+
+class UsageError(Exception):
+    """A command line the parser accepted but the command cannot use (exit status 2)."""
+
+
+class OutputError(Exception):
+    """Writing the output failed (exit status 1); the message names it and says why.
+
+    Args:
+        message: the line to print.
+        stdout: the output was standard output.
+    """
+
+    def __init__(self, message: str, *, stdout: bool) -> None:
+        super().__init__(message)
+        self.stdout = stdout
+
+
+@contextlib.contextmanager
+def _writing(output: Path | None) -> Iterator[None]:
+    """Turn an OSError in the block into OutputError naming `output` (None: standard
+    output). Reading a recording raises StoreError, never a bare OSError (kvmtop.store),
+    so an OSError here is the output's: no such directory, a directory, disk full."""
+    from kvmtop.store.meta import StoreError
+
+    try:
+        yield
+    except (BrokenPipeError, StoreError):  # a reader gone: main; a recording: exit 2
+        raise
+    except OSError as exc:
+        where = "standard output" if output is None else str(output)
+        raise OutputError(f"cannot write {where}: {exc.strerror or exc}",
+                          stdout=output is None) from exc
+
+
+def _refuse_input_as_output(recording: Path, output: Path | None) -> None:
+    """Raise UsageError when the output (`output`, None: standard output) is the
+    recording itself, before anything opens it for writing.
+
+    `os.path.samestat` compares st_dev and st_ino, so another path, a symbolic or a
+    hard link to the recording is refused too.
+    """
+    try:
+        written = os.fstat(sys.stdout.fileno()) if output is None else output.stat()
+        same = os.path.samestat(written, recording.stat())
+    except (OSError, ValueError):  # OUT not there yet, stdout without a descriptor
+        return
+    if same:
+        shown = "standard output" if output is None else f"-o {output}"
+        raise UsageError(f"{shown} is the recording {recording} itself; nothing written")
 
 
 # --------------------------------------------------------------------------- commands
@@ -295,20 +362,29 @@ def _open_recording(path: Path) -> StoreReader:
     return StoreReader(path)
 
 
-class UsageError(Exception):
-    """A command line the parser accepted but the command cannot use (exit status 2)."""
-
-
 def _range(args: argparse.Namespace, reader: StoreReader) -> tuple[float | None, float | None]:
-    """--from/--to as Unix seconds (raises UsageError naming the option)."""
+    """--from/--to as Unix seconds (raises UsageError naming the option, or both
+    when --from is later than --to)."""
     start, end = reader.first_time(), reader.last_time()
     out: list[float | None] = []
     for option, text in (("--from", args.from_), ("--to", args.to)):
         try:
-            out.append(None if text is None else parse_time(text, start, end))
+            value = None if text is None else parse_time(text, start, end)
         except ValueError as exc:
             raise UsageError(f"{option}: {exc}") from None
-    return out[0], out[1]
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{option}: {text!r} is not a time")
+        out.append(value)
+    from_s, to_s = out
+    if from_s is not None and to_s is not None and from_s > to_s:
+        raise UsageError(f"--from {args.from_} ({_local(from_s)}) is later than --to "
+                         f"{args.to} ({_local(to_s)}): no time between them")
+    return from_s, to_s
+
+
+def _local(t: float) -> str:
+    """Unix seconds as local ISO 8601 with the offset (how --from/--to read a time)."""
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
 
 
 def _report_notices(reader: StoreReader) -> None:
@@ -383,23 +459,53 @@ def _summarize(args: argparse.Namespace, settings: Settings) -> int:
 
     with _open_recording(args.file) as reader:
         from_s, to_s = _range(args, reader)
+        _refuse_input_as_output(args.file, args.output)
         run = report.run if args.command == "report" else export.run
-        status = run(args, settings, reader, _frameless_pipeline(settings), from_s, to_s)
+        with _writing(args.output):
+            status = run(args, settings, reader, _frameless_pipeline(settings), from_s, to_s)
         _report_notices(reader)
     return status
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `kvmtop` console script; returns the exit status."""
+    """Entry point of the `kvmtop` console script; returns the exit status.
+
+    The one place that turns what ended a command into its exit status (the module
+    docstring lists them).
+    """
     from kvmtop.store.meta import StoreError
 
     args = build_parser().parse_args(argv)
     tune_gc()
     try:
-        settings = _settings(args)
-    except ConfigError as exc:
+        return _command(args)
+    except BrokenPipeError:
+        # Python ignores SIGPIPE, so a reader that went away (`| head`) is an EPIPE
+        # write here; as the signal module's "Note on SIGPIPE" does, point stdout at
+        # devnull so that the flush at exit does not fail again, and exit.
+        _drop_stdout()
+        return EXIT_PIPE
+    except OutputError as exc:
+        if exc.stdout:
+            _drop_stdout()
+        print(f"kvmtop: {exc}", file=sys.stderr)
+        return 1
+    except (ConfigError, StoreError, UsageError) as exc:
+        # StoreError: a recording missing, damaged, newer, or unwritable
         print(f"kvmtop: {exc}", file=sys.stderr)
         return 2
+
+
+def _drop_stdout() -> None:
+    """Send what is left in stdout's buffer, and anything after it, to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the command `args` name; returns its exit status or raises for main."""
+    settings = _settings(args)
     if args.command == "completion":
         from kvmtop.completion import script
 
@@ -411,8 +517,4 @@ def main(argv: list[str] | None = None) -> int:
         return int((doctor if args.command == "doctor" else serve).run(args, settings))
     command = {"record": _record, "replay": _replay, "slice": _slice, "report": _summarize,
                "export": _summarize, "reindex": _reindex}.get(args.command, _live)
-    try:
-        return command(args, settings)
-    except (StoreError, UsageError) as exc:  # StoreError: missing, damaged, newer, unwritable
-        print(f"kvmtop: {exc}", file=sys.stderr)
-        return 2
+    return command(args, settings)

@@ -77,10 +77,27 @@ _RECORDING_IN = (
 def _recording_errors(also: str = "") -> str:
     """Exit status 2 of the commands that read a recording (StoreError, bad input)."""
     return (
-        "2  bad options, unusable config file, --from/--to not understood, or FILE\n"
-        "   missing, not a recording, damaged, or from a newer kvmtop"
+        "2  bad options, unusable config file, --from/--to not understood or --from\n"
+        "   later than --to, or FILE missing, not a recording, damaged, or from a\n"
+        "   newer kvmtop"
         + (f";\n   or {also}" if also else "")
     )
+
+
+# Decided in kvmtop.cli.main for every command (141 is its EXIT_PIPE).
+_STDOUT_FAILED = "1  standard output cannot be written (disk full)"
+_STDOUT_CLOSED = (
+    "141  standard output was closed early (`| head`): what a shell shows for a\n"
+    "     process ended by SIGPIPE; nothing is printed"
+)
+_OUT_FAILED = (
+    "1  OUT or standard output cannot be written: no such directory, a\n"
+    "   directory, no permission, disk full"
+)
+_OUT_IS_FILE = (
+    "OUT (or standard output) is FILE itself, also\n"
+    "   through a link (nothing is written)"
+)
 
 
 MANUALS: dict[str, Manual] = {
@@ -93,8 +110,10 @@ MANUALS: dict[str, Manual] = {
         ),
         exit_status=(
             "0  quit\n"
-            "1  -c URI was given and libvirt cannot be opened there\n"
-            "2  bad options or unusable config file"
+            "1  -c URI was given and libvirt cannot be opened there; with --batch,\n"
+            "   standard output cannot be written (disk full)\n"
+            "2  bad options or unusable config file\n"
+            f"{_STDOUT_CLOSED}"
         ),
         examples=(
             "kvmtop                                  live TUI on qemu:///system\n"
@@ -127,7 +146,10 @@ MANUALS: dict[str, Manual] = {
     "replay": Manual(
         privileges=_RECORDING_IN,
         files=f"FILE                a recording made by `kvmtop record`\n{_CONFIG}",
-        exit_status=f"0  quit, or the range was printed\n{_recording_errors()}",
+        exit_status=(
+            f"0  quit, or the range was printed\n{_STDOUT_FAILED}\n"
+            f"{_recording_errors()}\n{_STDOUT_CLOSED}"
+        ),
         examples=(
             "kvmtop replay host.kvmtop --from 2026-11-26T05:18 --speed 4\n"
             "kvmtop replay host.kvmtop --follow        a recording still being written\n"
@@ -150,7 +172,10 @@ MANUALS: dict[str, Manual] = {
             f"{_CONFIG}\n"
             "                    (the detector thresholds the report applies)"
         ),
-        exit_status=f"0  report written\n{_recording_errors('--step not > 0')}",
+        exit_status=(
+            f"0  report written\n{_OUT_FAILED}\n"
+            f"{_recording_errors('--step not > 0; or ' + _OUT_IS_FILE)}\n{_STDOUT_CLOSED}"
+        ),
         examples=(
             "kvmtop report host.kvmtop                        text on standard output\n"
             "kvmtop report host.kvmtop --from +1h -o incident.html\n"
@@ -172,7 +197,9 @@ MANUALS: dict[str, Manual] = {
     "export": Manual(
         privileges=_RECORDING_IN,
         files=f"FILE                the recording\n{_CONFIG}",
-        exit_status=f"0  exported\n{_recording_errors()}",
+        exit_status=(
+            f"0  exported\n{_OUT_FAILED}\n{_recording_errors(_OUT_IS_FILE)}\n{_STDOUT_CLOSED}"
+        ),
         examples=(
             "kvmtop export host.kvmtop --format csv -o host.csv\n"
             "kvmtop export host.kvmtop --format openmetrics --from +10m --to +20m"
@@ -206,7 +233,8 @@ MANUALS: dict[str, Manual] = {
             "0  every required source works (warnings may remain)\n"
             "1  a required source is unusable: host /proc, or libvirt when -c URI\n"
             "   was given\n"
-            "2  bad options or unusable config file"
+            "2  bad options or unusable config file\n"
+            f"{_STDOUT_CLOSED}"
         ),
         examples=(
             "kvmtop doctor\n"
@@ -221,7 +249,7 @@ MANUALS: dict[str, Manual] = {
             "zsh:  _kvmtop in a directory on $fpath (before compinit)\n"
             "fish: ~/.config/fish/completions/kvmtop.fish"
         ),
-        exit_status="0  script printed\n2  bad options",
+        exit_status=f"0  script printed\n2  bad options\n{_STDOUT_CLOSED}",
         examples=(
             "kvmtop completion bash > /usr/share/bash-completion/completions/kvmtop\n"
             "source <(kvmtop completion bash)                       in ~/.bashrc\n"
