@@ -633,16 +633,27 @@ _INDEX = (
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """GET /metrics with content negotiation, GET / with a pointer to it."""
+    """GET /metrics with content negotiation, GET / with a pointer to it; HEAD of both."""
 
     server: MetricsServer
     # Seconds a client may take to send its request (StreamRequestHandler.timeout):
     # a stuck client must not hold a thread forever.
     timeout = 10
     server_version = f"kvmtop/{__version__}"
+    _content = True
+    """Send the body (False while answering HEAD; one handler per request)."""
 
     def do_GET(self) -> None:
         """Serve the metrics or the index page."""
+        self._serve(content=True)
+
+    def do_HEAD(self) -> None:
+        """GET without the body: RFC 9110, 9.3.2 (HEAD) wants the same header fields,
+        and 8.6 a Content-Length, if sent, equal to GET's (so the body is built)."""
+        self._serve(content=False)
+
+    def _serve(self, *, content: bool) -> None:
+        self._content = content
         path = urlsplit(self.path).path
         if path == "/metrics":
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
@@ -664,7 +675,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self._content:
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
         """No access log: Prometheus scrapes every few seconds."""
@@ -674,12 +686,25 @@ class MetricsServer(ThreadingHTTPServer):
     """A thread-per-request HTTP server over one `Exporter`."""
 
     daemon_threads = True
+    # The listen backlog: connections the kernel completes before serve_forever's
+    # thread accepts them. socketserver's 5 overflowed under 50 scrapes at once (a lost
+    # SYN is sent again after 1 s, then 3 s...); 128 is what socket.listen() chooses
+    # when not told (min(SOMAXCONN, 128)), room for every Prometheus, federation and
+    # dashboard of a site at once. The kernel caps it at net.core.somaxconn.
+    request_queue_size = min(socket.SOMAXCONN, 128)
 
     def __init__(self, address: tuple[str, int], exporter: Exporter) -> None:
         """Bind `address` (IPv4 or IPv6 literal, or a host name) and listen."""
         self.exporter = exporter
         self.address_family = _family(address[0])
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-scrape (Prometheus closes a scrape past its
+        scrape_timeout) is no error of ours: nothing is logged. Any other exception in a
+        handler gets socketserver's traceback on stderr."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # EPIPE, ECONNRESET, ...
+            super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

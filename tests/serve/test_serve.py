@@ -11,6 +11,8 @@ import json
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -18,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -374,6 +376,122 @@ def test_scrape_answers_while_collection_is_stalled() -> None:
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def raw_request(url: str, method: str, *, sock_options: Callable[[socket.socket], None]
+                = lambda _s: None) -> socket.socket:
+    """A connected socket that has sent `METHOD /metrics HTTP/1.0` to the server of `url`."""
+    host, port = urllib.request.urlparse(url).netloc.rsplit(":", 1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock_options(sock)
+    sock.settimeout(10)
+    sock.connect((host, int(port)))
+    sock.sendall(f"{method} /metrics HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes (HTTP/1.0: after one response)."""
+    with sock:
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_fifty_parallel_scrapes_are_all_answered(server: tuple[MetricsServer, Exporter]) -> None:
+    """50 scrapes at once (several Prometheus servers, federation, dashboards) are all
+    answered. A connection the listen queue has no room for loses its SYN, which the
+    client sends again after the initial retransmission timeout of 1 s (RFC 6298, 2.1):
+    a loopback connect that takes 1 s or more means the queue overflowed."""
+    srv, exporter = server
+    CollectionLoop(make_feed(), exporter).tick()
+    n = 50
+    start = threading.Barrier(n)
+    results: list[tuple[float, float, bytes] | BaseException] = []
+
+    def scrape() -> None:
+        start.wait()
+        began = time.monotonic()
+        try:
+            sock = raw_request(srv.url, "GET")
+            connected = time.monotonic() - began
+            reply = read_all(sock)
+            results.append((connected, time.monotonic() - began, reply))
+        except OSError as exc:  # refused, reset, timed out
+            results.append(exc)
+
+    threads = [threading.Thread(target=scrape) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, errors
+    answers = [r for r in results if not isinstance(r, BaseException)]
+    assert len(answers) == n
+    assert all(reply.startswith(b"HTTP/1.0 200 ") for _, _, reply in answers)
+    assert max(connected for connected, _, _ in answers) < 1.0
+    assert max(took for _, took, _ in answers) < 5.0
+
+
+def test_a_client_leaving_mid_response_leaves_no_traceback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Prometheus gives up on a slow scrape (scrape_timeout) and closes: the handler's
+    write fails with EPIPE or ECONNRESET, which is no error of the server."""
+    guests = FakeGuests()
+
+    class ManyGuests(FakeGuests):
+        def collect(self, tick: int) -> tuple[GuestSample, ...]:
+            one = guests.collect(tick)[0]
+            return tuple(replace(one, uuid=f"{i:08d}-0000-0000-0000-000000000000",
+                                 name=f"web-{i}") for i in range(300))
+
+    exporter = Exporter()
+    CollectionLoop(make_feed(ManyGuests()), exporter).tick()
+    srv = MetricsServer(("127.0.0.1", 0), exporter)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        size = len(fetch(srv.url)[0])
+        assert size > 1 << 20  # far more than a small receive window lets through
+
+        def small_window(sock: socket.socket) -> None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            # close() sends a reset at once (linger 0), as a client that gives up does
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+        for _ in range(3):
+            sock = raw_request(srv.url, "GET", sock_options=small_window)
+            assert sock.recv(4096).startswith(b"HTTP/1.0 200 ")
+            sock.close()
+        assert "kvmtop_build_info" in fetch(srv.url)[0]  # still serving
+    finally:
+        srv.shutdown()
+        srv.server_close()  # waits for the handlers' threads (ThreadingMixIn)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception" not in err, err
+
+
+def test_head_is_get_without_the_body(server: tuple[MetricsServer, Exporter]) -> None:
+    """RFC 9110, 9.3.2: HEAD is GET without content, with the same header fields."""
+    srv, exporter = server
+    CollectionLoop(make_feed(), exporter).tick()
+    get = read_all(raw_request(srv.url, "GET"))
+    head = read_all(raw_request(srv.url, "HEAD"))
+    get_headers, _, get_body = get.partition(b"\r\n\r\n")
+    head_headers, _, head_body = head.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 ")
+    assert head_body == b"" and get_body
+
+    def fields(headers: bytes) -> dict[str, str]:
+        lines = headers.decode().split("\r\n")[1:]
+        return {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+    got, expected = fields(head_headers), fields(get_headers)
+    assert got["content-type"] == expected["content-type"]
+    assert got["content-length"] == expected["content-length"] == str(len(get_body))
 
 
 def test_serve_reports_an_address_in_use() -> None:
