@@ -6,8 +6,8 @@ host's ``/usr/bin/python3`` before any virtualenv exists.
 
     labgen.py plan SCENARIO --state-dir DIR --linux-type qemu --linux-reason TEXT
                    --probe-type kvm|none --probe-reason TEXT
-        writes DIR/domains/<name>.xml, DIR/domains/plan.tsv, DIR/domains/faults.txt
-        and DIR/manifest.json
+        writes DIR/domains/<name>.xml, DIR/domains/plan.tsv, DIR/domains/faults.txt,
+        DIR/domains/bridges.txt and DIR/manifest.json
     labgen.py modorder MODDIR NAME...
         prints the .ko paths (relative to MODDIR) of NAME and their
         dependencies, dependencies first
@@ -155,6 +155,71 @@ def _steal(half: str, demo: bool = False) -> Guest:
     )
 
 
+def _netpeer() -> Guest:
+    return Guest(
+        "lab-netpeer",
+        "linux",
+        f"netpeer:port=9000,ctl={CTL_PORT}",
+        "10.213.1.12/24",
+        "linux",
+        notes="UDP sink for lab-net; `lab fault stall lab-netpeer S` takes its eth0 "
+        "down for S seconds (a guest not draining its RX ring)",
+    )
+
+
+def _net(pps: int, uplink_pps: int) -> Guest:
+    """lab-net: UDP to lab-netpeer at `pps` and to the uplink namespace at `uplink_pps`."""
+    return Guest(
+        "lab-net",
+        "linux",
+        f"net:dst=10.213.1.12,port=9000,pps={pps},size=1000,"
+        f"mac={mac_for_ip('10.213.1.12')}"
+        f"+net:dst=10.213.1.254,port=9001,pps={uplink_pps},size=1400",
+        "10.213.1.11/24",
+        "linux",
+        notes="UDP to lab-netpeer over labbr0 (a permanent ARP entry for it, so "
+        "the flow goes on while lab-netpeer is stalled), and to the uplink namespace "
+        "(through labup0, where `lab fault shape` applies)",
+    )
+
+
+def _memleak() -> Guest:
+    return Guest(
+        "lab-memleak",
+        "linux",
+        f"memleak:rate=5,max=96,ctl={CTL_PORT}",
+        "10.213.1.16/24",
+        "linux",
+        memory_mib=192,
+        notes="leaks a steady 5 MiB/min up to 96 MiB (19 min), then frees all and "
+        "starts over; `lab fault leak lab-memleak` restarts it from zero at a known "
+        "time. 192 MiB: the initramfs and kernel leave about 120 MiB usable",
+    )
+
+
+def _disk(iops: int) -> Guest:
+    return Guest(
+        "lab-disk",
+        "linux",
+        f"disk:mode=rw,iops={iops},bs=4096",
+        "10.213.1.17/24",
+        "linux",
+        notes=f"{iops} random 4 KiB O_DIRECT IOPS on vda, half reads half "
+        "writes; `lab fault iotune lab-disk N` throttles it",
+    )
+
+
+def _cpu(duty: int) -> Guest:
+    return Guest(
+        "lab-cpu",
+        "linux",
+        f"cpu:loops=1,duty={duty}",
+        "10.213.1.13/24",
+        "linux",
+        notes=f"one loop busy {duty} % of every 100 ms",
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     "test": Scenario(
         name="test",
@@ -162,57 +227,13 @@ SCENARIOS: dict[str, Scenario] = {
         "guests, an OVS guest and three KVM probes",
         guests=[
             _idle(),
-            Guest(
-                "lab-net",
-                "linux",
-                "net:dst=10.213.1.12,port=9000,pps=500,size=1000,"
-                f"mac={mac_for_ip('10.213.1.12')}"
-                "+net:dst=10.213.1.254,port=9001,pps=100,size=1400",
-                "10.213.1.11/24",
-                "linux",
-                notes="UDP to lab-netpeer over labbr0 (a permanent ARP entry for it, so "
-                "the flow goes on while lab-netpeer is stalled), and to the uplink namespace "
-                "(through labup0, where `lab fault shape` applies)",
-            ),
-            Guest(
-                "lab-netpeer",
-                "linux",
-                f"netpeer:port=9000,ctl={CTL_PORT}",
-                "10.213.1.12/24",
-                "linux",
-                notes="UDP sink for lab-net; `lab fault stall lab-netpeer S` takes its eth0 "
-                "down for S seconds (a guest not draining its RX ring)",
-            ),
-            Guest(
-                "lab-cpu",
-                "linux",
-                "cpu:loops=1,duty=50",
-                "10.213.1.13/24",
-                "linux",
-                notes="one loop busy 50 % of every 100 ms",
-            ),
+            _net(500, 100),
+            _netpeer(),
+            _cpu(50),
             _steal("a"),
             _steal("b"),
-            Guest(
-                "lab-memleak",
-                "linux",
-                f"memleak:rate=5,max=96,ctl={CTL_PORT}",
-                "10.213.1.16/24",
-                "linux",
-                memory_mib=192,
-                notes="leaks a steady 5 MiB/min up to 96 MiB (19 min), then frees all and "
-                "starts over; `lab fault leak lab-memleak` restarts it from zero at a known "
-                "time. 192 MiB: the initramfs and kernel leave about 120 MiB usable",
-            ),
-            Guest(
-                "lab-disk",
-                "linux",
-                "disk:mode=rw,iops=50,bs=4096",
-                "10.213.1.17/24",
-                "linux",
-                notes="50 random 4 KiB O_DIRECT IOPS on vda, half reads half "
-                "writes; `lab fault iotune lab-disk N` throttles it",
-            ),
+            _memleak(),
+            _disk(50),
             Guest(
                 "lab-ovs",
                 "linux",
@@ -224,6 +245,25 @@ SCENARIOS: dict[str, Scenario] = {
             _probe("hlt"),
             _probe("pio"),
             _probe("mmio"),
+        ],
+    ),
+    "kvm": Scenario(
+        name="kvm",
+        description="the guests of `test` that the nested lab's L1 host runs under its own "
+        "KVM (SVM emulated by TCG): every workload kind at lower rates, no OVS guest, "
+        "no MMIO probe (every L2 exit is emulated, so exits cost far more than on "
+        "hardware)",
+        guests=[
+            _idle(),
+            _net(100, 20),
+            _netpeer(),
+            _cpu(30),
+            _steal("a"),
+            _steal("b"),
+            _memleak(),
+            _disk(20),
+            _probe("hlt"),
+            _probe("pio"),
         ],
     ),
     "demo": Scenario(
@@ -602,6 +642,9 @@ def plan(args: argparse.Namespace) -> None:
             }
         )
     (ddir / "plan.tsv").write_text("".join(r + "\n" for r in rows))
+    # The bridges the scenario's guests use: `lab up` starts Open vSwitch only for "ovs".
+    used = sorted({g.bridge for g in scenario.guests if g.bridge})
+    (ddir / "bridges.txt").write_text("".join(b + "\n" for b in used))
     (ddir / "faults.txt").write_text("".join(" ".join(f) + "\n" for f in scenario.faults))
     manifest = {
         "scenario": scenario.name,
