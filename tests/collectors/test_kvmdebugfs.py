@@ -11,6 +11,7 @@ import pytest
 from kvmtop.collectors.host import read_text
 from kvmtop.collectors.kvmdebugfs import LOCKDOWN_REASON, DebugfsCollector
 from kvmtop.model.sample import GuestSample, VcpuSample
+from tests.hostfacts import DEBUGFS, ensure_mounted
 
 # Stat names and modes as listed on the 6.18 test machine (0644 cumulative/peak,
 # 0444 instant), a subset.
@@ -141,9 +142,9 @@ def test_all_refused_is_unavailable(tmp_path: Path) -> None:
     assert not probe.available and probe.reason == LOCKDOWN_REASON
 
 
-@pytest.mark.skipif(not Path("/sys/kernel/debug/kvm").is_dir(), reason="debugfs kvm not mounted")
 def test_live_probe_on_this_host() -> None:
     """Whatever this host allows is classified file by file, never read as 0."""
+    ensure_mounted(DEBUGFS)
     c = DebugfsCollector()
     probe = c.probe()
     statuses = set(c.file_status.values())

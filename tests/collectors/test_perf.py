@@ -7,14 +7,13 @@ import errno
 import os
 import platform
 import sys
-from pathlib import Path
 
 import pytest
 
 from kvmtop.collectors import perf
 from kvmtop.collectors.perf import PerfError, PerfEventAttr, PerfGroup
+from tests.hostfacts import TRACEFS, ensure_mounted
 
-TRACEFS = Path("/sys/kernel/tracing")
 SYS_ENTER = TRACEFS / "events/raw_syscalls/sys_enter/id"
 
 
@@ -113,6 +112,7 @@ def test_syscall_number_from_python_ptrace() -> None:
 
 
 def _perf_usable() -> str | None:
+    ensure_mounted(TRACEFS)
     if not SYS_ENTER.exists():
         return "tracefs raw_syscalls events not mounted"
     try:

@@ -30,6 +30,7 @@ from kvmtop.collectors.tracepoints import (
 )
 from kvmtop.model.rates import kvm_exit_silent
 from kvmtop.model.sample import GuestSample, VcpuSample
+from tests.hostfacts import TRACEFS, ensure_mounted
 
 try:
     from tests.lab.fixture import lab
@@ -42,7 +43,7 @@ except ImportError:
 
 
 CAPTURE = Path(__file__).resolve().parents[1] / "fixtures" / "tracefs" / "6.18.44-fc-v782"
-LIVE_KVM_EVENTS = Path("/sys/kernel/tracing/events/kvm")
+LIVE_KVM_EVENTS = TRACEFS / "events/kvm"
 
 
 def formats() -> dict[str, EventFormat]:
@@ -187,6 +188,7 @@ def test_probe_when_perf_refuses(tmp_path: Path, err: int, words: str) -> None:
 
 
 def _live_reason() -> str | None:
+    ensure_mounted(TRACEFS)
     if not LIVE_KVM_EVENTS.is_dir():
         return "tracefs with kvm events not mounted"
     probe = TracepointCollector(isa=KVM_ISA_VMX).probe()
