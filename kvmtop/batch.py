@@ -3,7 +3,8 @@
 Layer: headless output (reads snapshots only; never imports textual).
 
 The JSON schema is documented in README.md ("Batch JSON"). A value that cannot be
-known is null, never 0.
+known is null, never 0. JSON keeps every name exact; the text output shows names with
+their control and bidi characters escaped (`kvmtop.model.text.visible`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,22 @@ from kvmtop.feed import Feed
 from kvmtop.model.finding import Finding
 from kvmtop.model.rates import DiskRates, GuestRates, HostRates, NicRates
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.text import visible
 from kvmtop.render import DASH, GUEST_COLUMNS, cell_text, fmt_bytes, fmt_mbps, fmt_pct, fmt_si
+
+
+def json_text(obj: Any, *, indent: int | None = None) -> str:
+    """`obj` as JSON text, compact on one line unless `indent` is given.
+
+    ASCII only (`ensure_ascii`, json's default, kept on purpose): every other
+    character is written as a `\\uXXXX` escape, control characters as `\\u001b` or
+    `\\n`. A parser reads back the exact string (a name stays data, byte for byte),
+    and no control, C1 or bidi character reaches a terminal the JSON is printed on.
+    Batch JSON, `kvmtop report --format json` and `kvmtop export --format jsonl`
+    all write through here.
+    """
+    separators = (",", ":") if indent is None else None
+    return json.dumps(obj, ensure_ascii=True, indent=indent, separators=separators)
 
 
 def _round(v: float | None, digits: int = 3) -> float | None:
@@ -244,13 +260,16 @@ def snapshot_text(snap: Snapshot) -> str:
     if uplinks:
         lines.append(
             "uplinks: "
-            + "  ".join(f"{n.name} {fmt_mbps(n.rx_bps)}/{fmt_mbps(n.tx_bps)} Mb/s" for n in uplinks)
+            + "  ".join(f"{visible(n.name)} {fmt_mbps(n.rx_bps)}/{fmt_mbps(n.tx_bps)} Mb/s"
+                        for n in uplinks)
         )
+    # A finding's subject and message, a source's reason: text from outside, escaped.
     for f in snap.findings:
-        lines.append(f"[{f.severity}] {f.subject_name}: {f.message}")
+        lines.append(visible(f"[{f.severity}] {f.subject_name}: {f.message}"))
     for s in snap.sources:
         if not s.ok or s.reason:
-            lines.append(f"source {s.name}: {'ok' if s.ok else 'FAILED'}: {s.reason or DASH}")
+            lines.append(visible(
+                f"source {s.name}: {'ok' if s.ok else 'FAILED'}: {s.reason or DASH}"))
     return "\n".join(lines)
 
 
@@ -281,7 +300,7 @@ def run_batch(
         if snap is None:
             break
         if fmt == "json":
-            out.write(json.dumps(snapshot_json(snap), separators=(",", ":")) + "\n")
+            out.write(json_text(snapshot_json(snap)) + "\n")
         else:
             out.write(snapshot_text(snap) + "\n\n")
         out.flush()

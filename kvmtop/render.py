@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvmtop.model.rates import GuestRates
+from kvmtop.model.text import visible
 
 DASH = "–"
 
@@ -133,10 +134,11 @@ def _sum2(a: float | None, b: float | None) -> float | None:
 
 
 def cell_text(col: Column, g: GuestRates) -> str:
-    """The text of one guest-table cell."""
+    """The text of one guest-table cell, as shown (a name's control and bidi
+    characters escaped: `kvmtop.model.text.visible`)."""
     v = col.value(g)
     if isinstance(v, str):
-        return v
+        return visible(v)
     return col.fmt(v)
 
 
