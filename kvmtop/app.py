@@ -15,6 +15,10 @@ markers).
 
 The app does not close the feed: whoever built it closes it after `run()` returns
 (by then the worker thread has finished).
+
+Names come from outside (a guest can be named with an escape sequence): the views
+show them through `kvmtop.model.text.visible`, and so do the app's own messages and
+palette entries that carry one.
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
+from textual.markup import escape
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Static
 
 from kvmtop.feed import TIME_FORMATS, Feed, Navigable, adjacent_span, parse_time
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.text import visible
 from kvmtop.render import GUEST_COLUMNS, column
 from kvmtop.views.findings import FindingsPanel
 from kvmtop.views.guest_detail import GuestDetailScreen
@@ -494,8 +500,10 @@ class KvmtopApp(App[None]):
             yield SystemCommand(f"Theme {name}", "Switch theme", partial(setattr, self, "theme",
                                                                          name))
         if self.displayed is not None:
+            # The palette reads titles and help as markup: names visible, then escaped.
             for g in self.displayed.guests:
-                yield SystemCommand(f"Guest {g.name}", f"Open the detail of {g.uuid}",
+                yield SystemCommand(f"Guest {escape(visible(g.name))}",
+                                    f"Open the detail of {escape(visible(g.uuid))}",
                                     partial(self.open_guest, g.uuid), discover=False)
 
     # ------------------------------------------------------------------ replay navigation
@@ -608,7 +616,7 @@ class KvmtopApp(App[None]):
             self.notify(f"no {'later' if direction > 0 else 'earlier'} finding{more}",
                         timeout=4)
             return None
-        self.notify(f"{span.severity} {span.detector} on {span.subject_name}: "
-                    f"{span.message} ({clock(span.since_s)} to {clock(span.until_s)})",
-                    timeout=6, markup=False)
+        self.notify(visible(f"{span.severity} {span.detector} on {span.subject_name}: "
+                            f"{span.message} ({clock(span.since_s)} to "
+                            f"{clock(span.until_s)})"), timeout=6, markup=False)
         return nav.seek(span.raised_s, lead_s=span.raised_s - span.since_s)

@@ -13,7 +13,9 @@ Each row pairs a guest figure with the host figure it is judged against:
   part of the host figure, not coloured (a big share is not a fault).
 
 The colours are a reading aid, not findings (the detectors judge with their own
-thresholds and hysteresis).
+thresholds and hysteresis). Row labels and baselines name disks, vNICs, bridges and
+uplinks: the table escapes its cells (`KeyedTable`), the plot's title and legend go
+through `kvmtop.model.text.visible` and are not markup.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from textual.widgets import DataTable, Static
 
 from kvmtop.model.rates import Frame, GuestRates, HostNetRates, HostRates
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.text import visible
 from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_pct, fmt_si
 from kvmtop.views.guest_table import Cell, KeyedTable, TableColumn
 from kvmtop.views.plot import DuoPlot
@@ -259,7 +262,7 @@ class SideBySide(Vertical):
     def compose(self) -> ComposeResult:
         """The table, the plot's title and legend, the plot."""
         yield KeyedTable(COLUMNS, id="versus-table")
-        yield Static("", id="plot-title")
+        yield Static("", id="plot-title", markup=False)
         yield Static("", id="plot-legend")
         yield DuoPlot(id="versus-plot")
 
@@ -288,13 +291,14 @@ class SideBySide(Vertical):
             return
         self._plotted = (v.key, snap.seq)
         guest, host = series(v, self.uuid, snap.recent)
-        self.query_one("#plot-title", Static).update(f"{v.label}: {span_text(snap.recent)}")
+        self.query_one("#plot-title", Static).update(
+            visible(f"{v.label}: {span_text(snap.recent)}"))
         plot = self.query_one(DuoPlot)
         legend = self.query_one("#plot-legend", Static)
         legend.update(Text.assemble(
             ("⣿ guest", plot.get_component_rich_style("duo-plot--guest", partial=True)),
             "  ",
-            (f"⣿ host: {v.baseline}",
+            (visible(f"⣿ host: {v.baseline}"),
              plot.get_component_rich_style("duo-plot--host", partial=True)),
         ))
         plot.plot(guest, host, lambda top: v.fmt(top))

@@ -10,6 +10,10 @@ Opening and closing the screen posts `GuestDetailScreen.Toggled` to the app, whi
 asks the feed to trace exits by reason for the guest on the topmost detail screen
 (and for none once the last one closes); each frame's tracepoint source says
 whether that tracing is on.
+
+Names and reasons come from outside: every text here is shown through
+`kvmtop.model.text.visible` (line by line where a text has several) and never as
+markup; the tables escape their cells themselves (`KeyedTable`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from kvmtop.model.rates import (
     GuestRates,
 )
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.text import visible
 from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si
 from kvmtop.views.compare import GuestGetter, SideBySide, guest_series
 from kvmtop.views.guest_table import Cell, KeyedTable, TableColumn
@@ -80,6 +85,11 @@ def _mb(bytes_per_s: float | None) -> str:
     return fmt_num(None if bytes_per_s is None else bytes_per_s / 1e6, 1)
 
 
+def _lines(lines: list[str]) -> str:
+    """Lines of text as one, each made visible (so their own breaks stay breaks)."""
+    return "\n".join(map(visible, lines))
+
+
 def _busiest(rates: dict[str, float]) -> str:
     """"name rate" pairs, busiest first, for the rates that moved."""
     ranked = sorted(((v, k) for k, v in rates.items() if v > 0), reverse=True)
@@ -89,7 +99,7 @@ def _busiest(rates: dict[str, float]) -> str:
 def exits_text(g: GuestRates) -> str:
     """Exits per second: total and source, split by reason or category, halt polling."""
     if g.exits_per_s is None:
-        return f"exits/s {DASH}: {g.na.get('exits_per_s', 'unknown this interval')}"
+        return visible(f"exits/s {DASH}: {g.na.get('exits_per_s', 'unknown this interval')}")
     lines = [f"exits/s {fmt_si(g.exits_per_s)} (from {g.exit_source or DASH})"]
     traced = g.exit_source == EXIT_SOURCE_TRACEPOINTS
     if g.exits_by_reason is not None:
@@ -100,7 +110,7 @@ def exits_text(g: GuestRates) -> str:
         lines.append(f"KVM categories: {_busiest(g.exit_categories)}")
     lines.append(f"halt polling {fmt_pct(g.halt_poll_cpu_pct)}% of a core"
                  + (f": {g.halt_poll_hint}" if g.halt_poll_hint else ""))
-    return "\n".join(lines)
+    return _lines(lines)
 
 
 def tracing_text(snapshot: Snapshot, g: GuestRates) -> str:
@@ -115,16 +125,16 @@ def tracing_text(snapshot: Snapshot, g: GuestRates) -> str:
                  f"({status.detail.get(TRACE_FDS, DASH)} counters{over})"]
         if g.tracepoint_rates:
             lines.append(f"tracepoints/s: {_busiest(g.tracepoint_rates)}")
-        return "\n".join(lines)
+        return _lines(lines)
     failed = status is not None and not status.ok
     if snapshot.mode in ("replay", "follow"):
         why = f": {status.reason}" if status is not None and failed else (
             " (a replay cannot trace; record with kvmtop record --trace GUEST)")
-        return f"per-reason tracing not in this recording for this guest{why}"
+        return visible(f"per-reason tracing not in this recording for this guest{why}")
     if status is None:
         return "per-reason tracing unavailable: no tracepoint source"
     if failed:
-        return f"per-reason tracing unavailable: {status.reason}"
+        return visible(f"per-reason tracing unavailable: {status.reason}")
     return "per-reason tracing starts with the next sample"
 
 
@@ -138,7 +148,7 @@ def memory_text(g: GuestRates) -> str:
         f"  stats age {fmt_num(g.balloon_age_s, 0)}s"
     )
     reason = g.na.get("mem_used_bytes")
-    return f"{text}\n{DASH} {reason}" if reason else text
+    return _lines([text, f"{DASH} {reason}"]) if reason else text
 
 
 class GuestDetailScreen(Screen[None]):
@@ -176,7 +186,8 @@ class GuestDetailScreen(Screen[None]):
         """Title and sparklines, then per-vCPU, baseline, exits, threads, disks, NICs, memory."""
         with Horizontal(id="detail-head"):
             yield ModeBadge(id="mode")
-            yield Static(self.guest_name, id="detail-title", markup=False)  # names are not markup
+            # Names are not markup, and are shown visible.
+            yield Static(visible(self.guest_name), id="detail-title", markup=False)
         with VerticalScroll():
             with Horizontal(id="sparks"):
                 with Vertical():
@@ -191,8 +202,8 @@ class GuestDetailScreen(Screen[None]):
                          "plotted)", classes="heading")
             yield SideBySide(self.uuid, id="side-by-side")
             yield Static("VM exits", classes="heading")
-            yield Static("", id="exits")
-            yield Static("", id="tracing")
+            yield Static("", id="exits", markup=False)
+            yield Static("", id="tracing", markup=False)
             yield Static("Helper threads (emulator, iothreads, vhost)", classes="heading")
             yield KeyedTable(THREAD_COLUMNS, id="thread-table", show_cursor=False)
             yield Static("Disks", classes="heading")
@@ -200,7 +211,7 @@ class GuestDetailScreen(Screen[None]):
             yield Static("Network interfaces", classes="heading")
             yield KeyedTable(NIC_COLUMNS, id="nic-table", show_cursor=False)
             yield Static("Memory", classes="heading")
-            yield Static("", id="memory")
+            yield Static("", id="memory", markup=False)
         yield Footer()
 
     def _spark(self, which: str, label: str, snapshot: Snapshot, g: GuestRates,
@@ -224,13 +235,14 @@ class GuestDetailScreen(Screen[None]):
         g = snapshot.guest(self.uuid)
         title = self.query_one("#detail-title", Static)
         if g is None:
-            title.update(f"{self.guest_name}: not in the latest frame (stopped or undefined)")
+            title.update(visible(
+                f"{self.guest_name}: not in the latest frame (stopped or undefined)"))
             return
-        title.update(
+        title.update(_lines([
             f"{g.name}  {g.state}  {fmt_num(g.vcpus, 0)} vCPU  accel {g.accel or DASH}"
-            f"  pid {g.pid if g.pid is not None else DASH}  steal from {g.steal_source or DASH}"
-            f"\nuuid {g.uuid}"
-        )
+            f"  pid {g.pid if g.pid is not None else DASH}  steal from {g.steal_source or DASH}",
+            f"uuid {g.uuid}",
+        ]))
         self._spark("cpu", "CPU%", snapshot, g, lambda x: x.cpu_pct)
         self._spark("steal", "Steal%", snapshot, g, lambda x: x.steal_pct)
         self.query_one("#vcpu-table", KeyedTable).sync(

@@ -32,6 +32,7 @@ from textual.widgets import DataTable
 from kvmtop.model.finding import SEVERITIES, Finding
 from kvmtop.model.rates import GuestRates
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.text import visible
 from kvmtop.render import GUEST_COLUMNS
 from kvmtop.views.line_table import LEVELS as LEVELS
 from kvmtop.views.line_table import Cell as Cell
@@ -100,7 +101,9 @@ class KeyedTable(DataTable[Text]):
         return self._styles[level]
 
     def _make_cell(self, key: str, cell: Cell) -> _KeyedText:
-        return _KeyedText(cell.text, key, self._style(cell.level), cell.right)
+        """The renderable of a cell: its text made visible (a name's control and bidi
+        characters escaped, once, here), styled by its level."""
+        return _KeyedText(visible(cell.text), key, self._style(cell.level), cell.right)
 
     def _restyle(self, _theme: object = None) -> None:
         """Re-render the styled cells when a theme change moved the severity colours."""

@@ -5,7 +5,9 @@ Layer: views. Reads `Snapshot.host` / `Snapshot.summary` only.
 Three lines, by resource (a fourth gives the reason for any figure the host cannot
 provide): CPU with run-queue delay, PSI, vCPU:pCPU and exits; memory with
 overcommit, guests and kvmtop's own cost; I/O with the busiest disk and uplink and
-softnet drops. Unknown values print as "–".
+softnet drops. Unknown values print as "–". Device names, reasons and the title
+come from outside: each value is shown through `kvmtop.model.text.visible`, as
+`Content` (never markup).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from textual.widgets import Static
 
 from kvmtop.model.rates import HostDiskRates, HostNetRates, HostRates
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.text import visible
 from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si
 
 LABEL = "$kvm-dim"
@@ -66,13 +69,14 @@ def _ratio(v: float | None) -> str:
 
 
 def _line(*fields: tuple[str, str]) -> Content:
-    """(label, value) fields joined by separators; a narrow screen wraps only between them."""
+    """(label, value) fields joined by separators; a narrow screen wraps only between them.
+    Each value is made visible (it may hold a device name)."""
     pieces: list[str | tuple[str, str]] = []
     for label, value in fields:
         if pieces:
             pieces.append(SEP)
         pieces += [(f"{label}\N{NO-BREAK SPACE}".replace(" ", "\N{NO-BREAK SPACE}"), LABEL),
-                   value.replace(" ", "\N{NO-BREAK SPACE}")]
+                   visible(value).replace(" ", "\N{NO-BREAK SPACE}")]
     return Content.assemble(*pieces)
 
 
@@ -112,7 +116,8 @@ def host_lines(snapshot: Snapshot) -> list[Content]:
     if h.na:
         lines.append(Content.assemble(
             ("n/a: ", LABEL),
-            "; ".join(f"{NA_LABELS.get(k, k)}: {reason}" for k, reason in sorted(h.na.items())),
+            visible("; ".join(f"{NA_LABELS.get(k, k)}: {reason}"
+                              for k, reason in sorted(h.na.items()))),
         ))
     return lines
 
@@ -197,7 +202,8 @@ class HostStrip(Widget):
     def compose(self) -> ComposeResult:
         """The badge and the figures."""
         yield ModeBadge("waiting", id="mode")
-        yield SteadyStatic(self.title or "waiting for the first sample…", id="host-figures")
+        yield SteadyStatic(Content(visible(self.title) or "waiting for the first sample…"),
+                           id="host-figures")
 
     def watch_note(self) -> None:
         """Show a new note at once, without waiting for the next frame."""
@@ -214,9 +220,10 @@ class HostStrip(Widget):
             status.append((f"recording to {snapshot.recording}", "$kvm-crit"))
         if self.note:
             status.append((self.note, "$kvm-warn"))
-        if status:
+        if status:  # the title and the path may name anything: made visible
             pieces: list[tuple[str, str]] = []
-            for part in status:
+            for text, style in status:
+                part = (visible(text), style)
                 pieces += [SEP, part] if pieces else [part]
             lines.append(Content.assemble(*pieces))
         self.query_one("#host-figures", SteadyStatic).show_content(Content("\n").join(lines))

@@ -13,6 +13,11 @@ The cursor follows its row's key when rows move, come and go, and is kept in vie
 
 The severity classes (`.keyed-table--<level>` in kvmtop.tcss) are the ones the
 DataTable-based `KeyedTable` uses, so both kinds of table colour a level alike.
+
+A cell's text is drawn through `kvmtop.model.text.visible` (and so is every cell of a
+`KeyedTable`): names come from outside, and a guest whose name holds ESC [2J must show
+it as "\\x1b[2J", not clear the screen. Cells hold the text as it is; it is escaped
+once, when drawn.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from kvmtop.model.finding import SEVERITIES
+from kvmtop.model.text import visible
 
 LEVELS: tuple[str, ...] = ("ok", *SEVERITIES, "dim")
 """Classes a cell can carry (styled by `.keyed-table--<level>` in kvmtop.tcss): the
@@ -334,7 +340,8 @@ class LineTable(ScrollView, can_focus=True):
                fill: Style) -> Strip:
         """One line: the cells in their columns, then `fill` to the view's width, in
         view of the horizontal scroll. Neighbouring cells of one style share a segment
-        (fewer segments: less work for every later stage of the repaint)."""
+        (fewer segments: less work for every later stage of the repaint). Each cell's
+        text is made visible before it is fitted to its width."""
         segments: list[Segment] = []
         run: list[str] = []
         run_style = plain = styles[None]
@@ -344,7 +351,7 @@ class LineTable(ScrollView, can_focus=True):
                 segments.append(Segment("".join(run), run_style))
                 run = []
             run_style = style
-            run.append(fit(text, width, right))
+            run.append(fit(visible(text), width, right))
         width = self._view_width
         if width > self._table_width:
             if fill is not run_style:
