@@ -10,17 +10,23 @@ defines it:
   `GUEST_COLUMNS` key with the column's raw value (the number the TUI sorts by,
   unformatted and in base units: percent, per second, bytes, and bits/s for
   `net_mbps`); empty when unknown. Rates need two samples, so the first sample's
-  rows have empty rates.
+  rows have empty rates. Text cells (`uuid`, `name`, `state`, `exit_top`) show a
+  name's control and bidi characters escaped (`\\x1b`, `\\u202e`:
+  `kvmtop.model.text.visible`), and a text cell that begins with `=`, `+`, `-` or
+  `@` gets a leading `'` so that a spreadsheet shows it rather than running it as a
+  formula (`csv_text`).
 - jsonl: one `kvmtop.batch.snapshot_json` object per sample: the schema of
-  `kvmtop --batch --format json`.
+  `kvmtop --batch --format json` (names exact; `kvmtop.batch.json_text`).
 - openmetrics: `kvmtop.serve.sample_families` of every sample (raw cumulative
   counters and the active findings, as `kvmtop serve` exposes them), each point with
   the sample's timestamp, rendered by the endpoint's OpenMetrics encoder; ends with
-  `# EOF`. OpenMetrics wants each family's lines together and each series' points
-  together in time order, while a recording holds one sample (every family) after
-  another, so the lines are sorted through a temporary SQLite database on disk
-  (memory stays bounded; the disk holds about the size of the output until the end).
-  `promtool tsdb create-blocks-from openmetrics` reads the result.
+  `# EOF`. Label values are escaped as the endpoint escapes them
+  (`kvmtop.serve.label_value`). OpenMetrics wants each family's lines together and
+  each series' points together in time order, while a recording holds one sample
+  (every family) after another, so the lines are sorted through a temporary SQLite
+  database on disk (memory stays bounded; the disk holds about the size of the
+  output until the end). `promtool tsdb create-blocks-from openmetrics` reads the
+  result.
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import json
 import sqlite3
 import sys
 from collections.abc import Iterable, Iterator
@@ -39,10 +44,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from kvmtop.batch import snapshot_json
+from kvmtop.batch import json_text, snapshot_json
 from kvmtop.feed import Pipeline
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.text import visible
 from kvmtop.render import GUEST_COLUMNS
 from kvmtop.report import Progress, extent, frames
 from kvmtop.serve import sample_families
@@ -54,11 +60,25 @@ if TYPE_CHECKING:
 FORMATS = ("csv", "jsonl", "openmetrics")
 OPENMETRICS = "application/openmetrics-text"
 CSV_HEADER = ("time", "uuid", *(c.key for c in GUEST_COLUMNS))
+FORMULA_START = ("=", "+", "-", "@")
+"""A spreadsheet takes a cell that begins with one of these as a formula (OWASP, "CSV
+Injection"; a leading tab or CR, also on its list, is escaped by `visible`)."""
+
+
+def csv_text(text: str) -> str:
+    """A text cell of the CSV: `text` visible (`kvmtop.model.text.visible`), and
+    prefixed with `'` when it begins with one of `FORMULA_START`, the usual guard
+    against formula injection: a spreadsheet then shows the text as it is (a guest
+    named "=HYPERLINK(...)" stays text) and hides the quote."""
+    text = visible(text)
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def _cell(v: float | str | None) -> str | float:
     if v is None:
         return ""
+    if isinstance(v, str):
+        return csv_text(v)
     return round(v, 3) if isinstance(v, float) else v
 
 
@@ -70,7 +90,7 @@ def write_csv(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> int:
     for _sample, snap in pairs:
         t = round(snap.wall_s, 3)
         for g in snap.guests:
-            writer.writerow([t, g.uuid, *(_cell(c.value(g)) for c in GUEST_COLUMNS)])
+            writer.writerow([t, csv_text(g.uuid), *(_cell(c.value(g)) for c in GUEST_COLUMNS)])
             rows += 1
     return rows
 
@@ -79,7 +99,7 @@ def write_jsonl(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> int:
     """One batch JSON object per sample, one per line; returns the lines written."""
     lines = 0
     for _sample, snap in pairs:
-        out.write(json.dumps(snapshot_json(snap), separators=(",", ":")) + "\n")
+        out.write(json_text(snapshot_json(snap)) + "\n")
         lines += 1
     return lines
 
@@ -156,6 +176,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "row per guest per sample, the guest-table columns as raw numbers), jsonl (the "
         "batch JSON schema, one object per sample) or openmetrics (raw counters and "
         "findings as `kvmtop serve` exposes them, with timestamps)."
+    )
+    parser.epilog = (
+        "Names: jsonl keeps every name exact (JSON escapes). csv and openmetrics show a "
+        "name's control and bidi characters escaped (\\x1b, \\u202e), and a csv text "
+        "cell that begins with = + - or @ gets a leading ' so that a spreadsheet does "
+        "not run it as a formula."
     )
     parser.add_argument("--format", choices=FORMATS, required=True, help="output format")
     parser.add_argument("-o", "--output", type=Path, metavar="OUT",

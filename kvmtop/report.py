@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import html
-import json
 import math
 import sys
 import time
@@ -45,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TextIO, TypeVar
 
-from kvmtop.batch import finding_json
+from kvmtop.batch import finding_json, json_text
 from kvmtop.detectors.base import fmt_duration
 from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.feed import FindingSpan, FindingTracker, Pipeline
@@ -53,6 +52,7 @@ from kvmtop.model.finding import Finding
 from kvmtop.model.rates import GuestRates, HostDiskRates, HostNetRates
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.text import visible
 from kvmtop.render import DASH, column, fmt_bytes, fmt_mbps, fmt_ms, fmt_pct, fmt_si
 
 if TYPE_CHECKING:
@@ -667,7 +667,9 @@ def _stepped(reader: StoreReader, from_s: float | None, to_s: float | None,
             return
         sample = reader.read(index)
         if sample is not None:
-            yield sample
+            # The step is these samples' sampling interval: rates over it are wanted
+            # (means over the step), not lost ticks (`rates.interval_gap`).
+            yield dataclasses.replace(sample, interval_s=max(step_s, sample.interval_s))
         index = reader.seek(t + step_s)
 
 
@@ -833,9 +835,24 @@ class Section:
 
 
 def sections(report: Report) -> list[Section]:
-    """The report's content in reading order, shared by the text, Markdown and HTML."""
-    return [_recording(report), _timeline(report), _offenders(report), _host(report),
-            _per_guest(report)]
+    """The report's content in reading order, shared by the text, Markdown and HTML,
+    every text in it as shown (names escaped once, here: `_visible`)."""
+    return [_visible(sec) for sec in (_recording(report), _timeline(report),
+                                      _offenders(report), _host(report), _per_guest(report))]
+
+
+def _visible(sec: Section) -> Section:
+    """A section with every text passed through `kvmtop.model.text.visible`: guest,
+    device and subject names, finding messages and the recording's metadata come from
+    outside, and a name's escape sequence must not reach the reader's terminal (text,
+    Markdown) or reorder a page (HTML). Each format adds its own escaping on top."""
+    tables = [dataclasses.replace(
+        t, title=visible(t.title), headers=tuple(map(visible, t.headers)),
+        rows=[[visible(c) for c in r] for r in t.rows], note=visible(t.note))
+        for t in sec.tables]
+    return dataclasses.replace(
+        sec, facts=[(visible(k), visible(v)) for k, v in sec.facts], note=visible(sec.note),
+        tables=tables)
 
 
 def _recording(report: Report) -> Section:
@@ -969,7 +986,7 @@ def _cells(t: Table, cells: Sequence[str], widths: list[int]) -> str:
 
 def render_text(report: Report) -> str:
     """The report as plain text (aligned columns)."""
-    out = [f"kvmtop report: {report.path}"]
+    out = [f"kvmtop report: {visible(report.path)}"]
     for sec in sections(report):
         out += ["", f"== {sec.title} =="]
         width = max((len(k) for k, _ in sec.facts), default=0)
@@ -987,12 +1004,13 @@ def render_text(report: Report) -> str:
 
 
 def _md(text: str) -> str:
+    """A table cell's text (already visible) in Markdown: a pipe would end the cell."""
     return text.replace("|", "\\|")
 
 
 def render_md(report: Report) -> str:
     """The report as Markdown (GitHub tables)."""
-    out = [f"# kvmtop report: `{report.path}`"]
+    out = [f"# kvmtop report: `{visible(report.path)}`"]
     for sec in sections(report):
         out += ["", f"## {sec.title}", ""]
         out += [f"- **{k}**: {_md(v)}" for k, v in sec.facts]
@@ -1129,8 +1147,8 @@ def svg_plot(key: str, lines: Sequence[tuple[str, str, Series]], spans: Sequence
         x0 = _x(max(s.since_s, start), start, end)
         x1 = max(_x(min(s.until_s, end), start, end), x0 + 2)
         f = s.peak
-        tip = (f"{f.severity} {f.detector} {f.subject_name}: {stamp(s.since_s)} → "
-               f"{'ongoing' if s.ongoing else stamp(s.until_s)}: {f.message}")
+        tip = visible(f"{f.severity} {f.detector} {f.subject_name}: {stamp(s.since_s)} → "
+                      f"{'ongoing' if s.ongoing else stamp(s.until_s)}: {f.message}")
         out.append(f'<rect class="finding-span" data-detector="{html.escape(f.detector)}" '
                    f'data-severity="{html.escape(f.severity)}" x="{x0:.1f}" y="{MT}" '
                    f'width="{x1 - x0:.1f}" height="{H - MT - MB}" '
@@ -1155,7 +1173,7 @@ def svg_plot(key: str, lines: Sequence[tuple[str, str, Series]], spans: Sequence
                 run.append((run[0][0] + series.width_s / 2, run[0][1]))
             pts = " ".join(f"{_x(t, start, end):.1f},{y(v):.1f}" for t, v in run)
             out.append(f'<polyline class="series" fill="none" stroke="{colour}" '
-                       f'stroke-width="1.5" points="{pts}"><title>{html.escape(label)}'
+                       f'stroke-width="1.5" points="{pts}"><title>{html.escape(visible(label))}'
                        "</title></polyline>")
     if not values:
         out.append(f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no data</text>')
@@ -1184,8 +1202,8 @@ def _figure(key: str, title: str, lines: Sequence[tuple[str, str, Series]],
     # one, or more than 2 buckets when buckets are wider than a step.
     step = report.step_s or report.index_s or report.meta.interval_s or 2.0
     gap_s = max(3 * step, 2.5 * (end - start) / PLOT_POINTS)
-    legend = "".join(f'<li><span style="background:{c}"></span>{html.escape(label)}</li>'
-                     for label, c, _ in lines)
+    legend = "".join(f'<li><span style="background:{c}"></span>'
+                     f"{html.escape(visible(label))}</li>" for label, c, _ in lines)
     return (f'<figure><figcaption>{html.escape(title)}</figcaption>'
             f"{svg_plot(key, lines, spans, start, end, fmt, gap_s, min_top)}"
             f'<ul class="legend">{legend}</ul></figure>')
@@ -1242,9 +1260,9 @@ def render_html(report: Report) -> str:
     """The report as one self-contained HTML page: inline CSS and SVG, no scripts,
     nothing fetched, so it opens offline."""
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>kvmtop report: {html.escape(report.path)}</title>",
+           f"<title>kvmtop report: {html.escape(visible(report.path))}</title>",
            f"<style>{CSS}</style></head><body>",
-           f"<h1>kvmtop report: {html.escape(report.path)}</h1>"]
+           f"<h1>kvmtop report: {html.escape(visible(report.path))}</h1>"]
     for sec in sections(report):
         out.append(f'<section id="{sec.id}"><h2>{html.escape(sec.title)}</h2>')
         if sec.facts:
@@ -1268,7 +1286,7 @@ def render_html(report: Report) -> str:
 def render(report: Report, fmt: str) -> str:
     """The report in `fmt`: one of `FORMATS`."""
     if fmt == "json":
-        return json.dumps(report_json(report), indent=1) + "\n"
+        return json_text(report_json(report), indent=1) + "\n"
     return {"text": render_text, "md": render_md, "html": render_html}[fmt](report)
 
 
