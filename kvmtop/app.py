@@ -66,14 +66,15 @@ SCAN_CHUNK = 4
 pipeline push: about 6 ms at 3 guests, 30 ms at 50)."""
 
 DEFAULT_THRESHOLDS: Mapping[str, Threshold] = {
-    # ../shared/reference/metrics.md §5.1: steal mean ≥ 5 % warns, ≥ 20 % is critical;
+    # docs/detectors.md#steal: steal mean ≥ 5 % warns, ≥ 20 % is critical;
     # a single vCPU ≥ 10 % is bad (VMware CPU Ready guidance).
     "steal_pct": Threshold(warn=5.0, crit=20.0),
     "steal_max_pct": Threshold(warn=10.0, crit=20.0),
-    # §5.3: 20 ms is the esxtop DAVG floor for spinning or network storage [H: 50 ms crit].
+    # docs/detectors.md#disk_latency: 20 ms is the esxtop DAVG floor for spinning or
+    # network storage [H: 50 ms crit].
     "disk_read_ms": Threshold(warn=20.0, crit=50.0),
     "disk_write_ms": Threshold(warn=20.0, crit=50.0),
-    # §5.5: a guest dropping packets at all is worth a look [H].
+    # docs/detectors.md#vnic_drops: a guest dropping packets at all is worth a look [H].
     "net_drops_per_s": Threshold(warn=1.0, crit=100.0),
 }
 """Guest-table colouring by column key (the config file overrides these)."""

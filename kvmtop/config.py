@@ -83,7 +83,7 @@ class Settings:
         uri: libvirt connection URI.
         interval_s: sampling interval (fast tier).
         balloon_every: collect balloon stats every N ticks (slow tier; costs the most
-            libvirtd time per domain: ../shared/reference/lab.md).
+            libvirtd time per domain: tests/lab/README.md#libvirt-stats-cost-per-group).
         window_size: frames kept in memory for the detail screen's plots (fewer with
             many guests: `kvmtop.model.window`); detectors keep their own history.
         min_ops: minimum disk requests in an interval before a latency is shown.

@@ -51,9 +51,9 @@ SKIP = "skip"
 STATUSES = (FAIL, WARN, OK, SKIP)
 """In the order the text report lists them."""
 
-# libvirt versions of the fields kvmtop relies on (metrics.md §2.1): vcpu.N.delay
-# came with commit 4719ec15 (7.2.0); the vm group and vcpu.N.<stat>.<type> KVM
-# binary stats with 8.9.0, and they need QEMU's query-stats (QEMU 7.1).
+# libvirt versions of the fields kvmtop relies on (docs/sources.md#libvirt-bulk-stats):
+# vcpu.N.delay came with commit 4719ec15 (7.2.0); the vm group and vcpu.N.<stat>.<type>
+# KVM binary stats with 8.9.0, and they need QEMU's query-stats (QEMU 7.1).
 LIBVIRT_DELAY = (7, 2, 0)
 LIBVIRT_VM_GROUP = (8, 9, 0)
 QEMU_QUERY_STATS = (7, 1, 0)

@@ -158,7 +158,8 @@ class Detector(Protocol):
 
 
 def host_baseline(host: HostRates) -> dict[str, float]:
-    """The host context every finding carries (§5.8: PSI as the baseline column)."""
+    """The host context every finding carries (PSI as the baseline column:
+    docs/detectors.md#host_pressure)."""
     values = {
         "host_cpu_busy_pct": host.cpu_busy_pct,
         "host_psi_cpu_some_pct": host.psi_cpu_some_pct,

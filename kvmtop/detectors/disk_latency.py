@@ -1,4 +1,5 @@
-"""`disk_latency`: a guest disk slower than its floor and k × its own median (§5.3).
+"""`disk_latency`: a guest disk slower than its floor and k × its own median
+(docs/detectors.md#disk_latency).
 
 Latency per request = Δ`block.N.{rd,wr,fl}.times` / Δreqs, judged only over at least
 `min_reqs` requests. A throttled disk completes few requests per tick, so the deltas
@@ -9,7 +10,7 @@ Bad when latency > max(floor, k × rolling median of the same disk and kind) or 
 `crit_ms` whatever the median. The floor depends on the host device: 2 ms when it is
 non-rotational, 20 ms when rotational, network or unknown.
 
-Verdict (ESXi GAVG = KAVG + DAVG as the model, §5.3):
+Verdict (ESXi GAVG = KAVG + DAVG as the model, docs/detectors.md#disk_latency):
 - "storage": the host backing device is slow too (above its floor, or ≥ 90 % busy);
 - "above the device": the host device is fine (guest − host > 2 ms, or it completed
   nothing while the guest waited): QEMU iothread, iotune throttling, image format

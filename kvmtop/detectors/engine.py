@@ -2,7 +2,7 @@
 
 Layer: detectors (pure). `DetectorEngine(settings)(window)` reads only the newest
 (sample, frame) of the window, hands one `Tick` to every enabled detector, and turns
-their observations into findings with hysteresis (metrics.md §5 general rules):
+their observations into findings with hysteresis (docs/detectors.md#hysteresis):
 raise after K consecutive bad observations, clear after K good ones; `since_s` is the
 wall time of the first bad observation of the streak that raised it.
 

@@ -1,4 +1,5 @@
-"""`exit_storm`: VM exits per vCPU far above a floor and the guest's own median (§5.2).
+"""`exit_storm`: VM exits per vCPU far above a floor and the guest's own median
+(docs/detectors.md#exit_storm).
 
 Rule [H]: exits/s per vCPU > max(floor, k × the guest's rolling median over 15 min)
 for K samples; critical above an absolute ceiling whatever the median. The relative
@@ -6,10 +7,10 @@ part needs `min_baseline_s` of history, until then only the floor applies.
 
 Rate per vCPU: the busiest vCPU from the KVM binary stats libvirt exports
 (`vcpu.N.exits.sum`); else the VM-wide total / vCPUs; else debugfs `exits` (readable
-only without kernel lockdown, metrics.md §6.1). Only KVM guests have exits.
+only without kernel lockdown, docs/sources.md#kvm-debugfs-and-lockdown). Only KVM guests have exits.
 
 Classification by the dominant exit reason (tracepoints, when traced) or category
-(KVM stats), with the advice of §5.2.
+(KVM stats), with the advice of docs/detectors.md#exit_storm.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kvmtop.model.rates import rate
 ID = "exit_storm"
 
 # Exit reason (kvm_exit tracepoint, VMX and SVM names) or KVM stat category → what it
-# usually means (§5.2, §4.2).
+# usually means (docs/detectors.md#exit_storm, docs/sources.md#vm-exits).
 ADVICE: dict[str, str] = {
     "mmio_exits": "emulated device (MMIO) storm",
     "EPT_MISCONFIG": "emulated device (MMIO) storm",

@@ -1,4 +1,5 @@
-"""`host_pressure`: host PSI sustained, the context for every other finding (§5.8).
+"""`host_pressure`: host PSI sustained, the context for every other finding
+(docs/detectors.md#host_pressure).
 
 The oomd-style three-part condition [S: oomd pattern as quoted in gitaly#7078]: the
 kernel's avg60 above the threshold (sustained), avg10 above it too (now), and avg10

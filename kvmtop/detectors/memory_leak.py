@@ -1,9 +1,11 @@
-"""`memory_leak`: guest used memory trending up, with time to exhaustion (metrics.md §5.6).
+"""`memory_leak`: guest used memory trending up, with time to exhaustion
+(docs/detectors.md#memory_leak).
 
 Signal: used = balloon available − usable (guest MemTotal − MemAvailable); fallback
 available − unused − disk_caches for guests that do not report usable (page cache is
 then subtracted explicitly, so cache growth is not a leak). Host RSS is not used: it
-equals guest RAM from boot (../shared/reference/lab.md) and never shows a guest leak.
+equals guest RAM from boot (tests/lab/README.md#known-limits-of-this-machine) and
+never shows a guest leak.
 
 One point per balloon update (`balloon.last-update` advancing; the collector repeats
 the last balloon stats on ticks that do not fetch them). The trend test (Hamed–Rao

@@ -1,4 +1,5 @@
-"""`overcommit`: configuration advice from the host's shape (issue 5, DESIGN doctor).
+"""`overcommit`: configuration advice from the host's shape (issue 5,
+docs/detectors.md#overcommit).
 
 - vCPU:pCPU: vCPUs of running guests per host CPU above `vcpu_ratio` (1.2 [H]);
 - host memory reserve: RAM left after every running guest's maximum memory below

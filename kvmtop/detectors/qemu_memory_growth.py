@@ -1,4 +1,5 @@
-"""`qemu_memory_growth`: the QEMU process growing beyond guest RAM (metrics.md §5.7).
+"""`qemu_memory_growth`: the QEMU process growing beyond guest RAM
+(docs/detectors.md#qemu_memory_growth).
 
 over = `balloon.rss` − `balloon.current` (QEMU RSS minus the guest's balloon size).
 QEMU RSS grows as guest RAM is first touched and rarely shrinks, so RSS alone is not

@@ -3,12 +3,12 @@
 Layer: detectors (pure data). `kvmtop.config` fills these from the `[detectors.*]`
 tables of the config file; detectors read them and nothing else.
 
-Source tags follow ../shared/reference/metrics.md: [S] a primary or vendor source,
+Source tags (docs/detectors.md#source-tags): [S] a primary or vendor source,
 [H] a heuristic default (configurable because it is not a standard), [lab] lowered or
-raised because the lab measurements of this project require it. Section numbers
-(§5.x) point into metrics.md.
+raised because the lab measurements of this project require it. Each detector's
+section in docs/detectors.md is headed by its id (docs/detectors.md#steal).
 
-Hysteresis (§5 general rules [H]): a condition raises a finding after `raise_after`
+Hysteresis (docs/detectors.md#hysteresis) [H]: a condition raises a finding after `raise_after`
 consecutive bad observations and clears it after `clear_after` good ones (K = 3 at a
 2 s tick, about 6 s). Every detector has its own pair so a slow detector (the leak
 test runs every 30 s) can count evaluations instead of ticks.
@@ -38,12 +38,12 @@ MIB = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class StealSettings:
-    """High steal per guest (§5.1).
+    """High steal per guest (docs/detectors.md#steal).
 
     Warn at mean ≥ 5 % or max ≥ 10 % [S: VMware CPU Ready "should remain under 5 %"
     (IBM support on VMware KB 2002181); per-vCPU bands 1-5 % good, ≥ 10 % bad].
     Critical at mean ≥ 20 % or max ≥ 10 % sustained 5 min [S, secondary: Scout
-    "steal > 10 % for 20 minutes"; shortened to 5 min in §5.1 H].
+    "steal > 10 % for 20 minutes"; shortened to 5 min, H].
     """
 
     raise_after: int = 3
@@ -53,9 +53,9 @@ class StealSettings:
     crit_mean_pct: float = 20.0
     crit_max_pct: float = 10.0
     crit_sustain_s: float = 300.0
-    # Ignore vCPUs whose CPU + steal is below 2 % of the interval: idle noise [H §5.1].
+    # Ignore vCPUs whose CPU + steal is below 2 % of the interval: idle noise [H].
     idle_guard_pct: float = 2.0
-    # Attribution [I §5.1]: host PSI cpu some share (from the total= counter) above
+    # Attribution [I]: host PSI cpu some share (from the total= counter) above
     # this, or at least `many_guests` guests stealing, means host over-commit.
     host_psi_cpu_pct: float = 20.0
     many_guests: int = 2
@@ -68,7 +68,8 @@ class StealSettings:
 
 @dataclass(frozen=True, slots=True)
 class ExitStormSettings:
-    """VM exits per vCPU far above an absolute floor and the guest's own median (§5.2).
+    """VM exits per vCPU far above an absolute floor and the guest's own median
+    (docs/detectors.md#exit_storm).
 
     [H]: no industry threshold. At about 1.3-2.5 k cycles per exit round trip
     [S: LKML 2020-12 SVM VMRUN counts], 100 k exits/s is 4-8 % of a 3 GHz core in
@@ -87,7 +88,8 @@ class ExitStormSettings:
 
 @dataclass(frozen=True, slots=True)
 class DiskLatencySettings:
-    """Per guest disk latency vs its floor, k × its own median, and the host device (§5.3).
+    """Per guest disk latency vs its floor, k × its own median, and the host device
+    (docs/detectors.md#disk_latency).
 
     Floors [S]: 20 ms for spinning or network storage (esxtop DAVG/GAVG > 20 ms), 2 ms
     when the host device is non-rotational (Broadcom: flash DAVG "rarely above 1-2
@@ -118,12 +120,13 @@ class DiskLatencySettings:
 
 @dataclass(frozen=True, slots=True)
 class VswitchSettings:
-    """Saturation of a Linux bridge or OVS bridge and its uplinks (§5.4).
+    """Saturation of a Linux bridge or OVS bridge and its uplinks
+    (docs/detectors.md#vswitch_saturation).
 
     Utilization ≥ 90 % of the uplink capacity, full duplex = max(rx, tx) [S: atop
     netcritperc 90 and its network-busy formula]. Drops, softnet drops and OVS `lost`
     above 0/s for K samples [S-semantics, H-threshold]. Several guests behind one
-    switch dropping RX at once point at the switch, not at one guest [I §5.4].
+    switch dropping RX at once point at the switch, not at one guest [I].
     """
 
     raise_after: int = 3
@@ -140,13 +143,14 @@ class VswitchSettings:
     softnet_drops_per_s: float = 0.0
     ovs_lost_per_s: float = 0.0
     guests_dropping: int = 2
-    # A guest counts as dropping above this share of its RX packets (§5.5 [H]).
+    # A guest counts as dropping above this share of its RX packets [H]
+    # (docs/detectors.md#vnic_drops).
     guest_drop_ratio_pct: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)
 class VnicDropsSettings:
-    """One guest not draining its RX ring: tap tx_dropped (§5.5).
+    """One guest not draining its RX ring: tap tx_dropped (docs/detectors.md#vnic_drops).
 
     Drops > 0 for K samples and a drop ratio above 0.1 % of RX packets [H]. Critical
     above 1 % [H: an order of magnitude more]. TX drops sustained: "host dropping
@@ -162,14 +166,15 @@ class VnicDropsSettings:
 
 @dataclass(frozen=True, slots=True)
 class MemoryLeakSettings:
-    """Guest used memory trending up: Mann–Kendall + Theil–Sen (§5.6).
+    """Guest used memory trending up: Mann–Kendall + Theil–Sen
+    (docs/detectors.md#memory_leak).
 
     Test [S methods, H parameters]: Hamed–Rao MK p < 0.01 and τ > 0.5; Theil–Sen 95 %
     lower bound > 0 and slope > max(1 MiB/min, 0.5 % of guest RAM per hour). Severity
     by time to exhaustion (usable / slope): warning under 24 h, critical under 2 h,
     info above. Window 2 h [H].
 
-    [lab] `min_duration_s` is 5 min, not §5.6's 30 min: a 128 MiB guest leaking
+    [lab] `min_duration_s` is 5 min, not 30 min: a 128 MiB guest leaking
     5 MiB/min runs out in about 11 min and must be flagged within 10. The τ, p, CI
     and slope floor still have to hold, so flat or noisy guests stay quiet.
     """
@@ -190,10 +195,10 @@ class MemoryLeakSettings:
     min_slope_pct_per_h: float = 0.5
     tte_warn_h: float = 24.0
     tte_crit_h: float = 2.0
-    # Balloon stats older than this are stale [H: 3 × the 60 s maximum stats period
-    # §5.6 recommends]; the leak check pauses and says so.
+    # Balloon stats older than this are stale [H: 3 × a 60 s stats period, the longest
+    # that suits leak detection]; the leak check pauses and says so.
     stale_after_s: float = 180.0
-    # Reset the series when the balloon target (`balloon.current`) moves > 1 % (§5.6)
+    # Reset the series when the balloon target (`balloon.current`) moves > 1 %
     # or used memory drops by more than this share of guest RAM at once (memory was
     # freed: a restarted service or an OOM kill; the old trend is over) [H].
     target_change_pct: float = 1.0
@@ -205,10 +210,11 @@ class MemoryLeakSettings:
 
 @dataclass(frozen=True, slots=True)
 class QemuGrowthSettings:
-    """QEMU RSS growing beyond guest RAM: over = rss − balloon.current (§5.7).
+    """QEMU RSS growing beyond guest RAM: over = rss − balloon.current
+    (docs/detectors.md#qemu_memory_growth).
 
     Flag when over > max(512 MiB, 10 % of current) and the same MK + Theil–Sen test
-    says it is growing [H/I]. Window and minimum duration are §5.6's (2 h, 30 min).
+    says it is growing [H/I]. Window and minimum duration: 2 h, 30 min [H].
     """
 
     raise_after: int = 2
@@ -228,7 +234,7 @@ class QemuGrowthSettings:
 
 @dataclass(frozen=True, slots=True)
 class HostPressureSettings:
-    """Host PSI sustained (§5.8), the oomd-style three-part condition.
+    """Host PSI sustained (docs/detectors.md#host_pressure), the oomd-style three-part condition.
 
     Over the threshold in avg60 (sustained), AND in avg10 (now), AND not recovering
     (avg10 ≥ `recovering_ratio` × avg60) [S: oomd pattern as quoted in gitaly#7078].
@@ -247,7 +253,7 @@ class HostPressureSettings:
 
 @dataclass(frozen=True, slots=True)
 class OvercommitSettings:
-    """Configuration advice from the host's shape (issue 5; DESIGN `kvmtop doctor`).
+    """Configuration advice from the host's shape (issue 5; docs/detectors.md#overcommit).
 
     vCPU:pCPU above 1.2 [H, from the issue]; host memory left after every running
     guest's maximum below 10 % of RAM [H: the middle of the issue's 8-12 %].

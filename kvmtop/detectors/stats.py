@@ -6,11 +6,11 @@ points) and the detectors run on every tick.
 - Mann–Kendall trend test (Mann 1945; Kendall 1975) with the variance correction for
   autocorrelated data of Hamed & Rao (1998, J. Hydrology 204:182-196), as in R
   `modifiedmk::mmkh` and `pymannkendall.hamed_rao_modification_test`
-  (../shared/reference/metrics.md §5.6, step 1).
+  (docs/detectors.md#trend-test, step 1).
 - Theil–Sen slope with Sen's (1968, JASA 63:1379, eq. 2.6) distribution-free confidence
-  interval, the method of `scipy.stats.theilslopes` (metrics.md §5.6, step 2).
+  interval, the method of `scipy.stats.theilslopes` (docs/detectors.md#trend-test, step 2).
 - `RollingMedian`: median of the values seen in the last `span_s` seconds, the "k × own
-  rolling median" baseline of metrics.md §5.2 and §5.3.
+  rolling median" baseline (docs/detectors.md#rolling-median).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""`steal`: vCPUs runnable but not running (metrics.md §5.1), with attribution.
+"""`steal`: vCPUs runnable but not running (docs/detectors.md#steal), with attribution.
 
 Input: per-vCPU steal % = Δ`vcpu.N.delay` (or schedstat run_delay) / Δt, what KVM
-reports to the guest as steal (§4.1). vCPUs whose CPU + steal is under the idle guard
-are ignored (an idle vCPU accrues nothing and its tiny figures are noise).
+reports to the guest as steal (docs/sources.md#steal). vCPUs whose CPU + steal is under
+the idle guard are ignored (an idle vCPU accrues nothing and its tiny figures are noise).
 
-Attribution [I §5.1], first match wins:
+Attribution [I] (docs/detectors.md#steal), first match wins:
 - own CPU quota: the VM cgroup's `cpu.stat` nr_throttled rising
   (`GuestSample.cpu_nr_periods` / `cpu_nr_throttled`);
 - pinning collision: a stealing vCPU pinned to CPUs that a stealing vCPU of another

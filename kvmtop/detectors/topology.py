@@ -1,4 +1,5 @@
-"""Which switch each vNIC is on, and each switch's uplinks (for §5.4 and §5.5).
+"""Which switch each vNIC is on, and each switch's uplinks (for `vswitch_saturation` and
+`vnic_drops`, docs/detectors.md).
 
 Layer: detectors (pure). Built from one sample:
 - Linux bridges: host interfaces of kind "bridge"; their ports are the interfaces

@@ -1,4 +1,4 @@
-"""A decimated time series and the leak-style trend test on it (metrics.md §5.6).
+"""A decimated time series and the leak-style trend test on it (docs/detectors.md#trend-test).
 
 Layer: detectors (pure). Used by `memory_leak` (guest used memory) and
 `qemu_memory_growth` (QEMU RSS above guest RAM).
@@ -106,8 +106,9 @@ class TrendSeries:
 class TrendResult:
     """Outcome of one trend evaluation (slopes per second, in the series' units).
 
-    `rising` is the whole §5.6 rule: MK p below the limit, τ above its minimum and the
-    Theil–Sen lower bound above zero. The caller adds its own slope floor.
+    `rising` is the whole rule of docs/detectors.md#trend-test: MK p below the limit, τ
+    above its minimum and the Theil–Sen lower bound above zero. The caller adds its own
+    slope floor.
     """
 
     rising: bool

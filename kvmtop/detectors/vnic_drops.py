@@ -1,4 +1,5 @@
-"""`vnic_drops`: one guest not draining its RX ring, or the host dropping its TX (§5.5).
+"""`vnic_drops`: one guest not draining its RX ring, or the host dropping its TX
+(docs/detectors.md#vnic_drops).
 
 RX: guest RX drops (`net.N.rx.drop` = the tap's tx_dropped: the tun ring was full)
 above 0 for K samples and above 0.1 % of the packets offered [H]. Causes: guest

@@ -1,4 +1,5 @@
-"""`vswitch_saturation`: a Linux bridge or OVS bridge, or its uplink, saturated (§5.4).
+"""`vswitch_saturation`: a Linux bridge or OVS bridge, or its uplink, saturated
+(docs/detectors.md#vswitch_saturation).
 
 Per switch (see `kvmtop.detectors.topology`), bad for K samples when any of:
 - an uplink at ≥ 90 % of its capacity, full duplex = max(rx, tx) (atop's rule);

@@ -2,7 +2,7 @@
 
 Layer: model (pure). No I/O.
 
-Rules (../shared/reference/metrics.md §3):
+Rules (docs/sources.md#counters-and-rates):
 - rate = Δcounter / Δt with Δt from the monotonic clock of the source;
 - a counter that went backwards, a value missing on either side, or a guest whose
   identity changed (libvirt domain ID or QEMU pid) gives None ("unknown"), never 0;
