@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -37,3 +38,72 @@ def test_import_linter_contracts() -> None:
         pytest.skip("import-linter not installed (pip install -e '.[dev]')")
     result = subprocess.run([exe], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# kvmtop stands alone: its code, docs and tests cite only what a reader of the
+# repository has. The strings are split so this file does not match itself.
+OUTSIDE = (b"../" + b"shared", b"shared/" + b"reference")
+SCANNED = ("kvmtop", "tests", "bench", "docs", "README.md")
+
+# A citation of a page in the repository, optionally with a heading anchor:
+# `docs/detectors.md#steal`, `tests/lab/README.md#known-limits-of-this-machine`.
+CITATION = re.compile(r"(?<![\w./-])((?:docs|tests|bench|kvmtop)/[\w./-]*?\.md)(?:#([\w-]+))?")
+# A relative Markdown link inside a page: `[text](sources.md#steal)`, `(#rolling-median)`.
+MD_LINK = re.compile(r"\]\((?!https?:|mailto:)([^)\s#]*)(?:#([\w-]+))?\)")
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+
+
+def scanned_files() -> list[Path]:
+    """Every file under the scanned folders (compiled bytecode aside)."""
+    files: list[Path] = []
+    for top in SCANNED:
+        path = ROOT / top
+        if path.is_file():
+            files.append(path)
+        else:
+            files += sorted(
+                f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+            )
+    return files
+
+
+def anchors(page: Path) -> set[str]:
+    """The heading anchors of a Markdown page, as GitHub renders them: lower case,
+    punctuation other than `-` and `_` dropped, spaces turned into hyphens."""
+    text = page.read_text(encoding="utf-8")
+    return {
+        re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+        for title in HEADING.findall(text)
+    }
+
+
+def test_nothing_points_outside_the_repository() -> None:
+    offenders = [
+        str(f.relative_to(ROOT))
+        for f in scanned_files()
+        if any(needle in f.read_bytes() for needle in OUTSIDE)
+    ]
+    assert not offenders, f"files pointing outside the repository: {offenders}"
+
+
+def test_cited_pages_and_headings_exist() -> None:
+    missing: list[str] = []
+    cited = 0
+    for f in scanned_files():
+        text = f.read_bytes().decode("utf-8", "replace")
+        targets = [(ROOT / page, anchor, page) for page, anchor in CITATION.findall(text)]
+        if f.suffix == ".md":
+            targets += [
+                (f.parent / link if link else f, anchor, link or f.name)
+                for link, anchor in MD_LINK.findall(text)
+                if link.endswith(".md") or (not link and anchor)
+            ]
+        for page, anchor, shown in targets:
+            cited += 1
+            where = f"{f.relative_to(ROOT)}: {shown}{'#' + anchor if anchor else ''}"
+            if not page.resolve().is_file():
+                missing.append(f"{where} (no such page)")
+            elif anchor and anchor not in anchors(page.resolve()):
+                missing.append(f"{where} (no such heading)")
+    assert cited, "no citation found: the patterns no longer match the code"
+    assert not missing, "\n".join(missing)
