@@ -65,6 +65,10 @@ SCAN_CHUNK = 4
 """Samples scanned for findings between two looks for requests (each costs one
 pipeline push: about 6 ms at 3 guests, 30 ms at 50)."""
 
+NOTICE_LINES = 3
+"""Notices of a damaged recording shown in one notification (the rest are counted,
+and listed on standard error when kvmtop exits)."""
+
 DEFAULT_THRESHOLDS: Mapping[str, Threshold] = {
     # docs/detectors.md#steal: steal mean ≥ 5 % warns, ≥ 20 % is critical;
     # a single vCPU ≥ 10 % is bad (VMware CPU Ready guidance).
@@ -241,6 +245,8 @@ class KvmtopApp(App[None]):
         self._requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
         self._scanning = self.nav is not None
         """The collection thread still scans for findings (set only by that thread)."""
+        self._notices_shown = 0
+        """How many of the recording's notices have been notified."""
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """kvmtop's variables derived from the current theme, for themes that lack them."""
@@ -336,10 +342,29 @@ class KvmtopApp(App[None]):
         self.latest = message.snapshot
         if not self.paused or self.nav is not None:  # over a recording, frames come paused
             self.display_snapshot(message.snapshot)
+        self._show_notices()
 
     def on_feed_ended(self) -> None:
         """Say that the recording is over (the last frame stays on screen)."""
         self.query_one(HostStrip).note = "end of recording: no more frames (q quits)"
+        self._show_notices()
+
+    def _show_notices(self) -> None:
+        """Notify what the recording's reader has noticed since the last call
+        (damaged samples skipped): the first lines, and how many more."""
+        if self.nav is None:
+            return
+        notices = self.nav.notices
+        new = notices[self._notices_shown:]
+        if not new:
+            return
+        self._notices_shown += len(new)
+        more = len(new) - NOTICE_LINES
+        text = "\n".join(visible(line) for line in new[:NOTICE_LINES])
+        if more > 0:
+            text += f"\n... and {more} more (listed when kvmtop exits)"
+        self.notify(text, title="Damaged recording", severity="warning", timeout=15,
+                    markup=False)
 
     def display_snapshot(self, snapshot: Snapshot) -> None:
         """Show a snapshot on every view (marked paused while paused)."""
@@ -534,8 +559,9 @@ class KvmtopApp(App[None]):
         ))
 
     def on_timeline_changed(self) -> None:
-        """The scan found more: redraw the timeline."""
+        """The scan found more: redraw the timeline (and say what it found damaged)."""
         self._show_timeline()
+        self._show_notices()
 
     def on_timeline_seek(self, message: Timeline.Seek) -> None:
         """A click on the timeline: go there."""

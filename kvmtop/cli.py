@@ -19,10 +19,11 @@ Every command's --help is its manual (sections from `kvmtop.manual`).
 
 Exit status (decided in `main`, except where a command's own loop ends): 2 for
 unusable input (options, config file, a recording that is missing, damaged beyond
-its header, or from a newer kvmtop, --from later than --to, an output that is the
-recording itself); 1 when monitoring cannot start, a recording stops on a write
-error, or a report, export or batch output cannot be written (no such directory,
-disk full); 141 when standard output is closed before the end (`| head`), as for a
+its header or with no sample in the range that can be read, or from a newer kvmtop,
+--from later than --to, an output that is the recording itself); 1 when monitoring
+cannot start, the TUI ends on an error, a recording stops on a write error, or a
+report, export or batch output cannot be written (no such directory, disk full);
+141 when standard output is closed before the end (`| head`), as for a
 process ended by SIGPIPE, with nothing on standard error.
 """
 
@@ -229,10 +230,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _run_tui(feed: Feed, settings: Settings, title: str = "") -> None:
+def _run_tui(feed: Feed, settings: Settings, title: str = "") -> int:
+    """Run the TUI; returns its exit status (1 when it ended on an error, whose
+    traceback Textual has printed)."""
     from kvmtop.app import KvmtopApp
 
-    KvmtopApp(feed, theme_name=settings.theme, title_suffix=title).run()
+    app = KvmtopApp(feed, theme_name=settings.theme, title_suffix=title)
+    app.run()
+    return 1 if app.return_code else 0
 
 
 def _run_batch(feed: Feed, args: argparse.Namespace, *, paced: bool = True) -> None:
@@ -309,9 +314,8 @@ def _live(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.batch:
             _run_batch(feed, args)
-        else:
-            _run_tui(feed, settings)
-        return 0
+            return 0
+        return _run_tui(feed, settings)
     finally:
         feed.close()
 
@@ -392,6 +396,16 @@ def _report_notices(reader: StoreReader) -> None:
         print(f"kvmtop: {reader.path}: {line}", file=sys.stderr)
 
 
+def _require_samples(reader: StoreReader, from_s: float | None, to_s: float | None) -> None:
+    """Raise StoreError (exit status 2, one line) when the range holds damage and no
+    sample that can be read; an intact range without samples is no error."""
+    from kvmtop.store.meta import StoreError
+
+    if next(reader.iter(from_s, to_s), None) is None and reader.notices:
+        raise StoreError(f"{reader.path}: no sample can be read ({len(reader.notices)} "
+                         f"problems; the first: {reader.notices[0]})")
+
+
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from kvmtop.feed import ReplayFeed
 
@@ -401,7 +415,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     reader = _open_recording(args.file)
     try:
         from_s, to_s = _range(args, reader)
-    except UsageError:
+        _require_samples(reader, from_s, to_s)
+    except BaseException:
         reader.close()
         raise
     # The TUI scans the recording for finding spans (timeline markers, f / F).
@@ -409,12 +424,13 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     feed = ReplayFeed(reader, build_pipeline(settings), speed=args.speed, from_s=from_s,
                       to_s=to_s, follow=args.follow, scanner=scanner)
     try:
+        status = 0
         if args.batch:
             _run_batch(feed, args, paced=False)
         else:
-            _run_tui(feed, settings, title=f"replay of {args.file}")
+            status = _run_tui(feed, settings, title=f"replay of {args.file}")
         _report_notices(reader)
-        return 0
+        return status
     finally:
         feed.close()
 
@@ -424,6 +440,7 @@ def _slice(args: argparse.Namespace, settings: Settings) -> int:
 
     with _open_recording(args.file) as reader:
         from_s, to_s = _range(args, reader)
+        _require_samples(reader, from_s, to_s)
         copied = slice_recording(reader, args.output, from_s=from_s, to_s=to_s)
         _report_notices(reader)
     print(f"kvmtop slice: {copied} samples written to {args.output}", file=sys.stderr)
@@ -446,6 +463,7 @@ def _reindex(args: argparse.Namespace, settings: Settings) -> int:
     from kvmtop.rollup import reindex
 
     with _open_recording(args.file) as reader:  # refuses a file that is not a recording
+        _require_samples(reader, None, None)
         progress = Progress("kvmtop reindex", reader.first_time(), reader.last_time())
     written = reindex(str(args.file), _frameless_pipeline(settings),
                       _uplink_kinds(settings), progress)
@@ -459,6 +477,7 @@ def _summarize(args: argparse.Namespace, settings: Settings) -> int:
 
     with _open_recording(args.file) as reader:
         from_s, to_s = _range(args, reader)
+        _require_samples(reader, from_s, to_s)
         _refuse_input_as_output(args.file, args.output)
         run = report.run if args.command == "report" else export.run
         with _writing(args.output):

@@ -255,6 +255,12 @@ class Navigable(Feed, Protocol):
     """How far the finding scan has got (a wall time); None before it starts."""
 
     @property
+    def notices(self) -> list[str]:
+        """Samples skipped as unreadable (and facts about the file), one line each,
+        in the order found; the list only grows."""
+        ...
+
+    @property
     def position_s(self) -> float | None:
         """Wall time of the latest frame."""
         ...
@@ -480,7 +486,7 @@ class ReplayFeed:
 
     @property
     def notices(self) -> list[str]:
-        """Samples skipped as unreadable, one line each."""
+        """Samples skipped as unreadable (and facts about the file), one line each."""
         return self.reader.notices
 
     def focus(self, uuid: str | None) -> None:
@@ -603,13 +609,20 @@ class ReplayFeed:
             for _ in range(-n):
                 index = None if index is None else self.reader.prev_index(index)
             start = self._start()
-            if index is None or (start is not None and index < start):
-                return None
-            return self._jump(index)
+            # A damaged target: the readable sample before it (after it would be
+            # where the step came from).
+            while index is not None and (start is None or index >= start):
+                frame = self._jump(index, forward=False)
+                if frame is not None:
+                    return frame
+                index = self.reader.prev_index(index)
+            return None
 
-    def _jump(self, index: int, lead_s: float = 0.0) -> Snapshot | None:
+    def _jump(self, index: int, lead_s: float = 0.0, *,
+              forward: bool = True) -> Snapshot | None:
         """Reset the window, prime it with the sample before `index` (and with the
-        `lead_s` seconds before that), show `index`."""
+        `lead_s` seconds before that), show `index`; when it cannot be read, the
+        next readable one (`forward`) or None."""
         self.pipeline.reset()
         first = index
         at = self.reader.time_of(index)
@@ -622,7 +635,7 @@ class ReplayFeed:
                 self.pipeline.push(sample, mode=self.mode)
             prime = self.reader.next_index(prime)
         frame = self._push(index)
-        if frame is not None:
+        if frame is not None or not forward:
             return frame
         got = self._advance()  # the target is damaged: show the next readable one
         return None if isinstance(got, _End) else got

@@ -78,8 +78,9 @@ def _recording_errors(also: str = "") -> str:
     """Exit status 2 of the commands that read a recording (StoreError, bad input)."""
     return (
         "2  bad options, unusable config file, --from/--to not understood or --from\n"
-        "   later than --to, or FILE missing, not a recording, damaged, or from a\n"
-        "   newer kvmtop"
+        "   later than --to, or FILE missing, not a recording, from a newer kvmtop,\n"
+        "   or damaged so that no sample in the range can be read (one line says\n"
+        "   why; a damaged sample is otherwise skipped and named on standard error)"
         + (f";\n   or {also}" if also else "")
     )
 
@@ -147,8 +148,8 @@ MANUALS: dict[str, Manual] = {
         privileges=_RECORDING_IN,
         files=f"FILE                a recording made by `kvmtop record`\n{_CONFIG}",
         exit_status=(
-            f"0  quit, or the range was printed\n{_STDOUT_FAILED}\n"
-            f"{_recording_errors()}\n{_STDOUT_CLOSED}"
+            f"0  quit, or the range was printed\n{_STDOUT_FAILED}, or the TUI ended on an\n"
+            f"   error (its traceback is printed)\n{_recording_errors()}\n{_STDOUT_CLOSED}"
         ),
         examples=(
             "kvmtop replay host.kvmtop --from 2026-11-26T05:18 --speed 4\n"

@@ -85,6 +85,12 @@ def decompressor(reference: Dictionary | None) -> zstandard.ZstdDecompressor:
     return zstandard.ZstdDecompressor(dict_data=reference)
 
 
+MAX_CONTENT = 1 << 30
+"""Bytes a frame may say it holds: a sample of thousands of guests is a few MB. The
+size is in the frame header, outside the content checksum (RFC 8878 §3.1.1.1.4), and
+zstd allocates it before decompressing: a damaged header must not ask for terabytes."""
+
+
 def unpack(blob: bytes, using: zstandard.ZstdDecompressor | None = None) -> bytes:
     """Decompress one frame (by default one made without a dictionary), checking it.
 
@@ -92,6 +98,9 @@ def unpack(blob: bytes, using: zstandard.ZstdDecompressor | None = None) -> byte
         ValueError: the frame is damaged, truncated or needs another dictionary.
     """
     try:
+        if zstandard.frame_content_size(blob) > MAX_CONTENT:
+            raise ValueError("zstd: the frame header is damaged (it claims "
+                             f"{zstandard.frame_content_size(blob)} bytes)")
         return (using or decompressor(None)).decompress(blob)
     except zstandard.ZstdError as exc:
         raise ValueError(f"zstd: {exc}") from None

@@ -34,6 +34,8 @@ from typing import Any, NamedTuple
 
 import zstandard
 
+from kvmtop.store import blob
+
 TAG = b"D"
 """First byte of a delta row. A legacy row (a zstd frame of JSON against the
 reference) starts with the zstd magic 28 B5 2F FD (RFC 8878 §3.1.1)."""
@@ -248,12 +250,10 @@ def unpack_row(data: bytes, decompressor: zstandard.ZstdDecompressor
         ValueError: the row is damaged (its frame, its text, or its two orders
             disagree).
     """
+    text = blob.unpack(data[2:], decompressor)  # raises ValueError("zstd: ...")
     try:
-        order_text, ints_text, floats_text = (
-            decompressor.decompress(data[2:]).decode().split("\n"))
+        order_text, ints_text, floats_text = text.decode().split("\n")
         order, stored = int(order_text), _integers(ints_text)
-    except zstandard.ZstdError as exc:
-        raise ValueError(f"zstd: {exc}") from None
     except (UnicodeDecodeError, ValueError):
         raise ValueError("not a delta row") from None
     if order != row_order(data) or order not in (0, 1, 2):

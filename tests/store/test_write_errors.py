@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import errno
-import os
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +17,6 @@ from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 from tests.store.conftest import make_samples
 from tests.store.synth import SyntheticHost
-
-
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 128 KiB tmpfs (needs root and mount(2); skipped elsewhere)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k,mode=0755", "tmpfs",
-                           str(mnt)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def test_disk_full_raises_enospc_and_keeps_what_was_written(tiny_fs: Path) -> None:

@@ -1,0 +1,62 @@
+"""The TUI over a damaged recording (#16): it says which samples it skipped, in a
+notification, and plays on past them."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvmtop.app import KvmtopApp
+from kvmtop.config import Settings
+from kvmtop.feed import ReplayFeed
+from kvmtop.store.reader import StoreReader
+from kvmtop.wiring import build_pipeline
+from tests.app.builders import wait_until
+
+LAB = Path(__file__).resolve().parents[2] / "examples" / "lab-sample.kvmtop"
+PAGE = 1024
+"""The lab sample's page size."""
+SAMPLE_25_PAGE = 39 * PAGE
+"""Offset of the page holding sample #25's row in the lab sample (checked below)."""
+
+
+async def test_skipped_samples_are_notified_and_playback_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = Path(shutil.copy(LAB, tmp_path / "lab.kvmtop"))
+    with open(path, "r+b") as f:  # 32 random bytes over the page header
+        f.seek(SAMPLE_25_PAGE)
+        f.write(random.Random(4).randbytes(32))
+    settings = Settings()
+    feed = ReplayFeed(StoreReader(path), build_pipeline(settings), speed=64,
+                      scanner=build_pipeline(replace(settings, window_size=2)))
+    app = KvmtopApp(feed)
+    notes: list[tuple[str, dict[str, Any]]] = []
+    real = app.notify
+
+    def notify(message: str, **kw: Any) -> None:
+        notes.append((message, kw))
+        real(message, **kw)
+
+    monkeypatch.setattr(app, "notify", notify)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_until(pilot, lambda: bool(notes), timeout=30)
+            message, kw = notes[0]
+            assert kw["title"] == "Damaged recording" and kw["severity"] == "warning"
+            lines = message.splitlines()
+            assert lines[0].startswith("sample #25 (2026-11-26 05:18:03 UTC) skipped: "
+                                       "unreadable: database disk image is malformed")
+            assert lines[1].startswith("sample #26 ") and lines[2].startswith("sample #27 ")
+            assert lines[3] == "... and 3 more (listed when kvmtop exits)"
+            # Playback (at 64x) reaches samples after the damaged page.
+            await wait_until(pilot, lambda: feed.position is not None and feed.position > 31,
+                             timeout=30)
+        assert sum(len(m.splitlines()) for m, _ in notes) >= 4
+    finally:
+        feed.close()
