@@ -49,6 +49,7 @@ from kvmtop.feed import Pipeline
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
+from kvmtop.outfile import open_text
 from kvmtop.render import GUEST_COLUMNS
 from kvmtop.report import Progress, extent, frames
 from kvmtop.serve import sample_families
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace, _settings: Settings, reader: StoreReader,
     pairs = frames(reader, pipeline, from_s=from_s, to_s=to_s, progress=progress)
     with contextlib.ExitStack() as stack:
         out = sys.stdout if args.output is None else stack.enter_context(
-            open(args.output, "w", encoding="utf-8", newline=""))
+            open_text(args.output))
         count = WRITERS[args.format](pairs, out)
         out.flush()
     progress.done()

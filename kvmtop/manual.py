@@ -93,7 +93,12 @@ _STDOUT_CLOSED = (
 )
 _OUT_FAILED = (
     "1  OUT or standard output cannot be written: no such directory, a\n"
-    "   directory, no permission, disk full"
+    "   directory, no permission, disk full, a symbolic link, another user's file"
+)
+_OUT_FILE = (
+    "OUT                 written with mode 0600 (a new file, or an older one of\n"
+    "                    yours replaced); never through a symbolic link, never into\n"
+    "                    another user's file"
 )
 _OUT_IS_FILE = (
     "OUT (or standard output) is FILE itself, also\n"
@@ -127,15 +132,18 @@ MANUALS: dict[str, Manual] = {
         privileges=_sources("--trace") + "\nWriting FILE: write access to its directory.",
         files=(
             "FILE                the recording: SQLite, created with mode 0600 (it names\n"
-            "                    guests and addresses); an existing one is continued\n"
+            "                    guests and addresses), never through a symbolic link;\n"
+            "                    an existing recording is continued (its mode kept), an\n"
+            "                    empty file is taken and set to 0600 if it is yours\n"
             f"{_CONFIG}"
         ),
         exit_status=(
             "0  stopped by SIGTERM, SIGINT or --duration (the file is complete)\n"
             "1  -c URI cannot be opened, or a write error (disk full): the samples\n"
             "   written so far stay readable\n"
-            "2  bad options, unusable config file, or FILE cannot be created, or exists\n"
-            "   and is not a kvmtop recording (or is from a newer kvmtop)"
+            "2  bad options, unusable config file, or FILE cannot be created, is a\n"
+            "   symbolic link or an empty file of another user, or exists and is not a\n"
+            "   kvmtop recording (or is from a newer kvmtop)"
         ),
         examples=(
             "kvmtop record -o host.kvmtop --max-size 2048 --max-age 168\n"
@@ -170,7 +178,7 @@ MANUALS: dict[str, Manual] = {
         privileges=_RECORDING_IN,
         files=(
             "FILE                the recording\n"
-            f"{_CONFIG}\n"
+            f"{_OUT_FILE}\n{_CONFIG}\n"
             "                    (the detector thresholds the report applies)"
         ),
         exit_status=(
@@ -197,7 +205,7 @@ MANUALS: dict[str, Manual] = {
     ),
     "export": Manual(
         privileges=_RECORDING_IN,
-        files=f"FILE                the recording\n{_CONFIG}",
+        files=f"FILE                the recording\n{_OUT_FILE}\n{_CONFIG}",
         exit_status=(
             f"0  exported\n{_OUT_FAILED}\n{_recording_errors(_OUT_IS_FILE)}\n{_STDOUT_CLOSED}"
         ),

@@ -53,6 +53,7 @@ from kvmtop.model.rates import GuestRates, HostDiskRates, HostNetRates
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
+from kvmtop.outfile import open_text
 from kvmtop.render import DASH, column, fmt_bytes, fmt_mbps, fmt_ms, fmt_pct, fmt_si
 
 if TYPE_CHECKING:
@@ -588,9 +589,11 @@ class Progress:
     """
 
     def __init__(self, label: str, start_s: float | None, end_s: float | None,
-                 stream: TextIO = sys.stderr,
+                 stream: TextIO | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        """Show `label` for the range [start_s, end_s]."""
+        """Show `label` for the range [start_s, end_s] on `stream` (None: the
+        sys.stderr of the moment, not of the first import)."""
+        stream = sys.stderr if stream is None else stream
         self.label, self.stream, self.clock = label, stream, clock
         self.start_s, self.end_s = start_s or 0.0, end_s or 0.0
         self.enabled = self.end_s > self.start_s and stream.isatty()
@@ -1300,12 +1303,14 @@ def format_of(output: Path | None) -> str:
 
 
 def write_output(output: Path | None, text: str) -> None:
-    """Write `text` to `output`, or to stdout when None."""
+    """Write `text` to `output` (a private file: `kvmtop.outfile.open_text`), or to
+    stdout when None."""
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        output.write_text(text, encoding="utf-8")
+        with open_text(output) as out:
+            out.write(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,7 +34,7 @@ def slice_recording(
     """
     if os.path.lexists(out):
         raise StoreError(f"{os.fspath(out)}: exists; choose a new file for the slice")
-    writer = StoreWriter(out)
+    writer = StoreWriter(out, new=True)  # O_EXCL: not created meanwhile either
     copied = 0
     try:
         for sample in reader.iter(from_s, to_s):

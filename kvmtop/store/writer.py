@@ -28,10 +28,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import zstandard
 
 from kvmtop.model.sample import Sample
+from kvmtop.outfile import OutputFileError, open_output
 from kvmtop.store import blob, delta
 from kvmtop.store.codec import encode
 from kvmtop.store.meta import (
@@ -84,11 +86,6 @@ _STARTS = (f"(substr(data, 1, 1) != X'{delta.TAG.hex()}' "
 
 RETENTION_LOW_WATER = 0.9
 """Size retention trims to this fraction of the limit, so it does not run every tick."""
-
-FILE_MODE = 0o600
-"""Recordings name guests, hosts and addresses: owner only. SQLite gives the -wal and
--shm files the database file's permissions (os_unix.c, findCreateFileMode)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Retention:
@@ -143,16 +140,22 @@ class StoreWriter:
     """Writes raw samples to a recording file (implements `kvmtop.feed.SampleSink`).
 
     An existing recording written by the same format and schema is appended to (a
-    restarted recorder continues its file); anything else at `path` is refused.
+    restarted recorder continues its file); anything else at `path` is refused. The
+    file is opened by `kvmtop.outfile.open_output`: created with mode 0600, never
+    through a symbolic link; an empty file is taken (and set to 0600) only from its
+    own user. SQLite gives the -wal and -shm files the database file's permissions
+    (os_unix.c, findCreateFileMode).
 
     Args:
         path: the recording file; created with mode 0600 when absent.
         retention: size/age limits applied after each append.
         clock: wall clock for the header's creation time.
+        new: `path` must not exist (a slice).
 
     Raises:
         StoreWriteError: the file cannot be created or written (read-only, no space).
-        StoreError: `path` holds something other than a compatible recording.
+        StoreError: `path` holds something other than a compatible recording, is a
+            symbolic link, or is an empty file of another user.
     """
 
     def __init__(
@@ -161,18 +164,24 @@ class StoreWriter:
         *,
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
+        new: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         self.retention = retention or Retention()
         self._rows = zstandard.ZstdCompressor(level=ROW_LEVEL, write_checksum=True)
         self._block: _Block | None = None
         self._appended = 0
-        self._conn = self._open(clock)
+        fd = self._create(new)
         try:
-            self._meta = self._prepare(clock)
-        except BaseException:
-            self._conn.close()
-            raise
+            self._conn = self._open()
+            try:
+                self._check_same_file(fd)
+                self._meta = self._prepare(clock)
+            except BaseException:
+                self._conn.close()
+                raise
+        finally:
+            os.close(fd)
         self._described = bool(self._meta.collectors)
 
     @property
@@ -180,21 +189,43 @@ class StoreWriter:
         """The header as written so far (host facts appear after the first sample)."""
         return self._meta
 
-    def _open(self, clock: Callable[[], float]) -> sqlite3.Connection:
+    def _create(self, new: bool) -> int:
+        """The file, created or opened by kvmtop itself (see the class doc)."""
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-            os.close(fd)
-        except FileExistsError:
-            pass
+            return open_output(self.path, new=new)
+        except OutputFileError as exc:
+            raise StoreError(str(exc)) from None
         except OSError as exc:
             raise write_error(self.path, exc) from exc
+
+    def _open(self) -> sqlite3.Connection:
         try:
+            # mode=rw: SQLite opens the file `_create` made and never creates one
+            # itself (it would follow a symbolic link put there meanwhile and create
+            # its target with the umask's mode: https://www.sqlite.org/uri.html).
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below).
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=1.0,
+            conn = sqlite3.connect(f"{Path(self.path).absolute().as_uri()}?mode=rw",
+                                   uri=True, isolation_level=None, timeout=1.0,
                                    check_same_thread=False)
         except sqlite3.Error as exc:
             raise write_error(self.path, exc) from exc
         return conn
+
+    def _check_same_file(self, fd: int) -> None:
+        """Refuse to write when SQLite opened another file than `_create` checked (the
+        path was replaced in between, by a symbolic link for instance): SQLite has
+        read the file (its header) but written nothing yet."""
+        try:
+            self._conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        except sqlite3.Error:
+            return  # not a database, cannot be read: `_prepare` says which
+        try:
+            same = os.path.samestat(os.lstat(self.path), os.fstat(fd))
+        except OSError:
+            same = False
+        if not same:
+            raise StoreError(f"{self.path}: was replaced while kvmtop opened it; "
+                             "nothing written")
 
     def _prepare(self, clock: Callable[[], float]) -> RecordingMeta:
         """Create the schema in an empty file, or check and resume an existing one."""
