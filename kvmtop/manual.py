@@ -139,8 +139,8 @@ MANUALS: dict[str, Manual] = {
         ),
         exit_status=(
             "0  stopped by SIGTERM, SIGINT or --duration (the file is complete)\n"
-            "1  -c URI cannot be opened, or a write error (disk full): the samples\n"
-            "   written so far stay readable\n"
+            "1  -c URI cannot be opened, or a write error (disk full): one line says\n"
+            "   how many samples the file holds; they stay readable\n"
             "2  bad options, unusable config file, or FILE cannot be created, is a\n"
             "   symbolic link or an empty file of another user, or exists and is not a\n"
             "   kvmtop recording (or is from a newer kvmtop)"

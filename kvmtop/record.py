@@ -12,7 +12,7 @@ computing them here too would cost CPU on every tick for frames nobody reads
   sample (after logrotate has moved the old one away, as with syslog daemons).
 
 A write error (disk full, read-only filesystem) ends the recorder with status 1
-and a message; the samples already written stay readable.
+and one message, which counts the samples in the file; they stay readable.
 """
 
 from __future__ import annotations
@@ -27,6 +27,15 @@ from typing import Protocol, TextIO
 
 from kvmtop.feed import SampleSink
 from kvmtop.model.sample import Sample
+
+
+def _close(writer: SampleSink) -> OSError | None:
+    """Close `writer`; the error instead of raising it."""
+    try:
+        writer.close()
+    except OSError as exc:
+        return exc
+    return None
 
 
 class SampleSource(Protocol):
@@ -50,7 +59,8 @@ class Recorder:
         sampler: the sampler (its `interval_s` paces the loop).
         open_writer: opens the recording (again after SIGHUP).
         duration_s: stop after this many seconds (None: until stopped).
-        log: where progress and errors are written.
+        log: where progress and errors are written (None: the sys.stderr of the
+            moment).
         clock: monotonic clock in seconds (injectable for tests).
     """
 
@@ -60,13 +70,13 @@ class Recorder:
         open_writer: Callable[[], SampleSink],
         *,
         duration_s: float | None = None,
-        log: TextIO = sys.stderr,
+        log: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sampler = sampler
         self.open_writer = open_writer
         self.duration_s = duration_s
-        self.log = log
+        self.log = sys.stderr if log is None else log
         self.clock = clock
         self.written = 0
         """Samples written so far (over every reopened file)."""
@@ -110,8 +120,7 @@ class Recorder:
             while not self._stop:
                 sample = self.sampler.sample()
                 writer = self._reopen_if_asked(writer)
-                writer.append(sample)
-                self.written += 1
+                self._append(writer, sample)
                 ticks += 1
                 # Ticks on a fixed grid (no drift from the time collecting takes); the
                 # duration counts whole intervals, so 10 s at 2 s is 6 samples, 0 to 10.
@@ -121,12 +130,30 @@ class Recorder:
                     break
                 writer = self._sleep_until(started + ticks * self.sampler.interval_s, writer)
         except OSError as exc:
-            print(f"kvmtop record: {exc}; stopped after {self.written} samples, which stay "
-                  "readable", file=self.log, flush=True)
-            return 1
+            failed: OSError | None = exc
+        else:
+            failed = None
         finally:
-            writer.close()
-        return 0
+            # Closing writes what is left (the index's last minute): on a full disk it
+            # fails too, and only the first error is reported.
+            closing = _close(writer)
+        failed = failed or closing
+        if failed is None:
+            return 0
+        print(f"kvmtop record: {failed.strerror or failed}; stopped after {self.written} "
+              "samples, which stay readable", file=self.log, flush=True)
+        return 1
+
+    def _append(self, writer: SampleSink, sample: Sample) -> None:
+        """Write one sample and count it once it is in the file (also when what
+        failed came after its commit)."""
+        try:
+            writer.append(sample)
+        except OSError as exc:
+            # A StoreWriteError says whether the sample got in before the failure.
+            self.written += bool(getattr(exc, "committed", False))
+            raise
+        self.written += 1
 
     def _reopen_if_asked(self, writer: SampleSink) -> SampleSink:
         """The writer to use: a new one on the same path after SIGHUP."""

@@ -55,6 +55,7 @@ from kvmtop.report import (
     extent,
 )
 from kvmtop.store.codec import decode, encode
+from kvmtop.store.meta import StoreWriteError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 
@@ -300,10 +301,15 @@ class IndexedWriter:
         next minute starts).
 
         Raises:
-            StoreWriteError: the write failed; what was committed before is intact.
+            StoreWriteError: the write failed; what was committed before is intact
+                (`committed`: the sample too, and its index failed).
         """
         self.writer.append(sample)
-        self.indexer.push(sample)
+        try:
+            self.indexer.push(sample)
+        except StoreWriteError as exc:
+            exc.committed = True
+            raise
 
     def close(self) -> None:
         """Write the last minute's rollup and close the recording."""

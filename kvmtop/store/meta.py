@@ -50,8 +50,11 @@ class StoreWriteError(StoreError, OSError):
 
     An `OSError` (with `errno` set: ENOSPC, EROFS, EACCES, EIO), so `LiveFeed` turns
     it into `record_error` and keeps monitoring. Samples committed before the failure
-    stay in the file.
+    stay in the file; `committed` says whether the sample being appended is one of
+    them (what failed came after its commit: a checkpoint, retention, its index).
     """
+
+    committed: bool = False
 
 
 # sqlite3 error codes (https://www.sqlite.org/rescode.html) → the errno a user knows.
@@ -64,16 +67,24 @@ _ERRNO_OF_SQLITE = {
 }
 
 
-def write_error(path: str, exc: sqlite3.Error | OSError) -> StoreWriteError:
-    """A `StoreWriteError` explaining a failed write to `path`."""
-    if isinstance(exc, sqlite3.Error):
+def write_error(path: str, exc: sqlite3.Error | OSError, *,
+                committed: bool = False) -> StoreWriteError:
+    """A `StoreWriteError` explaining a failed write to `path` (`committed`: after
+    the sample being appended was committed)."""
+    if isinstance(exc, StoreWriteError):
+        error = exc
+    elif isinstance(exc, sqlite3.Error):
         name = getattr(exc, "sqlite_errorname", "")
         # Extended codes (SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED...) share the
         # primary code's prefix.
         code = next((v for k, v in _ERRNO_OF_SQLITE.items() if name.startswith(k)), errno.EIO)
         why = "disk full" if code == errno.ENOSPC else str(exc)
-        return StoreWriteError(code, f"cannot write recording {path}: {why}")
-    return StoreWriteError(exc.errno or errno.EIO, f"cannot write recording {path}: {exc.strerror}")
+        error = StoreWriteError(code, f"cannot write recording {path}: {why}")
+    else:
+        error = StoreWriteError(exc.errno or errno.EIO,
+                                f"cannot write recording {path}: {exc.strerror}")
+    error.committed = error.committed or committed
+    return error
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from kvmtop.store.meta import (
     UPGRADABLE_FORMATS,
     RecordingMeta,
     StoreError,
+    StoreWriteError,
     describe_host,
     meta_from_rows,
     meta_rows,
@@ -305,7 +306,8 @@ class StoreWriter:
         """Commit one sample, then apply retention.
 
         Raises:
-            StoreWriteError: the write failed; samples committed before are intact.
+            StoreWriteError: the write failed; samples committed before are intact
+                (and this one too when its `committed` is set).
         """
         doc = encode(sample)
         shape = delta.hollow(doc)
@@ -332,18 +334,21 @@ class StoreWriter:
                     "INSERT INTO samples (t, dict_id, data) VALUES (?, ?, ?)",
                     (sample.wall_s, *row),
                 )
-            # Committed: only now does the in-memory state move on.
-            if meta is not None:
-                self._meta, self._described = meta, True
-            if block is not None:
-                block.advance(shape)
-            self._block = block  # None after a whole sample: the next starts a block
-            self._appended += 1
+        except sqlite3.Error as exc:
+            raise write_error(self.path, exc) from exc
+        # Committed: only now does the in-memory state move on.
+        if meta is not None:
+            self._meta, self._described = meta, True
+        if block is not None:
+            block.advance(shape)
+        self._block = block  # None after a whole sample: the next starts a block
+        self._appended += 1
+        try:
             if self._appended % CHECKPOINT_EVERY == 0:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self._apply_retention(sample.wall_s)
-        except sqlite3.Error as exc:
-            raise write_error(self.path, exc) from exc
+        except (sqlite3.Error, StoreWriteError) as exc:
+            raise write_error(self.path, exc, committed=True) from exc
 
     def append_rollup(self, first_s: float, last_s: float, samples: int, data: bytes,
                       hour: bool = False) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -71,6 +72,28 @@ def test_a_write_error_ends_with_status_1_and_keeps_the_file(tmp_path: Path) -> 
     assert "stopped after 2 samples" in log.getvalue()
     with StoreReader(path) as r:
         assert list(r.iter()) == sampler.taken[:2]
+
+
+def test_a_failure_after_the_commit_counts_the_sample(tmp_path: Path) -> None:
+    # On a full disk the sample's row may get in and what follows it fail (the WAL
+    # checkpoint, retention, the index's rollup): the count is what the file holds.
+    sampler = ClockedSampler()
+    path = tmp_path / "c.kvmtop"
+
+    class FullAfterThird(StoreWriter):
+        def _apply_retention(self, newest_s: float) -> None:
+            if len(sampler.taken) == 3:
+                full = sqlite3.OperationalError("database or disk is full")
+                full.sqlite_errorname = "SQLITE_FULL"  # type: ignore[attr-defined]
+                raise full
+
+    log = io.StringIO()
+    rec = Recorder(sampler, lambda: FullAfterThird(path), clock=sampler.clock, log=log)
+    assert rec.run() == 1
+    assert log.getvalue() == (f"kvmtop record: cannot write recording {path}: disk full; "
+                              "stopped after 3 samples, which stay readable\n")
+    with StoreReader(path) as r:
+        assert list(r.iter()) == sampler.taken[:3]
 
 
 def test_reopen_request_starts_a_new_file(tmp_path: Path) -> None:
@@ -201,3 +224,47 @@ def test_cli_record_without_the_index(tmp_path: Path) -> None:
     with StoreReader(path) as r:
         assert r.count() >= 3
         assert r.rollups() == [] and r.rollups(hours=True) == []
+
+
+class FastSampler:
+    """The sampler `kvmtop record` builds, replaced by a synthetic one that takes
+    its samples as fast as the disk takes them."""
+
+    interval_s = 0.001
+    guests = None  # no libvirt connection to check
+
+    def __init__(self) -> None:
+        self.host = SyntheticHost(6)
+
+    def sample(self) -> Sample:
+        return self.host.sample()
+
+    def trace(self, guests: list[str]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_cli_record_on_a_full_disk_exits_1_with_one_error(
+    tiny_fs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import kvmtop.cli
+
+    monkeypatch.setattr(kvmtop.cli, "build_sampler", lambda _settings: FastSampler())
+    monkeypatch.setattr(Recorder, "install_signal_handlers", lambda _self: None)
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    path = tiny_fs / "full.kvmtop"  # a real 128 KiB tmpfs: the disk fills up
+    status = kvmtop.cli.main(["record", "-o", str(path), "--config", str(config)])
+    err = capsys.readouterr().err.splitlines()
+    with StoreReader(path) as r:
+        written = len(list(r.iter()))
+        assert r.notices == [] and written == r.count() > 5
+    assert status == 1  # as the manual says for a write error
+    assert err[1:] == [
+        f"kvmtop record: cannot write recording {path}: disk full; stopped after "
+        f"{written} samples, which stay readable",
+        f"kvmtop record: {written} samples written to {path}",
+    ]
