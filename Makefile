@@ -1,6 +1,9 @@
 # kvmtop: the two commands a newcomer needs (see README.md).
 #   make demo   install everything, bring up the lab when no guests exist, run kvmtop
-#   make test   install everything and run the whole test suite (lab included)
+#   make test   install everything and run the whole test suite (lab included), then
+#               the nested SVM lab's tests (make test-nested)
+#   make test-nested  only the tests marked `nested`, inside an SVM KVM host (L1) that
+#               TCG emulates here, against Linux guests under its KVM (tests/lab/nested.py)
 #   make bench  the benchmark suite and its budgets (bench/__main__.py; needs the lab)
 # Both must be run as root on a fresh Debian 12 machine (apt packages, libvirtd, KVM).
 
@@ -8,7 +11,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LAB := tests/lab/lab
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-nested lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(LAB) install
@@ -28,6 +31,12 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest
+	$(MAKE) test-nested
+
+# The host lab is down by now (the pytest session takes it down): L1 gets both CPUs.
+test-nested: setup
+	$(LAB) up nested
+	$(LAB) nested test; status=$$?; $(LAB) nested down; exit $$status
 
 bench: setup
 	$(PY) -m bench

@@ -12,6 +12,12 @@ Tests marked ``@pytest.mark.lab_recording`` judge a recording of the whole
 session (tests/lab/recording.py): when one is selected, they are moved to the
 end of the run and the ``lab`` fixture starts ``kvmtop record`` on the lab as
 soon as it is up, so their ten minutes of observation overlap the other tests.
+
+Tests marked ``@pytest.mark.nested`` hold on any KVM host: they read the host facts
+that decide what to expect (lockdown, the loaded KVM module, whether kvm:kvm_exit
+fires, the manifest) themselves. They run here with the rest and again inside the
+nested lab's SVM host (tests/lab/nested.py), where ``KVMTOP_LAB_SCENARIO=kvm``
+makes this fixture bring up the ``kvm`` scenario instead of ``test``.
 """
 
 from __future__ import annotations
@@ -31,7 +37,10 @@ from tests.lab.recording import SessionRecording, start_recording
 
 LAB_SCRIPT = Path(__file__).resolve().with_name("lab")
 DEFAULT_STATE_DIR = Path("/var/lib/kvmtop-lab")
-SCENARIO = "test"
+# The scenario the `lab` fixture brings up: `test` on this host, `kvm` inside the nested
+# lab's L1 host (tests/lab/nested.py sets KVMTOP_LAB_SCENARIO there).
+SCENARIO = os.environ.get("KVMTOP_LAB_SCENARIO", "test")
+NESTED_MARK = "nested"
 UP_TIMEOUT_S = 1200
 RECORDING_MARK = "lab_recording"
 _WANT_RECORDING = pytest.StashKey[bool]()
@@ -197,6 +206,12 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{RECORDING_MARK}: judges the session-long lab recording; runs after every "
         "other test",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{NESTED_MARK}: a lab test that holds on every KVM host, deciding what to expect "
+        "from facts it reads itself; also run inside the nested lab's SVM host "
+        "(`tests/lab/lab nested test`)",
+    )
 
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection
@@ -212,7 +227,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def lab(
     pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Lab]:
-    """Bring up (or reuse) the ``test`` scenario and yield it as a :class:`Lab`.
+    """Bring up (or reuse) the scenario (``test``, or ``$KVMTOP_LAB_SCENARIO``) and yield it.
 
     Faults left over from an earlier session are cleared first (unless another
     session is using the lab right now).  When a `lab_recording` test is selected,
@@ -263,7 +278,8 @@ def lab(
                 capture_output=True,
                 text=True,
                 timeout=300,
-                env=_lab_env(state_dir),
+                # This session's lab only: a nested lab (tests/lab/nested.py) may be in use.
+                env={**_lab_env(state_dir), "KVMTOP_LAB_KEEP_NESTED": "1"},
             )
 
 

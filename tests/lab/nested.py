@@ -91,6 +91,7 @@ L1_STATE = "/var/lib/kvmtop-lab"
 L1_CHECKOUT = "/root/kvmtop"
 L1_SCENARIO = "kvm"
 BOOT_TIMEOUT_S = 600
+L2_BOOT_TIMEOUT_S = 1200
 UP_TIMEOUT_S = 1800
 
 
@@ -325,6 +326,9 @@ def boot() -> float:
          "-device", "virtio-net-pci,netdev=n0",
          "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
          "-qmp", f"unix:{RUN_DIR / 'qmp.sock'},server=on,wait=off",
+         # A reset of L1 (a triple fault leaves no kernel message) ends QEMU instead of
+         # rebooting a host whose lab is gone; the CPU state at the reset is logged.
+         "-no-reboot", "-d", "cpu_reset,guest_errors", "-D", str(RUN_DIR / "qemu.log"),
          "-pidfile", str(RUN_DIR / "qemu.pid"), "-daemonize"])
     deadline = t0 + BOOT_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -390,8 +394,9 @@ def cmd_up() -> None:
     timings["copy_s"] = time.monotonic() - t0
     t0 = time.monotonic()
     log(f"inside L1: tests/lab/lab up {L1_SCENARIO}")
-    proc = l1(f"cd {L1_CHECKOUT} && tests/lab/lab up {L1_SCENARIO}", check=False,
-              timeout=UP_TIMEOUT_S)
+    # Every L2 exit is emulated by TCG, so guests boot several times slower than here.
+    proc = l1(f"cd {L1_CHECKOUT} && KVMTOP_LAB_BOOT_TIMEOUT={L2_BOOT_TIMEOUT_S} "
+              f"tests/lab/lab up {L1_SCENARIO}", check=False, timeout=UP_TIMEOUT_S)
     if proc.returncode != 0:
         die(f"`lab up {L1_SCENARIO}` inside L1 failed ({proc.returncode})")
     timings["l2_up_s"] = time.monotonic() - t0
@@ -451,13 +456,16 @@ def main() -> int:
     b = sub.add_parser("build")
     b.add_argument("--force", action="store_true")
     sub.add_parser("up")
-    t = sub.add_parser("test")
-    t.add_argument("args", nargs=argparse.REMAINDER)
-    s = sub.add_parser("ssh")
-    s.add_argument("command", nargs=argparse.REMAINDER)
+    sub.add_parser("test", help="pytest -m nested [PYTEST ARGS] inside L1")
+    sub.add_parser("ssh", help="a shell, or [COMMAND ...], on L1")
     sub.add_parser("status")
     sub.add_parser("down")
-    args = ap.parse_args()
+    # `test` and `ssh` pass the rest of the line on untouched (pytest options included).
+    argv = sys.argv[1:]
+    if argv and argv[0] in ("test", "ssh"):
+        args = argparse.Namespace(cmd=argv[0], args=argv[1:], command=argv[1:])
+    else:
+        args = ap.parse_args(argv)
     if args.cmd == "build":
         cmd_build(force=args.force)
     elif args.cmd == "up":
