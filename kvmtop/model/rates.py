@@ -50,6 +50,30 @@ EXIT_CATEGORIES: tuple[str, ...] = (
 NA_NOT_KVM = "n/a: not KVM (QEMU TCG emulation)"
 NA_FIRST = "needs two samples"
 NA_NO_PROBE = "RTT probing is off (opt-in: it sends packets to the guest)"
+NA_AFTER_NO_ANSWER = (
+    "the guest did not answer at the previous sample: rates need two samples it answered"
+)
+
+INTERVAL_MIN_RATIO = 0.5
+"""Guest rates over an interval shorter than this share of the nominal one are unknown.
+
+A guest's counters are not stamped when libvirt reads them: the bulk stats call reads
+one domain after another and the sample is stamped when it returns, so a domain's
+true read time is off by up to the call's length (50-110 ms for the lab's 12 guests
+at load 9; over 1 s seen under heavy load). Ticks on a fixed grid keep that error a
+small share of the interval; an interval under half the nominal one comes from a
+tick that ran late followed by one on time, or from a burst of catch-up ticks (issue
+#16: 0.1 s intervals after a stall gave 941 Mbit/s for a guest sending 16), where
+the same error is a large share of Δt."""
+
+INTERVAL_MAX_RATIO = 3.0
+"""Guest rates over an interval longer than this multiple of the nominal one are
+unknown.
+
+One skipped tick gives 2x (plus the jitter of the two stamps); more than 3x means
+ticks were lost to a stall (kvmtop, libvirtd or the host stopped, a recording with
+samples missing), and a rate over it is an average that hides what happened during
+the stall while detectors and plots would take it for one ordinary interval."""
 
 
 def counter_delta(prev: int | None, cur: int | None) -> int | None:
@@ -75,6 +99,26 @@ def rate(prev: int | None, cur: int | None, dt_s: float) -> float | None:
     if prev is None or cur is None or cur < prev or dt_s <= 0:
         return None
     return (cur - prev) / dt_s
+
+
+def interval_gap(dt_s: float, prev_interval_s: float, cur_interval_s: float) -> str | None:
+    """Why guest rates over `dt_s` would not be one tick's rates, or None when they are.
+
+    The nominal interval is the sampler's (`Sample.interval_s`) on either side: after
+    the interval was changed, anything between half the shorter and three times the
+    longer one is accepted (`INTERVAL_MIN_RATIO`, `INTERVAL_MAX_RATIO`).
+    """
+    low = INTERVAL_MIN_RATIO * min(prev_interval_s, cur_interval_s)
+    high = INTERVAL_MAX_RATIO * max(prev_interval_s, cur_interval_s)
+    if low <= dt_s <= high:
+        return None
+    nominal = cur_interval_s
+    if dt_s < low:
+        return (f"interval {dt_s:.2f} s is under {INTERVAL_MIN_RATIO:g}x the nominal "
+                f"{nominal:g} s (a late tick or a burst after a stall): rates over it "
+                "would be spikes")
+    return (f"interval {dt_s:.1f} s is over {INTERVAL_MAX_RATIO:g}x the nominal {nominal:g} s "
+            "(ticks were lost to a stall): a rate over it would average the stall away")
 
 
 def latency_ms(
@@ -493,6 +537,11 @@ class GuestRates:
     """Advice when failed polling dominates, else None."""
     threads: tuple[ThreadRates, ...] = ()
     managed: str = "libvirt"
+    not_responding: str | None = None
+    """Why every figure is blank: the guest did not answer within the tick's deadline
+    (`GuestSample.not_responding`); None when it answered."""
+    not_responding_since_s: float | None = None
+    """Wall time (Unix s) since which it has not answered."""
 
     def thread_pct(self, kind: str) -> tuple[float | None, float | None]:
         """(CPU %, run-queue delay %) summed over the helper threads of `kind`."""
@@ -676,8 +725,38 @@ def same_incarnation(prev: GuestSample, cur: GuestSample) -> bool:
     return not (prev.pid is not None and cur.pid is not None and prev.pid != cur.pid)
 
 
+_NOT_RESPONDING_NA: tuple[str, ...] = (
+    "cpu_pct", "steal_pct", "exits_per_s", "exits_by_reason", "disk_iops", "disk_read_ms",
+    "disk_write_ms", "net_rx_bps", "net_rtt_ms", "mem_used_bytes",
+)
+"""The `na` keys of a guest that did not answer (every column's and the detail's)."""
+
+
+def _not_responding(cur: GuestSample, reason: str) -> GuestRates:
+    """The rates of a guest that did not answer: identity and state, every figure
+    unknown for `reason`."""
+    return GuestRates(
+        uuid=cur.uuid,
+        name=cur.name,
+        state=cur.state,
+        accel=cur.accel,
+        dom_id=cur.dom_id,
+        pid=cur.pid,
+        vcpus=cur.vcpus_current,
+        managed=cur.managed,
+        na=dict.fromkeys(_NOT_RESPONDING_NA, reason),
+        not_responding=reason,
+        not_responding_since_s=cur.not_responding_since_s,
+    )
+
+
 def derive_guest(
-    prev: GuestSample | None, cur: GuestSample, dt_s: float, now_s: float, min_ops: int = 5
+    prev: GuestSample | None,
+    cur: GuestSample,
+    dt_s: float,
+    now_s: float,
+    min_ops: int = 5,
+    no_prev: str | None = None,
 ) -> GuestRates:
     """Rates for one guest between two samples.
 
@@ -687,12 +766,20 @@ def derive_guest(
         dt_s: seconds between the two samples (monotonic).
         now_s: wall-clock time of `cur`, to age the balloon stats.
         min_ops: minimum requests in the interval before a latency is computed.
+        no_prev: why `prev` is None, when the caller dropped it (the interval guard);
+            "needs two samples" otherwise.
 
     Returns:
-        The guest's rates; unknown values are None with a reason in `na`.
+        The guest's rates; unknown values are None with a reason in `na`. A guest
+        that did not answer (`cur.not_responding_since_s`) has every figure unknown,
+        and so does the next sample after it: a rate needs two samples it answered.
     """
+    if cur.not_responding_since_s is not None:
+        return _not_responding(cur, cur.not_responding or "not responding")
     na: dict[str, str] = {}
     kvm = cur.accel == "kvm"
+    if prev is not None and prev.not_responding_since_s is not None:
+        prev, no_prev = None, NA_AFTER_NO_ANSWER
     if prev is not None and (not same_incarnation(prev, cur) or cur.state != "running"):
         prev = None
     first = prev is None
@@ -768,7 +855,8 @@ def derive_guest(
     if first:
         for key in ("cpu_pct", "steal_pct", "disk_iops", "disk_read_ms", "disk_write_ms",
                     "net_rx_bps"):
-            na.setdefault(key, NA_FIRST if cur.state == "running" else f"guest {cur.state}")
+            na.setdefault(key, (no_prev or NA_FIRST) if cur.state == "running"
+                          else f"guest {cur.state}")
     elif cur.disks:
         for latency, key, what in ((read_ms, "disk_read_ms", "reads"),
                                    (write_ms, "disk_write_ms", "writes")):
@@ -1084,13 +1172,19 @@ class Frame:
 def derive(prev: Sample | None, cur: Sample, min_ops: int = 5) -> Frame:
     """Derive the frame for `cur` from the previous sample (None for the first).
 
-    Guests are matched by UUID; a guest absent from `prev`, restarted, or not running
-    has unknown rates. Host rates use the host source's own monotonic stamp.
+    Guests are matched by UUID; a guest absent from `prev`, restarted, not running, or
+    not answering on either side has unknown rates, and so has every guest when the
+    interval is far off the nominal one (`interval_gap`). Host rates use the host
+    source's own monotonic stamp: kvmtop reads the host counters itself, right at
+    that stamp, so they are rates over the time that really passed, whatever it was.
     """
     dt_s = (cur.mono_ns - prev.mono_ns) / NS_PER_S if prev is not None else None
-    prev_guests = {g.uuid: g for g in prev.guests} if prev is not None else {}
+    gap = None
+    if prev is not None and dt_s is not None:
+        gap = interval_gap(dt_s, prev.interval_s, cur.interval_s)
+    prev_guests = {g.uuid: g for g in prev.guests} if prev is not None and gap is None else {}
     guests = tuple(
-        derive_guest(prev_guests.get(g.uuid), g, dt_s or 0.0, cur.wall_s, min_ops)
+        derive_guest(prev_guests.get(g.uuid), g, dt_s or 0.0, cur.wall_s, min_ops, gap)
         for g in cur.guests
     )
     if cur.host is None:

@@ -206,6 +206,11 @@ class GuestSample:
             guest memory stats never refresh.
         cpu_nr_periods / cpu_nr_throttled / cpu_throttled_ns: cgroup v2 `cpu.stat` of
             the VM's scope (CFS quota throttling shows up as guest steal).
+        not_responding_since_s: wall time (Unix s) since which the guest has not
+            answered within the tick's deadline: its QEMU monitor has not replied to a
+            command libvirt sent then (`kvmtop.collectors.libvirt`). Its counters are
+            then left out (None): only identity and state are known.
+        not_responding: why it is blank, when `not_responding_since_s` is set.
     """
 
     uuid: str
@@ -234,6 +239,8 @@ class GuestSample:
     cpu_nr_periods: int | None = None
     cpu_nr_throttled: int | None = None
     cpu_throttled_ns: int | None = None
+    not_responding_since_s: float | None = None
+    not_responding: str | None = None
 
 
 # --------------------------------------------------------------------------- host
