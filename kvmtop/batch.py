@@ -21,6 +21,7 @@ from kvmtop.model.rates import DiskRates, GuestRates, HostRates, NicRates
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
 from kvmtop.render import DASH, GUEST_COLUMNS, cell_text, fmt_bytes, fmt_mbps, fmt_pct, fmt_si
+from kvmtop.sampler import next_tick
 
 
 def json_text(obj: Any, *, indent: int | None = None) -> str:
@@ -94,6 +95,8 @@ def guest_json(g: GuestRates, host: HostRates | None = None) -> dict[str, Any]:
         "name": g.name,
         "uuid": g.uuid,
         "state": g.state,
+        "not_responding_since": g.not_responding_since_s,
+        "not_responding": g.not_responding,
         "managed": g.managed,
         "accel": g.accel,
         "vcpus": g.vcpus,
@@ -286,7 +289,8 @@ def run_batch(
 
     Rates need two samples, so the first sample is taken silently and the first
     line comes one interval later. Ticks keep a fixed cadence: the time spent
-    collecting is taken off the sleep. Returns the number of lines printed.
+    collecting is taken off the sleep, and ticks missed while one overran are skipped
+    (`next_tick`), not printed in a burst. Returns the number of lines printed.
     """
     deadline = clock()
     first = feed.next()
@@ -294,7 +298,7 @@ def run_batch(
         return 0
     printed = 0
     while count is None or printed < count:
-        deadline += feed.interval_s
+        deadline = next_tick(deadline, clock(), feed.interval_s)
         sleep(max(0.0, deadline - clock()))
         snap = feed.next()
         if snap is None:

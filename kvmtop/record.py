@@ -27,6 +27,7 @@ from typing import Protocol, TextIO
 
 from kvmtop.feed import SampleSink
 from kvmtop.model.sample import Sample
+from kvmtop.sampler import next_tick
 
 
 def _close(writer: SampleSink) -> OSError | None:
@@ -114,7 +115,7 @@ class Recorder:
             OSError: the first `open_writer()` fails (nothing was recorded yet).
         """
         writer = self.open_writer()
-        started = self.clock()
+        due = self.clock()
         ticks = 0
         try:
             while not self._stop:
@@ -122,13 +123,15 @@ class Recorder:
                 writer = self._reopen_if_asked(writer)
                 self._append(writer, sample)
                 ticks += 1
-                # Ticks on a fixed grid (no drift from the time collecting takes); the
+                # Ticks on a fixed grid (no drift from the time collecting takes; ticks
+                # missed while one overran are skipped, not recorded in a burst); the
                 # duration counts whole intervals, so 10 s at 2 s is 6 samples, 0 to 10.
                 if self.duration_s is not None and ticks * self.sampler.interval_s > (
                     self.duration_s
                 ):
                     break
-                writer = self._sleep_until(started + ticks * self.sampler.interval_s, writer)
+                due = next_tick(due, self.clock(), self.sampler.interval_s)
+                writer = self._sleep_until(due, writer)
         except OSError as exc:
             failed: OSError | None = exc
         else:

@@ -9,11 +9,17 @@ Per-reason exit tracing is costly (about 120 perf fds per vCPU), so it runs only
 the guests asked for with `trace()` (the detail screen open, `record --trace`). The
 request is cheap and thread-safe; the slow attach and detach (up to 0.7 s) happen in
 the next `sample()`, on the thread that samples, just before the tracer enriches.
+
+The guest source gets a deadline (`GUEST_DEADLINE_SHARE` of the interval): a guest
+that does not answer in time comes back as not responding instead of holding up the
+tick, and the source's status names it. The sample is stamped (`Sample.mono_ns`)
+when the guest source has returned, so rates span the time its counters were read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -22,6 +28,18 @@ from typing import Protocol, runtime_checkable
 from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.model.rates import TRACE_ATTACHED, TRACE_FDS
 from kvmtop.model.sample import GuestSample, HostSample, Sample, SourceStatus
+
+
+def next_tick(due: float, now: float, interval_s: float) -> float:
+    """When the tick after the one due at `due` starts: one interval later, or, when
+    that is already past (the tick overran: a stall), the first time on the same grid
+    that is still ahead of `now`. Missed ticks are skipped, never run one after another
+    to catch up: a burst of ticks a few ms apart gives rates over intervals far
+    shorter than the counters' read times can resolve (issue #16)."""
+    following = due + interval_s
+    if following >= now or interval_s <= 0:
+        return max(following, now)
+    return following + math.ceil((now - following) / interval_s) * interval_s
 
 
 class HostSource(Protocol):
@@ -36,6 +54,17 @@ class HostSource(Protocol):
         ...
 
 
+GUEST_DEADLINE_SHARE = 0.9
+"""Share of the interval the guest source may take: the host collector, the
+enrichers and the pipeline need the rest (10-60 ms a tick at the lab's 12 guests).
+A guest that does not answer is found well before (`LibvirtCollector.stall_after`);
+the deadline itself bounds a libvirtd that is slow for every guest (calls of 0.3-0.8 s
+were seen in the lab while a domain started)."""
+
+MAX_NAMED = 3
+"""Guests named in a source's reason before "+N more"."""
+
+
 class GuestSource(Protocol):
     """What the sampler needs from the libvirt collector."""
 
@@ -43,8 +72,9 @@ class GuestSource(Protocol):
         """Availability, versions, URI."""
         ...
 
-    def collect(self, tick: int) -> tuple[GuestSample, ...]:
-        """All guests now; raises CollectorError on failure."""
+    def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
+        """All guests now, within `deadline_s` (guests that did not answer by then are
+        marked `not_responding_since_s`); raises CollectorError on failure."""
         ...
 
     def close(self) -> None:
@@ -192,11 +222,13 @@ class Sampler:
         return cached
 
     @staticmethod
-    def _status(probe: Probe, started: int, ended: int, error: str | None) -> SourceStatus:
+    def _status(probe: Probe, started: int, ended: int, error: str | None,
+                note: str | None = None) -> SourceStatus:
+        """`note`: what the source delivered only in part (it stays ok)."""
         return SourceStatus(
             name=probe.name,
             ok=error is None and probe.available,
-            reason=error or probe.reason,
+            reason=error or note or probe.reason,
             duration_ns=ended - started,
             detail=dict(probe.detail),
         )
@@ -236,12 +268,14 @@ class Sampler:
             error = None
             if probe.available:
                 try:
-                    guests = self.guests.collect(self._tick)
+                    guests = self.guests.collect(
+                        self._tick, deadline_s=GUEST_DEADLINE_SHARE * self.interval_s)
                 except CollectorError as exc:
                     error = str(exc)
                     # Probe again next tick: the daemon may be restarting.
                     self._stale.add(id(self.guests))
-            statuses.append(self._status(probe, t0, self._clock(), error))
+            statuses.append(self._status(probe, t0, self._clock(), error,
+                                         _not_responding_note(guests)))
 
         mono = self._clock()
         for enricher in self.enrichers:
@@ -312,3 +346,13 @@ class Sampler:
             for source in (self.host, self.guests, *self.host_enrichers, *self.enrichers):
                 if isinstance(source, Closeable):
                     stack.callback(source.close)
+
+
+def _not_responding_note(guests: Sequence[GuestSample]) -> str | None:
+    """The guests that did not answer this tick and why, for the source's status."""
+    silent = [g for g in guests if g.not_responding_since_s is not None]
+    if not silent:
+        return None
+    named = [f"{g.name} {g.not_responding}" for g in silent[:MAX_NAMED]]
+    more = len(silent) - MAX_NAMED
+    return "; ".join(named) + (f"; +{more} more" if more > 0 else "")

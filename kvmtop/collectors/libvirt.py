@@ -17,16 +17,64 @@ from repeated values and must take balloon deltas (faults, swap) between samples
 whose `last_update_s` differ. Leaving `balloon` None on those ticks would instead
 make every consumer remember the last value and would blank the memory columns of
 a recording sliced or replayed from an off tick.
+
+A stuck guest never holds up the tick (issue #16). The bulk call runs on a thread of
+its own and the tick waits for it until a deadline; a guest whose QEMU does not answer
+is reported as not responding (`GuestSample.not_responding_since_s`, its counters
+unknown) and every other guest is read as usual. What libvirt does (9.0, the version
+on the project's hosts; file and function of its source named, and measured in the
+lab with one guest's QEMU stopped by SIGSTOP):
+
+- `qemuConnectGetAllDomainStats` (src/qemu/qemu_driver.c) reads the domains one after
+  another. For a domain it takes a query job when a requested group needs the QEMU
+  monitor: `qemuDomainGetStatsWorkers[]` marks cpu (halt-poll times by query-stats),
+  balloon (guest memory by qom-get), vcpu (query-cpus-fast, KVM stats by
+  query-stats), block (query-blockstats), iothread, dirtyrate and vm; state,
+  interface, perf and memory need none. With VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+  the job is `virDomainObjBeginJobNowait`: when another call holds it, the domain is
+  read without the monitor (no balloon guest stats, no block counters, no KVM stats;
+  cpu.time, vCPU times and vNIC counters still come from /proc and the cgroup).
+- `qemuMonitorSend` (src/qemu/qemu_monitor.c) waits for QEMU's reply with
+  `virCondWait`, without a timeout: a stopped or hung QEMU holds the call, and that
+  domain's job, until it answers. NOWAIT does not help that call; it only lets later
+  calls skip the domain. The wait releases the domain lock
+  (`qemuDomainObjEnterMonitor`), so other calls can still look at the domain.
+- `qemuDomainGetControlInfo` (src/qemu/qemu_driver.c, `virDomainGetControlInfo`)
+  needs no job and no monitor: VIR_DOMAIN_CONTROL_OCCUPIED with `stateTime`, the ms
+  since the pending monitor command was sent (`priv->monStart`).
+
+Measured (lab, 12 guests, lab-net stopped 2 s per case): the state and interface
+groups alone returned at once; cpu, balloon, vcpu, block and vm alone each blocked
+for the whole stop, with control info [OCCUPIED, 0, ~2000 ms]. With one call blocked
+on lab-net, a second NOWAIT call of every group returned in 40 ms with all 12 records,
+lab-net's reduced from 53 keys to 28. A healthy call took 50-110 ms (median 82).
+
+So each tick (`collect` with a deadline): one NOWAIT bulk call on its own thread. When
+it has not returned after `stall_after` (twice the recent median call, within 10-50 %
+of the deadline), it keeps its connection and, over a new one, the control info of the
+running domains says which monitor is occupied for longer than half that: those
+guests are not responding, the call is abandoned (its result, whose reads span the
+stall, is never used) and a new NOWAIT call reads everyone else, skipping the stuck
+domains' jobs. While an abandoned call
+is still waiting the control info is checked every tick, so a guest is shown as
+answering again from the tick its QEMU replied. At most `MAX_ABANDONED` abandoned
+calls wait at once (libvirtd serves 5 calls per client, `max_client_requests`); past
+the deadline with no answer at all, the guests seen last are reported as not read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import statistics
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from kvmtop.collectors.base import CollectorError, Probe
@@ -34,6 +82,7 @@ from kvmtop.collectors.libvirt_parse import (
     DomainInfo,
     DomainLinks,
     DomainStatsParser,
+    domain_state_name,
     parse_domain_xml,
 )
 from kvmtop.model.sample import BalloonSample, GuestSample
@@ -43,6 +92,31 @@ NAME = "libvirt"
 
 LIBVIRT_MISSING = "libvirt-python not installed (pip install 'kvmtop[libvirt]')"
 """Probe reason when the optional libvirt binding cannot be imported."""
+
+CONNECT_WAIT_S = 0.5
+"""How long `probe()` waits for a connection to open (the rest happens in the
+background: `collect` takes it up)."""
+
+MAX_ABANDONED = 2
+"""Abandoned stats calls (each waiting on a guest that does not answer) allowed to
+wait at once; past it no new call is made until one returns. libvirtd serves at most
+`max_client_requests` (default 5, libvirtd.conf) calls of one client at a time, and a
+tick needs one for its own call and one for the control info."""
+
+STALL_FACTOR = 2.0
+"""A call not back after this multiple of the recent median call is checked for a
+stuck guest (`LibvirtCollector.stall_after`)."""
+
+STALL_MIN_SHARE = 0.1
+"""`stall_after` is at least this share of the deadline (no check on a mere jitter)."""
+
+STALL_MAX_SHARE = 0.5
+"""... and at most this share, leaving time for the second call."""
+
+_CONTROL_OCCUPIED = 2
+"""VIR_DOMAIN_CONTROL_OCCUPIED (libvirt-domain.h virDomainControlState; since 0.9.3)."""
+
+T = TypeVar("T")
 
 # Transports that reach another host even when the URI has no host part
 # (libvirt "Connection URIs": driver[+transport]://[user@][host][:port]/path).
@@ -116,9 +190,58 @@ class _DomainEntry:
     info: DomainInfo | None = None
     xml_fetched: bool = False
     balloon: BalloonSample | None = None
+    last: GuestSample | None = None
+    """The domain's latest sample (its identity when a tick gets no record at all)."""
+    silent_since_s: float | None = None
+    """Wall time since which no tick got the domain's record, while that lasts."""
     parser: DomainStatsParser = dataclasses.field(
         default_factory=lambda: DomainStatsParser(DomainLinks())
     )
+
+
+class _Call(Generic[T]):
+    """One libvirt call on a daemon thread of its own, so the tick can stop waiting.
+
+    libvirt connections may be used from several threads at once (libvirt "Thread
+    safety"), and libvirt-python releases the GIL for the call. A call abandoned by the
+    tick runs on until libvirt returns; its result is dropped then.
+    """
+
+    def __init__(self, fn: Callable[[], T], name: str, conn: Any | None = None) -> None:
+        self._fn = fn
+        self._done = threading.Event()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.conn = conn
+        """The connection the call goes over (closed once an abandoned call returns)."""
+        self.name = name
+
+    def start(self) -> _Call[T]:
+        """Start the call; returns the call."""
+        threading.Thread(target=self._run, name=f"kvmtop-libvirt-{self.name}",
+                         daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.result = self._fn()
+        except BaseException as exc:  # handed to the waiting tick, re-raised there
+            self.error = exc
+        finally:
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        """Whether libvirt has returned (or raised)."""
+        return self._done.is_set()
+
+    def wait(self, timeout_s: float | None) -> bool:
+        """Wait up to `timeout_s` (None: as long as it takes); True once it returned."""
+        return self._done.wait(None if timeout_s is None else max(0.0, timeout_s))
+
+
+class _NoRecords(Exception):
+    """The stats call did not return within the deadline (the reason is the message)."""
 
 
 class LibvirtCollector:
@@ -131,6 +254,7 @@ class LibvirtCollector:
             `tick % balloon_every == 0` (and on the first collect).
         open_fn: opens a connection for a URI; default `libvirt.openReadOnly`.
             Tests pass a function returning a fake connection.
+        clock: monotonic seconds; wall: Unix seconds (injectable for tests).
     """
 
     name = NAME
@@ -142,6 +266,8 @@ class LibvirtCollector:
         *,
         balloon_every: int = 5,
         open_fn: Callable[[str | None], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if balloon_every < 1:
             raise ValueError(f"balloon_every must be >= 1, got {balloon_every}")
@@ -156,6 +282,15 @@ class LibvirtCollector:
         self._versions: dict[str, str] = {}
         self._entries: dict[str, _DomainEntry] = {}
         self._collected = False
+        self._clock = clock
+        self._wall = wall
+        self._waiting: list[_Call[Any]] = []
+        """Calls the tick stopped waiting for, each with the connection it keeps."""
+        self._side: Any | None = None
+        """The second connection, for the control info while a call is overdue."""
+        self._side_opening: _Call[tuple[Any, dict[str, str], str]] | None = None
+        self._opening: _Call[tuple[Any, dict[str, str], str]] | None = None
+        self._durations: deque[float] = deque(maxlen=9)
 
     # ------------------------------------------------------------------ public
 
@@ -172,7 +307,7 @@ class LibvirtCollector:
     def probe(self) -> Probe:
         """Open the connection if needed and report versions, or why it fails."""
         try:
-            self._connection()
+            self._connection(CONNECT_WAIT_S)
         except CollectorError as exc:
             return Probe(NAME, False, str(exc), {"uri": self._effective_uri})
         return Probe(NAME, True, None, dict(self._versions))
@@ -193,12 +328,16 @@ class LibvirtCollector:
         entry = self._entries.get(uuid)
         return entry.info if entry is not None else None
 
-    def collect(self, tick: int) -> tuple[GuestSample, ...]:
+    def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
         """One sample per domain, active and inactive, from one bulk stats call.
 
         Args:
             tick: the sampler's tick counter; selects the ticks that carry balloon
                 stats (`tick % balloon_every == 0`).
+            deadline_s: how long the tick may wait for libvirt (None: as long as it
+                takes). A guest whose QEMU does not answer within it is returned as
+                not responding; when no call returns in time at all, the guests of the
+                last tick are (see the module docstring).
 
         Raises:
             CollectorError: libvirt-python missing, the URI unreachable after one
@@ -206,10 +345,15 @@ class LibvirtCollector:
         """
         lv = self._libvirt()
         with_balloon = not self._collected or tick % self._balloon_every == 0
-        records = self._all_domain_stats(lv, self._stats_groups(lv, with_balloon))
+        try:
+            records, stuck = self._all_domain_stats(
+                lv, self._stats_groups(lv, with_balloon), deadline_s)
+        except _NoRecords as exc:
+            return self._unread(str(exc))
         self._collected = True
         entries: dict[str, _DomainEntry] = {}
         guests: list[GuestSample] = []
+        now = self._wall()
         for dom, stats in records:
             uuid: str = dom.UUIDString()
             raw_id: int = dom.ID()
@@ -218,18 +362,59 @@ class LibvirtCollector:
             entry = self._entry(lv, dom, uuid, dom_id)
             if entry is None:
                 continue
-            carried = None if with_balloon else entry.balloon
-            sample = entry.parser.parse(uuid, dom.name(), dom_id, stats, carried)
-            if with_balloon:
-                entry.balloon = sample.balloon
+            since = stuck.get(uuid)
+            if since is not None and dom_id is not None:
+                held_s = now - since
+                sample = _no_answer(
+                    entry, uuid, dom.name(), dom_id, stats, since,
+                    f"not responding since {_clock_text(since)}: its QEMU has not "
+                    f"answered libvirt's monitor command for {held_s:.1f} s")
+            else:
+                carried = None if with_balloon else entry.balloon
+                sample = entry.parser.parse(uuid, dom.name(), dom_id, stats, carried)
+                if with_balloon:
+                    entry.balloon = sample.balloon
+            entry.last, entry.silent_since_s = sample, None
             entries[uuid] = entry
             guests.append(sample)
         self._entries = entries
         return tuple(guests)
 
+    def stall_after(self, deadline_s: float) -> float:
+        """How long a call may take before the tick looks for a stuck guest: twice the
+        median of the recent calls that went through, within 10-50 % of the deadline
+        (half of it before any call went through)."""
+        if not self._durations:
+            return STALL_MAX_SHARE * deadline_s
+        typical = statistics.median(self._durations)
+        return min(max(STALL_FACTOR * typical, STALL_MIN_SHARE * deadline_s),
+                   STALL_MAX_SHARE * deadline_s)
+
+    def _unread(self, reason: str) -> tuple[GuestSample, ...]:
+        """The guests of the last tick with no values, when no record came in time."""
+        now = self._wall()
+        guests = []
+        for uuid, entry in self._entries.items():
+            if entry.last is None:
+                continue
+            if entry.last.dom_id is None:  # a shut-off domain has nothing to miss
+                guests.append(entry.last)
+                continue
+            if entry.silent_since_s is None:
+                entry.silent_since_s = now
+            since = entry.silent_since_s
+            guests.append(_no_answer(
+                entry, uuid, entry.last.name, entry.last.dom_id, {}, since,
+                f"not responding since {_clock_text(since)}: {reason}", entry.last))
+        return tuple(guests)
+
     def close(self) -> None:
-        """Close the libvirt connection (a later call reopens it)."""
+        """Close the libvirt connections (a later call reopens them)."""
         self._drop_connection()
+        side, self._side = self._side, None
+        if side is not None and self._lv is not None:
+            _close_quietly(self._lv, side)
+        self._prune()
 
     # ------------------------------------------------------------------ connection
 
@@ -245,8 +430,18 @@ class LibvirtCollector:
                 raise CollectorError(LIBVIRT_MISSING)
         return self._lv
 
-    def _connection(self) -> Any:
-        """The open connection, reopened when `virConnectIsAlive` says it died."""
+    def _connection(self, timeout_s: float | None = None) -> Any:
+        """The open connection, reopened when `virConnectIsAlive` says it died.
+
+        Opening waits at most `timeout_s` (None: as long as it takes): a libvirtd that
+        is starting accepts the connection but answers only once its drivers are up
+        (seconds, while it reconnects to the running QEMUs). The open goes on in the
+        background and the next call takes it up.
+
+        Raises:
+            CollectorError: libvirt-python missing, the URI unreachable, or no answer
+                within `timeout_s`.
+        """
         lv = self._libvirt()
         if self._conn is not None:
             try:
@@ -256,10 +451,26 @@ class LibvirtCollector:
             if alive:
                 return self._conn
             self._drop_connection()
-        return self._open(lv)
+        if self._opening is None:
+            self._opening = _Call(functools.partial(self._open, lv), "open").start()
+        if not self._opening.wait(timeout_s):
+            raise CollectorError(
+                f"libvirt at {self._uri or '(default URI)'}: no answer within "
+                f"{timeout_s:g} s while connecting (the daemon may be starting)")
+        call, self._opening = self._opening, None
+        if call.error is not None:
+            raise call.error
+        assert call.result is not None
+        conn, self._versions, uri = call.result
+        self._conn = conn
+        self._effective_uri = uri
+        self._local = is_local_uri(uri)
+        return conn
 
-    def _open(self, lv: Any) -> Any:
-        """`virConnectOpenReadOnly`: stats and XML need no write access."""
+    def _open(self, lv: Any) -> tuple[Any, dict[str, str], str]:
+        """`virConnectOpenReadOnly` (stats and XML need no write access) and what the
+        daemon says about itself: the connection, its versions and its URI. Changes
+        nothing of the collector (it may run on a thread of its own)."""
         open_fn = self._open_fn if self._open_fn is not None else lv.openReadOnly
         shown = self._uri or "(default URI)"
         try:
@@ -271,7 +482,7 @@ class LibvirtCollector:
         try:
             uri: str = conn.getURI()
             hypervisor_type: str = conn.getType()
-            self._versions = {
+            versions = {
                 "uri": uri,
                 # virConnectGetLibVersion: the daemon's libvirt (remote side).
                 "libvirt": format_version(conn.getLibVersion()),
@@ -283,10 +494,7 @@ class LibvirtCollector:
         except lv.libvirtError as exc:
             _close_quietly(lv, conn)
             raise CollectorError(describe_libvirt_error(shown, _message(exc))) from exc
-        self._conn = conn
-        self._effective_uri = uri
-        self._local = is_local_uri(uri)
-        return conn
+        return conn, versions, uri
 
     def _drop_connection(self) -> None:
         """Forget the connection, closing it if possible."""
@@ -348,23 +556,31 @@ class LibvirtCollector:
             groups |= lv.VIR_DOMAIN_STATS_BALLOON
         return groups
 
-    def _all_domain_stats(self, lv: Any, groups: int) -> list[tuple[Any, dict[str, Any]]]:
-        """One `getAllDomainStats`, reopening the connection once if it broke.
+    def _all_domain_stats(
+        self, lv: Any, groups: int, deadline_s: float | None
+    ) -> tuple[list[tuple[Any, dict[str, Any]]], dict[str, float]]:
+        """One `getAllDomainStats` within the deadline, reopening the connection once
+        if it broke.
 
         Flags: no state filter, so shut-off domains are listed too (they show as rows
         with the state group only), and VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
-        (libvirt >= 4.5): without it a domain busy with a job (migration, block job,
-        hung monitor) stalls the whole call for up to 30 s (QEMU_JOB_WAIT_TIME);
-        with it that domain's monitor groups are just missing this tick.
+        (libvirt >= 4.5): without it a domain whose job another call holds (a
+        migration, a block job, a call waiting on a hung monitor) stalls the whole
+        call for up to 30 s (VIR_JOB_WAIT_TIME); with it that domain's monitor groups
+        are just missing this tick.
+
+        Returns:
+            The records, and the running domains (UUID) whose QEMU monitor has not
+            answered in time, with the wall time libvirt sent it the command.
+
+        Raises:
+            _NoRecords: no call returned within the deadline.
         """
         flags = lv.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
         failure: Any = None
         for _attempt in range(2):
-            conn = self._connection()
             try:
-                records: list[tuple[Any, dict[str, Any]]] = conn.getAllDomainStats(
-                    groups, flags
-                )
+                return self._bounded_stats(lv, groups, flags, deadline_s)
             except lv.libvirtError as exc:
                 if not self._is_connection_error(lv, exc):
                     raise CollectorError(
@@ -374,10 +590,158 @@ class LibvirtCollector:
                 self._drop_connection()
                 failure = exc
                 continue
-            return records
         raise CollectorError(
             f"libvirt at {self._effective_uri} unreachable: {_message(failure)}"
         ) from failure
+
+    def _bounded_stats(
+        self, lv: Any, groups: int, flags: int, deadline_s: float | None
+    ) -> tuple[list[tuple[Any, dict[str, Any]]], dict[str, float]]:
+        """The stats call of `_all_domain_stats`, on its own thread, within the deadline.
+
+        The control info goes over a second connection (`_sweep`). On the connection
+        of the overdue call it would share that call's socket, and libvirt 9.0's client
+        (src/rpc/virnetclient.c: one thread at a time reads the replies of every
+        caller) then held replies to other threads until a further call came
+        (measured: a 1 ms control info answered after 2 s, 3 sweeps of 5 blocked; on a
+        second connection none). An abandoned call keeps its connection; the next call
+        opens a new one.
+
+        Raises:
+            libvirtError: the call failed (raised from its thread).
+            CollectorError: no connection could be opened.
+            _NoRecords: no call returned in time, or too many wait on stuck guests.
+        """
+        self._prune()
+        end = None if deadline_s is None else self._clock() + deadline_s
+        stall_after = None if deadline_s is None else self.stall_after(deadline_s)
+        if end is not None:
+            self._side_connection(lv, 0.0)  # opened ahead, in the background
+        threshold = (stall_after or 0.0) / 2
+        stuck: dict[str, float] = {}
+        swept = False
+        while True:
+            waiting = [c for c in self._waiting if c.name == "stats"]
+            if len(waiting) >= MAX_ABANDONED:
+                # No new call until one of them returns (within the deadline).
+                if end is None or not waiting[0].wait(end - self._clock()):
+                    raise _NoRecords(
+                        f"{MAX_ABANDONED} libvirt stats calls are still waiting on "
+                        "guests that do not answer; no new call until one returns")
+                self._prune()
+                continue
+            conn = self._connection(None if end is None else max(0.0, end - self._clock()))
+            called = self._clock()
+            call: _Call[list[tuple[Any, dict[str, Any]]]] = _Call(
+                functools.partial(conn.getAllDomainStats, groups, flags), "stats", conn).start()
+            check_at = None if end is None or stall_after is None else min(
+                end, called + stall_after)
+            while not call.wait(None if check_at is None else check_at - self._clock()):
+                assert end is not None and stall_after is not None
+                if self._clock() >= end:
+                    self._retire(call)
+                    raise _NoRecords(
+                        f"libvirt's stats call did not return within {deadline_s:g} s")
+                occupied = self._sweep(lv, end)
+                swept = True
+                if occupied is None:
+                    self._retire(call)
+                    raise _NoRecords(
+                        f"libvirt did not answer within {deadline_s:g} s (control info)")
+                late = _late(occupied, threshold)
+                new = late.keys() - stuck.keys()
+                stuck.update(late)
+                if new:
+                    # The call waits on a stuck monitor: its reads would span the
+                    # stall, so it is abandoned; a new NOWAIT call skips the jobs it
+                    # holds, over the second connection (open and answering: no wait
+                    # for a new one; another second one opens in the background).
+                    self._retire(call)
+                    if self._conn is None:
+                        self._conn, self._side = self._side, None
+                    break
+                # A monitor busy for less than the threshold: look again when it would
+                # reach it (or after the threshold when none is busy).
+                shorter = [threshold - held for held, _ in occupied.values() if held < threshold]
+                check_at = min(end, self._clock() + (min(shorter) if shorter else threshold))
+            else:
+                if call.error is not None:
+                    raise call.error
+                records = call.result if call.result is not None else []
+                if not swept and not self._waiting:
+                    self._durations.append(self._clock() - called)
+                self._prune()
+                if self._waiting and not swept and end is not None:
+                    # Earlier calls still wait on a guest: which ones, this tick?
+                    stuck.update(_late(self._sweep(lv, end) or {}, threshold))
+                return records, stuck
+
+    def _retire(self, call: _Call[Any]) -> None:
+        """Stop waiting for `call`: it keeps its connection (closed once it returns),
+        the next call opens another."""
+        if call.conn is not None and self._conn is call.conn:
+            self._conn = None
+        if call.conn is not None and self._side is call.conn:
+            self._side = None
+        self._waiting.append(call)
+
+    def _prune(self) -> None:
+        """Close the connections of abandoned calls that have returned."""
+        still: list[_Call[Any]] = []
+        for call in self._waiting:
+            if not call.done:
+                still.append(call)
+            elif call.conn is not None and self._lv is not None:
+                _close_quietly(self._lv, call.conn)
+        self._waiting = still
+
+    def _side_connection(self, lv: Any, timeout_s: float) -> Any | None:
+        """The second connection, opened in the background; None while it is not
+        open after `timeout_s`, or could not be opened (tried again next time)."""
+        if self._side is not None:
+            return self._side
+        if self._side_opening is None:
+            self._side_opening = _Call(functools.partial(self._open, lv), "open").start()
+        if not self._side_opening.wait(timeout_s):
+            return None
+        call, self._side_opening = self._side_opening, None
+        if call.error is not None or call.result is None:
+            return None
+        self._side = call.result[0]
+        return self._side
+
+    def _sweep(self, lv: Any, end: float) -> dict[str, tuple[float, float]] | None:
+        """Each running domain whose QEMU monitor is busy with a command: for how long
+        (s) and since when (wall time). `virDomainGetControlInfo` (no job, no monitor;
+        about 1 ms a domain here) over the second connection, on a thread of its own
+        until `end`. None when libvirt did not answer by then."""
+        side = self._side_connection(lv, end - self._clock())
+        if side is None or any(c.name == "control" for c in self._waiting):
+            return None  # no second connection, or the last sweep still waits
+
+        def occupied() -> dict[str, tuple[float, float]]:
+            busy: dict[str, tuple[float, float]] = {}
+            for dom in side.listAllDomains(lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                try:
+                    state, _details, state_ms = dom.controlInfo()
+                except lv.libvirtError:  # shut down meanwhile
+                    continue
+                if state == _CONTROL_OCCUPIED:
+                    held = state_ms / 1000
+                    busy[dom.UUIDString()] = (held, self._wall() - held)
+            return busy
+
+        call = _Call(occupied, "control", side).start()
+        if not call.wait(end - self._clock()):
+            self._retire(call)
+            return None
+        if call.error is not None:
+            if isinstance(call.error, lv.libvirtError):
+                self._side = None
+                _close_quietly(lv, side)
+                return {}
+            raise call.error
+        return call.result
 
     def _entry(self, lv: Any, dom: Any, uuid: str, dom_id: int | None) -> _DomainEntry | None:
         """The entry of a domain; its XML is read when it is new or restarted.
@@ -414,6 +778,48 @@ class LibvirtCollector:
             return None
         text = text.strip()
         return int(text) if text.isdigit() else None
+
+
+def _late(occupied: dict[str, tuple[float, float]], threshold_s: float) -> dict[str, float]:
+    """The domains of a sweep busy for at least `threshold_s`, with since when."""
+    return {uuid: since for uuid, (held, since) in occupied.items() if held >= threshold_s}
+
+
+def _clock_text(wall_s: float) -> str:
+    """A wall time as the local time of day (HH:MM:SS)."""
+    return time.strftime("%H:%M:%S", time.localtime(wall_s))
+
+
+def _no_answer(
+    entry: _DomainEntry,
+    uuid: str,
+    name: str,
+    dom_id: int,
+    stats: dict[str, Any],
+    since_s: float,
+    reason: str,
+    last: GuestSample | None = None,
+) -> GuestSample:
+    """The sample of a guest that did not answer in time: identity, state and size
+    (from its record, else from `last`), no counter (they would not be this tick's)."""
+    state = stats.get("state.state")
+    vcpus = stats.get("vcpu.current")
+    links = entry.parser.links
+    return GuestSample(
+        uuid=uuid,
+        name=name,
+        dom_id=dom_id,
+        state=(domain_state_name(state) if isinstance(state, int)
+               else last.state if last is not None else "running"),
+        accel=links.accel,
+        pid=entry.parser.pid,
+        vcpus_current=(vcpus if isinstance(vcpus, int)
+                       else last.vcpus_current if last is not None else None),
+        max_memory_bytes=links.max_memory_bytes,
+        balloon_period_s=links.balloon_period_s,
+        not_responding_since_s=since_s,
+        not_responding=reason,
+    )
 
 
 def _message(exc: Any) -> str:

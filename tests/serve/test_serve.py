@@ -112,7 +112,7 @@ class FakeGuests:
     def probe(self) -> Probe:
         return Probe("libvirt", True)
 
-    def collect(self, tick: int) -> tuple[GuestSample, ...]:
+    def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
         self.calls += 1
         if self.gate is not None and self.calls > 1:
             self.entered.set()
@@ -250,7 +250,7 @@ def test_unknown_values_are_absent_not_zero(server: tuple[MetricsServer, Exporte
                        vcpus=(VcpuSample(0, time_ns=S),))
 
     class BareGuests(FakeGuests):
-        def collect(self, tick: int) -> tuple[GuestSample, ...]:
+        def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
             return (bare,)
 
     CollectionLoop(make_feed(BareGuests()), exporter).tick()
@@ -443,7 +443,7 @@ def test_a_client_leaving_mid_response_leaves_no_traceback(
     guests = FakeGuests()
 
     class ManyGuests(FakeGuests):
-        def collect(self, tick: int) -> tuple[GuestSample, ...]:
+        def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
             one = guests.collect(tick)[0]
             return tuple(replace(one, uuid=f"{i:08d}-0000-0000-0000-000000000000",
                                  name=f"web-{i}") for i in range(300))

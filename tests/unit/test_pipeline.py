@@ -101,7 +101,7 @@ class FlakyGuests:
             return Probe("libvirt", False, "libvirtd not running")
         return Probe("libvirt", True, detail={"uri": "test:///"})
 
-    def collect(self, tick: int) -> tuple[GuestSample, ...]:
+    def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
         if self.fail:
             raise CollectorError("connection reset")
         return (GuestSample(uuid="u", name="g", pid=1, vcpus=(VcpuSample(0),)),)

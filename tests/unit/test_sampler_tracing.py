@@ -40,7 +40,7 @@ class Guests:
     def probe(self) -> Probe:
         return Probe("libvirt", True)
 
-    def collect(self, tick: int) -> tuple[GuestSample, ...]:
+    def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
         return self.guests
 
     def close(self) -> None:
