@@ -91,6 +91,17 @@ def _text(v: float | None) -> str:
     return DASH if v is None else str(v)
 
 
+NO_ANSWER = "no answer"
+"""The State cell of a guest that did not answer within the tick (`not_responding`)."""
+
+
+def _state_text(g: GuestRates) -> str:
+    """The State cell: libvirt's state, "unmanaged", or `NO_ANSWER`."""
+    if g.not_responding is not None:
+        return NO_ANSWER
+    return g.state if g.managed == "libvirt" else "unmanaged"
+
+
 def _exits_text(g: GuestRates) -> str | None:
     return g.dominant_exit
 
@@ -98,9 +109,11 @@ def _exits_text(g: GuestRates) -> str | None:
 GUEST_COLUMNS: tuple[Column, ...] = (
     Column("name", "Guest", lambda g: g.name, _text, 18, help="libvirt domain name",
            text=True),
-    Column("state", "State", lambda g: g.state if g.managed == "libvirt" else "unmanaged",
-           _text, 9, help="libvirt domain state; 'unmanaged' for a running KVM process that "
-           "libvirt does not manage (plain QEMU, Firecracker, ...)", text=True),
+    Column("state", "State", _state_text, _text, 9,
+           help="libvirt domain state; 'unmanaged' for a running KVM process that "
+           "libvirt does not manage (plain QEMU, Firecracker, ...); 'no answer' for a "
+           "guest whose QEMU did not answer within the tick (the sources view says "
+           "since when)", text=True),
     Column("vcpus", "vCPU", lambda g: g.vcpus, lambda v: fmt_num(v, 0), 4, help="vCPUs online"),
     Column("cpu_pct", "CPU%", lambda g: g.cpu_pct, fmt_pct, 6, "cpu_pct",
            "Δ cpu.time / Δt (QEMU process incl. emulator/iothreads; 100 = one host CPU)"),

@@ -242,6 +242,8 @@ class GuestDetailScreen(Screen[None]):
             f"{g.name}  {g.state}  {fmt_num(g.vcpus, 0)} vCPU  accel {g.accel or DASH}"
             f"  pid {g.pid if g.pid is not None else DASH}  steal from {g.steal_source or DASH}",
             f"uuid {g.uuid}",
+            # A guest that did not answer: every figure below is blank, and this is why.
+            *([g.not_responding] if g.not_responding is not None else []),
         ]))
         self._spark("cpu", "CPU%", snapshot, g, lambda x: x.cpu_pct)
         self._spark("steal", "Steal%", snapshot, g, lambda x: x.steal_pct)
