@@ -402,8 +402,10 @@ def _require_samples(reader: StoreReader, from_s: float | None, to_s: float | No
     from kvmtop.store.meta import StoreError
 
     if next(reader.iter(from_s, to_s), None) is None and reader.notices:
-        raise StoreError(f"{reader.path}: no sample can be read ({len(reader.notices)} "
-                         f"problems; the first: {reader.notices[0]})")
+        count = len(reader.notices)
+        raise StoreError(f"{reader.path}: no sample can be read ({count} "
+                         f"problem{'s' if count > 1 else ''}; the first: "
+                         f"{reader.notices[0]})")
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:

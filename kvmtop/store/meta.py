@@ -158,8 +158,9 @@ def meta_from_rows(path: str, rows: dict[str, str]) -> RecordingMeta:
         StoreError: a newer format or sample schema, or a damaged header.
     """
     try:
-        values: dict[str, Any] = {k: json.loads(v) for k, v in rows.items()}
-    except ValueError as exc:
+        values: dict[str, Any] = {k: json.loads(v) for k, v in rows.items()
+                                  if isinstance(k, str)}
+    except (ValueError, TypeError) as exc:  # TypeError: a NULL a damaged page left
         raise StoreError(f"{path}: damaged recording header: {exc}") from None
     fmt, schema = values.get("format_version"), values.get("schema_version")
     if not isinstance(fmt, int) or not isinstance(schema, int):

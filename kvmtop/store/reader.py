@@ -9,9 +9,12 @@ samples' row ids: contiguous, increasing in recording order, and stable while th
 file grows; retention may delete the oldest, so the first index is not always 1.
 
 A sample that cannot be read (a damaged page, a blob whose zstd checksum fails, JSON
-that does not describe a sample) is skipped: `read` returns None and a line is added
-to `notices` for the UI to show. Only a file that is not a recording, or whose
-header is unreadable or newer than this kvmtop, raises `StoreError`.
+that does not describe a sample, a row a damaged page garbled) is skipped: `read`
+returns None and a line is added to `notices` for the UI to show. Reading goes on
+past it: `next_index` and `iter` walk the same indices whatever the damage, so every
+reader of a file reads the same samples. Only a file that is not a recording, whose
+header is unreadable or newer than this kvmtop, or that must be rolled back by a
+writer first, raises `StoreError`.
 """
 
 from __future__ import annotations
@@ -244,13 +247,25 @@ class StoreReader:
         return meta_from_rows(self.path, read_meta_rows(self._conn))
 
     def _check_extent(self) -> None:
-        """A notice when the file is shorter than its header says (a cut copy)."""
-        if self._header is None or self._logged:
-            return
-        cut = sqlitefile.truncated(self.path, self._header)
-        if cut is not None:
-            self._notice(f"the file is cut short ({cut[0]} of {cut[1]} bytes): the samples "
-                         "stored past the cut are lost")
+        """A notice when the file is shorter than its header says (a cut copy), or
+        when its schema (page 1) is damaged in a way SQLite still reads: the table
+        of samples and its time index disagree on whether there are any (one points
+        at another page; both are written in the same transactions), or the table
+        has rows without ids (its `id` is no longer the row id)."""
+        if self._header is not None and not self._logged:
+            cut = sqlitefile.truncated(self.path, self._header)
+            if cut is not None:
+                self._notice(f"the file is cut short ({cut[0]} of {cut[1]} bytes): the "
+                             "samples stored past the cut are lost")
+        try:
+            in_table = self._value("SELECT 1 FROM samples NOT INDEXED LIMIT 1")
+            in_index = self._value("SELECT 1 FROM samples INDEXED BY samples_t LIMIT 1")
+            first = self._value("SELECT min(id) FROM samples")
+        except sqlite3.DatabaseError:
+            return  # damaged pages: found row by row
+        if (in_table is None) != (in_index is None) or (in_table is not None
+                                                         and first is None):
+            self._notice("its schema is damaged: the samples it holds cannot be found")
 
     # ------------------------------------------------------------------ extent
     #
@@ -271,9 +286,14 @@ class StoreReader:
         why: sqlite3.DatabaseError | None = None
         for sql in queries:
             try:
-                return self._value(sql, args)
+                value = self._value(sql, args)
             except sqlite3.DatabaseError as exc:
                 why = exc
+                continue
+            # "None" from a b-tree standing in for a damaged one proves nothing: a
+            # damaged schema may point it at the wrong page.
+            if value is not None or why is None:
+                return value
         if lost:
             self._notice(f"{lost}: the table of samples and its time index are damaged "
                          f"({why})")
@@ -310,7 +330,7 @@ class StoreReader:
         """Wall time of the oldest sample (Unix s), None when empty."""
         try:
             return _time(self._value("SELECT min(t) FROM samples"))
-        except sqlite3.DatabaseError:  # the time index: the first row with a time
+        except sqlite3.DatabaseError:  # a damaged time index: the rows' own times
             return next(self._times(self.first_index(), self.next_index), None)
 
     def last_time(self) -> float | None:
@@ -350,10 +370,10 @@ class StoreReader:
         gives None.
         """
         try:
-            value: int | None = self._value(
+            value = self._value(
                 "SELECT id FROM samples WHERE t >= ? ORDER BY t, id LIMIT 1", (time_s,))
-            return value
-        except sqlite3.DatabaseError:  # the time index: row by row through the table
+            return value if isinstance(value, int) else None
+        except sqlite3.DatabaseError:  # a damaged time index: row by row through the table
             index = self.first_index()
             while index is not None:
                 t = self._row_time(index)

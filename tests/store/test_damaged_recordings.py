@@ -23,6 +23,7 @@ from kvmtop.config import Settings
 from kvmtop.feed import ReplayFeed
 from kvmtop.store.meta import StoreError
 from kvmtop.store.reader import StoreReader
+from kvmtop.store.writer import StoreWriter
 from kvmtop.wiring import build_pipeline
 from tests.store.conftest import make_samples
 
@@ -178,6 +179,26 @@ def test_a_file_cut_in_half_reads_what_is_before_the_cut(lab: Path, run: Run) ->
     status, out, err = run("replay", lab, "--batch", "--format", "json")
     assert status == 0 and len(out.splitlines()) == len(got) - 1
     assert "cut short" in err and "the end of the file cannot be read" in err
+
+
+def test_a_damaged_schema_is_no_empty_recording(tmp_path: Path, run: Run) -> None:
+    # Page 1 damaged so that SQLite still parses the schema, but `id` is no longer
+    # the row id: every lookup by id finds nothing. It read as a recording without
+    # samples (exit 0, no output, no word); it holds 40 that cannot be found.
+    path = tmp_path / "schema.kvmtop"
+    writer = StoreWriter(path)
+    for sample in make_samples(40, guests=2):
+        writer.append(sample)
+    writer.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA writable_schema = ON")
+        conn.execute("UPDATE sqlite_schema SET sql = replace(sql, 'id INTEGER PRIMARY KEY', "
+                     "'id INTEG_R PRIMARY KEY') WHERE name = 'samples'")
+    status, out, err = run("replay", path, "--batch")
+    assert (status, out) == (2, "")
+    assert err == (f"kvmtop: {path}: no sample can be read (1 problem; the first: the "
+                   "first sample cannot be found: the table of samples and its time index "
+                   "are damaged (database disk image is malformed))\n")
 
 
 def test_a_tui_that_fails_exits_1(recording: Path, run: Run,

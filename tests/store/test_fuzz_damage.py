@@ -189,3 +189,25 @@ def test_random_byte_flips(pristine: tuple[bytes, list[Sample]], needs: list[set
         path = tmp_path / f"flip-{n}.kvmtop"
         path.write_bytes(damaged)
         _check(path, hit, pristine, needs, subprocesses=n == SUBPROCESS_FLIP)
+
+
+def test_cuts_and_flips_in_the_first_pages(pristine: tuple[bytes, list[Sample]],
+                                           needs: list[set[int]], tmp_path: Path) -> None:
+    # Page 1 (the header and the schema) and the pages of the header rows: damage
+    # there is all or nothing, but never a traceback, and never "no samples" with
+    # no word said (a damaged schema may make the table of samples look empty).
+    data, _ = pristine
+    rng = random.Random(1)
+    for n, cut in enumerate(range(100, 3 * PAGE_SIZE, 97)):
+        path = tmp_path / f"head-cut-{n}.kvmtop"
+        path.write_bytes(data[:cut])
+        _check(path, set(range(cut // PAGE_SIZE, len(data) // PAGE_SIZE)), pristine, needs,
+               subprocesses=False)
+    for n in range(12):
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            damaged[rng.randrange(PAGE_SIZE)] ^= rng.randint(1, 255)
+        path = tmp_path / f"head-flip-{n}.kvmtop"
+        path.write_bytes(damaged)
+        _check(path, {0}, pristine, needs, subprocesses=False)
+
