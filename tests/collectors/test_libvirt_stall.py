@@ -338,19 +338,21 @@ def test_batch_and_the_live_feed_keep_their_cadence_through_a_stall(
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert all((1 - SLACK) * INTERVAL <= gap <= (1 + SLACK) * INTERVAL for gap in gaps), gaps
     stamps = [line["time"] for line in lines]
-    assert all(0.8 * INTERVAL <= b - a <= 1.2 * INTERVAL
-               for a, b in itertools.pairwise(stamps))
+    assert all((1 - SLACK) * INTERVAL <= b - a <= (1 + SLACK) * INTERVAL
+               for a, b in itertools.pairwise(stamps)), stamps
     states = [{g["name"]: g for g in line["guests"]}[STUCK] for line in lines]
     silent = [g for g in states if g["not_responding_since"] is not None]
-    assert len(silent) >= 3
+    assert len(silent) >= 3, states
     for g in silent:
         assert g["cpu_pct"] is None and g["net_tx_bps"] is None
         assert g["na"]["cpu_pct"] == g["not_responding"]
-    for line in lines:  # the others never blank, never a spike
+    for line in lines:  # the others never blank, never a spike (16 Mbit/s each)
         for g in line["guests"]:
-            if g["name"] != STUCK and g["net_tx_bps"] is not None:
-                assert g["net_tx_bps"] == pytest.approx(16e6, rel=0.3)
+            if g["name"] != STUCK:
+                assert g["not_responding_since"] is None, g["not_responding"]
+                if g["net_tx_bps"] is not None:
+                    assert 8e6 < g["net_tx_bps"] < 32e6, (g["name"], line["time"])
     # After CONT: no spike, whatever the stamp of the reads.
     after = [g["net_tx_bps"] for g in states[states.index(silent[-1]) + 1:]]
-    assert after and all(v is None or v < 2 * 16e6 for v in after)
-    assert any(v is not None for v in after)
+    assert after and all(v is None or v < 2 * 16e6 for v in after), after
+    assert any(v is not None for v in after), after
