@@ -43,8 +43,8 @@ from kvmtop.wiring import build_pipeline
 from tests.store.synth import SyntheticHost
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = 40
-"""Four chains of delta rows (`writer.CHAIN`), about 55 pages with two guests."""
+SAMPLES = 30
+"""Three chains of delta rows (`writer.CHAIN`), about 45 pages with two guests."""
 FLIPS = 20
 """Damaged copies with random byte flips (seeded: the same every run)."""
 SUBPROCESS_CUT, SUBPROCESS_FLIP = 20, 5
