@@ -10,6 +10,7 @@ import json
 import random
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -133,6 +134,56 @@ def test_the_replay_feed_plays_every_intact_sample(lab: Path) -> None:
         assert feed.step(-1) is not None and feed.position == 24
     finally:
         feed.close()
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """An SQLite varint at `at`: (value, its length) (fileformat2.html §1.6)."""
+    value = 0
+    for n in range(9):
+        byte = data[at + n]
+        if n == 8:
+            return (value << 8) | byte, 9
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, n + 1
+    raise AssertionError("unreachable")
+
+
+def _garble_key(path: Path, index: int, key: int) -> None:
+    """Change the row id of sample `index` to `key` in its table leaf cell (a page:
+    8-byte header, 2-byte cell pointers; a cell: payload length, then the row id,
+    as varints: fileformat2.html §1.6)."""
+    page = _row_page(path, index)
+    data = bytearray(path.read_bytes())
+    assert data[page] == 0x0D  # a table b-tree leaf
+    (cells,) = struct.unpack_from(">H", data, page + 3)
+    for n in range(cells):
+        (cell,) = struct.unpack_from(">H", data, page + 8 + 2 * n)
+        _, length = _varint(data, page + cell)
+        rowid, size = _varint(data, page + cell + length)
+        if rowid == index:
+            assert size == 1 and key < 0x80
+            data[page + cell + length] = key
+            path.write_bytes(data)
+            return
+    raise AssertionError(f"no cell of sample #{index}")
+
+
+def test_a_garbled_first_key_hides_no_sample(lab: Path, run: Run) -> None:
+    # Sample #1's key reads 125: the table's first key is past its last (121). The
+    # time index still knows #1. #1 and #2 (whose key SQLite no longer finds in
+    # their leaf, out of order now) are missing; #3-#10 are stored against them.
+    _garble_key(lab, 1, 125)
+    original = _times(LAB)
+    status, out, err = run("replay", lab, "--batch", "--format", "json")
+    assert status == 0
+    assert [x["time"] for x in map(json.loads, out.splitlines())] == [
+        round(original[i], 3) for i in range(12, 122)]
+    for index in (1, 2):
+        assert f"{lab}: sample #{index} skipped: missing (its page is damaged)" in err
+    for index in range(3, 11):
+        assert f"{lab}: sample #{index} (" in err
+    assert err.count("skipped") == 10
 
 
 # ------------------------------------------------------------------- 2: cut short
