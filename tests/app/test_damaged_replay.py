@@ -15,6 +15,7 @@ from kvmtop.app import KvmtopApp
 from kvmtop.config import Settings
 from kvmtop.feed import ReplayFeed
 from kvmtop.store.reader import StoreReader
+from kvmtop.views.host_strip import HostStrip
 from kvmtop.wiring import build_pipeline
 from tests.app.builders import wait_until
 
@@ -32,6 +33,8 @@ async def test_skipped_samples_are_notified_and_playback_goes_on(
     with open(path, "r+b") as f:  # 32 random bytes over the page header
         f.seek(SAMPLE_25_PAGE)
         f.write(random.Random(4).randbytes(32))
+    with StoreReader(LAB) as intact:
+        last_s = intact.last_time()
     settings = Settings()
     feed = ReplayFeed(StoreReader(path), build_pipeline(settings), speed=64,
                       scanner=build_pipeline(replace(settings, window_size=2)))
@@ -54,9 +57,11 @@ async def test_skipped_samples_are_notified_and_playback_goes_on(
                                        "unreadable: database disk image is malformed")
             assert lines[1].startswith("sample #26 ") and lines[2].startswith("sample #27 ")
             assert lines[3] == "... and 3 more (listed when kvmtop exits)"
-            # Playback (at 64x) reaches samples after the damaged page.
-            await wait_until(pilot, lambda: feed.position is not None and feed.position > 31,
-                             timeout=30)
+            # Playback (at 64x) goes on past the damaged page to the end, and the scan
+            # too (no frame or scan message is left to come after the app exits).
+            await wait_until(pilot, lambda: "end of recording" in app.query_one(HostStrip).note
+                             and feed.scanned_s == last_s, timeout=60)
+            assert feed.position == 121
         assert sum(len(m.splitlines()) for m, _ in notes) >= 4
     finally:
         feed.close()
