@@ -339,6 +339,8 @@ class KvmtopApp(App[None]):
 
     def on_frame_ready(self, message: FrameReady) -> None:
         """Keep the newest frame; show it unless paused."""
+        if self._stop.is_set():  # posted by the feed thread as the app was closing
+            return
         self.latest = message.snapshot
         if not self.paused or self.nav is not None:  # over a recording, frames come paused
             self.display_snapshot(message.snapshot)
@@ -346,6 +348,8 @@ class KvmtopApp(App[None]):
 
     def on_feed_ended(self) -> None:
         """Say that the recording is over (the last frame stays on screen)."""
+        if self._stop.is_set():
+            return
         self.query_one(HostStrip).note = "end of recording: no more frames (q quits)"
         self._show_notices()
 
@@ -560,6 +564,8 @@ class KvmtopApp(App[None]):
 
     def on_timeline_changed(self) -> None:
         """The scan found more: redraw the timeline (and say what it found damaged)."""
+        if self._stop.is_set():
+            return
         self._show_timeline()
         self._show_notices()
 
