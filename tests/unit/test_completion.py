@@ -13,6 +13,7 @@ import pytest
 
 from kvmtop.cli import build_parser, main
 from kvmtop.completion import describe, script
+from tests.lab.fixture import Lab
 
 PARSER = build_parser()
 TOP, COMMANDS = describe(PARSER)
@@ -101,16 +102,19 @@ def test_bash_completes_recordings_and_files(tmp_path: Path) -> None:
     assert "notes.txt" in bash_complete(tmp_path, "--config", "n")
 
 
-def test_bash_guest_names_come_from_virsh_when_it_exists(tmp_path: Path) -> None:
+def test_bash_without_virsh_completes_no_guest_name(tmp_path: Path) -> None:
     assert bash_complete(tmp_path, "record", "--trace", "", path=str(tmp_path)) == []
+
+
+@pytest.mark.lab
+def test_bash_guest_names_come_from_virsh(tmp_path: Path, lab: Lab) -> None:
+    """With libvirt running guests (the lab's), `--trace` completes their names."""
     virsh = shutil.which("virsh")
-    if virsh is None:
-        pytest.skip("virsh not installed: guest names cannot be listed here")
+    assert virsh is not None  # installed with the lab
     listed = subprocess.run([virsh, "-r", "list", "--name"], capture_output=True, text=True,
                             timeout=30)
     names = sorted(n for n in listed.stdout.splitlines() if n)
-    if listed.returncode != 0 or not names:
-        pytest.skip(f"no running libvirt guest to list ({listed.stderr.strip() or 'none'})")
+    assert listed.returncode == 0 and set(lab.guests) <= set(names), listed.stderr
     path = f"{Path(virsh).parent}:/usr/bin:/bin"
     assert bash_complete(tmp_path, "record", "--trace", "", path=path) == names
     assert bash_complete(tmp_path, "record", "--trace", names[0], path=path)[0] == names[0]
