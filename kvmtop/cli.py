@@ -346,12 +346,12 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
             return IndexedWriter(writer, _frameless_pipeline(settings),
                                  _uplink_kinds(settings))
 
-        recorder = Recorder(sampler, open_writer, duration_s=args.duration)
-        recorder.install_signal_handlers()
         until = f"for {args.duration:g} s" if args.duration else "until SIGTERM"
         traced = f", exits by reason of {', '.join(args.trace)}" if args.trace else ""
-        print(f"kvmtop record: recording to {args.output} every {settings.interval_s:g} s "
-              f"{until}{traced}", file=sys.stderr, flush=True)
+        recorder = Recorder(sampler, open_writer, duration_s=args.duration, announce=(
+            f"kvmtop record: recording to {args.output} every {settings.interval_s:g} s "
+            f"{until}{traced}"))
+        recorder.install_signal_handlers()
         status = recorder.run()
     finally:
         sampler.close()

@@ -60,6 +60,8 @@ class Recorder:
         sampler: the sampler (its `interval_s` paces the loop).
         open_writer: opens the recording (again after SIGHUP).
         duration_s: stop after this many seconds (None: until stopped).
+        announce: a line written to `log` once the recording is open (not before:
+            a file that cannot be opened is the only line then).
         log: where progress and errors are written (None: the sys.stderr of the
             moment).
         clock: monotonic clock in seconds (injectable for tests).
@@ -71,12 +73,14 @@ class Recorder:
         open_writer: Callable[[], SampleSink],
         *,
         duration_s: float | None = None,
+        announce: str | None = None,
         log: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sampler = sampler
         self.open_writer = open_writer
         self.duration_s = duration_s
+        self.announce = announce
         self.log = sys.stderr if log is None else log
         self.clock = clock
         self.written = 0
@@ -115,6 +119,8 @@ class Recorder:
             OSError: the first `open_writer()` fails (nothing was recorded yet).
         """
         writer = self.open_writer()
+        if self.announce:
+            print(self.announce, file=self.log, flush=True)
         due = self.clock()
         ticks = 0
         try:

@@ -119,3 +119,15 @@ def test_record_to_an_unwritable_place_exits_2(tmp_path: Path,
     assert main(["record", "-o", str(target / "x.kvmtop"), "--duration", "1",
                  *no_config(tmp_path)]) == 2
     assert "cannot write recording" in capsys.readouterr().err
+
+
+def test_record_to_a_file_that_is_not_a_recording_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """FILE exists and is not a recording: unusable input, status 2, left as it was."""
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes\n")
+    assert main(["record", "-o", str(target), "--duration", "1", *no_config(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"kvmtop: {target}: exists and is not a kvmtop recording (file is not a database)"]
+    assert target.read_text() == "my notes\n"
