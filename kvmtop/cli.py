@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import math
 import os
 import signal
@@ -284,6 +285,15 @@ def _writing(output: Path | None) -> Iterator[None]:
                           stdout=output is None) from exc
 
 
+def _write_stdout(text: str) -> None:
+    """Write `text`, a command's whole output made beforehand, to standard output and
+    flush it: an output that fits the buffer would otherwise fail only at exit, as
+    Python's "Exception ignored" and status 120 (raises OutputError)."""
+    with _writing(None):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
 def _refuse_input_as_output(recording: Path, output: Path | None) -> None:
     """Raise UsageError when the output (`output`, None: standard output) is the
     recording itself, before anything opens it for writing.
@@ -530,12 +540,19 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "completion":
         from kvmtop.completion import script
 
-        sys.stdout.write(script(args.shell, build_parser()))
+        _write_stdout(script(args.shell, build_parser()))
         return 0
-    if args.command in ("doctor", "serve"):
-        from kvmtop import doctor, serve
+    if args.command == "doctor":
+        from kvmtop import doctor
 
-        return int((doctor if args.command == "doctor" else serve).run(args, settings))
+        text = io.StringIO()
+        status = doctor.run(args, settings, text)
+        _write_stdout(text.getvalue())
+        return status
+    if args.command == "serve":
+        from kvmtop import serve
+
+        return serve.run(args, settings)
     command = {"record": _record, "replay": _replay, "slice": _slice, "report": _summarize,
                "export": _summarize, "reindex": _reindex}.get(args.command, _live)
     return command(args, settings)

@@ -703,8 +703,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to count kvm:kvm_exit on a KVM guest (0: skip)")
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    """`kvmtop doctor`: print the report; return the exit status."""
+def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    """`kvmtop doctor`: write the report to `out` (None: standard output); return the
+    exit status."""
     env = Environment(
         uri=settings.uri,
         # The CLI's global -c/--connect (dest "connect"): explicit URIs are required.
@@ -713,5 +714,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         overcommit=settings.detectors.overcommit,
     )
     checks = diagnose(env)
-    (render_json if args.format == "json" else render_text)(checks, sys.stdout)
+    (render_json if args.format == "json" else render_text)(
+        checks, sys.stdout if out is None else out)
     return exit_status(checks)

@@ -241,7 +241,7 @@ MANUALS: dict[str, Manual] = {
         exit_status=(
             "0  every required source works (warnings may remain)\n"
             "1  a required source is unusable: host /proc, or libvirt when -c URI\n"
-            "   was given\n"
+            "   was given; or standard output cannot be written (disk full)\n"
             "2  bad options or unusable config file\n"
             f"{_STDOUT_CLOSED}"
         ),
@@ -258,7 +258,7 @@ MANUALS: dict[str, Manual] = {
             "zsh:  _kvmtop in a directory on $fpath (before compinit)\n"
             "fish: ~/.config/fish/completions/kvmtop.fish"
         ),
-        exit_status=f"0  script printed\n2  bad options\n{_STDOUT_CLOSED}",
+        exit_status=f"0  script printed\n{_STDOUT_FAILED}\n2  bad options\n{_STDOUT_CLOSED}",
         examples=(
             "kvmtop completion bash > /usr/share/bash-completion/completions/kvmtop\n"
             "source <(kvmtop completion bash)                       in ~/.bashrc\n"

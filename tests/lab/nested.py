@@ -82,11 +82,26 @@ WHEELS = ["textual", "rich", "python-ptrace", "prometheus-client", "zstandard", 
 VENV = "/opt/kvmtop"
 IMAGE_SIZE = "6G"  # sparse; L2 disks and logs go to the per-boot overlay
 
-# L1's machine: TCG with SVM and nested paging. Two vCPUs use both of this machine's
-# cores (multi-threaded TCG); 4 GiB hold the `kvm` scenario's ten L2 guests.
+# L1's machine: TCG with SVM and nested paging, two vCPUs (so guests can be pinned
+# apart and together), 4 GiB for the `kvm` scenario's ten L2 guests.
 L1_CPU = "qemu64,+svm,+npt"
 L1_SMP = 2
+# One TCG thread per vCPU (multi-threaded TCG). Measured: with a single thread for
+# both vCPUs, the L2 Linux guests had not printed a line after 8 minutes.
+L1_TCG_THREAD = "multi"
 L1_MEM_MIB = 4096
+# The QEMU that emulates L1 (L0's). Debian 12's own, 7.2, hangs L1: perf counters
+# attached to and detached from a vCPU thread in L1 (what kvmtop's per-reason tracing
+# does) left both L1 CPUs in "soft lockup" inside L2 guest mode, reproduced three
+# times out of three, and once L1 reset itself while libvirt restarted guests. The
+# same Debian release's backport, 10.0, runs them (tests/lab/README.md). It is
+# unpacked next to the image, never installed: the host lab keeps Debian 12's QEMU.
+L0_QEMU_SUITE = "bookworm-backports"
+L0_QEMU_PACKAGES = {"qemu-system-x86": "1:10.0.2+ds-2+deb13u1~bpo12+1",
+                    "qemu-system-common": "1:10.0.2+ds-2+deb13u1~bpo12+1",
+                    "qemu-system-data": "1:10.0.2+ds-2+deb13u1~bpo12+1",
+                    "seabios": "1.16.3-2~bpo12+1"}
+L0_QEMU_DIR = IMAGE_DIR / "qemu-l0"
 L1_STATE = "/var/lib/kvmtop-lab"
 L1_CHECKOUT = "/root/kvmtop"
 L1_SCENARIO = "kvm"
@@ -251,6 +266,46 @@ def cmd_build(force: bool = False) -> dict[str, float]:
     return timings
 
 
+# --------------------------------------------------------------------------- L0's QEMU
+
+
+def ensure_l0_qemu() -> Path:
+    """Download and unpack L0_QEMU_PACKAGES (apt with a private source list and state,
+    so the host's apt configuration is untouched and signatures are checked against
+    the host's Debian keyring); returns the unpacked root."""
+    want = json.dumps(L0_QEMU_PACKAGES, sort_keys=True)
+    marker = L0_QEMU_DIR / "packages.json"
+    if marker.exists() and marker.read_text() == want:
+        return L0_QEMU_DIR / "root"
+    shutil.rmtree(L0_QEMU_DIR, ignore_errors=True)
+    apt = L0_QEMU_DIR / "apt"
+    for d in ("lists/partial", "archives/partial"):
+        (apt / d).mkdir(parents=True)
+    apt.chmod(0o755)
+    (apt / "archives").chmod(0o777)  # apt-get download drops privileges to _apt
+    (apt / "sources.list").write_text(f"deb http://deb.debian.org/debian {L0_QEMU_SUITE} main\n")
+    opts = [f"-oDir::Etc::SourceList={apt / 'sources.list'}", "-oDir::Etc::SourceParts=/dev/null",
+            f"-oDir::State::Lists={apt / 'lists'}", f"-oDir::Cache::Archives={apt / 'archives'}",
+            "-oAPT::Get::List-Cleanup=0"]
+    log(f"L0 QEMU: {', '.join(f'{k} {v}' for k, v in L0_QEMU_PACKAGES.items())} "
+        f"from {L0_QEMU_SUITE}")
+    run(["apt-get", *opts, "-qq", "update"])
+    run(["apt-get", *opts, "-qq", "download",
+         *(f"{k}={v}" for k, v in L0_QEMU_PACKAGES.items())], cwd=apt / "archives")
+    root = L0_QEMU_DIR / "root"
+    for deb in sorted((apt / "archives").glob("*.deb")):
+        run(["dpkg-deb", "-x", str(deb), str(root)])
+    marker.write_text(want)
+    return root
+
+
+def l0_qemu_command(root: Path) -> tuple[list[str], dict[str, str]]:
+    """The unpacked QEMU's command prefix and environment (its modules and firmware)."""
+    env = dict(os.environ, QEMU_MODULE_DIR=str(root / "usr/lib/x86_64-linux-gnu/qemu"))
+    return ([str(root / "usr/bin/qemu-system-x86_64"), "-L", str(root / "usr/share/seabios"),
+             "-L", str(root / "usr/share/qemu")], env)
+
+
 # --------------------------------------------------------------------------- L1
 
 
@@ -313,14 +368,21 @@ def boot() -> float:
     (RUN_DIR / "ssh-port").write_text(f"{port}\n")
     console = RUN_DIR / "console.log"
     console.unlink(missing_ok=True)
+    qemu, env = l0_qemu_command(ensure_l0_qemu())
     t0 = time.monotonic()
-    run(["qemu-system-x86_64", "-name", "kvmtop-l1,process=kvmtop-l1",
-         "-accel", "tcg", "-cpu", L1_CPU, "-smp", str(L1_SMP), "-m", str(L1_MEM_MIB),
+    run([*qemu, "-name", "kvmtop-l1,process=kvmtop-l1",
+         "-accel", f"tcg,thread={L1_TCG_THREAD}", "-cpu", L1_CPU, "-smp", str(L1_SMP),
+         "-m", str(L1_MEM_MIB),
          "-nodefaults", "-display", "none",
          "-kernel", str(IMAGE_DIR / "vmlinuz"), "-initrd", str(IMAGE_DIR / "initrd.img"),
          # net.ifnames=0: the initramfs's udev would otherwise rename eth0 to ens2.
+         # tsc=reliable: TCG's vCPUs all read this host's TSC, but the kernel's boot-time
+         # warp test, slowed by emulation, calls them unsynchronized and falls back to
+         # HPET; without a stable TSC, KVM has no master clock for the L2 guests'
+         # kvm-clock (arch/x86/kvm/x86.c pvclock_gtod_data), and their time drifted
+         # (measured: a 20 % duty cycle took 74 % of a CPU, the probe's PIT stalled).
          "-append", "root=/dev/vda rw console=ttyS0 init=/usr/local/sbin/init quiet "
-                    "net.ifnames=0",
+                    "net.ifnames=0 tsc=reliable",
          "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe",
          "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
          "-device", "virtio-net-pci,netdev=n0",
@@ -329,7 +391,7 @@ def boot() -> float:
          # A reset of L1 (a triple fault leaves no kernel message) ends QEMU instead of
          # rebooting a host whose lab is gone; the CPU state at the reset is logged.
          "-no-reboot", "-d", "cpu_reset,guest_errors", "-D", str(RUN_DIR / "qemu.log"),
-         "-pidfile", str(RUN_DIR / "qemu.pid"), "-daemonize"])
+         "-pidfile", str(RUN_DIR / "qemu.pid"), "-daemonize"], env=env)
     deadline = t0 + BOOT_TIMEOUT_S
     while time.monotonic() < deadline:
         if l1_pid() is None:
