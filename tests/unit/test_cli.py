@@ -239,7 +239,7 @@ def shell(line: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
     ("completion", "zsh"),
     ("completion", "fish"),
 ], ids=["export", "report", "replay", "live", "doctor", "doctor-json", "bash", "zsh", "fish"])
-def test_standard_output_that_cannot_be_written_is_exit_1(command: tuple[str, ...]) -> None:
+def test_standard_output_that_cannot_be_written_is_exit_1(command: tuple[str | Path, ...]) -> None:
     """Every command that writes standard output: one line and status 1 on a full
     disk, never a traceback (nor Python's "Exception ignored" at exit, for an output
     short enough to stay in the buffer until then)."""
