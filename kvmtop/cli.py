@@ -424,6 +424,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.follow and args.batch:
         print("kvmtop: replay --follow works in the TUI only", file=sys.stderr)
         return 2
+    if args.batch:
+        _refuse_input_as_output(args.file, None)
     reader = _open_recording(args.file)
     try:
         from_s, to_s = _range(args, reader)

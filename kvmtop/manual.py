@@ -95,6 +95,10 @@ _OUT_FAILED = (
     "1  OUT or standard output cannot be written: no such directory, a\n"
     "   directory, no permission, disk full, a symbolic link, another user's file"
 )
+_STDOUT_IS_FILE = (
+    "with --batch, standard output is FILE itself,\n"
+    "   also through a link (nothing is written)"
+)
 _OUT_FILE = (
     "OUT                 written with mode 0600 (a new file, or an older one of\n"
     "                    yours replaced); never through a symbolic link, never into\n"
@@ -157,7 +161,9 @@ MANUALS: dict[str, Manual] = {
         files=f"FILE                a recording made by `kvmtop record`\n{_CONFIG}",
         exit_status=(
             f"0  quit, or the range was printed\n{_STDOUT_FAILED}, or the TUI ended on an\n"
-            f"   error (its traceback is printed)\n{_recording_errors()}\n{_STDOUT_CLOSED}"
+            "   error (its traceback is printed)\n"
+            f"{_recording_errors(_STDOUT_IS_FILE)}\n"
+            f"{_STDOUT_CLOSED}"
         ),
         examples=(
             "kvmtop replay host.kvmtop --from 2026-11-26T05:18 --speed 4\n"

@@ -247,6 +247,19 @@ def test_standard_output_that_cannot_be_written_is_exit_1(command: tuple[str | P
                    "cannot write standard output: No space left on device")
 
 
+@pytest.mark.parametrize("command", [
+    ("replay", "--batch", "--format", "json"), REPORT, EXPORT,
+], ids=lambda c: c[0])
+def test_standard_output_onto_the_recording_is_refused(
+    recording: Path, command: tuple[str, ...]
+) -> None:
+    """`kvmtop replay FILE --batch >> FILE`: refused as -o FILE is, nothing written."""
+    before = digest(recording)
+    result = shell(f">> {shlex.quote(str(recording))}", command[0], recording, *command[1:])
+    one_line_error(result, 2, f"standard output is the recording {recording} itself")
+    assert digest(recording) == before
+
+
 @pytest.mark.parametrize("command", [EXPORT, REPORT], ids=["export", "report"])
 @pytest.mark.parametrize("link", [False, True], ids=["itself", "hard-link"])
 def test_the_recording_is_never_its_own_output(
