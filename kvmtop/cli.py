@@ -17,14 +17,21 @@ import textual: the app module is imported only when a TUI starts.
 
 Every command's --help is its manual (sections from `kvmtop.manual`).
 
-Exit status (decided in `main`, except where a command's own loop ends): 2 for
-unusable input (options, config file, a recording that is missing, damaged beyond
-its header or with no sample in the range that can be read, or from a newer kvmtop,
---from later than --to, an output that is the recording itself); 1 when monitoring
-cannot start, the TUI ends on an error, a recording stops on a write error, or a
-report, export or batch output cannot be written (no such directory, disk full);
-141 when standard output is closed before the end (`| head`), as for a
-process ended by SIGPIPE, with nothing on standard error.
+Exit status (decided in `main`, except where a command's own loop ends), by one rule
+for every command (`kvmtop.manual` lists each command's):
+
+- 2 for unusable input: options, the config file, a recording that is missing, not
+  a recording (for `record`, an existing FILE that is not one), damaged beyond its
+  header or with no sample in the range that can be read, or from a newer kvmtop;
+  --from later than --to; an output (-o or standard output) that is the recording
+  itself. UsageError, ConfigError, StoreError.
+- 1 when monitoring cannot start, the TUI ends on an error, or an output cannot be
+  written, at its start or midway: a recording, a slice, its index (`reindex`), a
+  report or an export, standard output (no such directory, no permission,
+  read-only, disk full; refused: a symbolic link, another user's file, a slice's
+  OUT that exists). OutputError, StoreWriteError.
+- 141 when standard output is closed before the end (`| head`), as for a process
+  ended by SIGPIPE, with nothing on standard error.
 """
 
 from __future__ import annotations
@@ -506,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     The one place that turns what ended a command into its exit status (the module
     docstring lists them).
     """
-    from kvmtop.store.meta import StoreError
+    from kvmtop.store.meta import StoreError, StoreWriteError
 
     args = build_parser().parse_args(argv)
     tune_gc()
@@ -523,8 +530,11 @@ def main(argv: list[str] | None = None) -> int:
             _drop_stdout()
         print(f"kvmtop: {exc}", file=sys.stderr)
         return 1
+    except StoreWriteError as exc:  # a recording or slice cannot be created or written
+        print(f"kvmtop: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, StoreError, UsageError) as exc:
-        # StoreError: a recording missing, damaged, newer, or unwritable
+        # StoreError: a recording missing, damaged, newer, or not a recording
         print(f"kvmtop: {exc}", file=sys.stderr)
         return 2
 

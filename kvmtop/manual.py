@@ -75,7 +75,8 @@ _RECORDING_IN = (
 
 
 def _recording_errors(also: str = "") -> str:
-    """Exit status 2 of the commands that read a recording (StoreError, bad input)."""
+    """Exit status 2 of the commands that read a recording (StoreError, bad input;
+    `_RULE`)."""
     return (
         "2  bad options, unusable config file, --from/--to not understood or --from\n"
         "   later than --to, or FILE missing, not a recording, from a newer kvmtop,\n"
@@ -85,7 +86,12 @@ def _recording_errors(also: str = "") -> str:
     )
 
 
-# Decided in kvmtop.cli.main for every command (141 is its EXIT_PIPE).
+# Decided in kvmtop.cli.main for every command (141 is its EXIT_PIPE), by one rule.
+_RULE = (
+    "Every command: 2 for unusable input (options, config file, a recording) and\n"
+    "1 for an output that cannot be written (a file kvmtop writes, or standard\n"
+    "output); each command's --help lists its own."
+)
 _STDOUT_FAILED = "1  standard output cannot be written (disk full)"
 _STDOUT_CLOSED = (
     "141  standard output was closed early (`| head`): what a shell shows for a\n"
@@ -123,7 +129,8 @@ MANUALS: dict[str, Manual] = {
             "1  -c URI was given and libvirt cannot be opened there; with --batch,\n"
             "   standard output cannot be written (disk full)\n"
             "2  bad options or unusable config file\n"
-            f"{_STDOUT_CLOSED}"
+            f"{_STDOUT_CLOSED}\n"
+            f"{_RULE}"
         ),
         examples=(
             "kvmtop                                  live TUI on qemu:///system\n"
@@ -143,11 +150,12 @@ MANUALS: dict[str, Manual] = {
         ),
         exit_status=(
             "0  stopped by SIGTERM, SIGINT or --duration (the file is complete)\n"
-            "1  -c URI cannot be opened, or a write error (disk full): one line says\n"
-            "   how many samples the file holds; they stay readable\n"
-            "2  bad options, unusable config file, or FILE cannot be created, is a\n"
-            "   symbolic link or an empty file of another user, or exists and is not a\n"
-            "   kvmtop recording (or is from a newer kvmtop)"
+            "1  -c URI cannot be opened; FILE cannot be created (no such directory,\n"
+            "   no permission, read-only) or is a symbolic link or an empty file of\n"
+            "   another user; or a write error (disk full): one line says how many\n"
+            "   samples the file holds; they stay readable\n"
+            "2  bad options, unusable config file, or FILE exists and is not a kvmtop\n"
+            "   recording (or is from a newer kvmtop)"
         ),
         examples=(
             "kvmtop record -o host.kvmtop --max-size 2048 --max-age 168\n"
@@ -177,7 +185,12 @@ MANUALS: dict[str, Manual] = {
             "FILE                the recording to copy from\n"
             "OUT                 the new recording, mode 0600; it must not exist"
         ),
-        exit_status=f"0  OUT written\n{_recording_errors('OUT exists or cannot be written')}",
+        exit_status=(
+            "0  OUT written\n"
+            "1  OUT cannot be written: it exists, no such directory, no permission,\n"
+            "   disk full, a symbolic link\n"
+            f"{_recording_errors()}"
+        ),
         examples="kvmtop slice host.kvmtop --from 05:10 --to 05:25 -o incident.kvmtop",
     ),
     "report": Manual(
@@ -204,7 +217,11 @@ MANUALS: dict[str, Manual] = {
             f"{_CONFIG}\n"
             "                    (the detector thresholds the index is built with)"
         ),
-        exit_status=f"0  index rebuilt\n{_recording_errors()}",
+        exit_status=(
+            "0  index rebuilt\n"
+            "1  FILE cannot be written (read-only, no permission, disk full)\n"
+            f"{_recording_errors()}"
+        ),
         examples=(
             "kvmtop reindex host.kvmtop               then: kvmtop report host.kvmtop"
         ),

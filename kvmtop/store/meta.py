@@ -56,6 +56,11 @@ class StoreWriteError(StoreError, OSError):
 
     committed: bool = False
 
+    def __str__(self) -> str:
+        """The message alone ("cannot write recording PATH: why"), without OSError's
+        "[Errno N]" in front."""
+        return str(self.strerror)
+
 
 # sqlite3 error codes (https://www.sqlite.org/rescode.html) → the errno a user knows.
 _ERRNO_OF_SQLITE = {

@@ -5,9 +5,10 @@ Layer: store. Never textual.
 
 from __future__ import annotations
 
+import errno
 import os
 
-from kvmtop.store.meta import StoreError
+from kvmtop.store.meta import write_error
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 
@@ -29,11 +30,12 @@ def slice_recording(
         The number of samples copied.
 
     Raises:
-        StoreError: `out` already exists (a slice never appends to or overwrites a file).
-        StoreWriteError: `out` cannot be written.
+        StoreWriteError: `out` cannot be written, or already exists (a slice never
+            appends to or overwrites a file).
     """
     if os.path.lexists(out):
-        raise StoreError(f"{os.fspath(out)}: exists; choose a new file for the slice")
+        raise write_error(os.fspath(out), FileExistsError(
+            errno.EEXIST, "exists; choose a new file for the slice"))
     writer = StoreWriter(out, new=True)  # O_EXCL: not created meanwhile either
     copied = 0
     try:

@@ -21,6 +21,7 @@ starts a new block.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sqlite3
@@ -33,7 +34,7 @@ from pathlib import Path
 import zstandard
 
 from kvmtop.model.sample import Sample
-from kvmtop.outfile import OutputFileError, open_output
+from kvmtop.outfile import open_output
 from kvmtop.store import blob, delta
 from kvmtop.store.codec import encode
 from kvmtop.store.meta import (
@@ -154,9 +155,10 @@ class StoreWriter:
         new: `path` must not exist (a slice).
 
     Raises:
-        StoreWriteError: the file cannot be created or written (read-only, no space).
-        StoreError: `path` holds something other than a compatible recording, is a
-            symbolic link, or is an empty file of another user.
+        StoreWriteError: the file cannot be created or written (read-only, no space),
+            or kvmtop refuses to write it: a symbolic link, an empty file of another
+            user, a path replaced while it was opened.
+        StoreError: `path` holds something other than a compatible recording.
     """
 
     def __init__(
@@ -194,9 +196,7 @@ class StoreWriter:
         """The file, created or opened by kvmtop itself (see the class doc)."""
         try:
             return open_output(self.path, new=new)
-        except OutputFileError as exc:
-            raise StoreError(str(exc)) from None
-        except OSError as exc:
+        except OSError as exc:  # OutputFileError included: a link, another user's file
             raise write_error(self.path, exc) from exc
 
     def _open(self) -> sqlite3.Connection:
@@ -225,8 +225,8 @@ class StoreWriter:
         except OSError:
             same = False
         if not same:
-            raise StoreError(f"{self.path}: was replaced while kvmtop opened it; "
-                             "nothing written")
+            raise write_error(self.path, OSError(
+                errno.EAGAIN, "was replaced while kvmtop opened it; nothing written"))
 
     def _prepare(self, clock: Callable[[], float]) -> RecordingMeta:
         """Create the schema in an empty file, or check and resume an existing one."""

@@ -112,13 +112,16 @@ def test_bad_time_exits_2(recording: Path, capsys: pytest.CaptureFixture[str]) -
     assert "--to: cannot read 'noon'" in capsys.readouterr().err
 
 
-def test_record_to_an_unwritable_place_exits_2(tmp_path: Path,
+def test_record_to_an_unwritable_place_exits_1(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """An output that cannot be written is status 1 (bad input is 2): one line, and no
+    "recording to" line before it, since nothing is recorded."""
     target = tmp_path / "not-a-dir"
     target.write_text("")
-    assert main(["record", "-o", str(target / "x.kvmtop"), "--duration", "1",
-                 *no_config(tmp_path)]) == 2
-    assert "cannot write recording" in capsys.readouterr().err
+    out = target / "x.kvmtop"
+    assert main(["record", "-o", str(out), "--duration", "1", *no_config(tmp_path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"kvmtop: cannot write recording {out}: Not a directory"]
 
 
 def test_record_to_a_file_that_is_not_a_recording_exits_2(
@@ -131,3 +134,22 @@ def test_record_to_a_file_that_is_not_a_recording_exits_2(
     assert capsys.readouterr().err.splitlines() == [
         f"kvmtop: {target}: exists and is not a kvmtop recording (file is not a database)"]
     assert target.read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("out", ["exists", "missing/cut.kvmtop", "link"])
+def test_slice_to_an_output_that_cannot_be_written_exits_1(
+    recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], out: str
+) -> None:
+    """OUT exists (a slice never replaces a file), its directory is missing, or it is a
+    symbolic link: status 1 as for report and export, one line, nothing written."""
+    target = tmp_path / out
+    if out == "exists":
+        target.write_text("kept\n")
+    elif out == "link":
+        target.symlink_to(tmp_path / "elsewhere.kvmtop")
+    assert main(["slice", str(recording), "-o", str(target), *no_config(tmp_path)]) == 1
+    line = capsys.readouterr().err.splitlines()
+    assert len(line) == 1 and line[0].startswith(f"kvmtop: cannot write recording {target}: ")
+    if out == "exists":
+        assert target.read_text() == "kept\n"
+    assert not (tmp_path / "elsewhere.kvmtop").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,35 @@ def test_simulated_disk_full_through_live_feed(tmp_path: Path) -> None:
     writer.close()
     with StoreReader(path) as r:
         assert list(r.iter()) == samples[:1]
+
+
+# ---------------------------------------- the command line on a full or read-only disk
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _kvmtop(*args: str | Path, tmpdir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m kvmtop ARGS` with an empty config (`tmpdir`: its TMPDIR, which SQLite
+    reads for its temporary files when it starts)."""
+    env = {"PATH": "/usr/bin:/bin", "XDG_CONFIG_HOME": "/nonexistent"}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    return subprocess.run([sys.executable, "-m", "kvmtop", *map(str, args)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_reindex_of_a_recording_on_a_read_only_filesystem_is_exit_1(tiny_fs: Path) -> None:
+    """Its index cannot be written: an output that cannot be written, status 1 (it
+    was 2, as for a damaged recording), one line, the file as it was."""
+    path = tiny_fs / "rec.kvmtop"
+    writer = StoreWriter(path)
+    for sample in make_samples(3):
+        writer.append(sample)
+    writer.close()
+    before = path.read_bytes()
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_fs)], check=True)
+    done = _kvmtop("reindex", path)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"kvmtop: cannot write recording {path}: Read-only file system"]
+    assert path.read_bytes() == before
