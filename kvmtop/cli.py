@@ -493,16 +493,22 @@ def _reindex(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _summarize(args: argparse.Namespace, settings: Settings) -> int:
-    """`report` and `export`: FILE and --from/--to here, the rest in their module."""
+    """`report` and `export`: FILE, --from/--to and -o here, the rest in their module.
+
+    -o is opened before the work starts (a bad one is said at once, not after minutes
+    of a big recording) and put in place only when the command succeeds
+    (`kvmtop.outfile.TextOutput`): a failure leaves an older OUT as it was."""
     from kvmtop import export, report
+    from kvmtop.outfile import TextOutput
 
     with _open_recording(args.file) as reader:
         from_s, to_s = _range(args, reader)
         _require_samples(reader, from_s, to_s)
         _refuse_input_as_output(args.file, args.output)
         run = report.run if args.command == "report" else export.run
-        with _writing(args.output):
-            status = run(args, settings, reader, _frameless_pipeline(settings), from_s, to_s)
+        with _writing(args.output), TextOutput(args.output) as output:
+            status = run(args, settings, reader, _frameless_pipeline(settings), from_s, to_s,
+                         output)
         _report_notices(reader)
     return status
 

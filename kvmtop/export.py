@@ -49,13 +49,13 @@ from kvmtop.feed import Pipeline
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
-from kvmtop.outfile import open_text
 from kvmtop.render import GUEST_COLUMNS
 from kvmtop.report import Progress, extent, frames
 from kvmtop.serve import sample_families
 
 if TYPE_CHECKING:
     from kvmtop.config import Settings
+    from kvmtop.outfile import TextOutput
     from kvmtop.store.reader import StoreReader
 
 FORMATS = ("csv", "jsonl", "openmetrics")
@@ -190,18 +190,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, _settings: Settings, reader: StoreReader,
-        pipeline: Pipeline, from_s: float | None, to_s: float | None) -> int:
-    """`kvmtop export` over the open recording and range the CLI prepared; returns the
-    exit status."""
+        pipeline: Pipeline, from_s: float | None, to_s: float | None,
+        output: TextOutput) -> int:
+    """`kvmtop export` over the open recording, range and output the CLI prepared
+    (`output` committed here once complete); returns the exit status."""
     progress = Progress("kvmtop export", *(extent(reader, from_s, to_s) or (None, None)))
     pairs = frames(reader, pipeline, from_s=from_s, to_s=to_s, progress=progress)
-    with contextlib.ExitStack() as stack:
-        out = sys.stdout if args.output is None else stack.enter_context(
-            open_text(args.output))
-        count = WRITERS[args.format](pairs, out)
-        out.flush()
+    count = WRITERS[args.format](pairs, output.file)
+    output.commit()
     progress.done()
     unit = "rows" if args.format == "csv" else "samples"
-    where = "standard output" if args.output is None else str(args.output)
-    print(f"kvmtop export: {count} {unit} written to {where}", file=sys.stderr)
+    print(f"kvmtop export: {count} {unit} written to {output.name}", file=sys.stderr)
     return 0

@@ -99,17 +99,21 @@ _STDOUT_CLOSED = (
 )
 _OUT_FAILED = (
     "1  OUT or standard output cannot be written: no such directory, a\n"
-    "   directory, no permission, disk full, a symbolic link, another user's file"
+    "   directory, no permission, disk full, a symbolic link, another user's\n"
+    "   file (a bad OUT is said before the work starts; an older OUT is left as\n"
+    "   it was)"
 )
 _STDOUT_IS_FILE = (
     "with --batch, standard output is FILE itself,\n"
     "   also through a link (nothing is written)"
 )
 _OUT_FILE = (
-    "OUT                 written with mode 0600 (a new file, or an older one of\n"
-    "                    yours replaced); never through a symbolic link, never into\n"
-    "                    another user's file"
+    "OUT                 written with mode 0600 to a temporary file beside it,\n"
+    "                    renamed to OUT once complete (a new file, or an older one\n"
+    "                    of yours replaced); never through a symbolic link, never\n"
+    "                    over another user's file"
 )
+_OUT_DIRECTORY = "Writing OUT: write access to its directory."
 _OUT_IS_FILE = (
     "OUT (or standard output) is FILE itself, also\n"
     "   through a link (nothing is written)"
@@ -180,7 +184,7 @@ MANUALS: dict[str, Manual] = {
         ),
     ),
     "slice": Manual(
-        privileges=_RECORDING_IN + "\nWriting OUT: write access to its directory.",
+        privileges=f"{_RECORDING_IN}\n{_OUT_DIRECTORY}",
         files=(
             "FILE                the recording to copy from\n"
             "OUT                 the new recording, mode 0600; it must not exist"
@@ -194,7 +198,7 @@ MANUALS: dict[str, Manual] = {
         examples="kvmtop slice host.kvmtop --from 05:10 --to 05:25 -o incident.kvmtop",
     ),
     "report": Manual(
-        privileges=_RECORDING_IN,
+        privileges=f"{_RECORDING_IN}\n{_OUT_DIRECTORY}",
         files=(
             "FILE                the recording\n"
             f"{_OUT_FILE}\n{_CONFIG}\n"
@@ -227,7 +231,7 @@ MANUALS: dict[str, Manual] = {
         ),
     ),
     "export": Manual(
-        privileges=_RECORDING_IN,
+        privileges=f"{_RECORDING_IN}\n{_OUT_DIRECTORY}",
         files=f"FILE                the recording\n{_OUT_FILE}\n{_CONFIG}",
         exit_status=(
             f"0  exported\n{_OUT_FAILED}\n{_recording_errors(_OUT_IS_FILE)}\n{_STDOUT_CLOSED}"

@@ -53,11 +53,11 @@ from kvmtop.model.rates import GuestRates, HostDiskRates, HostNetRates
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
-from kvmtop.outfile import open_text
 from kvmtop.render import DASH, column, fmt_bytes, fmt_mbps, fmt_ms, fmt_pct, fmt_si
 
 if TYPE_CHECKING:
     from kvmtop.config import Settings
+    from kvmtop.outfile import TextOutput
     from kvmtop.store.meta import RecordingMeta
     from kvmtop.store.reader import StoreReader
 
@@ -1302,17 +1302,6 @@ def format_of(output: Path | None) -> str:
     return {".md": "md", ".json": "json", ".html": "html", ".htm": "html"}.get(suffix, "text")
 
 
-def write_output(output: Path | None, text: str) -> None:
-    """Write `text` to `output` (a private file: `kvmtop.outfile.open_text`), or to
-    stdout when None."""
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        with open_text(output) as out:
-            out.write(text)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `kvmtop report` (FILE, --from/--to and --config come from the CLI)."""
     parser.description = (
@@ -1343,9 +1332,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings, reader: StoreReader, pipeline: Pipeline,
-        from_s: float | None, to_s: float | None) -> int:
-    """`kvmtop report` over the open recording and range the CLI prepared; returns the
-    exit status."""
+        from_s: float | None, to_s: float | None, output: TextOutput) -> int:
+    """`kvmtop report` over the open recording, range and output the CLI prepared
+    (`output` committed here once complete); returns the exit status."""
     if args.step is not None and not args.step > 0:
         print("kvmtop: --step must be > 0", file=sys.stderr)
         return 2
@@ -1362,5 +1351,6 @@ def run(args: argparse.Namespace, settings: Settings, reader: StoreReader, pipel
                               progress=progress, uplink_kinds=kinds)
     if not report.samples:
         print(f"kvmtop report: {reader.path}: no samples in the range", file=sys.stderr)
-    write_output(args.output, render(report, args.format or format_of(args.output)))
+    output.file.write(render(report, args.format or format_of(args.output)))
+    output.commit()
     return 0

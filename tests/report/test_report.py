@@ -155,6 +155,36 @@ def test_bad_step_is_refused(recording: Path, capsys: pytest.CaptureFixture[str]
     assert "--step must be > 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("out", ["missing/report.txt", "a-directory", "link.txt"])
+@pytest.mark.parametrize("exact", [False, True], ids=["index", "exact"])
+def test_a_bad_output_is_refused_before_the_report_is_built(
+    recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], out: str, exact: bool,
+) -> None:
+    """-o is checked (its temporary file created) before the samples are read: on a
+    big recording a bad -o is said at once, not after minutes of work."""
+    from kvmtop import report, rollup
+
+    built: list[str] = []
+
+    def spy(name: str, real: Any) -> Any:
+        def called(*args: Any, **kw: Any) -> Any:
+            built.append(name)
+            return real(*args, **kw)
+        return called
+
+    monkeypatch.setattr(report, "build_report", spy("build_report", report.build_report))
+    monkeypatch.setattr(rollup, "indexed_report", spy("indexed_report", rollup.indexed_report))
+    (tmp_path / "a-directory").mkdir()
+    (tmp_path / "link.txt").symlink_to(tmp_path / "target.txt")
+    target = tmp_path / out
+    extra = ["--exact"] if exact else []
+    assert main(["report", str(recording), "-o", str(target), *extra]) == 1
+    assert capsys.readouterr().err.startswith(f"kvmtop: cannot write {target}: ")
+    assert built == []
+    assert not (tmp_path / "target.txt").exists()
+
+
 # ------------------------------------------------------------------ text and Markdown
 
 

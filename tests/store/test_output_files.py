@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop import outfile
 from kvmtop.cli import main
-from kvmtop.outfile import OutputFileError, open_output
+from kvmtop.outfile import OutputFileError, TextOutput, open_output
 from kvmtop.store import writer as writer_module
 from kvmtop.store.meta import StoreError
 from kvmtop.store.reader import StoreReader
@@ -155,6 +154,9 @@ def test_reports_and_exports_are_0600(tmp_path: Path, open_umask: None,
     for out in (new, old):
         assert main([name, str(recording), *rest, "-o", str(out), *_config(tmp_path)]) == 0
         assert _mode(out) == 0o600 and "an older report" not in out.read_text()
+    # The temporary files were renamed into place: none left beside them.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.toml", "link.out", "new.out", "old.out", "rec.kvmtop"]
     assert main([name, str(recording), *rest, "-o", str(link), *_config(tmp_path)]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"kvmtop: cannot write {link}: is a symbolic link; kvmtop does not write through "
@@ -168,8 +170,9 @@ def test_a_report_never_replaces_a_file_of_another_user(tmp_path: Path) -> None:
     path.write_text("theirs\n")
     os.chown(path, NOBODY, NOBODY)
     with pytest.raises(OutputFileError, match="belongs to another user"):
-        outfile.open_text(path)
+        TextOutput(path)
     assert path.read_text() == "theirs\n"
+    assert os.listdir(tmp_path) == ["theirs.html"]  # no temporary file made either
 
 
 def test_devices_are_written_as_they_are() -> None:
@@ -179,3 +182,45 @@ def test_devices_are_written_as_they_are() -> None:
     finally:
         os.close(fd)
     assert _mode(Path(os.devnull)) == 0o666
+
+
+def test_an_output_is_put_in_place_only_when_committed(tmp_path: Path) -> None:
+    """TextOutput writes a temporary file next to OUT: OUT changes on `commit` only,
+    and leaving without it (an error, a refused option) drops what was written."""
+    out = tmp_path / "report.txt"
+    out.write_text("older\n")
+    with TextOutput(out) as output:
+        output.file.write("half of a report")
+        output.file.flush()
+        assert out.read_text() == "older\n"
+        (temporary,) = set(tmp_path.iterdir()) - {out}
+        assert temporary.name.startswith(".kvmtop-") and _mode(temporary) == 0o600
+    assert os.listdir(tmp_path) == ["report.txt"] and out.read_text() == "older\n"
+    with TextOutput(out) as output:
+        output.file.write("the new report\n")
+        output.commit()
+    assert os.listdir(tmp_path) == ["report.txt"] and out.read_text() == "the new report\n"
+
+
+@pytest.mark.parametrize("command", [("report", "--format", "text"),
+                                     ("export", "--format", "csv")])
+def test_a_device_or_fifo_is_written_as_it_is(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """-o /dev/null or a FIFO: written in place (a rename would replace the device
+    node), as before."""
+    recording = tmp_path / "rec.kvmtop"
+    writer = StoreWriter(recording)
+    for sample in make_samples(3):
+        writer.append(sample)
+    writer.close()
+    name, *rest = command
+    assert main([name, str(recording), *rest, "-o", os.devnull, *_config(tmp_path)]) == 0
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    read = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so the open does not wait
+    try:
+        status = main([name, str(recording), *rest, "-o", str(fifo), *_config(tmp_path)])
+        assert status == 0 and os.read(read, 1 << 16)
+    finally:
+        os.close(read)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)

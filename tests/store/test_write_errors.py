@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 import subprocess
 import sys
@@ -107,6 +108,8 @@ def test_simulated_disk_full_through_live_feed(tmp_path: Path) -> None:
 # ---------------------------------------- the command line on a full or read-only disk
 
 ROOT = Path(__file__).resolve().parents[2]
+LAB = ROOT / "examples" / "lab-sample.kvmtop"
+OLDER = "an older output, which a failed run must leave as it was\n"
 
 
 def _kvmtop(*args: str | Path, tmpdir: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -117,6 +120,42 @@ def _kvmtop(*args: str | Path, tmpdir: Path | None = None) -> subprocess.Complet
         env["TMPDIR"] = str(tmpdir)
     return subprocess.run([sys.executable, "-m", "kvmtop", *map(str, args)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
+
+
+def _fill(directory: Path, leave: int) -> None:
+    """Fill the filesystem of `directory` but for about `leave` bytes."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        while os.write(fd, bytes(4096)):
+            pass
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    os.truncate(filler, max(filler.stat().st_size - leave, 0))
+
+
+@pytest.mark.parametrize("command", [
+    ("export", "--format", "csv"), ("export", "--format", "openmetrics"),
+    ("report", "--format", "html"), ("report", "--format", "json", "--exact"),
+], ids=["csv", "openmetrics", "html", "json"])
+def test_a_report_or_export_that_fills_the_disk_leaves_the_older_out(
+    tiny_fs: Path, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """OUT is written to a temporary file next to it and renamed over it only when
+    complete: on a full disk the older OUT is kept whole and nothing is left beside it."""
+    out = tiny_fs / "lab.out"
+    out.write_text(OLDER)
+    _fill(tiny_fs, leave=8192)  # a few KiB of the output go in, then the disk is full
+    name, *rest = command
+    done = _kvmtop(name, LAB, *rest, "-o", out, tmpdir=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"kvmtop: cannot write {out}: No space left on device")
+    assert "Traceback" not in done.stderr
+    assert out.read_text() == OLDER
+    assert sorted(p.name for p in tiny_fs.iterdir()) == ["filler", "lab.out"]
 
 
 def test_reindex_of_a_recording_on_a_read_only_filesystem_is_exit_1(tiny_fs: Path) -> None:
