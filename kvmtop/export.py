@@ -26,7 +26,8 @@ defines it:
   (every family) after another, so the lines are sorted through a temporary SQLite
   database on disk (memory stays bounded; the disk holds about the size of the
   output until the end). `promtool tsdb create-blocks-from openmetrics` reads the
-  result.
+  result. A failure of that database (its disk full) is an OSError naming it
+  (`SORT_FILE`), which the CLI reports as the output's: one line, status 1.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from kvmtop.model.text import visible
 from kvmtop.render import GUEST_COLUMNS
 from kvmtop.report import Progress, extent, frames
 from kvmtop.serve import sample_families
+from kvmtop.store.meta import sqlite_failure
 
 if TYPE_CHECKING:
     from kvmtop.config import Settings
@@ -124,15 +126,41 @@ def _stamped(sample: Sample, snap: Snapshot) -> list[Metric]:
     return families
 
 
+SORT_FILE = ("the temporary file the OpenMetrics lines are sorted in (in $SQLITE_TMPDIR, "
+             "else $TMPDIR, else /var/tmp)")
+"""Where `write_openmetrics` sorts: SQLite's temporary database, in the first of these
+that is a directory (SQLite 3.40, measured: the variables are read once, when SQLite
+starts in the process)."""
+
+
+@contextlib.contextmanager
+def _sorting() -> Iterator[None]:
+    """Turn an error of the sort's database into an OSError naming it (`SORT_FILE`)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        code, why = sqlite_failure(exc)
+        raise OSError(code, f"{SORT_FILE}: {why}") from exc
+
+
 def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> int:
     """Every sample's families with timestamps, grouped by family and series, then
-    `# EOF`; returns the samples exported."""
+    `# EOF`; returns the samples exported.
+
+    Raises:
+        OSError: `out` or the sort's temporary database (`SORT_FILE`) cannot be
+            written.
+    """
     encode = choose_encoder(OPENMETRICS)[0]
     families: dict[str, tuple[int, str]] = {}  # name → (order, HELP/TYPE/UNIT lines)
     series: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
     # "" opens a private temporary database on disk, deleted on close.
-    with contextlib.closing(sqlite3.connect("")) as db:
-        db.execute("CREATE TABLE line (family INTEGER, series INTEGER, t REAL, text TEXT)")
+    with _sorting():
+        db = sqlite3.connect("")
+    with contextlib.closing(db):
+        with _sorting():
+            db.execute("CREATE TABLE line (family INTEGER, series INTEGER, t REAL, "
+                       "text TEXT)")
         exported = 0
         for sample, snap in pairs:
             stamped = _stamped(sample, snap)
@@ -152,17 +180,19 @@ def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> 
                     at += 1
             if lines[at] != "# EOF":
                 raise AssertionError(f"unexpected OpenMetrics encoding at {lines[at]!r}")
-            db.executemany("INSERT INTO line VALUES (?, ?, ?, ?)", rows)
+            with _sorting():
+                db.executemany("INSERT INTO line VALUES (?, ?, ?, ?)", rows)
             exported += 1
         headers = {order: head for order, head in families.values()}
         current = None
-        for order, text in db.execute(
-            "SELECT family, text FROM line ORDER BY family, series, t, rowid"
-        ):
-            if order != current:
-                out.write(headers[order] + "\n")
-                current = order
-            out.write(text + "\n")
+        with _sorting():  # the rows come from the database as they are written out
+            for order, text in db.execute(
+                "SELECT family, text FROM line ORDER BY family, series, t, rowid"
+            ):
+                if order != current:
+                    out.write(headers[order] + "\n")
+                    current = order
+                out.write(text + "\n")
     out.write("# EOF\n")
     return exported
 

@@ -72,6 +72,16 @@ _ERRNO_OF_SQLITE = {
 }
 
 
+def sqlite_failure(exc: sqlite3.Error) -> tuple[int, str]:
+    """Why an SQLite write failed, as a user knows it: the errno and the words to
+    print ("disk full", else SQLite's message)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    # Extended codes (SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED...) share the
+    # primary code's prefix.
+    code = next((v for k, v in _ERRNO_OF_SQLITE.items() if name.startswith(k)), errno.EIO)
+    return code, "disk full" if code == errno.ENOSPC else str(exc)
+
+
 def write_error(path: str, exc: sqlite3.Error | OSError, *,
                 committed: bool = False) -> StoreWriteError:
     """A `StoreWriteError` explaining a failed write to `path` (`committed`: after
@@ -79,11 +89,7 @@ def write_error(path: str, exc: sqlite3.Error | OSError, *,
     if isinstance(exc, StoreWriteError):
         error = exc
     elif isinstance(exc, sqlite3.Error):
-        name = getattr(exc, "sqlite_errorname", "")
-        # Extended codes (SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED...) share the
-        # primary code's prefix.
-        code = next((v for k, v in _ERRNO_OF_SQLITE.items() if name.startswith(k)), errno.EIO)
-        why = "disk full" if code == errno.ENOSPC else str(exc)
+        code, why = sqlite_failure(exc)
         error = StoreWriteError(code, f"cannot write recording {path}: {why}")
     else:
         error = StoreWriteError(exc.errno or errno.EIO,

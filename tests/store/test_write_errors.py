@@ -136,6 +136,22 @@ def _fill(directory: Path, leave: int) -> None:
     os.truncate(filler, max(filler.stat().st_size - leave, 0))
 
 
+def test_openmetrics_export_whose_sort_file_fills_the_disk(tiny_fs: Path,
+                                                           tmp_path: Path) -> None:
+    """The OpenMetrics lines are sorted in SQLite's temporary file (in $TMPDIR): a full
+    disk there is one line and status 1, and OUT (elsewhere) stays as it was."""
+    out = tmp_path / "lab.om"
+    out.write_text(OLDER)
+    done = _kvmtop("export", LAB, "--format", "openmetrics", "-o", out, tmpdir=tiny_fs)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"kvmtop: cannot write {out}: the temporary file the OpenMetrics lines are sorted "
+        "in (in $SQLITE_TMPDIR, else $TMPDIR, else /var/tmp): disk full"]
+    assert out.read_text() == OLDER
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.om", "mnt"]
+    assert list(tiny_fs.iterdir()) == []  # SQLite's file is gone with the connection
+
+
 @pytest.mark.parametrize("command", [
     ("export", "--format", "csv"), ("export", "--format", "openmetrics"),
     ("report", "--format", "html"), ("report", "--format", "json", "--exact"),
