@@ -560,7 +560,10 @@ class Report:
         guests: per guest, in order of first appearance.
         host: the host baseline.
         findings: finding spans by start time.
-        notices: samples skipped as unreadable.
+        notices: the reader's notices: one line per sample skipped as unreadable,
+            and lines about the file (cut short, read without FILE-shm).
+        skipped: how many samples were skipped as unreadable (the reader's
+            `skipped`; the notices hold more than these).
     """
 
     path: str
@@ -575,6 +578,7 @@ class Report:
     host: HostAcc
     findings: list[FindingSpan]
     notices: list[str]
+    skipped: int
     index_s: float | None = None
 
 
@@ -750,6 +754,7 @@ def build_report(
         path=reader.path, meta=reader.meta, from_s=from_s, to_s=to_s, first_s=acc.first_s,
         last_s=acc.last_s, step_s=step_s, samples=acc.samples, guests=list(acc.guests.values()),
         host=acc.host, findings=by_start(acc.tracker.spans()), notices=list(reader.notices),
+        skipped=len(reader.skipped),
     )
 
 
@@ -880,8 +885,8 @@ def _recording(report: Report) -> Section:
         ("samples", f"{report.samples}; {len(report.guests)} guests"),
         ("resolution", resolution),
     ]
-    if report.notices:
-        facts.append(("skipped", f"{len(report.notices)} damaged samples"))
+    if report.skipped:
+        facts.append(("skipped", f"{report.skipped} damaged samples"))
     note = "" if report.samples else "No samples in the range."
     return Section("recording", "Recording", facts=facts, note=note)
 
@@ -1046,8 +1051,8 @@ def report_json(report: Report) -> dict[str, Any]:
         "meta": dataclasses.asdict(report.meta),
         "range": {"from": report.first_s, "to": report.last_s,
                   "requested_from": report.from_s, "requested_to": report.to_s,
-                  "samples": report.samples, "step_s": report.step_s,
-                  "index_s": report.index_s},
+                  "samples": report.samples, "skipped": report.skipped,
+                  "step_s": report.step_s, "index_s": report.index_s},
         "findings": [finding_json(s.peak) | {"start": s.since_s, "end": s.until_s,
                                              "ongoing": s.ongoing}
                      for s in report.findings],

@@ -390,7 +390,7 @@ def indexed_report(reader: StoreReader, *, from_s: float | None = None,
         path=reader.path, meta=reader.meta, from_s=from_s, to_s=to_s, first_s=first_s,
         last_s=last_s, step_s=None, samples=acc.samples, guests=list(acc.guests.values()),
         host=acc.host, findings=by_start(_ended(spans.values(), last_s)),
-        notices=list(reader.notices), index_s=PLOT_S,
+        notices=list(reader.notices), skipped=len(reader.skipped), index_s=PLOT_S,
     )
 
 

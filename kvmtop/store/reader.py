@@ -134,7 +134,8 @@ class StoreReader:
         self.path = os.fspath(path)
         self.notices: list[str] = []
         """One line per sample skipped as unreadable, in the order found, and one
-        per fact about the file a user should know (opened in another way, cut)."""
+        per fact about the file a user should know (opened in another way, cut).
+        Which of them are samples: `skipped` (one index per sample line)."""
         self._damaged: set[int] = set()
         self._references: OrderedDict[int, _Reference] = OrderedDict()
         self._rows: OrderedDict[int, list[int]] = OrderedDict()
@@ -660,7 +661,8 @@ class StoreReader:
 
     @property
     def skipped(self) -> frozenset[int]:
-        """Indices of the samples skipped as unreadable so far."""
+        """Indices of the samples skipped as unreadable so far, each with its line in
+        `notices` (count these, not the notices, for the samples lost)."""
         return frozenset(self._damaged)
 
     def _skip(self, index: int, t: float | None, why: str) -> None:

@@ -232,6 +232,29 @@ def test_a_file_cut_in_half_reads_what_is_before_the_cut(lab: Path, run: Run) ->
     assert "cut short" in err and "the end of the file cannot be read" in err
 
 
+@pytest.mark.parametrize("fmt", ["text", "md", "html", "json"])
+def test_a_report_counts_the_damaged_samples_not_the_notices(
+    lab: Path, tmp_path: Path, run: Run, fmt: str
+) -> None:
+    """Six samples lost to a damaged page and a file cut short by its last page: the
+    report says 6 damaged samples; the cut is a notice about the file, not a sample."""
+    _garble(lab, _row_page(lab, 25))
+    data = lab.read_bytes()
+    lab.write_bytes(data[:-PAGE])
+    out = tmp_path / f"report.{fmt}"
+    status, _, err = run("report", lab, "--exact", "--format", fmt, "-o", out)
+    assert status == 0
+    assert "cut short" in err and err.count("skipped") == 6
+    with StoreReader(lab) as r:
+        list(r.iter())
+        assert len(r.skipped) == 6 and len(r.notices) == 7
+    if fmt == "json":  # the count, and every notice: the samples' and the file's
+        doc = json.loads(out.read_text())
+        assert doc["range"]["skipped"] == 6 and len(doc["notices"]) == 7
+    else:
+        assert "6 damaged samples" in out.read_text()
+
+
 def test_a_damaged_schema_is_no_empty_recording(tmp_path: Path, run: Run) -> None:
     # Page 1 damaged so that SQLite still parses the schema, but `id` is no longer
     # the row id: every lookup by id finds nothing. It read as a recording without
