@@ -2,9 +2,9 @@
 
 `StuckConnection` behaves as libvirt 9.0 does with one QEMU stopped (measured in the
 lab, see kvmtop/collectors/libvirt.py): the first stats call that reaches the stopped
-domain takes its job and waits until QEMU answers; a later NOWAIT call finds the job
-held and reads that domain without the monitor (a record with fewer keys); the
-control info says OCCUPIED with the ms since the command was sent.
+domain takes its job and waits until QEMU answers; a later call waits for that job too,
+unless it is a NOWAIT call, which reads that domain without the monitor (a record with
+fewer keys); the control info says OCCUPIED with the ms since the command was sent.
 
 Also the error paths around it: a call that is only slow, libvirt not answering at
 all, too many abandoned calls, and the cadence of serve, batch and the TUI's feed.
@@ -32,6 +32,7 @@ from kvmtop.serve import CollectionLoop, Exporter
 
 STUCK = "stuck"
 OCCUPIED = 2  # VIR_DOMAIN_CONTROL_OCCUPIED
+NOWAIT = 1 << 29  # VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 
 
 @pytest.fixture
@@ -104,10 +105,13 @@ class StuckConnection:
                     if not held:
                         self.held_since[STUCK] = time.monotonic()
                         self.blocked_calls += 1
-                if held:  # NOWAIT: the job is held, no monitor groups
+                if held and flags & NOWAIT:  # the job is held: no monitor groups
                     out.append((dom, self.record(time.monotonic(), full=False)))
                     continue
-                self.cont.wait()
+                self.cont.wait()  # for the job (held), then for the monitor
+                if held:
+                    out.append((dom, self.record(time.monotonic(), full=True)))
+                    continue
                 with self.lock:
                     del self.held_since[STUCK]
             out.append((dom, self.record(time.monotonic(), full=True)))
