@@ -77,6 +77,11 @@ class GuestSource(Protocol):
         marked `not_responding_since_s`); raises CollectorError on failure."""
         ...
 
+    def unanswered(self, reason: str) -> tuple[GuestSample, ...]:
+        """The guests last seen, marked not responding for `reason` (the collector
+        failed this tick)."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...
@@ -272,10 +277,16 @@ class Sampler:
                         self._tick, deadline_s=GUEST_DEADLINE_SHARE * self.interval_s)
                 except CollectorError as exc:
                     error = str(exc)
-                    # Probe again next tick: the daemon may be restarting.
+                    # Probe again next tick: the daemon may be restarting. Its guests
+                    # still run: listed as not responding, not gone.
                     self._stale.add(id(self.guests))
-            statuses.append(self._status(probe, t0, self._clock(), error,
-                                         _not_responding_note(guests)))
+                    guests = self.guests.unanswered(error)
+            else:
+                guests = self.guests.unanswered(probe.reason or "libvirt unavailable")
+            # Some guests did not answer while the source did: its status names them.
+            note = (_not_responding_note(guests)
+                    if probe.available and error is None else None)
+            statuses.append(self._status(probe, t0, self._clock(), error, note))
 
         mono = self._clock()
         for enricher in self.enrichers:

@@ -353,7 +353,7 @@ class LibvirtCollector:
             records, stuck = self._all_domain_stats(
                 lv, self._stats_groups(lv, with_balloon), deadline_s)
         except _NoRecords as exc:
-            return self._unread(str(exc))
+            return self.unanswered(str(exc))
         self._collected = True
         entries: dict[str, _DomainEntry] = {}
         guests: list[GuestSample] = []
@@ -394,8 +394,15 @@ class LibvirtCollector:
         return min(max(STALL_FACTOR * typical, STALL_MIN_SHARE * deadline_s),
                    STALL_MAX_SHARE * deadline_s)
 
-    def _unread(self, reason: str) -> tuple[GuestSample, ...]:
-        """The guests of the last tick with no values, when no record came in time."""
+    def unanswered(self, reason: str) -> tuple[GuestSample, ...]:
+        """The guests of the last tick that had an answer, each marked not responding
+        since the first tick without one, for `reason`; shut-off domains as they were.
+
+        For a tick without records: no call returned in time, or the daemon is gone
+        (stopped, restarting). Its guests still run (their QEMUs do not depend on
+        libvirtd), so they stay listed with their values unknown instead of vanishing:
+        a detector keeps its history of them across a libvirtd restart.
+        """
         now = self._wall()
         guests = []
         for uuid, entry in self._entries.items():

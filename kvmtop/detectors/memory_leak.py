@@ -17,8 +17,8 @@ The series restarts on: guest reboot (fault counters go back), balloon target ch
 (`balloon.current` moves > 1 %), guest RAM change (`available` moves), a large drop
 of used memory (freed: the old trend is over), stale stats (then the check pauses and
 says so). Missing stats are reported as such (info), never guessed; a reply without
-the guest's figures less than `stale_after_s` after the last good one only skips a
-point.
+the guest's figures, or a tick the guest did not answer (not responding), less than
+`stale_after_s` after the last good one only skips a point.
 """
 
 from __future__ import annotations
@@ -142,12 +142,14 @@ class MemoryLeak:
         values = used_and_left(b) if b is not None else None
         if b is None or values is None or not b.last_update_s:
             last = state.last_update_s
-            if b is not None and last is not None and tick.wall_s - last <= s.stale_after_s:
+            gap = b is not None or g.sample.not_responding_since_s is not None
+            if gap and last is not None and tick.wall_s - last <= s.stale_after_s:
                 # [lab] One balloon reply without the guest's figures between good ones
-                # (seen on the loaded lab host): no point this tick, but the series and
-                # a raised finding are kept; clearing them restarted the 5-minute
-                # minimum span and the steady 5 MiB/min leak went unflagged for 10 min.
-                # Only a gap past `stale_after_s` counts as missing stats.
+                # (seen on the loaded lab host), or a tick the guest or libvirtd did not
+                # answer (a stopped QEMU, a libvirtd restart): no point this tick, but
+                # the series and a raised finding are kept; clearing them restarted the
+                # 5-minute minimum span and the steady 5 MiB/min leak went unflagged
+                # for 10 min. Only a gap past `stale_after_s` counts as missing stats.
                 return
             why = (
                 "no balloon stats (no virtio balloon device)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -477,9 +478,33 @@ def test_unreachable_after_one_reconnect_then_recovers(lv: ModuleType) -> None:
         collector.collect(0)
     assert opened == [first, second]
     assert first.closed and second.closed
+    assert collector.unanswered("gone") == ()  # nothing was ever read
     # The daemon is back: the next call opens a new connection and works.
     assert [g.state for g in collector.collect(1)] == ["running"]
     assert opened == [first, second, third]
+
+
+def test_guests_stay_listed_while_the_daemon_is_away(lv: ModuleType) -> None:
+    """libvirtd stopped or restarting: its guests still run. `unanswered` lists the
+    running ones with identity and size, values unknown, not responding since the
+    first tick without an answer; a shut-off domain as it was."""
+    k, t = fake_domains()
+    t._id = -1  # shut off
+    stats = {"state.state": 1, "cpu.time": 5, "vcpu.current": 2}
+    conn = FakeConnection([[(k, stats), (t, {"state.state": 5})]])
+    open_fn, _ = opener(conn)
+    clock = iter([100.0, 130.0, 132.0])
+    collector = LibvirtCollector(open_fn=open_fn, wall=lambda: next(clock))
+    collector.collect(0)
+    first = {g.name: g for g in collector.unanswered("libvirt daemon not running")}
+    again = {g.name: g for g in collector.unanswered("libvirt daemon not running")}
+    k_out = first["k"]
+    assert (k_out.state, k_out.vcpus_current, k_out.cpu_time_ns) == ("running", 2, None)
+    assert k_out.not_responding_since_s == 130.0
+    assert k_out.not_responding == "not responding since " + time.strftime(
+        "%H:%M:%S", time.localtime(130.0)) + ": libvirt daemon not running"
+    assert again["k"].not_responding_since_s == 130.0  # since the first such tick
+    assert first["t"].state == "shutoff" and first["t"].not_responding is None
 
 
 def test_open_failure_is_a_collector_error(lv: ModuleType) -> None:
@@ -795,7 +820,11 @@ def test_live_lab_read_only(lv: ModuleType, lab: Lab) -> None:
         assert g.pid is not None or g.state == "shutoff"
         later = second.get(g.uuid)
         if g.accel == "kvm" and g.state == "running" and later and later.dom_id == g.dom_id:
-            assert later.vcpus[0].kvm["exits.sum"] >= g.vcpus[0].kvm["exits.sum"]
+            assert "exits.sum" in g.vcpus[0].kvm, g.name
+            # A record libvirt read without the monitor (its job held by another
+            # client at that moment) has no KVM stats; one that has them only grows.
+            if "exits.sum" in later.vcpus[0].kvm:
+                assert later.vcpus[0].kvm["exits.sum"] >= g.vcpus[0].kvm["exits.sum"]
         if g.accel == "tcg":
             assert all(v.kvm == {} for v in g.vcpus)
 

@@ -97,6 +97,7 @@ class GuestSpec:
     debugfs_exits_per_s: float | None = None
     throttled_pct: float | None = None
     balloon_period_s: int | None = None
+    not_responding: str | None = None  # set: the guest did not answer this tick
 
 
 @dataclass
@@ -210,6 +211,13 @@ class World:
 
     def _guest(self, g: GuestSpec, dt: float) -> GuestSample:
         k = f"{g.uuid}:"
+        if g.not_responding is not None:
+            # As the libvirt collector gives it: identity and size, no counter.
+            return GuestSample(
+                uuid=g.uuid, name=g.name, dom_id=g.dom_id, state=g.state, accel=g.accel,
+                pid=g.pid, vcpus_current=len(g.vcpus), not_responding_since_s=self.wall_s,
+                not_responding=g.not_responding,
+            )
         vcpus = []
         for i, v in enumerate(g.vcpus):
             kvm: dict[str, int] = {}

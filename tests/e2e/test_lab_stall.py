@@ -261,6 +261,16 @@ def test_libvirtd_restart_keeps_the_cadence_and_recovers(
         libvirt = next(s for s in line["sources"] if s["name"] == "libvirt")
         assert not libvirt["ok"] and libvirt["reason"]
         assert line["host"]["cpu_busy_pct"] is not None  # the host strip goes on
+        # Its guests still run: every one stays listed, values unknown, and says why
+        # (they vanished before, and the detectors forgot them: the session
+        # recording's leak lost its 5-minute span to this test).
+        listed = guests_of(line)
+        assert set(lab.guests) <= set(listed)
+        for name in lab.guests:
+            g = listed[name]
+            assert g["not_responding_since"] is not None, (name, g)
+            assert libvirt["reason"] in g["not_responding"], (name, g["not_responding"])
+            assert g["cpu_pct"] is None
     # Back: libvirt is probed again (every tick after a failed call, every 5 while it
     # stays away) and every lab guest has its figures again.
     last = guests_of(lines[-1][1])

@@ -121,6 +121,9 @@ class FakeGuests:
             raise CollectorError("libvirt at test:///: unreachable")
         return (guest(self.calls),)
 
+    def unanswered(self, reason: str) -> tuple[GuestSample, ...]:
+        return ()  # as a collector that never had an answer
+
     def close(self) -> None:
         pass
 

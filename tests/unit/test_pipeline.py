@@ -104,7 +104,15 @@ class FlakyGuests:
     def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
         if self.fail:
             raise CollectorError("connection reset")
-        return (GuestSample(uuid="u", name="g", pid=1, vcpus=(VcpuSample(0),)),)
+        self.seen = (GuestSample(uuid="u", name="g", pid=1, vcpus=(VcpuSample(0),)),)
+        return self.seen
+
+    def unanswered(self, reason: str) -> tuple[GuestSample, ...]:
+        return tuple(
+            GuestSample(uuid=g.uuid, name=g.name, pid=g.pid, not_responding_since_s=1.0,
+                        not_responding=reason)
+            for g in getattr(self, "seen", ())
+        )
 
     def close(self) -> None:
         pass
@@ -137,6 +145,8 @@ def test_sampler_isolates_failures_and_reprobes() -> None:
     fourth = s.sample()
     st4 = {x.name: x for x in fourth.sources}
     assert not st4["libvirt"].ok and st4["libvirt"].reason == "connection reset"
+    # The guests seen last stay listed, not responding, with the source's error.
+    assert [(g.name, g.not_responding) for g in fourth.guests] == [("g", "connection reset")]
     assert set(s.probes()) == {"host", "libvirt", "sched"}
 
 

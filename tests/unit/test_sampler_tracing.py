@@ -43,6 +43,9 @@ class Guests:
     def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
         return self.guests
 
+    def unanswered(self, reason: str) -> tuple[GuestSample, ...]:
+        return ()
+
     def close(self) -> None:
         self.closed += 1
 
