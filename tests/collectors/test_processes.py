@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from kvmtop.collectors.processes import ProcessCollector, guest_identity, parse_pid_stat
-from kvmtop.collectors.tracepoints import TracepointCollector
-from kvmtop.model.rates import derive_guest
+from kvmtop.config import Settings
+from kvmtop.model.rates import GuestRates
 from kvmtop.model.sample import GuestSample, VcpuSample
+from kvmtop.wiring import build_pipeline, build_sampler
+from tests.hostfacts import debugfs_counters_readable, kvm_exit_events
 
 try:
     from tests.lab.fixture import lab
@@ -304,51 +306,45 @@ BOOT_TIMEOUT_S = 90
 
 
 @pytest.mark.lab
+@pytest.mark.nested
 def test_lab_unmanaged_qemu_is_discovered_with_cpu_steal_and_exits(plain_qemu: int) -> None:
-    known = libvirt_guests()
-    collector = ProcessCollector()
-    tracer = TracepointCollector()
-    traced = tracer.probe().available
-
-    def tick() -> GuestSample:
-        guest = next(g for g in collector.enrich(known) if g.pid == plain_qemu)
-        return tracer.enrich([guest])[0] if traced else guest
-
+    """A QEMU libvirt does not manage, seen through kvmtop's own sampler and pipeline
+    (its exits traced by name, as the detail screen does): found from its KVM fds, CPU
+    and steal from schedstat, and its exits counted wherever this host lets anyone
+    count them. The test reads itself whether debugfs counters are readable (no
+    lockdown) and whether kvm:kvm_exit fires; where neither holds (PVM under lockdown)
+    the total is unknown and only the tracepoints that fire count the port writes."""
+    exits_countable = debugfs_counters_readable() or kvm_exit_events() > 0
+    name = f"qemu-system-x86_64-{plain_qemu}"
+    settings = Settings(interval_s=1.0)
+    sampler = build_sampler(settings)
+    sampler.trace([name])
+    pipeline = build_pipeline(settings)
+    frames: list[GuestRates] = []
+    deadline = time.monotonic() + BOOT_TIMEOUT_S
     try:
-        first = tick()
-        assert first.managed == "unmanaged" and first.name == f"qemu-system-x86_64-{plain_qemu}"
-        assert first.vcpus and first.vcpus[0].tid is not None
-        if traced:
-            tracer.attach(first.uuid, [v.tid for v in first.vcpus if v.tid])
-            # Wait for the probe's loop (hlt woken by the timer, then port writes);
-            # SeaBIOS itself does port I/O, but in bursts.
-            deadline = time.monotonic() + BOOT_TIMEOUT_S
-            first = tick()
-            while True:
-                assert time.monotonic() < deadline, "probe never reached its port-I/O loop"
-                time.sleep(1)
-                now = tick()
-                grew = {
-                    k: now.exit_reasons.get(k, 0) - first.exit_reasons.get(k, 0)
-                    for k in ("kvm_pio:total", "kvm_vcpu_wakeup:total")
-                }
-                first = now
-                if grew["kvm_pio:total"] > 1000 and grew["kvm_vcpu_wakeup:total"] > 0:
-                    break
-        t0 = time.monotonic()
-        time.sleep(3)
-        second = tick()
-        rates = derive_guest(first, second, time.monotonic() - t0, time.time())
+        # Until the probe runs its loop (hlt woken by the timer, then port writes;
+        # SeaBIOS itself does port I/O, but in bursts), then three more frames.
+        while len(frames) < 3:
+            assert time.monotonic() < deadline, "probe never reached its port-I/O loop"
+            snap = pipeline.push(sampler.sample(), mode="live")
+            guest = next((g for g in snap.guests if g.pid == plain_qemu), None)
+            assert guest is not None or snap.seq <= 1, "the unmanaged QEMU was not found"
+            looping = guest is not None and guest.tracepoint_rates.get("kvm_pio:total", 0) > 1000
+            if looping or frames:
+                assert guest is not None
+                frames.append(guest)
+            time.sleep(1.0)
     finally:
-        tracer.close()
+        sampler.close()
+    rates = frames[-1]
+    assert rates.managed == "unmanaged" and rates.name == name
     assert rates.cpu_pct is not None and rates.cpu_pct > 0
     assert rates.vcpu[0].cpu_pct is not None and rates.vcpu[0].steal_pct is not None
     assert rates.steal_source == "schedstat"
-    # Exits: a total where this host has one (debugfs without lockdown, kvm_exit
-    # that fires); on the PVM test machine only the tracepoints that fire count them.
-    if rates.exits_per_s is None:
-        assert traced, rates.na
+    if exits_countable:
+        assert rates.exits_per_s is not None and rates.exits_per_s > 1000, rates.na
+    else:
+        assert rates.exits_per_s is None
         assert rates.tracepoint_rates["kvm_pio:total"] > 1000
         assert rates.tracepoint_rates["kvm_userspace_exit:IO"] > 1000
-    else:
-        assert rates.exits_per_s > 1000

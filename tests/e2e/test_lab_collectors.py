@@ -14,15 +14,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from kvmtop.app import KvmtopApp
-from kvmtop.cli import build_live_feed, build_pipeline, build_sampler
-from kvmtop.collectors.libvirt import LibvirtCollector
+from kvmtop.cli import build_live_feed, build_pipeline
 from kvmtop.config import Settings
 from kvmtop.feed import ReplayFeed
 from kvmtop.model.rates import (
@@ -33,98 +31,28 @@ from kvmtop.model.rates import (
     TRACE_ATTACHED,
     TRACE_FDS,
     TRACE_SOURCE,
-    GuestRates,
 )
-from kvmtop.model.sample import Sample, SourceStatus
+from kvmtop.model.sample import SourceStatus
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.store.reader import StoreReader
 from kvmtop.views.guest_detail import GuestDetailScreen, tracing_text
 from tests.app.builders import wait_until
+from tests.e2e.lab_watch import INTERVAL_S, Observation, watch
+from tests.hostfacts import kvm_exit_events, kvm_exit_reason_names
 from tests.lab.fixture import Lab
 
-pytestmark = pytest.mark.lab
+# Every test here holds on any KVM host (this project's PVM machines, and the nested
+# lab's SVM host, where `tests/lab/lab nested test` runs them against the `kvm` scenario).
+pytestmark = [pytest.mark.lab, pytest.mark.nested]
 
-INTERVAL_S = 2.0
 OBSERVE_S = 70.0
 MIB = 1 << 20
 
 
-class RecordingConnection:
-    """A libvirt connection that keeps every raw getAllDomainStats reply."""
-
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-        self.replies: list[tuple[int, dict[str, dict[str, Any]]]] = []
-
-    def getAllDomainStats(self, stats: int, flags: int) -> Any:
-        reply = self._conn.getAllDomainStats(stats, flags)
-        self.replies.append((time.monotonic_ns(), {d.UUIDString(): dict(s) for d, s in reply}))
-        return reply
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-
-@dataclass
-class Observation:
-    """Everything kvmtop produced while watching the lab for OBSERVE_S seconds."""
-
-    samples: list[Sample] = field(default_factory=list)
-    snapshots: list[Snapshot] = field(default_factory=list)
-    raw: list[RecordingConnection] = field(default_factory=list)
-
-    def series(self, name: str, value: Callable[[GuestRates], float | None]) -> list[float]:
-        """Known values of one guest's figure, frame by frame (first frame has none)."""
-        out = []
-        for snap in self.snapshots:
-            for g in snap.guests:
-                if g.name == name and (v := value(g)) is not None:
-                    out.append(v)
-        return out
-
-    def median(self, name: str, value: Callable[[GuestRates], float | None]) -> float:
-        """Median over the run; fails when kvmtop never produced the figure."""
-        values = self.series(name, value)
-        assert values, f"kvmtop produced no value for {name}"
-        return statistics.median(values)
-
-
-def watch(seconds: float, settings: Settings | None = None,
-          trace: tuple[str, ...] = ()) -> Observation:
-    """Run the real sampler and pipeline at INTERVAL_S for `seconds`, counting exits by
-    reason for the guests in `trace` (names or UUIDs)."""
-    import libvirt
-
-    settings = settings or Settings(interval_s=INTERVAL_S)
-    obs = Observation()
-
-    def open_recording(uri: str | None) -> RecordingConnection:
-        conn = RecordingConnection(libvirt.openReadOnly(uri))
-        obs.raw.append(conn)
-        return conn
-
-    sampler = build_sampler(settings)
-    sampler.guests = LibvirtCollector(settings.uri, balloon_every=settings.balloon_every,
-                                      open_fn=open_recording)
-    sampler.trace(trace)
-    pipeline = build_pipeline(settings)
-    deadline = time.monotonic()
-    end = deadline + seconds
-    try:
-        while time.monotonic() < end:
-            sample = sampler.sample()
-            obs.samples.append(sample)
-            obs.snapshots.append(pipeline.push(sample, mode="live"))
-            deadline += INTERVAL_S
-            time.sleep(max(0.0, deadline - time.monotonic()))
-    finally:
-        sampler.close()
-    return obs
-
-
 @pytest.fixture(scope="module")
 def observed(lab: Lab) -> Iterator[Observation]:
-    """The `test` scenario with no fault applied, watched once for every test here."""
+    """The lab (`test` scenario, or `kvm` in the nested lab) with no fault applied,
+    watched once for every test here."""
     lab.fault("reset")
     yield watch(OBSERVE_S)
 
@@ -141,14 +69,11 @@ def test_every_lab_guest_is_seen_with_name_and_uuid(lab: Lab, observed: Observat
 
 def test_rates_match_raw_libvirt_arithmetic(observed: Observation) -> None:
     """CPU% and vNIC bytes/s from kvmtop equal Δ/Δt of the raw getAllDomainStats values."""
-    replies = [r for conn in observed.raw for r in conn.replies]
-    assert len(replies) >= 3
-    (t0, prev), (t1, cur) = replies[-2], replies[-1]
+    n = len(observed.samples) - 1
+    assert n >= 2
+    prev, cur = observed.raw_stats(n - 1), observed.raw_stats(n)
     last = observed.snapshots[-1]
-    dt_s = (observed.samples[-1].mono_ns - observed.samples[-2].mono_ns) / 1e9
-    # The sampler stamps after the call returns; the raw stamps are the same instant
-    # up to the parsing time, so compare against kvmtop's own interval.
-    assert abs((t1 - t0) / 1e9 - dt_s) < 0.05
+    dt_s = observed.interval_s(n)
     checked = 0
     for g in last.guests:
         p, c = prev.get(g.uuid), cur.get(g.uuid)
@@ -167,13 +92,36 @@ def test_cpu_guest_shows_its_duty_cycle(lab: Lab, observed: Observation) -> None
     expected = lab.guests["lab-cpu"].expected["expected_cpu_pct"]
     idle = observed.median("lab-idle", lambda g: g.cpu_pct)
     busy = observed.median("lab-cpu", lambda g: g.cpu_pct)
-    # The loop is busy `duty` % of the guest's wall clock. On a loaded 2-CPU host the
-    # vCPU waits for a CPU part of that time, which kvmtop shows as steal: the demand
-    # (CPU + steal) is the duty, plus TCG's own emulation overhead.
+    # The loop is busy `duty` % of the guest's wall clock. On a loaded host the vCPU
+    # waits for a CPU part of that time, which kvmtop shows as steal: the demand (CPU +
+    # steal) is the duty, plus emulation overhead and, on a saturated host, the wait for
+    # a CPU after each wake-up, which is steal too.
     demand = observed.median("lab-cpu", lambda g: _plus(g.cpu_pct, g.steal_pct))
-    assert expected * 0.7 <= demand <= expected * 1.6, (busy, demand)
+    spare = _host_idle_share(observed)
+    print(f"\nlab-cpu: duty {expected:g} %, CPU {busy:.1f} %, CPU + steal {demand:.1f} %; "
+          f"host idle {100 * spare:.0f} % during the observation")
+    assert demand >= expected * 0.7, (busy, demand)
     assert busy <= expected * 1.6
-    assert busy > idle + 10
+    assert busy > idle + expected * 0.3
+    if spare >= SPARE_HOST_SHARE:
+        assert demand <= expected * 1.6, (busy, demand, spare)
+
+
+# Above this idle share of the host's CPUs a runnable vCPU gets a CPU soon after it
+# wakes, so its steal stays within its duty (the nested lab's one emulated CPU, with
+# the lab and the observing test on it, has far less).
+SPARE_HOST_SHARE = 0.25
+
+
+def _host_idle_share(observed: Observation) -> float:
+    """Idle share of the host's CPU time between the first and last sample (the
+    `cpu` line of /proc/stat as the samples carry it)."""
+    first, last = observed.samples[0].host.cpu, observed.samples[-1].host.cpu
+    fields = ("user_ns", "nice_ns", "system_ns", "idle_ns", "iowait_ns", "irq_ns",
+              "softirq_ns", "steal_ns")
+    total = sum(getattr(last, f) - getattr(first, f) for f in fields)
+    idle = (last.idle_ns - first.idle_ns) + (last.iowait_ns - first.iowait_ns)
+    return idle / total if total > 0 else 0.0
 
 
 def _plus(a: float | None, b: float | None) -> float | None:
@@ -242,21 +190,55 @@ def test_memleak_guest_grows_at_its_rate_and_idle_stays_flat(
 
 
 def test_kvm_probes_show_exits_at_their_loop_rate(lab: Lab, observed: Observation) -> None:
-    for name in ("lab-probe-pio", "lab-probe-mmio", "lab-probe-hlt"):
-        expected = lab.guests[name].expected["exits_per_s"]
-        measured = observed.median(name, lambda g: g.exits_per_s)
-        assert measured == pytest.approx(expected, rel=0.15), name
-    halt = observed.median("lab-probe-hlt", lambda g: g.exit_categories.get("halt_exits"))
-    assert halt == pytest.approx(lab.guests["lab-probe-hlt"].expected["halt_exits_per_s"],
-                                 rel=0.15)
+    """Each probe halts once per timer wake-up, and the port-I/O probe makes its port
+    writes: the exit categories KVM counts for exactly those are within 15 % of the
+    design. Where port writes are not counted as I/O exits (PVM: expected io_exits 0),
+    the total is compared instead; elsewhere the total is at least the designed exits
+    (it also counts the host's own interrupts while the guest runs, which vary with the
+    host's load: measured 2.2-2.6 exits per wake-up beyond the design in the nested
+    lab's L1, 1.3 here)."""
+    probes = [name for name, g in lab.guests.items() if g.kind == "probe"]
+    assert "lab-probe-hlt" in probes and "lab-probe-pio" in probes
+    for name in probes:
+        exp = lab.guests[name].expected
+        halt = observed.median(name, lambda g: g.exit_categories.get("halt_exits"))
+        assert halt == pytest.approx(exp["halt_exits_per_s"], rel=0.15), name
+        total = observed.median(name, lambda g: g.exits_per_s)
+        if exp["io_exits_per_s"] > 0:
+            io = observed.median(name, lambda g: g.exit_categories.get("io_exits"))
+            assert io == pytest.approx(exp["io_exits_per_s"], rel=0.15), name
+            assert total >= 0.85 * (exp["halt_exits_per_s"] + exp["io_exits_per_s"]), name
+        else:
+            assert total == pytest.approx(exp["exits_per_s"], rel=0.15), name
 
 
-def test_tcg_guests_show_kvm_columns_not_applicable(lab: Lab, observed: Observation) -> None:
-    last = observed.snapshots[-1]
-    for g in last.guests:
-        if g.name in lab.guests and not lab.guests[g.name].is_kvm:
+def test_kvm_columns_follow_each_guests_accelerator(lab: Lab, observed: Observation) -> None:
+    """A TCG guest's KVM columns are "not KVM", never 0; a KVM guest's exits per vCPU
+    are Δ of KVM's own counter (libvirt's binary stat `vcpu.N.exits.sum`, read by the
+    same calls) over the interval, whatever the guest runs (boot sector or Linux)."""
+    n = len(observed.samples) - 1
+    prev, cur = observed.raw_stats(n - 1), observed.raw_stats(n)
+    dt_s = observed.interval_s(n)
+    kinds = set()
+    for g in observed.snapshots[-1].guests:
+        guest = lab.guests.get(g.name)
+        if guest is None:
+            continue
+        if not guest.is_kvm:
             assert g.exits_per_s is None
             assert g.na["exits_per_s"] == NA_NOT_KVM
+            continue
+        kinds.add(guest.kind)
+        p, c = prev[g.uuid], cur[g.uuid]
+        assert g.exit_source == EXIT_SOURCE_BINARY, g.name
+        for v in g.vcpu:
+            key = f"vcpu.{v.index}.exits.sum"
+            assert v.exits_per_s == pytest.approx((c[key] - p[key]) / dt_s, rel=1e-6), g.name
+        assert g.exits_per_s == pytest.approx(sum(v.exits_per_s or 0 for v in g.vcpu))
+    # Where the manifest runs Linux guests under KVM (an SVM or VMX host), they were
+    # checked too, not only the probes.
+    if any(g.is_kvm and g.kind == "linux" for g in lab.guests.values()):
+        assert "linux" in kinds
 
 
 def test_contended_guests_steal_far_more_than_idle(lab: Lab, observed: Observation) -> None:
@@ -283,26 +265,26 @@ def _tracing(snap: Snapshot) -> SourceStatus:
     return status
 
 
-def test_traced_pio_probe_two_sources_agree_and_say_why_reasons_are_missing(
-    lab: Lab,
-) -> None:
+def test_traced_pio_probe_reasons_as_this_hosts_kvm_exit_allows(lab: Lab) -> None:
     """Traced through kvmtop's sampler (`trace` by name, as `record --trace` does), the
     port-I/O probe's kvm_pio rate equals its binary-stat exits minus halt exits within
-    15 %, and the guest says which source split its exits and why not by reason.
+    15 %, and its exits by reason come from where this host allows.
 
-    Under PVM the binary `io_exits` stays 0 (the probe's port writes go through KVM's
-    instruction emulator), so the comparison is with exits − halt_exits; and kvm_exit
-    never fires, so exits are split by category with `na` naming the silent
-    tracepoint. On a VMX/SVM host the reasons come from kvm_exit itself.
+    Whether kvm:kvm_exit fires here the test counts itself, in a tracefs instance of its
+    own. Where it fires (VMX, SVM), the reasons are kvm_exit's, named as in this
+    kernel's format file, the top one port I/O, and their total is within 10 % of KVM's
+    binary `exits` counter over the same frames. Where it is silent (PVM), exits are
+    split by category with `na` naming the silent tracepoint; PVM also leaves the binary
+    `io_exits` at 0 (port writes go through KVM's instruction emulator), so the port-I/O
+    category is filled from kvm_pio.
     """
     name = "lab-probe-pio"
-    if not lab.guests[name].is_kvm:
-        pytest.skip(f"{name} does not run under KVM here")
-    obs = watch(24.0, trace=(name,))
+    guest = lab.guests[name]
+    assert guest.is_kvm
+    kvm_exit_fires = kvm_exit_events() > 0
+    obs = watch(24.0, trace=(name,), min_samples=9)  # attached from the second
     status = _tracing(obs.snapshots[-1])
-    if not status.ok and not status.detail.get(TRACE_ATTACHED):
-        pytest.skip(f"perf tracepoints unavailable: {status.reason}")
-    assert status.detail[TRACE_ATTACHED] == lab.guests[name].uuid
+    assert status.detail[TRACE_ATTACHED] == guest.uuid, status.reason
     assert int(status.detail[TRACE_FDS]) > 0
     traced = [g for snap in obs.snapshots for g in snap.guests
               if g.name == name and "kvm_pio:total" in g.tracepoint_rates]
@@ -311,38 +293,57 @@ def test_traced_pio_probe_two_sources_agree_and_say_why_reasons_are_missing(
     other = statistics.median(exits - g.exit_categories.get("halt_exits", 0.0)
                               for g in traced if (exits := g.exits_per_s) is not None)
     assert pio == pytest.approx(other, rel=0.15), (pio, other)
-    expected = lab.guests[name].expected["pio_exits_per_s"]
+    expected = guest.expected["pio_exits_per_s"]
     assert pio == pytest.approx(expected, rel=0.15), (pio, expected)
     last = traced[-1]
     assert last.exits_by_reason is not None
-    if lab.manifest.get("pvm"):
+    top = max(last.exits_by_reason, key=last.exits_by_reason.__getitem__)
+    if not kvm_exit_fires:
         assert last.tracepoint_rates["kvm_exit:total"] == 0
         assert last.exit_source == EXIT_SOURCE_BINARY
         assert last.na["exits_by_reason"] == NA_KVM_EXIT_SILENT
-        top = max(last.exits_by_reason, key=last.exits_by_reason.__getitem__)
         assert top == "io_exits"  # filled from kvm_pio, since io_exits stays 0
     else:
         assert last.exit_source == EXIT_SOURCE_TRACEPOINTS
-        top = max(last.exits_by_reason, key=last.exits_by_reason.__getitem__)
-        assert top in ("IO_INSTRUCTION", "io")
+        assert top in ("IO_INSTRUCTION", "io"), last.exits_by_reason
+        assert set(last.exits_by_reason) - {"other"} <= kvm_exit_reason_names()
+        # KVM's own counter, from the raw replies of the same calls: Δexits / Δt.
+        ratios = []
+        key = "vcpu.0.exits.sum"
+        for i, snap in enumerate(obs.snapshots[1:], start=1):
+            g = snap.guest(guest.uuid)
+            if g is None or "kvm_exit:total" not in g.tracepoint_rates:
+                continue
+            grew = obs.raw_stats(i)[guest.uuid][key] - obs.raw_stats(i - 1)[guest.uuid][key]
+            ratios.append(g.tracepoint_rates["kvm_exit:total"] / (grew / obs.interval_s(i)))
+        assert len(ratios) >= 5
+        assert statistics.median(ratios) == pytest.approx(1.0, abs=0.10), ratios
     untraced = [g for g in obs.snapshots[-1].guests if g.name != name]
     assert all(not g.tracepoint_rates for g in untraced)
 
 
+# What a libvirt client connection holds (its socket, its wakeup pipe, event fds).
+# The collector opens one at any tick: a second connection ahead of the first stall
+# check, a new one after it abandons a call (kvmtop/collectors/libvirt.py).
+_CONNECTION_FD = ("socket:", "pipe:", "anon_inode:[eventfd]", "anon_inode:[eventpoll]")
+
+
 def _fds() -> tuple[int, int]:
-    """(open fds, perf fds) of this process, the lowest of a few reads.
+    """(open fds other than connections', perf fds) of this process, the lowest of a
+    few reads.
 
     Reads race with the collection thread's short-lived /proc files; a leaked fd
     stays, so the lowest count still shows it.
     """
     counts = []
     for _ in range(5):
-        fds = os.listdir("/proc/self/fd")
-        perf = 0
-        for fd in fds:
+        files = perf = 0
+        for fd in os.listdir("/proc/self/fd"):
             with contextlib.suppress(OSError):
-                perf += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[perf_event]"
-        counts.append((len(fds), perf))
+                link = os.readlink(f"/proc/self/fd/{fd}")
+                perf += link == "anon_inode:[perf_event]"
+                files += not link.startswith(_CONNECTION_FD)
+        counts.append((files, perf))
         time.sleep(0.02)
     return min(counts)
 
@@ -378,8 +379,8 @@ async def test_detail_screen_traces_its_guest_and_leaks_no_fd(lab: Lab, tmp_path
                 return app.latest
 
             first = await frame(lambda s: s.guest(uuid) is not None)
-            if not _tracing(first).ok:
-                pytest.skip(f"perf tracepoints unavailable: {_tracing(first).reason}")
+            # As root with tracefs, as every lab host runs this.
+            assert _tracing(first).ok, _tracing(first).reason
             await frame(lambda s: True)  # every collector opened what it keeps open
             before = _fds()
             assert before[1] == 0
@@ -424,8 +425,7 @@ def test_record_trace_keeps_exits_by_reason_for_replay(lab: Lab, tmp_path: Path)
         feed.close()
     last = frames[-1]
     status = _tracing(last)
-    if not status.detail.get(TRACE_ATTACHED):
-        pytest.skip(f"perf tracepoints unavailable: {status.reason}")
+    assert status.detail.get(TRACE_ATTACHED), status.reason
     traced = last.guest(lab.guests[name].uuid)
     assert traced is not None and traced.tracepoint_rates["kvm_pio:total"] > 0
     assert tracing_text(last, traced).startswith("tracing exits by reason for this guest (")
