@@ -1,9 +1,10 @@
 # kvmtop: the two commands a newcomer needs (see README.md).
 #   make demo   install everything, bring up the lab when no guests exist, run kvmtop
-#   make test   install everything and run the whole test suite (lab included), then
-#               the nested SVM lab's tests (make test-nested)
+#   make test   install everything and run the whole test suite (lab included)
 #   make test-nested  only the tests marked `nested`, inside an SVM KVM host (L1) that
-#               TCG emulates here, against Linux guests under its KVM (tests/lab/nested.py)
+#               TCG emulates here, against Linux guests under its KVM (tests/lab/nested.py);
+#               not part of `make test` yet (issue #15: L1's one CPU is too slow for
+#               half of them)
 #   make bench  the benchmark suite and its budgets (bench/__main__.py; needs the lab)
 # Both must be run as root on a fresh Debian 12 machine (apt packages, libvirtd, KVM).
 
@@ -31,9 +32,8 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest
-	$(MAKE) test-nested
 
-# The host lab is down by now (the pytest session takes it down): L1 gets both CPUs.
+# Run it with the host lab down (`tests/lab/lab down`): L1 takes a whole host CPU.
 test-nested: setup
 	$(LAB) up nested
 	$(LAB) nested test; status=$$?; $(LAB) nested down; exit $$status
