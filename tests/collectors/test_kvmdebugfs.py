@@ -151,3 +151,30 @@ def test_live_probe_on_this_host() -> None:
     assert statuses <= {"ok", "EPERM", "unparsable"}
     if "EPERM" in statuses:
         assert probe.reason == LOCKDOWN_REASON and "blocking" in probe.detail["readable"]
+
+
+# The debugfs tree of the nested lab's SVM host (L1 under TCG, kvm_amd, lockdown
+# `none`), captured by tests/fixtures/capture-nested with the `kvm` scenario running:
+# tests/fixtures/fs/nested-svm/README.md lists the QEMU pids.
+NESTED_SVM = Path(__file__).resolve().parents[1] / "fixtures" / "fs" / "nested-svm"
+
+
+def test_captured_svm_host_tree_reads_every_cumulative_stat() -> None:
+    c = DebugfsCollector(NESTED_SVM, mount=False)
+    probe = c.probe()
+    assert probe.available and probe.reason is None
+    pio = GuestSample(uuid="p", name="lab-probe-pio", pid=376, vcpus=(VcpuSample(0),))
+    idle = GuestSample(uuid="i", name="lab-idle", pid=404, vcpus=(VcpuSample(0),))
+    out_pio, out_idle = c.enrich([pio, idle])
+    assert "EPERM" not in c.file_status.values()
+    d = out_pio.debugfs
+    assert (d["exits"], d["io_exits"], d["halt_exits"]) == (514671, 478801, 22279)
+    # The pio20 probe: 20 port writes and one hlt per PIT tick, so IO exits dominate.
+    assert d["io_exits"] / d["exits"] > 0.9
+    assert d["halt_exits"] * 20 == pytest.approx(d["io_exits"], rel=0.1)
+    assert [(v.index, v.tid) for v in out_pio.vcpus] == [(0, 383)]
+    # The idle Linux guest under KVM: halts most, polls some (halt_poll_ns 200000).
+    i = out_idle.debugfs
+    assert i["halt_exits"] == 21490 and i["halt_attempted_poll"] == 117
+    assert i["halt_successful_poll"] <= i["halt_attempted_poll"]
+    assert i["halt_wait_ns"] > 0 and out_idle.vcpus[0].tid == 415

@@ -24,7 +24,10 @@ from kvmtop.collectors.libvirt import (
 from tests.lab.fixture import Lab
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt"
-CAPTURES = sorted(p for p in FIXTURES.glob("*") if (p / "stats.json").is_file())
+# The host lab's captures (TCG Linux guests, KVM probes, lab-ovs): the `capture` tests.
+CAPTURES = sorted(p for p in FIXTURES.glob("lab-*") if (p / "stats.json").is_file())
+# Inside the nested lab's SVM host: every guest, Linux included, under KVM.
+NESTED_CAPTURE = FIXTURES / "nested-svm-2026-12-06"
 
 NODE_XML = """<node>
   <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>
@@ -770,6 +773,42 @@ def test_capture_memleak_guest_loses_usable_memory(lv: ModuleType, capture: Capt
     idle1, idle2 = before["lab-idle"], after["lab-idle"]
     assert idle1 is not None and idle2 is not None
     assert idle2.usable_bytes == idle1.usable_bytes
+
+
+def test_nested_capture_linux_guests_under_kvm_with_balloon(lv: ModuleType) -> None:
+    """getAllDomainStats on an SVM host: every Linux guest is `type='kvm'` with KVM's
+    binary stats (exits, halt polling) and its balloon's guest memory stats."""
+    capture = Capture(NESTED_CAPTURE)
+    first, second = replay(capture, ["fast+balloon-1", "fast+balloon-2"], balloon_every=1)
+    guests = {g.name: g for g in first}
+    later = {g.name: g for g in second}
+    assert len(guests) == 10 and all(g.accel == "kvm" for g in guests.values())
+    for name, g in guests.items():
+        kvm = g.vcpus[0].kvm
+        assert kvm["exits.sum"] > 0 and kvm["halt_exits.sum"] > 0, name
+        assert "halt_successful_poll.sum" in kvm and "halt_poll_fail_ns.sum" in kvm, name
+        assert later[name].vcpus[0].kvm["exits.sum"] > kvm["exits.sum"], name
+        assert g.vcpus[0].delay_ns is not None, name
+        if name.startswith("lab-probe"):
+            assert g.balloon is None or g.balloon.usable_bytes is None, name
+            continue
+        b = g.balloon
+        assert b is not None and b.usable_bytes is not None and b.last_update_s, name
+        assert b.available_bytes is not None and b.usable_bytes < b.available_bytes, name
+    idle = guests["lab-idle"].vcpus[0].kvm
+    assert (idle["exits.sum"], idle["halt_exits.sum"], idle["io_exits.sum"]) == (
+        111518, 21674, 38239)
+    # The leaking guest's usable memory falls between the two balloon reads (5 s).
+    b1, b2 = guests["lab-memleak"].balloon, later["lab-memleak"].balloon
+    assert b1 is not None and b2 is not None
+    assert b1.usable_bytes is not None and b2.usable_bytes is not None
+    assert b2.usable_bytes < b1.usable_bytes
+    info = LibvirtCollector(root=capture.path, open_fn=opener(
+        FakeConnection([capture.records("fast-1")]))[0])
+    by_name = {g.name: g for g in info.collect(0)}
+    leak = info.domain_info(by_name["lab-memleak"].uuid)
+    assert leak is not None and (leak.accel, leak.memballoon_model, leak.balloon_period_s) == (
+        "kvm", "virtio", 2)
 
 
 def test_capture_domain_xml_facts(lv: ModuleType, capture: Capture) -> None:

@@ -46,9 +46,14 @@ CAPTURE = Path(__file__).resolve().parents[1] / "fixtures" / "tracefs" / "6.18.4
 LIVE_KVM_EVENTS = TRACEFS / "events/kvm"
 
 
-def formats() -> dict[str, EventFormat]:
+# The kvm events of the nested lab's SVM host (L1: Debian 12's 6.1 kernel with kvm_amd),
+# captured by tests/fixtures/capture-nested; tests/fixtures/tracefs/README.md.
+CAPTURE_SVM_61 = CAPTURE.parent / "6.1.0-50-amd64-svm"
+
+
+def formats(capture: Path = CAPTURE) -> dict[str, EventFormat]:
     out = {}
-    for d in (CAPTURE / "events/kvm").iterdir():
+    for d in (capture / "events/kvm").iterdir():
         fmt = parse_format((d / "format").read_text())
         out[fmt.name] = fmt
     return out
@@ -81,6 +86,24 @@ def test_svm_counters_from_captured_format() -> None:
     assert keys["kvm_exit:invalid_guest_state"] == "isa != 1 && exit_reason == 4294967295"
     assert "kvm_exit:HLT" not in keys
     assert sum(k.startswith("kvm_exit:") for k in keys) == 1 + 110
+
+
+def test_svm_counters_from_the_61_kernel_of_an_svm_host() -> None:
+    """Debian 12's kernel on an SVM host: the reasons an operator sees there (io for
+    port I/O, npf for nested page faults, hlt, msr, interrupt, vintr) with the codes
+    of arch/x86/include/uapi/asm/svm.h, and no VMX names."""
+    counters, notes = build_counters(formats(CAPTURE_SVM_61), KVM_ISA_SVM)
+    keys = {c.key: c.filter for c in counters}
+    assert notes == []
+    expected = {"io": 0x07B, "hlt": 0x078, "msr": 0x07C, "npf": 0x400, "interrupt": 0x060,
+                "vintr": 0x064, "cpuid": 0x072, "pause": 0x077, "vmrun": 0x080}
+    for name, code in expected.items():
+        assert keys[f"kvm_exit:{name}"] == f"isa != 1 && exit_reason == {code}", name
+    assert keys["kvm_exit:total"] is None
+    assert not any(k in keys for k in ("kvm_exit:HLT", "kvm_exit:EPT_VIOLATION"))
+    assert sum(k.startswith("kvm_exit:") for k in keys) == 1 + 108
+    assert {"kvm_pio:total", "kvm_pio:write", "kvm_vcpu_wakeup:poll"} <= keys.keys()
+    assert keys["kvm_userspace_exit:IO"] == "errno >= 0 && reason == 2"
 
 
 def test_unknown_isa_counts_kvm_exit_in_total_only() -> None:
