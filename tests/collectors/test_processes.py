@@ -342,8 +342,12 @@ def test_lab_unmanaged_qemu_is_discovered_with_cpu_steal_and_exits(plain_qemu: i
     assert rates.cpu_pct is not None and rates.cpu_pct > 0
     assert rates.vcpu[0].cpu_pct is not None and rates.vcpu[0].steal_pct is not None
     assert rates.steal_source == "schedstat"
+    pio = rates.tracepoint_rates["kvm_pio:total"]
     if exits_countable:
-        assert rates.exits_per_s is not None and rates.exits_per_s > 1000, rates.na
+        # Every port write is an exit: the counters (debugfs, or kvm_exit) see at least
+        # the writes the kvm_pio tracepoint counted over the same interval.
+        assert rates.exits_per_s is not None, rates.na
+        assert rates.exits_per_s >= 0.9 * pio > 0, (rates.exits_per_s, pio)
     else:
         assert rates.exits_per_s is None
         assert rates.tracepoint_rates["kvm_pio:total"] > 1000

@@ -18,8 +18,7 @@ from kvmtop.config import Settings
 from kvmtop.model.rates import GuestRates
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
-
-INTERVAL_S = 2.0
+from tests.lab.fixture import kvmtop_interval_s
 
 
 class RecordingConnection:
@@ -81,13 +80,14 @@ class Observation:
 
 def watch(seconds: float, settings: Settings | None = None,
           trace: tuple[str, ...] = (), min_samples: int = 6) -> Observation:
-    """Run the real sampler and pipeline at INTERVAL_S for `seconds`, and on until it
+    """Run the real sampler and pipeline at the lab's interval (`kvmtop_interval_s`
+    of its manifest) for `seconds`, and on until it
     has `min_samples` (a host whose ticks take longer than the interval, like the
     nested lab's emulated one, skips ticks), counting exits by reason for the guests in
     `trace` (names or UUIDs)."""
     import libvirt
 
-    settings = settings or Settings(interval_s=INTERVAL_S)
+    settings = settings or Settings(interval_s=kvmtop_interval_s())
     obs = Observation()
 
     def open_recording(uri: str | None) -> RecordingConnection:

@@ -37,9 +37,9 @@ from kvmtop.model.snapshot import Snapshot
 from kvmtop.store.reader import StoreReader
 from kvmtop.views.guest_detail import GuestDetailScreen, tracing_text
 from tests.app.builders import wait_until
-from tests.e2e.lab_watch import INTERVAL_S, Observation, watch
+from tests.e2e.lab_watch import Observation, watch
 from tests.hostfacts import kvm_exit_events, kvm_exit_reason_names
-from tests.lab.fixture import Lab
+from tests.lab.fixture import Lab, kvmtop_interval_s
 
 # Every test here holds on any KVM host (this project's PVM machines, and the nested
 # lab's SVM host, where `tests/lab/lab nested test` runs them against the `kvm` scenario).
@@ -247,7 +247,7 @@ def test_contended_guests_steal_far_more_than_idle(lab: Lab, observed: Observati
     lab.fault("contend")
     try:
         time.sleep(4)  # the workloads switch to their contention duty
-        contended = watch(20.0, replace(Settings(interval_s=INTERVAL_S), balloon_every=50))
+        contended = watch(20.0, replace(Settings(interval_s=kvmtop_interval_s()), balloon_every=50))
     finally:
         lab.fault("uncontend")
     idle = contended.median("lab-idle", lambda g: g.steal_pct)

@@ -185,6 +185,14 @@ def _other_live_leases(state_dir: Path) -> list[int]:
     return alive
 
 
+def kvmtop_interval_s(state_dir: Path | None = None) -> float:
+    """The interval kvmtop runs at in lab tests on the scenario that is up (its
+    manifest's `kvmtop_interval_s`: 2 s, 5 s in the nested lab's slow L1)."""
+    state = state_dir or Path(os.environ.get("KVMTOP_LAB_DIR", str(DEFAULT_STATE_DIR)))
+    manifest = json.loads((state / "manifest.json").read_text())
+    return float(manifest.get("kvmtop_interval_s", 2.0))
+
+
 def lab_unavailable_reason() -> str | None:
     """Why the lab cannot run on this machine, or None when it can."""
     if not os.path.exists("/dev/kvm"):

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from tests.lab.fixture import Lab
 
 LEAK_GUEST = "lab-memleak"
-INTERVAL_S = 2.0
 # Capacity given to kvmtop for each lab uplink veth (a veth's own speed is made up:
 # drivers/net/veth.c reports none). Above the healthy flows through them (lab-net
 # 1.15 Mbit/s into labup0, lab-ovs 0.22 Mbit/s into labov0), at or above what
@@ -118,7 +117,7 @@ def start_recording(lab: Lab, directory: Path) -> SessionRecording:
     log_file = log.open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "kvmtop", "record", "--config", str(config), "-d",
-         f"{INTERVAL_S:g}", "-o", str(path)],
+         f"{lab.manifest.get('kvmtop_interval_s', 2.0):g}", "-o", str(path)],
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
