@@ -670,21 +670,14 @@ class LibvirtCollector:
                 late = _late(occupied, threshold)
                 new = late.keys() - stuck.keys()
                 stuck.update(late)
-                if new:
-                    # The call waits on a stuck monitor: its reads would span the
-                    # stall, so it is abandoned; a new NOWAIT call skips the jobs it
-                    # holds, over the second connection (open and answering: no wait
-                    # for a new one; another second one opens in the background).
-                    self._retire(call)
-                    if self._conn is None:
-                        self._conn, self._side = self._side, None
-                    flags = nowait
-                    break
-                if not occupied and not flags:
-                    # Overdue with no monitor busy: the call waits for a job another
-                    # client holds between its monitor commands (or a block job, a
-                    # migration). A NOWAIT call reads that domain without its monitor
-                    # groups instead of waiting up to VIR_JOB_WAIT_TIME.
+                if new or (not occupied and not flags):
+                    # Either the call waits on a stuck monitor (its reads would span the
+                    # stall), or, overdue with no monitor busy, on a job another client
+                    # holds between its monitor commands (or a block job, a migration:
+                    # up to VIR_JOB_WAIT_TIME). It is abandoned; a new NOWAIT call skips
+                    # the held jobs (those domains without their monitor groups), over
+                    # the second connection (open and answering: no wait for a new one;
+                    # another second one opens in the background).
                     self._retire(call)
                     if self._conn is None:
                         self._conn, self._side = self._side, None

@@ -813,10 +813,9 @@ def _domstats_counters(names: list[str]) -> dict[str, dict[str, int]]:
             current = counters.setdefault(line.split("'")[1], {})
         elif "=" in line:
             key, _, value = line.partition("=")
-            if value.isdigit() and (key.endswith(".tx.pkts") or key.endswith(".reqs")):
-                kind = "tx" if key.endswith(".tx.pkts") else "disk"
-                if key.startswith("block.") and ".fl." in key:
-                    continue
+            kind = ("tx" if key.endswith(".tx.pkts")
+                    else "disk" if key.endswith((".rd.reqs", ".wr.reqs")) else None)
+            if kind is not None and value.isdigit():
                 current[kind] = current.get(kind, 0) + int(value)
     return counters
 

@@ -17,7 +17,7 @@ from kvmtop.store import writer as writer_module
 from kvmtop.store.meta import StoreError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
-from tests.store.conftest import make_samples
+from tests.store.conftest import make_samples, write
 
 NOBODY = 65534
 
@@ -141,11 +141,7 @@ def test_a_path_replaced_while_opening_is_not_written(
 def test_reports_and_exports_are_0600(tmp_path: Path, open_umask: None,
                                       command: tuple[str, ...],
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    recording = tmp_path / "rec.kvmtop"
-    writer = StoreWriter(recording)
-    for sample in make_samples(3):
-        writer.append(sample)
-    writer.close()
+    recording = write(tmp_path / "rec.kvmtop", make_samples(3))
     name, *rest = command
     new, old, link = tmp_path / "new.out", tmp_path / "old.out", tmp_path / "link.out"
     old.write_text("an older report\n")
@@ -207,11 +203,7 @@ def test_an_output_is_put_in_place_only_when_committed(tmp_path: Path) -> None:
 def test_a_device_or_fifo_is_written_as_it_is(tmp_path: Path, command: tuple[str, ...]) -> None:
     """-o /dev/null or a FIFO: written in place (a rename would replace the device
     node), as before."""
-    recording = tmp_path / "rec.kvmtop"
-    writer = StoreWriter(recording)
-    for sample in make_samples(3):
-        writer.append(sample)
-    writer.close()
+    recording = write(tmp_path / "rec.kvmtop", make_samples(3))
     name, *rest = command
     assert main([name, str(recording), *rest, "-o", os.devnull, *_config(tmp_path)]) == 0
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
