@@ -438,7 +438,8 @@ def sync_checkout() -> None:
 
 def copy_guest_build() -> None:
     """The host lab's guest kernel, initramfs and probe images, for L1's lab."""
-    files = ["kernel/vmlinuz", "kernel/package", "initramfs.cpio", "images", "build/build-id"]
+    files = ["kernel/vmlinuz", "kernel/vmlinux", "kernel/package", "initramfs.cpio", "images",
+             "build/build-id"]
     missing = [f for f in files if not (STATE / f).exists()]
     if missing:
         die(f"no guest build in {STATE} (missing {', '.join(missing)}): run `lab build`")
