@@ -219,6 +219,8 @@ def finding_json(f: Finding) -> dict[str, Any]:
         "since": f.since_s,
         "evidence": dict(f.evidence),
         "baseline": dict(f.baseline),
+        "cause": f.cause,
+        "cause_guests": list(f.cause_guests),
     }
 
 

@@ -11,6 +11,7 @@ Detector thresholds live in tables (defaults and sources in
 
     [detectors]
     disabled = ["overcommit"]
+    incident_gap_s = 300              # a cause back within 5 min: the same incident
 
     [detectors.steal]
     warn_mean_pct = 8
@@ -291,7 +292,7 @@ class _Checker:
         keys = ("detectors",)
         if not isinstance(data, dict):
             raise self.fail(keys, f"must be a table, got {type(data).__name__}")
-        allowed = {*DETECTOR_IDS, "disabled", "overrides"}
+        allowed = {*DETECTOR_IDS, "disabled", "overrides", "incident_gap_s"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise self.unknown(keys, unknown)
@@ -304,6 +305,9 @@ class _Checker:
             changes["disabled"] = self.ids((*keys, "disabled"), data["disabled"])
         if "overrides" in data:
             changes["overrides"] = self.overrides(data["overrides"])
+        if "incident_gap_s" in data:
+            gap = (*keys, "incident_gap_s")
+            changes["incident_gap_s"] = self.value(gap, float, data["incident_gap_s"])
         return replace(base, **changes)
 
     def overrides(self, data: Any) -> tuple[GuestOverride, ...]:

@@ -59,9 +59,9 @@ from kvmtop.store.meta import StoreWriteError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 
-VERSION = 1
+VERSION = 2
 """Layout of a rollup document; rows of another version are ignored (rebuild them
-with `kvmtop reindex`)."""
+with `kvmtop reindex`). 2: findings carry their cause (`Finding.cause`)."""
 
 MINUTE_S = 60.0
 """Wall-clock span of one rollup."""

@@ -24,6 +24,22 @@ MIB = float(1 << 20)
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
+CAUSE_KINDS: dict[str, str] = {
+    "overcommit": "overcommit",
+    "pinning": "pinning",
+    "switch": "switch",
+    "leak": "leak",
+    "disk": "disk_device",
+    "disk-above-device": "disk_above_device",
+}
+"""Prefix of a shared cause key ("<prefix>:<detail>") → the incident kind it opens
+(docs/detectors.md#incidents). A finding with no shared cause gets the engine's key
+"<detector>/<observation key>", whose prefix is never one of these."""
+
+OVERCOMMIT_CAUSE = "overcommit:host"
+"""Host CPU over-commit: `overcommit`'s vCPU:pCPU finding and every guest `steal`
+blames on it."""
+
 A = TypeVar("A")
 T = TypeVar("T")
 
@@ -125,6 +141,8 @@ class Observation:
         immediate: raise or clear at once (the condition is already sustained or is
             a fact, e.g. stale stats).
         hold_s: a raised finding with no observation for this long is cleared.
+        cause / cause_guests: as in `Finding`; an empty cause gets the engine's
+            "<detector>/<key>", unique to the subject.
     """
 
     key: str
@@ -141,6 +159,8 @@ class Observation:
     baseline: dict[str, float] = field(default_factory=dict)
     immediate: bool = False
     hold_s: float = 60.0
+    cause: str = ""
+    cause_guests: tuple[str, ...] = ()
 
 
 class Detector(Protocol):
@@ -155,6 +175,11 @@ class Detector(Protocol):
     def forget(self, uuid: str) -> None:
         """Drop every piece of state about one guest (restart, gone, stopped)."""
         ...
+
+
+def cause_key(prefix: str, detail: str) -> str:
+    """A shared cause key, "<prefix>:<detail>"; `prefix` is one of `CAUSE_KINDS`."""
+    return f"{prefix}:{detail}"
 
 
 def host_baseline(host: HostRates) -> dict[str, float]:

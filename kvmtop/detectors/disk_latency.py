@@ -12,9 +12,11 @@ non-rotational, 20 ms when rotational, network or unknown.
 
 Verdict (ESXi GAVG = KAVG + DAVG as the model, docs/detectors.md#disk_latency):
 - "storage": the host backing device is slow too (above its floor, or ≥ 90 % busy);
+  cause "disk:<host device>", shared by every guest disk on it;
 - "above the device": the host device is fine (guest − host > 2 ms, or it completed
   nothing while the guest waited): QEMU iothread, iotune throttling, image format
-  or host page cache;
+  or host page cache; cause "disk-above-device:<guest uuid>", shared by the guest's
+  disks;
 - unknown when the backing device cannot be resolved (then host io PSI is shown).
 
 The backing device is `DiskSample.host_dev`; for a local image the collector could
@@ -29,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from kvmtop.detectors.base import GuestView, Observation, Tick, known
+from kvmtop.detectors.base import GuestView, Observation, Tick, cause_key, known
 from kvmtop.detectors.settings import DetectorSettings, DiskLatencySettings
 from kvmtop.detectors.stats import RollingMedian
 from kvmtop.model.rates import HostDiskRates, counter_delta
@@ -215,7 +217,7 @@ class DiskLatency:
             values = [v for v in pick.get(worst.kind, (dev.read_ms, dev.write_ms)) if v is not None]
             host_ms = max(values) if values else None
         psi_io = tick.host.psi_io_full_pct
-        verdict, detail = _attribute(s, worst, dev, host_ms)
+        cause, verdict, detail = _attribute(s, g.uuid, worst, dev, host_ms)
         evidence = known(
             {f"{names[j.kind]}_ms": j.latency_ms for j in judged}
             | {
@@ -253,28 +255,36 @@ class DiskLatency:
             message=message,
             evidence=evidence,
             baseline=baseline,
+            cause=cause,
         )
 
 
 def _attribute(
-    s: DiskLatencySettings, worst: _Judged, dev: HostDiskRates | None, host_ms: float | None
-) -> tuple[str, str]:
-    """("storage" | "above the device" | "host device unknown", detail)."""
+    s: DiskLatencySettings,
+    uuid: str,
+    worst: _Judged,
+    dev: HostDiskRates | None,
+    host_ms: float | None,
+) -> tuple[str, str, str]:
+    """(cause key, "storage" | "above the device" | "host device unknown", detail) for
+    a disk of the guest `uuid`; the cause is empty when the device is unknown."""
     if dev is None:
-        return "host device unknown", " (backing device not resolved; see host io PSI)"
+        return "", "host device unknown", " (backing device not resolved; see host io PSI)"
+    storage = cause_key("disk", dev.name)
     floor = s.floor_ssd_ms if dev.rotational is False else s.floor_rotational_ms
     busy = dev.util_pct is not None and dev.util_pct >= s.host_util_pct
     slow = host_ms is not None and host_ms > floor
     if busy or slow:
         util = f", {dev.util_pct:.0f}% busy" if dev.util_pct is not None else ""
         ms = f"{host_ms:.1f} ms" if host_ms is not None else "n/a"
-        return "storage", f" (host {dev.name} {ms}{util})"
+        return storage, "storage", f" (host {dev.name} {ms}{util})"
     if host_ms is None or worst.latency_ms - host_ms > s.host_gap_ms:
         ms = f"{host_ms:.1f} ms" if host_ms is not None else "idle"
         util = f", {dev.util_pct:.0f}% busy" if dev.util_pct is not None else ""
         return (
+            cause_key("disk-above-device", uuid),
             "above the device",
             f" (host {dev.name} {ms}{util}: QEMU iothread, iotune throttling, "
             "image format or host cache)",
         )
-    return "storage", f" (host {dev.name} {host_ms:.1f} ms)"
+    return storage, "storage", f" (host {dev.name} {host_ms:.1f} ms)"

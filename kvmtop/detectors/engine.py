@@ -4,7 +4,9 @@ Layer: detectors (pure). `DetectorEngine(settings)(window)` reads only the newes
 (sample, frame) of the window, hands one `Tick` to every enabled detector, and turns
 their observations into findings with hysteresis (docs/detectors.md#hysteresis):
 raise after K consecutive bad observations, clear after K good ones; `since_s` is the
-wall time of the first bad observation of the streak that raised it.
+wall time of the first bad observation of the streak that raised it. A finding's
+`cause` is its observation's, or "<detector>/<key>" when that names none
+(docs/detectors.md#incidents).
 
 State is kept per guest and dropped when the guest restarts (new libvirt domain ID or
 QEMU pid), stops running or disappears. A window that was cleared (replay seek) or a
@@ -56,8 +58,10 @@ DETECTORS: dict[str, Callable[[DetectorSettings], Detector]] = {
 
 @dataclass(slots=True)
 class _Track:
-    """Hysteresis state of one (detector, key)."""
+    """Hysteresis state of one (detector, key); `cause` is the finding's cause when the
+    observation names none: "<detector>/<key>", unique to it."""
 
+    cause: str
     bad_streak: int = 0
     good_streak: int = 0
     active: bool = False
@@ -82,8 +86,8 @@ class _Track:
                 self.active = True
                 self.since_s = self.first_bad_s
             # Positional (detector, severity, subject, subject_name, message, since_s,
-            # guest, evidence, baseline): one per bad observation per tick, hundreds
-            # on a contended host, and keywords cost half as much again.
+            # guest, evidence, baseline, cause, cause_guests): one per bad observation
+            # per tick, hundreds on a contended host, and keywords cost half as much again.
             self.finding = Finding(
                 detector,
                 obs.severity,
@@ -94,6 +98,8 @@ class _Track:
                 obs.guest,
                 obs.evidence,
                 obs.baseline,
+                obs.cause or self.cause,
+                obs.cause_guests,
             )
         else:
             self.bad_streak = 0
@@ -164,7 +170,7 @@ class DetectorEngine:
                 if track is None:
                     if not obs.bad:
                         continue
-                    track = tracks[key] = _Track()
+                    track = tracks[key] = _Track(f"{det_id}/{obs.key}")
                 track.update(det_id, obs, now)
                 if not track.active and not track.bad_streak:
                     # Back to no streak and no finding: the same as never observed

@@ -11,7 +11,8 @@ One point per balloon update (`balloon.last-update` advancing; the collector rep
 the last balloon stats on ticks that do not fetch them). The trend test (Hamed–Rao
 Mann–Kendall + Theil–Sen CI) runs at most every `eval_every_s` per guest, staggered
 by guest, once the series spans `min_duration_s`; each evaluation is one hysteresis
-observation.
+observation. A leak's cause, "leak:<guest uuid>", is shared by `qemu_memory_growth`
+of the same guest.
 
 The series restarts on: guest reboot (fault counters go back), balloon target change
 (`balloon.current` moves > 1 %), guest RAM change (`available` moves), a large drop
@@ -31,6 +32,7 @@ from kvmtop.detectors.base import (
     GuestView,
     Observation,
     Tick,
+    cause_key,
     fmt_duration,
     known,
 )
@@ -104,15 +106,16 @@ class MemoryLeak:
         evidence: dict[str, float] | None = None,
         baseline: dict[str, float] | None = None,
         immediate: bool = False,
+        cause: str = "",
     ) -> Observation:
         """An observation about this guest; `kind` is "trend" or "data" (freshness)."""
         uuid, name = g.uuid, g.name
         # Positional (key, bad, subject, subject_name, raise_after, clear_after, guest,
-        # guest_uuid, severity, message, evidence, baseline, immediate, hold_s): a
-        # guest without stats gets one every tick, and keywords cost half again.
+        # guest_uuid, severity, message, evidence, baseline, immediate, hold_s, cause):
+        # a guest without stats gets one every tick, and keywords cost half again.
         return Observation(
             f"{uuid}:{kind}", bad, uuid, name, s.raise_after, s.clear_after, name, uuid,
-            severity, message, evidence or {}, baseline or {}, immediate, s.hold_s,
+            severity, message, evidence or {}, baseline or {}, immediate, s.hold_s, cause,
         )
 
     def _data(self, g: GuestView, s: MemoryLeakSettings, problem: str | None) -> Observation:
@@ -283,5 +286,5 @@ class MemoryLeak:
             message += "; guest already swapping or faulting"
         return self._obs(
             g, s, "trend", True, severity=severity, message=message, evidence=evidence,
-            baseline=baseline,
+            baseline=baseline, cause=cause_key("leak", g.uuid),
         )

@@ -2,6 +2,7 @@
 docs/detectors.md#overcommit).
 
 - vCPU:pCPU: vCPUs of running guests per host CPU above `vcpu_ratio` (1.2 [H]);
+  the cause it shares with the guests `steal` blames on host over-commit;
 - host memory reserve: RAM left after every running guest's maximum memory below
   `mem_reserve_pct` of RAM (10 % [H], the issue's 8-12 %) — guests can then push
   the host into reclaim;
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kvmtop.detectors.base import MIB, Observation, Tick, known
+from kvmtop.detectors.base import MIB, OVERCOMMIT_CAUSE, Observation, Tick, known
 from kvmtop.detectors.settings import DetectorSettings, OvercommitSettings
 
 ID = "overcommit"
@@ -40,6 +41,7 @@ class Overcommit:
     def _obs(
         self, key: str, name: str, bad: bool, message: str, evidence: dict[str, float],
         tick: Tick, severity: str = "warning", guest: tuple[str, str] | None = None,
+        cause: str = "",
     ) -> Observation:
         s: OvercommitSettings = self.settings
         # Positional (key, bad, subject, subject_name, raise_after, clear_after, guest,
@@ -48,7 +50,7 @@ class Overcommit:
         return Observation(
             key, bad, guest[0] if guest else key, name, s.raise_after, s.clear_after,
             guest[1] if guest else None, guest[0] if guest else None, severity,
-            message if bad else "", evidence, dict(tick.baseline),
+            message if bad else "", evidence, dict(tick.baseline), cause=cause,
         )
 
     def observe(self, tick: Tick) -> Iterable[Observation]:
@@ -66,7 +68,7 @@ class Overcommit:
                 "each other",
                 known({"vcpu_pcpu_ratio": ratio, "vcpus": float(vcpus),
                        "host_cpus": float(host.ncpu)}),
-                tick,
+                tick, cause=OVERCOMMIT_CAUSE,
             )
         sizes = [
             g.rates.mem_max_bytes or g.sample.max_memory_bytes for g in running

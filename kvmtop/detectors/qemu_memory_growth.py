@@ -7,6 +7,7 @@ a leak signal; `over` far above zero and still rising means QEMU or vhost memory
 (device state, caches, a real QEMU leak). Flag when over > max(512 MiB, 10 % of
 current) and the same Mann–Kendall + Theil–Sen test as `memory_leak` says it grows.
 `balloon.rss` is read from /proc/<pid>/stat by libvirt, so it needs no stats period.
+The cause "leak:<guest uuid>" is the one `memory_leak` gives a leak in the guest.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kvmtop.detectors.base import MIB, GuestView, Observation, Tick, known
+from kvmtop.detectors.base import MIB, GuestView, Observation, Tick, cause_key, known
 from kvmtop.detectors.settings import DetectorSettings, QemuGrowthSettings
 from kvmtop.detectors.trend import TrendSeries, evaluate, phase
 
@@ -117,4 +118,5 @@ class QemuMemoryGrowth:
             message=message if bad else "",
             evidence=evidence,
             baseline=dict(tick.baseline),
+            cause=cause_key("leak", g.uuid) if bad else "",
         )

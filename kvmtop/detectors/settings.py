@@ -296,9 +296,13 @@ class GuestOverride:
 
 @dataclass(frozen=True, slots=True)
 class DetectorSettings:
-    """All detector settings: one table per detector, disabled ids, per-guest overrides.
+    """All detector settings: one table per detector, disabled ids, per-guest overrides,
+    and how incidents group findings.
 
     Overrides apply in file order; a later matching glob wins for the same key.
+    `incident_gap_s`: a cause that clears and raises again within this many seconds
+    continues its incident instead of opening a new one (docs/detectors.md#incidents)
+    [H: long enough for a leak check, 30 s between evaluations, to raise again].
     """
 
     memory_leak: MemoryLeakSettings = field(default_factory=MemoryLeakSettings)
@@ -312,6 +316,7 @@ class DetectorSettings:
     overcommit: OvercommitSettings = field(default_factory=OvercommitSettings)
     disabled: tuple[str, ...] = ()
     overrides: tuple[GuestOverride, ...] = ()
+    incident_gap_s: float = 180.0
 
     def enabled(self, detector: str) -> bool:
         """Whether a detector runs at all (not in the global `disabled` list)."""

@@ -8,10 +8,13 @@ Attribution [I] (docs/detectors.md#steal), first match wins:
 - own CPU quota: the VM cgroup's `cpu.stat` nr_throttled rising
   (`GuestSample.cpu_nr_periods` / `cpu_nr_throttled`);
 - pinning collision: a stealing vCPU pinned to CPUs that a stealing vCPU of another
-  guest is pinned to as well (`VcpuSample.affinity`);
+  guest is pinned to as well (`VcpuSample.affinity`); the collision takes in every
+  stealing guest linked to it through shared pinned CPUs, and its cause key
+  ("pinning:cpu=<CPUs>") and `cause_guests` name them all;
 - lock-holder preemption: PAUSE exits per vCPU above the limit (tracepoint counts
   `kvm_exit:PAUSE_INSTRUCTION` on VMX, `kvm_exit:pause` on SVM, in `exit_reasons`);
-- host over-commit: host PSI cpu some high, or several guests stealing at once;
+- host over-commit: host PSI cpu some high, or several guests stealing at once (the
+  cause `overcommit`'s vCPU:pCPU finding shares);
 - otherwise "CPU contention".
 """
 
@@ -20,7 +23,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from kvmtop.detectors.base import GuestView, Observation, Tick, known
+from kvmtop.detectors.base import (
+    OVERCOMMIT_CAUSE,
+    GuestView,
+    Observation,
+    Tick,
+    cause_key,
+    known,
+)
 from kvmtop.detectors.settings import DetectorSettings, StealSettings
 from kvmtop.model.rates import counter_delta, rate
 from kvmtop.model.sample import VcpuSample
@@ -44,6 +54,23 @@ class _Level(NamedTuple):
 
 _IDLE = _Level(0.0, 0.0, -1, 0, frozenset())
 """The level of a guest whose vCPUs all have steal figures under the idle guard."""
+
+
+class _Cause(NamedTuple):
+    """A stealing guest's cause: its key (empty: the guest's own), the text for the
+    message, and the guests it involves (a pinning collision's)."""
+
+    key: str
+    text: str
+    guests: tuple[str, ...] = ()
+
+
+class _Collision(NamedTuple):
+    """A pinning collision: the host CPUs its guests' stealing vCPUs are pinned to, and
+    the guests' names, both sorted."""
+
+    cpus: str
+    guests: tuple[str, ...]
 
 
 def _level(g: GuestView, s: StealSettings, ncpu: int) -> _Level | None:
@@ -108,11 +135,50 @@ def _pause_per_vcpu(g: GuestView, dt_s: float | None) -> float | None:
     return total / max(len(g.sample.vcpus), 1)
 
 
+def _collisions(
+    levels: dict[str, tuple[GuestView, _Level]], stealing: set[str]
+) -> dict[str, _Collision]:
+    """Stealing guest uuid → its pinning collision, for every stealing guest whose
+    pinned CPUs another stealing guest is pinned to as well.
+
+    Guests linked through shared CPUs (a on CPU 1, b on 1-2, c on 2) are one
+    collision: the CPUs are grouped with a union-find, O(pinned CPUs).
+    """
+    parent: dict[int, int] = {}
+
+    def root(cpu: int) -> int:
+        while parent.setdefault(cpu, cpu) != cpu:
+            parent[cpu] = parent[parent[cpu]]
+            cpu = parent[cpu]
+        return cpu
+
+    pinned = [(u, levels[u][1].cpus) for u in stealing if levels[u][1].cpus]
+    for _, cpus in pinned:
+        first, *rest = cpus
+        top = root(first)
+        for cpu in rest:
+            parent[root(cpu)] = top
+    groups: dict[int, list[str]] = {}
+    for u, cpus in pinned:
+        groups.setdefault(root(next(iter(cpus))), []).append(u)
+    result: dict[str, _Collision] = {}
+    for uuids in groups.values():
+        if len(uuids) < 2:
+            continue
+        shared = sorted({c for u in uuids for c in levels[u][1].cpus})
+        collision = _Collision(
+            ",".join(str(c) for c in shared), tuple(sorted(levels[u][0].name for u in uuids))
+        )
+        result.update(dict.fromkeys(uuids, collision))
+    return result
+
+
 class _Round:
     """What the verdicts of one tick share: every guest's level, the stealing ones,
-    the first of them by name, and the over-commit text most of them get."""
+    the first of them by name, the over-commit text most of them get, and the
+    pinning collisions (found on first use)."""
 
-    __slots__ = ("_overcommit", "_top_uuids", "levels", "psi", "stealing", "top")
+    __slots__ = ("_collisions", "_overcommit", "_top_uuids", "levels", "psi", "stealing", "top")
 
     def __init__(
         self, tick: Tick, levels: dict[str, tuple[GuestView, _Level]], stealing: set[str]
@@ -125,6 +191,13 @@ class _Round:
         self._top_uuids = {u for _, u in self.top}
         self.psi = tick.host.psi_cpu_some_pct
         self._overcommit: str | None = None
+        self._collisions: dict[str, _Collision] | None = None
+
+    def collision(self, uuid: str) -> _Collision | None:
+        """The pinning collision a stealing guest is part of, if any."""
+        if self._collisions is None:
+            self._collisions = _collisions(self.levels, self.stealing)
+        return self._collisions.get(uuid)
 
     def others(self, uuid: str) -> list[str]:
         """The first stealing guests' names other than `uuid`'s (it is stealing)."""
@@ -221,7 +294,7 @@ class Steal:
             }
         )
         message = (
-            f"steal max {lv.max:.0f}% (vCPU {lv.worst_vcpu}), mean {lv.mean:.0f}%: {cause}"
+            f"steal max {lv.max:.0f}% (vCPU {lv.worst_vcpu}), mean {lv.mean:.0f}%: {cause.text}"
         )
         # Positional (key, bad, subject, subject_name, raise_after, clear_after, guest,
         # guest_uuid, severity, message, evidence, baseline): one per stealing guest
@@ -229,6 +302,7 @@ class Steal:
         return Observation(
             uuid, True, uuid, name, s.raise_after, s.clear_after, name, uuid,
             "critical" if critical else "warning", message, evidence, dict(tick.baseline),
+            cause=cause.key, cause_guests=cause.guests,
         )
 
     @staticmethod
@@ -239,23 +313,24 @@ class Steal:
         s: StealSettings,
         throttled: float | None,
         pause: float | None,
-    ) -> str:
-        """The most specific explanation the evidence supports."""
+    ) -> _Cause:
+        """The most specific explanation the evidence supports, with its cause key."""
         if throttled is not None and throttled >= s.throttled_pct:
-            return f"its own CPU quota ({throttled:.0f}% of periods throttled; <cputune>)"
-        if lv.cpus:
-            levels = rnd.levels
-            sharing = sorted(
-                levels[u][0].name
-                for u in rnd.stealing
-                if u != uuid and levels[u][1].cpus & lv.cpus
+            return _Cause(
+                "", f"its own CPU quota ({throttled:.0f}% of periods throttled; <cputune>)"
             )
-            if sharing:
-                cpus = ",".join(str(c) for c in sorted(lv.cpus))
-                return f"pinning collision on CPU {cpus} with {', '.join(sharing)}"
+        collision = rnd.collision(uuid) if lv.cpus else None
+        if collision is not None:
+            own = rnd.levels[uuid][0].name
+            others = ", ".join(n for n in collision.guests if n != own)
+            return _Cause(
+                cause_key("pinning", f"cpu={collision.cpus}"),
+                f"pinning collision on CPU {collision.cpus} with {others}",
+                collision.guests,
+            )
         if pause is not None and pause >= s.pause_exits_per_vcpu:
-            return f"lock-holder preemption ({pause:.0f} PAUSE exits/s per vCPU)"
+            return _Cause("", f"lock-holder preemption ({pause:.0f} PAUSE exits/s per vCPU)")
         psi = rnd.psi
         if (psi is not None and psi >= s.host_psi_cpu_pct) or len(rnd.stealing) >= s.many_guests:
-            return rnd.overcommit(uuid)
-        return "CPU contention on the host"
+            return _Cause(OVERCOMMIT_CAUSE, rnd.overcommit(uuid))
+        return _Cause("", "CPU contention on the host")

@@ -6,7 +6,8 @@ above 0 for K samples and above 0.1 % of the packets offered [H]. Causes: guest
 steal, a small virtio ring, a starved vhost thread; the finding shows the guest's
 steal and its vhost threads' CPU next to it [I]. When several guests behind the same
 switch drop at once the switch is the bottleneck: `vswitch_saturation` reports it and
-this detector stays quiet for those vNICs.
+this detector stays quiet for those vNICs. A finding on a vNIC whose switch
+`vswitch_saturation` holds a bad streak or a finding for shares the switch's cause.
 
 TX: guest TX drops (tap rx_dropped) sustained → "host dropping guest TX" (backlog,
 nftables/ebtables, OVS port) [I].
@@ -16,9 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kvmtop.detectors.base import Observation, Tick, fmt_rate, known, thread_cpu_pct
+from kvmtop.detectors.base import (
+    Observation,
+    Tick,
+    cause_key,
+    fmt_rate,
+    known,
+    thread_cpu_pct,
+)
 from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.detectors.topology import drop_ratio_pct
+from kvmtop.detectors.vswitch_saturation import ID as SWITCH_ID
 from kvmtop.detectors.vswitch_saturation import network
 
 ID = "vnic_drops"
@@ -90,6 +99,10 @@ class VnicDrops:
                 if tx_bad:
                     parts.append(f"{nic.name} TX drops {fmt_rate(tx)}/s: host dropping guest TX")
                 critical = rx_bad and ratio is not None and ratio >= s.crit_ratio_pct
+                cause = ""
+                if switch is not None and tick.tracking(SWITCH_ID, switch):
+                    # `vswitch_saturation` runs first: its verdict of this tick counts.
+                    cause = cause_key("switch", switch)
                 yield Observation(
                     key=key,
                     bad=True,
@@ -112,4 +125,5 @@ class VnicDrops:
                         }
                     ),
                     baseline=dict(tick.baseline),
+                    cause=cause,
                 )

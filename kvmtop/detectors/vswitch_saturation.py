@@ -17,7 +17,9 @@ Per switch (see `kvmtop.detectors.topology`), bad for K samples when any of:
   (one guest alone is `vnic_drops`).
 
 Critical when packets are being lost (any drop signal); warning for utilization
-alone. The finding names the switch and the guests behind it.
+alone. The finding names the switch and the guests behind it; its cause
+"switch:<name>" is shared by `vnic_drops` findings on the switch's vNICs, and its
+`cause_guests` are the guests dropping RX.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kvmtop.detectors.base import Observation, Tick, fmt_rate, known
+from kvmtop.detectors.base import Observation, Tick, cause_key, fmt_rate, known
 from kvmtop.detectors.settings import DetectorSettings, VswitchSettings
 from kvmtop.detectors.topology import (
     Switch,
@@ -250,4 +252,6 @@ class VswitchSaturation:
             message=message,
             evidence=evidence,
             baseline=baseline,
+            cause=cause_key("switch", sw.name),
+            cause_guests=tuple(guests_dropping),
         )

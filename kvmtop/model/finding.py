@@ -27,6 +27,11 @@ class Finding:
         since_s: wall time when the condition was first raised.
         evidence: the numbers it was judged on, by name (units in the names).
         baseline: the host baseline it was judged against, by name.
+        cause: machine-readable key of what caused it: findings sharing one are one
+            incident (`kvmtop.detectors.incidents`, docs/detectors.md#incidents).
+            Empty in findings recorded before causes existed.
+        cause_guests: every guest the cause involves, this one's included, by name
+            (the guests of a pinning collision); empty when that is only its own.
     """
 
     detector: str
@@ -38,3 +43,5 @@ class Finding:
     guest: str | None = None
     evidence: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
+    cause: str = ""
+    cause_guests: tuple[str, ...] = ()

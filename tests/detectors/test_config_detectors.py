@@ -13,6 +13,7 @@ GOOD = """\
 interval_s = 2
 [detectors]
 disabled = ["overcommit"]
+incident_gap_s = 300
 
 [detectors.steal]
 warn_mean_pct = 8
@@ -37,6 +38,7 @@ def test_detector_tables_and_overrides() -> None:
     assert d.steal.warn_max_pct == DetectorSettings().steal.warn_max_pct
     assert d.vswitch_saturation.uplink_capacity_mbps == {"labup0": 10.0}
     assert not d.enabled("overcommit") and d.enabled("steal")
+    assert d.incident_gap_s == 300.0
     batch = d.for_guest("batch-3")
     assert batch.disabled == ("overcommit", "exit_storm")
     assert batch.disk_latency.floor_ssd_ms == 10.0
@@ -67,6 +69,12 @@ def test_defaults_have_detectors() -> None:
         ("[detectors.exit_storm]\nk = true", "must be float, got bool"),
         ('[detectors]\ndisabled = ["stael"]', "names unknown detector(s) stael (line 2)"),
         ("[detectors]\ndisabled = 3", "must be a list of strings"),
+        ("[detectors]\nincident_gap_s = -1", "'detectors.incident_gap_s' must be >= 0 (line 2)"),
+        ('[detectors]\nincident_gap_s = "3m"', "incident_gap_s' must be float, got str"),
+        (
+            '[detectors.overrides."a*"]\nincident_gap_s = 1',
+            'unknown key(s) detectors.overrides."a*".incident_gap_s (line 2)',
+        ),
         ("[detectors.memory_leak]\nmin_points = 2", "min_points' must be >= 3"),
         ("[detectors.memory_leak]\nmax_points = 12", "max_points' must be >= 2 × min_points"),
         ("detectors = 3", "'detectors' must be a table"),

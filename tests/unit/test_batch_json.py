@@ -94,6 +94,20 @@ def test_vnic_on_the_linux_bridge_and_its_uplink(snap: Snapshot) -> None:
     assert nic["tx_bps"] == pytest.approx(14.9e6, rel=0.1)
 
 
+def test_findings_carry_their_cause(snap: Snapshot) -> None:
+    """The lab's two guests pinned to CPU 1 share one cause and name each other; the
+    throttled disk's latency is above its host device (docs/detectors.md#incidents)."""
+    line = json.loads(json.dumps(snapshot_json(snap)))
+    causes = {
+        (f["detector"], f["guest"]): (f["cause"], f["cause_guests"]) for f in line["findings"]
+    }
+    pinned = ("pinning:cpu=1", ["lab-steal-a", "lab-steal-b"])
+    assert causes["steal", "lab-steal-a"] == causes["steal", "lab-steal-b"] == pinned
+    cause, _ = causes["disk_latency", "lab-disk"]
+    assert cause.startswith("disk-above-device:")
+    assert causes["overcommit", None] == ("overcommit:host", [])
+
+
 def test_ovs_bridge_uplink_and_no_guest_taps() -> None:
     reader = StoreReader(RECORDING)
     try:
