@@ -122,9 +122,13 @@ def test_halt_polling_of_an_idle_guest(lab: Lab) -> None:
         assert g is not None
         dt_s = obs.interval_s(i)
         p, c = obs.raw_stats(i - 1).get(guest.uuid), obs.raw_stats(i).get(guest.uuid)
+        if not g.vcpu or g.vcpu[0].halt_wait_pct is None or not p or not c:
+            # A frame without KVM stats on both sides: the first, or one after a
+            # reduced reply (the NOWAIT retry of a call over its deadline leaves out
+            # what needs the guest's monitor while another caller holds it; seen in
+            # the nested lab, its one CPU 89 % busy with the session recording beside).
+            continue
         (vcpu,) = g.vcpu
-        if vcpu.halt_wait_pct is None or not p or not c:
-            continue  # a frame without KVM stats on both sides (the first, a reduced one)
 
         def share(key: str, c: dict[str, int] = c, p: dict[str, int] = p,
                   dt_s: float = dt_s) -> float:
