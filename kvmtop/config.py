@@ -17,7 +17,7 @@ Detector thresholds live in tables (defaults and sources in
     warn_mean_pct = 8
 
     [detectors.vswitch_saturation.uplink_capacity_mbps]
-    labup0 = 10                       # a tbf-shaped veth: its own speed is made up
+    labup0 = 10                       # wins over link speed and tbf/htb rate
 
     [detectors.overrides."batch-*"]   # guests whose name matches the glob
     disabled = ["exit_storm"]

@@ -132,12 +132,13 @@ class VswitchSettings:
     raise_after: int = 3
     clear_after: int = 3
     util_pct: float = 90.0
-    # Uplink capacity in Mbit/s by interface name. Needed for veth/tap uplinks (their
-    # reported speed is made up: drivers/net/tun.c, veth) such as the lab's
-    # tbf-shaped veth; overrides /sys/class/net/<if>/speed for physical NICs too.
+    # Uplink capacity in Mbit/s by interface name. Needed for veth/tap uplinks that no
+    # tbf/htb root qdisc shapes (their reported speed is made up: drivers/net/tun.c,
+    # veth); wins over /sys/class/net/<if>/speed and over the shaping qdisc's rate.
     uplink_capacity_mbps: dict[str, float] = field(default_factory=dict)
     # Interface kinds that are uplinks when enslaved to a switch (plus every
-    # interface named in `uplink_capacity_mbps`).
+    # interface named in `uplink_capacity_mbps`, and every port but a guest's tap
+    # whose root qdisc is a shaping tbf/htb).
     uplink_kinds: tuple[str, ...] = ("physical", "bond")
     drops_per_s: float = 0.0
     softnet_drops_per_s: float = 0.0

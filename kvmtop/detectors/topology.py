@@ -10,8 +10,11 @@ Layer: detectors (pure). Built from one sample:
 - A guest vNIC's switch: `NicSample.bridge` (domain XML), else the switch its tap is
   a port of.
 - Uplinks: ports of kind "physical" or "bond" (configurable), plus every interface
-  given a capacity in the config (a shaped veth). A configured uplink whose switch
-  is unknown becomes a switch of its own, named after the interface.
+  given a capacity in the config, plus every port other than a guest's tap whose root
+  qdisc shapes (`NetDevSample.shaped_mbps`: a tbf or htb the operator set is a
+  capacity too). Taps are left out: libvirt's `<bandwidth>` shapes a vNIC with an htb
+  on its tap. A configured uplink whose switch is unknown becomes a switch of its
+  own, named after the interface.
 """
 
 from __future__ import annotations
@@ -62,11 +65,14 @@ def build(sample: Sample, settings: VswitchSettings) -> Topology:
             continue  # the bridge's own internal port
         switches.setdefault(port.bridge, Switch(port.bridge, "ovs")).ports.append(port.name)
         port_of[port.name] = port.bridge
+    shaped = {dev.name for dev in netdevs if dev.shaped_mbps and dev.kind != "tap"}
     for sw in switches.values():
         sw.uplinks = [
             p
             for p in sw.ports
-            if kinds.get(p) in settings.uplink_kinds or p in settings.uplink_capacity_mbps
+            if kinds.get(p) in settings.uplink_kinds
+            or p in settings.uplink_capacity_mbps
+            or p in shaped
         ]
     for name in settings.uplink_capacity_mbps:
         if name not in port_of and name in kinds:

@@ -3,8 +3,10 @@
 
 Per switch (see `kvmtop.detectors.topology`), bad for K samples when any of:
 - an uplink at ≥ 90 % of its capacity, full duplex = max(rx, tx) (atop's rule);
-  capacity from the config (`uplink_capacity_mbps`, required for veth/tap uplinks
-  whose reported speed is made up) or the NIC's `speed`;
+  capacity from the config (`uplink_capacity_mbps`), else the link speed of a
+  physical NIC or bond that reports one, else the rate of the shaping root qdisc
+  (`NetDevSample.shaped_mbps`: tbf's rate, htb's top-level rates), see
+  `uplink_capacity`; veth and tap speeds are made up and never used;
 - uplink drops rising (/proc/net/dev rx drop includes rx_missed_errors, plus fifo
   and tx drops), or root-qdisc drops (`NetDevSample.qdisc_drops`: where tbf/htb
   shaping drops land);
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from kvmtop.detectors.base import Observation, Tick, cause_key, fmt_rate, known
 from kvmtop.detectors.settings import DetectorSettings, VswitchSettings
@@ -38,9 +41,33 @@ from kvmtop.detectors.topology import (
     summarize,
 )
 from kvmtop.model.rates import HostNetRates, rate
-from kvmtop.model.sample import HostSample
+from kvmtop.model.sample import HostSample, NetDevSample
 
 ID = "vswitch_saturation"
+
+
+class Capacity(NamedTuple):
+    """An uplink's capacity and where it comes from."""
+
+    mbps: float
+    source: str
+    """"configured", "link speed", "tbf rate" or "htb rate" (shown in the message)."""
+    shaped: bool = False
+    """Whether it is the rate of the interface's shaping root qdisc."""
+
+
+def uplink_capacity(dev: NetDevSample, s: VswitchSettings) -> Capacity | None:
+    """An uplink's capacity, the first known of: the config (`uplink_capacity_mbps`),
+    the link speed of a physical NIC or bond that reports one, the rate of its shaping
+    root qdisc (tbf or htb, whatever the interface's kind). None when none is."""
+    configured = s.uplink_capacity_mbps.get(dev.name)
+    if configured is not None:
+        return Capacity(configured, "configured")
+    if dev.kind in ("physical", "bond") and dev.speed_mbps:
+        return Capacity(float(dev.speed_mbps), "link speed")
+    if dev.shaped_mbps:
+        return Capacity(dev.shaped_mbps, f"{dev.shaped_by} rate", shaped=True)
+    return None
 
 
 def _delta_rate(prev: int | None, cur: int | None, dt_s: float) -> float:
@@ -122,10 +149,11 @@ class VswitchSaturation:
             d.name: _delta_rate(prev_q.get(d.name), d.qdisc_drops, tick.dt_s)
             for d in cur_host.netdevs
         }
+        devs = {d.name: d for d in cur_host.netdevs}
         port_drops, lost = self._ovs(cur_host, tick.sample.mono_ns)
         for sw in topo.switches.values():
             yield self._switch(
-                tick, s, sw, nets, dropping, softnet if sw.name == busiest else None,
+                tick, s, sw, nets, devs, dropping, softnet if sw.name == busiest else None,
                 lost.get(sw.name), qdisc, port_drops,
             )
 
@@ -161,25 +189,26 @@ class VswitchSaturation:
         s: VswitchSettings,
         sw: Switch,
         nets: dict[str, HostNetRates],
+        devs: dict[str, NetDevSample],
         dropping: dict[tuple[str, str], tuple[float, float]],
         softnet: float | None,
         ovs_lost: float | None,
         qdisc_rates: dict[str, float],
         port_rates: dict[str, float],
     ) -> Observation:
-        util = mbps = capacity = None
+        util = mbps = None
         busiest_uplink: str | None = None
+        capacity: Capacity | None = None
         drops = qdisc = port_drops = 0.0
         for up in sw.uplinks:
             net = nets.get(up)
-            if net is None:
+            dev = devs.get(up)
+            if net is None or dev is None:
                 continue
-            cap = s.uplink_capacity_mbps.get(up)
-            if cap is None and net.kind in ("physical", "bond") and net.speed_mbps:
-                cap = float(net.speed_mbps)
+            cap = uplink_capacity(dev, s)
             busy = max((v for v in (net.rx_bps, net.tx_bps) if v is not None), default=None)
-            if cap and busy is not None:
-                u = 100.0 * busy / (cap * 1e6)
+            if cap is not None and cap.mbps and busy is not None:
+                u = 100.0 * busy / (cap.mbps * 1e6)
                 if util is None or u > util:
                     util, mbps, capacity, busiest_uplink = u, busy / 1e6, cap, up
             drops += (net.rx_drops_per_s or 0.0) + (net.tx_drops_per_s or 0.0)
@@ -190,9 +219,10 @@ class VswitchSaturation:
         )
         signals: list[str] = []
         loss = False
-        if util is not None and util >= s.util_pct:
+        if util is not None and capacity is not None and util >= s.util_pct:
             signals.append(
-                f"uplink {busiest_uplink} at {util:.0f}% of {capacity:g} Mbit/s ({mbps:.1f} Mbit/s)"
+                f"uplink {busiest_uplink} at {util:.0f}% of {capacity.mbps:g} Mbit/s "
+                f"({capacity.source}): {mbps:.1f} Mbit/s"
             )
         for value, label in (
             (drops, "uplink drops"),
@@ -221,11 +251,15 @@ class VswitchSaturation:
         message = f"{sw.name} saturated: " + "; ".join(signals)
         if behind:
             message += f"; guests behind it: {summarize(behind)}"
+        cap_mbps = capacity.mbps if capacity is not None else None
+        # Present when the capacity is the shaping qdisc's rate.
+        shaped_mbps = cap_mbps if capacity is not None and capacity.shaped else None
         evidence = known(
             {
                 "uplink_util_pct": util,
                 "uplink_mbps": mbps,
-                "uplink_capacity_mbps": capacity,
+                "uplink_capacity_mbps": cap_mbps,
+                "uplink_shaped_mbps": shaped_mbps,
                 "uplink_drops_per_s": drops if sw.uplinks else None,
                 "uplink_qdisc_drops_per_s": qdisc if sw.uplinks else None,
                 "ovs_port_drops_per_s": port_drops if sw.kind == "ovs" else None,

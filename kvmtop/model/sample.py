@@ -332,7 +332,10 @@ class NetDevSample:
     meaningful for physical NICs and bonds (tun, veth and bridges report made-up
     speeds: drivers/net/tun.c, net/bridge/br_device.c). `qdisc_drops` is the root
     qdisc's cumulative drop count (what `tc -s qdisc` shows): shaping (tbf/htb)
-    drops land there, not in /proc/net/dev.
+    drops land there, not in /proc/net/dev. `shaped_mbps` is what the root qdisc lets
+    through when it shapes, in Mbit/s, and `shaped_by` that qdisc's kind: "tbf" (its
+    rate) or "htb" (its top-level classes' min(rate, ceil), summed); both None for
+    any other root qdisc and in recordings made before they existed.
     """
 
     name: str
@@ -351,6 +354,8 @@ class NetDevSample:
     operstate: str | None = None
     qdisc_drops: int | None = None
     qdisc_backlog_bytes: int | None = None
+    shaped_mbps: float | None = None
+    shaped_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

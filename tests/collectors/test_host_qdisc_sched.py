@@ -53,6 +53,20 @@ def test_tbf_drops_land_in_qdisc_drops_not_in_net_dev() -> None:
     assert nets["br9"].qdisc_drops is None and nets["br9"].qdisc_backlog_bytes is None
 
 
+def test_shaping_rate_becomes_shaped_mbps_with_the_qdisc_kind() -> None:
+    host = HostCollector(SHAPED_FS, qdiscs=lambda: dump("shaped-netns")).collect()
+    nets = {n.name: n for n in host.netdevs}
+    assert (nets["capa"].shaped_mbps, nets["capa"].shaped_by) == (1.0, "tbf")  # rate 1mbit
+    # The htb's rate is on its classes, which a fake tree's qdisc dump does not carry;
+    # noqueue does not shape.
+    assert (nets["capc"].shaped_mbps, nets["capc"].shaped_by) == (None, None)
+    assert (nets["capb"].shaped_mbps, nets["lo"].shaped_by) == (None, None)
+    shaped = {1: QdiscStats(1, "noqueue", 0, 0), 5: QdiscStats(5, "htb", 0, 0, 0x10000, 25_500_000)}
+    host = HostCollector(SHAPED_FS, qdiscs=lambda: shaped).collect()
+    capc = next(n for n in host.netdevs if n.name == "capc")
+    assert (capc.shaped_mbps, capc.shaped_by) == (25.5, "htb")
+
+
 def test_lab_host_qdiscs_schedulers_and_thp() -> None:
     host = HostCollector(LAB_FS, qdiscs=lambda: dump("lab-host")).collect()
     nets = {n.name: n for n in host.netdevs}

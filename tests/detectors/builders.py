@@ -114,7 +114,8 @@ class HostDiskSpec:
 
 @dataclass
 class NetDevSpec:
-    """A host interface: bytes and packets per second (host point of view), drops."""
+    """A host interface: bytes and packets per second (host point of view), drops, and
+    the rate its root qdisc shapes to (`shaped_mbps`, set by a `shaped_by` tbf/htb)."""
 
     name: str
     kind: str
@@ -127,6 +128,8 @@ class NetDevSpec:
     rx_drops: float = 0.0
     tx_drops: float = 0.0
     qdisc_drops: float = 0.0
+    shaped_mbps: float | None = None
+    shaped_by: str | None = None
     ovs_bridge: str | None = None
     ovs_rx_dropped: float = 0.0
 
@@ -342,6 +345,8 @@ class World:
                 "kind": n.kind,
                 "master": n.master,
                 "speed_mbps": n.speed_mbps,
+                "shaped_mbps": n.shaped_mbps,
+                "shaped_by": n.shaped_by,
             }
             netdevs.append(
                 NetDevSample(**fields, qdisc_drops=self._count(nk + "q", n.qdisc_drops, dt))

@@ -196,6 +196,57 @@ def test_vswitch_uplink(uplink: NetDevSpec, capacity: dict[str, float], expect: 
         assert found[0].severity == ("critical" if "drops" in expect else "warning")
 
 
+@pytest.mark.parametrize(
+    ("uplink", "capacity", "expect", "shaped"),
+    [
+        # A veth shaped by tbf, nothing configured: judged against the tbf rate.
+        (NetDevSpec("labup0", "veth", "br0", tx_bps=11.5e6, shaped_mbps=12.0, shaped_by="tbf"),
+         {}, "uplink labup0 at 96% of 12 Mbit/s (tbf rate): 11.5 Mbit/s", 12.0),
+        (NetDevSpec("labup0", "veth", "br0", tx_bps=9e6, shaped_mbps=12.0, shaped_by="tbf"),
+         {}, None, None),  # 75 %: near miss
+        # A bond without a speed (its slaves report none), shaped by htb.
+        (NetDevSpec("bond0", "bond", "br0", rx_bps=19e6, shaped_mbps=20.0, shaped_by="htb"),
+         {}, "uplink bond0 at 95% of 20 Mbit/s (htb rate)", 20.0),
+        # The configured capacity wins over the shaping rate, either way.
+        (NetDevSpec("labup0", "veth", "br0", tx_bps=9.5e6, shaped_mbps=100.0, shaped_by="tbf"),
+         {"labup0": 10.0}, "uplink labup0 at 95% of 10 Mbit/s (configured)", None),
+        (NetDevSpec("labup0", "veth", "br0", tx_bps=11.5e6, shaped_mbps=12.0, shaped_by="tbf"),
+         {"labup0": 100.0}, None, None),
+        # A physical NIC with a speed is judged against it, not against its htb.
+        (NetDevSpec("eth0", "physical", "br0", 1000, tx_bps=9.5e8, shaped_mbps=50.0,
+                    shaped_by="htb"), {}, "uplink eth0 at 95% of 1000 Mbit/s (link speed)", None),
+        (NetDevSpec("eth0", "physical", "br0", 1000, tx_bps=4.9e7, shaped_mbps=50.0,
+                    shaped_by="htb"), {}, None, None),
+        # A physical NIC that reports no speed (virtio-net) falls back to its tbf.
+        (NetDevSpec("eth0", "physical", "br0", tx_bps=4.9e7, shaped_mbps=50.0, shaped_by="tbf"),
+         {}, "uplink eth0 at 98% of 50 Mbit/s (tbf rate)", 50.0),
+    ],
+)
+def test_vswitch_uplink_capacity_from_shaping(
+    uplink: NetDevSpec, capacity: dict[str, float], expect: str | None, shaped: float | None
+) -> None:
+    settings = DetectorSettings(vswitch_saturation=VswitchSettings(uplink_capacity_mbps=capacity))
+    w = net_world({"a": 0.0}, uplink=uplink, settings=settings)
+    found = active(w.run(5), "vswitch_saturation")
+    if expect is None:
+        assert not found
+        return
+    assert [f.subject for f in found] == ["br0"] and found[0].severity == "warning"
+    assert expect in found[0].message, found[0].message
+    evidence = found[0].evidence
+    assert evidence["uplink_capacity_mbps"] == float(expect.split(" of ")[1].split()[0])
+    assert evidence.get("uplink_shaped_mbps") == shaped
+
+
+def test_vswitch_shaped_guest_tap_is_not_an_uplink() -> None:
+    """libvirt's <bandwidth> shapes a vNIC with an htb on its tap: a guest port, not an
+    uplink, however close to its rate the guest runs."""
+    w = net_world({"a": 0.0})
+    tap = w.host.netdevs[1]
+    tap.tx_bps, tap.shaped_mbps, tap.shaped_by = 9.9e6, 10.0, "htb"
+    assert not active(w.run(5), "vswitch_saturation")
+
+
 def test_vswitch_softnet_drops_blame_the_busiest_switch() -> None:
     w = net_world({"a": 0.0}, softnet_drops=30.0)
     w.host.netdevs.append(NetDevSpec("br1", "bridge"))

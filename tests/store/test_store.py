@@ -23,6 +23,8 @@ from tests.store.conftest import make_samples, write
 
 FORMAT_1 = Path(__file__).resolve().parents[1] / "fixtures/recordings/lab-sample.kvmtop"
 """A real lab recording as kvmtop wrote it in format 1 (whole-sample rows, no index)."""
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples/lab-sample.kvmtop"
+"""The lab recording shipped as an example (the current format)."""
 
 
 def test_write_then_read_everything_back(tmp_path: Path, samples: list[Sample],
@@ -185,6 +187,28 @@ def test_an_older_schema_is_read(recording: Path, samples: list[Sample]) -> None
     with StoreReader(recording) as r:
         assert r.meta.schema_version == 0
         assert r.read(1) == samples[0]
+
+
+@pytest.mark.parametrize("path", [FORMAT_1, EXAMPLE], ids=["format-1", "example"])
+def test_recordings_from_before_shaping_rates_read_them_as_unknown(path: Path) -> None:
+    """NetDevSample.shaped_mbps / shaped_by came later: older files read them as None."""
+    with StoreReader(path) as r:
+        nets = [n for s in r.iter() if s.host is not None for n in s.host.netdevs]
+        assert r.notices == []
+    assert {"labup0", "labov0"} <= {n.name for n in nets}
+    assert all(n.shaped_mbps is None and n.shaped_by is None for n in nets)
+
+
+def test_shaping_rates_are_recorded(tmp_path: Path, samples: list[Sample]) -> None:
+    shaped = []
+    for s in samples[:5]:
+        assert s.host is not None
+        netdevs = tuple(replace(n, shaped_mbps=12.5, shaped_by="tbf") if n.kind == "physical"
+                        else n for n in s.host.netdevs)
+        shaped.append(replace(s, host=replace(s.host, netdevs=netdevs)))
+    assert any(n.shaped_mbps for s in shaped if s.host is not None for n in s.host.netdevs)
+    with StoreReader(write(tmp_path / "shaped.kvmtop", shaped)) as r:
+        assert list(r.iter()) == shaped
 
 
 def test_a_recording_is_not_appended_to_by_another_schema(recording: Path) -> None:
