@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from kvmtop.feed import Feed
 from kvmtop.model.finding import Finding
+from kvmtop.model.incident import Incident, Member
 from kvmtop.model.rates import DiskRates, GuestRates, HostRates, NicRates
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
@@ -224,13 +225,50 @@ def finding_json(f: Finding) -> dict[str, Any]:
     }
 
 
+def member_json(m: Member) -> dict[str, Any]:
+    """The batch JSON object of one finding of an incident."""
+    return {
+        "detector": m.detector,
+        "subject": m.subject,
+        "subject_name": m.subject_name,
+        "guest": m.guest,
+        "severity": m.severity,
+        "since": m.since_s,
+        "message": m.message,
+        "evidence": dict(m.evidence),
+        "active": m.active,
+    }
+
+
+def incident_json(i: Incident) -> dict[str, Any]:
+    """The batch JSON object of one incident (docs/detectors.md#incidents)."""
+    return {
+        "id": i.id,
+        "cause": i.cause,
+        "kind": i.kind,
+        "title": i.title,
+        "severity": i.severity,
+        "since": i.since_s,
+        "last_bad": i.last_bad_s,
+        "active": i.active,
+        "crossings": i.crossings,
+        "rank": i.rank,
+        "eta_s": _round(i.eta_s),
+        "guests": list(i.guests),
+        "members": [member_json(m) for m in i.members],
+        "evidence": dict(i.evidence),
+        "advice": i.advice,
+    }
+
+
 def snapshot_json(snap: Snapshot) -> dict[str, Any]:
-    """One batch JSON line: {"time", "host", "guests", "findings", "sources"}."""
+    """One batch JSON line: {"time", "host", "guests", "incidents", "findings", "sources"}."""
     return {
         "time": round(snap.wall_s, 3),
         "interval_s": snap.interval_s,
         "host": host_json(snap.host, snap),
         "guests": [guest_json(g, snap.host) for g in snap.guests],
+        "incidents": [incident_json(i) for i in snap.incidents],
         "findings": [finding_json(f) for f in snap.findings],
         "sources": [
             {"name": s.name, "ok": s.ok, "reason": s.reason, "duration_ms": s.duration_ns / 1e6}
@@ -240,7 +278,8 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
 
 
 def snapshot_text(snap: Snapshot) -> str:
-    """A top-style text block: host line, guest table, findings, failing sources."""
+    """A top-style text block: host line, guest table, incidents in rank order,
+    findings, failing sources."""
     h = snap.host
     stamp = datetime.fromtimestamp(snap.wall_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     lines = [
@@ -268,7 +307,11 @@ def snapshot_text(snap: Snapshot) -> str:
             + "  ".join(f"{visible(n.name)} {fmt_mbps(n.rx_bps)}/{fmt_mbps(n.tx_bps)} Mb/s"
                         for n in uplinks)
         )
-    # A finding's subject and message, a source's reason: text from outside, escaped.
+    # An incident's title (guest names), a finding's subject and message, a source's
+    # reason: text from outside, escaped.
+    for inc in snap.incidents:
+        cleared = "" if inc.active else " (cleared)"
+        lines.append(visible(f"incident #{inc.rank} [{inc.severity}] {inc.title}{cleared}"))
     for f in snap.findings:
         lines.append(visible(f"[{f.severity}] {f.subject_name}: {f.message}"))
     for s in snap.sources:

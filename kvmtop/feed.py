@@ -3,8 +3,9 @@
 Layer: feed. Imports sampler, store and model; never textual.
 
 Everything after the raw `Sample` is shared: `Pipeline.push()` derives rates through
-the window, runs the detectors and builds the snapshot, whichever feed supplied the
-sample. So replay shows exactly what live showed for the same samples.
+the window, runs the detectors, groups their findings into incidents and builds the
+snapshot, whichever feed supplied the sample. So replay shows exactly what live showed
+for the same samples.
 
 A recording can also be navigated (`Navigable`): seek, step, playback speed, and the
 spans during which findings were active, found by scanning the recording through a
@@ -24,12 +25,16 @@ from datetime import time as clock_time
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from kvmtop.model.finding import SEVERITIES, Finding
+from kvmtop.model.incident import Incident
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot, build_snapshot
 from kvmtop.model.window import Window
 from kvmtop.sampler import Sampler
 
-if TYPE_CHECKING:  # the reader loads SQLite and zstd: only replay needs them
+if TYPE_CHECKING:
+    # Importing the detectors takes some 20 ms: only a pipeline with detectors needs
+    # them (kvmtop.wiring). The reader loads SQLite and zstd: only replay needs them.
+    from kvmtop.detectors.incidents import IncidentTracker
     from kvmtop.store.reader import StoreReader
 
 Detect = Callable[[Window], tuple[Finding, ...]]
@@ -221,6 +226,37 @@ class FindingTracker:
                       key=lambda s: (s.raised_s, s.detector, s.subject))
 
 
+class IncidentLog:
+    """Every incident of consecutive frames (`Snapshot.incidents`), closed ones too.
+
+    The pipeline's tracker keeps only recent closed incidents
+    (`kvmtop.detectors.incidents.HISTORY_MAX`), so a long-running process does not grow;
+    a report over a recording folds its frames in here instead, and holds them for as
+    long as it needs them. An incident's last version in the frames is its final one:
+    the tracker changes nothing in it between its last frame and its closing.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, Incident] = {}
+        self._open: frozenset[str] = frozenset()
+
+    def add(self, frame: Snapshot) -> None:
+        """Take the incidents of the next frame (in recording order, no seek)."""
+        seen = self._seen
+        for i in frame.incidents:
+            seen[i.id] = i
+        self._open = frozenset(i.id for i in frame.incidents)
+
+    def incidents(self) -> list[Incident]:
+        """Every incident seen, by start (`since_s`, then `id`), as
+        `IncidentTracker.history` gives them: those gone from the last frame closed
+        (rank 0)."""
+        return sorted(
+            (i if i.id in self._open else replace(i, rank=0) for i in self._seen.values()),
+            key=lambda i: (i.since_s, i.id),
+        )
+
+
 def adjacent_span(spans: Sequence[FindingSpan], time_s: float,
                   direction: int) -> FindingSpan | None:
     """The first span raised after `time_s` (direction > 0), or the last one raised
@@ -287,7 +323,8 @@ RECENT_FRAMES = 300
 
 
 class Pipeline:
-    """Sample → rates (window) → findings → snapshot: the code live and replay share."""
+    """Sample → rates (window) → findings → incidents → snapshot: the code live and
+    replay share."""
 
     def __init__(
         self,
@@ -295,6 +332,7 @@ class Pipeline:
         window_size: int = 300,
         min_ops: int = 5,
         detect: Detect | None = None,
+        incidents: IncidentTracker | None = None,
         recent: int = RECENT_FRAMES,
     ):
         """Create a pipeline with an empty window.
@@ -303,17 +341,30 @@ class Pipeline:
             window_size: frames kept for plots (see `kvmtop.model.window`).
             min_ops: minimum disk requests per interval before a latency is shown.
             detect: detector engine; None runs no detectors.
+            incidents: groups each push's findings into incidents
+                (`Snapshot.incidents`); None groups none.
             recent: newest frames each snapshot carries (`Snapshot.recent`, plots).
         """
         self.window = Window(window_size, min_ops=min_ops)
         self._detect = detect
+        self._incidents = incidents
         self._seq = 0
         self._recent = recent
 
     def push(self, sample: Sample, *, mode: str, recording: str | None = None) -> Snapshot:
         """Feed one raw sample through the shared pipeline and return its snapshot."""
-        frame = self.window.push(sample)
-        findings = self._detect(self.window) if self._detect is not None else ()
+        window = self.window
+        frame = window.push(sample)
+        findings = self._detect(window) if self._detect is not None else ()
+        incidents: tuple[Incident, ...] = ()
+        tracker = self._incidents
+        if tracker is not None:
+            if len(window) == 1:
+                # The window started over (a seek's reset, a clock that did not move
+                # on): the detector engine forgets everything here, and so do incidents.
+                tracker.reset()
+            tracker.update(sample.wall_s, findings)
+            incidents = tracker.current()
         self._seq += 1
         return build_snapshot(
             frame,
@@ -323,11 +374,13 @@ class Pipeline:
             interval_s=sample.interval_s,
             recording=recording,
             seq=self._seq,
-            recent=self.window.recent(self._recent),
+            recent=window.recent(self._recent),
+            incidents=incidents,
         )
 
     def reset(self) -> None:
-        """Forget the window (after a seek)."""
+        """Forget the window (after a seek); the detectors and incidents start over
+        with the next push."""
         self.window.clear()
 
 

@@ -3,12 +3,12 @@
 Layer: headless output (like `batch`). Never imports textual.
 
 Collection runs on its own thread, once per interval, through the live feed's
-sampler and the shared `Pipeline` (so findings come from the same detectors as in
-the TUI). `/metrics` answers from the last *complete* tick and never waits for a
-collection in progress: a libvirt call stuck on a hung QEMU monitor (libvirt's
-NOWAIT flag only skips a domain whose job is held by someone else, not a monitor
-that does not answer) stalls the collection thread, not the scrapes, and shows as
-a stale `kvmtop_last_sample_timestamp_seconds` and a growing
+sampler and the shared `Pipeline` (so findings and incidents come from the same
+detectors as in the TUI). `/metrics` answers from the last *complete* tick and never
+waits for a collection in progress: a libvirt call stuck on a hung QEMU monitor
+(libvirt's NOWAIT flag only skips a domain whose job is held by someone else, not a
+monitor that does not answer) stalls the collection thread, not the scrapes, and shows
+as a stale `kvmtop_last_sample_timestamp_seconds` and a growing
 `kvmtop_collection_running_seconds`.
 
 Counters are exported as the raw cumulative values of the `Sample` (ns converted
@@ -41,6 +41,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from kvmtop import __version__
 from kvmtop.model.finding import Finding
+from kvmtop.model.incident import Incident
 from kvmtop.model.rates import EXIT_CATEGORIES, NS_PER_S
 from kvmtop.model.sample import GuestSample, HostSample, Sample
 from kvmtop.model.snapshot import Snapshot
@@ -60,6 +61,7 @@ GUEST = ("guest", "uuid")
 VCPU = (*GUEST, "vcpu")
 DISK = (*GUEST, "disk")
 NIC = (*GUEST, "nic")
+INCIDENT = ("id", "cause")
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +239,20 @@ METRICS: tuple[MetricSpec, ...] = (
     # ------------------------------------------------------------------ findings
     _g("kvmtop_finding", ("detector", "guest", "subject", "severity"),
        "active findings of the detectors (normally 1; more when several share the labels)"),
+    # ------------------------------------------------------------------ incidents
+    _g("kvmtop_incident", (*INCIDENT, "kind", "severity", "active"),
+       "1 per open incident (findings grouped by cause); active=\"false\": cleared, kept "
+       "for incident_gap_s in case it comes back; id is new for each incident"),
+    _g("kvmtop_incident_rank", INCIDENT,
+       "the incident's place in the ranking by time to harm (1: the most urgent)"),
+    _g("kvmtop_incident_guests", INCIDENT, "guests the incident involves"),
+    _g("kvmtop_incident_since_timestamp_seconds", INCIDENT,
+       "when the incident started (the earliest first bad tick of its findings)", S),
+    _g("kvmtop_incident_eta_seconds", INCIDENT,
+       "time left until a leaking guest runs out of memory (leaks memory_leak judges a "
+       "warning or critical)", S),
+    _c("kvmtop_incident_crossings_total", INCIDENT,
+       "how often the incident's cause cleared and came back within incident_gap_s"),
     # ------------------------------------------------------------------ kvmtop itself
     _g("kvmtop_build_info", ("version",), "1, labelled with the kvmtop version"),
     _g("kvmtop_last_sample_timestamp_seconds", (),
@@ -484,16 +500,30 @@ def _findings(out: _Families, findings: Iterable[Finding]) -> None:
         out.add("kvmtop_finding", labels, n)
 
 
+def _incidents(out: _Families, incidents: Iterable[Incident]) -> None:
+    """The series of each open incident, keyed by its id and cause."""
+    for i in incidents:
+        il = (i.id, i.cause)
+        out.add("kvmtop_incident", (*il, i.kind, i.severity, "true" if i.active else "false"), 1)
+        out.add("kvmtop_incident_rank", il, i.rank)
+        out.add("kvmtop_incident_guests", il, len(i.guests))
+        out.add("kvmtop_incident_since_timestamp_seconds", il, i.since_s)
+        out.add("kvmtop_incident_eta_seconds", il, i.eta_s)
+        out.add("kvmtop_incident_crossings_total", il, i.crossings)
+
+
 def sample_families(
     sample: Sample, snapshot: Snapshot, tick_elapsed_s: float | None = None
 ) -> list[Metric]:
-    """The metric families of one tick: raw counters of `sample`, findings of `snapshot`.
+    """The metric families of one tick: raw counters of `sample`, findings and
+    incidents of `snapshot`.
 
     Pure (no clock, no I/O), so `kvmtop export --format openmetrics` can reuse it.
 
     Args:
         sample: the raw sample.
-        snapshot: the snapshot the pipeline built from it (for the findings).
+        snapshot: the snapshot the pipeline built from it (for the findings and
+            incidents).
         tick_elapsed_s: wall time of the whole tick, exported as
             kvmtop_collection_duration_seconds{source="tick"} when given.
     """
@@ -503,6 +533,7 @@ def sample_families(
     if sample.host is not None:
         _host(out, sample.host)
     _findings(out, snapshot.findings)
+    _incidents(out, snapshot.incidents)
     out.add("kvmtop_last_sample_timestamp_seconds", (), sample.wall_s)
     for status in sample.sources:
         out.add("kvmtop_source_up", (status.name,), 1 if status.ok else 0)
@@ -832,7 +863,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Serve the same metrics as the TUI on an OpenMetrics / Prometheus endpoint "
         "(GET /metrics), collected every interval on a background thread. Counters are "
         "raw cumulative values (use rate() in PromQL); findings are the kvmtop_finding "
-        "gauge. Metric names: docs/metrics.md."
+        "gauge, incidents the kvmtop_incident* families. Metric names: docs/metrics.md."
     )
     parser.add_argument(
         "--listen", type=parse_listen, default=DEFAULT_LISTEN, metavar="ADDR:PORT",
@@ -843,17 +874,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """`kvmtop serve`: run until SIGTERM or SIGINT; returns the exit status."""
-    from kvmtop.detectors.engine import build_engine
-    from kvmtop.feed import LiveFeed, Pipeline
     from kvmtop.wiring import build_live_feed
 
-    base = build_live_feed(settings)
-    # The endpoint's findings need the detector engine in the pipeline.
-    feed = LiveFeed(
-        base.sampler,
-        Pipeline(window_size=settings.window_size, min_ops=settings.min_ops,
-                 detect=build_engine(settings.detectors)),
-    )
+    # The shared pipeline, with the detectors and incidents the endpoint exports.
+    feed = build_live_feed(settings)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -63,11 +63,14 @@ def build_sampler(settings: Settings) -> Sampler:
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
-    """The shared pipeline, with the detectors, as live and replay both use it."""
+    """The shared pipeline, with the detectors and incidents, as live and replay both
+    use it."""
     from kvmtop.detectors.engine import build_engine
+    from kvmtop.detectors.incidents import IncidentTracker
 
     return Pipeline(window_size=settings.window_size, min_ops=settings.min_ops,
-                    detect=build_engine(settings.detectors))
+                    detect=build_engine(settings.detectors),
+                    incidents=IncidentTracker(settings.detectors))
 
 
 def build_live_feed(settings: Settings) -> LiveFeed:

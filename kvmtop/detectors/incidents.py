@@ -9,13 +9,16 @@ incident of its own. A cause that clears and raises again within `incident_gap_s
 continues its incident (one more crossing) instead of opening a new one.
 
 No I/O, no clock: time is the sample's wall time. A clock that goes backwards (a replay
-seek) resets the tracker, as it resets the engine, so a replay groups the findings it
-computes as the live run did.
+seek) resets the tracker, as it resets the engine, and the pipeline resets it wherever
+the engine starts over (`kvmtop.feed.Pipeline.push`), so a replay groups the findings
+it computes as the live run did. The incidents themselves (`Incident`, `Member`) are
+model values (`kvmtop.model.incident`): every snapshot carries the ranked current ones.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -24,22 +27,10 @@ from kvmtop.detectors.base import CAUSE_KINDS, SEVERITY_RANK, fmt_duration
 from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.detectors.topology import summarize
 from kvmtop.model.finding import Finding
-from kvmtop.model.frozen import fast_init
+from kvmtop.model.incident import DROP_EVIDENCE, Incident, Member, dropping, impact
 
 KINDS = (*CAUSE_KINDS.values(), "single")
 """Incident kinds: those of the shared causes, and "single" for a finding alone."""
-
-DROP_EVIDENCE = (
-    "rx_drops_per_s",
-    "tx_drops_per_s",
-    "uplink_drops_per_s",
-    "uplink_qdisc_drops_per_s",
-    "ovs_port_drops_per_s",
-    "ovs_lost_per_s",
-    "softnet_drops_per_s",
-    "guests_dropping",
-)
-"""Evidence figures that count packets lost (`vnic_drops`, `vswitch_saturation`)."""
 
 EVIDENCE: dict[str, tuple[str, ...]] = {
     "overcommit": ("vcpu_pcpu_ratio", "steal_max_pct", "steal_mean_pct", "host_psi_cpu_some_pct"),
@@ -114,87 +105,21 @@ leak or a switch has its shared cause, so these are recorded without one, or
 `memory_leak`'s missing stats."""
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class Member:
-    """One finding of an incident, as it was last raised.
+HISTORY_S = 3600.0
+"""Seconds a closed incident stays in `IncidentTracker.history` after its last bad
+tick (sample time)."""
 
-    Attributes:
-        detector / subject / subject_name / guest / severity / since_s / message /
-            evidence: those of the finding (`Finding`).
-        active: raised at the tracker's last update.
-    """
+HISTORY_MAX = 100
+"""Closed incidents `IncidentTracker.history` keeps at most, the first closed dropped
+first. With `HISTORY_S` this bounds the memory of a process that runs for months
+(`kvmtop serve`, the index `kvmtop record` writes); the whole history of a recording
+comes from its frames (`kvmtop.feed.IncidentLog`)."""
 
-    detector: str
-    subject: str
-    subject_name: str
-    guest: str | None
-    severity: str
-    since_s: float
-    message: str
-    evidence: dict[str, float]
-    active: bool
+RankKey = tuple[int, int, float, int, float, float, str]
+"""The sort key of the incident ranking (`rank_key`)."""
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class Incident:
-    """Findings with one cause (docs/detectors.md#incidents).
-
-    Attributes:
-        id: stable: derived from the cause and the start when it opened.
-        cause: the findings' `Finding.cause`.
-        kind: one of `KINDS`.
-        title: one sentence naming the cause and what it hits.
-        severity: the highest of its findings at its last bad tick.
-        since_s: the earliest `since_s` of its findings.
-        last_bad_s: wall time of the last update that had a finding with its cause.
-        active: it has a finding now (False: cleared, closed once `incident_gap_s`
-            passes without one).
-        members: every finding it has had, the active ones first, worst first.
-        guests: the guests it involves, by name: its findings' guests and
-            `Finding.cause_guests`.
-        evidence: the figures it was judged on at its last bad tick (`EVIDENCE`).
-        advice: one or two sentences on what to change.
-        crossings: how often it raised again within `incident_gap_s` after clearing.
-        rank: its 1-based place in `IncidentTracker.current()`; 0 once closed.
-        eta_s: time to memory exhaustion of a leak `memory_leak` judges a warning or
-            critical; None otherwise.
-    """
-
-    id: str
-    cause: str
-    kind: str
-    title: str
-    severity: str
-    since_s: float
-    last_bad_s: float
-    active: bool
-    members: tuple[Member, ...]
-    guests: tuple[str, ...]
-    evidence: dict[str, float]
-    advice: str
-    crossings: int
-    rank: int
-    eta_s: float | None = None
-
-    @property
-    def duration_s(self) -> float:
-        """Seconds from its start to its last bad tick."""
-        return self.last_bad_s - self.since_s
-
-    @property
-    def dropping(self) -> bool:
-        """Whether its evidence counts packets lost (`DROP_EVIDENCE`)."""
-        return _dropping(self.evidence)
-
-    @property
-    def impact(self) -> float:
-        """Guests involved (at least 1: a host-wide incident counts once) × duration."""
-        return max(1, len(self.guests)) * self.duration_s
-
-
-def rank_key(i: Incident) -> tuple[int, int, float, int, float, float, str]:
+def rank_key(i: Incident) -> RankKey:
     """The sort key of the incident ranking: time to harm first.
 
     1. active incidents before cleared ones (those still within `incident_gap_s`);
@@ -206,19 +131,25 @@ def rank_key(i: Incident) -> tuple[int, int, float, int, float, float, str]:
     5. impact: guests involved × duration, largest first;
     6. `since_s`, earliest first, then `id`: a total, deterministic order.
     """
-    if i.eta_s is not None:
-        tier, eta = 0, i.eta_s
+    return _rank(i.active, i.eta_s, i.severity, i.dropping, i.impact, i.since_s, i.id)
+
+
+def _rank(
+    active: bool,
+    eta_s: float | None,
+    severity: str,
+    losing: bool,
+    impact_: float,
+    since_s: float,
+    id_: str,
+) -> RankKey:
+    """`rank_key` of an incident with these figures (the tracker ranks before it
+    builds the incidents)."""
+    if eta_s is not None:
+        tier, eta = 0, eta_s
     else:
-        tier, eta = (1 if i.severity == "critical" or i.dropping else 2), 0.0
-    return (
-        0 if i.active else 1,
-        tier,
-        eta,
-        -SEVERITY_RANK.get(i.severity, 0),
-        -i.impact,
-        i.since_s,
-        i.id,
-    )
+        tier, eta = (1 if severity == "critical" or losing else 2), 0.0
+    return (0 if active else 1, tier, eta, -SEVERITY_RANK.get(severity, 0), -impact_, since_s, id_)
 
 
 def cause_of(f: Finding) -> str:
@@ -252,6 +183,8 @@ class _Body(NamedTuple):
     evidence: dict[str, float]
     advice: str
     eta_s: float | None
+    dropping: bool
+    """`Incident.dropping`: its evidence counts packets lost."""
 
 
 @dataclass(slots=True)
@@ -282,9 +215,10 @@ class IncidentTracker:
         """Start with no incidents (default settings when None)."""
         self.settings = settings or DetectorSettings()
         s = self.settings.overcommit
-        self._advice_values = {"vcpu_ratio": s.vcpu_ratio, "mem_reserve_pct": s.mem_reserve_pct}
+        values = {"vcpu_ratio": s.vcpu_ratio, "mem_reserve_pct": s.mem_reserve_pct}
+        self._advice = {topic: text.format(**values) for topic, text in ADVICE.items()}
         self._open: dict[str, _Open] = {}
-        self._closed: list[Incident] = []
+        self._closed: deque[Incident] = deque(maxlen=HISTORY_MAX)
         self._wall_s: float | None = None
         self._current: tuple[Incident, ...] | None = ()
 
@@ -311,6 +245,9 @@ class IncidentTracker:
                 o.active, o.body = False, None
             if wall_s - o.last_bad_s > gap:
                 self._close(o)  # a raise now opens a new incident
+        closed = self._closed
+        while closed and wall_s - closed[0].last_bad_s > HISTORY_S:
+            closed.popleft()
         for cause, group in groups.items():
             latest = tuple(group)
             inc = self._open.get(cause)
@@ -332,16 +269,13 @@ class IncidentTracker:
         """Open incidents (active, and cleared within `incident_gap_s`), ranked
         (`rank_key`)."""
         if self._current is None:
-            ranked = sorted(
-                ((self._incident(o, 0), o) for o in self._open.values()),
-                key=lambda pair: rank_key(pair[0]),
-            )
-            self._current = tuple(self._incident(o, n) for n, (_, o) in enumerate(ranked, 1))
+            ranked = sorted(self._open.values(), key=self._rank_key)
+            self._current = tuple(self._incident(o, n) for n, o in enumerate(ranked, 1))
         return self._current
 
     def history(self) -> tuple[Incident, ...]:
-        """Every incident since the start or the last reset, closed and open, by
-        start (`since_s`, then `id`)."""
+        """The open incidents and those closed recently (`HISTORY_S`, `HISTORY_MAX`)
+        since the start or the last reset, by start (`since_s`, then `id`)."""
         return tuple(sorted((*self._closed, *self.current()), key=lambda i: (i.since_s, i.id)))
 
     def _close(self, o: _Open) -> None:
@@ -349,12 +283,26 @@ class IncidentTracker:
         self._closed.append(self._incident(o, 0))
         del self._open[o.cause]
 
-    def _incident(self, o: _Open, rank: int) -> Incident:
-        """The incident as it stands, at `rank` (0: not ranked)."""
+    def _body_of(self, o: _Open) -> _Body:
+        """The incident's body, rebuilt when its findings changed."""
         b = o.body
         if b is None:
             b = o.body = self._body(o)
-        # Positional: built twice per open incident per tick (to rank, then ranked).
+        return b
+
+    def _rank_key(self, o: _Open) -> RankKey:
+        """`rank_key` of the incident as it stands, without building it."""
+        b = self._body_of(o)
+        duration_s = o.last_bad_s - o.since_s
+        return _rank(
+            o.active, b.eta_s, b.severity, b.dropping, impact(len(b.guests), duration_s),
+            o.since_s, o.id,
+        )
+
+    def _incident(self, o: _Open, rank: int) -> Incident:
+        """The incident as it stands, at `rank` (0: not ranked)."""
+        b = self._body_of(o)
+        # Positional: built once per open incident per tick, hundreds on a busy host.
         return Incident(
             o.id,
             o.cause,
@@ -420,19 +368,15 @@ class IncidentTracker:
             tuple(members),
             guests,
             evidence,
-            ADVICE[_topic(kind, latest[0])].format(**self._advice_values),
+            self._advice[_topic(kind, latest[0])],
             min(etas) if etas else None,
+            dropping(evidence),
         )
 
 
 def _key(f: Finding) -> MemberKey:
     """The member a finding is in its incident."""
     return f.detector, f.subject, f.guest
-
-
-def _dropping(evidence: dict[str, float]) -> bool:
-    """Whether evidence counts packets lost (`DROP_EVIDENCE`)."""
-    return any(evidence.get(k, 0.0) > 0 for k in DROP_EVIDENCE)
 
 
 def _evidence(kind: str, findings: Sequence[Finding]) -> dict[str, float]:
@@ -484,7 +428,7 @@ def _title(
         cpus = detail.removeprefix("cpu=")
         return f"Pinning collision on CPU {cpus}: {names} steal from each other"
     if kind == "switch":
-        lost = ", dropping packets" if _dropping(evidence) else ""
+        lost = ", dropping packets" if dropping(evidence) else ""
         return f"Switch {detail} saturated{lost}" + (f" (guests: {names})" if guests else "")
     if kind == "leak":
         sides = [

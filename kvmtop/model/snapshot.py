@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvmtop.model.finding import Finding
+from kvmtop.model.incident import Incident
 from kvmtop.model.rates import Frame, GuestRates, HostRates
 from kvmtop.model.sample import SourceStatus
 
@@ -44,6 +45,9 @@ class Snapshot:
         seq: frame sequence number (increases by one per frame).
         recent: the window's newest frames up to this one, oldest first (the
             detail screen's plots); empty when the producer keeps none.
+        incidents: the findings grouped by cause, ranked: the open incidents, active
+            or cleared within `incident_gap_s` (docs/detectors.md#incidents); empty
+            when the producer groups none.
     """
 
     wall_s: float
@@ -57,6 +61,7 @@ class Snapshot:
     recording: str | None = None
     seq: int = 0
     recent: tuple[Frame, ...] = ()
+    incidents: tuple[Incident, ...] = ()
 
     def guest(self, uuid: str) -> GuestRates | None:
         """The guest with this UUID, if present."""
@@ -102,8 +107,10 @@ def build_snapshot(
     recording: str | None = None,
     seq: int = 0,
     recent: tuple[Frame, ...] = (),
+    incidents: tuple[Incident, ...] = (),
 ) -> Snapshot:
-    """Assemble the snapshot views read from a derived frame and its findings."""
+    """Assemble the snapshot views read from a derived frame, its findings and
+    incidents."""
     return Snapshot(
         wall_s=frame.wall_s,
         mode=mode,
@@ -116,4 +123,5 @@ def build_snapshot(
         recording=recording,
         seq=seq,
         recent=recent,
+        incidents=incidents,
     )

@@ -9,6 +9,8 @@ import pytest
 
 from kvmtop.detectors.incidents import (
     ADVICE,
+    HISTORY_MAX,
+    HISTORY_S,
     KINDS,
     IncidentTracker,
     incident_id,
@@ -483,6 +485,27 @@ def test_clock_going_backwards_resets() -> None:
     assert [i.cause for i in tracker.history()] == ["steal/u2"]
     tracker.reset()
     assert tracker.current() == () and tracker.history() == ()
+
+
+def test_the_history_keeps_the_latest_closed_incidents() -> None:
+    """A long-running process keeps at most HISTORY_MAX closed incidents, the first
+    closed dropped first."""
+    tracker = IncidentTracker(DetectorSettings(incident_gap_s=0.0))
+    for n in range(HISTORY_MAX + 5):
+        tracker.update(2.0 * n, [finding(f"steal/u{n}", since=2.0 * n)])
+        tracker.update(2.0 * n + 1, [])  # cleared, and past the gap: closed
+    history = tracker.history()
+    assert tracker.current() == () and len(history) == HISTORY_MAX
+    assert [i.cause for i in history[:2]] == ["steal/u5", "steal/u6"]
+
+
+def test_the_history_forgets_incidents_past_its_horizon() -> None:
+    tracker = IncidentTracker(DetectorSettings(incident_gap_s=0.0))
+    tracker.update(0.0, [finding("steal/u1", since=0.0)])
+    tracker.update(HISTORY_S, [finding("steal/u2", since=HISTORY_S)])  # u1 closes
+    assert [i.cause for i in tracker.history()] == ["steal/u1", "steal/u2"]
+    tracker.update(HISTORY_S + 1.0, [finding("steal/u2", since=HISTORY_S)])
+    assert [i.cause for i in tracker.history()] == ["steal/u2"]  # u1 ended > HISTORY_S ago
 
 
 # ------------------------------------------------------------------ keys and advice

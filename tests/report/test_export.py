@@ -56,17 +56,22 @@ def test_jsonl_is_batch_json(recording: Path, tmp_path: Path, start_s: float) ->
     objs = [json.loads(line) for line in lines]
     assert [o["time"] for o in objs] == [start_s + i * DT for i in range(SAMPLES)]
     # The schema of batch mode (`kvmtop --batch --format json`).
-    assert set(objs[-1]) == {"time", "interval_s", "host", "guests", "findings", "sources"}
+    assert set(objs[-1]) == {
+        "time", "interval_s", "host", "guests", "incidents", "findings", "sources"
+    }
     assert [g["name"] for g in objs[-1]["guests"]] == ["leaky", "stealer", "dropper", "quiet"]
     assert objs[-1]["guests"][3]["cpu_pct"] == pytest.approx(40.0)
     assert objs[0]["guests"][3]["cpu_pct"] is None
 
 
-def test_jsonl_carries_findings(recording: Path, tmp_path: Path) -> None:
+def test_jsonl_carries_findings_and_incidents(recording: Path, tmp_path: Path) -> None:
     lines = export(recording, tmp_path, "jsonl", "--from", f"+{STEAL[0] + 30:g}s", "--to",
                    f"+{STEAL[0] + 40:g}s").splitlines()
     findings = [f for line in lines for f in json.loads(line)["findings"]]
     assert any(f["detector"] == "steal" and f["subject_name"] == "stealer" for f in findings)
+    incidents = [i for line in lines for i in json.loads(line)["incidents"]]
+    assert any(m["detector"] == "steal" and m["guest"] == "stealer"
+               for i in incidents for m in i["members"])
 
 
 def test_openmetrics_parses_back_with_timestamps(recording: Path, tmp_path: Path,

@@ -12,6 +12,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from kvmtop.detectors.incidents import IncidentTracker
 from kvmtop.model.finding import Finding
 from kvmtop.model.sample import Sample
 from kvmtop.serve import Exporter, MetricsServer, label_value
@@ -49,7 +50,12 @@ def test_labels_are_escaped_and_the_exposition_parses(
 ) -> None:
     srv, exporter = server
     finding = Finding("steal", "warning", UUID, BAD, "steal", 1.0, guest=BAD)
-    exporter.publish(hostile_sample(), app_snapshot([], findings=(finding,)), 0.1)
+    # A switch's name is in its incident's cause.
+    tracker = IncidentTracker()
+    tracker.update(1.0, [Finding("vswitch_saturation", "critical", BIDI, BIDI, "full", 1.0,
+                                 cause=f"switch:{BIDI}")])
+    snapshot = replace(app_snapshot([], findings=(finding,)), incidents=tracker.current())
+    exporter.publish(hostile_sample(), snapshot, 0.1)
     body, _, _ = fetch(srv.url, accept)
     assert_no_raw(body)
     # The format's own escapes on top: "\" as "\\", the newline as "\n".
@@ -69,3 +75,5 @@ def test_labels_are_escaped_and_the_exposition_parses(
     assert BIDI_SHOWN + "eno1" in devices
     findings = families["kvmtop_finding"].samples
     assert [s.labels["guest"] for s in findings] == [BAD_SHOWN]
+    incidents = families["kvmtop_incident"].samples
+    assert [s.labels["cause"] for s in incidents] == ["switch:" + BIDI_SHOWN]

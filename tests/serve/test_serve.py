@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.detectors.engine import DETECTORS
+from kvmtop.detectors.incidents import IncidentTracker, incident_id
 from kvmtop.feed import LiveFeed, Pipeline
 from kvmtop.model.finding import Finding
 from kvmtop.model.sample import (
@@ -160,8 +161,11 @@ def always_steal(_window: Window) -> tuple[Finding, ...]:
 
 def make_feed(guests: FakeGuests | None = None, *, detect: bool = False,
               interval_s: float = 60.0) -> LiveFeed:
+    """A live feed over the fakes; with `detect`, one steal finding and its incident."""
     sampler = Sampler(FakeHost(), guests or FakeGuests(), interval_s=interval_s)
-    return LiveFeed(sampler, Pipeline(window_size=10, detect=always_steal if detect else None))
+    pipeline = (Pipeline(window_size=10, detect=always_steal, incidents=IncidentTracker())
+                if detect else Pipeline(window_size=10))
+    return LiveFeed(sampler, pipeline)
 
 
 @pytest.fixture
@@ -277,6 +281,42 @@ def test_finding_gauge_present_when_a_detector_fires(
         (("detector", "steal"), ("guest", "web-1"), ("severity", "warning"),
          ("subject", UUID)): 1.0
     }
+
+
+STEAL_CAUSE = f"steal/{UUID}"  # FINDING has no cause of its own: an incident alone
+INCIDENT = (("cause", STEAL_CAUSE), ("id", incident_id(STEAL_CAUSE, 1.0)))
+
+
+def test_incident_families_when_a_detector_fires(
+    server: tuple[MetricsServer, Exporter],
+) -> None:
+    srv, exporter = server
+    feed = make_feed(detect=True)
+    sample = feed.sampler.sample()
+    snapshot = feed.pipeline.push(sample, mode="live")
+    exporter.publish(sample, snapshot, 0.1)
+    series, types = parse(fetch(srv.url)[0])
+    assert values(series, "kvmtop_incident") == {
+        (("active", "true"), *INCIDENT, ("kind", "single"), ("severity", "warning")): 1.0
+    }
+    assert values(series, "kvmtop_incident_rank") == {INCIDENT: 1.0}
+    assert values(series, "kvmtop_incident_guests") == {INCIDENT: 1.0}
+    assert values(series, "kvmtop_incident_since_timestamp_seconds") == {INCIDENT: 1.0}
+    assert values(series, "kvmtop_incident_crossings_total") == {INCIDENT: 0.0}
+    assert types["kvmtop_incident_crossings_total"] == "counter"
+    assert not values(series, "kvmtop_incident_eta_seconds")  # not a leak: absent
+
+    # A cleared leak that came back twice, as the OpenMetrics parser reads it.
+    (leak,) = snapshot.incidents
+    leak = replace(leak, active=False, eta_s=600.0, crossings=2)
+    exporter.publish(sample, replace(snapshot, incidents=(leak,)), 0.1)
+    body, _, _ = fetch(srv.url, accept="application/openmetrics-text;version=1.0.0")
+    families = {f.name: f for f in openmetrics_families(body)}
+    (info,) = families["kvmtop_incident"].samples
+    assert info.labels["active"] == "false"
+    assert families["kvmtop_incident_eta_seconds"].unit == "seconds"
+    assert families["kvmtop_incident_eta_seconds"].samples[0].value == 600.0
+    assert families["kvmtop_incident_crossings"].samples[0].value == 2.0
 
 
 def test_openmetrics_negotiation(server: tuple[MetricsServer, Exporter]) -> None:

@@ -8,12 +8,16 @@ from pathlib import Path
 import pytest
 
 from kvmtop.detectors.engine import build_engine
+from kvmtop.detectors.incidents import IncidentTracker
 from kvmtop.detectors.settings import DetectorSettings
-from kvmtop.feed import LiveFeed, Pipeline, ReplayFeed
+from kvmtop.feed import IncidentLog, LiveFeed, Pipeline, ReplayFeed
+from kvmtop.model.incident import Incident
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
+from tests.detectors.builders import GuestSpec, HostSpec, VcpuSpec, World
+from tests.store.conftest import write
 from tests.store.synth import SyntheticHost
 
 
@@ -32,7 +36,9 @@ class FakeSampler:
 
 
 def pipeline() -> Pipeline:
-    return Pipeline(window_size=50, detect=build_engine(DetectorSettings()))
+    settings = DetectorSettings()
+    return Pipeline(window_size=50, detect=build_engine(settings),
+                    incidents=IncidentTracker(settings))
 
 
 def replay(path: Path, **kw: float | bool | None) -> ReplayFeed:
@@ -56,6 +62,7 @@ def test_replay_of_a_live_recording_gives_the_live_frames(
     live.close()
     assert live.record_error is None
     assert any(f.findings for f in live_frames), "the comparison should cover findings"
+    assert any(f.incidents for f in live_frames), "and incidents"
 
     feed = replay(path)
     replayed = drain(feed)
@@ -146,6 +153,83 @@ def test_follow_mode_picks_up_new_samples(tmp_path: Path) -> None:
     feed.close()
     assert feed.next() is None
     writer.close()
+
+
+# ------------------------------------------------------------------ incidents
+
+
+def flapping() -> list[Sample]:
+    """80 samples of two guests pinned to CPU 1 stealing from each other, except for
+    samples 20-34: their pinning incident clears at 22 and comes back at 37, within
+    incident_gap_s (one crossing)."""
+    w = World([GuestSpec(uuid, name, vcpus=[VcpuSpec(affinity=(1,))])
+               for uuid, name in (("u1", "a"), ("u2", "b"))], HostSpec(ncpu=8))
+    samples = []
+    for t in range(80):
+        for g in w.guests:
+            g.vcpus[0].steal_pct = 0.0 if 20 <= t < 35 else 30.0
+        samples.append(w.sample())
+    return samples
+
+
+def pinning(frame: Snapshot) -> Incident:
+    return next(i for i in frame.incidents if i.kind == "pinning")
+
+
+def fresh(samples: list[Sample]) -> list[tuple[Incident, ...]]:
+    """The incidents of a run that starts at `samples[0]`."""
+    p = pipeline()
+    return [p.push(s, mode="replay").incidents for s in samples]
+
+
+@pytest.mark.parametrize("back", [False, True])
+def test_a_seek_starts_incidents_over_as_a_run_from_there(tmp_path: Path, back: bool) -> None:
+    """After a seek (forward or back), a replay shows the incidents a run started
+    at the primed sample shows: nothing carried over from before the seek."""
+    samples = flapping()
+    feed = replay(write(tmp_path / "flap.kvmtop", samples))
+    played = drain(feed)
+    assert pinning(played[50]).crossings == 1  # played through: the same incident
+    if not back:
+        feed.seek(samples[25].wall_s)  # cleared, within the gap
+    frame = feed.seek(samples[50].wall_s)  # back from the end, or forward
+    assert frame is not None
+    frames = [frame, *drain(feed)]
+    feed.close()
+    assert [f.incidents for f in frames] == fresh(samples[49:])[1:]
+    # Raised again after the seek: a new incident, not a crossing of the old one.
+    assert pinning(frames[-1]).crossings == 0
+    assert pinning(frames[-1]).since_s == samples[50].wall_s  # its first frame with rates
+
+
+def test_a_clock_going_back_starts_incidents_over() -> None:
+    """A monotonic clock that goes back (a reboot inside one recording) resets the
+    detectors and the incidents at the same sample."""
+    live = flapping()
+    rebooted = [replace(s, mono_ns=s.mono_ns - live[40].mono_ns) for s in live[40:]]
+    p = pipeline()
+    for s in live[:40]:
+        p.push(s, mode="replay")
+    after = [p.push(s, mode="replay") for s in rebooted]
+    assert [f.incidents for f in after] == fresh(rebooted)
+    assert pinning(after[-1]).crossings == 0
+
+
+def test_the_incident_log_of_the_frames_is_the_whole_history(tmp_path: Path) -> None:
+    """What a report keeps: every incident of a replay, closed ones too, as the
+    tracker's own (recent) history has them."""
+    settings = DetectorSettings(incident_gap_s=10.0)  # the pinning incident closes
+    tracker = IncidentTracker(settings)
+    feed = ReplayFeed(StoreReader(write(tmp_path / "flap.kvmtop", flapping())),
+                      Pipeline(detect=build_engine(settings), incidents=tracker))
+    log = IncidentLog()
+    for frame in drain(feed):
+        log.add(frame)
+    feed.close()
+    incidents = log.incidents()
+    assert incidents == list(tracker.history())
+    closed = [i for i in incidents if i.kind == "pinning" and not i.active]
+    assert len(closed) == 1 and closed[0].rank == 0 and closed[0].crossings == 0
 
 
 def test_empty_recording(tmp_path: Path) -> None:

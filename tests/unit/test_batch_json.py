@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from kvmtop.batch import guest_json, run_batch, snapshot_json
+from kvmtop.batch import guest_json, run_batch, snapshot_json, snapshot_text
 from kvmtop.config import Settings
 from kvmtop.feed import ReplayFeed
 from kvmtop.model.rates import NA_NO_PROBE, derive_guest, switch_uplinks
@@ -32,6 +32,10 @@ DISK_KEYS = {"target", "read_ms", "write_ms", "flush_ms", "iops", "host_device",
              "host_read_ms", "host_write_ms", "host_util_pct"}
 NIC_KEYS = {"ifname", "bridge", "uplink", "rx_bps", "tx_bps", "rx_drops_per_s",
             "tx_drops_per_s", "rtt_ms", "rtt_p95_ms", "host_rtt_ms"}
+INCIDENT_KEYS = {"id", "cause", "kind", "title", "severity", "since", "last_bad", "active",
+                 "crossings", "rank", "eta_s", "guests", "members", "evidence", "advice"}
+MEMBER_KEYS = {"detector", "subject", "subject_name", "guest", "severity", "since",
+               "message", "evidence", "active"}
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +110,39 @@ def test_findings_carry_their_cause(snap: Snapshot) -> None:
     cause, _ = causes["disk_latency", "lab-disk"]
     assert cause.startswith("disk-above-device:")
     assert causes["overcommit", None] == ("overcommit:host", [])
+
+
+def test_incidents_group_the_findings_by_cause_in_rank_order(snap: Snapshot) -> None:
+    """The pair pinned to CPU 1 is one incident; every finding is an active member of
+    exactly one incident (docs/detectors.md#incidents)."""
+    line = json.loads(json.dumps(snapshot_json(snap)))
+    incidents = line["incidents"]
+    assert [i["rank"] for i in incidents] == list(range(1, len(incidents) + 1))
+    for i in incidents:
+        assert i.keys() == INCIDENT_KEYS, i["cause"]
+        assert all(m.keys() == MEMBER_KEYS for m in i["members"]), i["cause"]
+    pinned = next(i for i in incidents if i["cause"] == "pinning:cpu=1")
+    assert (pinned["kind"], pinned["severity"], pinned["active"]) == ("pinning", "critical", True)
+    assert pinned["guests"] == ["lab-steal-a", "lab-steal-b"]
+    assert [(m["detector"], m["guest"]) for m in pinned["members"]] == [
+        ("steal", "lab-steal-a"), ("steal", "lab-steal-b")
+    ]
+    assert pinned["evidence"]["steal_max_pct"] > 40 and "<vcpupin>" in pinned["advice"]
+    assert pinned["since"] <= pinned["last_bad"] == pytest.approx(line["time"], abs=1e-3)
+    members = [(m["detector"], m["subject"]) for i in incidents for m in i["members"]
+               if m["active"]]
+    assert sorted(members) == sorted((f["detector"], f["subject"]) for f in line["findings"])
+
+
+def test_text_lists_the_incidents_in_rank_order_before_the_findings(snap: Snapshot) -> None:
+    first = snap.incidents[0]
+    cleared = replace(snap, incidents=(first, replace(snap.incidents[1], active=False, rank=2)))
+    lines = snapshot_text(cleared).splitlines()
+    at = next(n for n, text in enumerate(lines) if text.startswith("incident #"))
+    assert lines[at] == f"incident #1 [{first.severity}] {first.title}"
+    assert lines[at + 1].startswith("incident #2 [") and lines[at + 1].endswith(" (cleared)")
+    assert lines[at + 2] == f"[{snap.findings[0].severity}] {snap.findings[0].subject_name}: " \
+        f"{snap.findings[0].message}"
 
 
 def test_ovs_bridge_uplink_and_no_guest_taps() -> None:

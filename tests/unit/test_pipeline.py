@@ -7,10 +7,16 @@ from collections.abc import Sequence
 import pytest
 
 from kvmtop.collectors.base import CollectorError, Probe
+from kvmtop.config import Settings
+from kvmtop.detectors.engine import build_engine
+from kvmtop.detectors.incidents import IncidentTracker
+from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.feed import LiveFeed, Pipeline
 from kvmtop.model.sample import GuestSample, HostSample, Sample, VcpuSample
 from kvmtop.model.window import Window
 from kvmtop.sampler import Sampler
+from kvmtop.wiring import build_pipeline
+from tests.detectors.builders import GuestSpec, HostSpec, VcpuSpec, World
 
 S = 1_000_000_000
 
@@ -74,6 +80,24 @@ def test_pipeline_snapshot_summary() -> None:
     assert snap.summary.guests_running == 1
     assert snap.summary.vcpu_pcpu_ratio == pytest.approx(0.5)
     assert snap.guest("u") is not None and snap.guest("nope") is None
+
+
+def test_the_pipeline_groups_each_push_findings_into_incidents() -> None:
+    """`build_pipeline` runs the incident tracker after the detectors: each snapshot
+    carries the ranked incidents of its own findings; a pipeline without a tracker
+    carries none."""
+    w = World([GuestSpec(uuid, name, vcpus=[VcpuSpec(steal_pct=30.0, affinity=(1,))])
+               for uuid, name in (("u1", "a"), ("u2", "b"))], HostSpec(ncpu=8))
+    shared = build_pipeline(Settings())
+    bare = Pipeline(detect=build_engine(DetectorSettings()))
+    tracker = IncidentTracker()
+    for _ in range(5):
+        s = w.sample()
+        snap = shared.push(s, mode="live")
+        tracker.update(s.wall_s, snap.findings)
+        assert snap.incidents == tracker.current()
+        assert bare.push(s, mode="live").incidents == ()
+    assert snap.incidents[0].cause == "pinning:cpu=1" and snap.incidents[0].rank == 1
 
 
 class FakeHost:
