@@ -10,8 +10,9 @@ never shows a guest leak.
 One point per balloon update (`balloon.last-update` advancing; the collector repeats
 the last balloon stats on ticks that do not fetch them). The trend test (Hamed–Rao
 Mann–Kendall + Theil–Sen CI) runs at most every `eval_every_s` per guest, staggered
-by guest, once the series spans `min_duration_s`; each evaluation is one hysteresis
-observation. A leak's cause, "leak:<guest uuid>", is shared by `qemu_memory_growth`
+by guest, once the series spans `min_duration_s`, or `urgent_duration_s` when its
+robust slope would exhaust the guest's memory within `urgent_tte_s`; each evaluation is
+one hysteresis observation. A leak's cause, "leak:<guest uuid>", is shared by `qemu_memory_growth`
 of the same guest.
 
 The series restarts on: guest reboot (fault counters go back), balloon target change
@@ -189,7 +190,9 @@ class MemoryLeak:
         state.series.add(float(b.last_update_s), float(used))
 
         series = state.series
-        if series.duration_s < s.min_duration_s or len(series) < s.min_points:
+        if len(series) < s.min_points or series.duration_s < min(
+            s.min_duration_s, s.urgent_duration_s
+        ):
             return
         if state.next_eval_s is None:
             state.next_eval_s = tick.wall_s + phase(g.uuid, s.eval_every_s)
@@ -206,6 +209,10 @@ class MemoryLeak:
             # skip the O(n²) Mann–Kendall/Theil–Sen (most guests, most of the time).
             out.append(self._obs(g, s, "trend", False))
             return
+        if series.duration_s < s.min_duration_s and (
+            rough is None or rough <= 0 or max(left, 0) / rough > s.urgent_tte_s
+        ):
+            return  # a shorter series is judged only when memory would run out soon
         result = evaluate(series, s.p_max, s.tau_min, s.confidence)
         out.append(self._verdict(tick, g, s, b, result, left, floor))
 

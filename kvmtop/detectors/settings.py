@@ -184,6 +184,12 @@ class MemoryLeakSettings:
     clear_after: int = 3
     window_s: float = 7200.0
     min_duration_s: float = 300.0
+    # [H] A leak that would exhaust the guest's memory within `urgent_tte_s` (by the
+    # series' robust slope) is judged after `urgent_duration_s`: 18 balloon points at
+    # a 10 s stats period, enough for the p < 0.01 test, and an operator wants 3 min
+    # of notice more than 5 when the guest has 10 left.
+    urgent_duration_s: float = 180.0
+    urgent_tte_s: float = 1800.0
     min_points: int = 10
     # Cost bound: the series is decimated (neighbours merged) above this many points,
     # and the O(n²) test runs at most once per `eval_every_s` per guest.

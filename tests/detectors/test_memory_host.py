@@ -73,6 +73,27 @@ def test_steady_5_mib_per_min_in_a_128_mib_guest_within_10_minutes() -> None:
     assert "MiB usable left → exhausted in ~" in first.message
 
 
+def test_a_leak_exhausting_the_guest_within_30_min_is_raised_after_3_min() -> None:
+    # ~60 MiB usable at 12 MiB/min (the demo's leak): 5 min to go. Judged from a
+    # 3-minute series, two evaluations 30 s apart: raised within 4 min, not 6.
+    _, history = leak_run(lambda t: 20.0 + 12.0 * t / 60.0, minutes=6)
+    first_t, first = leak_findings(history)[0]
+    assert 180 <= first_t <= 250
+    assert first.severity == "critical"
+    assert first.evidence["slope_mib_per_min"] == pytest.approx(12.0, rel=0.25)
+
+
+def test_a_leak_with_hours_left_still_needs_5_min() -> None:
+    # 2 MiB/min in a 4 GiB guest: about 30 h left, not urgent.
+    _, history = leak_run(
+        lambda t: 1000.0 + 2.0 * t / 60.0, minutes=8, total_mib=4096.0, current_mib=4096.0
+    )
+    fs = [(t, f) for t, fs in history for f in active(fs, "memory_leak")
+          if f.message.startswith("leak")]
+    assert fs, "the leak was never judged"
+    assert fs[0][0] >= 300
+
+
 @pytest.mark.parametrize(
     ("name", "used", "noise"),
     [
