@@ -302,10 +302,13 @@ SCENARIOS: dict[str, Scenario] = {
             Guest(
                 "lab-memleak",
                 "linux",
-                "memleak:rate=16,max=56",
+                "memleak:rate=12,max=96",
                 "10.213.1.16/24",
                 "linux",
-                notes="leaks 16 MiB/min up to 56 MiB, then starts over",
+                # 8 minutes of steady growth per cycle: the leak check judges a series
+                # of 3 (urgent) to 5 minutes.
+                memory_mib=192,
+                notes="leaks 12 MiB/min up to 96 MiB (8 min), frees it and starts over",
             ),
             _steal("a", demo=True),
             _steal("b", demo=True),
