@@ -39,6 +39,7 @@ EVIDENCE: dict[str, tuple[str, ...]] = {
         "uplink_util_pct",
         "uplink_mbps",
         "uplink_capacity_mbps",
+        "uplink_shaped_mbps",
         *DROP_EVIDENCE,
         "rx_drop_pct",
     ),

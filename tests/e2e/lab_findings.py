@@ -40,21 +40,26 @@ class Seen:
     baseline: dict[str, float]
 
 
-def replay_findings(recording: Path, config: Path) -> tuple[list[float], list[Seen]]:
-    """Snapshot times and every active finding of every snapshot of a recording."""
+def replay_frames(recording: Path, config: Path) -> list[dict[str, Any]]:
+    """Every snapshot of a recording as `kvmtop replay --batch --format json` gives it."""
     proc = subprocess.run(
         [sys.executable, "-m", "kvmtop", "replay", str(recording), "--batch", "--format",
          "json", "--config", str(config)],
         capture_output=True, text=True, check=True, timeout=600,
     )
-    times: list[float] = []
-    seen: list[Seen] = []
-    for line in proc.stdout.splitlines():
-        snap = json.loads(line)
-        times.append(float(snap["time"]))
-        for f in snap["findings"]:
-            seen.append(_seen(float(snap["time"]), f))
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def findings_of(frames: list[dict[str, Any]]) -> tuple[list[float], list[Seen]]:
+    """Snapshot times and every active finding of every snapshot."""
+    times = [float(snap["time"]) for snap in frames]
+    seen = [_seen(float(snap["time"]), f) for snap in frames for f in snap["findings"]]
     return times, seen
+
+
+def replay_findings(recording: Path, config: Path) -> tuple[list[float], list[Seen]]:
+    """Snapshot times and every active finding of every snapshot of a recording."""
+    return findings_of(replay_frames(recording, config))
 
 
 def _seen(time_s: float, f: dict[str, Any]) -> Seen:

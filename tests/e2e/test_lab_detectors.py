@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,8 @@ from tests.e2e.lab_findings import (
     Seen,
     episodes,
     fault_windows,
-    replay_findings,
+    findings_of,
+    replay_frames,
 )
 from tests.lab.fixture import Lab
 from tests.lab.recording import LEAK_GUEST, UPLINK_CAPACITY_MBPS, read_journal
@@ -74,6 +76,8 @@ class Judged:
     times: list[float]
     seen: list[Seen]
     windows: list[FaultWindow]
+    frames: list[dict[str, Any]]
+    """Every replayed snapshot (`kvmtop replay --batch --format json`)."""
 
     def in_faults(self, detector: str, who: str) -> list[Seen]:
         """Severe occurrences of `detector` on `who` during this module's fault phase
@@ -141,10 +145,11 @@ def judged(lab: Lab) -> Iterator[Judged]:
     fault_start, fault_end = _fault_phase(lab)
     time.sleep(SETTLE_S)
     rec.stop()
-    times, seen = replay_findings(rec.path, rec.config)
+    frames = replay_frames(rec.path, rec.config)
+    times, seen = findings_of(frames)
     journal = read_journal(lab.state_dir, rec.started_s - 1.0)
     yield Judged(rec.started_s, fault_start, fault_end, times, seen,
-                 fault_windows(lab, journal, times[-1]))
+                 fault_windows(lab, journal, times[-1]), frames)
 
 
 def test_recording_covers_ten_minutes_of_steady_leak(lab: Lab, judged: Judged) -> None:
@@ -236,6 +241,41 @@ def test_guest_local_drop_raises_only_vnic_drops(lab: Lab, judged: Judged) -> No
     others = {s.guest for s in judged.seen if s.detector == "vnic_drops"
               and s.severity in SEVERE and s.guest != RECEIVER}
     assert not others, others
+
+
+HEALTHY = ("lab-idle", "lab-cpu", "lab-net")
+"""Guests no fault touches in the fault phase (lab-net's receiver stalls, not lab-net)."""
+
+
+def test_incidents_group_the_faults_by_cause(lab: Lab, judged: Judged) -> None:
+    """While the leak runs and the pinned pair contends, on a host over-committed with
+    vCPUs: the leak is the first incident (time to harm), one pinning collision names
+    exactly the pinned pair, every stealing guest is a member of a shared cause, and
+    a healthy guest is in no incident but as a stealing member of the over-commit."""
+    pair = sorted(g.name for g in lab.contention_group("steal"))
+    checked, last = 0, []
+    for frame in judged.frames:
+        if not judged.fault_start_s + 20.0 <= float(frame["time"]) <= judged.fault_end_s:
+            continue
+        active = [i for i in frame["incidents"] if i["active"] and i["severity"] in SEVERE]
+        if not {"leak", "pinning"} <= {i["kind"] for i in active}:
+            continue
+        checked, last = checked + 1, active
+        assert active[0]["kind"] == "leak", [i["title"] for i in active]
+        assert active[0]["guests"] == [LEAK_GUEST]
+        (pinning,) = [i for i in active if i["kind"] == "pinning"]
+        assert pinning["guests"] == pair, pinning["title"]
+        for inc in active:
+            for m in inc["members"]:
+                if m["active"] and m["detector"] == "steal":
+                    assert inc["kind"] in ("pinning", "overcommit"), (m["guest"], inc["title"])
+                if m["guest"] in HEALTHY:
+                    assert inc["kind"] == "overcommit" and m["detector"] == "steal", (
+                        m["guest"], inc["title"])
+                    assert m["evidence"]["steal_max_pct"] > 0
+    print(f"\n{checked} snapshots with the leak and the collision at once; the last: "
+          + "; ".join(f"#{i['rank']} {i['title']}" for i in last))
+    assert checked >= 5
 
 
 def test_no_finding_is_unexplained(lab: Lab, judged: Judged) -> None:

@@ -52,7 +52,8 @@ def test_the_leak_and_the_saturated_switch_are_incidents_within_5_minutes(
     assert leak["eta_s"] is not None and leak["advice"]
     assert switch["cause"] == "switch:labbr0"
     # The uplink is a veth with no configured capacity: its tbf rate is the capacity.
-    assert any(m["evidence"].get("uplink_shaped_mbps") == 4.0 for m in switch["members"])
+    evidence = switch["evidence"]
+    assert evidence["uplink_shaped_mbps"] == evidence["uplink_capacity_mbps"] == 4.0
 
 
 def test_the_leak_ranks_first_and_the_pinned_pair_is_one_collision(
