@@ -27,7 +27,7 @@ from kvmtop.detectors.base import CAUSE_KINDS, SEVERITY_RANK, fmt_duration
 from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.detectors.topology import summarize
 from kvmtop.model.finding import Finding
-from kvmtop.model.incident import DROP_EVIDENCE, Incident, Member, dropping, impact
+from kvmtop.model.incident import DROP_EVIDENCE, Incident, Member, dropping, impact, where
 
 KINDS = (*CAUSE_KINDS.values(), "single")
 """Incident kinds: those of the shared causes, and "single" for a finding alone."""
@@ -420,7 +420,7 @@ def _title(
     if kind == "overcommit":
         parts = []
         if "vcpu_pcpu_ratio" in evidence:
-            parts.append(f"vCPU:pCPU {evidence['vcpu_pcpu_ratio']:.1f}")
+            parts.append(f"vCPU:pCPU {evidence['vcpu_pcpu_ratio']:.3g}")
         stealing = sorted({f.guest for f in latest if f.detector == "steal" and f.guest})
         if stealing:
             parts.append(f"{len(stealing)} guest(s) stealing: {summarize(stealing)}")
@@ -451,5 +451,4 @@ def _title(
         own = sorted({f.subject for f in latest})
         return f"{names or detail}: disk latency above the host device on {summarize(own)}"
     f = latest[0]
-    where = f.subject_name if f.guest in (None, f.subject_name) else f"{f.guest} {f.subject_name}"
-    return f"{where}: {f.message}"
+    return f"{where(f.subject_name, f.guest)}: {f.message}"

@@ -63,7 +63,7 @@ class Overcommit:
             ratio = vcpus / host.ncpu
             yield self._obs(
                 "host:vcpus", "host vCPUs", ratio > s.vcpu_ratio,
-                f"vCPU:pCPU {ratio:.1f} ({vcpus} vCPUs of {len(running)} running guests on "
+                f"vCPU:pCPU {ratio:.3g} ({vcpus} vCPUs of {len(running)} running guests on "
                 f"{host.ncpu} host CPUs) > {s.vcpu_ratio:g}: busy guests will steal from "
                 "each other",
                 known({"vcpu_pcpu_ratio": ratio, "vcpus": float(vcpus),

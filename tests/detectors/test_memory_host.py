@@ -290,6 +290,14 @@ def test_overcommit_vcpus_and_memory_reserve() -> None:
     assert not f  # 1.0 per CPU, 39 % of RAM left: near misses
 
 
+def test_overcommit_ratio_just_above_the_limit_reads_above_it() -> None:
+    # 5 vCPUs on 4 CPUs: 1.25, which one decimal printed as "1.2 > 1.2".
+    guests = [GuestSpec(f"u{i}", f"g{i}", vcpus=[VcpuSpec()] * n) for i, n in enumerate((2, 2, 1))]
+    (f,) = [x for x in active(World(guests, HostSpec(ncpu=4)).run(5), "overcommit")
+            if x.subject == "host:vcpus"]
+    assert f.message.startswith("vCPU:pCPU 1.25 (5 vCPUs of 3 running guests on 4 host CPUs) > 1.2")
+
+
 def test_overcommit_configuration_advice() -> None:
     guest = GuestSpec("u1", "g", balloon=balloon(20.0), balloon_period_s=None)
     host = HostSpec(thp="never", disks=[HostDiskSpec("nvme0n1", scheduler="bfq")])
