@@ -20,7 +20,7 @@ from kvmtop.views.host_strip import HostStrip
 from kvmtop.wiring import build_pipeline
 from tests.app.builders import wait_until
 
-LAB = Path(__file__).resolve().parents[2] / "examples" / "lab-sample.kvmtop"
+LAB = Path(__file__).resolve().parents[1] / "fixtures/recordings/lab-sample-format3.kvmtop"
 PAGE = 1024
 """The lab sample's page size."""
 SAMPLE_25_PAGE = 39 * PAGE

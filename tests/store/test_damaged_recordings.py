@@ -29,7 +29,7 @@ from kvmtop.wiring import build_pipeline
 from tests.store.conftest import make_samples
 
 ROOT = Path(__file__).resolve().parents[2]
-LAB = ROOT / "examples" / "lab-sample.kvmtop"
+LAB = ROOT / "tests" / "fixtures" / "recordings" / "lab-sample-format3.kvmtop"
 PAGE = 1024
 """The lab sample's page size (`kvmtop.store.writer.PAGE_SIZE`)."""
 

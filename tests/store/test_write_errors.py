@@ -108,7 +108,7 @@ def test_simulated_disk_full_through_live_feed(tmp_path: Path) -> None:
 # ---------------------------------------- the command line on a full or read-only disk
 
 ROOT = Path(__file__).resolve().parents[2]
-LAB = ROOT / "examples" / "lab-sample.kvmtop"
+LAB = ROOT / "tests" / "fixtures" / "recordings" / "lab-sample-format3.kvmtop"
 OLDER = "an older output, which a failed run must leave as it was\n"
 
 
