@@ -33,6 +33,12 @@ def dropping(evidence: dict[str, float]) -> bool:
     )
 
 
+def where(subject_name: str, guest: str | None) -> str:
+    """What a finding is about, as a title or a row names it: the subject, after its
+    guest when the subject is one of the guest's devices ("web-01 vda")."""
+    return subject_name if guest in (None, subject_name) else f"{guest} {subject_name}"
+
+
 def impact(guests: int, duration_s: float) -> float:
     """Guests involved (at least 1: a host-wide incident counts once) × duration."""
     return max(1, guests) * duration_s
@@ -58,6 +64,11 @@ class Member:
     message: str
     evidence: dict[str, float]
     active: bool
+
+    @property
+    def where(self) -> str:
+        """What it is about (`where`): "web-01", "web-01 vda", "host:cpu"."""
+        return where(self.subject_name, self.guest)
 
 
 @fast_init
