@@ -11,7 +11,7 @@ Over a recording (a `Navigable` feed) pausing holds playback instead, and the ke
 move through it: the UI queues a request and the same thread performs it (the feed
 reads the file), posting the frame there at once, paused or not. While it waits for
 the next tick, that thread also scans the recording for findings (the timeline's
-markers).
+markers) and incidents (where `f` and `F` go).
 
 The app does not close the feed: whoever built it closes it after `run()` returns
 (by then the worker thread has finished).
@@ -47,10 +47,10 @@ from kvmtop.feed import TIME_FORMATS, Feed, Navigable, adjacent_span, parse_time
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
 from kvmtop.render import GUEST_COLUMNS, column
-from kvmtop.views.findings import FindingsPanel
 from kvmtop.views.guest_detail import GuestDetailScreen
 from kvmtop.views.guest_table import GuestTable, Threshold
 from kvmtop.views.host_strip import HostStrip, clock
+from kvmtop.views.incidents import IncidentsPanel, IncidentTable
 from kvmtop.views.sources import SourcesScreen
 from kvmtop.views.themes import load_themes, variable_defaults
 from kvmtop.views.timeline import Marker, TimeInput, Timeline, TimelineState
@@ -86,10 +86,10 @@ DEFAULT_THRESHOLDS: Mapping[str, Threshold] = {
 SORT_KEYS = {"P": "cpu_pct", "S": "steal_pct", "M": "mem_used", "N": "name"}
 """top/virt-top style one-key sorts: key → column key."""
 
-MAIN_SCREEN_ACTIONS = frozenset({"filter", "clear_filter", "sort", "goto"})
+MAIN_SCREEN_ACTIONS = frozenset({"filter", "clear_filter", "sort", "goto", "incidents"})
 """Actions that only make sense on the main screen (hidden elsewhere)."""
 
-REPLAY_ACTIONS = frozenset({"speed", "step", "seek_by", "goto", "finding"})
+REPLAY_ACTIONS = frozenset({"speed", "step", "seek_by", "goto", "incident"})
 """Actions that need a recording (hidden live)."""
 
 LIVE_ACTIONS = frozenset({"interval"})
@@ -125,7 +125,7 @@ class FeedEnded(Message):
 
 
 class TimelineChanged(Message):
-    """The finding scan got further: redraw the timeline."""
+    """The scan got further: redraw the timeline."""
 
     def can_replace(self, message: Message) -> bool:
         """Only the latest state matters."""
@@ -184,8 +184,10 @@ class KvmtopApp(App[None]):
         Binding("left_curly_bracket", "seek_by(-600)", "Back 10 min", show=False),
         Binding("right_curly_bracket", "seek_by(600)", "Forward 10 min", show=False),
         Binding("g", "goto", "Go to"),
-        Binding("f", "finding(1)", "Next finding"),
-        Binding("F", "finding(-1)", "Previous finding", show=False),
+        Binding("f", "incident(1)", "Next incident"),
+        Binding("F", "incident(-1)", "Previous incident", show=False),
+        Binding("i", "incidents", "Keys to the incidents (again: back to the guests)",
+                show=False),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("s", "sources", "Sources"),
@@ -244,7 +246,10 @@ class KvmtopApp(App[None]):
         """The feed as a recording the keys move through; None when live."""
         self._requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
         self._scanning = self.nav is not None
-        """The collection thread still scans for findings (set only by that thread)."""
+        """The collection thread still scans the recording (set only by that thread)."""
+        self._selecting: tuple[Snapshot, str] | None = None
+        """A frame `f` or `F` went to, and the cause of the incident to put the
+        incidents' cursor on when it is shown (set by the collection thread)."""
         self._notices_shown = 0
         """How many of the recording's notices have been notified."""
 
@@ -254,7 +259,7 @@ class KvmtopApp(App[None]):
 
     def compose(self) -> ComposeResult:
         """Host strip, timeline (replay), guest table, filter and go-to inputs,
-        findings, footer."""
+        incidents, footer."""
         yield HostStrip(title=self.title_suffix, id="host")
         timeline = Timeline(id="timeline")
         timeline.display = self.nav is not None
@@ -264,7 +269,7 @@ class KvmtopApp(App[None]):
                     id="filter")
         yield TimeInput(placeholder="go to: HH:MM[:SS], +10m from the start, or ISO 8601 "
                         "(Enter goes, Esc cancels)", id="goto")
-        yield FindingsPanel(id="findings")
+        yield IncidentsPanel(id="incidents")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -293,7 +298,7 @@ class KvmtopApp(App[None]):
 
         Over a recording this thread also performs the requests the keys queue,
         holds playback while paused (after the first frame) and after the end, and
-        scans for findings while it waits.
+        scans the recording while it waits.
         """
         shown = ended = False
         while not self._stop.is_set():
@@ -321,7 +326,7 @@ class KvmtopApp(App[None]):
 
     def _wait(self, started: float | None) -> None:
         """Sleep until the next tick (`started` + interval), or with None until woken,
-        scanning for findings meanwhile; a request or quitting ends it early, and a
+        scanning the recording meanwhile; a request or quitting ends it early, and a
         new interval moves the tick."""
         while not self._stop.is_set() and self._requests.empty():
             remaining = math.inf if started is None else (
@@ -344,6 +349,10 @@ class KvmtopApp(App[None]):
         self.latest = message.snapshot
         if not self.paused or self.nav is not None:  # over a recording, frames come paused
             self.display_snapshot(message.snapshot)
+        selecting = self._selecting
+        if selecting is not None and selecting[0] is message.snapshot:
+            self._selecting = None
+            self.query_one(IncidentTable).select(selecting[1])
         self._show_notices()
 
     def on_feed_ended(self) -> None:
@@ -377,7 +386,7 @@ class KvmtopApp(App[None]):
         with self.batch_update():
             self.query_one(HostStrip).show(shown)
             self.query_one(GuestTable).show(shown)
-            self.query_one(FindingsPanel).show(shown)
+            self.query_one(IncidentsPanel).show(shown)
             self._show_timeline()
             if isinstance(self.screen, GuestDetailScreen | SourcesScreen):
                 self.screen.show(shown)
@@ -455,6 +464,18 @@ class KvmtopApp(App[None]):
     def _guest_selected(self, event: GuestTable.RowSelected) -> None:
         self.open_guest(event.key)
 
+    def on_incident_table_guest_chosen(self, message: IncidentTable.GuestChosen) -> None:
+        """Enter on a finding of a guest in the incidents: open that guest."""
+        self.open_guest(message.uuid)
+
+    def action_incidents(self) -> None:
+        """Move the keys to the incidents, or back to the guest table."""
+        incidents = self.query_one(IncidentTable)
+        if self.focused is incidents or not incidents.row_count:
+            self.query_one(GuestTable).focus()
+        else:
+            incidents.focus()
+
     def open_guest(self, uuid: str) -> None:
         """Open the detail screen of a guest."""
         g = self.displayed.guest(uuid) if self.displayed is not None else None
@@ -499,6 +520,9 @@ class KvmtopApp(App[None]):
         keys += [
             ("↑ ↓ PgUp PgDn", "move the cursor"),
             ("Enter", "open the guest detail (Esc goes back)"),
+            ("Enter on an incident", "list its findings under it, or fold them"),
+            ("Enter on a finding", "open its guest's detail"),
+            ("Tab", "move between the guest table and the incidents"),
             ("click a header", "sort by that column (again: reverse)"),
             (self.get_key_display(Binding(self.COMMAND_PALETTE_BINDING, "")), "command palette"),
         ]
@@ -519,10 +543,11 @@ class KvmtopApp(App[None]):
                                 partial(self.action_interval, -1))
         else:
             yield SystemCommand("Go to a time", "In the recording", self.action_goto)
-            yield SystemCommand("Next finding", "Where the next finding was raised",
-                                partial(self.action_finding, 1))
-            yield SystemCommand("Previous finding", "Where the previous finding was raised",
-                                partial(self.action_finding, -1))
+            yield SystemCommand("Next incident", "Where the next incident was first shown",
+                                partial(self.action_incident, 1))
+            yield SystemCommand("Previous incident",
+                                "Where the previous incident was first shown",
+                                partial(self.action_incident, -1))
         for col in GUEST_COLUMNS:
             yield SystemCommand(f"Sort by {col.header}", col.help or col.header,
                                 partial(self.action_sort, col.key))
@@ -632,24 +657,27 @@ class KvmtopApp(App[None]):
     def _goto_closed(self) -> None:
         self.query_one(GuestTable).focus()
 
-    def action_finding(self, direction: int) -> None:
-        """Go to where the next (1) or previous (-1) finding was raised."""
-        self._navigate(partial(self._to_finding, direction))
+    def action_incident(self, direction: int) -> None:
+        """Go to where the next (1) or previous (-1) incident was first shown."""
+        self._navigate(partial(self._to_incident, direction))
 
-    def _to_finding(self, direction: int, nav: Navigable) -> Snapshot | None:
-        """(Collection thread.) Seek to a finding's raise time, the window primed with
-        its lead-up (from its first bad observation) so the detectors raise it again,
-        and say what it is."""
+    def _to_incident(self, direction: int, nav: Navigable) -> Snapshot | None:
+        """(Collection thread.) Seek to the first frame showing an incident, the window
+        primed with its lead-up (from its start, the first bad observation of its
+        findings) so the detectors raise them again; say what it is, and have its row
+        selected when the frame is shown."""
         here = nav.position_s
-        span = adjacent_span(nav.spans, -math.inf if here is None else here, direction)
+        span = adjacent_span(nav.incidents, -math.inf if here is None else here, direction)
         if span is None:
             scanned = nav.scanned_s
             more = f" (scanned up to {clock(scanned)} so far)" if (
                 self._scanning and scanned is not None) else ""
-            self.notify(f"no {'later' if direction > 0 else 'earlier'} finding{more}",
+            self.notify(f"no {'later' if direction > 0 else 'earlier'} incident{more}",
                         timeout=4)
             return None
-        self.notify(visible(f"{span.severity} {span.detector} on {span.subject_name}: "
-                            f"{span.message} ({clock(span.since_s)} to "
-                            f"{clock(span.until_s)})"), timeout=6, markup=False)
-        return nav.seek(span.raised_s, lead_s=span.raised_s - span.since_s)
+        i = span.incident
+        self.notify(visible(f"{i.severity} incident: {i.title} ({clock(i.since_s)} to "
+                            f"{clock(i.last_bad_s)})"), timeout=6, markup=False)
+        frame = nav.seek(span.raised_s, lead_s=span.raised_s - i.since_s)
+        self._selecting = None if frame is None else (frame, i.cause)
+        return frame

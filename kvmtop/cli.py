@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = command(
         "replay", "replay a recording in the TUI or as batch output",
         "Replay FILE through the same rates, detectors and views as live: in the TUI "
-        "(pause, step, seek, jump to the next finding, change speed) or, with --batch, "
+        "(pause, step, seek, jump to the next incident, change speed) or, with --batch, "
         "as text or JSON lines as fast as they are read.",
     )
     rep.add_argument("file", type=Path, metavar="FILE")
@@ -440,7 +440,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     except BaseException:
         reader.close()
         raise
-    # The TUI scans the recording for finding spans (timeline markers, f / F).
+    # The TUI scans the recording for finding spans (timeline markers) and incidents
+    # (f / F).
     scanner = None if args.batch else _frameless_pipeline(settings)
     feed = ReplayFeed(reader, build_pipeline(settings), speed=args.speed, from_s=from_s,
                       to_s=to_s, follow=args.follow, scanner=scanner)

@@ -7,9 +7,9 @@ the window, runs the detectors, groups their findings into incidents and builds 
 snapshot, whichever feed supplied the sample. So replay shows exactly what live showed
 for the same samples.
 
-A recording can also be navigated (`Navigable`): seek, step, playback speed, and the
-spans during which findings were active, found by scanning the recording through a
-second pipeline (`ReplayFeed.scan`).
+A recording can also be navigated (`Navigable`): seek, step, playback speed, the
+spans during which findings were active and where incidents were first shown, found
+by scanning the recording through a second pipeline (`ReplayFeed.scan`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import enum
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from datetime import time as clock_time
@@ -247,6 +247,18 @@ class IncidentLog:
             seen[i.id] = i
         self._open = frozenset(i.id for i in frame.incidents)
 
+    def merge(self, incidents: Iterable[Incident]) -> None:
+        """Take what another log gathered over the frames that follow (its
+        `incidents()`): its versions are the later ones, and the incidents it has open
+        (rank above 0) are the open ones now, as if its frames had been added here."""
+        seen = self._seen
+        open_: set[str] = set()
+        for i in incidents:
+            seen[i.id] = i
+            if i.rank:
+                open_.add(i.id)
+        self._open = frozenset(open_)
+
     def incidents(self) -> list[Incident]:
         """Every incident seen, by start (`since_s`, then `id`), as
         `IncidentTracker.history` gives them: those gone from the last frame closed
@@ -257,10 +269,47 @@ class IncidentLog:
         )
 
 
-def adjacent_span(spans: Sequence[FindingSpan], time_s: float,
-                  direction: int) -> FindingSpan | None:
-    """The first span raised after `time_s` (direction > 0), or the last one raised
-    before it (direction < 0); `spans` are in raise order."""
+@dataclass(frozen=True, slots=True)
+class IncidentSpan:
+    """When one incident was first shown in a recording: where `f` / `F` jump in a
+    replay.
+
+    Attributes:
+        incident: the incident as the last frame showing it had it.
+        raised_s: wall time of the first frame showing it (its `since_s` is earlier:
+            the first bad observation of its findings).
+    """
+
+    incident: Incident
+    raised_s: float
+
+
+class IncidentStarts:
+    """Where each incident of consecutive frames (`Snapshot.incidents`) was first
+    shown: the replay's `f` / `F` stops (`ReplayFeed.scan`)."""
+
+    def __init__(self) -> None:
+        self._raised: dict[str, float] = {}
+        self._latest: dict[str, Incident] = {}
+
+    def add(self, frame: Snapshot) -> None:
+        """Take the incidents of the next frame (in recording order, no seek)."""
+        for i in frame.incidents:
+            self._raised.setdefault(i.id, frame.wall_s)
+            self._latest[i.id] = i
+
+    def spans(self) -> list[IncidentSpan]:
+        """Every incident seen, as its last frame had it, with the first frame showing
+        it, in that order (those of one frame in their rank order)."""
+        raised = self._raised
+        return sorted((IncidentSpan(i, raised[key]) for key, i in self._latest.items()),
+                      key=lambda s: s.raised_s)
+
+
+def adjacent_span(spans: Sequence[IncidentSpan], time_s: float,
+                  direction: int) -> IncidentSpan | None:
+    """The first incident shown after `time_s` (direction > 0), or the last one shown
+    before it (direction < 0); `spans` are in the order they were shown."""
     if direction > 0:
         return next((s for s in spans if s.raised_s > time_s + 1e-6), None)
     return next((s for s in reversed(spans) if s.raised_s < time_s - 1e-6), None)
@@ -287,8 +336,11 @@ class Navigable(Feed, Protocol):
     spans: tuple[FindingSpan, ...]
     """Finding spans found so far, in raise order."""
 
+    incidents: tuple[IncidentSpan, ...]
+    """Incidents found so far, in the order they were first shown."""
+
     scanned_s: float | None
-    """How far the finding scan has got (a wall time); None before it starts."""
+    """How far the scan has got (a wall time); None before it starts."""
 
     @property
     def notices(self) -> list[str]:
@@ -310,7 +362,8 @@ class Navigable(Feed, Protocol):
         ...
 
     def scan(self, budget: int) -> bool:
-        """Scan up to `budget` more samples for findings; False when none are left."""
+        """Scan up to `budget` more samples for findings and incidents; False when
+        none are left."""
         ...
 
     def interrupt(self) -> None:
@@ -454,9 +507,10 @@ class ReplayFeed:
     `lead_s`, the samples of that many seconds before it), so the target frame has
     rates; detectors that need a longer history (trends) start over there.
 
-    Where findings were active comes from `scan()`: a second pipeline plays the
-    range from its start, never seeking, a few samples per call; `spans` grows as
-    it goes. It costs one pipeline push per sample, as playing does.
+    Where findings were active and where incidents were first shown comes from
+    `scan()`: a second pipeline plays the range from its start, never seeking, a few
+    samples per call; `spans` and `incidents` grow as it goes. It costs one pipeline
+    push per sample, as playing does.
 
     Damaged samples are skipped (see `notices`); the next frame's rates then span
     the gap.
@@ -470,7 +524,7 @@ class ReplayFeed:
         follow: at the end of the file, wait for the samples a recorder is still
             appending instead of ending.
         scanner: a pipeline of its own (fresh detectors) for `scan()`; None finds
-            no spans.
+            no spans and no incidents.
     """
 
     def __init__(
@@ -500,6 +554,8 @@ class ReplayFeed:
         """Wall times of the first and last sample in range, as of the latest call."""
         self.spans: tuple[FindingSpan, ...] = ()
         """Finding spans `scan()` has found so far, in raise order."""
+        self.incidents: tuple[IncidentSpan, ...] = ()
+        """Incidents `scan()` has found so far, in the order they were first shown."""
         self.scanned_s: float | None = None
         """Wall time of the last sample `scan()` has read; None before it starts."""
         self._interval_s = reader.meta.interval_s or 2.0
@@ -511,6 +567,7 @@ class ReplayFeed:
         self._scanner = scanner
         self._scan_index: int | None = None
         self._tracker = FindingTracker()
+        self._starts = IncidentStarts()
 
     @property
     def speed(self) -> float:
@@ -695,7 +752,8 @@ class ReplayFeed:
 
     def scan(self, budget: int) -> bool:
         """Play up to `budget` more samples through the scanner and note when each
-        finding was active (`spans`, `scanned_s`).
+        finding was active and where each incident was first shown (`spans`,
+        `incidents`, `scanned_s`).
 
         Returns:
             True while samples in range are left to scan; False once all are (a
@@ -716,8 +774,10 @@ class ReplayFeed:
                 if sample is not None:
                     frame = self._scanner.push(sample, mode=self.mode)
                     self._tracker.add(frame)
+                    self._starts.add(frame)
                     self.scanned_s = frame.wall_s
             self.spans = tuple(self._tracker.spans())
+            self.incidents = tuple(self._starts.spans())
             return left
 
     def close(self) -> None:

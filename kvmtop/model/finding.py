@@ -23,7 +23,7 @@ class Finding:
         subject: what it is about: a guest UUID, or "host", or a switch name.
         subject_name: human name of the subject (guest name, bridge name).
         guest: the guest's name when the finding is about one guest, else None.
-        message: one line for the findings panel.
+        message: one line (a row of the incidents panel, batch text).
         since_s: wall time when the condition was first raised.
         evidence: the numbers it was judged on, by name (units in the names).
         baseline: the host baseline it was judged against, by name.

@@ -4,7 +4,8 @@ Each guest and the host are described by the rates they should show; the builder
 turns that into two raw `Sample`s of plausible cumulative counters one interval
 apart and runs them through `kvmtop.model.rates.derive` and
 `kvmtop.model.snapshot.build_snapshot`, so the views see exactly what the live
-pipeline would give them. `FakeFeed` hands prepared snapshots to the app.
+pipeline would give them; a frame's findings are grouped into incidents by the real
+`IncidentTracker`. `FakeFeed` hands prepared snapshots to the app.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from dataclasses import dataclass, replace
 from textual.pilot import Pilot
 from textual.worker import get_current_worker
 
+from kvmtop.detectors.incidents import IncidentTracker
 from kvmtop.model.finding import Finding
+from kvmtop.model.incident import Incident
 from kvmtop.model.rates import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE, derive
 from kvmtop.model.sample import (
     BalloonSample,
@@ -234,8 +237,10 @@ def snapshot(
     sources: tuple[SourceStatus, ...] = DEFAULT_SOURCES,
     mode: str = "live",
     recording: str | None = None,
+    incidents: tuple[Incident, ...] | None = None,
 ) -> Snapshot:
-    """A frame (number `seq`) showing these guests and host at these rates."""
+    """A frame (number `seq`) showing these guests and host at these rates, and
+    `incidents` (None: `findings` grouped as the pipeline groups them, `grouped`)."""
     host = host or HostSpec()
     traced = [g for g in guests if g.traced]
     sources = tuple(
@@ -253,8 +258,21 @@ def snapshot(
         for t in (0, DT)
     ]
     frame = derive(samples[0], samples[1])
+    if incidents is None:
+        incidents = grouped(wall, findings)
     return build_snapshot(frame, findings, sources, mode=mode, interval_s=DT,
-                          recording=recording, seq=seq)
+                          recording=recording, seq=seq, incidents=incidents)
+
+
+def grouped(wall_s: float, findings: tuple[Finding, ...],
+            tracker: IncidentTracker | None = None) -> tuple[Incident, ...]:
+    """The ranked incidents of `findings` at `wall_s`, as `tracker` (a fresh one when
+    None: every finding opens or joins an incident now) groups them."""
+    if not findings and tracker is None:
+        return ()
+    tracker = tracker or IncidentTracker()
+    tracker.update(wall_s, findings)
+    return tracker.current()
 
 
 def fleet(n: int, seq: int = 1) -> list[GuestSpec]:

@@ -15,10 +15,10 @@ from kvmtop.app import FeedEnded, FrameReady, KvmtopApp
 from kvmtop.model.finding import Finding
 from kvmtop.model.rates import NA_NOT_KVM, TRACE_SOURCE, Frame
 from kvmtop.render import DASH, GUEST_COLUMNS
-from kvmtop.views.findings import FindingsPanel
 from kvmtop.views.guest_detail import GuestDetailScreen, exits_text, tracing_text
 from kvmtop.views.guest_table import GuestTable, KeyedTable
 from kvmtop.views.host_strip import HostStrip, ModeBadge, host_lines
+from kvmtop.views.incidents import IncidentsPanel
 from kvmtop.views.sources import SourcesScreen
 from tests.app.builders import (
     DEFAULT_SOURCES,
@@ -461,7 +461,7 @@ async def test_every_repaint_shows_the_cursor_row_where_it_moved(
         assert all(top <= row < top + page for top, row in painted)
 
 
-async def test_findings_panel_and_flagged_guest() -> None:
+async def test_a_finding_is_an_incident_and_flags_its_guest() -> None:
     finding = Finding("steal", "critical", UUID["charlie"], "charlie",
                       "vCPU steal 25% for 3 samples", since_s=snapshot(GUESTS).wall_s - 130,
                       guest="charlie", evidence={"steal_pct": 25.0},
@@ -469,25 +469,17 @@ async def test_findings_panel_and_flagged_guest() -> None:
     app = KvmtopApp(FakeFeed([snapshot(GUESTS), snapshot(GUESTS, seq=2, findings=(finding,))]))
     async with app.run_test(size=SIZE) as pilot:
         await shown(pilot, app, 2)
-        panel = app.query_one(FindingsPanel)
-        assert panel.has_class("-has-findings")
-        row = [c.plain.strip() for c in panel.table.get_row("steal|" + UUID["charlie"])]
-        assert row[0] == "critical" and row[1] == "charlie"
-        assert row[3].endswith("(2m12s)")
-        assert row[4] == "steal_pct=25 │ host: run_delay_pct=2.0"
+        panel = app.query_one(IncidentsPanel)
+        assert panel.has_class("-has-incidents")
+        (key,) = panel.table.row_keys
+        row = [c.text.strip() for c in panel.table.row_cells(key)]
+        assert row == ["▸ 1", "critical", "15:57:52", "2m12s", "", "1",
+                       "charlie: vCPU steal 25% for 3 samples"]
+        assert "evidence steal_pct=25" in str(panel.query_one("#incident-detail").render())
         table = app.query_one(GuestTable)
         critical = table.get_component_rich_style("keyed-table--critical", partial=True)
         assert table.row_cells(UUID["charlie"])[0].level == "critical"
         assert drawn_style(table, "charlie", "name").color == critical.color
-
-
-async def test_no_findings_plainly() -> None:
-    app = KvmtopApp(FakeFeed([snapshot(GUESTS)]))
-    async with app.run_test(size=SIZE) as pilot:
-        await shown(pilot, app)
-        panel = app.query_one(FindingsPanel)
-        assert not panel.has_class("-has-findings")
-        assert str(panel.query_one("#no-findings").render()) == "no findings"
 
 
 async def test_end_of_recording_is_announced() -> None:

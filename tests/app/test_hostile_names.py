@@ -1,6 +1,7 @@
 """Issue #16 in the TUI: a name's control and bidi characters are drawn escaped on
-every screen (guest table, findings, host strip, detail, side by side, sources,
-palette, the replay timeline's finding notice), never sent raw to the terminal."""
+every screen (guest table, incidents and their findings, host strip, detail, side by
+side, sources, palette, the replay's incident notice), never sent raw to the terminal,
+and a name that looks like markup is shown as it is."""
 
 from __future__ import annotations
 
@@ -69,13 +70,50 @@ async def test_main_screen_shows_names_escaped() -> None:
         await pilot.pause()
         text = screen_text(app)
         assert_no_raw(text)
-        # The guest table (the name column crops at 18 cells), the findings panel's
-        # subject and message, the host strip's disk, uplink, reason, title and path.
+        # The guest table (the name column crops at 18 cells), the incident's title
+        # (the finding's subject and message), the host strip's disk, uplink, reason,
+        # title and path.
         assert BAD_SHOWN[:18] in text and BIDI_SHOWN in text
         assert f"{BAD_SHOWN} waits for a CPU" in text
         for shown in (f"{BIDI_SHOWN}nvme0n1", f"{BAD_SHOWN}eno1", f"no {BAD_SHOWN}",
                       f"replay of {BAD_SHOWN}", f"/tmp/{BIDI_SHOWN}.kvmtop"):
             assert shown in text.replace("\N{NO-BREAK SPACE}", " ")
+
+
+async def test_incidents_and_their_findings_show_names_escaped() -> None:
+    switch = f"{BAD}br0"
+    shown_switch = f"{BAD_SHOWN}br0"
+    odd = GuestSpec("a[/]b", cpu_pct=5)  # markup-like: shown as it is
+    findings = (
+        Finding("vswitch_saturation", "critical", switch, switch,
+                f"uplink of {switch} at 98%: [red]dropping[/red]", T0, cause=f"switch:{switch}",
+                cause_guests=(BAD,), evidence={"uplink_util_pct": 98.0,
+                                               "ovs_port_drops_per_s": 12.0}),
+        Finding("vnic_drops", "warning", "vnet0", f"{BIDI}vnet0", "RX drops 12/s", T0,
+                guest=BAD, cause=f"switch:{switch}", cause_guests=(BAD,)),
+        Finding("memory_leak", "info", odd.uuid, odd.name, "[b]leak check off", T0,
+                guest=odd.name),
+        Finding("memory_leak", "info", MIRROR.uuid, BIDI, "leak check off", T0, guest=BIDI),
+    )
+    app = KvmtopApp(FakeFeed([snapshot([EVIL, MIRROR, odd], findings=findings)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.displayed is not None)
+        await pilot.press("i", "enter", "down", "down")  # the switch's vNIC finding
+        await pilot.pause()
+        text = screen_text(app)
+        assert_no_raw(text)
+        assert f"Switch {shown_switch} saturated, dropping packets (guests: {BAD_SHOWN})" in text
+        assert f"└ {shown_switch} · vswitch_saturation: uplink of {shown_switch} at 98%: " \
+               "[red]dropping[/red]" in text
+        assert f"└ {BAD_SHOWN} {BIDI_SHOWN}vnet0 · vnic_drops: RX drops 12/s" in text
+        await pilot.press("end", "enter")  # the notices
+        await pilot.pause()
+        text = screen_text(app)
+        assert_no_raw(text)
+        # Each notice's own row (1 finding), and the notices row's detail lines.
+        assert " 1 a[/]b: [b]leak check off " in text
+        assert f" 1 {BIDI_SHOWN}: leak check off " in text
+        assert f"about    {BIDI_SHOWN}: leak check off; a[/]b: [b]leak check off" in text
 
 
 async def test_detail_screen_shows_names_escaped() -> None:
@@ -133,7 +171,7 @@ def _sample(t: int) -> Sample:
                   guests=(guest(spec, t, True),), sources=DEFAULT_SOURCES, interval_s=10)
 
 
-async def test_timeline_finding_notice_shows_the_name_escaped(tmp_path: Path) -> None:
+async def test_incident_notice_of_a_replay_shows_the_name_escaped(tmp_path: Path) -> None:
     path = write(tmp_path / "hostile.kvmtop", [_sample(t) for t in range(0, 601, 10)])
     feed = replay_feed(path)
     try:
@@ -142,12 +180,12 @@ async def test_timeline_finding_notice_shows_the_name_escaped(tmp_path: Path) ->
         async with app.run_test(size=SIZE, notifications=True) as pilot:
             await wait_until(pilot, lambda: app.displayed is not None
                              and feed.scanned_s == T0 + 600, timeout=30)
-            await pilot.press("f")  # to the finding: a notice names its subject
+            await pilot.press("f")  # to the incident: a notice gives its title
             await wait_until(pilot, lambda: bool(app.screen.query("Toast")))
             await pilot.pause()
             assert_no_raw(screen_text(app))
             toast = app.screen.query_one("Toast").render()
             assert isinstance(toast, Content)
-            assert f"critical steal on {BAD_SHOWN}: steal max" in toast.plain
+            assert f"critical incident: {BAD_SHOWN}: steal max" in toast.plain
     finally:
         feed.close()

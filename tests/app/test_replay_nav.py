@@ -5,7 +5,10 @@ The recording is 20 minutes of one steady guest and two that start, steal and st
 "noisy" runs from t+300 s to t+600 s at 7 % steal (a warning), "hog" from t+800 s to
 t+900 s at 30 % (critical). With the steal detector's 3-observation hysteresis, the
 scan finds exactly two spans: noisy raised at t+330 s (since t+310 s) and hog raised
-at t+830 s (since t+810 s). One sample every 10 s; T0 is 16:00:00 UTC.
+at t+830 s (since t+810 s), each an incident of its own. One sample every 10 s; T0 is
+16:00:00 UTC. In the flapping variant noisy stops stealing from t+420 s to t+480 s: its
+finding clears at t+450 s and is raised again at t+500 s (since t+480 s), a second
+span of the same incident (one crossing).
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from kvmtop.model.sample import GuestSample, Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
-from kvmtop.views.findings import FindingsPanel
 from kvmtop.views.guest_table import GuestTable
 from kvmtop.views.host_strip import ModeBadge
+from kvmtop.views.incidents import IncidentsPanel, IncidentTable
 from kvmtop.views.timeline import CURSOR, TimeInput, Timeline, cell_of
 from kvmtop.wiring import build_pipeline
 from tests.app.builders import (
@@ -61,11 +64,12 @@ def guest(spec: GuestSpec, t: int, running: bool) -> GuestSample:
                    balloon=replace(g.balloon, last_update_s=int(T0) + t))
 
 
-def sample(t: int) -> Sample:
-    """The raw sample t seconds into the recording."""
+def sample(t: int, *, flapping: bool = False) -> Sample:
+    """The raw sample t seconds into the recording (its flapping variant)."""
+    noisy = replace(NOISY, steal_pct=1) if flapping and 420 <= t < 480 else NOISY
     return Sample(
         wall_s=T0 + t, mono_ns=t * NS, host=host_sample(HostSpec(), t),
-        guests=(guest(STEADY, t, True), guest(NOISY, t, 300 <= t < 600),
+        guests=(guest(STEADY, t, True), guest(noisy, t, 300 <= t < 600),
                 guest(HOG, t, 800 <= t < 900)),
         sources=DEFAULT_SOURCES, interval_s=EVERY,
     )
@@ -76,6 +80,15 @@ def recording(tmp_path: Path) -> Path:
     """The 20-minute recording, closed."""
     return write(tmp_path / "incident.kvmtop",
                  [sample(t) for t in range(0, LENGTH + 1, EVERY)])
+
+
+@pytest.fixture
+def flapping(tmp_path: Path) -> Iterator[ReplayFeed]:
+    """The replay feed over the flapping variant, closed after the test."""
+    feed = replay_feed(write(tmp_path / "flapping.kvmtop",
+                             [sample(t, flapping=True) for t in range(0, LENGTH + 1, EVERY)]))
+    yield feed
+    feed.close()
 
 
 def replay_feed(path: Path, **kw: Any) -> ReplayFeed:
@@ -144,6 +157,15 @@ def findings_shown(app: KvmtopApp) -> list[tuple[str, str, str]]:
     """(detector, guest, severity) of each finding in the frame shown."""
     assert app.displayed is not None
     return [(f.detector, f.subject_name, f.severity) for f in app.displayed.findings]
+
+
+def selected(app: KvmtopApp) -> tuple[str, float] | None:
+    """The title and start (seconds into the recording) of the incident under the
+    incidents' cursor."""
+    row = app.query_one(IncidentTable).cursor
+    if row is None or row.incident is None:
+        return None
+    return row.incident.title.partition(":")[0], row.incident.since_s - T0
 
 
 async def test_step_back_and_forward_while_paused(feed: ReplayFeed) -> None:
@@ -216,28 +238,34 @@ async def test_seek_to_a_typed_time(feed: ReplayFeed, monkeypatch: pytest.Monkey
         assert "outside the recording" in notes[-1]
 
 
-async def test_next_and_previous_finding(feed: ReplayFeed,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    app = paused_app(feed)
+async def test_next_and_previous_incident(flapping: ReplayFeed,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    app = paused_app(flapping)
     notes = notes_of(app, monkeypatch)
     async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot, app, feed)
-        assert findings_shown(app) == []
-        # Each jump lands where the finding was raised, and the lead-up replayed
-        # before it raises it again.
+        await ready(pilot, app, flapping)
+        assert [s.raised_s - T0 for s in flapping.spans] == [330, 500, 830]
+        assert findings_shown(app) == [] and selected(app) is None
+        # Each jump lands on the first frame showing the incident, its lead-up (from
+        # its start) replayed before it so the detectors raise it again, and selects
+        # it; noisy's second raise at t+500 s is the same incident: not a stop.
         assert await press(pilot, app, "f") == 330
         assert findings_shown(app) == [("steal", "noisy", "warning")]
-        assert app.query_one(FindingsPanel).has_class("-has-findings")
-        assert "warning steal on noisy" in notes[-1] and "16:05:10 to 16:09:50" in notes[-1]
+        assert app.query_one(IncidentsPanel).has_class("-has-incidents")
+        assert selected(app) == ("noisy", 310)
+        assert notes[-1].startswith("warning incident: noisy: steal max 7%")
+        assert notes[-1].endswith("(16:05:10 to 16:09:50)")
         assert await press(pilot, app, "f") == 830
         assert findings_shown(app) == [("steal", "hog", "critical")]
+        assert selected(app) == ("hog", 810)
         await pilot.press("f")
-        await wait_until(pilot, lambda: notes[-1] == "no later finding")
+        await wait_until(pilot, lambda: notes[-1] == "no later incident")
         assert at(app) == 830
         assert await press(pilot, app, "F") == 330
         await pilot.press("F")
-        await wait_until(pilot, lambda: notes[-1] == "no earlier finding")
+        await wait_until(pilot, lambda: notes[-1] == "no earlier incident")
         assert await press(pilot, app, "right_curly_bracket", "F") == 830  # from t+930
+        assert await press(pilot, app, "F") == 330  # not t+500
 
 
 async def test_speed_keys_step_from_x1_to_x64(feed: ReplayFeed) -> None:
@@ -312,7 +340,7 @@ async def test_help_and_footer_follow_the_feed(feed: ReplayFeed) -> None:
                           (",", "Step back (pauses)"), (".", "Step forward (pauses)"),
                           ("[", "Back 1 min"), ("]", "Forward 1 min"),
                           ("{", "Back 10 min"), ("}", "Forward 10 min"), ("g", "Go to"),
-                          ("f", "Next finding"), ("F", "Previous finding")]:
+                          ("f", "Next incident"), ("F", "Previous incident")]:
             assert help_keys[key] == what
         assert "Slower" not in help_keys.values()  # the live interval keys are hidden
         assert "HH:MM[:SS]" in help_keys["g accepts"]

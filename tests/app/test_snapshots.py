@@ -13,6 +13,7 @@ from textual.pilot import Pilot
 from kvmtop.app import KvmtopApp
 from kvmtop.model.finding import Finding
 from tests.app.builders import FakeFeed, GuestSpec, snapshot, wait_until
+from tests.app.test_incidents import frame
 
 GUESTS = [
     GuestSpec("web-01", vcpus=4, cpu_pct=35, steal_pct=3, net_mbps=240),
@@ -58,3 +59,16 @@ def test_main_screen(snap_compare: Any) -> None:
 def test_detail_screen(snap_compare: Any) -> None:
     app = make_app()
     assert snap_compare(app, terminal_size=(120, 40), run_before=ready(app, "down", "enter"))
+
+
+def test_incidents_panel(snap_compare: Any) -> None:
+    """Ranked incidents (a pinning collision listing its two findings, a flapping one,
+    a cleared one, two notices folded), the keys in the panel."""
+    app = KvmtopApp(FakeFeed([frame()]))
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await wait_until(pilot, lambda: app.displayed is not None)
+        await pilot.press("i", "enter")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=run_before)

@@ -232,6 +232,25 @@ def test_the_incident_log_of_the_frames_is_the_whole_history(tmp_path: Path) -> 
     assert len(closed) == 1 and closed[0].rank == 0 and closed[0].crossings == 0
 
 
+def test_the_scan_notes_where_each_incident_was_first_shown(tmp_path: Path) -> None:
+    """Where `f` / `F` go in the TUI: the first frame showing each incident, in that
+    order; a flapping one once, however often its findings come back."""
+    path = write(tmp_path / "flap.kvmtop", flapping())
+    feed = ReplayFeed(StoreReader(path), pipeline(), scanner=pipeline())
+    while feed.scan(16):
+        pass
+    played = replay(path)
+    first: dict[str, tuple[float, Incident]] = {}  # id → first frame, last version
+    for frame in drain(played):
+        for i in frame.incidents:
+            first[i.id] = (first.get(i.id, (frame.wall_s, i))[0], i)
+    played.close()
+    feed.close()
+    assert [(s.raised_s, s.incident) for s in feed.incidents] == list(first.values())
+    assert [s.incident.kind for s in feed.incidents].count("pinning") == 1
+    assert len(feed.spans) > len(feed.incidents)  # the pinning findings raised twice
+
+
 def test_empty_recording(tmp_path: Path) -> None:
     StoreWriter(tmp_path / "e.kvmtop").close()
     feed = replay(tmp_path / "e.kvmtop")
