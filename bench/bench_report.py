@@ -62,7 +62,7 @@ from kvmtop.config import Settings
 from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.model.sample import Sample
 from kvmtop.report import Accumulator
-from kvmtop.rollup import HourRoller, IndexedWriter, reindex
+from kvmtop.rollup import VERSION, HourRoller, IndexedWriter, reindex
 from kvmtop.store.meta import FORMAT_VERSION, StoreError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
@@ -99,6 +99,15 @@ def index_pipeline() -> Any:
     return build_pipeline(replace(Settings(), window_size=2))
 
 
+def indexed(reader: StoreReader, *, hours: bool = False) -> int:
+    """Samples the minute (or hour) rollups cover, 0 when they are of another layout
+    than this kvmtop's (`kvmtop.rollup.VERSION`): a report would ignore them."""
+    rows = reader.rollups(hours=hours)
+    data = rows[0][3] if rows else None
+    current = data is not None and json.loads(data).get("v") == VERSION
+    return sum(r[2] for r in rows) if current else 0
+
+
 def recording(path: Path, guests: int, hours: float, *, index: bool = True) -> Path:
     """The recording at `path`, written unless it already holds the right samples in
     this kvmtop's file format;
@@ -111,8 +120,8 @@ def recording(path: Path, guests: int, hours: float, *, index: bool = True) -> P
             reuse = (reader.count() == n and sample is not None
                      and len(sample.guests) == guests
                      and reader.meta.format_version == FORMAT_VERSION)
-            minutes = sum(r[2] for r in reader.rollups()) if reuse else 0
-            hours_done = sum(r[2] for r in reader.rollups(hours=True)) if reuse else 0
+            minutes = indexed(reader) if reuse else 0
+            hours_done = indexed(reader, hours=True) if reuse else 0
         if reuse:
             print(f"reusing {path}: {n} samples, {guests} guests")
             if index and minutes < n:

@@ -8,6 +8,9 @@ snapshot at a time, into streaming accumulators; no list of snapshots is kept, s
 memory does not grow with the length of the range (the CLI also gives the pipeline
 a two-sample window: the detectors keep their own history). What is kept:
 
+- incidents: every incident of the range (`IncidentAcc`: the last version of each,
+  `kvmtop.feed.IncidentLog`, with the figures of its worst tick), ranked at its worst
+  (`ranked`);
 - findings: one `kvmtop.feed.FindingSpan` per raised finding (the replay timeline's
   `FindingTracker`), with the evidence of its worst tick;
 - per guest and per host figure: count, sum, exact min and max, the time integral
@@ -38,17 +41,18 @@ import math
 import sys
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TextIO, TypeVar
 
-from kvmtop.batch import finding_json, json_text
-from kvmtop.detectors.base import fmt_duration
+from kvmtop.batch import finding_json, incident_json, json_text
+from kvmtop.detectors.base import SEVERITY_RANK, fmt_duration
+from kvmtop.detectors.incidents import SMALLEST_WORST, MemberKey, rank_key
 from kvmtop.detectors.settings import VswitchSettings
-from kvmtop.feed import FindingSpan, FindingTracker, Pipeline
-from kvmtop.model.finding import Finding
+from kvmtop.feed import FindingSpan, FindingTracker, IncidentLog, Pipeline
+from kvmtop.model.incident import Incident, Member
 from kvmtop.model.rates import GuestRates, HostDiskRates, HostNetRates
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
@@ -544,6 +548,90 @@ def _fold(into: dict[str, Stats], figures: Sequence[Figure[T]], item: T,
             into.setdefault(f.key, Stats()).add(v, dt_s)
 
 
+def _worst_key(i: Incident) -> tuple[int, float, int, float]:
+    """Orders the versions (ticks) of one incident, the worst first: by `rank_key`'s
+    tier, ETA and severity, then by its main evidence figure (the first; the smaller
+    the worse for `SMALLEST_WORST` figures, else the larger). Only the figures an
+    `IncidentAcc` keeps of the worst tick count, so the order is the same over frames
+    and over merged accumulations."""
+    _, tier, eta, severity, *_ = rank_key(i)
+    first = next(iter(i.evidence.items()), None)
+    main = 0.0 if first is None else first[1] if first[0] in SMALLEST_WORST else -abs(first[1])
+    return tier, eta, severity, main
+
+
+class IncidentAcc:
+    """The incidents of the range, each at its worst: its last version
+    (`kvmtop.feed.IncidentLog`) with the title, severity, evidence and ETA of its worst
+    tick (`_worst_key`, the last of equals: a steady figure reads as it was last), and
+    each member at the highest severity it reached.
+
+    Frames come in one by one (`add`), or as what another `IncidentAcc` gathered over
+    the frames that follow (`merge`, the report's index): either way the same incidents.
+    """
+
+    __slots__ = ("_highest", "_log", "_members", "_worst")
+
+    def __init__(self) -> None:
+        self._log = IncidentLog()
+        self._worst: dict[str, Incident] = {}
+        self._members: dict[str, tuple[Member, ...]] = {}
+        """Per incident, the members last folded in (the tracker hands out the same
+        tuple while they do not change)."""
+        self._highest: dict[str, dict[MemberKey, str]] = {}
+
+    def add(self, snap: Snapshot) -> None:
+        """Fold in the incidents of the next frame (in recording order, no seek)."""
+        self._log.add(snap)
+        for i in snap.incidents:
+            self._fold(i)
+
+    def merge(self, incidents: Sequence[Incident]) -> None:
+        """Fold in another accumulation's `incidents()`, of the frames that follow."""
+        self._log.merge(incidents)
+        for i in incidents:
+            self._fold(i)
+
+    def _fold(self, i: Incident) -> None:
+        worst = self._worst.get(i.id)
+        # The same evidence object: the same findings as the worst tick (the tracker
+        # rebuilds an incident's figures only when they change), so the same figures.
+        if worst is None or (i.evidence is not worst.evidence
+                             and _worst_key(i) <= _worst_key(worst)):
+            self._worst[i.id] = i
+        if i.members is not self._members.get(i.id):
+            self._members[i.id] = i.members
+            highest = self._highest.setdefault(i.id, {})
+            for m in i.members:
+                key = (m.detector, m.subject, m.guest)
+                seen = highest.get(key)
+                if seen is None or SEVERITY_RANK.get(m.severity, 0) > SEVERITY_RANK.get(seen, 0):
+                    highest[key] = m.severity
+
+    def incidents(self) -> list[Incident]:
+        """Every incident, by start, at its worst (see the class): `active` when still
+        active at the last frame, `rank` its rank there (0: gone from it)."""
+        out = []
+        for i in self._log.incidents():
+            worst, highest = self._worst[i.id], self._highest[i.id]
+            members = tuple(
+                m if m.severity == (s := highest[(m.detector, m.subject, m.guest)])
+                else dataclasses.replace(m, severity=s) for m in i.members)
+            out.append(dataclasses.replace(
+                i, title=worst.title, severity=worst.severity, evidence=worst.evidence,
+                eta_s=worst.eta_s, members=members, active=i.active and i.rank > 0))
+        return out
+
+
+def ranked(incidents: Iterable[Incident]) -> list[Incident]:
+    """The report's order of incidents, ranked from 1: `rank_key` of each at its worst
+    (`IncidentAcc`), leaving out its first criterion (active first), so an incident
+    that cleared before the end of the range keeps the place its worst tick earns it
+    (docs/detectors.md#incidents)."""
+    order = sorted(incidents, key=lambda i: rank_key(i)[1:])
+    return [dataclasses.replace(i, rank=n) for n, i in enumerate(order, 1)]
+
+
 @dataclass(slots=True)
 class Report:
     """What `build_report` gathered; the renderers read only this.
@@ -559,6 +647,8 @@ class Report:
         samples: samples read.
         guests: per guest, in order of first appearance.
         host: the host baseline.
+        incidents: the incidents of the range at their worst, in rank order
+            (`IncidentAcc`, `ranked`).
         findings: finding spans by start time.
         notices: the reader's notices: one line per sample skipped as unreadable,
             and lines about the file (cut short, read without FILE-shm).
@@ -576,6 +666,7 @@ class Report:
     samples: int
     guests: list[GuestAcc]
     host: HostAcc
+    incidents: list[Incident]
     findings: list[FindingSpan]
     notices: list[str]
     skipped: int
@@ -696,6 +787,7 @@ class Accumulator:
         self.host = HostAcc(series_range, uplink_kinds)
         self.guests: dict[str, GuestAcc] = {}
         self.tracker = FindingTracker()
+        self.incidents = IncidentAcc()
         self.samples = 0
         self.first_s: float | None = None
         self.last_s: float | None = after_s
@@ -715,6 +807,7 @@ class Accumulator:
                 acc = self.guests[g.uuid] = GuestAcc(g.uuid, g.name, t, t, self.series_range)
             acc.add(g, t, dt_s)
         self.tracker.add(snap)
+        self.incidents.add(snap)
 
 
 def by_start(spans: Iterable[FindingSpan]) -> list[FindingSpan]:
@@ -753,7 +846,8 @@ def build_report(
     return Report(
         path=reader.path, meta=reader.meta, from_s=from_s, to_s=to_s, first_s=acc.first_s,
         last_s=acc.last_s, step_s=step_s, samples=acc.samples, guests=list(acc.guests.values()),
-        host=acc.host, findings=by_start(acc.tracker.spans()), notices=list(reader.notices),
+        host=acc.host, incidents=ranked(acc.incidents.incidents()),
+        findings=by_start(acc.tracker.spans()), notices=list(reader.notices),
         skipped=len(reader.skipped),
     )
 
@@ -770,9 +864,9 @@ def _num(v: float) -> str:
     return f"{v:.4g}"
 
 
-def evidence_text(f: Finding, limit: int = 4) -> str:
+def evidence_text(evidence: Mapping[str, float], limit: int = 4) -> str:
     """The first `limit` evidence figures, "name value, ..."."""
-    return ", ".join(f"{k} {_num(v)}" for k, v in list(f.evidence.items())[:limit])
+    return ", ".join(f"{k} {_num(v)}" for k, v in list(evidence.items())[:limit])
 
 
 def offenders(report: Report, m: GuestMetric) -> list[tuple[GuestAcc, float]]:
@@ -833,19 +927,22 @@ class Table:
 
 @dataclass(frozen=True, slots=True)
 class Section:
-    """A titled part of the report: facts (label, value), a note, tables."""
+    """A titled part of the report: facts (label, value), a note, tables, then parts
+    of its own (one per incident)."""
 
     id: str
     title: str
     facts: list[tuple[str, str]] = field(default_factory=list)
     note: str = ""
     tables: list[Table] = field(default_factory=list)
+    subsections: list[Section] = field(default_factory=list)
 
 
 def sections(report: Report) -> list[Section]:
     """The report's content in reading order, shared by the text, Markdown and HTML,
-    every text in it as shown (names escaped once, here: `_visible`)."""
-    return [_visible(sec) for sec in (_recording(report), _timeline(report),
+    every text in it as shown (names escaped once, here: `_visible`): the incidents
+    first, then the findings timeline, the recording and the figures."""
+    return [_visible(sec) for sec in (_incidents(report), _timeline(report), _recording(report),
                                       _offenders(report), _host(report), _per_guest(report))]
 
 
@@ -859,8 +956,8 @@ def _visible(sec: Section) -> Section:
         rows=[[visible(c) for c in r] for r in t.rows], note=visible(t.note))
         for t in sec.tables]
     return dataclasses.replace(
-        sec, facts=[(visible(k), visible(v)) for k, v in sec.facts], note=visible(sec.note),
-        tables=tables)
+        sec, title=visible(sec.title), facts=[(visible(k), visible(v)) for k, v in sec.facts],
+        note=visible(sec.note), tables=tables, subsections=list(map(_visible, sec.subsections)))
 
 
 def _recording(report: Report) -> Section:
@@ -891,6 +988,42 @@ def _recording(report: Report) -> Section:
     return Section("recording", "Recording", facts=facts, note=note)
 
 
+INCIDENT_EVIDENCE = 8
+"""Evidence figures an incident shows (its kind has up to 7: `EVIDENCE`)."""
+
+
+def _incidents(report: Report) -> Section:
+    n = len(report.incidents)
+    where = (f" on {report.meta.hostname or DASH} from {stamp(report.first_s)} to "
+             f"{stamp(report.last_s)} UTC" if report.samples else "")
+    note = (f"{n} incident{'' if n == 1 else 's'}{where}: findings grouped by cause, the "
+            "most urgent first, each ranked and shown at its worst (a leak's time to "
+            "exhaustion, then packets lost or critical, severity, guests involved × "
+            "duration); crossings: how often it cleared and came back." if n
+            else f"No incidents{where}.")
+    return Section("incidents", "Incidents", note=note,
+                   subsections=[_incident(i) for i in report.incidents])
+
+
+def _incident(i: Incident) -> Section:
+    until = "ongoing" if i.active else stamp(i.last_bad_s)
+    facts = [
+        ("when (UTC)", f"{stamp(i.since_s)} → {until} ({fmt_duration(i.duration_s)})"),
+        ("crossings", str(i.crossings)),
+        ("kind", f"{i.kind} (id {i.id})"),
+        ("guests", ", ".join(i.guests) or DASH),
+        ("evidence", evidence_text(i.evidence, INCIDENT_EVIDENCE) or DASH),
+    ]
+    if i.eta_s is not None:
+        facts.append(("memory exhausted in", f"~{fmt_duration(i.eta_s)}"))
+    facts.append(("advice", i.advice))
+    rows = [(m.guest or DASH, m.subject_name, m.detector, m.severity) for m in i.members]
+    members = Table("Members", ("Guest", "Subject", "Detector", "Severity"), rows, left=4,
+                    kind="members")
+    return Section(f"incident-{i.id}", f"#{i.rank} {i.severity}: {i.title}", facts=facts,
+                   tables=[members])
+
+
 def _timeline(report: Report) -> Section:
     rows = []
     notes: dict[tuple[str, str], list[FindingSpan]] = {}
@@ -901,7 +1034,7 @@ def _timeline(report: Report) -> Section:
             continue
         end = "ongoing" if s.ongoing else stamp(s.until_s)
         rows.append((stamp(s.since_s), end, fmt_duration(max(s.until_s - s.since_s, 0.0)),
-                     f.severity, f.detector, f.subject_name, evidence_text(f), f.message))
+                     f.severity, f.detector, f.subject_name, evidence_text(f.evidence), f.message))
     tables = []
     if rows:
         tables.append(Table("Findings", ("Start (UTC)", "End", "Lasted", "Severity",
@@ -996,44 +1129,62 @@ def render_text(report: Report) -> str:
     """The report as plain text (aligned columns)."""
     out = [f"kvmtop report: {visible(report.path)}"]
     for sec in sections(report):
-        out += ["", f"== {sec.title} =="]
-        width = max((len(k) for k, _ in sec.facts), default=0)
-        out += [f"{k.ljust(width)}  {v}" for k, v in sec.facts]
-        out += [sec.note] if sec.note else []
-        for t in sec.tables:
-            out += ["", f"-- {t.title} --"]
-            if not t.rows:
-                out.append(t.note or "none")
-                continue
-            widths = _widths(t)
-            out += [_cells(t, t.headers, widths), _cells(t, ["-" * w for w in widths], widths)]
-            out += [_cells(t, r, widths) for r in t.rows]
+        out += ["", f"== {sec.title} ==", *_text_body(sec, "")]
     return "\n".join(out) + "\n"
 
 
+def _text_body(sec: Section, indent: str) -> list[str]:
+    """A section's facts, note, tables and parts as text lines; its parts' lines
+    indented under their titles."""
+    width = max((len(k) for k, _ in sec.facts), default=0)
+    out = [f"{indent}{k.ljust(width)}  {v}" for k, v in sec.facts]
+    out += [indent + sec.note] if sec.note else []
+    for t in sec.tables:
+        out += ["", f"{indent}-- {t.title} --"]
+        if not t.rows:
+            out.append(indent + (t.note or "none"))
+            continue
+        widths = _widths(t)
+        rows = [t.headers, ["-" * w for w in widths], *t.rows]
+        out += [indent + _cells(t, r, widths) for r in rows]
+    for sub in sec.subsections:
+        out += ["", indent + sub.title, *_text_body(sub, indent + "  ")]
+    return out
+
+
 def _md(text: str) -> str:
-    """A table cell's text (already visible) in Markdown: a pipe would end the cell."""
-    return text.replace("|", "\\|")
+    """A table cell's, heading's or fact's text (already visible) in Markdown: a pipe
+    would end the cell, a "<" open an HTML tag (advice quotes libvirt XML elements)."""
+    return text.replace("|", "\\|").replace("<", "\\<")
 
 
 def render_md(report: Report) -> str:
     """The report as Markdown (GitHub tables)."""
     out = [f"# kvmtop report: `{visible(report.path)}`"]
     for sec in sections(report):
-        out += ["", f"## {sec.title}", ""]
-        out += [f"- **{k}**: {_md(v)}" for k, v in sec.facts]
-        if sec.note:
-            out += ["", sec.note] if sec.facts else [sec.note]
-        for t in sec.tables:
-            out += ["", f"### {_md(t.title)}", ""]
-            if not t.rows:
-                out.append(t.note or "none")
-                continue
-            out.append("| " + " | ".join(_md(h) for h in t.headers) + " |")
-            out.append("|" + "|".join(":---" if i < t.left else "---:"
-                                      for i in range(len(t.headers))) + "|")
-            out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in t.rows]
+        out += _md_section(sec, 2)
     return "\n".join(out) + "\n"
+
+
+def _md_section(sec: Section, level: int) -> list[str]:
+    """A section as Markdown under a heading of `level`; its tables and parts one
+    level below."""
+    out = ["", f"{'#' * level} {_md(sec.title)}", ""]
+    out += [f"- **{k}**: {_md(v)}" for k, v in sec.facts]
+    if sec.note:  # the summary's names the host
+        out += ["", _md(sec.note)] if sec.facts else [_md(sec.note)]
+    for t in sec.tables:
+        out += ["", f"{'#' * (level + 1)} {_md(t.title)}", ""]
+        if not t.rows:
+            out.append(t.note or "none")
+            continue
+        out.append("| " + " | ".join(_md(h) for h in t.headers) + " |")
+        out.append("|" + "|".join(":---" if i < t.left else "---:"
+                                  for i in range(len(t.headers))) + "|")
+        out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in t.rows]
+    for sub in sec.subsections:
+        out += _md_section(sub, level + 1)
+    return out
 
 
 # --------------------------------------------------------------------------- JSON
@@ -1053,6 +1204,9 @@ def report_json(report: Report) -> dict[str, Any]:
                   "requested_from": report.from_s, "requested_to": report.to_s,
                   "samples": report.samples, "skipped": report.skipped,
                   "step_s": report.step_s, "index_s": report.index_s},
+        "incidents": [incident_json(i) | {"until": None if i.active else i.last_bad_s,
+                                          "duration_s": _r(i.duration_s)}
+                      for i in report.incidents],
         "findings": [finding_json(s.peak) | {"start": s.since_s, "end": s.until_s,
                                              "ongoing": s.ongoing}
                      for s in report.findings],
@@ -1100,6 +1254,8 @@ SHADE = {"critical": "#d62728", "warning": "#ff7f0e"}
 """Finding shading by severity (info findings are facts, not incidents: not shaded)."""
 W, H, ML, MR, MT, MB = 960, 240, 72, 16, 12, 28
 """SVG plot size and margins (px)."""
+SMALL = (560, 150)
+"""Size of an incident's plot (px)."""
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;background:#fff}
@@ -1118,11 +1274,15 @@ svg.plot text{font:11px sans-serif;fill:#444}
 ul.legend{list-style:none;padding:0;margin:4px 0;display:flex;flex-wrap:wrap;gap:4px 16px}
 ul.legend span{display:inline-block;width:12px;height:12px;margin-right:5px;
 vertical-align:-1px}
+section.incident{border-left:4px solid #bbb;padding:0 0 2px 12px;margin:18px 0}
+section.incident.critical{border-left-color:#d62728}
+section.incident.warning{border-left-color:#ff7f0e}
+table.members td:nth-child(-n+4){white-space:nowrap}
 """
 
 
-def _x(t: float, start: float, end: float) -> float:
-    return ML + (t - start) / max(end - start, 1e-9) * (W - ML - MR)
+def _x(t: float, start: float, end: float, width: int) -> float:
+    return ML + (t - start) / max(end - start, 1e-9) * (width - ML - MR)
 
 
 def _clock(t: float, long: bool) -> str:
@@ -1131,7 +1291,7 @@ def _clock(t: float, long: bool) -> str:
 
 def svg_plot(key: str, lines: Sequence[tuple[str, str, Series]], spans: Sequence[FindingSpan],
              start: float, end: float, fmt: Callable[[float | None], str],
-             gap_s: float, min_top: float) -> str:
+             gap_s: float, min_top: float, size: tuple[int, int] = (W, H)) -> str:
     """One inline SVG time-series plot.
 
     Args:
@@ -1142,49 +1302,54 @@ def svg_plot(key: str, lines: Sequence[tuple[str, str, Series]], spans: Sequence
         fmt: formatter of the y axis labels.
         gap_s: a line breaks where no value came for longer than this.
         min_top: the least top of the y axis.
+        size: width and height (px).
     """
     values = [v for _, _, s in lines for _, v in s.points()]
     top = max(max(values, default=0.0) * 1.05, min_top) or 1.0
+    w, h = size
 
     def y(v: float) -> float:
-        return MT + (1 - v / top) * (H - MT - MB)
+        return MT + (1 - v / top) * (h - MT - MB)
+
+    def x(t: float) -> float:
+        return _x(t, start, end, w)
 
     out = [f'<svg class="plot" data-metric="{html.escape(key)}" xmlns="http://www.w3.org/2000/svg"'
-           f' viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img">']
+           f' viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">']
     for s in spans:
-        x0 = _x(max(s.since_s, start), start, end)
-        x1 = max(_x(min(s.until_s, end), start, end), x0 + 2)
+        x0 = x(max(s.since_s, start))
+        x1 = max(x(min(s.until_s, end)), x0 + 2)
         f = s.peak
         tip = visible(f"{f.severity} {f.detector} {f.subject_name}: {stamp(s.since_s)} → "
                       f"{'ongoing' if s.ongoing else stamp(s.until_s)}: {f.message}")
         out.append(f'<rect class="finding-span" data-detector="{html.escape(f.detector)}" '
                    f'data-severity="{html.escape(f.severity)}" x="{x0:.1f}" y="{MT}" '
-                   f'width="{x1 - x0:.1f}" height="{H - MT - MB}" '
+                   f'width="{x1 - x0:.1f}" height="{h - MT - MB}" '
                    f'fill="{SHADE.get(f.severity, "#888")}" fill-opacity="0.15">'
                    f"<title>{html.escape(tip)}</title></rect>")
-    out.append(f'<line x1="{ML}" y1="{H - MB}" x2="{W - MR}" y2="{H - MB}" stroke="#999"/>')
-    out.append(f'<line x1="{ML}" y1="{MT}" x2="{ML}" y2="{H - MB}" stroke="#999"/>')
+    out.append(f'<line x1="{ML}" y1="{h - MB}" x2="{w - MR}" y2="{h - MB}" stroke="#999"/>')
+    out.append(f'<line x1="{ML}" y1="{MT}" x2="{ML}" y2="{h - MB}" stroke="#999"/>')
     for frac in (0.0, 0.5, 1.0):
         v = top * frac
         out.append(f'<text x="{ML - 6}" y="{y(v) + 4:.1f}" text-anchor="end">'
                    f"{html.escape(fmt(v))}</text>")
-        out.append(f'<line x1="{ML}" y1="{y(v):.1f}" x2="{W - MR}" y2="{y(v):.1f}" '
+        out.append(f'<line x1="{ML}" y1="{y(v):.1f}" x2="{w - MR}" y2="{y(v):.1f}" '
                    'stroke="#eee"/>')
     long = end - start > 12 * 3600  # a day or so: the date matters
     for frac, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end")):
         t = start + frac * (end - start)
-        out.append(f'<text x="{_x(t, start, end):.1f}" y="{H - 8}" text-anchor="{anchor}">'
+        out.append(f'<text x="{x(t):.1f}" y="{h - 8}" text-anchor="{anchor}">'
                    f"{_clock(t, long)}</text>")
     for label, colour, series in lines:
         for run in _runs(series, gap_s):
             if len(run) == 1:
                 run.append((run[0][0] + series.width_s / 2, run[0][1]))
-            pts = " ".join(f"{_x(t, start, end):.1f},{y(v):.1f}" for t, v in run)
+            pts = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in run)
             out.append(f'<polyline class="series" fill="none" stroke="{colour}" '
                        f'stroke-width="1.5" points="{pts}"><title>{html.escape(visible(label))}'
                        "</title></polyline>")
     if not values:
-        out.append(f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no data</text>')
+        out.append(f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle">no data</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -1202,9 +1367,14 @@ def _runs(series: Series, gap_s: float) -> Iterator[list[tuple[float, float]]]:
         yield run
 
 
+Lines = list[tuple[str, str, Series]]
+"""A plot's lines: (label, colour, series)."""
+
+
 def _figure(key: str, title: str, lines: Sequence[tuple[str, str, Series]],
             spans: Sequence[FindingSpan], report: Report,
-            fmt: Callable[[float | None], str], min_top: float) -> str:
+            fmt: Callable[[float | None], str], min_top: float,
+            size: tuple[int, int] = (W, H)) -> str:
     start, end = report.host.series_range
     # A line breaks where samples are missing: more than 3 sampling steps without
     # one, or more than 2 buckets when buckets are wider than a step.
@@ -1213,7 +1383,7 @@ def _figure(key: str, title: str, lines: Sequence[tuple[str, str, Series]],
     legend = "".join(f'<li><span style="background:{c}"></span>'
                      f"{html.escape(visible(label))}</li>" for label, c, _ in lines)
     return (f'<figure><figcaption>{html.escape(title)}</figcaption>'
-            f"{svg_plot(key, lines, spans, start, end, fmt, gap_s, min_top)}"
+            f"{svg_plot(key, lines, spans, start, end, fmt, gap_s, min_top, size)}"
             f'<ul class="legend">{legend}</ul></figure>')
 
 
@@ -1249,6 +1419,76 @@ def plots_html(report: Report) -> str:
     return "".join(parts)
 
 
+INCIDENT_METRICS = {
+    "leak": "mem_used",
+    "pinning": "steal_max_pct",
+    "overcommit": "steal_max_pct",
+    "disk_device": "disk_ms",
+    "disk_above_device": "disk_ms",
+    "switch": "net_drops_per_s",
+}
+"""Incident kind → the guest figure its plot shows for its guests. A switch shows the
+utilization of its uplinks instead when the report has them (`HostAcc.masters`), and
+the drops of the guests on it when none of its guests is named."""
+HOST_SUBJECT_METRICS = {"host:cpu": "psi_cpu_some_pct", "host:memory": "psi_mem_some_pct",
+                        "host:io": "psi_io_some_pct"}
+"""A host finding alone (`host_pressure`, by subject) → the host figure its plot shows."""
+
+
+def _incident_lines(report: Report, i: Incident) -> tuple[str, Lines, GuestMetric | None]:
+    """What an incident's plot shows: a caption, the lines, and the guest figure they
+    are of (None: host figures in %). A finding alone shows the figure its detector
+    judges (`GuestMetric.detectors`) for its guests, or for the host
+    `HOST_SUBJECT_METRICS`."""
+    host = report.host
+    switch = i.cause.partition(":")[2] if i.kind == "switch" else None
+    uplinks = sorted(u for u, master in host.masters.items()
+                     if master == switch and f"uplink:{u}" in host.series)
+    if uplinks:
+        return (f"Utilization of the uplinks of {switch} (%)",
+                [(u, PALETTE[n % len(PALETTE)], host.series[f"uplink:{u}"])
+                 for n, u in enumerate(uplinks)], None)
+    key = INCIDENT_METRICS.get(i.kind)
+    first = i.members[0]
+    if key is None and first.guest is None:
+        key = HOST_SUBJECT_METRICS.get(first.subject)
+        if key is None or key not in host.series:
+            return "", [], None
+        label = next(m.label for m in HOST_METRICS if m.key == key)
+        return label, [(label, PALETTE[0], host.series[key])], None
+    m = next((m for m in GUEST_METRICS if m.plot and (
+        m.key == key if key is not None else first.detector in m.detectors)), None)
+    if m is None:
+        return "", [], None
+    chosen = [g for g in report.guests if g.name in i.guests] or [
+        g for g in report.guests if switch in g.bridges]
+    lines = [(g.name, PALETTE[n % len(PALETTE)], g.series[m.key])
+             for n, g in enumerate(g for g in chosen if g.stats[m.key].n)]
+    return f"{m.label}: {m.help}", lines[:PLOT_GUESTS_MAX], m
+
+
+def incident_plot_html(report: Report, i: Incident) -> str:
+    """The small plot of an incident over the range: the figure that matters for its
+    kind (`INCIDENT_METRICS`), its members' finding spans shaded; "" for an info
+    incident (a fact, as in the other plots) or one without such a figure."""
+    if i.severity == "info":
+        return ""
+    caption, lines, m = _incident_lines(report, i)
+    if not lines:
+        return ""
+    members = {(x.detector, x.subject) for x in i.members}
+    spans = [s for s in report.findings if (s.detector, s.subject) in members
+             and s.severity != "info" and s.since_s <= i.last_bad_s and s.until_s >= i.since_s]
+    fmt, min_top = (m.fmt, m.min_top) if m is not None else (fmt_pct, PCT_MIN_TOP)
+    # The caption may name a switch: data, as the legend's names.
+    return _figure(f"incident-{i.id}", visible(caption), lines, spans, report, fmt, min_top,
+                   SMALL)
+
+
+SEVERITY_COLUMN = {"findings": 3, "members": 3}
+"""Table kind → the column whose severity colours an HTML row."""
+
+
 def _table_html(t: Table, severity_col: int | None) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in t.headers)
     body = []
@@ -1264,6 +1504,18 @@ def _table_html(t: Table, severity_col: int | None) -> str:
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
+def _html_body(sec: Section) -> list[str]:
+    """A section's facts, note and tables as HTML."""
+    out = []
+    if sec.facts:
+        out.append("<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
+                                    for k, v in sec.facts) + "</dl>")
+    if sec.note:
+        out.append(f"<p>{html.escape(sec.note)}</p>")
+    out += [_table_html(t, SEVERITY_COLUMN.get(t.kind)) for t in sec.tables]
+    return out
+
+
 def render_html(report: Report) -> str:
     """The report as one self-contained HTML page: inline CSS and SVG, no scripts,
     nothing fetched, so it opens offline."""
@@ -1271,15 +1523,15 @@ def render_html(report: Report) -> str:
            f"<title>kvmtop report: {html.escape(visible(report.path))}</title>",
            f"<style>{CSS}</style></head><body>",
            f"<h1>kvmtop report: {html.escape(visible(report.path))}</h1>"]
+    incidents = {f"incident-{i.id}": i for i in report.incidents}
     for sec in sections(report):
         out.append(f'<section id="{sec.id}"><h2>{html.escape(sec.title)}</h2>')
-        if sec.facts:
-            out.append("<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
-                                        for k, v in sec.facts) + "</dl>")
-        if sec.note:
-            out.append(f"<p>{html.escape(sec.note)}</p>")
-        for t in sec.tables:
-            out.append(_table_html(t, 3 if t.kind == "findings" else None))
+        out += _html_body(sec)
+        for sub in sec.subsections:
+            i = incidents[sub.id]
+            out.append(f'<section class="incident {html.escape(i.severity)}" '
+                       f'id="{html.escape(sub.id)}"><h3>{html.escape(sub.title)}</h3>')
+            out += [*_html_body(sub), incident_plot_html(report, i), "</section>"]
         out.append("</section>")
         if sec.id == "offenders":
             out.append('<section id="plots"><h2>Plots</h2><p>The top guests of each figure '
@@ -1310,7 +1562,9 @@ def format_of(output: Path | None) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `kvmtop report` (FILE, --from/--to and --config come from the CLI)."""
     parser.description = (
-        "Summarize a recording: a findings timeline, the top offenders per figure "
+        "Summarize a recording: its incidents (findings grouped by cause) most urgent "
+        "first, each with its members, evidence and advice, then a findings timeline, the "
+        "top offenders per figure "
         "(steal, exits, disk latency, drops, memory growth), and per-guest "
         "min/avg/p95/max next to the host baseline over the same range. The samples go "
         "through the same rates and detectors as the TUI (detector settings from --config)."

@@ -18,9 +18,11 @@ samples (tests/report/test_rollup.py compares both on a lab recording):
 - count, min, max, mean, time integrals, p95 (the same `LogHistogram` bins, merged)
   and memory growth (the least-squares sums, merged): the same figures, up to the
   order of floating-point additions;
-- findings: the same spans when the report covers the whole recording and the
-  detector settings are the recorder's (the index holds the findings the recorder's
-  detectors raised). Over a part, the detectors have their history from before it;
+- findings and incidents: the same spans and incidents when the report covers the
+  whole recording and the detector settings are the recorder's (the index holds the
+  findings the recorder's detectors raised, and each minute's incidents at their
+  worst, which merge into those of the range: `IncidentAcc.merge`). Over a part, the
+  detectors have their history from before it;
 - plots: the maximum of every `PLOT_S` seconds instead of every sample;
 - `--from`/`--to` are widened to the minutes of the index that overlap them (the
   report's range line shows the samples actually covered).
@@ -42,6 +44,7 @@ from typing import Any
 
 from kvmtop.feed import FindingSpan, Pipeline
 from kvmtop.model.finding import Finding
+from kvmtop.model.incident import Incident
 from kvmtop.model.sample import Sample
 from kvmtop.report import (
     Accumulator,
@@ -53,15 +56,17 @@ from kvmtop.report import (
     Trend,
     by_start,
     extent,
+    ranked,
 )
 from kvmtop.store.codec import decode, encode
 from kvmtop.store.meta import StoreWriteError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 
-VERSION = 2
+VERSION = 3
 """Layout of a rollup document; rows of another version are ignored (rebuild them
-with `kvmtop reindex`). 2: findings carry their cause (`Finding.cause`)."""
+with `kvmtop reindex`). 2: findings carry their cause (`Finding.cause`); 3: the
+incidents (`IncidentAcc.incidents`)."""
 
 MINUTE_S = 60.0
 """Wall-clock span of one rollup."""
@@ -121,6 +126,9 @@ def document(acc: Accumulator, spans: Iterable[FindingSpan]) -> dict[str, Any]:
         # The message when raised, None when the peak says the same.
         "findings": [[encode(s.peak), None if s.message == s.peak.message else s.message,
                       s.since_s, s.raised_s, s.until_s, s.ongoing] for s in spans],
+        # Each incident seen, at its worst so far: merged in order, the same as folding
+        # every frame (IncidentAcc.merge).
+        "incidents": [encode(i) for i in acc.incidents.incidents()],
     }
 
 
@@ -189,6 +197,7 @@ def _merge(acc: Accumulator, doc: dict[str, Any], spans: Spans) -> None:
                            ongoing)
         seen = spans.get(span.key())
         spans[span.key()] = span if seen is None else seen.merged(span)
+    acc.incidents.merge([decode(Incident, i) for i in doc["incidents"]])
 
 
 def _dumps(doc: dict[str, Any]) -> bytes:
@@ -389,7 +398,8 @@ def indexed_report(reader: StoreReader, *, from_s: float | None = None,
     return Report(
         path=reader.path, meta=reader.meta, from_s=from_s, to_s=to_s, first_s=first_s,
         last_s=last_s, step_s=None, samples=acc.samples, guests=list(acc.guests.values()),
-        host=acc.host, findings=by_start(_ended(spans.values(), last_s)),
+        host=acc.host, incidents=ranked(acc.incidents.incidents()),
+        findings=by_start(_ended(spans.values(), last_s)),
         notices=list(reader.notices), skipped=len(reader.skipped), index_s=PLOT_S,
     )
 

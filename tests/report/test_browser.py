@@ -104,8 +104,14 @@ def test_every_plot_is_laid_out(report_html: Path, tmp_path: Path) -> None:
     for item in found[1].split():
         key, w, h, lines, spans = item.split(":")
         plots[key] = (int(w), int(h), int(lines), int(spans))
-    assert set(plots) == {*(m.key for m in GUEST_METRICS if m.plot), "host"}
+    incidents = {k for k in plots if k.startswith("incident-")}
+    assert set(plots) - incidents == {*(m.key for m in GUEST_METRICS if m.plot), "host"}
     for key, (w, h, lines, _) in plots.items():
-        assert w > 900 and h > 200 and lines >= 1, (key, plots[key])
+        assert key in incidents or (w > 900 and h > 200 and lines >= 1), (key, plots[key])
+    # The small plot of each incident (leak, steal, drops), its finding shaded.
+    assert len(incidents) == 3
+    for key in incidents:
+        w, h, lines, spans = plots[key]
+        assert 400 < w < 900 and 100 < h < 200 and lines == 1 and spans == 1, (key, plots[key])
     assert plots["steal_max_pct"][3] == 1  # the steal finding, shaded
     assert plots["mem_used"][3] == 1  # the leak

@@ -137,6 +137,32 @@ def test_json_report_keeps_the_exact_names(recording: Path, tmp_path: Path) -> N
     assert DEVICE in doc["host"]["disks"] and UPLINK in doc["host"]["uplinks"]
 
 
+def test_incident_summary_escapes_names_and_json_keeps_them(recording: Path,
+                                                            tmp_path: Path) -> None:
+    """The incidents' sentences and members name the guest and the vNIC."""
+    text = report(recording, tmp_path, "text").split("== Findings timeline ==")[0]
+    titles = [line for line in text.splitlines() if line.startswith("#")]
+    assert any(t.endswith(f"critical: {BAD_SHOWN}: steal max 25% (vCPU 0), mean 25%: CPU "
+                          "contention on the host") for t in titles), titles
+    assert any(f"critical: {BIDI_SHOWN} {NIC_SHOWN}: {NIC_SHOWN} RX drops" in t
+               for t in titles), titles
+    md = report(recording, tmp_path, "md").split("## Findings timeline")[0]
+    assert_no_raw(md)
+    assert any(line.startswith("### #") and BAD_SHOWN in line for line in md.splitlines())
+    assert f"| {BAD_SHOWN} | {BAD_SHOWN} | steal | critical |" in md.splitlines()
+    assert f"| {BIDI_SHOWN} | {NIC_SHOWN} | vnic_drops | critical |" in md.splitlines()
+    page = report(recording, tmp_path, "html").split('<section id="findings">')[0]
+    assert_no_raw(page)
+    parser = Text()
+    parser.feed(page)
+    shown = "".join(parser.parts)
+    assert f"critical: {BAD_SHOWN}: steal max" in shown
+    assert f"{BIDI_SHOWN}{NIC_SHOWN}vnic_dropscritical" in shown  # a member row
+    doc = json.loads(report(recording, tmp_path, "json"))
+    steal = next(i for i in doc["incidents"] if i["members"][0]["detector"] == "steal")
+    assert steal["guests"] == [BAD] and steal["title"].startswith(f"{BAD}: steal")
+
+
 def export(recording: Path, tmp_path: Path, fmt: str) -> str:
     return run_command("export", recording, tmp_path, fmt)
 
