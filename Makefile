@@ -34,7 +34,7 @@ lint: setup
 # KVM's own counters (binary stats against debugfs, kvm_pio tracing against the binary
 # stats, an unmanaged QEMU's exits, doctor), every guest's figures against libvirt's
 # raw arithmetic, steal of the pinned pair, the balloon ramp and the leak detector on a
-# KVM guest. Every one passed in each of the three full nested runs of 2026-12-06
+# KVM guest. Every one passed in the full nested runs of 2026-12-06 after their fixes
 # since the guests boot the uncompressed kernel. Those that judge a rate against a
 # nominal one (probe loop rates, halt-polling frames, per-reason tracing, the smoke
 # faults) missed it in one of them, when L1's emulated CPU ran slower (L2 up 159 s
