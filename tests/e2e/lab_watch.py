@@ -21,16 +21,28 @@ from kvmtop.model.snapshot import Snapshot
 from tests.lab.fixture import kvmtop_interval_s
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One raw getAllDomainStats reply: when its call started and returned (monotonic
+    ns), and the stats by domain UUID."""
+
+    started_ns: int
+    returned_ns: int
+    stats: dict[str, dict[str, Any]]
+
+
 class RecordingConnection:
     """A libvirt connection that keeps every raw getAllDomainStats reply."""
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
-        self.replies: list[tuple[int, dict[str, dict[str, Any]]]] = []
+        self.replies: list[Reply] = []
 
     def getAllDomainStats(self, stats: int, flags: int) -> Any:
+        started = time.monotonic_ns()
         reply = self._conn.getAllDomainStats(stats, flags)
-        self.replies.append((time.monotonic_ns(), {d.UUIDString(): dict(s) for d, s in reply}))
+        self.replies.append(Reply(started, time.monotonic_ns(),
+                                  {d.UUIDString(): dict(s) for d, s in reply}))
         return reply
 
     def __getattr__(self, name: str) -> Any:
@@ -45,18 +57,40 @@ class Observation:
     snapshots: list[Snapshot] = field(default_factory=list)
     raw: list[RecordingConnection] = field(default_factory=list)
 
-    def raw_stats(self, i: int) -> dict[str, dict[str, Any]]:
-        """The raw libvirt stats behind sample `i`, by domain UUID: every reply that
-        arrived after sample i-1 and by sample i, merged (one bulk call per tick, or
-        several calls of fewer groups)."""
+    def _calls(self, i: int) -> list[Reply]:
+        """The stats calls of tick `i`: started after sample i-1 was stamped (each
+        sample is stamped after its guests were read), in the order they started."""
         after = self.samples[i - 1].mono_ns if i > 0 else 0
+        return sorted((r for conn in self.raw for r in conn.replies
+                       if after < r.started_ns <= self.samples[i].mono_ns),
+                      key=lambda r: r.started_ns)
+
+    def raw_stats(self, i: int) -> dict[str, dict[str, Any]]:
+        """The raw libvirt stats behind sample `i`, by domain UUID: the replies of tick
+        i's calls that returned by the sample, merged in the order the calls started (a
+        NOWAIT retry after an abandoned call wins). A call abandoned over its deadline
+        that returned later is not in it: kvmtop never used its reply."""
         merged: dict[str, dict[str, Any]] = {}
-        for conn in self.raw:
-            for stamp, reply in conn.replies:
-                if after < stamp <= self.samples[i].mono_ns:
-                    for uuid, stats in reply.items():
-                        merged.setdefault(uuid, {}).update(stats)
+        for reply in self._calls(i):
+            if reply.returned_ns <= self.samples[i].mono_ns:
+                for uuid, stats in reply.stats.items():
+                    merged.setdefault(uuid, {}).update(stats)
         return merged
+
+    def clean(self, i: int) -> bool:
+        """Tick `i` read libvirt with one call that returned in time (no call abandoned
+        over the deadline, no NOWAIT retry: every group of every guest answered)."""
+        calls = self._calls(i)
+        return len(calls) == 1 and calls[0].returned_ns <= self.samples[i].mono_ns
+
+    def last_clean_pair(self) -> int:
+        """The latest sample i whose tick and the one before were both clean: kvmtop's
+        rates at i come from exactly the two raw replies a test compares them with (on
+        a loaded host, as the nested lab's emulated one, a tick can overrun and
+        abandon its call)."""
+        clean = [i for i in range(1, len(self.samples)) if self.clean(i - 1) and self.clean(i)]
+        assert clean, "no two consecutive ticks read libvirt with one timely call each"
+        return clean[-1]
 
     def interval_s(self, i: int) -> float:
         """Seconds between samples i-1 and i, as kvmtop's rates use them."""

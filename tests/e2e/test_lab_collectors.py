@@ -73,10 +73,9 @@ def test_every_lab_guest_is_seen_with_name_and_uuid(lab: Lab, observed: Observat
 
 def test_rates_match_raw_libvirt_arithmetic(observed: Observation) -> None:
     """CPU% and vNIC bytes/s from kvmtop equal Δ/Δt of the raw getAllDomainStats values."""
-    n = len(observed.samples) - 1
-    assert n >= 2
+    n = observed.last_clean_pair()
     prev, cur = observed.raw_stats(n - 1), observed.raw_stats(n)
-    last = observed.snapshots[-1]
+    last = observed.snapshots[n]
     dt_s = observed.interval_s(n)
     checked = 0
     for g in last.guests:
@@ -220,11 +219,11 @@ def test_kvm_columns_follow_each_guests_accelerator(lab: Lab, observed: Observat
     """A TCG guest's KVM columns are "not KVM", never 0; a KVM guest's exits per vCPU
     are Δ of KVM's own counter (libvirt's binary stat `vcpu.N.exits.sum`, read by the
     same calls) over the interval, whatever the guest runs (boot sector or Linux)."""
-    n = len(observed.samples) - 1
+    n = observed.last_clean_pair()
     prev, cur = observed.raw_stats(n - 1), observed.raw_stats(n)
     dt_s = observed.interval_s(n)
     kinds = set()
-    for g in observed.snapshots[-1].guests:
+    for g in observed.snapshots[n].guests:
         guest = lab.guests.get(g.name)
         if guest is None:
             continue
@@ -316,7 +315,8 @@ def test_traced_pio_probe_reasons_as_this_hosts_kvm_exit_allows(lab: Lab) -> Non
         key = "vcpu.0.exits.sum"
         for i, snap in enumerate(obs.snapshots[1:], start=1):
             g = snap.guest(guest.uuid)
-            if g is None or "kvm_exit:total" not in g.tracepoint_rates:
+            if (g is None or "kvm_exit:total" not in g.tracepoint_rates
+                    or not (obs.clean(i - 1) and obs.clean(i))):
                 continue
             grew = obs.raw_stats(i)[guest.uuid][key] - obs.raw_stats(i - 1)[guest.uuid][key]
             ratios.append(g.tracepoint_rates["kvm_exit:total"] / (grew / obs.interval_s(i)))
