@@ -37,6 +37,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -216,12 +217,61 @@ def store(record: dict[str, Any], seeks: int) -> list[Row]:
     rows.append(Row("store", "replay seek to a random time (p95)", _p95(seek), "ms", 50.0,
                     "StoreReader.seek + read", _p95(raw),
                     f"median {statistics.median(seek):.1f} ms over {seeks} seeks"))
+    rows += incident_jumps()
     wall, _cpu = bench_report.time_report(path)
     exact_wall, _ = bench_report.time_report(path, "--exact", "--to", "+3600s")
     rows.append(Row("store", "kvmtop report, 24 h (index written by the recorder)", wall, "s",
                     10.0, "--exact, every sample replayed", exact_wall * hours,
                     f"--exact: first hour measured ({exact_wall:.1f} s) × {hours:g}"))
     return rows
+
+
+def incident_jumps() -> list[Row]:
+    """The replay scan's checkpoints (kvmtop.feed) on one hour × 50 guests: their CPU
+    per scanned sample against the scan's own, and a jump to each incident (`f`,
+    resumed from a checkpoint) against a plain seek to the same frame and lead."""
+    from bench import bench_report
+    from kvmtop.config import Settings
+    from kvmtop.feed import CHECKPOINT_SPACING, ReplayFeed
+    from kvmtop.store.reader import StoreReader
+    from kvmtop.wiring import build_pipeline
+
+    path = bench_report.recording(RECORDING.with_name("scan-1h-50g.kvmtop"), RECORD_GUESTS, 1.0,
+                                  index=False)
+    settings = Settings()
+    scanner = build_pipeline(replace(settings, window_size=2))
+    feed = ReplayFeed(StoreReader(path), build_pipeline(settings), scanner=scanner)
+    plain = ReplayFeed(StoreReader(path), build_pipeline(settings))
+    jumps, seeks = [], []
+    try:
+        t0 = time.process_time()
+        while feed.scan(100):
+            pass
+        scan_ms = (time.process_time() - t0) * 1000 / feed.reader.count()
+        t0 = time.process_time()
+        for _ in range(10):
+            scanner.checkpoint()
+        checkpoint_ms = (time.process_time() - t0) * 1000 / 10
+        for span in feed.incidents:
+            lead = span.raised_s - span.incident.since_s
+            t0 = time.perf_counter()
+            assert feed.seek(span.raised_s, lead_s=lead) is not None
+            jumps.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            assert plain.seek(span.raised_s, lead_s=lead) is not None
+            seeks.append((time.perf_counter() - t0) * 1000)
+    finally:
+        feed.close()
+        plain.close()
+    return [
+        Row("store", f"replay scan: checkpoint CPU per sample, {RECORD_GUESTS} guests",
+            checkpoint_ms / CHECKPOINT_SPACING, "ms", None, "the scan's CPU per sample",
+            scan_ms, f"{checkpoint_ms:.1f} ms per checkpoint (after an hour), one every "
+            f"{CHECKPOINT_SPACING} samples"),
+        Row("store", "jump to an incident (p95)", _p95(jumps) if jumps else None, "ms", 100.0,
+            "plain seek, same frame and lead", _p95(seeks) if seeks else None,
+            f"{len(jumps)} incidents; the jump resumes the scan's checkpoint"),
+    ]
 
 
 def _p95(xs: Sequence[float]) -> float:

@@ -662,10 +662,10 @@ class KvmtopApp(App[None]):
         self._navigate(partial(self._to_incident, direction))
 
     def _to_incident(self, direction: int, nav: Navigable) -> Snapshot | None:
-        """(Collection thread.) Seek to the first frame showing an incident, the window
-        primed with its lead-up (from its start, the first bad observation of its
-        findings) so the detectors raise them again; say what it is, and have its row
-        selected when the frame is shown."""
+        """(Collection thread.) Seek to the first frame showing an incident (the feed
+        resumes its detectors from the scan there), its lead-up from its start (the
+        first bad observation of its findings) in the plots; say what it is, and have
+        its row selected when the frame is shown."""
         here = nav.position_s
         span = adjacent_span(nav.incidents, -math.inf if here is None else here, direction)
         if span is None:

@@ -15,9 +15,12 @@ by scanning the recording through a second pipeline (`ReplayFeed.scan`).
 from __future__ import annotations
 
 import enum
+import io
+import pickle
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -292,11 +295,16 @@ class IncidentStarts:
         self._raised: dict[str, float] = {}
         self._latest: dict[str, Incident] = {}
 
-    def add(self, frame: Snapshot) -> None:
-        """Take the incidents of the next frame (in recording order, no seek)."""
+    def add(self, frame: Snapshot) -> bool:
+        """Take the incidents of the next frame (in recording order, no seek); True
+        when it is the first to show one of them."""
+        first = False
         for i in frame.incidents:
-            self._raised.setdefault(i.id, frame.wall_s)
+            if i.id not in self._raised:
+                self._raised[i.id] = frame.wall_s
+                first = True
             self._latest[i.id] = i
+        return first
 
     def spans(self) -> list[IncidentSpan]:
         """Every incident seen, as its last frame had it, with the first frame showing
@@ -374,6 +382,14 @@ class Navigable(Feed, Protocol):
 RECENT_FRAMES = 300
 """Frames a snapshot carries for plots: 10 minutes at the default 2 s interval."""
 
+CHECKPOINT_SPACING = 16
+"""Samples between the replay scan's checkpoints: a jump to an incident pushes at
+most this many samples through the pipeline (cost in bench/)."""
+
+PINS = 100
+"""Incident starts a replay keeps a checkpoint for (the newest), as many as the
+incident history holds."""
+
 
 class Pipeline:
     """Sample → rates (window) → findings → incidents → snapshot: the code live and
@@ -435,6 +451,60 @@ class Pipeline:
         """Forget the window (after a seek); the detectors and incidents start over
         with the next push."""
         self.window.clear()
+
+    def checkpoint(self) -> bytes:
+        """The detectors' and incidents' state after the latest push, for `resume`:
+        pickled (in memory only) without the latest sample, which the recording
+        holds, and compressed (bench/ measures size and time)."""
+        latest = self.window.latest
+        out = io.BytesIO()
+        _StatePickler(out, None if latest is None else latest[0]).dump(
+            (self._detect, self._incidents))
+        return zlib.compress(out.getvalue(), 1)
+
+    def resume(self, state: bytes, history: Sequence[Sample]) -> None:
+        """Continue from a `checkpoint` of a pipeline built from the same settings, as
+        if every sample up to it had been pushed here.
+
+        Args:
+            state: the checkpoint.
+            history: the samples up to the checkpoint's latest one (last, required),
+                oldest first: the window's frames (plots); the detectors do not see
+                them again.
+        """
+        self.window.clear()
+        for sample in history:
+            self.window.push(sample)
+        # The next push has a window longer than one frame, which the engine and the
+        # tracker read as "continues", not "started over".
+        self._detect, self._incidents = _StateUnpickler(
+            io.BytesIO(zlib.decompress(state)), history[-1]).load()
+
+
+class _StatePickler(pickle.Pickler):
+    """Pickles a pipeline's state with the latest sample as a reference, not a copy."""
+
+    def __init__(self, out: io.BytesIO, latest: Sample | None) -> None:
+        super().__init__(out, protocol=pickle.HIGHEST_PROTOCOL)
+        self._latest = latest
+
+    def persistent_id(self, obj: object) -> str | None:
+        """The latest sample by reference."""
+        return "latest" if obj is self._latest and obj is not None else None
+
+
+class _StateUnpickler(pickle.Unpickler):
+    """Loads a `_StatePickler` state around the latest sample, read again."""
+
+    def __init__(self, data: io.BytesIO, latest: Sample) -> None:
+        super().__init__(data)
+        self._latest = latest
+
+    def persistent_load(self, pid: object) -> Sample:
+        """The latest sample (the only reference a state holds)."""
+        if pid != "latest":
+            raise pickle.UnpicklingError(f"unknown reference {pid!r}")
+        return self._latest
 
 
 class LiveFeed:
@@ -510,7 +580,11 @@ class ReplayFeed:
     Where findings were active and where incidents were first shown comes from
     `scan()`: a second pipeline plays the range from its start, never seeking, a few
     samples per call; `spans` and `incidents` grow as it goes. It costs one pipeline
-    push per sample, as playing does.
+    push per sample, as playing does, and a checkpoint of its detectors every
+    CHECKPOINT_SPACING samples. Where a frame first shows an incident, the scan keeps
+    its latest checkpoint; a seek to that frame (`f` / `F`) resumes the pipeline from
+    it, so the frame shows the incident as continuous play did, even one judged on
+    an hour of history (a leak).
 
     Damaged samples are skipped (see `notices`); the next frame's rates then span
     the gap.
@@ -568,6 +642,12 @@ class ReplayFeed:
         self._scan_index: int | None = None
         self._tracker = FindingTracker()
         self._starts = IncidentStarts()
+        self._checkpoint: tuple[int, bytes] | None = None
+        """The scanner's latest checkpoint: (index, its state after that sample)."""
+        self._unchecked = 0
+        self._pins: dict[int, tuple[int, bytes] | None] = {}
+        """Index of a frame that first shows an incident → the checkpoint before it
+        (None: before the first one, the scan's fresh start)."""
 
     @property
     def speed(self) -> float:
@@ -728,17 +808,55 @@ class ReplayFeed:
                 index = self.reader.prev_index(index)
             return None
 
+    def _pin(self, index: int) -> None:
+        """Keep the latest checkpoint for the frame at `index` (the newest PINS)."""
+        self._pins[index] = self._checkpoint
+        if len(self._pins) > PINS:
+            del self._pins[next(iter(self._pins))]
+
+    def _resume(self, first: int, index: int) -> int | None:
+        """For a frame that first shows an incident: resume the pipeline from its pinned
+        checkpoint, the window holding the samples from `first` on, and return the
+        index of the next sample to push (None: not such a frame)."""
+        if index not in self._pins:
+            return None
+        pinned = self._pins[index]
+        if pinned is None:
+            self.pipeline.reset()  # before the first checkpoint: fresh, as the scan began
+            return self._start()
+        at, state = pinned
+        history = []
+        # From the sample before the lead's first one, as a plain seek primes (rates).
+        i = self.reader.prev_index(first) if first <= at else at
+        i = first if i is None else i
+        while i is not None and i < at:
+            if (sample := self.reader.read(i)) is not None:
+                history.append(sample)
+            i = self.reader.next_index(i)
+        latest = self.reader.read(at)
+        if latest is None:
+            return None  # the scan read it: only a file changed since would do this
+        self.pipeline.resume(state, [*history, latest])
+        return self.reader.next_index(at)
+
     def _jump(self, index: int, lead_s: float = 0.0, *,
               forward: bool = True) -> Snapshot | None:
         """Reset the window, prime it with the sample before `index` (and with the
-        `lead_s` seconds before that), show `index`; when it cannot be read, the
-        next readable one (`forward`) or None."""
-        self.pipeline.reset()
+        `lead_s` seconds before that, up to RECENT_FRAMES), show `index`; when it
+        cannot be read, the next readable one (`forward`) or None. A frame that first
+        shows an incident resumes from the scan's checkpoint instead (class notes)."""
         first = index
         at = self.reader.time_of(index)
-        if lead_s > 0 and at is not None:
-            first = min(index, self.reader.seek(at - lead_s) or index)
-        prime = self.reader.prev_index(first)
+        lead_s = min(lead_s, RECENT_FRAMES * self._interval_s)
+        if lead_s > 0 and at is not None and (led := self.reader.seek(at - lead_s)) is not None:
+            first = min(index, led)
+        prime = self._resume(first, index)
+        if prime is None:
+            self.pipeline.reset()
+            # The sample before the lead's first one, for its rates (none at the start).
+            prime = self.reader.prev_index(first)
+            if prime is None:
+                prime = first
         while prime is not None and prime < index:
             sample = self.reader.read(prime)
             if sample is not None:
@@ -774,8 +892,13 @@ class ReplayFeed:
                 if sample is not None:
                     frame = self._scanner.push(sample, mode=self.mode)
                     self._tracker.add(frame)
-                    self._starts.add(frame)
+                    if self._starts.add(frame):
+                        self._pin(index)
                     self.scanned_s = frame.wall_s
+                    self._unchecked += 1
+                    if self._unchecked >= CHECKPOINT_SPACING:
+                        self._checkpoint = (index, self._scanner.checkpoint())
+                        self._unchecked = 0
             self.spans = tuple(self._tracker.spans())
             self.incidents = tuple(self._starts.spans())
             return left

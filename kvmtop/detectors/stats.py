@@ -273,6 +273,16 @@ class RollingMedian:
     def __len__(self) -> int:
         return len(self._sorted)
 
+    def __getstate__(self) -> tuple[float, list[float], list[float]]:
+        """Span, times and values: a replay checkpoint (kvmtop.feed) rebuilds the
+        sorted order rather than storing it twice."""
+        return (self.span_s, [t for t, _ in self._by_time], [v for _, v in self._by_time])
+
+    def __setstate__(self, state: tuple[float, list[float], list[float]]) -> None:
+        self.span_s, times, values = state
+        self._by_time = deque(zip(times, values, strict=True))
+        self._sorted = sorted(values)
+
     @property
     def covered_s(self) -> float:
         """Seconds between the oldest and the newest value held."""

@@ -246,9 +246,9 @@ async def test_next_and_previous_incident(flapping: ReplayFeed,
         await ready(pilot, app, flapping)
         assert [s.raised_s - T0 for s in flapping.spans] == [330, 500, 830]
         assert findings_shown(app) == [] and selected(app) is None
-        # Each jump lands on the first frame showing the incident, its lead-up (from
-        # its start) replayed before it so the detectors raise it again, and selects
-        # it; noisy's second raise at t+500 s is the same incident: not a stop.
+        # Each jump lands on the first frame showing the incident, as play showed it
+        # (resumed from the scan's checkpoint), and selects it; noisy's second raise
+        # at t+500 s is the same incident: not a stop.
         assert await press(pilot, app, "f") == 330
         assert findings_shown(app) == [("steal", "noisy", "warning")]
         assert app.query_one(IncidentsPanel).has_class("-has-incidents")
@@ -410,3 +410,36 @@ def test_time_of_day_reads_as_a_time_during_the_recording(
 def test_impossible_time_of_day(text: str) -> None:
     with pytest.raises(ValueError, match="not a time of day"):
         parse_time(text, T0, T0 + LENGTH)
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lab-sample.kvmtop"
+
+
+async def test_f_lands_on_the_shipped_leak_and_selects_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the shipped demo recording, `f` reaches the leak incident (raised after 4 min
+    of balloon figures) on a frame that shows it, with its row selected: the jump
+    resumes the detectors from the scan's checkpoint, not from the incident's start."""
+    feed = replay_feed(EXAMPLE)
+    app = KvmtopApp(feed, title_suffix="replay of lab-sample.kvmtop")
+    app.paused = True
+    notes = notes_of(app, monkeypatch)
+    with StoreReader(EXAMPLE) as reader:
+        end = reader.last_time()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.displayed is not None and feed.scanned_s == end,
+                         timeout=60)
+        leak = next(s for s in feed.incidents if s.incident.kind == "leak")
+        for _ in feed.incidents:
+            await press(pilot, app, "f")
+            if app.displayed is not None and app.displayed.wall_s == leak.raised_s:
+                break
+        assert app.displayed is not None and app.displayed.wall_s == leak.raised_s
+        assert notes[-1].startswith("critical incident: lab-memleak")
+        shown = {i.cause: i for i in app.displayed.incidents}
+        assert leak.incident.cause in shown
+        assert "exhausted in" in shown[leak.incident.cause].members[0].message
+        row = app.query_one(IncidentTable).cursor
+        assert row is not None and row.incident is not None
+        assert row.incident.cause == leak.incident.cause
+    feed.close()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from kvmtop import feed as feed_module
+from kvmtop.config import Settings
 from kvmtop.detectors.engine import build_engine
 from kvmtop.detectors.incidents import IncidentTracker
 from kvmtop.detectors.settings import DetectorSettings
@@ -16,6 +18,7 @@ from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
+from kvmtop.wiring import build_pipeline
 from tests.detectors.builders import GuestSpec, HostSpec, VcpuSpec, World
 from tests.store.conftest import write
 from tests.store.synth import SyntheticHost
@@ -271,3 +274,43 @@ def test_the_shipped_lab_recording_replays_with_its_contended_pair() -> None:
     stealing = {f.subject_name for f in frames[-1].findings if f.detector == "steal"}
     assert {"lab-steal-a", "lab-steal-b"} <= stealing
     feed.close()
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lab-sample.kvmtop"
+
+
+def test_a_jump_to_an_incident_shows_it_as_play_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seek to a frame where the scan saw an incident first shown (`f` / `F`), with
+    or without a lead for the plots, shows the findings and incidents continuous play
+    showed there, trend detectors included: the demo's leak is judged on the balloon
+    figures since the start. Any other seek starts the detectors over (no leak)."""
+    monkeypatch.setattr(feed_module, "CHECKPOINT_SPACING", 7)
+    settings = Settings()
+    played = ReplayFeed(StoreReader(EXAMPLE), build_pipeline(settings))
+    continuous = {f.wall_s: f for f in drain(played)}
+    played.close()
+    times = sorted(continuous)
+    feed = ReplayFeed(StoreReader(EXAMPLE), build_pipeline(settings),
+                      scanner=build_pipeline(replace(settings, window_size=2)))
+    while feed.scan(50):
+        pass
+    assert len(feed.incidents) >= 5
+    for lead_s in (0.0, 120.0, 3600.0):
+        for span in reversed(feed.incidents):
+            frame = feed.seek(span.raised_s, lead_s=lead_s)
+            assert frame is not None and frame.wall_s == span.raised_s
+            want = continuous[span.raised_s]
+            assert (frame.findings, frame.incidents, frame.guests) == (
+                want.findings, want.incidents, want.guests), span.incident.cause
+            assert span.incident.cause in {i.cause for i in frame.incidents}
+            # The plots: the lead (up to the recording's start), as a plain seek has it.
+            plain = ReplayFeed(StoreReader(EXAMPLE), build_pipeline(settings))
+            primed = plain.seek(span.raised_s, lead_s=lead_s)
+            plain.close()
+            assert primed is not None and len(frame.recent) >= len(primed.recent)
+            if lead_s:
+                assert frame.recent[0].wall_s <= max(span.raised_s - lead_s, times[0])
+    leak = next(s for s in feed.incidents if s.incident.kind == "leak")
+    after = feed.seek(leak.raised_s + 1)
+    feed.close()
+    assert after is not None and leak.incident.cause not in {i.cause for i in after.incidents}
