@@ -113,11 +113,14 @@ class Observation:
 
 
 def watch(seconds: float, settings: Settings | None = None,
-          trace: tuple[str, ...] = (), min_samples: int = 6) -> Observation:
+          trace: tuple[str, ...] = (), min_samples: int = 6,
+          enough: Callable[[Observation], bool] | None = None,
+          max_s: float = 120.0) -> Observation:
     """Run the real sampler and pipeline at the lab's interval (`kvmtop_interval_s`
     of its manifest) for `seconds`, and on until it
     has `min_samples` (a host whose ticks take longer than the interval, like the
-    nested lab's emulated one, skips ticks), counting exits by reason for the guests in
+    nested lab's emulated one, skips ticks) and, with `enough`, until that holds or
+    `max_s` have passed, counting exits by reason for the guests in
     `trace` (names or UUIDs)."""
     import libvirt
 
@@ -135,9 +138,15 @@ def watch(seconds: float, settings: Settings | None = None,
     sampler.trace(trace)
     pipeline = build_pipeline(settings)
     deadline = time.monotonic()
-    end = deadline + seconds
+    end, give_up = deadline + seconds, deadline + max_s
+
+    def more() -> bool:
+        if time.monotonic() < end or len(obs.samples) < min_samples:
+            return True
+        return enough is not None and not enough(obs) and time.monotonic() < give_up
+
     try:
-        while time.monotonic() < end or len(obs.samples) < min_samples:
+        while more():
             sample = sampler.sample()
             obs.samples.append(sample)
             obs.snapshots.append(pipeline.push(sample, mode="live"))

@@ -412,9 +412,10 @@ def test_record_trace_keeps_exits_by_reason_for_replay(lab: Lab, tmp_path: Path)
     guest's says the recording has none."""
     name = "lab-probe-pio"
     path = tmp_path / "traced.kvmtop"
+    interval = kvmtop_interval_s()
     proc = subprocess.run(
-        [sys.executable, "-m", "kvmtop", "record", "-o", str(path), "--interval", "2",
-         "--duration", "8", "--trace", name],
+        [sys.executable, "-m", "kvmtop", "record", "-o", str(path), "--interval",
+         f"{interval:g}", "--duration", f"{5 * interval:g}", "--trace", name],
         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -427,10 +428,15 @@ def test_record_trace_keeps_exits_by_reason_for_replay(lab: Lab, tmp_path: Path)
             frames.append(snap)
     finally:
         feed.close()
-    last = frames[-1]
+    # The frames with rates for the traced guest (on a slow host, as the nested lab's
+    # L1, a tick can overrun and leave one without: its interval is unknown).
+    uuid = lab.guests[name].uuid
+    rated = [f for f in frames if (g := f.guest(uuid)) and "kvm_pio:total" in g.tracepoint_rates]
+    assert rated, "no frame with the traced guest's tracepoint rates"
+    last = rated[-1]
     status = _tracing(last)
     assert status.detail.get(TRACE_ATTACHED), status.reason
-    traced = last.guest(lab.guests[name].uuid)
+    traced = last.guest(uuid)
     assert traced is not None and traced.tracepoint_rates["kvm_pio:total"] > 0
     assert tracing_text(last, traced).startswith("tracing exits by reason for this guest (")
     other = next(g for g in last.guests if g.name == "lab-probe-hlt")

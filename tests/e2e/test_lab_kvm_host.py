@@ -18,7 +18,7 @@ import pytest
 
 from kvmtop.model.rates import NA_NOT_KVM
 from tests.e2e.lab_findings import Seen, episodes, replay_findings
-from tests.e2e.lab_watch import watch
+from tests.e2e.lab_watch import Observation, watch
 from tests.hostfacts import DEBUGFS, ensure_mounted, lockdown
 from tests.lab.fixture import Lab
 from tests.lab.recording import LEAK_GUEST
@@ -109,7 +109,25 @@ def test_halt_polling_of_an_idle_guest(lab: Lab) -> None:
     `halt_wait_ns` / `halt_poll_*_ns` counters over the interval; under TCG they are
     "not KVM", never 0."""
     guest = lab.guests[IDLE_GUEST]
-    obs = watch(20.0, min_samples=7)
+
+    def judged(obs: Observation) -> list[int]:
+        """Frames with halt figures, read by clean ticks on both sides: not the first,
+        nor one next to a reduced reply (the NOWAIT retry of a call over its deadline
+        leaves out what needs the guest's monitor while another caller holds it; seen
+        in the nested lab, its one CPU 89 % busy with the session recording beside)."""
+        out = []
+        for i, snap in enumerate(obs.snapshots[1:], start=1):
+            g = snap.guest(guest.uuid)
+            if (g is not None and g.vcpu and g.vcpu[0].halt_wait_pct is not None
+                    and obs.clean(i - 1) and obs.clean(i)
+                    and guest.uuid in obs.raw_stats(i - 1) and guest.uuid in obs.raw_stats(i)):
+                out.append(i)
+        return out
+
+    # At least 4 judged frames: on a slow host (the nested lab's L1) a third of the
+    # ticks can overrun, so watch on until there are (up to 2 minutes).
+    obs = watch(20.0, min_samples=7,
+                enough=None if not guest.is_kvm else lambda o: len(judged(o)) >= 4)
     frames = [g for s in obs.snapshots[1:] for g in s.guests if g.name == IDLE_GUEST]
     assert len(frames) >= 5
     if not guest.is_kvm:
@@ -117,17 +135,11 @@ def test_halt_polling_of_an_idle_guest(lab: Lab) -> None:
         assert frames[-1].na["exits_per_s"] == NA_NOT_KVM
         return
     waits = []
-    for i, snap in enumerate(obs.snapshots[1:], start=1):
-        g = snap.guest(guest.uuid)
+    for i in judged(obs):
+        g = obs.snapshots[i].guest(guest.uuid)
         assert g is not None
         dt_s = obs.interval_s(i)
-        p, c = obs.raw_stats(i - 1).get(guest.uuid), obs.raw_stats(i).get(guest.uuid)
-        if not g.vcpu or g.vcpu[0].halt_wait_pct is None or not p or not c:
-            # A frame without KVM stats on both sides: the first, or one after a
-            # reduced reply (the NOWAIT retry of a call over its deadline leaves out
-            # what needs the guest's monitor while another caller holds it; seen in
-            # the nested lab, its one CPU 89 % busy with the session recording beside).
-            continue
+        p, c = obs.raw_stats(i - 1)[guest.uuid], obs.raw_stats(i)[guest.uuid]
         (vcpu,) = g.vcpu
 
         def share(key: str, c: dict[str, int] = c, p: dict[str, int] = p,

@@ -62,8 +62,13 @@ def test_every_guest_runs_with_manifest_uuid(lab: Lab, conn: Conn) -> None:
 
 
 def test_probe_pio_exit_rate(lab: Lab, conn: Conn) -> None:
-    """lab-probe-pio exits at wake_hz * (count + baseline) per second, within 15 %.
+    """lab-probe-pio wakes on each PIT tick (one halt exit) and then exits `count` +
+    baseline times: its exits per wake-up are the design's within 15 %.
 
+    The tick reaches the guest at wake_hz (1193182/65536) where the host keeps up;
+    an emulated host (the nested lab's L1 under TCG) delivers fewer, coalesced (15.2
+    of 18.2 per second measured when L1 ran slow), never more: the wake rate is
+    checked between half of it and 15 % over, the design per wake-up.
     KVM counts port I/O exits in ``io_exits``; PVM does not (it stays 0 there),
     so on such a host the total ``exits`` counter is compared instead.
     """
@@ -72,12 +77,14 @@ def test_probe_pio_exit_rate(lab: Lab, conn: Conn) -> None:
         pytest.skip("no KVM probes in this lab (no /dev/kvm)")
     exp = guest.expected
     r = rates(conn, guest.name, libvirt.VIR_DOMAIN_STATS_VCPU, 10)
+    wakes = r["vcpu.0.halt_exits.sum"]
+    assert 0.5 * exp["wake_hz"] <= wakes <= 1.15 * exp["wake_hz"], r
     if exp["io_exits_per_s"] > 0:
         measured, expected = r.get("vcpu.0.io_exits.sum", 0.0), exp["io_exits_per_s"]
     else:  # PVM: port I/O exits are counted in `exits` only
         measured, expected = r["vcpu.0.exits.sum"], exp["exits_per_s"]
-    assert abs(measured - expected) <= 0.15 * expected, (measured, expected, r)
-    assert abs(r["vcpu.0.halt_exits.sum"] - exp["wake_hz"]) <= 0.15 * exp["wake_hz"], r
+    per_wake, designed = measured / wakes, expected / exp["wake_hz"]
+    assert abs(per_wake - designed) <= 0.15 * designed, (per_wake, designed, r)
 
 
 def test_memleak_grows_at_configured_rate(lab: Lab, conn: Conn) -> None:
@@ -191,11 +198,20 @@ def test_fault_stall_drops_at_the_receivers_tap_then_ends(lab: Lab, conn: Conn) 
     guest = lab.guests["lab-netpeer"]
     offered = guest.expected["rx_pps"]
     fill_s = RECEIVER_BUFFER_PKTS / offered
-    lab.fault("stall", guest.name, str(round(fill_s + 6)))
+    stall_s = round(fill_s + 6)
+    lab.fault("stall", guest.name, str(stall_s))
+    started = time.monotonic()
     time.sleep(fill_s + 1)  # the datagram reaches the guest, eth0 goes down, buffers fill
     stalled = rates(conn, guest.name, libvirt.VIR_DOMAIN_STATS_INTERFACE, 4)
-    time.sleep(4)  # the stall ends by itself
-    after = rates(conn, guest.name, libvirt.VIR_DOMAIN_STATS_INTERFACE, 4)
     assert stalled["net.0.rx.drop"] > 0.5 * offered, stalled
+    # The stall ends by itself: the guest's eth0 comes up again after stall_s. On an
+    # emulated host (the nested lab's L1) its init takes longer to get there: look
+    # every 4 s, for up to 30 s past the end.
+    time.sleep(max(0.0, started + stall_s - time.monotonic()))
+    deadline = time.monotonic() + 30.0
+    while True:
+        after = rates(conn, guest.name, libvirt.VIR_DOMAIN_STATS_INTERFACE, 4)
+        if after["net.0.rx.pkts"] > 0.5 * offered or time.monotonic() > deadline:
+            break
     assert after["net.0.rx.drop"] < 0.05 * offered, after
     assert after["net.0.rx.pkts"] > 0.5 * offered, after
