@@ -43,7 +43,7 @@ from kvmtop.config import Settings
 from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.feed import Pipeline
 from kvmtop.model.window import GUEST_FRAMES
-from kvmtop.rollup import IndexedWriter
+from kvmtop.report.index import IndexedWriter
 from kvmtop.sampler import Sampler
 from kvmtop.store.writer import StoreWriter
 from kvmtop.wiring import build_pipeline

@@ -10,7 +10,7 @@
    episode (30 %) on guest 1 from hour 3, written once as `kvmtop record` writes it
    (`IndexedWriter`: the raw samples and the report's index) to `--path`, and reused
    while its sample count and guests match. A reused file whose index does not cover
-   it (an older format, an interrupted run) is reindexed (`kvmtop.rollup.reindex`);
+   it (an older format, an interrupted run) is reindexed (`kvmtop.report.index.reindex`);
    one whose minutes are indexed but not its hours gets its hours merged from the
    minutes (`HourRoller`, what the recorder does as it goes). Generating 24 h × 50
    guests takes about an hour on an idle 2-CPU host (the writer's ~12 ms and the
@@ -61,8 +61,8 @@ from kvmtop.cli import main as kvmtop_main
 from kvmtop.config import Settings
 from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.model.sample import Sample
-from kvmtop.report import Accumulator
-from kvmtop.rollup import VERSION, HourRoller, IndexedWriter, reindex
+from kvmtop.report.accumulate import Accumulator
+from kvmtop.report.index import VERSION, HourRoller, IndexedWriter, reindex
 from kvmtop.store.meta import FORMAT_VERSION, StoreError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
@@ -101,7 +101,7 @@ def index_pipeline() -> Any:
 
 def indexed(reader: StoreReader, *, hours: bool = False) -> int:
     """Samples the minute (or hour) rollups cover, 0 when they are of another layout
-    than this kvmtop's (`kvmtop.rollup.VERSION`): a report would ignore them."""
+    than this kvmtop's (`kvmtop.report.index.VERSION`): a report would ignore them."""
     rows = reader.rollups(hours=hours)
     data = rows[0][3] if rows else None
     current = data is not None and json.loads(data).get("v") == VERSION

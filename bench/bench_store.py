@@ -6,7 +6,7 @@
 1. Size: 600 synthetic samples (tests/store/synth.py: the ~40 KVM stats per vCPU
    libvirt re-exports, a disk, a NIC, balloon, host devices; a third of the counters
    moving at seeded random rates) written through `StoreWriter`, and the file as
-   `kvmtop record` writes it, with the report's index (kvmtop.rollup), and the
+   `kvmtop record` writes it, with the report's index (kvmtop.report.index), and the
    index's share. With --alternatives, what the design was chosen over: whole
    samples as JSON (format 2: no dictionary, a COVER-trained dictionary on the
    first 16 samples, zstd presets, a reference sample), and delta rows with other
@@ -53,7 +53,7 @@ from kvmtop.detectors.engine import build_engine
 from kvmtop.detectors.settings import DetectorSettings, VswitchSettings
 from kvmtop.feed import Pipeline, ReplayFeed
 from kvmtop.model.sample import Sample
-from kvmtop.rollup import IndexedWriter, Indexer
+from kvmtop.report.index import IndexedWriter, Indexer
 from kvmtop.store import blob, writer
 from kvmtop.store.codec import encode
 from kvmtop.store.reader import StoreReader

@@ -105,7 +105,8 @@ def _range_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for `kvmtop` and its commands."""
-    from kvmtop import completion, doctor, export, report, serve
+    from kvmtop import completion, doctor, export, serve
+    from kvmtop.report import command as report
 
     p = argparse.ArgumentParser(
         prog="kvmtop",
@@ -340,7 +341,7 @@ def _live(args: argparse.Namespace, settings: Settings) -> int:
 def _record(args: argparse.Namespace, settings: Settings) -> int:
     from kvmtop.feed import SampleSink
     from kvmtop.record import Recorder
-    from kvmtop.rollup import IndexedWriter
+    from kvmtop.report.index import IndexedWriter
     from kvmtop.store.writer import Retention, StoreWriter
 
     retention = Retention(
@@ -358,7 +359,7 @@ def _record(args: argparse.Namespace, settings: Settings) -> int:
             writer = StoreWriter(args.output, retention=retention)
             if args.no_index:
                 return writer
-            # The report's index (kvmtop.rollup), through a pipeline of its own; a
+            # The report's index (kvmtop.report.index), through a pipeline of its own; a
             # window of two samples will do (as for report).
             return IndexedWriter(writer, _frameless_pipeline(settings),
                                  _uplink_kinds(settings))
@@ -481,8 +482,8 @@ def _uplink_kinds(settings: Settings) -> tuple[str, ...]:
 
 
 def _reindex(args: argparse.Namespace, settings: Settings) -> int:
-    from kvmtop.report import Progress
-    from kvmtop.rollup import reindex
+    from kvmtop.report.index import reindex
+    from kvmtop.report.reading import Progress
 
     with _open_recording(args.file) as reader:  # refuses a file that is not a recording
         _require_samples(reader, None, None)
@@ -499,8 +500,9 @@ def _summarize(args: argparse.Namespace, settings: Settings) -> int:
     -o is opened before the work starts (a bad one is said at once, not after minutes
     of a big recording) and put in place only when the command succeeds
     (`kvmtop.outfile.TextOutput`): a failure leaves an older OUT as it was."""
-    from kvmtop import export, report
+    from kvmtop import export
     from kvmtop.outfile import TextOutput
+    from kvmtop.report import command as report
 
     with _open_recording(args.file) as reader:
         from_s, to_s = _range(args, reader)

@@ -3,7 +3,7 @@
 Layer: headless output (like `batch` and `serve`). Never imports textual.
 
 Every sample of the range goes through the shared `Pipeline` with the detector
-engine (`kvmtop.report.frames`), and each format reuses the code that already
+engine (`kvmtop.report.reading.frames`), and each format reuses the code that already
 defines it:
 
 - csv: one row per guest per sample: `time` (Unix s), `uuid`, then every
@@ -51,7 +51,7 @@ from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
 from kvmtop.render import GUEST_COLUMNS
-from kvmtop.report import Progress, extent, frames
+from kvmtop.report.reading import Progress, extent, frames
 from kvmtop.serve import sample_families
 from kvmtop.store.meta import sqlite_failure
 

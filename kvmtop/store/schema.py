@@ -13,7 +13,7 @@ open with the `sqlite3` shell: `SELECT id, datetime(t, 'unixepoch') FROM samples
     hour_rollups(...)                (format 2) a cache derived from the samples
                                      from first_s to last_s, per minute and per
                                      hour: zstd frame of a JSON document only
-                                     `kvmtop.rollup` reads
+                                     `kvmtop.report.index` reads
 
 Row ids are contiguous: rows are only appended, and retention deletes the oldest.
 """

@@ -353,7 +353,7 @@ class StoreWriter:
     def append_rollup(self, first_s: float, last_s: float, samples: int, data: bytes,
                       hour: bool = False) -> None:
         """Commit one rollup (of a minute, or with `hour` of an hour): `data` derived
-        from the `samples` samples written from `first_s` to `last_s` (`kvmtop.rollup`
+        from the `samples` samples written from `first_s` to `last_s` (`kvmtop.report.index`
         makes and reads it; compressed here).
 
         Raises:

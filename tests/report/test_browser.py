@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kvmtop.cli import main
-from kvmtop.report import GUEST_METRICS
+from kvmtop.report.metrics import GUEST_METRICS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

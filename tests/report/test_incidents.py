@@ -19,7 +19,7 @@ import pytest
 
 from kvmtop.cli import main
 from kvmtop.model.incident import Incident, Member
-from kvmtop.report import IncidentAcc, ranked
+from kvmtop.report.incidents import IncidentAcc, ranked
 from kvmtop.store.writer import StoreWriter
 from tests.detectors.builders import (
     GuestSpec,

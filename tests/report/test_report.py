@@ -17,17 +17,11 @@ import pytest
 from kvmtop.batch import finding_json
 from kvmtop.cli import build_pipeline, main
 from kvmtop.config import Settings
-from kvmtop.report import (
-    GUEST_METRICS,
-    PLOT_POINTS,
-    RELATIVE_ERROR,
-    LogHistogram,
-    Progress,
-    Series,
-    Stats,
-    build_report,
-    stamp,
-)
+from kvmtop.report.accumulate import build_report
+from kvmtop.report.content import stamp
+from kvmtop.report.metrics import GUEST_METRICS
+from kvmtop.report.reading import Progress
+from kvmtop.report.stats import PLOT_POINTS, RELATIVE_ERROR, LogHistogram, Series, Stats
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 from tests.detectors.builders import GuestSpec, World, balloon
@@ -163,7 +157,7 @@ def test_a_bad_output_is_refused_before_the_report_is_built(
 ) -> None:
     """-o is checked (its temporary file created) before the samples are read: on a
     big recording a bad -o is said at once, not after minutes of work."""
-    from kvmtop import report, rollup
+    from kvmtop.report import command
 
     built: list[str] = []
 
@@ -173,8 +167,8 @@ def test_a_bad_output_is_refused_before_the_report_is_built(
             return real(*args, **kw)
         return called
 
-    monkeypatch.setattr(report, "build_report", spy("build_report", report.build_report))
-    monkeypatch.setattr(rollup, "indexed_report", spy("indexed_report", rollup.indexed_report))
+    monkeypatch.setattr(command, "build_report", spy("build_report", command.build_report))
+    monkeypatch.setattr(command, "indexed_report", spy("indexed_report", command.indexed_report))
     (tmp_path / "a-directory").mkdir()
     (tmp_path / "link.txt").symlink_to(tmp_path / "target.txt")
     target = tmp_path / out

@@ -1,4 +1,4 @@
-"""The report's index (kvmtop.rollup): a report from it equals one from every sample.
+"""The report's index (kvmtop.report.index): a report from it equals one from every sample.
 
 On the real lab recordings: `examples/lab-sample.kvmtop` (the lab's `demo` scenario,
 current format, indexed; the tests report over a copy reindexed by this kvmtop, since
@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from kvmtop.cli import main
-from kvmtop.report import Stats, Trend
-from kvmtop.rollup import indexed_report
+from kvmtop.report.index import indexed_report
+from kvmtop.report.stats import Stats, Trend
 from kvmtop.store.meta import FORMAT_VERSION
 from kvmtop.store.reader import StoreReader
 
@@ -33,7 +33,7 @@ UPLINKS = ("physical", "bond", "veth")
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example with an index of this kvmtop's layout (`kvmtop.rollup.VERSION`)."""
+    """The example with an index of this kvmtop's layout (`kvmtop.report.index.VERSION`)."""
     path = tmp_path_factory.mktemp("indexed") / "lab-sample.kvmtop"
     shutil.copy(EXAMPLE, path)
     assert main(["reindex", str(path)]) == 0

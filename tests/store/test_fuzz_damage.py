@@ -35,7 +35,7 @@ import pytest
 from kvmtop.cli import main
 from kvmtop.config import Settings
 from kvmtop.model.sample import Sample
-from kvmtop.rollup import IndexedWriter
+from kvmtop.report.index import IndexedWriter
 from kvmtop.store.meta import StoreError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import PAGE_SIZE, StoreWriter

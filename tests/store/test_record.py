@@ -195,7 +195,7 @@ def test_cli_record_against_the_libvirt_test_driver(tmp_path: Path) -> None:
         assert r.meta.uri == "test:///default"
         assert {"host", "libvirt", "sched"} <= set(r.meta.collectors)
         sample = r.read(r.first_index() or 1)
-        # The recorder indexed what it wrote (kvmtop.rollup): SIGTERM flushed the last
+        # The recorder indexed what it wrote (kvmtop.report.index): SIGTERM flushed the last
         # minute, so the index covers every sample.
         rollups = r.rollups()
         assert rollups and sum(n for _, _, n, _ in rollups) == r.count()
@@ -206,7 +206,7 @@ def test_cli_record_against_the_libvirt_test_driver(tmp_path: Path) -> None:
 
 def test_recording_paths_never_load_the_tui() -> None:
     code = ("import sys, kvmtop.record, kvmtop.store.reader, kvmtop.store.writer, "
-            "kvmtop.store.slice, kvmtop.rollup, kvmtop.cli; print('textual' in sys.modules)")
+            "kvmtop.store.slice, kvmtop.report.index, kvmtop.cli; print('textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout.strip()
     assert out == "False"

@@ -92,7 +92,7 @@ def test_retention_drops_the_index_of_deleted_samples(tmp_path: Path) -> None:
 
     from kvmtop.cli import build_pipeline
     from kvmtop.config import Settings
-    from kvmtop.rollup import IndexedWriter
+    from kvmtop.report.index import IndexedWriter
 
     samples = make_samples(300, guests=2)  # 10 minutes at 2 s
     path = tmp_path / "indexed.kvmtop"

@@ -1,6 +1,7 @@
 """The report's index: per-minute rollups of what `kvmtop report` gathers, a cache.
 
-Layer: headless output (beside `report`). Never imports textual.
+Layer: headless output, below the renderers: `kvmtop record` writes the index
+through it, so it imports no rendering code.
 
 A recording keeps raw samples only, and a report at full resolution runs every one
 through the shared pipeline (rates, window, detectors, snapshot): about 38 ms per
@@ -46,18 +47,10 @@ from kvmtop.feed import FindingSpan, Pipeline
 from kvmtop.model.finding import Finding
 from kvmtop.model.incident import Incident
 from kvmtop.model.sample import Sample
-from kvmtop.report import (
-    Accumulator,
-    GuestAcc,
-    Progress,
-    Report,
-    Series,
-    Stats,
-    Trend,
-    by_start,
-    extent,
-    ranked,
-)
+from kvmtop.report.accumulate import Accumulator, GuestAcc, Report, by_start
+from kvmtop.report.incidents import ranked
+from kvmtop.report.reading import Progress, extent
+from kvmtop.report.stats import Series, Stats, Trend
 from kvmtop.store.codec import decode, encode
 from kvmtop.store.meta import StoreWriteError
 from kvmtop.store.reader import StoreReader
