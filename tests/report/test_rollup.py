@@ -9,6 +9,7 @@ the shipped index may be of an older layout, which a report ignores) and
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import shutil
@@ -105,7 +106,7 @@ def test_html_from_the_index_has_its_plots(indexed: Path, tmp_path: Path) -> Non
     out = tmp_path / "r.html"
     assert main(["report", str(indexed), "-o", str(out)]) == 0
     page = out.read_text()
-    assert "from the recording&#x27;s index" in page
+    assert "from the recording's index" in html.unescape(page)
     assert page.count('<polyline class="series"') >= 10
     assert 'class="finding-span"' in page
 
