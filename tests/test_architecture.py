@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
         "kvmtop.feed, kvmtop.batch, kvmtop.sampler, kvmtop.config",
         "kvmtop.model.rates, kvmtop.model.snapshot, kvmtop.model.window",
         "kvmtop.cli",
-        "kvmtop.report.command, kvmtop.export",
+        "kvmtop.report.command, kvmtop.report.html, kvmtop.export",
     ],
 )
 def test_headless_imports_leave_textual_out(modules: str) -> None:
@@ -30,6 +30,35 @@ def test_headless_imports_leave_textual_out(modules: str) -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT
     ).stdout.split()
     assert out == ["False", "False"]
+
+
+RENDERING = ("jinja2", "markupsafe", "kvmtop.report.content", "kvmtop.report.text",
+             "kvmtop.report.as_json", "kvmtop.report.html", "kvmtop.report.plots",
+             "kvmtop.report.svg")
+"""The report's rendering code and the template engine it brings."""
+
+
+def rendering_loaded(code: str) -> list[str]:
+    """The `RENDERING` modules loaded after running `code` in a fresh interpreter."""
+    probe = (f"import sys; {code}; print(' '.join(sorted(m for m in sys.modules "
+             f"if m.startswith({RENDERING!r}))))")
+    return subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
+                          text=True, cwd=ROOT).stdout.split()
+
+
+def test_recording_loads_no_rendering_code() -> None:
+    """`kvmtop record`: its recorder, the index it writes as it goes, and the CLI's
+    parser (which holds every command's options, report's too) load no renderer and
+    no jinja2; neither does `kvmtop export`, which reads frames as the report does."""
+    code = ("import kvmtop.record, kvmtop.report.index, kvmtop.export, kvmtop.cli; "
+            "kvmtop.cli.build_parser()")
+    assert rendering_loaded(code) == []
+
+
+def test_rendering_a_report_loads_the_renderers() -> None:
+    """The probe above sees what rendering loads: a page needs jinja2."""
+    loaded = rendering_loaded("import kvmtop.report.html")
+    assert {"jinja2", "kvmtop.report.html", "kvmtop.report.svg"} <= set(loaded)
 
 
 def test_import_linter_contracts() -> None:

@@ -15,5 +15,5 @@ Its modules, by stage (each imports only those above it):
 - `command`: the `kvmtop report` command.
 
 Up to `index`, nothing renders: `kvmtop record` and `kvmtop export` load no
-rendering code.
+rendering code (import-linter contracts in pyproject.toml).
 """

@@ -5,7 +5,8 @@ A report comes from the recording's index when it covers the range
 (`kvmtop.report.accumulate.build_report`); then it is rendered in the format asked
 for. The renderers are imported when a report is rendered, not with this module:
 the CLI builds every command's options (`add_arguments`) for `kvmtop record` too,
-which needs no rendering code.
+which must load no rendering code (an import-linter contract, and
+tests/test_architecture.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The report's index: per-minute rollups of what `kvmtop report` gathers, a cache.
 
 Layer: headless output, below the renderers: `kvmtop record` writes the index
-through it, so it imports no rendering code.
+through it, so it imports no rendering code (an import-linter contract).
 
 A recording keeps raw samples only, and a report at full resolution runs every one
 through the shared pipeline (rates, window, detectors, snapshot): about 38 ms per
