@@ -61,6 +61,7 @@ from kvmtop.serve import (
     serve,
 )
 from tests.lab.fixture import Lab
+from tests.serve.prom import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 S = 1_000_000_000
@@ -701,6 +702,17 @@ def test_lab_every_guest_present_and_counters_monotonic(lab: Lab, served: Served
     assert wanted <= guest_names(second)
     # The TCG guests have no KVM counters; the KVM probes do.
     assert exits(second) & wanted == kvm
+
+
+@pytest.mark.lab
+def test_lab_live_exposition_passes_promtool_check_metrics(lab: Lab, served: Served) -> None:
+    """A scrape of the live endpoint with every lab guest in it, as Prometheus gets it
+    (text format 0.0.4), lints clean with Prometheus's own `promtool check metrics`."""
+    scrape_until(served.url, lambda s: set(lab.guests) <= guest_names(s))
+    text, content_type, _ = fetch(served.url)
+    assert content_type.startswith("text/plain"), content_type
+    result = promtool("check", "metrics", stdin=text)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.lab
