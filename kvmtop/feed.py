@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from datetime import time as clock_time
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
 
 from kvmtop.model.finding import SEVERITIES, Finding
 from kvmtop.model.incident import Incident
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot, build_snapshot
 from kvmtop.model.window import Window
-from kvmtop.sampler import Sampler
+from kvmtop.sampler import SampleSource
 
 if TYPE_CHECKING:
     # Importing the detectors takes some 20 ms: only a pipeline with detectors needs
@@ -507,14 +507,19 @@ class _StateUnpickler(pickle.Unpickler):
         return self._latest
 
 
-class LiveFeed:
-    """Samples the host now; optionally records every raw sample.
+Source = TypeVar("Source", bound=SampleSource)
+
+
+class LiveFeed(Generic[Source]):
+    """Samples the host now (or a recording played as if now, `kvmtop serve
+    --replay`); optionally records every raw sample.
 
     A recording failure (disk full, read-only path) stops the recording with a
     reason in `record_error` and never stops monitoring.
     """
 
-    def __init__(self, sampler: Sampler, pipeline: Pipeline, recorder: SampleSink | None = None):
+    def __init__(self, sampler: Source, pipeline: Pipeline,
+                 recorder: SampleSink | None = None):
         """Wrap a sampler and the shared pipeline."""
         self.sampler = sampler
         self.pipeline = pipeline

@@ -147,6 +147,25 @@ class HostEnricher(Protocol):
         ...
 
 
+class SampleSource(Protocol):
+    """What a live feed needs from its source of ticks: the `Sampler`, or a recording
+    played as if live (`kvmtop.store.looped.LoopedRecording`)."""
+
+    interval_s: float
+
+    def sample(self) -> Sample:
+        """Collect one tick (never raises for a source failure)."""
+        ...
+
+    def trace(self, guests: Iterable[str]) -> None:
+        """Count exits by reason for these guests (names or UUIDs) from now on."""
+        ...
+
+    def close(self) -> None:
+        """Release the collectors."""
+        ...
+
+
 class Sampler:
     """Runs the collectors for one tick and returns a raw `Sample`.
 

@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
@@ -255,6 +256,9 @@ METRICS: tuple[MetricSpec, ...] = (
        "how often the incident's cause cleared and came back within incident_gap_s"),
     # ------------------------------------------------------------------ kvmtop itself
     _g("kvmtop_build_info", ("version",), "1, labelled with the kvmtop version"),
+    _g("kvmtop_host_info", ("hostname", "mode"),
+       "1, labelled with the host's name and what is served: live, or replay (a "
+       "recording played as if live, `kvmtop serve --replay`)"),
     _g("kvmtop_last_sample_timestamp_seconds", (),
        "wall time of the last complete sample served", S),
     _g("kvmtop_collection_duration_seconds", ("source",),
@@ -534,6 +538,8 @@ def sample_families(
         _host(out, sample.host)
     _findings(out, snapshot.findings)
     _incidents(out, snapshot.incidents)
+    out.add("kvmtop_host_info",
+            (sample.host.hostname if sample.host is not None else "", snapshot.mode), 1)
     out.add("kvmtop_last_sample_timestamp_seconds", (), sample.wall_s)
     for status in sample.sources:
         out.add("kvmtop_source_up", (status.name,), 1 if status.ok else 0)
@@ -639,11 +645,14 @@ class CollectionLoop:
     ticks). An exception in a tick is counted and reported, never fatal.
     """
 
-    def __init__(self, feed: LiveFeed, exporter: Exporter, log: TextIO = sys.stderr) -> None:
-        """Wire a live feed (sampler + pipeline) to an exporter."""
+    def __init__(self, feed: LiveFeed[Any], exporter: Exporter, log: TextIO = sys.stderr,
+                 mode: str = "live") -> None:
+        """Wire a live feed (sampler + pipeline) to an exporter; `mode` is the
+        snapshots' ("live", or "replay" for a recording played as if live)."""
         self.feed = feed
         self.exporter = exporter
         self._log = log
+        self._mode = mode
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kvmtop-collect", daemon=True)
 
@@ -657,7 +666,7 @@ class CollectionLoop:
         started = time.monotonic()
         try:
             sample = self.feed.sampler.sample()
-            snapshot = self.feed.pipeline.push(sample, mode="live")
+            snapshot = self.feed.pipeline.push(sample, mode=self._mode)
         except Exception as exc:  # a bug in one tick must not end the endpoint
             self.exporter.fail("pipeline")
             print(f"kvmtop serve: collection failed: {exc!r}", file=self._log, flush=True)
@@ -808,12 +817,13 @@ def _is_v6(host: str) -> bool:
 
 
 def serve(
-    feed: LiveFeed,
+    feed: LiveFeed[Any],
     address: tuple[str, int],
     stop: threading.Event,
     *,
     log: TextIO = sys.stderr,
     ready: Callable[[MetricsServer], None] | None = None,
+    mode: str = "live",
 ) -> int:
     """Collect in the background and answer scrapes until `stop` is set.
 
@@ -823,6 +833,7 @@ def serve(
         stop: set it (e.g. from a signal handler) to shut down.
         log: where the start and stop lines go.
         ready: called with the bound server before the first tick (tests use it).
+        mode: "live", or "replay" when the feed plays a recording as if live.
 
     Returns:
         The exit status: 0, or 1 when the address cannot be bound.
@@ -834,10 +845,11 @@ def serve(
         print(f"kvmtop serve: cannot listen on {address[0]}:{address[1]}: {exc.strerror}",
               file=log)
         return 1
-    loop = CollectionLoop(feed, exporter, log)
+    loop = CollectionLoop(feed, exporter, log, mode)
     http = threading.Thread(target=server.serve_forever, name="kvmtop-http", daemon=True)
     http.start()
-    print(f"kvmtop serve: listening on {server.url} (every {feed.interval_s:g} s)",
+    what = "" if mode == "live" else f", {mode}"
+    print(f"kvmtop serve: listening on {server.url} (every {feed.interval_s:g} s{what})",
           file=log, flush=True)
     if ready is not None:
         ready(server)
@@ -870,14 +882,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address to listen on (default 127.0.0.1:9177; [::1]:9177 for IPv6; "
         "0.0.0.0:9177 for every interface)",
     )
+    parser.add_argument(
+        "--replay", type=Path, metavar="FILE",
+        help="serve a recording as if it were live: its samples in a loop at its "
+        "interval, clocks moved to now (a demo or test host for Prometheus)",
+    )
+    parser.add_argument(
+        "--host", metavar="NAME",
+        help="with --replay: the host name to serve it as (default: the recorded one)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """`kvmtop serve`: run until SIGTERM or SIGINT; returns the exit status."""
-    from kvmtop.wiring import build_live_feed
+    """`kvmtop serve`: run until SIGTERM or SIGINT; returns the exit status.
 
-    # The shared pipeline, with the detectors and incidents the endpoint exports.
-    feed = build_live_feed(settings)
+    Raises:
+        StoreError: the --replay file is missing, damaged or holds no sample.
+    """
+    from kvmtop.feed import LiveFeed
+    from kvmtop.wiring import build_live_feed, build_pipeline
+
+    mode = "live"
+    feed: LiveFeed[Any]
+    if args.replay is not None:
+        from kvmtop.store.looped import LoopedRecording
+        from kvmtop.store.reader import StoreReader
+
+        # The shared pipeline, with the detectors and incidents the endpoint exports.
+        feed = LiveFeed(LoopedRecording(StoreReader(args.replay), hostname=args.host),
+                        build_pipeline(settings))
+        mode = "replay"
+    elif args.host is not None:
+        print("kvmtop: --host names a replayed recording's host: use it with --replay",
+              file=sys.stderr)
+        return 2
+    else:
+        feed = build_live_feed(settings)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -886,4 +926,4 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    return serve(feed, args.listen, stop)
+    return serve(feed, args.listen, stop, mode=mode)

@@ -73,6 +73,6 @@ def build_pipeline(settings: Settings) -> Pipeline:
                     incidents=IncidentTracker(settings.detectors))
 
 
-def build_live_feed(settings: Settings) -> LiveFeed:
+def build_live_feed(settings: Settings) -> LiveFeed[Sampler]:
     """Wire the real collectors to the shared pipeline."""
     return LiveFeed(build_sampler(settings), build_pipeline(settings))

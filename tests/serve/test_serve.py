@@ -761,3 +761,50 @@ def test_lab_scrape_answers_while_a_guest_is_stopped(lab: Lab, served: Served) -
     assert max(running) > 1.0 or ticks[-1] > ticks[0]
     # Once QEMU runs again any stuck call returns and ticks resume.
     scrape_until(served.url, lambda s: values(s, "kvmtop_samples_total")[()] > ticks[-1], 30)
+
+
+# --------------------------------------------------------------------------- replay
+
+EXAMPLE = ROOT / "examples" / "lab-sample.kvmtop"
+
+
+def test_a_recording_served_as_a_live_host() -> None:
+    """`kvmtop serve --replay FILE --host NAME`: the shipped demo recording scraped as a
+    host of its own: its guests, now-stamped, the detectors' findings and incidents,
+    and samples coming at the recording's interval."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvmtop", "serve", "--replay", str(EXAMPLE), "--host",
+         "demo-1", "--listen", "127.0.0.1:0"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        line = proc.stderr.readline()
+        found = re.search(r"listening on (\S+) \(every 2 s, replay\)", line)
+        assert found, line
+        url = found.group(1)
+        first = scrape_until(url, lambda s: values(s, "kvmtop_samples_total").get((), 0) >= 3,
+                             timeout_s=30)
+        assert values(first, "kvmtop_host_info") == {
+            (("hostname", "demo-1"), ("mode", "replay")): 1.0}
+        assert {"lab-memleak", "lab-steal-a", "lab-steal-b"} <= guest_names(first)
+        stamp = values(first, "kvmtop_last_sample_timestamp_seconds")[()]
+        assert abs(stamp - time.time()) < 30  # now, not when it was recorded
+        assert any(dict(k)["detector"] == "overcommit" for k in values(first, "kvmtop_finding"))
+        assert values(first, "kvmtop_incident")
+        later = scrape_until(url, lambda s: values(s, "kvmtop_samples_total")[()]
+                             >= values(first, "kvmtop_samples_total")[()] + 2, timeout_s=30)
+        assert values(later, "kvmtop_last_sample_timestamp_seconds")[()] >= stamp + 4
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--host", "x"], "--host names a replayed recording's host: use it with --replay"),
+    (["--replay", "/nonexistent.kvmtop"], "/nonexistent.kvmtop"),
+])
+def test_serve_replay_usage_errors_are_one_line(args: list[str], says: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "kvmtop", "serve", "--listen",
+                           "127.0.0.1:0", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
