@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from tests.lab.prometheus import SessionPrometheus, start_prometheus
 from tests.lab.recording import SessionRecording, start_recording
 
 LAB_SCRIPT = Path(__file__).resolve().with_name("lab")
@@ -43,11 +44,14 @@ SCENARIO = os.environ.get("KVMTOP_LAB_SCENARIO", "test")
 NESTED_MARK = "nested"
 UP_TIMEOUT_S = 1200
 RECORDING_MARK = "lab_recording"
+PROMETHEUS_MARK = "lab_prometheus"
 _WANT_RECORDING = pytest.StashKey[bool]()
+_WANT_PROMETHEUS = pytest.StashKey[bool]()
 # One recording per session: modules that import `lab` into their namespace
 # (tests/collectors/test_processes.py, test_tracepoints.py) get their own instance of
 # this session fixture, and each must not restart the leak or start a recorder again.
 _RECORDING = pytest.StashKey[SessionRecording]()
+_PROMETHEUS = pytest.StashKey[SessionPrometheus]()
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ class Lab:
     script: Path = LAB_SCRIPT
     recording: SessionRecording | None = None
     """The session's `kvmtop record` (only when a `lab_recording` test is selected)."""
+    prometheus: SessionPrometheus | None = None
+    """The session's Prometheus, Alertmanager and kvmtop endpoints (with the recording)."""
 
     @classmethod
     def load(cls, state_dir: Path, script: Path = LAB_SCRIPT) -> Lab:
@@ -216,6 +222,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        f"{PROMETHEUS_MARK}: judges the session's Prometheus and Alertmanager scraping "
+        f"kvmtop (tests/lab/prometheus.py; also a {RECORDING_MARK} test)",
+    )
+    config.addinivalue_line(
+        "markers",
         f"{NESTED_MARK}: a lab test that holds on every KVM host, deciding what to expect "
         "from facts it reads itself; also run inside the nested lab's SVM host "
         "(`tests/lab/lab nested test`)",
@@ -229,6 +240,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if last:
         items[:] = [i for i in items if not i.get_closest_marker(RECORDING_MARK)] + last
     config.stash[_WANT_RECORDING] = bool(last)
+    config.stash[_WANT_PROMETHEUS] = any(i.get_closest_marker(PROMETHEUS_MARK) for i in last)
 
 
 @pytest.fixture(scope="session")
@@ -273,12 +285,20 @@ def lab(
             pytestconfig.stash[_RECORDING] = start_recording(
                 lab_, tmp_path_factory.mktemp("lab-recording")
             )
+        wanted = pytestconfig.stash.get(_WANT_PROMETHEUS, False)
+        if wanted and _PROMETHEUS not in pytestconfig.stash:
+            pytestconfig.stash[_PROMETHEUS] = start_prometheus(
+                tmp_path_factory.mktemp("lab-prometheus"),
+                pytestconfig.stash[_RECORDING].config, kvmtop_interval_s(state_dir))
         lab_.recording = pytestconfig.stash[_RECORDING]
+        lab_.prometheus = pytestconfig.stash.get(_PROMETHEUS, None)
     try:
         yield lab_
     finally:
         if lab_.recording is not None:
             lab_.recording.close()  # idempotent: every instance ends with the session
+        if lab_.prometheus is not None:
+            lab_.prometheus.close()
         lease.unlink(missing_ok=True)
         if os.environ.get("KVMTOP_LAB_KEEP") != "1" and not _other_live_leases(state_dir):
             subprocess.run(
