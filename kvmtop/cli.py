@@ -105,7 +105,7 @@ def _range_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for `kvmtop` and its commands."""
-    from kvmtop import completion, doctor, export, serve
+    from kvmtop import completion, doctor, export, fleet, serve
     from kvmtop.report import command as report
 
     p = argparse.ArgumentParser(
@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         _range_options(sub)
         module.add_arguments(sub)
     for name, module, text in (("doctor", doctor, "check every data source and the host"),
-                               ("serve", serve, "serve OpenMetrics for Prometheus")):
+                               ("serve", serve, "serve OpenMetrics for Prometheus"),
+                               ("fleet", fleet, "every host's kvmtop, from Prometheus")):
         module.add_arguments(command(name, text))
     completion.add_arguments(command(
         "completion", "print a shell completion script (bash, zsh or fish)",
@@ -568,6 +569,13 @@ def _command(args: argparse.Namespace) -> int:
 
         text = io.StringIO()
         status = doctor.run(args, settings, text)
+        _write_stdout(text.getvalue())
+        return status
+    if args.command == "fleet":
+        from kvmtop import fleet
+
+        text = io.StringIO()
+        status = fleet.run(args, settings, text)
         _write_stdout(text.getvalue())
         return status
     if args.command == "serve":

@@ -255,7 +255,21 @@ MANUALS: dict[str, Manual] = {
         examples=(
             "kvmtop serve                               http://127.0.0.1:9177/metrics\n"
             "kvmtop serve --listen 10.0.0.5:9177 -d 5   a private address, every 5 s\n"
+            "kvmtop serve --replay rec.kvmtop --host h2  a recording served as host h2\n"
             "contrib/systemd/kvmtop-serve.service, contrib/prometheus/ (scrape, alerts)"
+        ),
+    ),
+    "fleet": Manual(
+        privileges="None: it reads Prometheus's HTTP API, not the host.",
+        files="none (the Prometheus URL is an option)",
+        exit_status=(
+            "0  the table or JSON written\n"
+            "1  Prometheus unreachable or its answer unusable\n"
+            "2  bad options"
+        ),
+        examples=(
+            "kvmtop fleet --prometheus http://prometheus:9090           worst hosts first\n"
+            "kvmtop fleet --prometheus http://prom:9090 --sort steal --format json"
         ),
     ),
     "doctor": Manual(

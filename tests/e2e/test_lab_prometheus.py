@@ -24,7 +24,10 @@ tests' ten minutes and their faults, and judge what was paged:
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -32,6 +35,8 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kvmtop.collectors.prometheus import PrometheusClient
+from kvmtop.fleet import fetch
 from tests.lab.fixture import Lab
 from tests.lab.prometheus import EVERY_S, Notification, SessionPrometheus
 from tests.lab.recording import LEAK_GUEST
@@ -146,3 +151,49 @@ def test_the_idle_guest_and_the_endpoints_page_nobody(lab: Lab) -> None:
     own = {"KvmtopDown", "KvmtopStale", "KvmtopSourceDown"}
     assert not [n for n in firing if n.labels["alertname"] in own], [
         (n.labels, n.annotations) for n in firing if n.labels["alertname"] in own]
+
+
+def test_fleet_rows_are_prometheus_own_answers(lab: Lab) -> None:
+    """`kvmtop fleet`'s rows (queries aggregated per host) against Prometheus's answers
+    to plain per-host queries at the same evaluation time, for the three hosts."""
+    stack = stack_of(lab)
+    client = PrometheusClient(stack.prometheus_url)
+    now = time.time()
+    rows = {r.instance: r for r in fetch(client, "kvmtop", now)}
+    assert set(rows) == set(stack.targets)
+
+    def one(expr: str) -> float | None:
+        result = client.query(expr, now)
+        assert len(result) <= 1, (expr, result)
+        return result[0][1] if result else None
+
+    for target, name in stack.targets.items():
+        row, sel = rows[target], f'instance="{target}"'
+        assert row.up and row.mode == ("live" if name == "live" else "replay")
+        assert row.guests == one(f'count(kvmtop_guest_state{{{sel},state="running"}})')
+        assert row.cpus == one(f"kvmtop_host_cpus{{{sel}}}")
+        running = {r[0]["uuid"] for r in client.query(
+            f'kvmtop_guest_state{{{sel},state="running"}}', now)}
+        vcpus = sum(v for labels, v in client.query(f"kvmtop_guest_vcpus{{{sel}}}", now)
+                    if labels["uuid"] in running)
+        assert row.vcpus == vcpus
+        steal = client.query(
+            f"100 * rate(kvmtop_guest_vcpu_delay_seconds_total{{{sel}}}[1m])", now)
+        if steal:
+            worst = max(v for _, v in steal)
+            assert row.steal is not None and row.steal.value == pytest.approx(worst)
+            assert row.steal.guest in {labels["guest"] for labels, v in steal if v == worst}
+        exits = client.query(f"rate(kvmtop_guest_vcpu_exits_total{{{sel}}}[1m])", now)
+        if exits:
+            assert row.exits_per_s == pytest.approx(sum(v for _, v in exits))
+        findings = client.query(f'kvmtop_finding{{{sel},severity=~"warning|critical"}}', now)
+        assert row.warnings == sum(1 for labels, _ in findings if labels["severity"] == "warning")
+        assert row.criticals == len(findings) - row.warnings
+        active = client.query(f'kvmtop_incident{{{sel},active="true"}}', now)
+        assert {i.cause for i in row.incidents} == {labels["cause"] for labels, _ in active}
+    assert rows[instance(stack, "live")].guests == len(lab.guests)
+    done = subprocess.run([sys.executable, "-m", "kvmtop", "fleet", "--prometheus",
+                           stack.prometheus_url, "--format", "json"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert {r["instance"] for r in json.loads(done.stdout)} == set(stack.targets)

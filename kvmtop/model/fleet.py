@@ -1,0 +1,154 @@
+"""The fleet view: one row per kvmtop endpoint (host) from kvmtop's metrics in
+Prometheus (`kvmtop fleet`).
+
+Layer: model (pure). The queries are data here; `kvmtop.collectors.prometheus` runs
+them, `build_rows` turns their results into rows.
+
+Every query aggregates `by (instance)` (or keeps the top guest per instance with
+`topk`), so one refresh returns a few series per host, whatever the number of guests
+(the incidents query: one per open incident, a handful per host): at 500 hosts × 50
+guests a refresh moves about `len(QUERIES)` × 500 series, not 25,000 per family.
+The rates are over `RATE_WINDOW` (four scrapes at the 15 s of
+contrib/prometheus/prometheus.yml).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+RATE_WINDOW = "1m"
+
+Result = Sequence[tuple[Mapping[str, str], float]]
+"""One instant query's vector: (labels, value) per series."""
+
+JOB = "{job}"
+"""Placeholder in QUERIES for the scrape job's label matcher."""
+
+QUERIES: dict[str, str] = {
+    "up": 'up{job="{job}"}',
+    "host": 'kvmtop_host_info{job="{job}"}',
+    "age_s": 'time() - kvmtop_last_sample_timestamp_seconds{job="{job}"}',
+    "guests": 'count by (instance) (kvmtop_guest_state{job="{job}", state="running"})',
+    "vcpus": 'sum by (instance) (kvmtop_guest_vcpus{job="{job}"} * on (instance, uuid) '
+             'group_left kvmtop_guest_state{job="{job}", state="running"})',
+    "cpus": 'kvmtop_host_cpus{job="{job}"}',
+    "steal": "topk by (instance) (1, max by (instance, guest) (100 * "
+             'rate(kvmtop_guest_vcpu_delay_seconds_total{job="{job}"}[' + RATE_WINDOW + "])))",
+    "exits": 'sum by (instance) (rate(kvmtop_guest_vcpu_exits_total{job="{job}"}['
+             + RATE_WINDOW + "]))",
+    "iops": "topk by (instance) (1, sum by (instance, guest) ("
+            'rate(kvmtop_guest_disk_read_requests_total{job="{job}"}[' + RATE_WINDOW + "]) + "
+            'rate(kvmtop_guest_disk_write_requests_total{job="{job}"}[' + RATE_WINDOW + "])))",
+    "net": "topk by (instance) (1, sum by (instance, guest) (8 * ("
+           'rate(kvmtop_guest_nic_receive_bytes_total{job="{job}"}[' + RATE_WINDOW + "]) + "
+           'rate(kvmtop_guest_nic_transmit_bytes_total{job="{job}"}[' + RATE_WINDOW + "]))))",
+    "findings": 'count by (instance, severity) (kvmtop_finding{job="{job}", '
+                'severity=~"warning|critical"})',
+    "incidents": 'kvmtop_incident{job="{job}", active="true"} * on (instance, id) '
+                 'group_left kvmtop_incident_rank{job="{job}"}',
+}
+"""What a refresh asks Prometheus, by figure ({job}: the scrape job of kvmtop)."""
+
+
+def queries(job: str) -> dict[str, str]:
+    """QUERIES for the scrape job `job` (a Prometheus label value)."""
+    quoted = job.replace("\\", "\\\\").replace('"', '\\"')
+    return {name: text.replace(JOB, quoted) for name, text in QUERIES.items()}
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The guest with the highest value of a figure on one host."""
+
+    guest: str
+    value: float
+
+
+@dataclass(frozen=True)
+class FleetIncident:
+    """An open incident of a host, as Prometheus has it (rank 1: most urgent)."""
+
+    cause: str
+    kind: str
+    severity: str
+    rank: int
+
+
+@dataclass(frozen=True)
+class HostRow:
+    """One kvmtop endpoint of the fleet. None: Prometheus has no value for it (a host
+    without the metric, or one whose kvmtop does not answer: `up` says which)."""
+
+    instance: str
+    hostname: str | None = None
+    mode: str | None = None
+    up: bool = False
+    age_s: float | None = None
+    guests: int | None = None
+    vcpus: int | None = None
+    cpus: int | None = None
+    steal: Peak | None = None
+    exits_per_s: float | None = None
+    iops: Peak | None = None
+    net_bps: Peak | None = None
+    warnings: int = 0
+    criticals: int = 0
+    incidents: tuple[FleetIncident, ...] = field(default=())
+
+    @property
+    def vcpu_ratio(self) -> float | None:
+        """vCPUs of running guests per host CPU."""
+        return None if self.vcpus is None or not self.cpus else self.vcpus / self.cpus
+
+
+def _by_instance(result: Result) -> dict[str, tuple[Mapping[str, str], float]]:
+    return {labels.get("instance", ""): (labels, value) for labels, value in result}
+
+
+def build_rows(results: Mapping[str, Result]) -> list[HostRow]:
+    """One row per instance Prometheus scrapes for kvmtop (`up`), from the results of
+    `queries()`, in the order of the instances."""
+    got = {name: _by_instance(results.get(name, ())) for name in QUERIES}
+
+    def value(name: str, instance: str) -> float | None:
+        hit = got[name].get(instance)
+        return None if hit is None else hit[1]
+
+    def whole(name: str, instance: str) -> int | None:
+        v = value(name, instance)
+        return None if v is None else round(v)
+
+    def peak(name: str, instance: str) -> Peak | None:
+        hit = got[name].get(instance)
+        return None if hit is None else Peak(hit[0].get("guest", ""), hit[1])
+
+    severities: dict[tuple[str, str], int] = {
+        (labels.get("instance", ""), labels.get("severity", "")): round(v)
+        for labels, v in results.get("findings", ())}
+    incidents: dict[str, list[FleetIncident]] = {}
+    for labels, rank in results.get("incidents", ()):
+        incidents.setdefault(labels.get("instance", ""), []).append(FleetIncident(
+            labels.get("cause", ""), labels.get("kind", ""), labels.get("severity", ""),
+            round(rank)))
+    rows = []
+    for instance in sorted(got["up"]):
+        host = got["host"].get(instance)
+        rows.append(HostRow(
+            instance=instance,
+            hostname=None if host is None else host[0].get("hostname"),
+            mode=None if host is None else host[0].get("mode"),
+            up=value("up", instance) == 1.0,
+            age_s=value("age_s", instance),
+            guests=whole("guests", instance) or (0 if host is not None else None),
+            vcpus=whole("vcpus", instance),
+            cpus=whole("cpus", instance),
+            steal=peak("steal", instance),
+            exits_per_s=value("exits", instance),
+            iops=peak("iops", instance),
+            net_bps=peak("net", instance),
+            warnings=severities.get((instance, "warning"), 0),
+            criticals=severities.get((instance, "critical"), 0),
+            incidents=tuple(sorted(incidents.get(instance, ()), key=lambda i: i.rank)),
+        ))
+    return rows
