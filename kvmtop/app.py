@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
@@ -52,7 +52,7 @@ from kvmtop.views.guest_table import GuestTable, Threshold
 from kvmtop.views.host_strip import HostStrip, clock
 from kvmtop.views.incidents import IncidentsPanel, IncidentTable
 from kvmtop.views.sources import SourcesScreen
-from kvmtop.views.themes import load_themes, variable_defaults
+from kvmtop.views.themes import ThemedApp
 from kvmtop.views.timeline import Marker, TimeInput, Timeline, TimelineState
 
 INTERVAL_STEPS: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -164,7 +164,7 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Content("\n").join(lines))
 
 
-class KvmtopApp(App[None]):
+class KvmtopApp(ThemedApp):
     """kvmtop's TUI over any feed (live sampler or recording)."""
 
     CSS_PATH = "views/kvmtop.tcss"
@@ -217,24 +217,13 @@ class KvmtopApp(App[None]):
             title_suffix: shown in the host strip and the title (e.g. the recording).
             thresholds: guest-table colouring by column key.
         """
-        super().__init__()
+        super().__init__(theme_name=theme_name, user_theme_dir=user_theme_dir)
         self.feed = feed
         self.initial_sort = initial_sort
         self.thresholds = thresholds
         self.title_suffix = title_suffix
         if title_suffix:
             self.title = f"kvmtop: {title_suffix}"
-        themes, self.theme_errors = load_themes(user_theme_dir)
-        for theme in themes:
-            self.register_theme(theme)
-        self.kvmtop_themes = [t.name for t in themes]
-        wanted = theme_name or "kvmtop-dark"
-        self.theme_warning = None if wanted in self.available_themes else (
-            f"theme '{wanted}' not found; available: {', '.join(self.kvmtop_themes)}"
-        )
-        self.theme = wanted if self.theme_warning is None else (
-            self.kvmtop_themes[0] if self.kvmtop_themes else "textual-dark"
-        )
         self.paused = False
         self.latest: Snapshot | None = None
         """The newest snapshot received."""
@@ -252,10 +241,6 @@ class KvmtopApp(App[None]):
         incidents' cursor on when it is shown (set by the collection thread)."""
         self._notices_shown = 0
         """How many of the recording's notices have been notified."""
-
-    def get_theme_variable_defaults(self) -> dict[str, str]:
-        """kvmtop's variables derived from the current theme, for themes that lack them."""
-        return variable_defaults(self.current_theme)
 
     def compose(self) -> ComposeResult:
         """Host strip, timeline (replay), guest table, filter and go-to inputs,
@@ -275,11 +260,7 @@ class KvmtopApp(App[None]):
     def on_mount(self) -> None:
         """Report theme problems once, start collecting, focus the table; a followed
         recording opens at its newest sample, as `tail -f` does."""
-        if self.theme_errors:
-            self.notify("\n".join(self.theme_errors), title="Broken theme files skipped",
-                        severity="warning", timeout=15)
-        if self.theme_warning:
-            self.notify(self.theme_warning, severity="warning", timeout=10)
+        self.notify_theme_problems()
         self.query_one(GuestTable).focus()
         if self.nav is not None and self.nav.follow:
             self._navigate(lambda nav: nav.seek(math.inf))
@@ -497,15 +478,6 @@ class KvmtopApp(App[None]):
     def action_help(self) -> None:
         """Open the help screen."""
         self.push_screen(HelpScreen(self.key_help()))
-
-    def action_next_theme(self) -> None:
-        """Switch to the next kvmtop theme."""
-        names = self.kvmtop_themes
-        if not names:
-            return
-        i = names.index(self.theme) + 1 if self.theme in names else 0
-        self.theme = names[i % len(names)]
-        self.notify(f"theme {self.theme}", timeout=3)
 
     def key_help(self) -> list[tuple[str, str]]:
         """(key, description) for every key, for the help screen."""

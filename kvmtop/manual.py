@@ -263,12 +263,13 @@ MANUALS: dict[str, Manual] = {
         privileges="None: it reads Prometheus's HTTP API, not the host.",
         files="none (the Prometheus URL is an option)",
         exit_status=(
-            "0  the table or JSON written\n"
+            "0  the table or JSON written, or the screen closed\n"
             "1  Prometheus unreachable or its answer unusable\n"
             "2  bad options"
         ),
         examples=(
-            "kvmtop fleet --prometheus http://prometheus:9090           worst hosts first\n"
+            "kvmtop fleet --prometheus http://prom:9090  the screen, worst hosts first\n"
+            "kvmtop fleet --prometheus http://prom:9090 --format text  the table, once\n"
             "kvmtop fleet --prometheus http://prom:9090 --sort steal --format json"
         ),
     ),

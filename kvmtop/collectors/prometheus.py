@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kvmtop.collectors.base import CollectorError
-from kvmtop.model.fleet import Result
+from kvmtop.model.fleet import GuestRow, HostRow, Result, build_guest_rows, build_rows, queries
 
 Opener = Callable[..., Any]
 
@@ -71,6 +72,15 @@ class PrometheusClient:
                 ) -> dict[str, Result]:
         """Each of `named` (name → expression) at the same time."""
         return {name: self.query(expr, at_s) for name, expr in named.items()}
+
+    def fleet(self, job: str, at_s: float | None = None) -> list[HostRow]:
+        """Every host of the scrape job `job`, from one evaluation time (now)."""
+        return build_rows(self.queries(queries(job), time.time() if at_s is None else at_s))
+
+    def guests(self, job: str, instance: str, at_s: float | None = None) -> list[GuestRow]:
+        """The guests of one host (`instance`), from one evaluation time (now)."""
+        return build_guest_rows(self.queries(queries(job, instance),
+                                             time.time() if at_s is None else at_s))
 
 
 def _message(body: object) -> str:

@@ -14,8 +14,9 @@ contrib/prometheus/prometheus.yml).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 RATE_WINDOW = "1m"
 
@@ -49,12 +50,6 @@ QUERIES: dict[str, str] = {
                  'group_left kvmtop_incident_rank{job="{job}"}',
 }
 """What a refresh asks Prometheus, by figure ({job}: the scrape job of kvmtop)."""
-
-
-def queries(job: str) -> dict[str, str]:
-    """QUERIES for the scrape job `job` (a Prometheus label value)."""
-    quoted = job.replace("\\", "\\\\").replace('"', '\\"')
-    return {name: text.replace(JOB, quoted) for name, text in QUERIES.items()}
 
 
 @dataclass(frozen=True)
@@ -152,3 +147,83 @@ def build_rows(results: Mapping[str, Result]) -> list[HostRow]:
             incidents=tuple(sorted(incidents.get(instance, ()), key=lambda i: i.rank)),
         ))
     return rows
+
+
+GUEST_QUERIES: dict[str, str] = {
+    "state": 'kvmtop_guest_state{job="{job}", instance="{instance}"}',
+    "cpu": '100 * rate(kvmtop_guest_cpu_seconds_total{job="{job}", instance="{instance}"}['
+           + RATE_WINDOW + "])",
+    "steal": 'max by (guest, uuid) (100 * rate(kvmtop_guest_vcpu_delay_seconds_total{job="{job}", '
+             'instance="{instance}"}[' + RATE_WINDOW + "]))",
+    "exits": 'sum by (guest, uuid) (rate(kvmtop_guest_vcpu_exits_total{job="{job}", '
+             'instance="{instance}"}[' + RATE_WINDOW + "]))",
+    # kvmtop_finding names the guest, not its UUID (host findings: guest="").
+    "findings": 'count by (guest, severity) (kvmtop_finding{job="{job}", '
+                'instance="{instance}", severity=~"warning|critical"})',
+}
+"""What Enter on a host asks (one host's guests: bounded by that host's guests)."""
+
+
+@dataclass(frozen=True)
+class GuestRow:
+    """One guest of one host, as Prometheus has it."""
+
+    uuid: str
+    name: str
+    state: str
+    cpu_pct: float | None = None
+    steal_pct: float | None = None
+    exits_per_s: float | None = None
+    warnings: int = 0
+    criticals: int = 0
+
+
+def _label(value: str) -> str:
+    """A PromQL string literal's content."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def queries(job: str, instance: str | None = None) -> dict[str, str]:
+    """QUERIES for the scrape job `job`, or with `instance` GUEST_QUERIES for that host."""
+    texts = QUERIES if instance is None else GUEST_QUERIES
+    return {name: text.replace(JOB, _label(job)).replace("{instance}", _label(instance or ""))
+            for name, text in texts.items()}
+
+
+def build_guest_rows(results: Mapping[str, Result]) -> list[GuestRow]:
+    """One row per guest of the host (`state`), from `queries(job, instance)`'s results,
+    by name."""
+    def by_uuid(name: str) -> dict[str, float]:
+        return {labels.get("uuid", ""): v for labels, v in results.get(name, ())}
+
+    cpu, steal, exits = by_uuid("cpu"), by_uuid("steal"), by_uuid("exits")
+    counts: dict[tuple[str, str], int] = {
+        (labels.get("guest", ""), labels.get("severity", "")): round(v)
+        for labels, v in results.get("findings", ())}
+    rows = []
+    for labels, _ in results.get("state", ()):
+        u, name = labels.get("uuid", ""), labels.get("guest", "")
+        rows.append(GuestRow(uuid=u, name=name, state=labels.get("state", ""),
+                             cpu_pct=cpu.get(u), steal_pct=steal.get(u),
+                             exits_per_s=exits.get(u),
+                             warnings=counts.get((name, "warning"), 0),
+                             criticals=counts.get((name, "critical"), 0)))
+    return sorted(rows, key=lambda r: (r.name, r.uuid))
+
+
+SORTS: dict[str, Callable[[HostRow], Any]] = {
+    "incidents": lambda r: (-len(r.incidents), -r.criticals, -r.warnings, r.instance),
+    "steal": lambda r: (-(r.steal.value if r.steal else -1.0), r.instance),
+    "exits": lambda r: (-(r.exits_per_s if r.exits_per_s is not None else -1.0), r.instance),
+    "ratio": lambda r: (-(r.vcpu_ratio if r.vcpu_ratio is not None else -1.0), r.instance),
+    "instance": lambda r: r.instance,
+}
+"""Row orders, the worst first; hosts that do not answer come before all (`ordered`)."""
+
+
+def ordered(rows: Sequence[HostRow], sort: str, needle: str = "") -> list[HostRow]:
+    """The rows to show: those whose host name or instance contains `needle`
+    (case-insensitive), hosts not answering first, then by `sort` (a SORTS key)."""
+    low = needle.lower()
+    kept = [r for r in rows if low in (r.hostname or "").lower() or low in r.instance.lower()]
+    return sorted(kept, key=lambda r: (r.up, SORTS[sort](r)))

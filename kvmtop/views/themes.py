@@ -19,6 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from textual.app import App
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
@@ -190,3 +191,51 @@ def variable_defaults(theme: Theme) -> dict[str, str]:
         "kvm-spark-min": c["success"],
         "kvm-spark-max": c["error"],
     }
+
+
+class ThemedApp(App[None]):
+    """An app with kvmtop's themes (packaged, then the user's), starting on
+    `theme_name`; `action_next_theme` cycles them. Subclasses call
+    `notify_theme_problems` once mounted."""
+
+    def __init__(self, *, theme_name: str | None = None,
+                 user_theme_dir: Path | None = None) -> None:
+        """Register the themes and pick the first one.
+
+        Args:
+            theme_name: the theme to start with (default kvmtop-dark).
+            user_theme_dir: user theme directory (default ~/.config/kvmtop/themes).
+        """
+        super().__init__()
+        themes, self.theme_errors = load_themes(user_theme_dir)
+        for theme in themes:
+            self.register_theme(theme)
+        self.kvmtop_themes = [t.name for t in themes]
+        wanted = theme_name or "kvmtop-dark"
+        self.theme_warning = None if wanted in self.available_themes else (
+            f"theme '{wanted}' not found; available: {', '.join(self.kvmtop_themes)}"
+        )
+        self.theme = wanted if self.theme_warning is None else (
+            self.kvmtop_themes[0] if self.kvmtop_themes else "textual-dark"
+        )
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        """kvmtop's variables derived from the current theme, for themes that lack them."""
+        return variable_defaults(self.current_theme)
+
+    def notify_theme_problems(self) -> None:
+        """Say once which theme files were skipped and whether the wanted one is missing."""
+        if self.theme_errors:
+            self.notify("\n".join(self.theme_errors), title="Broken theme files skipped",
+                        severity="warning", timeout=15)
+        if self.theme_warning:
+            self.notify(self.theme_warning, severity="warning", timeout=10)
+
+    def action_next_theme(self) -> None:
+        """Switch to the next kvmtop theme."""
+        names = self.kvmtop_themes
+        if not names:
+            return
+        i = names.index(self.theme) + 1 if self.theme in names else 0
+        self.theme = names[i % len(names)]
+        self.notify(f"theme {self.theme}", timeout=3)

@@ -36,7 +36,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvmtop.collectors.prometheus import PrometheusClient
-from kvmtop.fleet import fetch
 from tests.lab.fixture import Lab
 from tests.lab.prometheus import EVERY_S, Notification, SessionPrometheus
 from tests.lab.recording import LEAK_GUEST
@@ -159,7 +158,7 @@ def test_fleet_rows_are_prometheus_own_answers(lab: Lab) -> None:
     stack = stack_of(lab)
     client = PrometheusClient(stack.prometheus_url)
     now = time.time()
-    rows = {r.instance: r for r in fetch(client, "kvmtop", now)}
+    rows = {r.instance: r for r in client.fleet("kvmtop", now)}
     assert set(rows) == set(stack.targets)
 
     def one(expr: str) -> float | None:

@@ -15,8 +15,8 @@ import pytest
 from kvmtop.collectors.base import CollectorError
 from kvmtop.collectors.prometheus import PrometheusClient
 from kvmtop.config import Settings
-from kvmtop.fleet import SORTS, row_json, run, text_table
-from kvmtop.model.fleet import QUERIES, HostRow, build_rows, queries
+from kvmtop.fleet import row_json, run, text_table
+from kvmtop.model.fleet import QUERIES, SORTS, HostRow, build_rows, queries
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "prometheus" / "fleet-lab.json"
 CAPTURED = json.loads(FIXTURE.read_text())
@@ -59,7 +59,7 @@ def test_a_host_that_does_not_answer_keeps_its_row() -> None:
     row = next(r for r in rows if r.instance == down["instance"])
     assert not row.up and row.hostname is None and row.guests is None
     assert row.vcpu_ratio is None and row.steal is None and row.incidents == ()
-    assert "NO" in text_table([row]).splitlines()[1]
+    assert "DOWN" in text_table([row]).splitlines()[1]
     assert json.loads(json.dumps(row_json(row)))["up"] is False
     ordered = sorted(rows, key=lambda r: (r.up, SORTS["incidents"](r)))
     assert ordered[0] is row
@@ -145,3 +145,78 @@ def test_run_writes_json_or_says_why_not(capsys: pytest.CaptureFixture[str],
     rows = json.loads(out.getvalue())
     assert {r["hostname"] for r in rows} == {"vm", "replay-demo", "replay-old"}
     assert rows[0]["incidents"][0]["rank"] == 1
+
+
+GUESTS = {name: [(labels, value) for labels, value in series]
+          for name, series in CAPTURED["guests"].items()}
+
+
+class CapturedClient(PrometheusClient):
+    """Answers every query from the lab capture, or fails like an unreachable server."""
+
+    def __init__(self, failing: bool = False) -> None:
+        super().__init__("http://prometheus.lab:9090")
+        self.failing = failing
+        self._answers = {expr: RESULTS[n] for n, expr in queries("kvmtop").items()}
+        self._answers |= {expr: GUESTS[n]
+                          for n, expr in queries("kvmtop", CAPTURED["guests_of"]).items()}
+
+    def query(self, expr: str, at_s: float | None = None) -> Any:
+        if self.failing:
+            raise CollectorError("Prometheus at http://prometheus.lab:9090: connection refused")
+        return self._answers[expr]
+
+
+def test_guest_rows_of_one_host() -> None:
+    rows = CapturedClient().guests("kvmtop", CAPTURED["guests_of"])
+    names = [r.name for r in rows]
+    assert names == sorted(names) and {"lab-memleak", "lab-steal-a"} <= set(names)
+    steal = {r.name: r.steal_pct for r in rows}
+    assert steal["lab-steal-a"] is not None and steal["lab-steal-a"] > 20
+    # Host findings (no guest label) belong to no guest row.
+    assert sum(r.criticals + r.warnings for r in rows) == sum(
+        v for labels, v in GUESTS["findings"] if labels.get("guest"))
+
+
+async def test_the_screen_sorts_filters_and_opens_a_host() -> None:
+    from kvmtop.fleet_app import FleetApp, GuestsScreen
+    from kvmtop.views.fleet import FleetGuests, FleetTable
+    from tests.app.builders import wait_until
+
+    app = FleetApp(CapturedClient(), every_s=3600)
+    async with app.run_test(size=(160, 30)) as pilot:
+        table = app.query_one(FleetTable)
+        await wait_until(pilot, lambda: table.row_count == 3)
+        assert table.rows[table.row_keys[0]].incidents  # incidents first
+        await pilot.press("s")  # steal
+        assert app.sort == "steal"
+        top = table.rows[table.row_keys[0]]
+        assert top.steal is not None
+        assert top.steal.value == max(r.steal.value for r in app.rows if r.steal)
+        await pilot.press("slash", *"replay")
+        await wait_until(pilot, lambda: table.row_count == 2)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: table.row_count == 3)
+        demo = CAPTURED["guests_of"]
+        table.move_cursor(table.row_keys.index(demo))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, GuestsScreen))
+        guests = app.screen.query_one(FleetGuests)
+        assert guests.row_count == len(GUESTS["state"])
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, GuestsScreen))
+
+
+async def test_an_unreachable_prometheus_is_said_and_nothing_freezes() -> None:
+    from kvmtop.fleet_app import FleetApp
+    from kvmtop.views.fleet import FleetTable
+    from tests.app.builders import wait_until
+
+    app = FleetApp(CapturedClient(failing=True), every_s=3600)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await wait_until(pilot, lambda: app.error is not None)
+        status = str(app.query_one("#fleet-status").render())
+        assert "Last refresh failed" in status and "connection refused" in status
+        assert app.query_one(FleetTable).row_count == 0
+        await pilot.press("s", "r")  # keys still answer
+        assert app.sort == "steal"

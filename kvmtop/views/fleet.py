@@ -1,0 +1,80 @@
+"""The fleet screen's tables: one row per host (`FleetTable`), and one host's guests
+(`FleetGuests`), both from kvmtop's metrics in Prometheus (`kvmtop.model.fleet`).
+
+Layer: views. Reads `HostRow` / `GuestRow` only; the app (kvmtop.fleet_app) queries
+Prometheus. Every cell is drawn through `visible` (`LineTable`): host and guest
+names are data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kvmtop.model.fleet import GuestRow, HostRow
+from kvmtop.render import FLEET_HEADERS, fleet_texts, fmt_pct, fmt_si
+from kvmtop.views.line_table import Cell, LineTable, TableColumn
+
+HOST_COLUMNS = tuple(
+    TableColumn(key, label if i == 0 else f" {label}", width)
+    for i, (key, label, width) in enumerate(zip(
+        ("host", "instance", "age", "guests", "ratio", "steal", "exits", "iops", "net",
+         "findings", "incident"), FLEET_HEADERS, (24, 22, 6, 7, 9, 26, 9, 22, 22, 10, 60),
+        strict=True)))
+"""FLEET_HEADERS with a one-cell gap before each but the first."""
+
+
+class FleetTable(LineTable):
+    """One row per host, keyed by its instance (host:port)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        """An empty table."""
+        super().__init__(HOST_COLUMNS, **kwargs)
+        self.rows: dict[str, HostRow] = {}
+
+    def show(self, rows: Sequence[HostRow]) -> None:
+        """Show these rows in this order."""
+        self.rows = {r.instance: r for r in rows}
+        self.set_rows([r.instance for r in rows])
+
+    def row_cells(self, key: str) -> Sequence[Cell]:
+        """The cells of the host `key`."""
+        return [Cell(text if i == 0 else f" {text}", level)
+                for i, (text, level) in enumerate(fleet_texts(self.rows[key]))]
+
+
+GUEST_COLUMNS = (
+    TableColumn("guest", "Guest", 28),
+    TableColumn("state", " State", 10),
+    TableColumn("cpu", "CPU%", 7, right=True),
+    TableColumn("steal", "Steal%", 7, right=True),
+    TableColumn("exits", "Exits/s", 8, right=True),
+    TableColumn("findings", "Crit/Warn", 10, right=True),
+)
+
+
+class FleetGuests(LineTable):
+    """One host's guests, keyed by UUID."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        """An empty table."""
+        super().__init__(GUEST_COLUMNS, **kwargs)
+        self.rows: dict[str, GuestRow] = {}
+
+    def show(self, rows: Sequence[GuestRow]) -> None:
+        """Show these rows in this order."""
+        self.rows = {r.uuid: r for r in rows}
+        self.set_rows([r.uuid for r in rows])
+
+    def row_cells(self, key: str) -> Sequence[Cell]:
+        """The cells of the guest `key`."""
+        g = self.rows[key]
+        return [
+            Cell(g.name),
+            Cell(f" {g.state}", None if g.state == "running" else "dim"),
+            Cell(fmt_pct(g.cpu_pct), right=True),
+            Cell(fmt_pct(g.steal_pct), right=True),
+            Cell(fmt_si(g.exits_per_s), right=True),
+            Cell(f"{g.criticals}/{g.warnings}",
+                 "critical" if g.criticals else "warning" if g.warnings else None, right=True),
+        ]
