@@ -75,7 +75,13 @@ def collection(ticks: int) -> list[Row]:
     ]
     if "exporter_ms" in r:
         exporter = r["exporter_ms"] + r["exporter_libvirtd_ms"]
+        serve = r["serve_ms"] + r["serve_libvirtd_ms"]
         rows += [
+            Row("collection", "kvmtop serve + libvirtd CPU per scrape", serve, "ms",
+                exporter, "exporter + libvirtd", exporter,
+                f"{on}; scraped once per tick; budget: at or below the exporter"),
+            Row("collection", "kvmtop serve process CPU per scrape", r["serve_ms"], "ms",
+                peer="exporter process", peer_value=r["exporter_ms"]),
             Row("collection", "kvmtop + libvirtd vs the exporter", kvmtop, "ms",
                 peer="exporter + libvirtd", peer_value=exporter,
                 note="prometheus-libvirt-exporter scraped once per tick"),

@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -82,23 +83,41 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def exporter(path: str) -> Iterator[tuple[int, str]]:
-    """The exporter running on loopback: (pid, metrics URL)."""
-    port = free_port()
-    proc = subprocess.Popen([path, f"--web.listen-address=127.0.0.1:{port}",
-                             f"--libvirt.uri={URI}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/metrics"
+def listening(cmd: Sequence[str], url: str, ready: bytes = b"") -> Iterator[int]:
+    """A process serving `url` on loopback (its pid), once a GET of it answers and
+    holds `ready` (also the warm-up scrape); terminated afterwards."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(50):
+        for _ in range(150):
             with contextlib.suppress(OSError):
-                urllib.request.urlopen(url, timeout=30).read()  # also the warm-up scrape
-                break
+                if ready in urllib.request.urlopen(url, timeout=30).read():
+                    break
             time.sleep(0.2)
-        yield proc.pid, url
+        yield proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def exporter(path: str) -> Iterator[tuple[int, str]]:
+    """The exporter running on loopback: (pid, metrics URL)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with listening([path, f"--web.listen-address=127.0.0.1:{port}", f"--libvirt.uri={URI}"],
+                   url) as pid:
+        yield pid, url
+
+
+@contextlib.contextmanager
+def serve(interval_s: float) -> Iterator[tuple[int, str]]:
+    """`kvmtop serve` collecting every `interval_s` on loopback: (pid, metrics URL),
+    once it has published a tick."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with listening([sys.executable, "-m", "kvmtop", "serve", "-d", f"{interval_s:g}",
+                    "--listen", f"127.0.0.1:{port}"], url, b"kvmtop_guest_info") as pid:
+        yield pid, url
 
 
 def run(ticks: int = 20, interval_s: float = 2.0) -> dict[str, float]:
@@ -129,6 +148,12 @@ def run(ticks: int = 20, interval_s: float = 2.0) -> dict[str, float]:
     out = {"guests": float(guests), "ticks": float(ticks),
            "kvmtop_ms": kvmtop_ms, "kvmtop_libvirtd_ms": kvmtop_daemon_ms,
            "virsh_ms": virsh_ms, "virsh_libvirtd_ms": virsh_daemon_ms}
+    # `kvmtop serve` scraped once per tick, as the exporter below: its process (which
+    # collects every interval on its own thread and renders each scrape) and libvirtd.
+    with serve(interval_s) as (pid, url):
+        out["serve_ms"], out["serve_libvirtd_ms"] = per_tick_ms(
+            [pid, daemon], ticks, interval_s,
+            lambda _i: urllib.request.urlopen(url, timeout=30).read())
     path = install_exporter()
     if path is not None:
         with exporter(path) as (pid, url):
@@ -148,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{'':38}{'client ms/tick':>16}{'libvirtd ms/tick':>18}{'total':>10}")
     for label, key in (("kvmtop (all collectors)", "kvmtop"),
                        ("virsh domstats (same groups)", "virsh"),
+                       ("kvmtop serve (scrape)", "serve"),
                        (f"{EXPORTER} (scrape)", "exporter")):
         if f"{key}_ms" in r:
             client, daemon = r[f"{key}_ms"], r[f"{key}_libvirtd_ms"]

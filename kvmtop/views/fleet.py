@@ -8,12 +8,14 @@ names are data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from kvmtop.model.fleet import GuestRow, HostRow
 from kvmtop.render import FLEET_HEADERS, fleet_texts, fmt_pct, fmt_si
 from kvmtop.views.line_table import Cell, LineTable, TableColumn
+
+Row = TypeVar("Row")
 
 HOST_COLUMNS = tuple(
     TableColumn(key, label if i == 0 else f" {label}", width)
@@ -24,23 +26,39 @@ HOST_COLUMNS = tuple(
 """FLEET_HEADERS with a one-cell gap before each but the first."""
 
 
-class FleetTable(LineTable):
+class RowsTable(LineTable, Generic[Row]):
+    """A LineTable over a list of rows: each keyed by `key_of`, drawn by `cells_of`."""
+
+    def __init__(self, columns: Sequence[TableColumn], key_of: Callable[[Row], str],
+                 cells_of: Callable[[Row], Sequence[Cell]], **kwargs: Any) -> None:
+        """An empty table."""
+        super().__init__(columns, **kwargs)
+        self.rows: dict[str, Row] = {}
+        self._key_of = key_of
+        self._cells_of = cells_of
+
+    def show(self, rows: Sequence[Row]) -> None:
+        """Show these rows in this order."""
+        self.rows = {self._key_of(r): r for r in rows}
+        self.set_rows(list(self.rows))
+
+    def row_cells(self, key: str) -> Sequence[Cell]:
+        """The cells of the row `key`."""
+        return self._cells_of(self.rows[key])
+
+
+def host_cells(row: HostRow) -> list[Cell]:
+    """A host's cells (`fleet_texts`, a one-cell gap before each but the first)."""
+    return [Cell(text if i == 0 else f" {text}", level)
+            for i, (text, level) in enumerate(fleet_texts(row))]
+
+
+class FleetTable(RowsTable[HostRow]):
     """One row per host, keyed by its instance (host:port)."""
 
     def __init__(self, **kwargs: Any) -> None:
         """An empty table."""
-        super().__init__(HOST_COLUMNS, **kwargs)
-        self.rows: dict[str, HostRow] = {}
-
-    def show(self, rows: Sequence[HostRow]) -> None:
-        """Show these rows in this order."""
-        self.rows = {r.instance: r for r in rows}
-        self.set_rows([r.instance for r in rows])
-
-    def row_cells(self, key: str) -> Sequence[Cell]:
-        """The cells of the host `key`."""
-        return [Cell(text if i == 0 else f" {text}", level)
-                for i, (text, level) in enumerate(fleet_texts(self.rows[key]))]
+        super().__init__(HOST_COLUMNS, lambda r: r.instance, host_cells, **kwargs)
 
 
 GUEST_COLUMNS = (
@@ -53,28 +71,22 @@ GUEST_COLUMNS = (
 )
 
 
-class FleetGuests(LineTable):
+def guest_cells(g: GuestRow) -> list[Cell]:
+    """A guest's cells under GUEST_COLUMNS."""
+    return [
+        Cell(g.name),
+        Cell(f" {g.state}", None if g.state == "running" else "dim"),
+        Cell(fmt_pct(g.cpu_pct), right=True),
+        Cell(fmt_pct(g.steal_pct), right=True),
+        Cell(fmt_si(g.exits_per_s), right=True),
+        Cell(f"{g.criticals}/{g.warnings}",
+             "critical" if g.criticals else "warning" if g.warnings else None, right=True),
+    ]
+
+
+class FleetGuests(RowsTable[GuestRow]):
     """One host's guests, keyed by UUID."""
 
     def __init__(self, **kwargs: Any) -> None:
         """An empty table."""
-        super().__init__(GUEST_COLUMNS, **kwargs)
-        self.rows: dict[str, GuestRow] = {}
-
-    def show(self, rows: Sequence[GuestRow]) -> None:
-        """Show these rows in this order."""
-        self.rows = {r.uuid: r for r in rows}
-        self.set_rows([r.uuid for r in rows])
-
-    def row_cells(self, key: str) -> Sequence[Cell]:
-        """The cells of the guest `key`."""
-        g = self.rows[key]
-        return [
-            Cell(g.name),
-            Cell(f" {g.state}", None if g.state == "running" else "dim"),
-            Cell(fmt_pct(g.cpu_pct), right=True),
-            Cell(fmt_pct(g.steal_pct), right=True),
-            Cell(fmt_si(g.exits_per_s), right=True),
-            Cell(f"{g.criticals}/{g.warnings}",
-                 "critical" if g.criticals else "warning" if g.warnings else None, right=True),
-        ]
+        super().__init__(GUEST_COLUMNS, lambda g: g.uuid, guest_cells, **kwargs)
