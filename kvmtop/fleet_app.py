@@ -16,6 +16,7 @@ from typing import ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
@@ -60,6 +61,25 @@ class GuestsScreen(Screen[None]):
         table = self.query_one(FleetGuests)
         table.show(self.guests)
         table.focus()
+
+
+class RowsReady(Message):
+    """(From the worker.) A refresh's rows, or why it failed (the old rows stay)."""
+
+    def __init__(self, rows: list[HostRow] | None, error: str | None) -> None:
+        super().__init__()
+        self.rows = rows
+        self.error = error
+
+
+class GuestsReady(Message):
+    """(From a worker.) One host's guests, or why they could not be read."""
+
+    def __init__(self, row: HostRow, guests: list[GuestRow] | None, error: str | None) -> None:
+        super().__init__()
+        self.row = row
+        self.guests = guests
+        self.error = error
 
 
 class FleetApp(ThemedApp):
@@ -119,19 +139,18 @@ class FleetApp(ThemedApp):
         """(Worker thread.) One refresh every `every_s` (or at once on `r`)."""
         while not self._stop.is_set():
             try:
-                rows = self.client.fleet(self.job)
-                self.call_from_thread(self._show_rows, rows, None)
+                self.post_message(RowsReady(self.client.fleet(self.job), None))
             except CollectorError as exc:
-                self.call_from_thread(self._show_rows, None, str(exc))
+                self.post_message(RowsReady(None, str(exc)))
             self._wake.wait(self.every_s)
             self._wake.clear()
 
-    def _show_rows(self, rows: list[HostRow] | None, error: str | None) -> None:
-        """(UI thread.) New rows, or the error that kept the old ones."""
-        if rows is not None:
-            self.rows = rows
+    def on_rows_ready(self, message: RowsReady) -> None:
+        """New rows, or the error that kept the old ones."""
+        if message.rows is not None:
+            self.rows = message.rows
             self.fetched_s = time.time()
-        self.error = error
+        self.error = message.error
         self._redraw()
 
     def _redraw(self) -> None:
@@ -204,10 +223,14 @@ class FleetApp(ThemedApp):
     def _fetch_guests(self, row: HostRow) -> None:
         """(Worker thread.) The host's guests, then their screen."""
         try:
-            guests = self.client.guests(self.job, row.instance)
+            self.post_message(GuestsReady(row, self.client.guests(self.job, row.instance), None))
         except CollectorError as exc:
-            self.call_from_thread(self.notify, visible(str(exc)), severity="error",
-                                  markup=False)
-            return
-        self.call_from_thread(self.push_screen, GuestsScreen(row, guests))
+            self.post_message(GuestsReady(row, None, str(exc)))
+
+    def on_guests_ready(self, message: GuestsReady) -> None:
+        """The guests' screen, or why it cannot open."""
+        if message.guests is None:
+            self.notify(visible(message.error or "no answer"), severity="error", markup=False)
+        else:
+            self.push_screen(GuestsScreen(message.row, message.guests))
 
