@@ -590,7 +590,7 @@ def _command(args: argparse.Namespace) -> int:
         status = doctor.run(args, settings, text)
         _write_stdout(text.getvalue())
         return status
-    if args.command == "fleet" and args.format is None:
+    if args.command == "fleet" and not args.batch:
         return _fleet_tui(args, settings)
     if args.command == "fleet":
         from kvmtop import fleet

@@ -52,9 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the Prometheus server, e.g. http://prometheus:9090")
     parser.add_argument("--job", default="kvmtop",
                         help="the scrape job of kvmtop in Prometheus (default kvmtop)")
-    parser.add_argument("--format", choices=("text", "json"),
-                        help="print the rows once, as a table or JSON (default: the "
-                        "interactive screen, refreshed every --every seconds)")
+    # SUPPRESS: `kvmtop -b fleet` (the global flags, before the command) holds too.
+    parser.add_argument("-b", "--batch", action="store_true", default=argparse.SUPPRESS,
+                        help="print the rows once, no screen (default: the interactive "
+                        "screen, refreshed every --every seconds)")
+    parser.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS,
+                        help="with --batch: a table (default) or JSON rows")
     parser.add_argument("--every", type=float, default=15.0, metavar="S",
                         help="seconds between refreshes of the screen (default 15, "
                         "the scrape interval of contrib/prometheus/prometheus.yml)")
@@ -63,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    """`kvmtop fleet --format F`: one refresh written to `out`; 1 with one line on
-    stderr when Prometheus fails. (Without --format the CLI runs the screen,
+    """`kvmtop fleet --batch`: one refresh written to `out` (`--format`); 1 with one
+    line on stderr when Prometheus fails. (Without --batch the CLI runs the screen,
     `kvmtop.fleet_app`.)"""
     try:
         rows = PrometheusClient(args.prometheus).fleet(args.job)

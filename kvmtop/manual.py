@@ -269,8 +269,8 @@ MANUALS: dict[str, Manual] = {
         ),
         examples=(
             "kvmtop fleet --prometheus http://prom:9090  the screen, worst hosts first\n"
-            "kvmtop fleet --prometheus http://prom:9090 --format text  the table, once\n"
-            "kvmtop fleet --prometheus http://prom:9090 --sort steal --format json"
+            "kvmtop fleet --prometheus http://prom:9090 -b  the table, once\n"
+            "kvmtop fleet --prometheus http://prom:9090 --sort steal -b --format json"
         ),
     ),
     "doctor": Manual(

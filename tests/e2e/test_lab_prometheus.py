@@ -192,7 +192,7 @@ def test_fleet_rows_are_prometheus_own_answers(lab: Lab) -> None:
         assert {i.cause for i in row.incidents} == {labels["cause"] for labels, _ in active}
     assert rows[instance(stack, "live")].guests == len(lab.guests)
     done = subprocess.run([sys.executable, "-m", "kvmtop", "fleet", "--prometheus",
-                           stack.prometheus_url, "--format", "json"],
+                           stack.prometheus_url, "--batch", "--format", "json"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert {r["instance"] for r in json.loads(done.stdout)} == set(stack.targets)
