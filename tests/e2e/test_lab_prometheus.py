@@ -78,14 +78,23 @@ def guests_served(target: str) -> set[str]:
             if family.name == "kvmtop_guest_info" for s in family.samples}
 
 
-def test_prometheus_holds_the_three_hosts_with_kvmtops_figures(lab: Lab) -> None:
-    stack = stack_of(lab)
-    deadline = time.time() + 60  # at least one scrape of each (they run late anyway)
+def scraped(stack: SessionPrometheus, times: int = 3) -> None:
+    """Wait until Prometheus has scraped every endpoint `times` times, all answering
+    (these tests run late in a session, when that is long done)."""
+    deadline = time.time() + EVERY_S * (times + 12)
     while True:
-        up = {r["metric"]["instance"]: r["value"][1] for r in stack.query('up{job="kvmtop"}')}
-        if up == dict.fromkeys(stack.targets, "1") or time.time() > deadline:
+        got = {r["metric"]["instance"]: r["value"][1] for r in stack.query(
+            f'count_over_time(up{{job="kvmtop"}}[10m]) >= {times} and up{{job="kvmtop"}} == 1')}
+        if set(got) == set(stack.targets) or time.time() > deadline:
             break
         time.sleep(EVERY_S)
+    assert set(got) == set(stack.targets), got
+
+
+def test_prometheus_holds_the_three_hosts_with_kvmtops_figures(lab: Lab) -> None:
+    stack = stack_of(lab)
+    scraped(stack)
+    up = {r["metric"]["instance"]: r["value"][1] for r in stack.query('up{job="kvmtop"}')}
     assert up == dict.fromkeys(stack.targets, "1")
     hosts = {r["metric"]["instance"]: (r["metric"]["hostname"], r["metric"]["mode"])
              for r in stack.query("kvmtop_host_info")}
@@ -156,6 +165,7 @@ def test_fleet_rows_are_prometheus_own_answers(lab: Lab) -> None:
     """`kvmtop fleet`'s rows (queries aggregated per host) against Prometheus's answers
     to plain per-host queries at the same evaluation time, for the three hosts."""
     stack = stack_of(lab)
+    scraped(stack)
     client = PrometheusClient(stack.prometheus_url)
     now = time.time()
     rows = {r.instance: r for r in client.fleet("kvmtop", now)}
