@@ -250,25 +250,6 @@ def _run_tui(feed: Feed, settings: Settings, title: str = "") -> int:
     return 1 if app.return_code else 0
 
 
-def _fleet_tui(args: argparse.Namespace, settings: Settings) -> int:
-    """`kvmtop fleet` on a terminal; 1 with one line for a URL that is none."""
-    from kvmtop.collectors.base import CollectorError
-    from kvmtop.collectors.prometheus import PrometheusClient
-    from kvmtop.fleet_app import FleetApp
-
-    if args.every <= 0:
-        raise UsageError(f"--every must be more than 0, got {args.every:g}")
-    try:
-        client = PrometheusClient(args.prometheus)
-    except CollectorError as exc:
-        print(f"kvmtop fleet: {exc}", file=sys.stderr)
-        return 1
-    app = FleetApp(client, job=args.job, every_s=args.every, sort=args.sort,
-                   theme_name=settings.theme)
-    app.run()
-    return 1 if app.return_code else 0
-
-
 def _run_batch(feed: Feed, args: argparse.Namespace, *, paced: bool = True) -> None:
     import time
 
@@ -591,7 +572,11 @@ def _command(args: argparse.Namespace) -> int:
         _write_stdout(text.getvalue())
         return status
     if args.command == "fleet" and not args.batch:
-        return _fleet_tui(args, settings)
+        from kvmtop.fleet_app import run_tui
+
+        if args.every <= 0:
+            raise UsageError(f"--every must be more than 0, got {args.every:g}")
+        return run_tui(args, settings)
     if args.command == "fleet":
         from kvmtop import fleet
 

@@ -23,11 +23,11 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Protocol, TextIO
+from typing import TextIO
 
 from kvmtop.feed import SampleSink
 from kvmtop.model.sample import Sample
-from kvmtop.sampler import next_tick
+from kvmtop.sampler import SampleSource, next_tick
 
 
 def _close(writer: SampleSink) -> OSError | None:
@@ -37,20 +37,6 @@ def _close(writer: SampleSink) -> OSError | None:
     except OSError as exc:
         return exc
     return None
-
-
-class SampleSource(Protocol):
-    """What the recorder needs from the sampler."""
-
-    interval_s: float
-
-    def sample(self) -> Sample:
-        """Collect one tick (never raises for a source failure)."""
-        ...
-
-    def close(self) -> None:
-        """Release the collectors."""
-        ...
 
 
 class Recorder:

@@ -23,9 +23,6 @@ RATE_WINDOW = "1m"
 Result = Sequence[tuple[Mapping[str, str], float]]
 """One instant query's vector: (labels, value) per series."""
 
-JOB = "{job}"
-"""Placeholder in QUERIES for the scrape job's label matcher."""
-
 QUERIES: dict[str, str] = {
     "up": 'up{job="{job}"}',
     "host": 'kvmtop_host_info{job="{job}"}',
@@ -186,7 +183,7 @@ def _label(value: str) -> str:
 def queries(job: str, instance: str | None = None) -> dict[str, str]:
     """QUERIES for the scrape job `job`, or with `instance` GUEST_QUERIES for that host."""
     texts = QUERIES if instance is None else GUEST_QUERIES
-    return {name: text.replace(JOB, _label(job)).replace("{instance}", _label(instance or ""))
+    return {name: text.replace("{job}", _label(job)).replace("{instance}", _label(instance or ""))
             for name, text in texts.items()}
 
 

@@ -17,13 +17,17 @@ from kvmtop.views.line_table import Cell, LineTable, TableColumn
 
 Row = TypeVar("Row")
 
+NUMERIC = frozenset({"age", "guests", "ratio", "exits", "findings"})
+"""Host columns drawn right-aligned (their width holds the one-cell gap)."""
+
 HOST_COLUMNS = tuple(
-    TableColumn(key, label if i == 0 else f" {label}", width)
+    TableColumn(key, label if i == 0 or key in NUMERIC else f" {label}", width,
+                right=key in NUMERIC)
     for i, (key, label, width) in enumerate(zip(
         ("host", "instance", "age", "guests", "ratio", "steal", "exits", "iops", "net",
          "findings", "incident"), FLEET_HEADERS, (24, 22, 6, 7, 9, 26, 9, 22, 22, 10, 60),
         strict=True)))
-"""FLEET_HEADERS with a one-cell gap before each but the first."""
+"""FLEET_HEADERS; a one-cell gap before each but the first."""
 
 
 class RowsTable(LineTable, Generic[Row]):
@@ -49,8 +53,10 @@ class RowsTable(LineTable, Generic[Row]):
 
 def host_cells(row: HostRow) -> list[Cell]:
     """A host's cells (`fleet_texts`, a one-cell gap before each but the first)."""
-    return [Cell(text if i == 0 else f" {text}", level)
-            for i, (text, level) in enumerate(fleet_texts(row))]
+    return [Cell(text, level, right=True) if col.right
+            else Cell(text if i == 0 else f" {text}", level)
+            for i, (col, (text, level)) in enumerate(zip(HOST_COLUMNS, fleet_texts(row),
+                                                         strict=True))]
 
 
 class FleetTable(RowsTable[HostRow]):
