@@ -18,7 +18,10 @@ from typing import Any, TextIO
 from kvmtop.feed import Feed
 from kvmtop.model.finding import Finding
 from kvmtop.model.incident import Incident, Member
-from kvmtop.model.rates import DiskRates, GuestRates, HostRates, NicRates
+from kvmtop.model.rates.disk import DiskRates
+from kvmtop.model.rates.guest import GuestRates
+from kvmtop.model.rates.host import HostRates
+from kvmtop.model.rates.net import NicRates
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
 from kvmtop.render import DASH, GUEST_COLUMNS, cell_text, fmt_bytes, fmt_mbps, fmt_pct, fmt_si

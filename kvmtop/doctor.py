@@ -38,7 +38,7 @@ from kvmtop.collectors.sched import SchedCollector
 from kvmtop.collectors.topology import BlockTopology
 from kvmtop.collectors.tracepoints import TracepointCollector
 from kvmtop.detectors.settings import OvercommitSettings
-from kvmtop.model.rates import kvm_exit_silent
+from kvmtop.model.rates.kvm import kvm_exit_silent
 from kvmtop.model.sample import BlockDevSample, GuestSample, HostSample
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvmtop.model.fleet import HostRow, Peak
-from kvmtop.model.rates import GuestRates
+from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.text import visible
 
 DASH = "–"

@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from kvmtop.collectors.base import CollectorError, Probe
-from kvmtop.model.rates import TRACE_ATTACHED, TRACE_FDS
+from kvmtop.model.rates.kvm import TRACE_ATTACHED, TRACE_FDS
 from kvmtop.model.sample import GuestSample, HostSample, Sample, SourceStatus
 
 

@@ -43,7 +43,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from kvmtop import __version__
 from kvmtop.model.finding import Finding
 from kvmtop.model.incident import Incident
-from kvmtop.model.rates import EXIT_CATEGORIES, NS_PER_S
+from kvmtop.model.rates.counters import NS_PER_S
+from kvmtop.model.rates.kvm import EXIT_CATEGORIES
 from kvmtop.model.sample import GuestSample, HostSample, Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
     "modules",
     [
         "kvmtop.feed, kvmtop.batch, kvmtop.sampler, kvmtop.config",
-        "kvmtop.model.rates, kvmtop.model.snapshot, kvmtop.model.window",
+        "kvmtop.model.rates.frame, kvmtop.model.snapshot, kvmtop.model.window",
         "kvmtop.cli",
         "kvmtop.report.command, kvmtop.report.html, kvmtop.export",
     ],

@@ -32,7 +32,7 @@ from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.collectors.host import read_text
 from kvmtop.collectors.kvmdebugfs import mount_pseudo_fs
 from kvmtop.collectors.perf import OpenFn, PerfError, PerfGroup
-from kvmtop.model.rates import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE
+from kvmtop.model.rates.kvm import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE
 from kvmtop.model.sample import GuestSample
 
 # arch/x86/kvm/trace.h: the `isa` field of kvm_exit and kvm_nested_vmexit.

@@ -16,7 +16,10 @@ from typing import Any, Protocol, TypeVar, cast
 
 from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.model.frozen import fast_init
-from kvmtop.model.rates import Frame, GuestRates, HostRates, rate
+from kvmtop.model.rates.counters import rate
+from kvmtop.model.rates.frame import Frame
+from kvmtop.model.rates.guest import GuestRates
+from kvmtop.model.rates.host import HostRates
 from kvmtop.model.sample import GuestSample, Sample
 
 NS_PER_S = 1_000_000_000

@@ -34,7 +34,8 @@ from typing import NamedTuple
 from kvmtop.detectors.base import GuestView, Observation, Tick, cause_key, known
 from kvmtop.detectors.settings import DetectorSettings, DiskLatencySettings
 from kvmtop.detectors.stats import RollingMedian
-from kvmtop.model.rates import HostDiskRates, counter_delta
+from kvmtop.model.rates.counters import counter_delta
+from kvmtop.model.rates.host import HostDiskRates
 from kvmtop.model.sample import DiskSample
 
 ID = "disk_latency"

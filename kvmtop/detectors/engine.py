@@ -38,7 +38,8 @@ from kvmtop.detectors.steal import Steal
 from kvmtop.detectors.vnic_drops import VnicDrops
 from kvmtop.detectors.vswitch_saturation import VswitchSaturation
 from kvmtop.model.finding import Finding
-from kvmtop.model.rates import Frame, same_incarnation
+from kvmtop.model.rates.frame import Frame
+from kvmtop.model.rates.guest import same_incarnation
 from kvmtop.model.sample import Sample
 from kvmtop.model.window import Window
 

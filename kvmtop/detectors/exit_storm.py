@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from kvmtop.detectors.base import GuestView, Observation, Tick, fmt_rate, known
 from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.detectors.stats import RollingMedian
-from kvmtop.model.rates import rate
+from kvmtop.model.rates.counters import rate
 
 ID = "exit_storm"
 

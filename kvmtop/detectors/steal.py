@@ -32,7 +32,7 @@ from kvmtop.detectors.base import (
     known,
 )
 from kvmtop.detectors.settings import DetectorSettings, StealSettings
-from kvmtop.model.rates import counter_delta, rate
+from kvmtop.model.rates.counters import counter_delta, rate
 from kvmtop.model.sample import VcpuSample
 
 ID = "steal"

@@ -40,7 +40,8 @@ from kvmtop.detectors.topology import (
     guest_names,
     summarize,
 )
-from kvmtop.model.rates import HostNetRates, rate
+from kvmtop.model.rates.counters import rate
+from kvmtop.model.rates.host import HostNetRates
 from kvmtop.model.sample import HostSample, NetDevSample
 
 ID = "vswitch_saturation"

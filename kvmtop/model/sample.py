@@ -4,7 +4,7 @@ Layer: model (pure). Must not import textual, rich, libvirt, psutil or any colle
 
 A `Sample` is what one tick of the sampler produced and what the recorder stores.
 It holds *cumulative* counters and gauges, never rates: rates come from
-`kvmtop.model.rates.derive(prev, cur)`, so live and replay compute them the same way
+`kvmtop.model.rates.frame.derive(prev, cur)`, so live and replay compute them the same way
 and an improved derivation applies to old recordings.
 
 Units are normalised at ingest and carried in field names: `_ns` nanoseconds,

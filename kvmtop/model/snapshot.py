@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from kvmtop.model.finding import Finding
 from kvmtop.model.incident import Incident
-from kvmtop.model.rates import Frame, GuestRates, HostRates
+from kvmtop.model.rates.frame import Frame
+from kvmtop.model.rates.guest import GuestRates
+from kvmtop.model.rates.host import HostRates
 from kvmtop.model.sample import SourceStatus
 
 MODES = ("live", "paused", "replay", "follow")

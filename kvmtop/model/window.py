@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from kvmtop.model.rates import Frame, derive
+from kvmtop.model.rates.frame import Frame, derive
 from kvmtop.model.sample import Sample
 
 GUEST_FRAMES = 20_000

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.feed import FindingSpan, FindingTracker, Pipeline
 from kvmtop.model.incident import Incident
-from kvmtop.model.rates import GuestRates
+from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.report.incidents import IncidentAcc, ranked
 from kvmtop.report.metrics import (

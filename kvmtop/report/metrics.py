@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from kvmtop.model.rates import GuestRates, HostDiskRates, HostNetRates
+from kvmtop.model.rates.guest import GuestRates
+from kvmtop.model.rates.host import HostDiskRates, HostNetRates
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.render import column, fmt_bytes, fmt_mbps, fmt_ms, fmt_pct, fmt_si
 

@@ -27,13 +27,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Sparkline, Static
 
-from kvmtop.model.rates import (
-    EXIT_SOURCE_TRACEPOINTS,
-    TRACE_ATTACHED,
-    TRACE_FDS,
-    TRACE_SOURCE,
-    GuestRates,
-)
+from kvmtop.model.rates.guest import GuestRates
+from kvmtop.model.rates.kvm import EXIT_SOURCE_TRACEPOINTS, TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
 from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si

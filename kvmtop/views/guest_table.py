@@ -30,7 +30,7 @@ from textual.markup import escape
 from textual.widgets import DataTable
 
 from kvmtop.model.finding import SEVERITIES, Finding
-from kvmtop.model.rates import GuestRates
+from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
 from kvmtop.render import GUEST_COLUMNS

@@ -23,7 +23,7 @@ from textual.visual import Visual
 from textual.widget import Widget
 from textual.widgets import Static
 
-from kvmtop.model.rates import HostDiskRates, HostNetRates, HostRates
+from kvmtop.model.rates.host import HostDiskRates, HostNetRates, HostRates
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
 from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si

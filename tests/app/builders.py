@@ -2,7 +2,7 @@
 
 Each guest and the host are described by the rates they should show; the builder
 turns that into two raw `Sample`s of plausible cumulative counters one interval
-apart and runs them through `kvmtop.model.rates.derive` and
+apart and runs them through `kvmtop.model.rates.frame.derive` and
 `kvmtop.model.snapshot.build_snapshot`, so the views see exactly what the live
 pipeline would give them; a frame's findings are grouped into incidents by the real
 `IncidentTracker`. `FakeFeed` hands prepared snapshots to the app.
@@ -22,7 +22,8 @@ from textual.worker import get_current_worker
 from kvmtop.detectors.incidents import IncidentTracker
 from kvmtop.model.finding import Finding
 from kvmtop.model.incident import Incident
-from kvmtop.model.rates import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE, derive
+from kvmtop.model.rates.frame import derive
+from kvmtop.model.rates.kvm import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE
 from kvmtop.model.sample import (
     BalloonSample,
     BlockDevSample,

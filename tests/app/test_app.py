@@ -13,7 +13,9 @@ from textual.widgets import Input, Sparkline
 
 from kvmtop.app import FeedEnded, FrameReady, KvmtopApp
 from kvmtop.model.finding import Finding
-from kvmtop.model.rates import NA_NOT_KVM, TRACE_SOURCE, Frame
+from kvmtop.model.rates.frame import Frame
+from kvmtop.model.rates.guest import NA_NOT_KVM
+from kvmtop.model.rates.kvm import TRACE_SOURCE
 from kvmtop.render import DASH, GUEST_COLUMNS
 from kvmtop.views.guest_detail import GuestDetailScreen, exits_text, tracing_text
 from kvmtop.views.guest_table import GuestTable, KeyedTable

@@ -15,7 +15,7 @@ import pytest
 
 from kvmtop.collectors.processes import ProcessCollector, guest_identity, parse_pid_stat
 from kvmtop.config import Settings
-from kvmtop.model.rates import GuestRates
+from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.sample import GuestSample, VcpuSample
 from kvmtop.wiring import build_pipeline, build_sampler
 from tests.hostfacts import debugfs_counters_readable, kvm_exit_events

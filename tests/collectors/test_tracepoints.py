@@ -28,7 +28,7 @@ from kvmtop.collectors.tracepoints import (
     build_counters,
     detect_isa,
 )
-from kvmtop.model.rates import kvm_exit_silent
+from kvmtop.model.rates.kvm import kvm_exit_silent
 from kvmtop.model.sample import GuestSample, VcpuSample
 from tests.hostfacts import TRACEFS, ensure_mounted
 

@@ -3,7 +3,7 @@
 A `World` holds mutable specs (per-second rates and gauges) for the host and each
 guest; `world.push()` integrates the rates into cumulative counters, builds a raw
 `Sample` exactly as a collector would, pushes it into a real `Window` (so rates come
-from `kvmtop.model.rates.derive`) and returns the window. Change a spec between pushes
+from `kvmtop.model.rates.frame.derive`) and returns the window. Change a spec between pushes
 to script a fault.
 """
 

@@ -15,7 +15,7 @@ from typing import Any
 from kvmtop.cli import build_pipeline, build_sampler
 from kvmtop.collectors.libvirt import LibvirtCollector
 from kvmtop.config import Settings
-from kvmtop.model.rates import GuestRates
+from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from tests.lab.fixture import kvmtop_interval_s

@@ -23,11 +23,11 @@ from kvmtop.app import KvmtopApp
 from kvmtop.cli import build_live_feed, build_pipeline
 from kvmtop.config import Settings
 from kvmtop.feed import ReplayFeed
-from kvmtop.model.rates import (
+from kvmtop.model.rates.guest import NA_NOT_KVM
+from kvmtop.model.rates.kvm import (
     EXIT_SOURCE_BINARY,
     EXIT_SOURCE_TRACEPOINTS,
     NA_KVM_EXIT_SILENT,
-    NA_NOT_KVM,
     TRACE_ATTACHED,
     TRACE_FDS,
     TRACE_SOURCE,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop.model.rates import NA_NOT_KVM
+from kvmtop.model.rates.guest import NA_NOT_KVM
 from tests.e2e.lab_findings import Seen, episodes, replay_findings
 from tests.e2e.lab_watch import Observation, watch
 from tests.hostfacts import DEBUGFS, ensure_mounted, lockdown

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kvmtop.config import Settings
-from kvmtop.model.rates import NS_PER_S
+from kvmtop.model.rates.counters import NS_PER_S
 from kvmtop.model.sample import BalloonSample, Sample, shift_clocks
 from kvmtop.store.looped import LoopedRecording
 from kvmtop.store.meta import StoreError

@@ -21,7 +21,8 @@ import pytest
 from kvmtop.batch import guest_json, run_batch, snapshot_json, snapshot_text
 from kvmtop.config import Settings
 from kvmtop.feed import ReplayFeed
-from kvmtop.model.rates import NA_NO_PROBE, derive_guest, switch_uplinks
+from kvmtop.model.rates.guest import NA_NO_PROBE, derive_guest
+from kvmtop.model.rates.host import switch_uplinks
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.store.reader import StoreReader

@@ -8,14 +8,13 @@ from typing import Any
 import pytest
 
 from kvmtop.batch import guest_json
-from kvmtop.model.rates import (
+from kvmtop.model.rates.guest import NA_NOT_KVM, derive_guest
+from kvmtop.model.rates.kvm import (
     EXIT_SOURCE_BINARY,
     EXIT_SOURCE_DEBUGFS,
     EXIT_SOURCE_TRACEPOINTS,
     NA_KVM_EXIT_SILENT,
     NA_NO_EXIT_SPLIT,
-    NA_NOT_KVM,
-    derive_guest,
     kvm_exit_silent,
 )
 from kvmtop.model.sample import GuestSample, ThreadSample, VcpuSample

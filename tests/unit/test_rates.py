@@ -6,16 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvmtop.model.rates import (
-    NA_NOT_KVM,
-    counter_delta,
-    derive,
-    derive_guest,
-    derive_host,
-    guest_used_bytes,
-    latency_ms,
-    rate,
-)
+from kvmtop.model.rates.counters import counter_delta, latency_ms, rate
+from kvmtop.model.rates.frame import derive
+from kvmtop.model.rates.guest import NA_NOT_KVM, derive_guest, guest_used_bytes
+from kvmtop.model.rates.host import derive_host
 from kvmtop.model.sample import (
     BalloonSample,
     BlockDevSample,

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from kvmtop.model.rates import (
+from kvmtop.model.rates.counters import (
     INTERVAL_MAX_RATIO,
     INTERVAL_MIN_RATIO,
-    NA_AFTER_NO_ANSWER,
     NS_PER_S,
-    derive,
     interval_gap,
 )
+from kvmtop.model.rates.frame import derive
+from kvmtop.model.rates.guest import NA_AFTER_NO_ANSWER
 from kvmtop.model.sample import GuestSample, HostSample, NicSample, Sample
 from kvmtop.sampler import next_tick
 
