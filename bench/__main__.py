@@ -181,7 +181,7 @@ def store(record: dict[str, Any], seeks: int) -> list[Row]:
     """Record CPU, then bytes, seek and report on the 24 h × 50-guest recording."""
     from bench import bench_report
     from kvmtop.config import Settings
-    from kvmtop.feed import ReplayFeed
+    from kvmtop.feed.replay import ReplayFeed
     from kvmtop.store.reader import StoreReader
     from kvmtop.wiring import build_pipeline
 
@@ -233,12 +233,12 @@ def store(record: dict[str, Any], seeks: int) -> list[Row]:
 
 
 def incident_jumps() -> list[Row]:
-    """The replay scan's checkpoints (kvmtop.feed) on one hour × 50 guests: their CPU
+    """The replay scan's checkpoints (kvmtop.feed.replay) on one hour × 50 guests: their CPU
     per scanned sample against the scan's own, and a jump to each incident (`f`,
     resumed from a checkpoint) against a plain seek to the same frame and lead."""
     from bench import bench_report
     from kvmtop.config import Settings
-    from kvmtop.feed import CHECKPOINT_SPACING, ReplayFeed
+    from kvmtop.feed.replay import CHECKPOINT_SPACING, ReplayFeed
     from kvmtop.store.reader import StoreReader
     from kvmtop.wiring import build_pipeline
 

@@ -41,7 +41,7 @@ from kvmtop.collectors.host import HostCollector
 from kvmtop.collectors.libvirt import LibvirtCollector
 from kvmtop.config import Settings
 from kvmtop.detectors.settings import VswitchSettings
-from kvmtop.feed import Pipeline
+from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.window import GUEST_FRAMES
 from kvmtop.report.index import IndexedWriter
 from kvmtop.sampler import Sampler

@@ -51,7 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kvmtop.detectors.engine import build_engine
 from kvmtop.detectors.settings import DetectorSettings, VswitchSettings
-from kvmtop.feed import Pipeline, ReplayFeed
+from kvmtop.feed.pipeline import Pipeline
+from kvmtop.feed.replay import ReplayFeed
 from kvmtop.model.sample import Sample
 from kvmtop.report.index import IndexedWriter, Indexer
 from kvmtop.store import blob, writer

@@ -43,7 +43,9 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Static
 
-from kvmtop.feed import TIME_FORMATS, Feed, Navigable, adjacent_span, parse_time
+from kvmtop.feed.protocols import Feed, Navigable
+from kvmtop.feed.spans import adjacent_span
+from kvmtop.feed.times import TIME_FORMATS, parse_time
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
 from kvmtop.render import GUEST_COLUMNS, column

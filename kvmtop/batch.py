@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from kvmtop.feed import Feed
+from kvmtop.feed.protocols import Feed
 from kvmtop.model.finding import Finding
 from kvmtop.model.incident import Incident, Member
 from kvmtop.model.rates.disk import DiskRates

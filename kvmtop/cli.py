@@ -51,7 +51,9 @@ from typing import TYPE_CHECKING
 
 from kvmtop import __version__, manual
 from kvmtop.config import ConfigError, Settings, load_settings, out_of_range
-from kvmtop.feed import TIME_FORMATS, Feed, Pipeline, parse_time
+from kvmtop.feed.pipeline import Pipeline
+from kvmtop.feed.protocols import Feed
+from kvmtop.feed.times import TIME_FORMATS, parse_time
 from kvmtop.wiring import build_live_feed, build_pipeline, build_sampler, tune_gc
 
 if TYPE_CHECKING:
@@ -340,7 +342,7 @@ def _live(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _record(args: argparse.Namespace, settings: Settings) -> int:
-    from kvmtop.feed import SampleSink
+    from kvmtop.feed.protocols import SampleSink
     from kvmtop.record import Recorder
     from kvmtop.report.index import IndexedWriter
     from kvmtop.store.writer import Retention, StoreWriter
@@ -428,7 +430,7 @@ def _require_samples(reader: StoreReader, from_s: float | None, to_s: float | No
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from kvmtop.feed import ReplayFeed
+    from kvmtop.feed.replay import ReplayFeed
 
     if args.follow and args.batch:
         print("kvmtop: replay --follow works in the TUI only", file=sys.stderr)

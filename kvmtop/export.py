@@ -46,7 +46,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from kvmtop.batch import json_text, snapshot_json
-from kvmtop.feed import Pipeline
+from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TextIO
 
-from kvmtop.feed import SampleSink
+from kvmtop.feed.protocols import SampleSink
 from kvmtop.model.sample import Sample
 from kvmtop.sampler import SampleSource, next_tick
 

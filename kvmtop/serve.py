@@ -51,7 +51,7 @@ from kvmtop.model.text import visible
 
 if TYPE_CHECKING:
     from kvmtop.config import Settings
-    from kvmtop.feed import LiveFeed
+    from kvmtop.feed.live import LiveFeed
 
 DEFAULT_LISTEN = ("127.0.0.1", 9177)
 """Loopback only unless told otherwise: the endpoint has no authentication."""
@@ -900,7 +900,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     Raises:
         StoreError: the --replay file is missing, damaged or holds no sample.
     """
-    from kvmtop.feed import LiveFeed
+    from kvmtop.feed.live import LiveFeed
     from kvmtop.wiring import build_live_feed, build_pipeline
 
     mode = "live"

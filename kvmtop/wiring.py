@@ -9,7 +9,8 @@ from __future__ import annotations
 import gc
 
 from kvmtop.config import Settings
-from kvmtop.feed import LiveFeed, Pipeline
+from kvmtop.feed.live import LiveFeed
+from kvmtop.feed.pipeline import Pipeline
 from kvmtop.sampler import GuestEnricher, Sampler
 
 GC_THRESHOLD = 10_000

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     "modules",
     [
-        "kvmtop.feed, kvmtop.batch, kvmtop.sampler, kvmtop.config",
+        "kvmtop.feed.live, kvmtop.feed.replay, kvmtop.sampler, kvmtop.config",
+        "kvmtop.batch",
         "kvmtop.model.rates.frame, kvmtop.model.snapshot, kvmtop.model.window",
         "kvmtop.cli",
         "kvmtop.report.command, kvmtop.report.html, kvmtop.export",

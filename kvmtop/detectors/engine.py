@@ -231,5 +231,5 @@ class DetectorEngine:
 
 
 def build_engine(settings: DetectorSettings) -> Callable[[Window], tuple[Finding, ...]]:
-    """The `detect` callable for `kvmtop.feed.Pipeline` (pass `Settings.detectors`)."""
+    """The `detect` callable for `kvmtop.feed.pipeline.Pipeline` (pass `Settings.detectors`)."""
     return DetectorEngine(settings)

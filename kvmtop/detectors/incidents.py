@@ -10,7 +10,7 @@ continues its incident (one more crossing) instead of opening a new one.
 
 No I/O, no clock: time is the sample's wall time. A clock that goes backwards (a replay
 seek) resets the tracker, as it resets the engine, and the pipeline resets it wherever
-the engine starts over (`kvmtop.feed.Pipeline.push`), so a replay groups the findings
+the engine starts over (`kvmtop.feed.pipeline.Pipeline.push`), so a replay groups the findings
 it computes as the live run did. The incidents themselves (`Incident`, `Member`) are
 model values (`kvmtop.model.incident`): every snapshot carries the ranked current ones.
 """
@@ -114,7 +114,7 @@ HISTORY_MAX = 100
 """Closed incidents `IncidentTracker.history` keeps at most, the first closed dropped
 first. With `HISTORY_S` this bounds the memory of a process that runs for months
 (`kvmtop serve`, the index `kvmtop record` writes); the whole history of a recording
-comes from its frames (`kvmtop.feed.IncidentLog`)."""
+comes from its frames (`kvmtop.feed.spans.IncidentLog`)."""
 
 RankKey = tuple[int, int, float, int, float, float, str]
 """The sort key of the incident ranking (`rank_key`)."""

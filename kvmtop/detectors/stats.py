@@ -274,7 +274,7 @@ class RollingMedian:
         return len(self._sorted)
 
     def __getstate__(self) -> tuple[float, list[float], list[float]]:
-        """Span, times and values: a replay checkpoint (kvmtop.feed) rebuilds the
+        """Span, times and values: a replay checkpoint (kvmtop.feed.checkpoint) rebuilds the
         sorted order rather than storing it twice."""
         return (self.span_s, [t for t, _ in self._by_time], [v for _, v in self._by_time])
 

@@ -7,9 +7,9 @@ memory does not grow with the length of the range (the CLI also gives the pipeli
 a two-sample window: the detectors keep their own history). What is kept:
 
 - incidents: every incident of the range (`IncidentAcc`: the last version of each,
-  `kvmtop.feed.IncidentLog`, with the figures of its worst tick), ranked at its worst
+  `kvmtop.feed.spans.IncidentLog`, with the figures of its worst tick), ranked at its worst
   (`ranked`);
-- findings: one `kvmtop.feed.FindingSpan` per raised finding (the replay timeline's
+- findings: one `kvmtop.feed.spans.FindingSpan` per raised finding (the replay timeline's
   `FindingTracker`), with the evidence of its worst tick;
 - per guest and per host figure: count, sum, exact min and max, the time integral
   (drops/s → packets), and a `LogHistogram` for the p95;
@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from kvmtop.detectors.settings import VswitchSettings
-from kvmtop.feed import FindingSpan, FindingTracker, Pipeline
+from kvmtop.feed.pipeline import Pipeline
+from kvmtop.feed.spans import FindingSpan, FindingTracker
 from kvmtop.model.incident import Incident
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.snapshot import Snapshot

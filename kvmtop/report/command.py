@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kvmtop.feed import Pipeline
+from kvmtop.feed.pipeline import Pipeline
 from kvmtop.report.accumulate import Report, build_report
 from kvmtop.report.index import indexed_report
 from kvmtop.report.reading import Progress, extent

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kvmtop.detectors.base import fmt_duration
-from kvmtop.feed import FindingSpan
+from kvmtop.feed.spans import FindingSpan
 from kvmtop.model.incident import Incident
 from kvmtop.model.text import visible
 from kvmtop.render import DASH, fmt_si

@@ -1,7 +1,7 @@
 """The incidents of a report's range, each at its worst, and their rank order.
 
 `IncidentAcc` keeps every incident of the range (the last version of each,
-`kvmtop.feed.IncidentLog`, with the figures of its worst tick), and `ranked` orders
+`kvmtop.feed.spans.IncidentLog`, with the figures of its worst tick), and `ranked` orders
 them by that worst (docs/detectors.md#incidents).
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from kvmtop.detectors.base import SEVERITY_RANK
 from kvmtop.detectors.incidents import SMALLEST_WORST, MemberKey, rank_key
-from kvmtop.feed import IncidentLog
+from kvmtop.feed.spans import IncidentLog
 from kvmtop.model.incident import Incident, Member
 from kvmtop.model.snapshot import Snapshot
 
@@ -31,7 +31,7 @@ def _worst_key(i: Incident) -> tuple[int, float, int, float]:
 
 class IncidentAcc:
     """The incidents of the range, each at its worst: its last version
-    (`kvmtop.feed.IncidentLog`) with the title, severity, evidence and ETA of its worst
+    (`kvmtop.feed.spans.IncidentLog`) with the title, severity, evidence and ETA of its worst
     tick (`_worst_key`, the last of equals: a steady figure reads as it was last), and
     each member at the highest severity it reached.
 

@@ -43,7 +43,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-from kvmtop.feed import FindingSpan, Pipeline
+from kvmtop.feed.pipeline import Pipeline
+from kvmtop.feed.spans import FindingSpan
 from kvmtop.model.finding import Finding
 from kvmtop.model.incident import Incident
 from kvmtop.model.sample import Sample

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kvmtop.feed import FindingSpan
+from kvmtop.feed.spans import FindingSpan
 from kvmtop.model.incident import Incident
 from kvmtop.model.text import visible
 from kvmtop.render import fmt_pct

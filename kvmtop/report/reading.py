@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, TextIO
 
 from kvmtop.detectors.base import fmt_duration
-from kvmtop.feed import Pipeline
+from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 

@@ -139,7 +139,7 @@ class _Block:
 
 
 class StoreWriter:
-    """Writes raw samples to a recording file (implements `kvmtop.feed.SampleSink`).
+    """Writes raw samples to a recording file (implements `kvmtop.feed.protocols.SampleSink`).
 
     An existing recording written by the same format and schema is appended to (a
     restarted recorder continues its file); anything else at `path` is refused. The

@@ -14,7 +14,7 @@ import pytest
 
 from kvmtop.app import KvmtopApp
 from kvmtop.config import Settings
-from kvmtop.feed import ReplayFeed
+from kvmtop.feed.replay import ReplayFeed
 from kvmtop.store.reader import StoreReader
 from kvmtop.views.host_strip import HostStrip
 from kvmtop.wiring import build_pipeline

@@ -23,7 +23,8 @@ from textual.pilot import Pilot
 
 from kvmtop.app import KvmtopApp
 from kvmtop.config import Settings
-from kvmtop.feed import ReplayFeed, parse_time
+from kvmtop.feed.replay import ReplayFeed
+from kvmtop.feed.times import parse_time
 from kvmtop.model.sample import GuestSample, Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.store.reader import StoreReader

@@ -25,7 +25,8 @@ import pytest
 
 from kvmtop.batch import run_batch
 from kvmtop.collectors.libvirt import MAX_ABANDONED, LibvirtCollector
-from kvmtop.feed import LiveFeed, Pipeline
+from kvmtop.feed.live import LiveFeed
+from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.sample import HostSample
 from kvmtop.sampler import Sampler
 from kvmtop.serve import CollectionLoop, Exporter

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from kvmtop.detectors.engine import DETECTORS, DetectorEngine, build_engine
 from kvmtop.detectors.settings import DETECTOR_IDS, DetectorSettings, GuestOverride
-from kvmtop.feed import Pipeline
+from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.window import Window
 from tests.detectors.builders import GuestSpec, VcpuSpec, World, active, problems
 

@@ -22,7 +22,7 @@ from kvmtop.collectors.sched import SchedCollector
 from kvmtop.collectors.topology import TopologyCollector
 from kvmtop.collectors.vswitch import VswitchCollector
 from kvmtop.config import Settings
-from kvmtop.feed import LiveFeed
+from kvmtop.feed.live import LiveFeed
 from kvmtop.sampler import Sampler
 from kvmtop.wiring import build_pipeline
 from tests.lab.fixture import Lab, warm_arp

@@ -22,7 +22,7 @@ import pytest
 from kvmtop.app import KvmtopApp
 from kvmtop.cli import build_live_feed, build_pipeline
 from kvmtop.config import Settings
-from kvmtop.feed import ReplayFeed
+from kvmtop.feed.replay import ReplayFeed
 from kvmtop.model.rates.guest import NA_NOT_KVM
 from kvmtop.model.rates.kvm import (
     EXIT_SOURCE_BINARY,

@@ -20,7 +20,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from kvmtop.config import Settings
-from kvmtop.feed import ReplayFeed
+from kvmtop.feed.replay import ReplayFeed
 from kvmtop.serve import Exporter
 from kvmtop.store.reader import StoreReader
 from kvmtop.wiring import build_pipeline

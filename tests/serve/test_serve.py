@@ -32,7 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.detectors.engine import DETECTORS
 from kvmtop.detectors.incidents import IncidentTracker, incident_id
-from kvmtop.feed import LiveFeed, Pipeline
+from kvmtop.feed.live import LiveFeed
+from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.finding import Finding
 from kvmtop.model.sample import (
     BalloonSample,

@@ -21,7 +21,7 @@ import pytest
 
 from kvmtop.cli import main
 from kvmtop.config import Settings
-from kvmtop.feed import ReplayFeed
+from kvmtop.feed.replay import ReplayFeed
 from kvmtop.store.meta import StoreError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter

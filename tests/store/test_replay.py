@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop import feed as feed_module
 from kvmtop.config import Settings
 from kvmtop.detectors.engine import build_engine
 from kvmtop.detectors.incidents import IncidentTracker
 from kvmtop.detectors.settings import DetectorSettings
-from kvmtop.feed import IncidentLog, LiveFeed, Pipeline, ReplayFeed
+from kvmtop.feed import replay as replay_module
+from kvmtop.feed.live import LiveFeed
+from kvmtop.feed.pipeline import Pipeline
+from kvmtop.feed.replay import ReplayFeed
+from kvmtop.feed.spans import IncidentLog
 from kvmtop.model.incident import Incident
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
@@ -284,7 +287,7 @@ def test_a_jump_to_an_incident_shows_it_as_play_did(monkeypatch: pytest.MonkeyPa
     or without a lead for the plots, shows the findings and incidents continuous play
     showed there, trend detectors included: the demo's leak is judged on the balloon
     figures since the start. Any other seek starts the detectors over (no leak)."""
-    monkeypatch.setattr(feed_module, "CHECKPOINT_SPACING", 7)
+    monkeypatch.setattr(replay_module, "CHECKPOINT_SPACING", 7)
     settings = Settings()
     played = ReplayFeed(StoreReader(EXAMPLE), build_pipeline(settings))
     continuous = {f.wall_s: f for f in drain(played)}

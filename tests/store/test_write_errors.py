@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from kvmtop.feed import LiveFeed, Pipeline
+from kvmtop.feed.live import LiveFeed
+from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.sample import Sample
 from kvmtop.store.meta import StoreWriteError
 from kvmtop.store.reader import StoreReader

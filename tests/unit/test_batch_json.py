@@ -20,7 +20,7 @@ import pytest
 
 from kvmtop.batch import guest_json, run_batch, snapshot_json, snapshot_text
 from kvmtop.config import Settings
-from kvmtop.feed import ReplayFeed
+from kvmtop.feed.replay import ReplayFeed
 from kvmtop.model.rates.guest import NA_NO_PROBE, derive_guest
 from kvmtop.model.rates.host import switch_uplinks
 from kvmtop.model.sample import Sample

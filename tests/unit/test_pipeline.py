@@ -11,7 +11,8 @@ from kvmtop.config import Settings
 from kvmtop.detectors.engine import build_engine
 from kvmtop.detectors.incidents import IncidentTracker
 from kvmtop.detectors.settings import DetectorSettings
-from kvmtop.feed import LiveFeed, Pipeline
+from kvmtop.feed.live import LiveFeed
+from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.sample import GuestSample, HostSample, Sample, VcpuSample
 from kvmtop.model.window import Window
 from kvmtop.sampler import Sampler

@@ -17,7 +17,8 @@ import pytest
 from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.collectors.perf import PerfError, PerfEventAttr
 from kvmtop.collectors.tracepoints import TracepointCollector
-from kvmtop.feed import LiveFeed, Pipeline
+from kvmtop.feed.live import LiveFeed
+from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.rates.kvm import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE
 from kvmtop.model.sample import GuestSample, HostSample, Sample, SourceStatus, VcpuSample
 from kvmtop.sampler import Sampler, Tracer
