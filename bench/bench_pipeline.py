@@ -38,7 +38,7 @@ from typing import Any
 from bench.bench_report import index_pipeline
 from bench.synthetic import HOST_TREE, NS, SyntheticConnection
 from kvmtop.collectors.host import HostCollector
-from kvmtop.collectors.libvirt import LibvirtCollector
+from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.config import Settings
 from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.feed.pipeline import Pipeline

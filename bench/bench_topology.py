@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kvmtop.collectors import rtnetlink
 from kvmtop.collectors.host import HostCollector
-from kvmtop.collectors.libvirt import LibvirtCollector
+from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.collectors.netprobe import IcmpProber, NetProbe
 from kvmtop.collectors.sched import SchedCollector
 from kvmtop.collectors.topology import TopologyCollector

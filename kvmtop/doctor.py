@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.collectors.host import HostCollector, selected_word
 from kvmtop.collectors.kvmdebugfs import LOCKDOWN_REASON, DebugfsCollector
-from kvmtop.collectors.libvirt import LIBVIRT_MISSING, LibvirtCollector
+from kvmtop.collectors.libvirt.collector import LibvirtCollector
+from kvmtop.collectors.libvirt.connect import LIBVIRT_MISSING
 from kvmtop.collectors.libvirt_parse import DomainInfo
 from kvmtop.collectors.perf import OpenFn
 from kvmtop.collectors.processes import ProcessCollector

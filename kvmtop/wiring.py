@@ -33,7 +33,7 @@ def build_sampler(settings: Settings) -> Sampler:
     """The real collectors, wired to a sampler."""
     from kvmtop.collectors.host import HostCollector
     from kvmtop.collectors.kvmdebugfs import DebugfsCollector
-    from kvmtop.collectors.libvirt import LibvirtCollector
+    from kvmtop.collectors.libvirt.collector import LibvirtCollector
     from kvmtop.collectors.netprobe import LibvirtAddresses, NetProbe
     from kvmtop.collectors.processes import ProcessCollector
     from kvmtop.collectors.sched import SchedCollector

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 from kvmtop.collectors import rtnetlink
 from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.collectors.host import read_text
-from kvmtop.collectors.libvirt import import_libvirt
+from kvmtop.collectors.libvirt.connect import import_libvirt
 from kvmtop.collectors.libvirt_parse import DomainInfo
 from kvmtop.model.sample import GuestSample, NicSample
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from kvmtop.collectors.base import CollectorError
-from kvmtop.collectors.libvirt import (
+from kvmtop.collectors.libvirt.collector import LibvirtCollector
+from kvmtop.collectors.libvirt.connect import (
     LIBVIRT_MISSING,
-    LibvirtCollector,
     describe_libvirt_error,
     format_version,
     is_local_uri,

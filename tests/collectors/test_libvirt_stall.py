@@ -1,7 +1,7 @@
 """A guest whose QEMU does not answer never holds up the tick (issue #16).
 
 `StuckConnection` behaves as libvirt 9.0 does with one QEMU stopped (measured in the
-lab, see kvmtop/collectors/libvirt.py): the first stats call that reaches the stopped
+lab, see kvmtop/collectors/libvirt/collector.py): the first stats call that reaches the stopped
 domain takes its job and waits until QEMU answers; a later call waits for that job too,
 unless it is a NOWAIT call, which reads that domain without the monitor (a record with
 fewer keys); the control info says OCCUPIED with the ms since the command was sent.
@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from kvmtop.batch import run_batch
-from kvmtop.collectors.libvirt import MAX_ABANDONED, LibvirtCollector
+from kvmtop.collectors.libvirt.calls import MAX_ABANDONED
+from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.feed.live import LiveFeed
 from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.sample import HostSample

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from kvmtop.collectors.host import HostCollector
-from kvmtop.collectors.libvirt import LibvirtCollector
+from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.collectors.netprobe import NetProbe
 from kvmtop.collectors.sched import SchedCollector
 from kvmtop.collectors.topology import TopologyCollector

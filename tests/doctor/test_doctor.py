@@ -22,7 +22,7 @@ import pytest
 
 from kvmtop.collectors.base import Probe
 from kvmtop.collectors.kvmdebugfs import DebugfsCollector
-from kvmtop.collectors.libvirt import LIBVIRT_MISSING
+from kvmtop.collectors.libvirt.connect import LIBVIRT_MISSING
 from kvmtop.doctor import (
     FAIL,
     OK,
@@ -238,7 +238,7 @@ def test_psi_absent(tree: Path) -> None:
 
 
 def test_libvirt_python_missing(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("kvmtop.collectors.libvirt.import_libvirt", lambda: None)
+    monkeypatch.setattr("kvmtop.collectors.libvirt.collector.import_libvirt", lambda: None)
     checks = diagnose(env(tree))
     check = by_id(checks)["libvirt"]
     assert (check.status, check.detail) == (WARN, LIBVIRT_MISSING)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvmtop.cli import build_pipeline, build_sampler
-from kvmtop.collectors.libvirt import LibvirtCollector
+from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.config import Settings
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.sample import Sample

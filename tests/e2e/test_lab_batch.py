@@ -16,7 +16,7 @@ import pytest
 
 from kvmtop.batch import run_batch
 from kvmtop.collectors.host import HostCollector
-from kvmtop.collectors.libvirt import LibvirtCollector
+from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.collectors.netprobe import NetProbe
 from kvmtop.collectors.sched import SchedCollector
 from kvmtop.collectors.topology import TopologyCollector

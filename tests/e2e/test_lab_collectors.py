@@ -331,7 +331,7 @@ def test_traced_pio_probe_reasons_as_this_hosts_kvm_exit_allows(lab: Lab) -> Non
 
 # What a libvirt client connection holds (its socket, its wakeup pipe, event fds).
 # The collector opens one at any tick: a second connection ahead of the first stall
-# check, a new one after it abandons a call (kvmtop/collectors/libvirt.py).
+# check, a new one after it abandons a call (kvmtop/collectors/libvirt/collector.py).
 _CONNECTION_FD = ("socket:", "pipe:", "anon_inode:[eventfd]", "anon_inode:[eventpoll]")
 
 

@@ -31,7 +31,7 @@ tick overran, so a tick that costs more than the interval gives intervals of 2x,
 or 4x, and a rate over them is the true average (measured in the nested lab's L1
 host, whose CPUs are emulated: ticks of a 1 s interval came every 3-4 s). A stuck
 guest no longer stretches an interval (its bulk call is abandoned at the deadline,
-kvmtop/collectors/libvirt.py). An interval over 10x is a gap (kvmtop or the host
+kvmtop/collectors/libvirt/collector.py). An interval over 10x is a gap (kvmtop or the host
 stopped, samples missing from a recording): a rate over it would be an average that
 hides what happened in it while detectors and plots take it for one interval."""
 

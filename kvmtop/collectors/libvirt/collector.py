@@ -68,185 +68,50 @@ the deadline with no answer at all, the guests seen last are reported as not rea
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import statistics
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 from kvmtop.collectors.base import CollectorError, Probe
-from kvmtop.collectors.libvirt_parse import (
-    DomainInfo,
-    DomainLinks,
-    DomainStatsParser,
-    domain_state_name,
-    parse_domain_xml,
+from kvmtop.collectors.libvirt.calls import (
+    CONTROL_OCCUPIED,
+    MAX_ABANDONED,
+    STALL_FACTOR,
+    STALL_MAX_SHARE,
+    STALL_MIN_SHARE,
+    Call,
+    NoRecords,
+    late_domains,
+    stats_groups,
 )
-from kvmtop.model.sample import BalloonSample, GuestSample
+from kvmtop.collectors.libvirt.connect import (
+    LIBVIRT_MISSING,
+    close_quietly,
+    error_message,
+    import_libvirt,
+    is_connection_error,
+    is_local_uri,
+    open_read_only,
+)
+from kvmtop.collectors.libvirt.entries import (
+    DomainEntry,
+    clock_text,
+    no_answer,
+    parse_xml_or_none,
+)
+from kvmtop.collectors.libvirt_parse import DomainInfo, DomainLinks
+from kvmtop.model.sample import GuestSample
 
 NAME = "libvirt"
 """Collector name, as in `Probe.name` and `SourceStatus.name`."""
 
-LIBVIRT_MISSING = "libvirt-python not installed (pip install 'kvmtop[libvirt]')"
-"""Probe reason when the optional libvirt binding cannot be imported."""
-
 CONNECT_WAIT_S = 0.5
 """How long `probe()` waits for a connection to open (the rest happens in the
 background: `collect` takes it up)."""
-
-MAX_ABANDONED = 2
-"""Abandoned stats calls (each waiting on a guest that does not answer) allowed to
-wait at once; past it no new call is made until one returns. libvirtd serves at most
-`max_client_requests` (default 5, libvirtd.conf) calls of one client at a time, and a
-tick needs one for its own call and one for the control info."""
-
-STALL_FACTOR = 2.0
-"""A call not back after this multiple of the recent median call is checked for a
-stuck guest (`LibvirtCollector.stall_after`)."""
-
-STALL_MIN_SHARE = 0.1
-"""`stall_after` is at least this share of the deadline (no check on a mere jitter)."""
-
-STALL_MAX_SHARE = 0.5
-"""... and at most this share, leaving time for the second call."""
-
-_CONTROL_OCCUPIED = 2
-"""VIR_DOMAIN_CONTROL_OCCUPIED (libvirt-domain.h virDomainControlState; since 0.9.3)."""
-
-T = TypeVar("T")
-
-# Transports that reach another host even when the URI has no host part
-# (libvirt "Connection URIs": driver[+transport]://[user@][host][:port]/path).
-_REMOTE_TRANSPORTS = frozenset({"ssh", "libssh", "libssh2", "tcp", "tls"})
-
-
-def import_libvirt() -> Any | None:
-    """Import libvirt-python on first use; None when it is not installed.
-
-    Also replaces libvirt's default error handler: virDefaultErrorFunc prints every
-    error to stderr ("libvirt: XML-RPC error : ..."), which would scribble over the
-    TUI. Errors still arrive as `libvirt.libvirtError` exceptions.
-    """
-    try:
-        import libvirt
-    except ImportError:
-        return None
-    libvirt.registerErrorHandler(_ignore_libvirt_error, None)
-    return libvirt
-
-
-def _ignore_libvirt_error(_ctx: object, _error: object) -> None:
-    """virErrorFunc that drops the message (the exception carries it)."""
-
-
-def is_local_uri(uri: str) -> bool:
-    """Whether a libvirt URI talks to this host.
-
-    `qemu:///system`, `qemu:///session`, `qemu+unix:///system` and `test:///default`
-    are local; a URI with a host (`qemu+ssh://host/system`, `qemu://host/system`) or
-    a network transport is remote, and host-local facts (QEMU pid, /proc, debugfs)
-    do not apply to its guests.
-    """
-    parts = urlsplit(uri)
-    _, _, transport = parts.scheme.partition("+")
-    return not parts.netloc and transport not in _REMOTE_TRANSPORTS
-
-
-def format_version(number: int) -> str:
-    """libvirt packs versions as major * 1,000,000 + minor * 1,000 + release."""
-    return f"{number // 1_000_000}.{number // 1_000 % 1_000}.{number % 1_000}"
-
-
-def describe_libvirt_error(uri: str, message: str) -> str:
-    """Turn a libvirt connection error message into a short sentence naming the URI."""
-    lowered = message.lower()
-    if "no such file or directory" in lowered and "socket" in lowered:
-        return f"libvirt daemon not running for {uri} (socket missing: {message})"
-    if "connection refused" in lowered:
-        return f"libvirt daemon not running for {uri} (connection refused)"
-    if "permission denied" in lowered or "access denied" in lowered:
-        return (
-            f"permission denied opening {uri}: run as root or as a member of the "
-            "libvirt group"
-        )
-    if "authentication" in lowered:
-        return f"authentication failed for {uri}: {message}"
-    return f"libvirt at {uri} unreachable: {message}"
-
-
-@dataclass(slots=True)
-class _DomainEntry:
-    """What the collector remembers about one domain between ticks.
-
-    Keyed by UUID; valid for one `dom_id` (a restart gets a new ID and a new entry).
-    `parser` reads its stats with what the XML (`parser.links`) and the pidfile
-    (`parser.pid`) said.
-    """
-
-    dom_id: int | None
-    info: DomainInfo | None = None
-    xml_fetched: bool = False
-    balloon: BalloonSample | None = None
-    last: GuestSample | None = None
-    """The domain's latest sample (its identity when a tick gets no record at all)."""
-    silent_since_s: float | None = None
-    """Wall time since which no tick got the domain's record, while that lasts."""
-    parser: DomainStatsParser = dataclasses.field(
-        default_factory=lambda: DomainStatsParser(DomainLinks())
-    )
-
-
-class _Call(Generic[T]):
-    """One libvirt call on a daemon thread of its own, so the tick can stop waiting.
-
-    libvirt connections may be used from several threads at once (libvirt "Thread
-    safety"), and libvirt-python releases the GIL for the call. A call abandoned by the
-    tick runs on until libvirt returns; its result is dropped then.
-    """
-
-    def __init__(self, fn: Callable[[], T], name: str, conn: Any | None = None) -> None:
-        self._fn = fn
-        self._done = threading.Event()
-        self.result: T | None = None
-        self.error: BaseException | None = None
-        self.conn = conn
-        """The connection the call goes over (closed once an abandoned call returns)."""
-        self.name = name
-
-    def start(self) -> _Call[T]:
-        """Start the call; returns the call."""
-        threading.Thread(target=self._run, name=f"kvmtop-libvirt-{self.name}",
-                         daemon=True).start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            self.result = self._fn()
-        except BaseException as exc:  # handed to the waiting tick, re-raised there
-            self.error = exc
-        finally:
-            self._done.set()
-
-    @property
-    def done(self) -> bool:
-        """Whether libvirt has returned (or raised)."""
-        return self._done.is_set()
-
-    def wait(self, timeout_s: float | None) -> bool:
-        """Wait up to `timeout_s` (None: as long as it takes); True once it returned."""
-        return self._done.wait(None if timeout_s is None else max(0.0, timeout_s))
-
-
-class _NoRecords(Exception):
-    """The stats call did not return within the deadline (the reason is the message)."""
-
 
 class LibvirtCollector:
     """Guests from libvirt: one `getAllDomainStats` per tick, read-only connection.
@@ -284,16 +149,16 @@ class LibvirtCollector:
         self._effective_uri = uri or "(default URI)"
         self._local = False
         self._versions: dict[str, str] = {}
-        self._entries: dict[str, _DomainEntry] = {}
+        self._entries: dict[str, DomainEntry] = {}
         self._collected = False
         self._clock = clock
         self._wall = wall
-        self._waiting: list[_Call[Any]] = []
+        self._waiting: list[Call[Any]] = []
         """Calls the tick stopped waiting for, each with the connection it keeps."""
         self._side: Any | None = None
         """The second connection, for the control info while a call is overdue."""
-        self._side_opening: _Call[tuple[Any, dict[str, str], str]] | None = None
-        self._opening: _Call[tuple[Any, dict[str, str], str]] | None = None
+        self._side_opening: Call[tuple[Any, dict[str, str], str]] | None = None
+        self._opening: Call[tuple[Any, dict[str, str], str]] | None = None
         self._durations: deque[float] = deque(maxlen=9)
 
     # ------------------------------------------------------------------ public
@@ -351,11 +216,11 @@ class LibvirtCollector:
         with_balloon = not self._collected or tick % self._balloon_every == 0
         try:
             records, stuck = self._all_domain_stats(
-                lv, self._stats_groups(lv, with_balloon), deadline_s)
-        except _NoRecords as exc:
+                lv, stats_groups(lv, with_balloon), deadline_s)
+        except NoRecords as exc:
             return self.unanswered(str(exc))
         self._collected = True
-        entries: dict[str, _DomainEntry] = {}
+        entries: dict[str, DomainEntry] = {}
         guests: list[GuestSample] = []
         now = self._wall()
         for dom, stats in records:
@@ -369,9 +234,9 @@ class LibvirtCollector:
             since = stuck.get(uuid)
             if since is not None and dom_id is not None:
                 held_s = now - since
-                sample = _no_answer(
+                sample = no_answer(
                     entry, uuid, dom.name(), dom_id, stats, since,
-                    f"not responding since {_clock_text(since)}: its QEMU has not "
+                    f"not responding since {clock_text(since)}: its QEMU has not "
                     f"answered libvirt's monitor command for {held_s:.1f} s")
             else:
                 carried = None if with_balloon else entry.balloon
@@ -414,9 +279,9 @@ class LibvirtCollector:
             if entry.silent_since_s is None:
                 entry.silent_since_s = now
             since = entry.silent_since_s
-            guests.append(_no_answer(
+            guests.append(no_answer(
                 entry, uuid, entry.last.name, entry.last.dom_id, {}, since,
-                f"not responding since {_clock_text(since)}: {reason}", entry.last))
+                f"not responding since {clock_text(since)}: {reason}", entry.last))
         return tuple(guests)
 
     def close(self) -> None:
@@ -424,7 +289,7 @@ class LibvirtCollector:
         self._drop_connection()
         side, self._side = self._side, None
         if side is not None and self._lv is not None:
-            _close_quietly(self._lv, side)
+            close_quietly(self._lv, side)
         self._prune()
 
     # ------------------------------------------------------------------ connection
@@ -463,7 +328,8 @@ class LibvirtCollector:
                 return self._conn
             self._drop_connection()
         if self._opening is None:
-            self._opening = _Call(functools.partial(self._open, lv), "open").start()
+            self._opening = Call(functools.partial(open_read_only, lv, self._uri, self._open_fn),
+                                 "open").start()
         if not self._opening.wait(timeout_s):
             raise CollectorError(
                 f"libvirt at {self._uri or '(default URI)'}: no answer within "
@@ -478,94 +344,16 @@ class LibvirtCollector:
         self._local = is_local_uri(uri)
         return conn
 
-    def _open(self, lv: Any) -> tuple[Any, dict[str, str], str]:
-        """`virConnectOpenReadOnly` (stats and XML need no write access) and what the
-        daemon says about itself: the connection, its versions and its URI. Changes
-        nothing of the collector (it may run on a thread of its own)."""
-        open_fn = self._open_fn if self._open_fn is not None else lv.openReadOnly
-        shown = self._uri or "(default URI)"
-        try:
-            conn = open_fn(self._uri)
-        except lv.libvirtError as exc:
-            raise CollectorError(describe_libvirt_error(shown, _message(exc))) from exc
-        if conn is None:  # libvirt-python < 5 returned None instead of raising
-            raise CollectorError(f"libvirt at {shown} unreachable: open failed")
-        try:
-            uri: str = conn.getURI()
-            hypervisor_type: str = conn.getType()
-            versions = {
-                "uri": uri,
-                # virConnectGetLibVersion: the daemon's libvirt (remote side).
-                "libvirt": format_version(conn.getLibVersion()),
-                # virGetVersion: the client library kvmtop is linked against.
-                "libvirt_client": format_version(lv.getVersion()),
-                "hypervisor": f"{hypervisor_type} {format_version(conn.getVersion())}",
-                "hostname": conn.getHostname(),
-            }
-        except lv.libvirtError as exc:
-            _close_quietly(lv, conn)
-            raise CollectorError(describe_libvirt_error(shown, _message(exc))) from exc
-        return conn, versions, uri
 
     def _drop_connection(self) -> None:
         """Forget the connection, closing it if possible."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            _close_quietly(self._libvirt(), conn)
+            close_quietly(self._libvirt(), conn)
 
-    def _is_connection_error(self, lv: Any, exc: Any) -> bool:
-        """Whether a failed call means the connection itself is gone.
-
-        A daemon restart shows up as VIR_ERR_SYSTEM_ERROR ("End of file while reading
-        data", "Broken pipe") or VIR_ERR_INTERNAL_ERROR from VIR_FROM_RPC ("client
-        socket is closed"); `virConnectIsAlive` then reports 0.
-        """
-        code = exc.get_error_code()
-        if code in (
-            lv.VIR_ERR_SYSTEM_ERROR,
-            lv.VIR_ERR_RPC,
-            lv.VIR_ERR_NO_CONNECT,
-            lv.VIR_ERR_INVALID_CONN,
-        ):
-            return True
-        if exc.get_error_domain() == lv.VIR_FROM_RPC:
-            return True
-        try:
-            return self._conn is None or not self._conn.isAlive()
-        except lv.libvirtError:
-            return True
 
     # ------------------------------------------------------------------ stats
 
-    @staticmethod
-    def _stats_groups(lv: Any, with_balloon: bool) -> int:
-        """The stats groups of one call (virDomainStatsTypes, libvirt-domain.h).
-
-        STATE, CPU_TOTAL, VCPU, INTERFACE and BLOCK every tick; BALLOON only every
-        `balloon_every` ticks (guests refresh their memory stats every few seconds
-        anyway, and the group costs a QMP round trip per domain).
-
-        The VM group (1 << 10, libvirt 8.9) is not requested. On libvirt 9.0 with
-        QEMU 7.2 the VCPU group already carries the per-vCPU KVM binary stats
-        (`vcpu.N.exits.sum`, `halt_exits`, `halt_wait_ns`, ... ~45 per vCPU) of KVM
-        guests; VM adds only the 16 VM-wide `vm.*` stats (mmu_*, pages_4k/2m/1g,
-        remote_tlb_flush), which no kvmtop view or detector uses, for one more QMP
-        round trip per domain (query-stats). Measured in the lab (12 guests: 3 KVM,
-        9 TCG; 2 CPUs at load average 13-16), calls interleaved, median of 25, two
-        runs: fast 1079 / 1200 ms per call; adding VM +399 / +166 ms (+14 to +33 ms
-        per domain), about what BALLOON adds (+365 / +192 ms). Not worth it every
-        tick for no column; `vm_kvm` is parsed when present.
-        """
-        groups: int = (
-            lv.VIR_DOMAIN_STATS_STATE
-            | lv.VIR_DOMAIN_STATS_CPU_TOTAL
-            | lv.VIR_DOMAIN_STATS_VCPU
-            | lv.VIR_DOMAIN_STATS_INTERFACE
-            | lv.VIR_DOMAIN_STATS_BLOCK
-        )
-        if with_balloon:
-            groups |= lv.VIR_DOMAIN_STATS_BALLOON
-        return groups
 
     def _all_domain_stats(
         self, lv: Any, groups: int, deadline_s: float | None
@@ -590,23 +378,23 @@ class LibvirtCollector:
             answered in time, with the wall time libvirt sent it the command.
 
         Raises:
-            _NoRecords: no call returned within the deadline.
+            NoRecords: no call returned within the deadline.
         """
         failure: Any = None
         for _attempt in range(2):
             try:
                 return self._bounded_stats(lv, groups, deadline_s)
             except lv.libvirtError as exc:
-                if not self._is_connection_error(lv, exc):
+                if not is_connection_error(lv, exc, self._conn):
                     raise CollectorError(
                         f"libvirt at {self._effective_uri}: getAllDomainStats failed: "
-                        f"{_message(exc)}"
+                        f"{error_message(exc)}"
                     ) from exc
                 self._drop_connection()
                 failure = exc
                 continue
         raise CollectorError(
-            f"libvirt at {self._effective_uri} unreachable: {_message(failure)}"
+            f"libvirt at {self._effective_uri} unreachable: {error_message(failure)}"
         ) from failure
 
     def _bounded_stats(
@@ -625,7 +413,7 @@ class LibvirtCollector:
         Raises:
             libvirtError: the call failed (raised from its thread).
             CollectorError: no connection could be opened.
-            _NoRecords: no call returned in time, or too many wait on stuck guests.
+            NoRecords: no call returned in time, or too many wait on stuck guests.
         """
         self._prune()
         end = None if deadline_s is None else self._clock() + deadline_s
@@ -644,14 +432,14 @@ class LibvirtCollector:
             if len(waiting) >= MAX_ABANDONED:
                 # No new call until one of them returns (within the deadline).
                 if end is None or not waiting[0].wait(end - self._clock()):
-                    raise _NoRecords(
+                    raise NoRecords(
                         f"{MAX_ABANDONED} libvirt stats calls are still waiting on "
                         "guests that do not answer; no new call until one returns")
                 self._prune()
                 continue
             conn = self._connection(None if end is None else max(0.0, end - self._clock()))
             called = self._clock()
-            call: _Call[list[tuple[Any, dict[str, Any]]]] = _Call(
+            call: Call[list[tuple[Any, dict[str, Any]]]] = Call(
                 functools.partial(conn.getAllDomainStats, groups, flags), "stats", conn).start()
             check_at = None if end is None or stall_after is None else min(
                 end, called + stall_after)
@@ -659,15 +447,15 @@ class LibvirtCollector:
                 assert end is not None and stall_after is not None
                 if self._clock() >= end:
                     self._retire(call)
-                    raise _NoRecords(
+                    raise NoRecords(
                         f"libvirt's stats call did not return within {deadline_s:g} s")
                 occupied = self._sweep(lv, end)
                 swept = True
                 if occupied is None:
                     self._retire(call)
-                    raise _NoRecords(
+                    raise NoRecords(
                         f"libvirt did not answer within {deadline_s:g} s (control info)")
-                late = _late(occupied, threshold)
+                late = late_domains(occupied, threshold)
                 new = late.keys() - stuck.keys()
                 stuck.update(late)
                 if new or (not occupied and not flags):
@@ -696,10 +484,10 @@ class LibvirtCollector:
                 self._prune()
                 if self._waiting and not swept and end is not None:
                     # Earlier calls still wait on a guest: which ones, this tick?
-                    stuck.update(_late(self._sweep(lv, end) or {}, threshold))
+                    stuck.update(late_domains(self._sweep(lv, end) or {}, threshold))
                 return records, stuck
 
-    def _retire(self, call: _Call[Any]) -> None:
+    def _retire(self, call: Call[Any]) -> None:
         """Stop waiting for `call`: it keeps its connection (closed once it returns),
         the next call opens another."""
         if call.conn is not None and self._conn is call.conn:
@@ -710,12 +498,12 @@ class LibvirtCollector:
 
     def _prune(self) -> None:
         """Close the connections of abandoned calls that have returned."""
-        still: list[_Call[Any]] = []
+        still: list[Call[Any]] = []
         for call in self._waiting:
             if not call.done:
                 still.append(call)
             elif call.conn is not None and self._lv is not None:
-                _close_quietly(self._lv, call.conn)
+                close_quietly(self._lv, call.conn)
         self._waiting = still
 
     def _side_connection(self, lv: Any, timeout_s: float) -> Any | None:
@@ -724,7 +512,8 @@ class LibvirtCollector:
         if self._side is not None:
             return self._side
         if self._side_opening is None:
-            self._side_opening = _Call(functools.partial(self._open, lv), "open").start()
+            self._side_opening = Call(
+                functools.partial(open_read_only, lv, self._uri, self._open_fn), "open").start()
         if not self._side_opening.wait(timeout_s):
             return None
         call, self._side_opening = self._side_opening, None
@@ -749,24 +538,24 @@ class LibvirtCollector:
                     state, _details, state_ms = dom.controlInfo()
                 except lv.libvirtError:  # shut down meanwhile
                     continue
-                if state == _CONTROL_OCCUPIED:
+                if state == CONTROL_OCCUPIED:
                     held = state_ms / 1000
                     busy[dom.UUIDString()] = (held, self._wall() - held)
             return busy
 
-        call = _Call(occupied, "control", side).start()
+        call = Call(occupied, "control", side).start()
         if not call.wait(end - self._clock()):
             self._retire(call)
             return None
         if call.error is not None:
             if isinstance(call.error, lv.libvirtError):
                 self._side = None
-                _close_quietly(lv, side)
+                close_quietly(lv, side)
                 return {}
             raise call.error
         return call.result
 
-    def _entry(self, lv: Any, dom: Any, uuid: str, dom_id: int | None) -> _DomainEntry | None:
+    def _entry(self, lv: Any, dom: Any, uuid: str, dom_id: int | None) -> DomainEntry | None:
         """The entry of a domain; its XML is read when it is new or restarted.
 
         Returns None when the domain vanished before its XML could be read
@@ -775,7 +564,7 @@ class LibvirtCollector:
         """
         entry = self._entries.get(uuid)
         if entry is None or entry.dom_id != dom_id:
-            entry = _DomainEntry(dom_id=dom_id)
+            entry = DomainEntry(dom_id=dom_id)
         if not entry.xml_fetched:
             try:
                 xml: str = dom.XMLDesc(0)
@@ -783,7 +572,7 @@ class LibvirtCollector:
                 if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
                     return None
             else:
-                entry.info = _parse_xml_or_none(xml)
+                entry.info = parse_xml_or_none(xml)
                 entry.xml_fetched = True
                 entry.parser.links = DomainLinks.of(entry.info)
         if entry.parser.pid is None and dom_id is not None:
@@ -801,66 +590,3 @@ class LibvirtCollector:
             return None
         text = text.strip()
         return int(text) if text.isdigit() else None
-
-
-def _late(occupied: dict[str, tuple[float, float]], threshold_s: float) -> dict[str, float]:
-    """The domains of a sweep busy for at least `threshold_s`, with since when."""
-    return {uuid: since for uuid, (held, since) in occupied.items() if held >= threshold_s}
-
-
-def _clock_text(wall_s: float) -> str:
-    """A wall time as the local time of day (HH:MM:SS)."""
-    return time.strftime("%H:%M:%S", time.localtime(wall_s))
-
-
-def _no_answer(
-    entry: _DomainEntry,
-    uuid: str,
-    name: str,
-    dom_id: int,
-    stats: dict[str, Any],
-    since_s: float,
-    reason: str,
-    last: GuestSample | None = None,
-) -> GuestSample:
-    """The sample of a guest that did not answer in time: identity, state and size
-    (from its record, else from `last`), no counter (they would not be this tick's)."""
-    state = stats.get("state.state")
-    vcpus = stats.get("vcpu.current")
-    links = entry.parser.links
-    return GuestSample(
-        uuid=uuid,
-        name=name,
-        dom_id=dom_id,
-        state=(domain_state_name(state) if isinstance(state, int)
-               else last.state if last is not None else "running"),
-        accel=links.accel,
-        pid=entry.parser.pid,
-        vcpus_current=(vcpus if isinstance(vcpus, int)
-                       else last.vcpus_current if last is not None else None),
-        max_memory_bytes=links.max_memory_bytes,
-        balloon_period_s=links.balloon_period_s,
-        not_responding_since_s=since_s,
-        not_responding=reason,
-    )
-
-
-def _message(exc: Any) -> str:
-    """The libvirt error message of a libvirtError (first line), or its str()."""
-    message = exc.get_error_message() if hasattr(exc, "get_error_message") else None
-    text = message if isinstance(message, str) and message else str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _parse_xml_or_none(xml: str) -> DomainInfo | None:
-    """parse_domain_xml, or None for XML it cannot read (cached: it will not change)."""
-    try:
-        return parse_domain_xml(xml)
-    except ValueError:
-        return None
-
-
-def _close_quietly(lv: Any, conn: Any) -> None:
-    """`virConnectClose`, ignoring errors of an already-dead connection."""
-    with contextlib.suppress(lv.libvirtError):
-        conn.close()
