@@ -32,7 +32,7 @@ from kvmtop.collectors.host import HostCollector, selected_word
 from kvmtop.collectors.kvmdebugfs import LOCKDOWN_REASON, DebugfsCollector
 from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.collectors.libvirt.connect import LIBVIRT_MISSING
-from kvmtop.collectors.libvirt_parse import DomainInfo
+from kvmtop.collectors.libvirt.domxml import DomainInfo
 from kvmtop.collectors.perf import OpenFn
 from kvmtop.collectors.processes import ProcessCollector
 from kvmtop.collectors.sched import SchedCollector

@@ -47,7 +47,7 @@ from kvmtop.collectors import rtnetlink
 from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.collectors.host import read_text
 from kvmtop.collectors.libvirt.connect import import_libvirt
-from kvmtop.collectors.libvirt_parse import DomainInfo
+from kvmtop.collectors.libvirt.domxml import DomainInfo
 from kvmtop.model.sample import GuestSample, NicSample
 
 # include/uapi/asm-generic/socket.h: SO_TIMESTAMPNS_OLD (the 64-bit struct timespec

@@ -6,14 +6,13 @@ from typing import Any
 
 import pytest
 
-from kvmtop.collectors.libvirt_parse import (
+from kvmtop.collectors.libvirt.domstats import (
     DOMAIN_STATES,
-    DomainInfo,
     domain_state_name,
     parse_balloon,
     parse_domain_stats,
-    parse_domain_xml,
 )
+from kvmtop.collectors.libvirt.domxml import DomainInfo, parse_domain_xml
 from kvmtop.model.sample import BalloonSample, DiskSample, NicSample, VcpuSample
 
 UUID = "0b9c7b3e-8a52-4c55-9d1e-000000000001"
@@ -492,7 +491,7 @@ def test_domain_info_adds_switch_paths_and_memory() -> None:
 def test_parser_follows_changing_records() -> None:
     """One parser over a domain's successive records gives what a fresh parse gives,
     whatever changed between them: values, a stats group, a hot-plugged disk, a type."""
-    from kvmtop.collectors.libvirt_parse import DomainLinks, DomainStatsParser
+    from kvmtop.collectors.libvirt.domstats import DomainLinks, DomainStatsParser
 
     base = {"state.state": 1, "cpu.time": 10, "block.0.name": "vda", "block.0.rd.reqs": 1}
     records = [

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from kvmtop.collectors.base import CollectorError
-from kvmtop.collectors.libvirt_parse import DomainInfo, InterfaceInfo
+from kvmtop.collectors.libvirt.domxml import DomainInfo, InterfaceInfo
 from kvmtop.collectors.netprobe import (
     SO_TIMESTAMPNS,
     IcmpProber,

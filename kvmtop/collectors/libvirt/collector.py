@@ -6,8 +6,9 @@ else in kvmtop breaks.
 
 Per tick the collector makes exactly one `virConnectGetAllDomainStats` call
 (libvirt-python `virConnect.getAllDomainStats`, libvirt >= 1.2.8) and parses the
-records with `kvmtop.collectors.libvirt_parse`. The domain XML (accelerator, disk
-sources, bridges, balloon period) is fetched once per domain start, never per tick.
+records with `kvmtop.collectors.libvirt.domstats`. The domain XML (accelerator, disk
+sources, bridges, balloon period; `domxml`) is fetched once per domain start, never
+per tick.
 
 Balloon stats are fetched only every `balloon_every` ticks. On the other ticks each
 guest carries the previous `BalloonSample` object forward unchanged (same object,
@@ -97,13 +98,14 @@ from kvmtop.collectors.libvirt.connect import (
     is_local_uri,
     open_read_only,
 )
+from kvmtop.collectors.libvirt.domstats import DomainLinks
+from kvmtop.collectors.libvirt.domxml import DomainInfo
 from kvmtop.collectors.libvirt.entries import (
     DomainEntry,
     clock_text,
     no_answer,
     parse_xml_or_none,
 )
-from kvmtop.collectors.libvirt_parse import DomainInfo, DomainLinks
 from kvmtop.model.sample import GuestSample
 
 NAME = "libvirt"

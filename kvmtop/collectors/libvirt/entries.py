@@ -11,13 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kvmtop.collectors.libvirt_parse import (
-    DomainInfo,
-    DomainLinks,
-    DomainStatsParser,
-    domain_state_name,
-    parse_domain_xml,
-)
+from kvmtop.collectors.libvirt.domstats import DomainLinks, DomainStatsParser, domain_state_name
+from kvmtop.collectors.libvirt.domxml import DomainInfo, parse_domain_xml
 from kvmtop.model.sample import BalloonSample, GuestSample
 
 
