@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kvmtop.collectors import rtnetlink
 from kvmtop.collectors.host import HostCollector
 from kvmtop.collectors.libvirt.collector import LibvirtCollector
-from kvmtop.collectors.netprobe import IcmpProber, NetProbe
+from kvmtop.collectors.netprobe import NetProbe
+from kvmtop.collectors.rtt_probers import IcmpProber
 from kvmtop.collectors.sched import SchedCollector
 from kvmtop.collectors.topology import TopologyCollector
 from kvmtop.collectors.vswitch import VswitchCollector

@@ -34,7 +34,8 @@ def build_sampler(settings: Settings) -> Sampler:
     from kvmtop.collectors.host import HostCollector
     from kvmtop.collectors.kvmdebugfs import DebugfsCollector
     from kvmtop.collectors.libvirt.collector import LibvirtCollector
-    from kvmtop.collectors.netprobe import LibvirtAddresses, NetProbe
+    from kvmtop.collectors.net_addresses import LibvirtAddresses
+    from kvmtop.collectors.netprobe import NetProbe
     from kvmtop.collectors.processes import ProcessCollector
     from kvmtop.collectors.sched import SchedCollector
     from kvmtop.collectors.topology import TopologyCollector

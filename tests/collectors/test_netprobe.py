@@ -21,17 +21,14 @@ import pytest
 
 from kvmtop.collectors.base import CollectorError
 from kvmtop.collectors.libvirt.domxml import DomainInfo, InterfaceInfo
-from kvmtop.collectors.netprobe import (
+from kvmtop.collectors.net_addresses import LibvirtAddresses, on_link, parse_proc_net_arp
+from kvmtop.collectors.netprobe import NetProbe, percentile
+from kvmtop.collectors.rtt_probers import (
     SO_TIMESTAMPNS,
     IcmpProber,
-    LibvirtAddresses,
-    NetProbe,
     Outcome,
     TcpProber,
     icmp_checksum,
-    on_link,
-    parse_proc_net_arp,
-    percentile,
 )
 from kvmtop.model.sample import GuestSample, NicSample
 

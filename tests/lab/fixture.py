@@ -316,7 +316,7 @@ def warm_arp(*addrs: str) -> None:
     only: the lab's guests never talk to the host on their own); skips the test when
     this process may not send ICMP."""
     from kvmtop.collectors.base import CollectorError
-    from kvmtop.collectors.netprobe import IcmpProber
+    from kvmtop.collectors.rtt_probers import IcmpProber
 
     try:
         prober = IcmpProber()
