@@ -30,7 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kvmtop.app import FrameReady, KvmtopApp
+from kvmtop.app.feed_thread import FrameReady
+from kvmtop.app.main import KvmtopApp
 from kvmtop.views.guest_table import GuestTable
 from tests.app.builders import FakeFeed, fleet, snapshot
 

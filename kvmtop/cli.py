@@ -245,7 +245,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _run_tui(feed: Feed, settings: Settings, title: str = "") -> int:
     """Run the TUI; returns its exit status (1 when it ended on an error, whose
     traceback Textual has printed)."""
-    from kvmtop.app import KvmtopApp
+    from kvmtop.app.main import KvmtopApp
 
     app = KvmtopApp(feed, theme_name=settings.theme, title_suffix=title)
     app.run()

@@ -11,7 +11,8 @@ from rich.style import Style
 from textual.content import Content
 from textual.widgets import Input, Sparkline
 
-from kvmtop.app import FeedEnded, FrameReady, KvmtopApp
+from kvmtop.app.feed_thread import FeedEnded, FrameReady
+from kvmtop.app.main import KvmtopApp
 from kvmtop.model.finding import Finding
 from kvmtop.model.rates.frame import Frame
 from kvmtop.model.rates.guest import NA_NOT_KVM

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kvmtop.app import KvmtopApp
+from kvmtop.app.main import KvmtopApp
 from kvmtop.config import Settings
 from kvmtop.feed.replay import ReplayFeed
 from kvmtop.store.reader import StoreReader

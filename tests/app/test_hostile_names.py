@@ -11,7 +11,7 @@ from typing import Any
 
 from textual.content import Content
 
-from kvmtop.app import KvmtopApp
+from kvmtop.app.main import KvmtopApp
 from kvmtop.model.finding import Finding
 from kvmtop.model.sample import Sample, SourceStatus
 from kvmtop.model.snapshot import Snapshot

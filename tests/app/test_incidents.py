@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from kvmtop.app import KvmtopApp
+from kvmtop.app.main import KvmtopApp
 from kvmtop.detectors.incidents import IncidentTracker
 from kvmtop.model.finding import Finding
 from kvmtop.model.incident import Incident

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from kvmtop.app import KvmtopApp
+from kvmtop.app.main import KvmtopApp
 from kvmtop.config import Settings
 from kvmtop.feed.replay import ReplayFeed
 from kvmtop.feed.times import parse_time

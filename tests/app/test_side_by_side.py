@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from kvmtop.app import KvmtopApp
+from kvmtop.app.main import KvmtopApp
 from kvmtop.config import Settings
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.store.reader import StoreReader

@@ -10,7 +10,7 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from kvmtop.app import KvmtopApp
+from kvmtop.app.main import KvmtopApp
 from kvmtop.model.finding import Finding
 from tests.app.builders import FakeFeed, GuestSpec, snapshot, wait_until
 from tests.app.test_incidents import frame

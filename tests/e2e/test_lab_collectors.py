@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop.app import KvmtopApp
+from kvmtop.app.main import KvmtopApp
 from kvmtop.cli import build_live_feed, build_pipeline
 from kvmtop.config import Settings
 from kvmtop.feed.replay import ReplayFeed

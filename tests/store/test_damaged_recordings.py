@@ -277,7 +277,7 @@ def test_a_damaged_schema_is_no_empty_recording(tmp_path: Path, run: Run) -> Non
 
 def test_a_tui_that_fails_exits_1(recording: Path, run: Run,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import kvmtop.app
+    import kvmtop.app.main
 
     class Failing:
         return_code = 1  # what Textual sets when the app ended on an exception
@@ -288,7 +288,7 @@ def test_a_tui_that_fails_exits_1(recording: Path, run: Run,
         def run(self) -> None:
             pass
 
-    monkeypatch.setattr(kvmtop.app, "KvmtopApp", Failing)
+    monkeypatch.setattr(kvmtop.app.main, "KvmtopApp", Failing)
     assert run("replay", recording)[0] == 1
 
 

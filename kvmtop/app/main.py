@@ -2,16 +2,10 @@
 
 Layer: app. Imports the feed protocol and the views; never collectors directly.
 
-Collection runs in a thread worker that calls `feed.next()` once per interval and
-posts one `FrameReady` per frame; a frame still queued is replaced by a newer one, so
-a slow terminal shows the latest frame rather than a backlog. The UI thread never
-waits for libvirt. Pausing freezes what is shown while collection goes on.
-
-Over a recording (a `Navigable` feed) pausing holds playback instead, and the keys
-move through it: the UI queues a request and the same thread performs it (the feed
-reads the file), posting the frame there at once, paused or not. While it waits for
-the next tick, that thread also scans the recording for findings (the timeline's
-markers) and incidents (where `f` and `F` go).
+Collection runs on a thread of its own (`kvmtop.app.feed_thread`): the UI thread
+never waits for libvirt, nor for a recording's file. Pausing freezes what is shown
+while collection goes on; over a recording (a `Navigable` feed) it holds playback,
+and the keys move through it.
 
 The app does not close the feed: whoever built it closes it after `run()` returns
 (by then the worker thread has finished).
@@ -24,25 +18,20 @@ palette entries that carry one.
 from __future__ import annotations
 
 import math
-import queue
-import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.containers import VerticalScroll
-from textual.content import Content
 from textual.markup import escape
-from textual.message import Message
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Input, Static
+from textual.screen import Screen
+from textual.widgets import Footer, Input
 
+from kvmtop.app.feed_thread import FeedApp, FrameReady, Request
 from kvmtop.feed.protocols import Feed, Navigable
 from kvmtop.feed.spans import adjacent_span
 from kvmtop.feed.times import TIME_FORMATS, parse_time
@@ -51,10 +40,10 @@ from kvmtop.model.text import visible
 from kvmtop.render import GUEST_COLUMNS, column
 from kvmtop.views.guest_detail import GuestDetailScreen
 from kvmtop.views.guest_table import GuestTable, Threshold
+from kvmtop.views.help import HelpScreen
 from kvmtop.views.host_strip import HostStrip, clock
 from kvmtop.views.incidents import IncidentsPanel, IncidentTable
 from kvmtop.views.sources import SourcesScreen
-from kvmtop.views.themes import ThemedApp
 from kvmtop.views.timeline import Marker, TimeInput, Timeline, TimelineState
 
 INTERVAL_STEPS: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -62,10 +51,6 @@ INTERVAL_STEPS: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 SPEED_STEPS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 """Playback speeds `+` and `-` step through in replay."""
-
-SCAN_CHUNK = 4
-"""Samples scanned for findings between two looks for requests (each costs one
-pipeline push: about 6 ms at 3 guests, 30 ms at 50)."""
 
 NOTICE_LINES = 3
 """Notices of a damaged recording shown in one notification (the rest are counted,
@@ -97,11 +82,6 @@ REPLAY_ACTIONS = frozenset({"speed", "step", "seek_by", "goto", "incident"})
 LIVE_ACTIONS = frozenset({"interval"})
 """Actions that need a live feed (hidden in replay)."""
 
-Request = Callable[[Navigable], Snapshot | None]
-"""A move through a recording, asked for by the UI, performed by the collection
-thread; it returns the frame to show, or None (after saying why) for none."""
-
-
 def step_through(steps: tuple[float, ...], now: float, step: int) -> float:
     """The first of `steps` above `now` (step > 0) or the last below it, within the ends."""
     if step > 0:
@@ -109,67 +89,10 @@ def step_through(steps: tuple[float, ...], now: float, step: int) -> float:
     return next((s for s in reversed(steps) if s < now), steps[0])
 
 
-class FrameReady(Message):
-    """A new snapshot from the feed; a newer one replaces it while it waits in the queue."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        """Wrap a snapshot."""
-        super().__init__()
-        self.snapshot = snapshot
-
-    def can_replace(self, message: Message) -> bool:
-        """Only the latest frame matters."""
-        return isinstance(message, FrameReady)
-
-
-class FeedEnded(Message):
-    """The feed has no more snapshots (the end of a recording)."""
-
-
-class TimelineChanged(Message):
-    """The scan got further: redraw the timeline."""
-
-    def can_replace(self, message: Message) -> bool:
-        """Only the latest state matters."""
-        return isinstance(message, TimelineChanged)
-
-
-class HelpScreen(ModalScreen[None]):
-    """Every key and every guest-table column with what it means."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,q,question_mark,f1", "dismiss", "Close"),
-    ]
-
-    def __init__(self, keys: Iterable[tuple[str, str]]) -> None:
-        """Create the screen.
-
-        Args:
-            keys: (key, what it does) pairs.
-        """
-        super().__init__()
-        self.keys = list(keys)
-
-    def compose(self) -> ComposeResult:
-        """Keys, then columns."""
-        width = max(len(k) for k, _ in self.keys)
-        lines = [Content.assemble(("Keys", "bold $primary"))]
-        lines += [Content.assemble((f"  {k:<{width}}  ", "bold"), d) for k, d in self.keys]
-        lines += [Content(""), Content.assemble(("Guest table columns", "bold $primary"))]
-        lines += [
-            Content.assemble((f"  {c.header:<{width}}  ", "bold"), c.help) for c in GUEST_COLUMNS
-        ]
-        lines += [Content(""), Content.assemble(
-            ("A blank cell (–) means unknown, never zero; the sources view (s) says why.",
-             "$kvm-dim"))]
-        with VerticalScroll(id="help"):
-            yield Static(Content("\n").join(lines))
-
-
-class KvmtopApp(ThemedApp):
+class KvmtopApp(FeedApp):
     """kvmtop's TUI over any feed (live sampler or recording)."""
 
-    CSS_PATH = "views/kvmtop.tcss"
+    CSS_PATH = "../views/kvmtop.tcss"
     TITLE = "kvmtop"
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -219,25 +142,16 @@ class KvmtopApp(ThemedApp):
             title_suffix: shown in the host strip and the title (e.g. the recording).
             thresholds: guest-table colouring by column key.
         """
-        super().__init__(theme_name=theme_name, user_theme_dir=user_theme_dir)
-        self.feed = feed
+        super().__init__(feed, theme_name=theme_name, user_theme_dir=user_theme_dir)
         self.initial_sort = initial_sort
         self.thresholds = thresholds
         self.title_suffix = title_suffix
         if title_suffix:
             self.title = f"kvmtop: {title_suffix}"
-        self.paused = False
         self.latest: Snapshot | None = None
         """The newest snapshot received."""
         self.displayed: Snapshot | None = None
         """The snapshot on screen (older than `latest` while paused)."""
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self.nav: Navigable | None = feed if isinstance(feed, Navigable) else None
-        """The feed as a recording the keys move through; None when live."""
-        self._requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
-        self._scanning = self.nav is not None
-        """The collection thread still scans the recording (set only by that thread)."""
         self._selecting: tuple[Snapshot, str] | None = None
         """A frame `f` or `F` went to, and the cause of the incident to put the
         incidents' cursor on when it is shown (set by the collection thread)."""
@@ -268,62 +182,7 @@ class KvmtopApp(ThemedApp):
             self._navigate(lambda nav: nav.seek(math.inf))
         self.collect()
 
-    def on_unmount(self) -> None:
-        """Let the collection thread finish."""
-        self._stop.set()
-        self._wake.set()
-
-    # ------------------------------------------------------------------ collection
-
-    @work(thread=True, exclusive=True, group="feed")
-    def collect(self) -> None:
-        """Call the feed once per interval and post each frame (runs in a thread).
-
-        Over a recording this thread also performs the requests the keys queue,
-        holds playback while paused (after the first frame) and after the end, and
-        scans the recording while it waits.
-        """
-        shown = ended = False
-        while not self._stop.is_set():
-            started = time.monotonic()
-            if self.nav is not None and not self._requests.empty():
-                frame = self._requests.get()(self.nav)
-                if frame is not None:
-                    shown, ended = True, False
-                    self.post_message(FrameReady(frame))
-                continue
-            if ended or (shown and self.paused and self.nav is not None):
-                self._wait(None)
-                continue
-            snapshot = self.feed.next()
-            if snapshot is None:
-                self.post_message(FeedEnded())
-                if self.nav is None:
-                    return
-                ended = True
-                continue
-            shown = True
-            self._scanning = self._scanning or (self.nav is not None and self.nav.follow)
-            self.post_message(FrameReady(snapshot))
-            self._wait(started)
-
-    def _wait(self, started: float | None) -> None:
-        """Sleep until the next tick (`started` + interval), or with None until woken,
-        scanning the recording meanwhile; a request or quitting ends it early, and a
-        new interval moves the tick."""
-        while not self._stop.is_set() and self._requests.empty():
-            remaining = math.inf if started is None else (
-                started + self.feed.interval_s - time.monotonic())
-            if remaining <= 0:
-                return
-            if self._scanning and self.nav is not None:
-                self._scanning = self.nav.scan(SCAN_CHUNK)
-                self.post_message(TimelineChanged())
-                continue
-            if self._wake.wait(None if started is None else remaining):
-                self._wake.clear()
-                if started is None:
-                    return
+    # ------------------------------------------------------------------ frames
 
     def on_frame_ready(self, message: FrameReady) -> None:
         """Keep the newest frame; show it unless paused."""
