@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kvmtop.cli import build_pipeline, build_sampler
 from kvmtop.config import Settings
 from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.rates.kvm import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.sampler import Sampler
+from kvmtop.wiring import build_pipeline, build_sampler
 
 
 def tick(sampler: Sampler, pipeline: Pipeline) -> tuple[Snapshot, float]:

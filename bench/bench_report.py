@@ -19,7 +19,7 @@
    (`StoreReader.iter`), the shared pipeline (rates, detectors, snapshot; a
    two-sample window as the CLI uses), and the report's own accumulation
    (`Accumulator.add`), in CPU ms per sample.
-3. `kvmtop report` through the CLI (`kvmtop.cli.main`, HTML to a temporary file):
+3. `kvmtop report` through the CLI (`kvmtop.commands.main.main`, HTML to a temporary file):
    from the index over the whole file (and over the indexed part when the index
    does not reach the end yet, said so); with `--exact` over the first
    `--full-hours` (every sample through the shared pipeline; the whole file only
@@ -57,7 +57,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_store import seek_times, table_bytes
-from kvmtop.cli import main as kvmtop_main
+from kvmtop.commands.main import main as kvmtop_main
 from kvmtop.config import Settings
 from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.model.sample import Sample

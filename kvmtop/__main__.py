@@ -1,5 +1,5 @@
 """`python -m kvmtop` entry point."""
 
-from kvmtop.cli import main
+from kvmtop.commands.main import main
 
 raise SystemExit(main())

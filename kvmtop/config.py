@@ -1,6 +1,7 @@
 """Settings: defaults, overridden by a TOML config file, overridden by flags.
 
-Layer: config (pure data + file parsing; never imports textual or collectors).
+Layer: beside the sampler and the store (pure data + file parsing; never imports
+textual or collectors).
 
 The file is `$XDG_CONFIG_HOME/kvmtop/config.toml` (default `~/.config/...`) or the
 path given with `--config`. Unknown keys and wrong types are reported with the file,

@@ -9,8 +9,6 @@ command that opens the host live, r refresh now, t theme, q quit.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import threading
 import time
 from typing import ClassVar
@@ -24,7 +22,6 @@ from textual.widgets import Footer, Input, Static
 
 from kvmtop.collectors.base import CollectorError
 from kvmtop.collectors.prometheus import PrometheusClient
-from kvmtop.config import Settings
 from kvmtop.model.fleet import SORTS, GuestRow, HostRow, ordered
 from kvmtop.model.text import visible
 from kvmtop.views.fleet import FleetGuests, FleetTable
@@ -236,18 +233,3 @@ class FleetApp(ThemedApp):
             self.notify(visible(message.error or "no answer"), severity="error", markup=False)
         else:
             self.push_screen(GuestsScreen(message.row, message.guests))
-
-
-
-def run_tui(args: argparse.Namespace, settings: Settings) -> int:
-    """`kvmtop fleet` on a terminal; 1 with one line for a URL that is none, or when
-    the screen ended on an error."""
-    try:
-        client = PrometheusClient(args.prometheus)
-    except CollectorError as exc:
-        print(f"kvmtop fleet: {exc}", file=sys.stderr)
-        return 1
-    app = FleetApp(client, job=args.job, every_s=args.every, sort=args.sort,
-                   theme_name=settings.theme)
-    app.run()
-    return 1 if app.return_code else 0

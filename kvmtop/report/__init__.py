@@ -1,6 +1,7 @@
 """`kvmtop report`: an incident summary of a recording, as text, Markdown, JSON or HTML.
 
-Layer: headless output (like `batch` and `serve`). Never imports textual.
+Layer: beside the views, below the commands (`kvmtop.commands.report`); never
+imports textual.
 
 Its modules, by stage (each imports only those above it):
 
@@ -12,7 +13,7 @@ Its modules, by stage (each imports only those above it):
   `indexed_report` reads it);
 - `content`: what the report says, as sections of text (`sections`);
 - `text` (text and Markdown), `as_json`, and `html` with `plots` and `svg`: the formats;
-- `command`: the `kvmtop report` command.
+- `render`: a report in the format asked for (the renderers loaded only then).
 
 Up to `index`, nothing renders: `kvmtop record` and `kvmtop export` load no
 rendering code (import-linter contracts in pyproject.toml).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from kvmtop.batch import finding_json, incident_json, json_text
+from kvmtop.model.as_json import finding_json, incident_json, json_text
 from kvmtop.report.accumulate import Report
 from kvmtop.report.content import baselines, offenders
 from kvmtop.report.metrics import GUEST_METRICS, HOST_METRICS

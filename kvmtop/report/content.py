@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 from kvmtop.detectors.base import fmt_duration
 from kvmtop.feed.spans import FindingSpan
+from kvmtop.model.formatting import DASH, fmt_si
 from kvmtop.model.incident import Incident
 from kvmtop.model.text import visible
-from kvmtop.render import DASH, fmt_si
 from kvmtop.report.accumulate import GuestAcc, Report
 from kvmtop.report.metrics import (
     DEVICE_FIGURES,

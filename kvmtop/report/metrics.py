@@ -1,7 +1,7 @@
 """The report's metric catalogue: which figures of a guest and of the host it gathers,
 how each is read from a snapshot, formatted, ranked, plotted and judged.
 
-Per guest, `GUEST_METRICS` (most from the TUI's guest columns, `kvmtop.render`); of
+Per guest, `GUEST_METRICS` (most from the TUI's guest columns, `kvmtop.model.columns`); of
 the host, `HOST_METRICS`, and per block device and uplink, `DEVICE_FIGURES` and
 `UPLINK_FIGURES`: the baseline a guest figure is judged against (`GuestMetric.baseline`).
 """
@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from kvmtop.model.columns import column
+from kvmtop.model.formatting import fmt_bytes, fmt_mbps, fmt_ms, fmt_pct, fmt_si
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.rates.host import HostDiskRates, HostNetRates
 from kvmtop.model.snapshot import Snapshot
-from kvmtop.render import column, fmt_bytes, fmt_mbps, fmt_ms, fmt_pct, fmt_si
 
 TOP = 5
 """Guests listed per top-offender table and plotted per metric."""

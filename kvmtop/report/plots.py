@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kvmtop.feed.spans import FindingSpan
+from kvmtop.model.formatting import fmt_pct
 from kvmtop.model.incident import Incident
 from kvmtop.model.text import visible
-from kvmtop.render import fmt_pct
 from kvmtop.report.accumulate import Report
 from kvmtop.report.content import offenders, p95_of, stamp
 from kvmtop.report.metrics import (

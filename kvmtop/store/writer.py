@@ -34,7 +34,6 @@ from pathlib import Path
 import zstandard
 
 from kvmtop.model.sample import Sample
-from kvmtop.outfile import open_output
 from kvmtop.store import blob, delta
 from kvmtop.store.codec import encode
 from kvmtop.store.meta import (
@@ -49,6 +48,7 @@ from kvmtop.store.meta import (
     new_meta,
     write_error,
 )
+from kvmtop.store.outfile import open_output
 from kvmtop.store.schema import (
     APPLICATION_ID,
     DDL,
@@ -143,7 +143,7 @@ class StoreWriter:
 
     An existing recording written by the same format and schema is appended to (a
     restarted recorder continues its file); anything else at `path` is refused. The
-    file is opened by `kvmtop.outfile.open_output`: created with mode 0600, never
+    file is opened by `kvmtop.store.outfile.open_output`: created with mode 0600, never
     through a symbolic link; an empty file is taken (and set to 0600) only from its
     own user. SQLite gives the -wal and -shm files the database file's permissions
     (os_unix.c, findCreateFileMode).

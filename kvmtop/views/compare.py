@@ -28,12 +28,12 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from kvmtop.model.formatting import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_pct, fmt_si
 from kvmtop.model.rates.frame import Frame
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.rates.host import HostNetRates, HostRates
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
-from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_pct, fmt_si
 from kvmtop.views.guest_table import Cell, KeyedTable, TableColumn
 from kvmtop.views.plot import DuoPlot
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from kvmtop.model.columns import FLEET_HEADERS, fleet_texts
 from kvmtop.model.fleet import GuestRow, HostRow
-from kvmtop.render import FLEET_HEADERS, fleet_texts, fmt_pct, fmt_si
+from kvmtop.model.formatting import fmt_pct, fmt_si
 from kvmtop.views.line_table import Cell, LineTable, TableColumn
 
 Row = TypeVar("Row")

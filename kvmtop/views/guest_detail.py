@@ -27,11 +27,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Sparkline, Static
 
+from kvmtop.model.formatting import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.rates.kvm import EXIT_SOURCE_TRACEPOINTS, TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
-from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si
 from kvmtop.views.compare import GuestGetter, SideBySide, guest_series
 from kvmtop.views.guest_table import Cell, KeyedTable, TableColumn
 from kvmtop.views.host_strip import ModeBadge

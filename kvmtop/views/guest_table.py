@@ -1,6 +1,6 @@
 """The guest table, and the keyed DataTable kvmtop's smaller tables are built on.
 
-Layer: views. Reads `Snapshot` values only; formats through `kvmtop.render`.
+Layer: views. Reads `Snapshot` values only; formats through `kvmtop.model.columns`.
 
 `GuestTable` is a `LineTable` (kvmtop.views.line_table): a new snapshot re-orders the
 guests' keys and only the rows on screen are formatted and drawn (only the lines that
@@ -29,11 +29,11 @@ from textual.binding import Binding, BindingType
 from textual.markup import escape
 from textual.widgets import DataTable
 
+from kvmtop.model.columns import GUEST_COLUMNS
 from kvmtop.model.finding import SEVERITIES, Finding
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
-from kvmtop.render import GUEST_COLUMNS
 from kvmtop.views.line_table import LEVELS as LEVELS
 from kvmtop.views.line_table import Cell as Cell
 from kvmtop.views.line_table import LineTable

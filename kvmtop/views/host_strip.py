@@ -23,10 +23,10 @@ from textual.visual import Visual
 from textual.widget import Widget
 from textual.widgets import Static
 
+from kvmtop.model.formatting import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si
 from kvmtop.model.rates.host import HostDiskRates, HostNetRates, HostRates
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
-from kvmtop.render import DASH, fmt_bytes, fmt_mbps, fmt_ms, fmt_num, fmt_pct, fmt_si
 
 LABEL = "$kvm-dim"
 """Style of labels: values stand out, labels recede."""

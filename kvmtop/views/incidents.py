@@ -25,10 +25,10 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
 
+from kvmtop.model.formatting import DASH, fmt_si
 from kvmtop.model.incident import Incident, Member
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
-from kvmtop.render import DASH, fmt_si
 from kvmtop.views.host_strip import LABEL, SteadyStatic, clock
 from kvmtop.views.line_table import Cell, LineTable, TableColumn
 from kvmtop.views.timeline import SEVERITY_STYLES

@@ -14,8 +14,9 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from kvmtop.model.columns import GUEST_COLUMNS, Column, cell_text
+from kvmtop.model.formatting import DASH
 from kvmtop.model.snapshot import Snapshot
-from kvmtop.render import DASH, GUEST_COLUMNS, Column, cell_text
 from kvmtop.views.guest_table import Cell, KeyedTable, TableColumn
 from kvmtop.views.host_strip import NA_LABELS, ModeBadge
 

@@ -13,11 +13,12 @@ from textual.widgets import Input, Sparkline
 
 from kvmtop.app.feed_thread import FeedEnded, FrameReady
 from kvmtop.app.main import KvmtopApp
+from kvmtop.model.columns import GUEST_COLUMNS
 from kvmtop.model.finding import Finding
+from kvmtop.model.formatting import DASH
 from kvmtop.model.rates.frame import Frame
 from kvmtop.model.rates.guest import NA_NOT_KVM
 from kvmtop.model.rates.kvm import TRACE_SOURCE
-from kvmtop.render import DASH, GUEST_COLUMNS
 from kvmtop.views.guest_detail import GuestDetailScreen, exits_text, tracing_text
 from kvmtop.views.guest_table import GuestTable, KeyedTable
 from kvmtop.views.host_strip import HostStrip, ModeBadge, host_lines

@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from kvmtop.batch import run_batch
 from kvmtop.collectors.libvirt.calls import MAX_ABANDONED
 from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.feed.live import LiveFeed
 from kvmtop.feed.pipeline import Pipeline
+from kvmtop.headless.batch import run_batch
 from kvmtop.model.sample import HostSample
 from kvmtop.sampler import Sampler
 from kvmtop.serve import CollectionLoop, Exporter

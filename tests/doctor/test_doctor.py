@@ -23,19 +23,8 @@ import pytest
 from kvmtop.collectors.base import Probe
 from kvmtop.collectors.kvmdebugfs import DebugfsCollector
 from kvmtop.collectors.libvirt.connect import LIBVIRT_MISSING
-from kvmtop.doctor import (
-    FAIL,
-    OK,
-    SKIP,
-    WARN,
-    Check,
-    Doctor,
-    Environment,
-    diagnose,
-    exit_status,
-    render_json,
-    render_text,
-)
+from kvmtop.diagnosis.checks import FAIL, OK, SKIP, WARN, Check, Environment
+from kvmtop.diagnosis.doctor import Doctor, diagnose, exit_status, render_json, render_text
 from kvmtop.model.sample import GuestSample
 from tests.hostfacts import kvm_exit_events, kvm_modules, lockdown, schedstats
 from tests.lab.fixture import Lab
@@ -560,7 +549,7 @@ def test_json_output(tmp_path: Path) -> None:
 DOCTOR_ENTRY = (
     "import argparse, sys\n"
     "from kvmtop.config import Settings\n"
-    "from kvmtop.doctor import add_arguments, run\n"
+    "from kvmtop.commands.doctor import add_arguments, run\n"
     "parser = argparse.ArgumentParser()\n"
     "add_arguments(parser)\n"
     "sys.exit(run(parser.parse_args(sys.argv[1:]), Settings()))\n"

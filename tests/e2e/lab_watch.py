@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvmtop.cli import build_pipeline, build_sampler
 from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.config import Settings
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.wiring import build_pipeline, build_sampler
 from tests.lab.fixture import kvmtop_interval_s
 
 

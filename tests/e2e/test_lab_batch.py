@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from kvmtop.batch import run_batch
 from kvmtop.collectors.host import HostCollector
 from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.collectors.netprobe import NetProbe
@@ -23,6 +22,7 @@ from kvmtop.collectors.topology import TopologyCollector
 from kvmtop.collectors.vswitch import VswitchCollector
 from kvmtop.config import Settings
 from kvmtop.feed.live import LiveFeed
+from kvmtop.headless.batch import run_batch
 from kvmtop.sampler import Sampler
 from kvmtop.wiring import build_pipeline
 from tests.lab.fixture import Lab, warm_arp

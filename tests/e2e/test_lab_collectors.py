@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from kvmtop.app.main import KvmtopApp
-from kvmtop.cli import build_live_feed, build_pipeline
 from kvmtop.config import Settings
 from kvmtop.feed.replay import ReplayFeed
 from kvmtop.model.rates.guest import NA_NOT_KVM
@@ -36,6 +35,7 @@ from kvmtop.model.sample import SourceStatus
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.store.reader import StoreReader
 from kvmtop.views.guest_detail import GuestDetailScreen, tracing_text
+from kvmtop.wiring import build_live_feed, build_pipeline
 from tests.app.builders import wait_until
 from tests.e2e.lab_watch import Observation, watch
 from tests.hostfacts import kvm_exit_events, kvm_exit_reason_names

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop.cli import main
+from kvmtop.commands.main import main
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 from tests.detectors.builders import (

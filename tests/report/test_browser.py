@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop.cli import main
+from kvmtop.commands.main import main
 from kvmtop.report.metrics import GUEST_METRICS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from kvmtop.cli import main
-from kvmtop.export import CSV_HEADER
-from kvmtop.render import GUEST_COLUMNS
+from kvmtop.commands.main import main
+from kvmtop.headless.export import CSV_HEADER
+from kvmtop.model.columns import GUEST_COLUMNS
 from tests.report.conftest import DT, STEAL, run_command
 
 SAMPLES = 60

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from kvmtop.cli import main
+from kvmtop.commands.main import main
 from kvmtop.store.writer import StoreWriter
 from tests.detectors.builders import (
     DiskSpec,

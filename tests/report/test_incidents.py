@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from kvmtop.cli import main
+from kvmtop.commands.main import main
 from kvmtop.model.incident import Incident, Member
 from kvmtop.report.incidents import IncidentAcc, ranked
 from kvmtop.store.writer import StoreWriter

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from kvmtop.batch import finding_json
-from kvmtop.cli import build_pipeline, main
+from kvmtop.commands.main import main
 from kvmtop.config import Settings
+from kvmtop.model.as_json import finding_json
 from kvmtop.report.accumulate import build_report
 from kvmtop.report.content import stamp
 from kvmtop.report.metrics import GUEST_METRICS
@@ -24,6 +24,7 @@ from kvmtop.report.reading import Progress
 from kvmtop.report.stats import PLOT_POINTS, RELATIVE_ERROR, LogHistogram, Series, Stats
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
+from kvmtop.wiring import build_pipeline
 from tests.detectors.builders import GuestSpec, World, balloon
 from tests.report.conftest import DROPS_FROM, DT, MINUTES, STEAL, run_command
 
@@ -157,7 +158,7 @@ def test_a_bad_output_is_refused_before_the_report_is_built(
 ) -> None:
     """-o is checked (its temporary file created) before the samples are read: on a
     big recording a bad -o is said at once, not after minutes of work."""
-    from kvmtop.report import command
+    from kvmtop.commands import report as command
 
     built: list[str] = []
 

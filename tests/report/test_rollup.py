@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from kvmtop.cli import main
+from kvmtop.commands.main import main
 from kvmtop.report.index import indexed_report
 from kvmtop.report.stats import Stats, Trend
 from kvmtop.store.meta import FORMAT_VERSION

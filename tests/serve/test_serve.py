@@ -587,7 +587,7 @@ def test_ipv6_loopback() -> None:
 
 
 def test_serve_and_doctor_stay_headless() -> None:
-    code = ("import sys, kvmtop.serve, kvmtop.doctor; "
+    code = ("import sys, kvmtop.serve, kvmtop.commands.doctor; "
             "print('textual' in sys.modules, 'libvirt' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, cwd=ROOT).stdout.split()

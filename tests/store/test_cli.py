@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop.cli import main, parse_time
+from kvmtop.commands.main import main
+from kvmtop.feed.times import parse_time
 from kvmtop.model.sample import Sample
 from kvmtop.store.reader import StoreReader
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from kvmtop.cli import main
+from kvmtop.commands.main import main
 from kvmtop.config import Settings
 from kvmtop.feed.replay import ReplayFeed
 from kvmtop.store.meta import StoreError

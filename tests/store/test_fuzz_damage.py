@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop.cli import main
+from kvmtop.commands.main import main
 from kvmtop.config import Settings
 from kvmtop.model.sample import Sample
 from kvmtop.report.index import IndexedWriter

@@ -1,6 +1,6 @@
 """Files kvmtop writes stay private (#16): recordings, slices, reports and exports are
 created with mode 0600, never through a symbolic link, never into another user's
-file (`kvmtop.outfile.open_output`)."""
+file (`kvmtop.store.outfile.open_output`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop.cli import main
-from kvmtop.outfile import OutputFileError, TextOutput, open_output
+from kvmtop.commands.main import main
 from kvmtop.store import writer as writer_module
 from kvmtop.store.meta import StoreError
+from kvmtop.store.outfile import OutputFileError, TextOutput, open_output
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 from tests.store.conftest import make_samples, write

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from kvmtop.headless.recorder import Recorder
 from kvmtop.model.sample import Sample
-from kvmtop.record import Recorder
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 from tests.store.synth import SyntheticHost
@@ -118,7 +118,7 @@ def test_reopen_request_starts_a_new_file(tmp_path: Path) -> None:
 
 CHILD = """
 import sys
-from kvmtop.record import Recorder
+from kvmtop.headless.recorder import Recorder
 from kvmtop.store.writer import StoreWriter
 from tests.store.synth import SyntheticHost
 
@@ -205,8 +205,9 @@ def test_cli_record_against_the_libvirt_test_driver(tmp_path: Path) -> None:
 
 
 def test_recording_paths_never_load_the_tui() -> None:
-    code = ("import sys, kvmtop.record, kvmtop.store.reader, kvmtop.store.writer, "
-            "kvmtop.store.slice, kvmtop.report.index, kvmtop.cli; print('textual' in sys.modules)")
+    code = ("import sys, kvmtop.commands.record, kvmtop.store.reader, kvmtop.store.writer, "
+            "kvmtop.store.slice, kvmtop.report.index, kvmtop.commands.main; "
+            "print('textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout.strip()
     assert out == "False"
@@ -250,14 +251,15 @@ def test_cli_record_on_a_full_disk_exits_1_with_one_error(
     tiny_fs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import kvmtop.cli
+    import kvmtop.commands.main
+    import kvmtop.commands.record
 
-    monkeypatch.setattr(kvmtop.cli, "build_sampler", lambda _settings: FastSampler())
+    monkeypatch.setattr(kvmtop.commands.record, "build_sampler", lambda _settings: FastSampler())
     monkeypatch.setattr(Recorder, "install_signal_handlers", lambda _self: None)
     config = tmp_path / "config.toml"
     config.write_text("")
     path = tiny_fs / "full.kvmtop"  # a real 128 KiB tmpfs: the disk fills up
-    status = kvmtop.cli.main(["record", "-o", str(path), "--config", str(config)])
+    status = kvmtop.commands.main.main(["record", "-o", str(path), "--config", str(config)])
     err = capsys.readouterr().err.splitlines()
     with StoreReader(path) as r:
         written = len(list(r.iter()))

@@ -90,9 +90,9 @@ def test_slice_never_overwrites(recording: Path, tmp_path: Path) -> None:
 def test_retention_drops_the_index_of_deleted_samples(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from kvmtop.cli import build_pipeline
     from kvmtop.config import Settings
     from kvmtop.report.index import IndexedWriter
+    from kvmtop.wiring import build_pipeline
 
     samples = make_samples(300, guests=2)  # 10 minutes at 2 s
     path = tmp_path / "indexed.kvmtop"

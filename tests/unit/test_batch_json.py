@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
-from kvmtop.batch import guest_json, run_batch, snapshot_json, snapshot_text
 from kvmtop.config import Settings
 from kvmtop.feed.replay import ReplayFeed
+from kvmtop.headless.batch import run_batch
+from kvmtop.model.as_json import guest_json, snapshot_json
+from kvmtop.model.as_text import snapshot_text
 from kvmtop.model.rates.guest import NA_NO_PROBE, derive_guest
 from kvmtop.model.rates.host import switch_uplinks
 from kvmtop.model.sample import Sample

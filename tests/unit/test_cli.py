@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop.cli import EXIT_PIPE
-from kvmtop.manual import MANUALS
+from kvmtop.commands.main import EXIT_PIPE
+from kvmtop.commands.manual import MANUALS
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "examples" / "lab-sample.kvmtop"
@@ -26,7 +26,7 @@ def kvmtop(
     """Run `python -m kvmtop ARGS` in a subprocess (optionally with libvirt unimportable;
     `config_home` is its XDG_CONFIG_HOME)."""
     prelude = "import sys; " + ("sys.modules['libvirt'] = None; " if block_libvirt else "")
-    code = prelude + "from kvmtop.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    code = prelude + "from kvmtop.commands.main import main; raise SystemExit(main(sys.argv[1:]))"
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         capture_output=True,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from kvmtop import __version__
-from kvmtop.cli import build_parser
-from kvmtop.manual import MANUALS
+from kvmtop.commands.manual import MANUALS
+from kvmtop.commands.parser import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = ("DESCRIPTION", "PRIVILEGES", "FILES", "EXIT STATUS", "EXAMPLES")

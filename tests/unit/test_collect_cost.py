@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kvmtop.render import fmt_ms, fmt_pct
+from kvmtop.model.formatting import fmt_ms, fmt_pct
 from kvmtop.views.host_strip import host_lines
 from tests.app.builders import DEFAULT_SOURCES, GuestSpec, snapshot
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop.cli import build_parser, main
-from kvmtop.completion import describe, script
+from kvmtop.commands.main import main
+from kvmtop.commands.parser import build_parser
+from kvmtop.commands.shells import describe, script
 from tests.lab.fixture import Lab
 
 PARSER = build_parser()

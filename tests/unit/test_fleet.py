@@ -14,8 +14,9 @@ import pytest
 
 from kvmtop.collectors.base import CollectorError
 from kvmtop.collectors.prometheus import PrometheusClient
-from kvmtop.config import Settings
-from kvmtop.fleet import row_json, run, text_table
+from kvmtop.commands.fleet import print_rows
+from kvmtop.model.as_json import row_json
+from kvmtop.model.as_text import text_table
 from kvmtop.model.fleet import QUERIES, SORTS, HostRow, build_rows, queries
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "prometheus" / "fleet-lab.json"
@@ -135,13 +136,13 @@ def test_run_writes_json_or_says_why_not(capsys: pytest.CaptureFixture[str],
     args = argparse.Namespace(prometheus="http://127.0.0.1:1", job="kvmtop", format="json",
                               sort="incidents")
     out = io.StringIO()
-    assert run(args, Settings(), out) == 1 and out.getvalue() == ""
+    assert print_rows(args, out) == 1 and out.getvalue() == ""
     err = capsys.readouterr().err
     assert err.startswith("kvmtop fleet: Prometheus at http://127.0.0.1:1:")
     assert err.count("\n") == 1
     answers = {expr: RESULTS[name] for name, expr in queries("kvmtop").items()}
     monkeypatch.setattr(PrometheusClient, "query", lambda self, expr, at_s=None: answers[expr])
-    assert run(args, Settings(), out) == 0
+    assert print_rows(args, out) == 0
     rows = json.loads(out.getvalue())
     assert {r["hostname"] for r in rows} == {"vm", "replay-demo", "replay-old"}
     assert rows[0]["incidents"][0]["rank"] == 1

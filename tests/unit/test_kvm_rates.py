@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kvmtop.batch import guest_json
+from kvmtop.model.as_json import guest_json
 from kvmtop.model.rates.guest import NA_NOT_KVM, derive_guest
 from kvmtop.model.rates.kvm import (
     EXIT_SOURCE_BINARY,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvmtop.batch import run_batch
+from kvmtop.headless.batch import run_batch
 from kvmtop.model.finding import Finding
 from kvmtop.model.sample import SourceStatus
 from kvmtop.model.snapshot import Snapshot

@@ -1,6 +1,6 @@
-"""`kvmtop record`: the headless recorder loop (systemd-friendly).
+"""The recorder loop of `kvmtop record` (systemd-friendly).
 
-Layer: headless output. Never imports textual.
+Layer: headless (the sampler and a sample sink; never imports textual).
 
 The recorder runs the sampler only and writes each raw sample: rates, detectors and
 snapshots are computed when the recording is replayed, from the same samples, so

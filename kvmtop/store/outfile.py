@@ -2,7 +2,7 @@
 what it holds stays private: created with mode 0600, never through a symbolic link,
 never into a file of another user.
 
-Layer: a leaf (the standard library only); the store and the headless outputs use it.
+Layer: store (the standard library only); the store writer and the commands use it.
 
 What open(2) guarantees (Linux man-pages, open(2)):
 

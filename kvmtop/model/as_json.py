@@ -1,31 +1,24 @@
-"""Batch output: top-style text or JSON lines, one per tick, for scripts and tickets.
+"""kvmtop's values as JSON: batch lines, the report's JSON, JSON lines exports and
+`fleet --batch --format json`.
 
-Layer: headless output (reads snapshots only; never imports textual).
-
-The JSON schema is documented in README.md ("Batch JSON"). A value that cannot be
-known is null, never 0. JSON keeps every name exact; the text output shows names with
-their control and bidi characters escaped (`kvmtop.model.text.visible`).
+Layer: model (pure). The schema is documented in README.md ("Batch JSON"). A value
+that cannot be known is null, never 0, and every name is kept exact (`json_text`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
-from kvmtop.feed.protocols import Feed
 from kvmtop.model.finding import Finding
+from kvmtop.model.fleet import HostRow
 from kvmtop.model.incident import Incident, Member
 from kvmtop.model.rates.disk import DiskRates
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.rates.host import HostRates
 from kvmtop.model.rates.net import NicRates
 from kvmtop.model.snapshot import Snapshot
-from kvmtop.model.text import visible
-from kvmtop.render import DASH, GUEST_COLUMNS, cell_text, fmt_bytes, fmt_mbps, fmt_pct, fmt_si
-from kvmtop.sampler import next_tick
 
 
 def json_text(obj: Any, *, indent: int | None = None) -> str:
@@ -280,81 +273,6 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
     }
 
 
-def snapshot_text(snap: Snapshot) -> str:
-    """A top-style text block: host line, guest table, incidents in rank order,
-    findings, failing sources."""
-    h = snap.host
-    stamp = datetime.fromtimestamp(snap.wall_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    lines = [
-        f"kvmtop {stamp}  interval {snap.interval_s:g}s  guests {snap.summary.guests_running}"
-        f"/{snap.summary.guests_total} running",
-        f"host: cpu {fmt_pct(h.cpu_busy_pct)}% steal {fmt_pct(h.cpu_steal_pct)}%"
-        f"  runq-delay {fmt_pct(h.run_delay_pct)}%  psi cpu {fmt_pct(h.psi_cpu_some_pct)}%"
-        f" mem {fmt_pct(h.psi_mem_some_pct)}% io {fmt_pct(h.psi_io_some_pct)}%"
-        f"  mem {fmt_bytes(h.mem_used_bytes)}/{fmt_bytes(h.mem_total_bytes)}"
-        f"  exits/s {fmt_si(snap.summary.exits_per_s)}  kvmtop cpu {fmt_pct(h.self_cpu_pct)}%",
-    ]
-    header = "  ".join(c.header.rjust(c.width) if i > 1 else c.header.ljust(c.width)
-                       for i, c in enumerate(GUEST_COLUMNS))
-    lines.append(header)
-    for g in snap.guests:
-        cells = []
-        for i, c in enumerate(GUEST_COLUMNS):
-            text = cell_text(c, g)[: c.width]
-            cells.append(text.rjust(c.width) if i > 1 else text.ljust(c.width))
-        lines.append("  ".join(cells))
-    uplinks = [n for n in h.nets if n.kind in ("physical", "bond")]
-    if uplinks:
-        lines.append(
-            "uplinks: "
-            + "  ".join(f"{visible(n.name)} {fmt_mbps(n.rx_bps)}/{fmt_mbps(n.tx_bps)} Mb/s"
-                        for n in uplinks)
-        )
-    # An incident's title (guest names), a finding's subject and message, a source's
-    # reason: text from outside, escaped.
-    for inc in snap.incidents:
-        cleared = "" if inc.active else " (cleared)"
-        lines.append(visible(f"incident #{inc.rank} [{inc.severity}] {inc.title}{cleared}"))
-    for f in snap.findings:
-        lines.append(visible(f"[{f.severity}] {f.subject_name}: {f.message}"))
-    for s in snap.sources:
-        if not s.ok or s.reason:
-            lines.append(visible(
-                f"source {s.name}: {'ok' if s.ok else 'FAILED'}: {s.reason or DASH}"))
-    return "\n".join(lines)
-
-
-def run_batch(
-    feed: Feed,
-    out: TextIO,
-    *,
-    count: int | None,
-    fmt: str,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> int:
-    """Print `count` snapshots (forever when None), one interval apart.
-
-    Rates need two samples, so the first sample is taken silently and the first
-    line comes one interval later. Ticks keep a fixed cadence: the time spent
-    collecting is taken off the sleep, and ticks missed while one overran are skipped
-    (`next_tick`), not printed in a burst. Returns the number of lines printed.
-    """
-    deadline = clock()
-    first = feed.next()
-    if first is None:
-        return 0
-    printed = 0
-    while count is None or printed < count:
-        deadline = next_tick(deadline, clock(), feed.interval_s)
-        sleep(max(0.0, deadline - clock()))
-        snap = feed.next()
-        if snap is None:
-            break
-        if fmt == "json":
-            out.write(json_text(snapshot_json(snap)) + "\n")
-        else:
-            out.write(snapshot_text(snap) + "\n\n")
-        out.flush()
-        printed += 1
-    return printed
+def row_json(row: HostRow) -> dict[str, Any]:
+    """One host as batch JSON (every field, and vcpu_ratio)."""
+    return dataclasses.asdict(row) | {"vcpu_ratio": row.vcpu_ratio}

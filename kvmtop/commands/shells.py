@@ -1,6 +1,6 @@
-"""`kvmtop completion bash|zsh|fish`: shell completion scripts made from the parser.
+"""Shell completion scripts made from the parser, for `kvmtop completion bash|zsh|fish`.
 
-Layer: headless output (argparse only). Never imports textual.
+Layer: commands (argparse only; never imports textual).
 
 The scripts are generated from the argparse parser that `kvmtop` itself parses with,
 so every command, option and choice the program accepts is completed and none that
@@ -417,8 +417,3 @@ def script(shell: str, parser: argparse.ArgumentParser, prog: str = "kvmtop") ->
     """The completion script for `shell` (one of SHELLS)."""
     makers = {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}
     return makers[shell](parser, prog)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The argument of `kvmtop completion`."""
-    parser.add_argument("shell", choices=SHELLS, help="the shell to print the script for")

@@ -1,6 +1,6 @@
 """The manual: man-page sections of `kvmtop --help` and of every `kvmtop COMMAND --help`.
 
-Layer: headless output (text only). Never imports textual.
+Layer: commands (text only; never imports textual).
 
 argparse writes each command's SYNOPSIS (usage) and OPTIONS from the parser; this
 module adds DESCRIPTION, PRIVILEGES, FILES, EXIT STATUS and EXAMPLES, laid out for
@@ -86,7 +86,7 @@ def _recording_errors(also: str = "") -> str:
     )
 
 
-# Decided in kvmtop.cli.main for every command (141 is its EXIT_PIPE), by one rule.
+# Decided in kvmtop.commands.main.main for every command (141 is its EXIT_PIPE), by one rule.
 _RULE = (
     "Every command: 2 for unusable input (options, config file, a recording) and\n"
     "1 for an output that cannot be written (a file kvmtop writes, or standard\n"

@@ -1,6 +1,7 @@
-"""`kvmtop export`: a recording as CSV, JSON lines or OpenMetrics text, for other tools.
+"""The writers of `kvmtop export`: a recording as CSV, JSON lines or OpenMetrics text,
+for other tools.
 
-Layer: headless output (like `batch` and `serve`). Never imports textual.
+Layer: headless (frames of a recording in, text out; never imports textual).
 
 Every sample of the range goes through the shared `Pipeline` with the detector
 engine (`kvmtop.report.reading.frames`), and each format reuses the code that already
@@ -15,9 +16,10 @@ defines it:
   `kvmtop.model.text.visible`), and a text cell that begins with `=`, `+`, `-` or
   `@` gets a leading `'` so that a spreadsheet shows it rather than running it as a
   formula (`csv_text`).
-- jsonl: one `kvmtop.batch.snapshot_json` object per sample: the schema of
-  `kvmtop --batch --format json` (names exact; `kvmtop.batch.json_text`).
-- openmetrics: `kvmtop.serve.sample_families` of every sample (raw cumulative
+- jsonl: one `kvmtop.model.as_json.snapshot_json` object per sample: the schema of
+  `kvmtop --batch --format json` (names exact; `kvmtop.model.as_json.json_text`).
+- openmetrics: the families `kvmtop serve` exposes (`kvmtop.serve.sample_families`,
+  handed in by the command) of every sample (raw cumulative
   counters and the active findings, as `kvmtop serve` exposes them), each point with
   the sample's timestamp, rendered by the endpoint's OpenMetrics encoder; ends with
   `# EOF`. Label values are escaped as the endpoint escapes them
@@ -27,38 +29,27 @@ defines it:
   database on disk (memory stays bounded; the disk holds about the size of the
   output until the end). `promtool tsdb create-blocks-from openmetrics` reads the
   result. A failure of that database (its disk full) is an OSError naming it
-  (`SORT_FILE`), which the CLI reports as the output's: one line, status 1.
+  (`SORT_FILE`), which the command reports as the output's: one line, status 1.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import sqlite3
-import sys
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import TextIO
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from kvmtop.batch import json_text, snapshot_json
-from kvmtop.feed.pipeline import Pipeline
+from kvmtop.model.as_json import json_text, snapshot_json
+from kvmtop.model.columns import GUEST_COLUMNS
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
-from kvmtop.render import GUEST_COLUMNS
-from kvmtop.report.reading import Progress, extent, frames
-from kvmtop.serve import sample_families
 from kvmtop.store.meta import sqlite_failure
-
-if TYPE_CHECKING:
-    from kvmtop.config import Settings
-    from kvmtop.outfile import TextOutput
-    from kvmtop.store.reader import StoreReader
 
 FORMATS = ("csv", "jsonl", "openmetrics")
 OPENMETRICS = "application/openmetrics-text"
@@ -118,9 +109,17 @@ class _Families(Collector):
         return iter(self.families)
 
 
-def _stamped(sample: Sample, snap: Snapshot) -> list[Metric]:
+Writer = Callable[[Iterable[tuple[Sample, Snapshot]], TextIO], int]
+"""What writes one format: the frames in, the text to a file; returns how many rows
+or samples it wrote."""
+
+Families = Callable[[Sample, Snapshot], list[Metric]]
+"""What the OpenMetrics export writes of one sample: its metric families."""
+
+
+def _stamped(sample: Sample, snap: Snapshot, families_of: Families) -> list[Metric]:
     """The sample's families with every point stamped with the sample's wall time."""
-    families = sample_families(sample, snap)
+    families = families_of(sample, snap)
     for family in families:
         family.samples = [s._replace(timestamp=sample.wall_s) for s in family.samples]
     return families
@@ -143,9 +142,10 @@ def _sorting() -> Iterator[None]:
         raise OSError(code, f"{SORT_FILE}: {why}") from exc
 
 
-def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> int:
-    """Every sample's families with timestamps, grouped by family and series, then
-    `# EOF`; returns the samples exported.
+def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO,
+                      families_of: Families) -> int:
+    """Every sample's families (`families_of`: `kvmtop serve`'s) with timestamps,
+    grouped by family and series, then `# EOF`; returns the samples exported.
 
     Raises:
         OSError: `out` or the sort's temporary database (`SORT_FILE`) cannot be
@@ -163,7 +163,7 @@ def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> 
                        "text TEXT)")
         exported = 0
         for sample, snap in pairs:
-            stamped = _stamped(sample, snap)
+            stamped = _stamped(sample, snap, families_of)
             lines = encode(_Families(stamped)).decode().split("\n")
             rows = []
             at = 0
@@ -195,40 +195,3 @@ def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> 
                 out.write(text + "\n")
     out.write("# EOF\n")
     return exported
-
-
-WRITERS = {"csv": write_csv, "jsonl": write_jsonl, "openmetrics": write_openmetrics}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `kvmtop export` (FILE, --from/--to and --config come from the CLI)."""
-    parser.description = (
-        "Export a recording through the same rates and detectors as the TUI: csv (one "
-        "row per guest per sample, the guest-table columns as raw numbers), jsonl (the "
-        "batch JSON schema, one object per sample) or openmetrics (raw counters and "
-        "findings as `kvmtop serve` exposes them, with timestamps)."
-    )
-    parser.epilog = (
-        "Names: jsonl keeps every name exact (JSON escapes). csv and openmetrics show a "
-        "name's control and bidi characters escaped (\\x1b, \\u202e), and a csv text "
-        "cell that begins with = + - or @ gets a leading ' so that a spreadsheet does "
-        "not run it as a formula."
-    )
-    parser.add_argument("--format", choices=FORMATS, required=True, help="output format")
-    parser.add_argument("-o", "--output", type=Path, metavar="OUT",
-                        help="write to OUT (default: standard output)")
-
-
-def run(args: argparse.Namespace, _settings: Settings, reader: StoreReader,
-        pipeline: Pipeline, from_s: float | None, to_s: float | None,
-        output: TextOutput) -> int:
-    """`kvmtop export` over the open recording, range and output the CLI prepared
-    (`output` committed here once complete); returns the exit status."""
-    progress = Progress("kvmtop export", *(extent(reader, from_s, to_s) or (None, None)))
-    pairs = frames(reader, pipeline, from_s=from_s, to_s=to_s, progress=progress)
-    count = WRITERS[args.format](pairs, output.file)
-    output.commit()
-    progress.done()
-    unit = "rows" if args.format == "csv" else "samples"
-    print(f"kvmtop export: {count} {unit} written to {output.name}", file=sys.stderr)
-    return 0

@@ -2,8 +2,9 @@
 row each: is it answering, guests running, vCPU:pCPU, the worst steal, exits/s, the
 disk and network peaks (with the guest), open findings and incidents.
 
-Layer: headless output (like `serve`); the queries and rows are
-`kvmtop.model.fleet`, the HTTP API client `kvmtop.collectors.prometheus`.
+Layer: commands. The queries and rows are `kvmtop.model.fleet`, the HTTP API client
+`kvmtop.collectors.prometheus`, the screen `kvmtop.fleet_app` (imported only when
+it starts).
 
 One refresh is `len(QUERIES)` instant queries at one evaluation time, each
 aggregated per host (see `kvmtop.model.fleet`), so its cost grows with the number of
@@ -14,30 +15,17 @@ terminal (names made visible: control characters never reach it raw).
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import io
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
-from kvmtop.batch import json_text
 from kvmtop.collectors.base import CollectorError
 from kvmtop.collectors.prometheus import PrometheusClient
+from kvmtop.commands.common import UsageError, write_stdout
 from kvmtop.config import Settings
-from kvmtop.model.fleet import SORTS, HostRow, ordered
-from kvmtop.model.text import visible
-from kvmtop.render import FLEET_HEADERS, fleet_texts
-
-
-def row_json(row: HostRow) -> dict[str, Any]:
-    """One host as batch JSON (every field, and vcpu_ratio)."""
-    return dataclasses.asdict(row) | {"vcpu_ratio": row.vcpu_ratio}
-
-
-def text_table(rows: list[HostRow]) -> str:
-    """The rows as an aligned text table (names made visible)."""
-    lines = [FLEET_HEADERS] + [tuple(visible(text) for text, _ in fleet_texts(r)) for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(FLEET_HEADERS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines) + "\n"
+from kvmtop.model.as_json import json_text, row_json
+from kvmtop.model.as_text import text_table
+from kvmtop.model.fleet import SORTS, ordered
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,10 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="row order, the worst first (default incidents)")
 
 
-def run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+def print_rows(args: argparse.Namespace, out: TextIO) -> int:
     """`kvmtop fleet --batch`: one refresh written to `out` (`--format`); 1 with one
-    line on stderr when Prometheus fails. (Without --batch the CLI runs the screen,
-    `kvmtop.fleet_app`.)"""
+    line on stderr when Prometheus fails."""
     try:
         rows = PrometheusClient(args.prometheus).fleet(args.job)
     except CollectorError as exc:
@@ -80,3 +67,31 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     else:
         out.write(text_table(rows))
     return 0
+
+
+def run_screen(args: argparse.Namespace, settings: Settings) -> int:
+    """`kvmtop fleet` on a terminal; 1 with one line for a URL that is none, or when
+    the screen ended on an error."""
+    from kvmtop.fleet_app import FleetApp
+
+    if args.every <= 0:
+        raise UsageError(f"--every must be more than 0, got {args.every:g}")
+    try:
+        client = PrometheusClient(args.prometheus)
+    except CollectorError as exc:
+        print(f"kvmtop fleet: {exc}", file=sys.stderr)
+        return 1
+    app = FleetApp(client, job=args.job, every_s=args.every, sort=args.sort,
+                   theme_name=settings.theme)
+    app.run()
+    return 1 if app.return_code else 0
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """The screen, or with --batch the rows once; returns the exit status."""
+    if not args.batch:
+        return run_screen(args, settings)
+    text = io.StringIO()
+    status = print_rows(args, text)
+    write_stdout(text.getvalue())
+    return status
