@@ -23,9 +23,18 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
-from kvmtop.collectors.base import CollectorError, Probe
+from kvmtop.collectors.base import (
+    Closeable,
+    CollectorError,
+    GuestEnricher,
+    GuestSource,
+    HostEnricher,
+    HostSource,
+    Probe,
+    Tracer,
+)
 from kvmtop.model.rates.kvm import TRACE_ATTACHED, TRACE_FDS
 from kvmtop.model.sample import GuestSample, HostSample, Sample, SourceStatus
 
@@ -42,18 +51,6 @@ def next_tick(due: float, now: float, interval_s: float) -> float:
     return following + math.ceil((now - following) / interval_s) * interval_s
 
 
-class HostSource(Protocol):
-    """What the sampler needs from the host collector."""
-
-    def probe(self) -> Probe:
-        """Availability and partial gaps."""
-        ...
-
-    def collect(self) -> HostSample:
-        """Host counters now; raises CollectorError on failure."""
-        ...
-
-
 GUEST_DEADLINE_SHARE = 0.9
 """Share of the interval the guest source may take: the host collector, the
 enrichers and the pipeline need the rest (10-60 ms a tick at the lab's 12 guests).
@@ -63,88 +60,6 @@ were seen in the lab while a domain started)."""
 
 MAX_NAMED = 3
 """Guests named in a source's reason before "+N more"."""
-
-
-class GuestSource(Protocol):
-    """What the sampler needs from the libvirt collector."""
-
-    def probe(self) -> Probe:
-        """Availability, versions, URI."""
-        ...
-
-    def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
-        """All guests now, within `deadline_s` (guests that did not answer by then are
-        marked `not_responding_since_s`); raises CollectorError on failure."""
-        ...
-
-    def unanswered(self, reason: str) -> tuple[GuestSample, ...]:
-        """The guests last seen, marked not responding for `reason` (the collector
-        failed this tick)."""
-        ...
-
-    def close(self) -> None:
-        """Release the connection."""
-        ...
-
-
-class GuestEnricher(Protocol):
-    """A collector that adds host-side facts to guests (vCPU threads' schedstat)."""
-
-    def probe(self) -> Probe:
-        """Availability."""
-        ...
-
-    def enrich(self, guests: Sequence[GuestSample]) -> tuple[GuestSample, ...]:
-        """The same guests with more fields filled."""
-        ...
-
-
-@runtime_checkable
-class Tracer(GuestEnricher, Protocol):
-    """A guest enricher that counts exits by reason for the guests attached (tracepoints).
-
-    Attributes:
-        errors: per attached key, why counting stopped during `enrich`.
-    """
-
-    errors: dict[str, str]
-
-    def attach(self, key: str, tids: Iterable[int] = ()) -> None:
-        """Start counting for a guest (slow); raises CollectorError."""
-        ...
-
-    def detach(self, key: str) -> None:
-        """Stop counting for a guest and close its fds (slow)."""
-        ...
-
-    def attached(self) -> tuple[str, ...]:
-        """Keys of the guests being counted."""
-        ...
-
-    def open_fds(self) -> int:
-        """Perf fds open over all attached guests."""
-        ...
-
-
-@runtime_checkable
-class Closeable(Protocol):
-    """A collector holding resources (connections, fds) until `close()`."""
-
-    def close(self) -> None:
-        """Release them."""
-        ...
-
-
-class HostEnricher(Protocol):
-    """A collector that adds to the host sample (Open vSwitch ports and datapaths)."""
-
-    def probe(self) -> Probe:
-        """Availability."""
-        ...
-
-    def enrich_host(self, host: HostSample) -> HostSample:
-        """The same host sample with more fields filled; raises CollectorError."""
-        ...
 
 
 class SampleSource(Protocol):

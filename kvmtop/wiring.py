@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import gc
 
+from kvmtop.collectors.base import GuestEnricher
 from kvmtop.config import Settings
 from kvmtop.feed.live import LiveFeed
 from kvmtop.feed.pipeline import Pipeline
-from kvmtop.sampler import GuestEnricher, Sampler
+from kvmtop.sampler import Sampler
 
 GC_THRESHOLD = 10_000
 """Allocations between young-generation collections (CPython's default is 700). A

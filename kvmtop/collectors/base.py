@@ -1,8 +1,17 @@
-"""What every collector shares: the probe result and the error type."""
+"""What every collector shares: the probe result, the error type, and the protocols
+the sampler drives collectors through (host and guest sources, enrichers, the
+tracer).
+
+Layer: collectors (the model only).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from kvmtop.model.sample import GuestSample, HostSample
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,3 +34,97 @@ class Probe:
 
 class CollectorError(Exception):
     """A source failed for this tick; the message is shown to the user as is."""
+
+
+class HostSource(Protocol):
+    """What the sampler needs from the host collector."""
+
+    def probe(self) -> Probe:
+        """Availability and partial gaps."""
+        ...
+
+    def collect(self) -> HostSample:
+        """Host counters now; raises CollectorError on failure."""
+        ...
+
+
+class GuestSource(Protocol):
+    """What the sampler needs from the libvirt collector."""
+
+    def probe(self) -> Probe:
+        """Availability, versions, URI."""
+        ...
+
+    def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
+        """All guests now, within `deadline_s` (guests that did not answer by then are
+        marked `not_responding_since_s`); raises CollectorError on failure."""
+        ...
+
+    def unanswered(self, reason: str) -> tuple[GuestSample, ...]:
+        """The guests last seen, marked not responding for `reason` (the collector
+        failed this tick)."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+class GuestEnricher(Protocol):
+    """A collector that adds host-side facts to guests (vCPU threads' schedstat)."""
+
+    def probe(self) -> Probe:
+        """Availability."""
+        ...
+
+    def enrich(self, guests: Sequence[GuestSample]) -> tuple[GuestSample, ...]:
+        """The same guests with more fields filled."""
+        ...
+
+
+@runtime_checkable
+class Tracer(GuestEnricher, Protocol):
+    """A guest enricher that counts exits by reason for the guests attached (tracepoints).
+
+    Attributes:
+        errors: per attached key, why counting stopped during `enrich`.
+    """
+
+    errors: dict[str, str]
+
+    def attach(self, key: str, tids: Iterable[int] = ()) -> None:
+        """Start counting for a guest (slow); raises CollectorError."""
+        ...
+
+    def detach(self, key: str) -> None:
+        """Stop counting for a guest and close its fds (slow)."""
+        ...
+
+    def attached(self) -> tuple[str, ...]:
+        """Keys of the guests being counted."""
+        ...
+
+    def open_fds(self) -> int:
+        """Perf fds open over all attached guests."""
+        ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """A collector holding resources (connections, fds) until `close()`."""
+
+    def close(self) -> None:
+        """Release them."""
+        ...
+
+
+class HostEnricher(Protocol):
+    """A collector that adds to the host sample (Open vSwitch ports and datapaths)."""
+
+    def probe(self) -> Probe:
+        """Availability."""
+        ...
+
+    def enrich_host(self, host: HostSample) -> HostSample:
+        """The same host sample with more fields filled; raises CollectorError."""
+        ...

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from kvmtop.collectors.base import CollectorError, Probe
+from kvmtop.collectors.base import CollectorError, Probe, Tracer
 from kvmtop.collectors.perf import PerfError, PerfEventAttr
 from kvmtop.collectors.tracepoints import TracepointCollector
 from kvmtop.feed.live import LiveFeed
 from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.rates.kvm import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE
 from kvmtop.model.sample import GuestSample, HostSample, Sample, SourceStatus, VcpuSample
-from kvmtop.sampler import Sampler, Tracer
+from kvmtop.sampler import Sampler
 from tests.collectors.test_tracepoints import fake_tracefs
 
 KVM = GuestSample(uuid="u-kvm", name="kvm", pid=10, accel="kvm",
