@@ -1,7 +1,8 @@
 """Wiring: the real collectors, the shared pipeline and the live feed, built from
 Settings. Shared by the TUI, batch, record, serve and the benches.
 
-Layer: feed-level wiring (headless: never imports textual or the views).
+Layer: beside the views and the report, above the feed (never imports textual or the
+views); the commands, serve and the benches build with it.
 """
 
 from __future__ import annotations
