@@ -74,6 +74,23 @@ def install_exporter() -> str | None:
     return found
 
 
+# What Prometheus 2.42 sends with a scrape (scrape/scrape.go, scrapeAcceptHeader and
+# the gzip it asks for): both endpoints answer as they would answer it.
+SCRAPE_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+              "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
+
+
+def scrape(url: str) -> bytes:
+    """One scrape of `url` as Prometheus makes it (the body as sent, compressed)."""
+    request = urllib.request.Request(url, headers=SCRAPE_HEADERS)
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        body: bytes = reply.read()
+        return body
+
+
 def free_port() -> int:
     """A free TCP port on loopback."""
     with socket.socket() as s:
@@ -153,13 +170,12 @@ def run(ticks: int = 20, interval_s: float = 2.0) -> dict[str, float]:
     with serve(interval_s) as (pid, url):
         out["serve_ms"], out["serve_libvirtd_ms"] = per_tick_ms(
             [pid, daemon], ticks, interval_s,
-            lambda _i: urllib.request.urlopen(url, timeout=30).read())
+            lambda _i: scrape(url))
     path = install_exporter()
     if path is not None:
         with exporter(path) as (pid, url):
             out["exporter_ms"], out["exporter_libvirtd_ms"] = per_tick_ms(
-                [pid, daemon], ticks, interval_s,
-                lambda _i: urllib.request.urlopen(url, timeout=30).read())
+                [pid, daemon], ticks, interval_s, lambda _i: scrape(url))
     return out
 
 

@@ -31,9 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.openmetrics.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
 
 from bench.bench_report import index_pipeline
 from bench.synthetic import HOST_TREE, NS, SyntheticConnection
@@ -41,10 +45,15 @@ from kvmtop.collectors.host import HostCollector
 from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.config import Settings
 from kvmtop.detectors.settings import VswitchSettings
+from kvmtop.exposition.encode import Encoder, Prepared, families
+from kvmtop.exposition.points import tick_points
 from kvmtop.feed.pipeline import Pipeline
+from kvmtop.model.sample import Sample
+from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.window import GUEST_FRAMES
 from kvmtop.report.index import IndexedWriter
 from kvmtop.sampler import Sampler
+from kvmtop.serve import GZIP_LEVEL
 from kvmtop.store.writer import StoreWriter
 from kvmtop.wiring import build_pipeline
 
@@ -116,7 +125,8 @@ def measure(guests: int, ticks: int, *, record: bool = False,
     tick_s: list[float] = []
     for _ in range(ticks):
         tick_spent, tick_t0 = conn.spent_s, time.process_time()
-        snap = pipeline.push(sampler.sample(), mode="live")
+        sample = sampler.sample()
+        snap = pipeline.push(sample, mode="live")
         tick_s.append(time.process_time() - tick_t0 - (conn.spent_s - tick_spent))
         clock.advance(INTERVAL_S)
     if profile is not None:
@@ -139,11 +149,37 @@ def measure(guests: int, ticks: int, *, record: bool = False,
                            "findings": len(snap.findings), "rss_per_tick_mb": per_tick,
                            "window_size": full,
                            "full_window_rss_mb": rss1 + per_tick * more}
+    out["exposition_ms"], out["exposition_library_ms"] = _exposition_ms(sample, snap)
     if record:
         out["record_ms"] = _record_ms(sampler, conn, clock, ticks)
         out["record_no_index_ms"] = _record_ms(sampler, conn, clock, ticks, index=False)
     sampler.close()
     return out
+
+
+def _exposition_ms(sample: Sample, snap: Snapshot, rounds: int = 10) -> tuple[float, float]:
+    """CPU ms to write one tick as `kvmtop serve` does for a Prometheus scrape
+    (OpenMetrics, gzip), and the same with prometheus_client's families and encoder in
+    place of kvmtop's `Encoder`."""
+    encoder = Encoder()
+
+    def own() -> bytes:
+        text = encoder.render(tick_points(sample, snap, 0.1), openmetrics=True) + "# EOF\n"
+        return zlib.compress(text.encode(), GZIP_LEVEL)
+
+    def library() -> bytes:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Prepared(families(tick_points(sample, snap, 0.1))))
+        return zlib.compress(generate_latest(registry), GZIP_LEVEL)
+
+    out = []
+    for write in (own, library):
+        write()  # warm: the encoder's headers and label sets, as on an endpoint's 2nd tick
+        t0 = time.process_time()
+        for _ in range(rounds):
+            write()
+        out.append((time.process_time() - t0) / rounds * 1000)
+    return out[0], out[1]
 
 
 def _record_ms(sampler: Sampler, conn: SyntheticConnection, clock: Clock, ticks: int,

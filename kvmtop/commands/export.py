@@ -1,14 +1,13 @@
 """`kvmtop export FILE --format csv|jsonl|openmetrics`: a recording for other tools.
 
 Layer: commands. The writers are `kvmtop.headless.export`; OpenMetrics writes the
-families `kvmtop serve` exposes (`kvmtop.serve.sample_families`).
+families `kvmtop serve` exposes (`kvmtop.exposition`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from functools import partial
 from pathlib import Path
 
 from kvmtop.commands.common import Job, recording_arguments, summarize
@@ -39,11 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Export FILE's range to -o or standard output; returns the exit status."""
     from kvmtop.report.reading import frames
-    from kvmtop.serve import sample_families
 
     writers: dict[str, Writer] = {
-        "csv": write_csv, "jsonl": write_jsonl,
-        "openmetrics": partial(write_openmetrics, families_of=sample_families)}
+        "csv": write_csv, "jsonl": write_jsonl, "openmetrics": write_openmetrics}
 
     def work(job: Job) -> int:
         progress = job.progress("kvmtop export")

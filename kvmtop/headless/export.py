@@ -18,12 +18,12 @@ defines it:
   formula (`csv_text`).
 - jsonl: one `kvmtop.model.as_json.snapshot_json` object per sample: the schema of
   `kvmtop --batch --format json` (names exact; `kvmtop.model.as_json.json_text`).
-- openmetrics: the families `kvmtop serve` exposes (`kvmtop.serve.sample_families`,
-  handed in by the command) of every sample (raw cumulative
+- openmetrics: the families `kvmtop serve` exposes (`kvmtop.exposition`) of every
+  sample (raw cumulative
   counters and the active findings, as `kvmtop serve` exposes them), each point with
   the sample's timestamp, rendered by the endpoint's OpenMetrics encoder; ends with
   `# EOF`. Label values are escaped as the endpoint escapes them
-  (`kvmtop.serve.label_value`). OpenMetrics wants each family's lines together and
+  (`kvmtop.exposition.metrics.label_value`). OpenMetrics wants each family's lines together and
   each series' points together in time order, while a recording holds one sample
   (every family) after another, so the lines are sorted through a temporary SQLite
   database on disk (memory stays bounded; the disk holds about the size of the
@@ -41,9 +41,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
 
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
+from kvmtop.exposition.encode import Prepared
+from kvmtop.exposition.encode import families as metric_families
+from kvmtop.exposition.points import tick_points
 from kvmtop.model.as_json import json_text, snapshot_json
 from kvmtop.model.columns import GUEST_COLUMNS
 from kvmtop.model.sample import Sample
@@ -98,32 +99,9 @@ def write_jsonl(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> int:
     return lines
 
 
-class _Families(Collector):
-    """Hands prepared metric families to the encoder."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
-
-    def collect(self) -> Iterator[Metric]:
-        """The families."""
-        return iter(self.families)
-
-
 Writer = Callable[[Iterable[tuple[Sample, Snapshot]], TextIO], int]
 """What writes one format: the frames in, the text to a file; returns how many rows
 or samples it wrote."""
-
-Families = Callable[[Sample, Snapshot], list[Metric]]
-"""What the OpenMetrics export writes of one sample: its metric families."""
-
-
-def _stamped(sample: Sample, snap: Snapshot, families_of: Families) -> list[Metric]:
-    """The sample's families with every point stamped with the sample's wall time."""
-    families = families_of(sample, snap)
-    for family in families:
-        family.samples = [s._replace(timestamp=sample.wall_s) for s in family.samples]
-    return families
-
 
 SORT_FILE = ("the temporary file the OpenMetrics lines are sorted in (in $SQLITE_TMPDIR, "
              "else $TMPDIR, else /var/tmp)")
@@ -142,10 +120,9 @@ def _sorting() -> Iterator[None]:
         raise OSError(code, f"{SORT_FILE}: {why}") from exc
 
 
-def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO,
-                      families_of: Families) -> int:
-    """Every sample's families (`families_of`: `kvmtop serve`'s) with timestamps,
-    grouped by family and series, then `# EOF`; returns the samples exported.
+def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> int:
+    """Every sample's families (`kvmtop serve`'s) with timestamps, grouped by family
+    and series, then `# EOF`; returns the samples exported.
 
     Raises:
         OSError: `out` or the sort's temporary database (`SORT_FILE`) cannot be
@@ -163,8 +140,8 @@ def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO,
                        "text TEXT)")
         exported = 0
         for sample, snap in pairs:
-            stamped = _stamped(sample, snap, families_of)
-            lines = encode(_Families(stamped)).decode().split("\n")
+            stamped = metric_families(tick_points(sample, snap), timestamp=sample.wall_s)
+            lines = encode(Prepared(stamped)).decode().split("\n")
             rows = []
             at = 0
             for family in stamped:

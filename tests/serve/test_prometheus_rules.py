@@ -17,8 +17,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
-
 from kvmtop.config import Settings
 from kvmtop.feed.replay import ReplayFeed
 from kvmtop.serve import Exporter
@@ -68,9 +66,7 @@ def test_exported_metrics_of_a_real_recording_pass_promtool_check_metrics() -> N
             exporter.publish(sample, snapshot, 0.05)
     finally:
         feed.close()
-    registry = CollectorRegistry()
-    registry.register(exporter)
-    text = generate_latest(registry).decode()
+    text = exporter.exposition(openmetrics=False, gzip=False).decode()
     assert 'kvmtop_incident{' in text and 'kvmtop_finding{' in text
     result = promtool("check", "metrics", stdin=text)
     assert result.returncode == 0, result.stdout + result.stderr

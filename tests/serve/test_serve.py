@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.detectors.engine import DETECTORS
 from kvmtop.detectors.incidents import IncidentTracker, incident_id
+from kvmtop.exposition.metrics import COUNTER, METRICS, SPECS
 from kvmtop.feed.live import LiveFeed
 from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.finding import Finding
@@ -52,9 +53,6 @@ from kvmtop.model.sample import (
 from kvmtop.model.window import Window
 from kvmtop.sampler import Sampler
 from kvmtop.serve import (
-    COUNTER,
-    METRICS,
-    SPECS,
     CollectionLoop,
     Exporter,
     MetricsServer,
