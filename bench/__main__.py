@@ -1,7 +1,7 @@
 """The benchmark suite (issue #9): one command, a table, a JSON file, budgets.
 
     make bench                       # = .venv/bin/python -m bench
-    python -m bench [--only collection pipeline ui tracing store] [--ticks 20]
+    python -m bench [--only collection pipeline ui tracing fleet store] [--ticks 20]
     python -m bench --check          # CI: short pipeline run against bench/baseline.json
     python -m bench --check --write-baseline
 
@@ -16,6 +16,9 @@ Sections (each row: figure, budget, met or missed, ratio to its peer from this r
   budget frame ≤ 50 ms at 500 guests.
 - tracing: CPU per tick with per-reason exit tracing on for one lab guest vs off
   (bench_tracepoints).
+- fleet: one `kvmtop fleet` refresh and one host's guests against a query of every
+  series, on a real Prometheus holding 500 hosts × 50 guests of kvmtop series
+  (bench_fleet; about 5 minutes, 2 GB of disk in /var/tmp for a while).
 - store: record CPU per tick at 50 guests (≤ 1 % of a core at 2 s: 20 ms), and on a
   24 h × 50-guest recording (bench_report; generated once, about 45 minutes, then
   reused): bytes per guest-sample (≤ 150), seek (≤ 50 ms), report (≤ 10 s).
@@ -42,7 +45,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench import bench_collect, bench_pipeline
+from bench import bench_collect, bench_fleet, bench_pipeline
 from bench.suite import Row, failed, normalised, regression, table
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +53,7 @@ BASELINE = HERE / "baseline.json"
 RESULTS = HERE / "results"
 SIZES = (10, 50, 100, 500)
 RECORD_GUESTS = 50
+FLEET_HOSTS = 500
 SCALE_GUESTS = 500
 UI_SIZES = [10, 100, 500]
 UI_TIMEOUT_S = 900
@@ -94,6 +98,30 @@ def collection(ticks: int) -> list[Row]:
         rows.append(Row("collection", "prometheus-libvirt-exporter", None, "ms",
                         note="not installed and apt could not install it"))
     return rows
+
+
+def fleet() -> list[Row]:
+    """`kvmtop fleet`'s queries on a fleet of FLEET_HOSTS × RECORD_GUESTS in Prometheus."""
+    r = bench_fleet.run(FLEET_HOSTS, RECORD_GUESTS, Path("/var/tmp"))
+    on = (f"{r['hosts']} hosts × {r['guests']} guests, {r['series']:,} series in "
+          f"Prometheus {bench_fleet.prometheus_version()}")
+    naive, refresh, guests = r["naive"], r["fleet"], r["host_guests"]
+    peer = "one query of every series"
+    return [
+        Row("fleet", "fleet refresh: Prometheus CPU", refresh["prometheus_cpu_ms"], "ms",
+            peer=peer, peer_value=naive["prometheus_cpu_ms"],
+            note=f"{on}; {refresh['queries']} instant queries (kvmtop.model.fleet.QUERIES); "
+                 f"{refresh['samples']:,} samples touched against {naive['samples']:,}"),
+        Row("fleet", "fleet refresh: wall time", refresh["wall_ms"], "ms",
+            peer=peer, peer_value=naive["wall_ms"], note="median of 5, queries in turn"),
+        Row("fleet", "fleet refresh: bytes received", refresh["bytes"] / 1e6, "MB",
+            peer=peer, peer_value=naive["bytes"] / 1e6,
+            note=f"{refresh['series']:,} series against {naive['series']:,}"),
+        Row("fleet", "one host's guests: Prometheus CPU", guests["prometheus_cpu_ms"], "ms",
+            peer=peer, peer_value=naive["prometheus_cpu_ms"],
+            note=f"{guests['queries']} queries, {guests['series']} series, "
+                 f"{guests['wall_ms']:.0f} ms wall"),
+    ]
 
 
 def pipeline(ticks: int) -> tuple[list[Row], dict[str, Any]]:
@@ -319,7 +347,7 @@ def check(write: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen sections, print the table, write the JSON; 1 if a budget is missed."""
-    sections = ("collection", "pipeline", "ui", "tracing", "store")
+    sections = ("collection", "pipeline", "ui", "tracing", "fleet", "store")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", choices=sections, default=list(sections))
     p.add_argument("--ticks", type=int, default=20, help="ticks per live measurement")
@@ -352,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section("pipeline", pipeline_rows)
     section("ui", ui)
     section("tracing", lambda: tracing(args.ticks))
+    section("fleet", fleet)
     if "store" in args.only and not record:
         record = bench_pipeline.run([RECORD_GUESTS], args.ticks * 3,
                                     record_at=RECORD_GUESTS)[0]

@@ -21,7 +21,7 @@ class Row:
     """One measured figure.
 
     Attributes:
-        section: collection, pipeline, ui, tracing or store.
+        section: collection, pipeline, ui, tracing, fleet or store.
         name: what was measured.
         value: the figure; None when it could not be measured (see `note`).
         unit: its unit.
