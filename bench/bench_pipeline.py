@@ -48,12 +48,12 @@ from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.exposition.encode import Encoder, Prepared, families
 from kvmtop.exposition.points import tick_points
 from kvmtop.feed.pipeline import Pipeline
+from kvmtop.headless.exporter import GZIP_LEVEL
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.window import GUEST_FRAMES
 from kvmtop.report.index import IndexedWriter
 from kvmtop.sampler import Sampler
-from kvmtop.serve import GZIP_LEVEL
 from kvmtop.store.writer import StoreWriter
 from kvmtop.wiring import build_pipeline
 

@@ -42,7 +42,6 @@ import os
 import signal
 import sys
 
-from kvmtop import serve
 from kvmtop.commands import (
     completion,
     doctor,
@@ -52,6 +51,7 @@ from kvmtop.commands import (
     reindex,
     replay,
     report,
+    serve,
     top,
 )
 from kvmtop.commands import slice as slice_

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kvmtop import __version__, serve
+from kvmtop import __version__
 from kvmtop.commands import (
     completion,
     doctor,
@@ -23,6 +23,7 @@ from kvmtop.commands import (
     reindex,
     replay,
     report,
+    serve,
     top,
 )
 from kvmtop.commands import slice as slice_

@@ -50,6 +50,9 @@ def families(points: Points, timestamp: float | None = None) -> list[Metric]:
     return out
 
 
+OPENMETRICS_TYPE = "application/openmetrics-text"
+"""The media type of OpenMetrics (its content types carry a version and charset)."""
+
 # prometheus_client's encoders and value format, typed (the library leaves them bare).
 _TEXT: Callable[[Collector], bytes] = generate_latest
 _OPENMETRICS: Callable[[Collector], bytes] = generate_openmetrics

@@ -42,7 +42,7 @@ from typing import TextIO
 
 from prometheus_client.exposition import choose_encoder
 
-from kvmtop.exposition.encode import Prepared
+from kvmtop.exposition.encode import OPENMETRICS_TYPE, Prepared
 from kvmtop.exposition.encode import families as metric_families
 from kvmtop.exposition.points import tick_points
 from kvmtop.model.as_json import json_text, snapshot_json
@@ -53,7 +53,6 @@ from kvmtop.model.text import visible
 from kvmtop.store.meta import sqlite_failure
 
 FORMATS = ("csv", "jsonl", "openmetrics")
-OPENMETRICS = "application/openmetrics-text"
 CSV_HEADER = ("time", "uuid", *(c.key for c in GUEST_COLUMNS))
 FORMULA_START = ("=", "+", "-", "@")
 """A spreadsheet takes a cell that begins with one of these as a formula (OWASP, "CSV
@@ -128,7 +127,7 @@ def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> 
         OSError: `out` or the sort's temporary database (`SORT_FILE`) cannot be
             written.
     """
-    encode = choose_encoder(OPENMETRICS)[0]
+    encode = choose_encoder(OPENMETRICS_TYPE)[0]
     families: dict[str, tuple[int, str]] = {}  # name → (order, HELP/TYPE/UNIT lines)
     series: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
     # "" opens a private temporary database on disk, deleted on close.

@@ -29,9 +29,9 @@ from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.feed.live import LiveFeed
 from kvmtop.feed.pipeline import Pipeline
 from kvmtop.headless.batch import run_batch
+from kvmtop.headless.exporter import CollectionLoop, Exporter
 from kvmtop.model.sample import HostSample
 from kvmtop.sampler import Sampler
-from kvmtop.serve import CollectionLoop, Exporter
 
 STUCK = "stuck"
 OCCUPIED = 2  # VIR_DOMAIN_CONTROL_OCCUPIED

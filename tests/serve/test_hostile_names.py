@@ -14,9 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kvmtop.detectors.incidents import IncidentTracker
 from kvmtop.exposition.metrics import label_value
+from kvmtop.headless.endpoint import MetricsServer
+from kvmtop.headless.exporter import Exporter
 from kvmtop.model.finding import Finding
 from kvmtop.model.sample import Sample
-from kvmtop.serve import Exporter, MetricsServer
 from tests.app.builders import HostSpec, host_sample
 from tests.app.builders import snapshot as app_snapshot
 from tests.hostile import BAD, BAD_SHOWN, BIDI, BIDI_SHOWN, assert_no_raw

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kvmtop.config import Settings
 from kvmtop.feed.replay import ReplayFeed
-from kvmtop.serve import Exporter
+from kvmtop.headless.exporter import Exporter
 from kvmtop.store.reader import StoreReader
 from kvmtop.wiring import build_pipeline
 from tests.serve.prom import promtool

@@ -30,11 +30,14 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvmtop.collectors.base import CollectorError, Probe
+from kvmtop.commands.serve import parse_listen
 from kvmtop.detectors.engine import DETECTORS
 from kvmtop.detectors.incidents import IncidentTracker, incident_id
 from kvmtop.exposition.metrics import COUNTER, METRICS, SPECS
 from kvmtop.feed.live import LiveFeed
 from kvmtop.feed.pipeline import Pipeline
+from kvmtop.headless.endpoint import MetricsServer, serve
+from kvmtop.headless.exporter import CollectionLoop, Exporter
 from kvmtop.model.finding import Finding
 from kvmtop.model.sample import (
     BalloonSample,
@@ -52,13 +55,6 @@ from kvmtop.model.sample import (
 )
 from kvmtop.model.window import Window
 from kvmtop.sampler import Sampler
-from kvmtop.serve import (
-    CollectionLoop,
-    Exporter,
-    MetricsServer,
-    parse_listen,
-    serve,
-)
 from tests.lab.fixture import Lab
 from tests.serve.prom import promtool
 
@@ -585,7 +581,7 @@ def test_ipv6_loopback() -> None:
 
 
 def test_serve_and_doctor_stay_headless() -> None:
-    code = ("import sys, kvmtop.serve, kvmtop.commands.doctor; "
+    code = ("import sys, kvmtop.commands.serve, kvmtop.commands.doctor; "
             "print('textual' in sys.modules, 'libvirt' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, cwd=ROOT).stdout.split()
@@ -622,7 +618,7 @@ def test_alert_rules_cover_every_detector() -> None:
 SERVE_ENTRY = (
     "import argparse, sys\n"
     "from kvmtop.config import Settings\n"
-    "from kvmtop.serve import add_arguments, run\n"
+    "from kvmtop.commands.serve import add_arguments, run\n"
     "parser = argparse.ArgumentParser()\n"
     "add_arguments(parser)\n"
     "sys.exit(run(parser.parse_args(sys.argv[1:]), Settings(interval_s=1.0)))\n"
