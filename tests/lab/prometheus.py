@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -154,9 +155,15 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) 
         time.sleep(0.5)
 
 
+STACK_MARK = "KVMTOP_LAB_STACK"
+"""Set in the environment of every process of the stack, so that `tests/lab/lab down`
+finds and stops what a killed pytest session left running."""
+
+
 def start_prometheus(directory: Path, config: Path, interval_s: float) -> SessionPrometheus:
     """Start the three kvmtop endpoints, the Alertmanager and Prometheus."""
     directory.mkdir(parents=True, exist_ok=True)
+    env = os.environ | {STACK_MARK: "1"}
     webhook = Webhook()
     stack = SessionPrometheus(directory, time.time(), {}, "", "", webhook)
     try:
@@ -169,7 +176,8 @@ def start_prometheus(directory: Path, config: Path, interval_s: float) -> Sessio
             stack.logs.append(log)
             stack.procs.append(subprocess.Popen(
                 [sys.executable, "-m", "kvmtop", "serve", *args, "--listen",
-                 f"127.0.0.1:{port}"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+                 f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=log,
+                stderr=subprocess.STDOUT))
             stack.targets[f"127.0.0.1:{port}"] = name
         am_port, prom_port = free_port(), free_port()
         (directory / "alertmanager.yml").write_text(json.dumps({
@@ -198,7 +206,8 @@ def start_prometheus(directory: Path, config: Path, interval_s: float) -> Sessio
         ):
             log = (directory / f"{name}.log").open("wb")
             stack.logs.append(log)
-            stack.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+            stack.procs.append(subprocess.Popen(cmd, env=env, stdout=log,
+                                                stderr=subprocess.STDOUT))
         stack.alertmanager_url = f"http://127.0.0.1:{am_port}"
         stack.prometheus_url = f"http://127.0.0.1:{prom_port}"
         _wait_ready(f"{stack.alertmanager_url}/-/ready", stack.procs[-2])
