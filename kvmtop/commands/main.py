@@ -38,35 +38,24 @@ for every command (`kvmtop.commands.manual` lists each command's):
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
+from collections.abc import Callable
 
-from kvmtop.commands import (
-    completion,
-    doctor,
-    export,
-    fleet,
-    record,
-    reindex,
-    replay,
-    report,
-    serve,
-    top,
-)
-from kvmtop.commands import slice as slice_
+from kvmtop.commands import completion, top
 from kvmtop.commands.common import OutputError, UsageError, settings_of
-from kvmtop.commands.parser import build_parser
-from kvmtop.config import ConfigError
+from kvmtop.commands.parser import COMMANDS, build_parser
+from kvmtop.config import ConfigError, Settings
 from kvmtop.wiring import tune_gc
 
 EXIT_PIPE = 128 + signal.SIGPIPE
 """The status when standard output is closed early: what a shell reports for a
 process ended by SIGPIPE (141 on Linux), so `set -o pipefail` sees it as for `cat`."""
 
-RUN = {"record": record.run, "replay": replay.run, "slice": slice_.run,
-       "reindex": reindex.run, "report": report.run, "export": export.run,
-       "doctor": doctor.run, "serve": serve.run, "fleet": fleet.run}
+RUN: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    name: module.run for name, module, _ in COMMANDS if module is not completion}
 """Each command's run(args, settings) (`completion` takes the parser instead; no
 command: `top`)."""
 
