@@ -7,7 +7,8 @@ and a reason, and its part of the sample is empty.
 
 Per-reason exit tracing is costly (about 120 perf fds per vCPU), so it runs only for
 the guests asked for with `trace()` (the detail screen open, `record --trace`). The
-request is cheap and thread-safe; the slow attach and detach (up to 0.7 s) happen in
+request is cheap and thread-safe; the slow attach and detach (a detach can take a good
+part of a second: bench/results/measurements.md#tracepoint-detach-time) happen in
 the next `sample()`, on the thread that samples, just before the tracer enriches.
 
 The guest source gets a deadline (`GUEST_DEADLINE_SHARE` of the interval): a guest
@@ -53,7 +54,7 @@ def next_tick(due: float, now: float, interval_s: float) -> float:
 
 GUEST_DEADLINE_SHARE = 0.9
 """Share of the interval the guest source may take: the host collector, the
-enrichers and the pipeline need the rest (10-60 ms a tick at the lab's 12 guests).
+enrichers and the pipeline need the rest (bench/results/measurements.md#guest-deadline-share).
 A guest that does not answer is found well before (`LibvirtCollector.stall_after`);
 the deadline itself bounds a libvirtd that is slow for every guest (calls of 0.3-0.8 s
 were seen in the lab while a domain started)."""

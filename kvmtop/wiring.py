@@ -18,10 +18,11 @@ from kvmtop.sampler import Sampler
 GC_THRESHOLD = 10_000
 """Allocations between young-generation collections (CPython's default is 700). A
 tick allocates ~200 objects per guest, none of them in reference cycles, while the
-window keeps tens of thousands alive; at the default the collector ran 5 full
-collections in 33 ticks at 500 guests, walking the whole window each time and
-finding nothing (bench_pipeline: 71.7 → 64.2 ms per tick with 10,000). Cycles are
-still collected, later (https://docs.python.org/3.11/library/gc.html#gc.set_threshold)."""
+window keeps tens of thousands alive; at the default the collector ran a full
+collection every few ticks at 500 guests, walking the whole window each time and
+finding nothing; with 10,000 the pipeline's tick is cheaper (bench_pipeline:
+bench/results/measurements.md#gc-threshold). Cycles are still collected, later
+(https://docs.python.org/3.11/library/gc.html#gc.set_threshold)."""
 
 
 def tune_gc() -> None:

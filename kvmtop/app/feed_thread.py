@@ -33,7 +33,7 @@ from kvmtop.views.themes import ThemedApp
 
 SCAN_CHUNK = 4
 """Samples scanned for findings between two looks for requests (each costs one
-pipeline push: about 6 ms at 3 guests, 30 ms at 50)."""
+pipeline push, which grows with the guests: bench/results/measurements.md#replay-scan-chunk)."""
 
 Request = Callable[[Navigable], Snapshot | None]
 """A move through a recording, asked for by the UI, performed by the collection

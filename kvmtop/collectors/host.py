@@ -3,9 +3,10 @@
 Layer: collectors (I/O only). Reads procfs and sysfs under `root` and returns one
 `HostSample` of raw cumulative counters; parsing lives in `procfs`. kvmtop's own CPU
 time and RSS come from psutil. Root qdisc counters and shaping rates (no procfs/sysfs
-file has them) come from one rtnetlink RTM_GETQDISC dump per tick (`rtnetlink`): 0.2 ms
-of CPU here against 4.0 ms for `tc -s -j qdisc show` (fork + exec), so it stays on the
-fast tier. Each interface whose root qdisc is htb adds a class dump (0.02 ms of CPU).
+file has them) come from one rtnetlink RTM_GETQDISC dump per tick (`rtnetlink`): far
+cheaper in CPU than forking `tc -s -j qdisc show`, so it stays on the fast tier. Each
+interface whose root qdisc is htb adds a class dump, cheaper still
+(bench/results/measurements.md#rtnetlink-qdisc-dump-vs-tc).
 Never imports textual.
 """
 
@@ -61,10 +62,10 @@ def selected_word(text: str) -> str | None:
 def read_text(path: str | Path) -> str:
     """Read a whole procfs or sysfs file.
 
-    Raw `os.open`/`os.read` costs about a third of `Path.read_text` on these files
-    (measured 10 µs vs 34 µs for /proc/self/schedstat), which matters for hundreds of
-    per-thread reads per tick; callers in hot loops pass `str` paths for the same
-    reason (a pathlib join costs about 5 µs). procfs and sysfs report size 0, so read
+    Raw `os.open`/`os.read` costs a fraction of `Path.read_text` on these files, which
+    matters for hundreds of per-thread reads per tick; callers in hot loops pass `str`
+    paths for the same reason (a pathlib join costs too; figures:
+    bench/results/measurements.md#procfs-reads). procfs and sysfs report size 0, so read
     to EOF.
 
     Raises:

@@ -228,7 +228,8 @@ _OPEN: OpenFn | None = None
 
 
 def _default_open() -> OpenFn:
-    """The libc binding, built once (importing python-ptrace costs about 0.1 s)."""
+    """The libc binding, built once, on first use: importing python-ptrace is slow
+    (bench/results/measurements.md#python-ptrace-import)."""
     global _OPEN
     if _OPEN is None:
         _OPEN = _libc_open()

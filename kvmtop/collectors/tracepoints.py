@@ -422,10 +422,10 @@ class TracepointCollector:
 
         Closing can take a good part of a second: when the last perf event of a
         tracepoint goes, the kernel unregisters its probe and waits for an RCU grace
-        period (kernel/tracepoint.c tracepoint_synchronize_unregister); measured
-        0.66 s for the 11 KVM tracepoints on the PVM test machine, 45 ms while other
-        events keep them registered. So the fds are closed outside the lock, and
-        callers should detach off the UI thread.
+        period (kernel/tracepoint.c tracepoint_synchronize_unregister), much less
+        while other events keep them registered
+        (bench/results/measurements.md#tracepoint-detach-time). So the fds are closed
+        outside the lock, and callers should detach off the UI thread.
         """
         with self._lock:
             trace = self._traces.pop(key, None)

@@ -2,11 +2,11 @@
 hit/missed/lost lookups.
 
 Layer: collectors (I/O). Talks JSON-RPC to OVS's own unix sockets instead of running
-`ovs-vsctl` and `ovs-appctl`: on the project's machine (load average 13) the two
-commands cost 18 ms of CPU and 55 ms of wall time per refresh (fork + exec of each),
-the two socket calls 0.2 ms of CPU and 1.3 ms of wall time (process_time over 100
-refreshes). The refresh still runs on a slow tier (`every_s`, 10 s by default) and
-is carried forward in between: ovs-vswitchd pushes `Interface.statistics` into OVSDB
+`ovs-vsctl` and `ovs-appctl`: the two commands (fork + exec of each) cost many times
+the CPU and wall time of the two socket calls per refresh
+(bench/results/measurements.md#ovs-sockets-vs-cli). The refresh still runs on a slow
+tier (`every_s`, 10 s by default) and is carried forward in between: ovs-vswitchd
+pushes `Interface.statistics` into OVSDB
 only every `other_config:stats-update-interval` (5000 ms by default, vswitch.xml),
 so faster reads would only see steps. `HostSample.ovs_mono_ns` says when the values
 were read: rate OVS counters over its difference, and only between samples where it

@@ -88,7 +88,8 @@ class _Track:
                 self.since_s = self.first_bad_s
             # Positional (detector, severity, subject, subject_name, message, since_s,
             # guest, evidence, baseline, cause, cause_guests): one per bad observation
-            # per tick, hundreds on a contended host, and keywords cost half as much again.
+            # per tick, hundreds on a contended host, and keywords cost more
+            # (bench/results/measurements.md#positional-construction-in-detectors).
             self.finding = Finding(
                 detector,
                 obs.severity,

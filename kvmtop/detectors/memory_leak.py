@@ -113,7 +113,8 @@ class MemoryLeak:
         uuid, name = g.uuid, g.name
         # Positional (key, bad, subject, subject_name, raise_after, clear_after, guest,
         # guest_uuid, severity, message, evidence, baseline, immediate, hold_s, cause):
-        # a guest without stats gets one every tick, and keywords cost half again.
+        # a guest without stats gets one every tick, and keywords cost more
+        # (bench/results/measurements.md#positional-construction-in-detectors).
         return Observation(
             f"{uuid}:{kind}", bad, uuid, name, s.raise_after, s.clear_after, name, uuid,
             severity, message, evidence or {}, baseline or {}, immediate, s.hold_s, cause,

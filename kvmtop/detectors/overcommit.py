@@ -46,7 +46,8 @@ class Overcommit:
         s: OvercommitSettings = self.settings
         # Positional (key, bad, subject, subject_name, raise_after, clear_after, guest,
         # guest_uuid, severity, message, evidence, baseline): a guest without a
-        # balloon stats period gets one every tick, and keywords cost half again.
+        # balloon stats period gets one every tick, and keywords cost more
+        # (bench/results/measurements.md#positional-construction-in-detectors).
         return Observation(
             key, bad, guest[0] if guest else key, name, s.raise_after, s.clear_after,
             guest[1] if guest else None, guest[0] if guest else None, severity,

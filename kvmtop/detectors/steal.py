@@ -298,7 +298,8 @@ class Steal:
         )
         # Positional (key, bad, subject, subject_name, raise_after, clear_after, guest,
         # guest_uuid, severity, message, evidence, baseline): one per stealing guest
-        # per tick, and keywords cost half as much again.
+        # per tick, and keywords cost more
+        # (bench/results/measurements.md#positional-construction-in-detectors).
         return Observation(
             uuid, True, uuid, name, s.raise_after, s.clear_after, name, uuid,
             "critical" if critical else "warning", message, evidence, dict(tick.baseline),

@@ -6,9 +6,10 @@ Layer: pure. Two ways to one text:
   encoders then write them); `kvmtop export --format openmetrics` uses it, with a
   timestamp on every point.
 - `Encoder` writes the same bytes itself, for the endpoint's scrapes. At the lab's 12
-  guests prometheus_client took 7.7 ms of CPU per tick to build the families and
-  encode them (850 lines), as much as the whole collection; most of it goes to
-  escaping and validating label names and values again on every line. The encoder
+  guests prometheus_client took as much CPU per tick to build the families and encode
+  them as the whole collection (bench/results/measurements.md#openmetrics-encoder);
+  most of it goes to escaping and validating label names and values again on every
+  line. The encoder
   takes each family's header lines from prometheus_client once, escapes a series'
   label set once while the series lives, and formats values with prometheus_client's
   own `floatToGoString`. tests/serve/test_exposition.py proves the bytes identical to

@@ -49,7 +49,8 @@ class LiveFeed(Generic[Source]):
 
     def focus(self, uuid: str | None) -> None:
         """Trace this guest's exits by reason (None: stop); the next `next()` attaches
-        the tracer and detaches the previous guest, which takes up to 0.7 s."""
+        the tracer and detaches the previous guest, which can take a good part of a second
+        (bench/results/measurements.md#tracepoint-detach-time)."""
         self.sampler.trace(() if uuid is None else (uuid,))
 
     def next(self) -> Snapshot:

@@ -17,8 +17,9 @@ from kvmtop.model.snapshot import Snapshot, build_snapshot
 from kvmtop.model.window import Window
 
 if TYPE_CHECKING:
-    # Importing the detectors takes some 20 ms: only a pipeline with detectors needs
-    # them (kvmtop.wiring).
+    # Importing the detectors takes a noticeable time
+    # (bench/results/measurements.md#detectors-import-time): only a pipeline with
+    # detectors needs them (kvmtop.wiring).
     from kvmtop.detectors.incidents import IncidentTracker
 
 Detect = Callable[[Window], tuple[Finding, ...]]

@@ -33,10 +33,10 @@ if TYPE_CHECKING:
     from kvmtop.feed.live import LiveFeed
 
 GZIP_LEVEL = 1
-"""zlib's fastest level. On the shipped lab recording's last tick (77 kB of
-OpenMetrics, 12 guests) it took 0.31 ms of CPU to 10.7 kB; level 6 (zlib's default)
-0.88 ms to 9.1 kB, level 9 (`gzip.compress`'s) 1.46 ms to 8.9 kB. A scrape's CPU is
-what an operator pays; its 1.6 kB more cross a network that does not notice."""
+"""zlib's fastest level: a fraction of the CPU of levels 6 (zlib's default) and 9
+(`gzip.compress`'s) for a slightly larger body (bench/results/measurements.md#scrape-gzip-level).
+A scrape's CPU is what an operator pays; its few kB more cross a network that does
+not notice."""
 
 
 # --------------------------------------------------------------------------- exporter

@@ -13,7 +13,8 @@ default `__setattr__`; `__class__` assignment between classes of the same layout
 Python reference "Data model, __class__"), stores every field, and turns it back.
 At 500 guests the pipeline builds some 200 fields per guest per tick (samples,
 rates, observations, findings), so this is a measurable share of the tick budget
-(issue #9): a 46-field `GuestRates` is built in 1.4 us instead of 3.8.
+(issue #9): a `GuestRates` is built in well under half the time
+(bench/results/measurements.md#frozen-dataclass-init).
 
 Everything else about the class is the dataclass's own: fields, defaults, equality,
 hashing, repr, `dataclasses.replace`, and immutability once built.

@@ -4,9 +4,10 @@ Layer: model (pure). The detail view plots the frames (`Snapshot.recent`); the
 detectors read the newest sample and frame and keep their own long-horizon state
 (rolling medians, decimated trend series), so no raw sample but the newest is kept.
 
-Memory: a frame costs about 2.5 KB per guest (bench/bench_pipeline.py, captured lab
-stats), so 300 frames of 500 guests would hold ~375 MB. The window therefore keeps at
-most `size` frames and at most `guest_frames` guest entries across them: with the
+Memory: a frame costs a few KB per guest (bench/bench_pipeline.py, captured lab stats:
+bench/results/measurements.md#window-memory), so 300 frames of 500 guests would hold
+hundreds of MB. The window therefore keeps at most `size` frames and at most
+`guest_frames` guest entries across them: with the
 defaults, 300 frames (10 min at 2 s) up to 66 guests, and proportionally fewer frames
 beyond (40 frames, 80 s, at 500 guests).
 """
@@ -19,7 +20,8 @@ from kvmtop.model.rates.frame import Frame, derive
 from kvmtop.model.sample import Sample
 
 GUEST_FRAMES = 20_000
-"""Guest entries kept across all frames (~50 MB at ~2.5 KB each)."""
+"""Guest entries kept across all frames: the window's memory budget
+(bench/results/measurements.md#window-memory)."""
 
 
 class Window:

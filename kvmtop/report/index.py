@@ -4,9 +4,10 @@ Layer: headless output, below the renderers: `kvmtop record` writes the index
 through it, so it imports no rendering code (an import-linter contract).
 
 A recording keeps raw samples only, and a report at full resolution runs every one
-through the shared pipeline (rates, window, detectors, snapshot): about 38 ms per
-sample at 50 guests, 27 minutes for a day (bench/bench_report.py). So `kvmtop
-record` runs that pipeline too, folds each wall-clock minute of snapshots into the
+through the shared pipeline (rates, window, detectors, snapshot): far too slow for a
+day of 50 guests (bench/bench_report.py: bench/results/measurements.md#report-index-vs-replay).
+So `kvmtop record` runs that pipeline too, folds each wall-clock minute of snapshots
+into the
 report's own `Accumulator`, and writes what it gathered as one row of the file's
 `rollups` table (`StoreWriter.append_rollup`); the minutes of each wall-clock hour
 are merged into one row of `hour_rollups` as well. `kvmtop report` merges the hours

@@ -10,7 +10,8 @@ samples share nearly all of their text (keys, names, UUIDs, counters that did no
 move), so a raw-content dictionary made of one of them is what zstd can use best.
 `bench/bench_store.py` measures it against a dictionary trained with zstd's COVER
 trainer on the first 16 samples: the trained one was larger per sample, varied with
-the number of guests, and took 0.3-5 s of CPU to train.
+the number of guests, and took seconds of CPU to train
+(bench/results/measurements.md#zstd-reference-dictionary).
 
 Every frame carries zstd's content checksum (the low 32 bits of XXH64,
 RFC 8878 §3.1.1), so a flipped bit inside a blob is detected on read instead of
@@ -38,10 +39,11 @@ PARAMETERS = zstandard.ZstdCompressionParameters(
 )
 """zstd settings for "the same text as the reference with a few numbers changed".
 The levels' presets choose min_match 3-5, which breaks the long matches against the
-reference into short ones on digits: bench/bench_store.py measured 271 B per
-guest-sample at level 3 and 201 with these (12 guests; 373 → 196 at 50 guests) for
-2-8 ms per sample. The 8 MiB window (window_log 23) covers a reference and a sample
-of ~500 guests; decompression needs that much memory at most (RFC 8878 §3.1.1.1.2)."""
+reference into short ones on digits: bench/bench_store.py measured a quarter to half
+fewer bytes per guest-sample with these than at level 3
+(bench/results/measurements.md#zstd-parameters). The 8 MiB window (window_log 23) covers a
+reference and a sample of ~500 guests; decompression needs that much memory at most
+(RFC 8878 §3.1.1.1.2)."""
 
 Dictionary = zstandard.ZstdCompressionDict
 

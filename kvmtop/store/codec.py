@@ -148,8 +148,9 @@ def _dataclass_decoder(tp: type) -> Decoder:
     """A decoder for dataclass `tp`, generated as straight-line code (as `dataclasses`
     generates `__init__`): per field one dict lookup, a type check, and the field's
     own decoder only when the value is not already of a declared scalar type; the
-    instance is built with positional arguments. 30 % less CPU than a loop over a
-    plan of the fields (4.4 → 3.1 ms per 50-guest sample, measured side by side),
+    instance is built with positional arguments. Markedly less CPU than a loop over a
+    plan of the fields (measured side by side:
+    bench/results/measurements.md#stored-codec-decoder),
     which every replay, report and seek pays per sample."""
     hints = typing.get_type_hints(tp)
     fields = dataclasses.fields(tp)

@@ -204,7 +204,8 @@ def differences(order: int, ints: list[int], bases: tuple[list[int], ...]) -> li
     the one before))."""
     if order == 2:
         prev, prev2 = bases
-        # p + p rather than 2 * p: 13 % faster on counter-sized ints (measured).
+        # p + p rather than 2 * p: faster on counter-sized ints
+        # (bench/results/measurements.md#order-2-delta-arithmetic).
         return [v - p - p + q for v, p, q in zip(ints, prev, prev2, strict=True)]
     return [v - b for v, b in zip(ints, bases[0], strict=True)]
 

@@ -78,9 +78,9 @@ CHECKPOINT_EVERY = 30
 PAGE_SIZE = 1024
 """Small pages waste less of the last overflow page of each row
 (https://www.sqlite.org/fileformat2.html §1.6 "overflow"): with whole-sample rows
-(format 2, 3-20 KB) 1 KiB pages made the file 9% larger than its blobs instead of
-18%. With delta rows (~6 KB at 50 guests) it matters less: 512/1024/2048/4096 B pages
-gave 133/134/135/136 B per guest-sample (bench/bench_store.py --alternatives)."""
+(format 2) 1 KiB pages halved the file's overhead over its blobs; with delta rows it
+matters little between 512 B and 4 KiB pages
+(bench/bench_store.py --alternatives: bench/results/measurements.md#sqlite-page-size)."""
 
 _STARTS = (f"(substr(data, 1, 1) != X'{delta.TAG.hex()}' "
            f"OR substr(data, 1, 2) = X'{delta.CHECKPOINT_PREFIX.hex()}')")

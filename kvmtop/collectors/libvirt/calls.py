@@ -44,11 +44,9 @@ def stats_groups(lv: Any, with_balloon: bool) -> int:
     (`vcpu.N.exits.sum`, `halt_exits`, `halt_wait_ns`, ... ~45 per vCPU) of KVM
     guests; VM adds only the 16 VM-wide `vm.*` stats (mmu_*, pages_4k/2m/1g,
     remote_tlb_flush), which no kvmtop view or detector uses, for one more QMP
-    round trip per domain (query-stats). Measured in the lab (12 guests: 3 KVM,
-    9 TCG; 2 CPUs at load average 13-16), calls interleaved, median of 25, two
-    runs: fast 1079 / 1200 ms per call; adding VM +399 / +166 ms (+14 to +33 ms
-    per domain), about what BALLOON adds (+365 / +192 ms). Not worth it every
-    tick for no column; `vm_kvm` is parsed when present.
+    round trip per domain (query-stats). Measured in the lab, VM adds about what
+    BALLOON adds to a call (bench/results/measurements.md#libvirt-vm-stats-group).
+    Not worth it every tick for no column; `vm_kvm` is parsed when present.
     """
     groups: int = (
         lv.VIR_DOMAIN_STATS_STATE
