@@ -9,12 +9,12 @@ Layer: pure. Two ways to one text:
   guests prometheus_client took as much CPU per tick to build the families and encode
   them as the whole collection (bench/results/measurements.md#openmetrics-encoder);
   most of it goes to escaping and validating label names and values again on every
-  line. The encoder
-  takes each family's header lines from prometheus_client once, escapes a series'
-  label set once while the series lives, and formats values with prometheus_client's
-  own `floatToGoString`. tests/serve/test_exposition.py proves the bytes identical to
-  prometheus_client's `generate_latest` in both formats on captured lab samples and
-  hostile names; `python -m bench` (section "serve") measures both.
+  line. The encoder takes each family's header lines from prometheus_client once,
+  escapes a series' label set once while the series lives, and formats values with
+  prometheus_client's own `floatToGoString`. tests/serve/test_exposition.py proves
+  the bytes identical to prometheus_client's `generate_latest` in both formats on
+  captured lab samples and hostile names; `python -m bench` (section "pipeline", rows
+  "serve: one tick written for a scrape") measures both.
 """
 
 from __future__ import annotations
