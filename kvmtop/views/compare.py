@@ -46,8 +46,12 @@ RTT_WARN_MS = 1.0
 RTT_CRIT_MS = 10.0
 """... and this many ms critical."""
 
+METRIC_WIDTH = 15 + len(" drops/s")
+"""The longest row label: an interface name (at most 15 characters: IFNAMSIZ 16 with
+its NUL, include/uapi/linux/if.h) and the longest NIC metric after it."""
+
 COLUMNS = (
-    TableColumn("metric", "Metric", 22),
+    TableColumn("metric", "Metric", METRIC_WIDTH),
     TableColumn("guest", "Guest", 13, right=True),
     TableColumn("host", "Host baseline", 44),
     TableColumn("versus", "Guest vs host", 14, right=True),

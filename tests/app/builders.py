@@ -22,7 +22,7 @@ from textual.worker import get_current_worker
 from kvmtop.detectors.incidents import IncidentTracker
 from kvmtop.model.finding import Finding
 from kvmtop.model.incident import Incident
-from kvmtop.model.rates.frame import derive
+from kvmtop.model.rates.frame import Frame, derive
 from kvmtop.model.rates.kvm import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE
 from kvmtop.model.sample import (
     BalloonSample,
@@ -239,9 +239,11 @@ def snapshot(
     mode: str = "live",
     recording: str | None = None,
     incidents: tuple[Incident, ...] | None = None,
+    recent: tuple[Frame, ...] = (),
 ) -> Snapshot:
     """A frame (number `seq`) showing these guests and host at these rates, and
-    `incidents` (None: `findings` grouped as the pipeline groups them, `grouped`)."""
+    `incidents` (None: `findings` grouped as the pipeline groups them, `grouped`);
+    `recent`: the window's earlier frames (the frame itself is added after them)."""
     host = host or HostSpec()
     traced = [g for g in guests if g.traced]
     sources = tuple(
@@ -262,7 +264,8 @@ def snapshot(
     if incidents is None:
         incidents = grouped(wall, findings)
     return build_snapshot(frame, findings, sources, mode=mode, interval_s=DT,
-                          recording=recording, seq=seq, incidents=incidents)
+                          recording=recording, seq=seq, incidents=incidents,
+                          recent=(*recent, frame))
 
 
 def grouped(wall_s: float, findings: tuple[Finding, ...],

@@ -6,6 +6,8 @@ the default theme, a fixed terminal size, and no cursor blink.
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from typing import Any
 
 from textual.pilot import Pilot
@@ -35,17 +37,33 @@ FINDING = Finding(
 )
 
 
-def make_app() -> KvmtopApp:
-    """The app over three frames of the same fleet, with one finding at the end."""
-    frames = [snapshot(GUESTS, seq=seq, findings=(FINDING,) if seq == 3 else ())
-              for seq in (1, 2, 3)]
-    return KvmtopApp(FakeFeed(frames))
+HISTORY = 40
+"""Frames of the detail screen's test: its plot draws the window's recent frames."""
 
 
-def ready(app: KvmtopApp, *keys: str) -> Any:
+def fleet_at(seq: int, last: int) -> list[GuestSpec]:
+    """The fleet at frame `seq` of `last`: db-primary's CPU and steal swing and end at
+    GUESTS' figures (so the last frame's table is the same whatever the history)."""
+    swing = 0.55 + 0.45 * math.cos(math.pi * (last - seq) / 8)
+    return [replace(g, cpu_pct=g.cpu_pct * swing, steal_pct=g.steal_pct * swing)
+            if g.name == "db-primary" else g for g in GUESTS]
+
+
+def make_app(frames: int = 3) -> KvmtopApp:
+    """The app over `frames` frames of the fleet, each with the window's earlier frames
+    as `recent`, and one finding in the last."""
+    out = []
+    for seq in range(1, frames + 1):
+        recent = out[-1].recent[-(HISTORY - 1):] if out else ()
+        out.append(snapshot(fleet_at(seq, frames), seq=seq, recent=recent,
+                            findings=(FINDING,) if seq == frames else ()))
+    return KvmtopApp(FakeFeed(out))
+
+
+def ready(app: KvmtopApp, *keys: str, last: int = 3) -> Any:
     """run_before: wait for the last frame, then press keys."""
     async def run(pilot: Pilot[None]) -> None:
-        await wait_until(pilot, lambda: app.displayed is not None and app.displayed.seq == 3)
+        await wait_until(pilot, lambda: app.displayed is not None and app.displayed.seq == last)
         await pilot.press(*keys)
         await pilot.pause()
     return run
@@ -57,8 +75,10 @@ def test_main_screen(snap_compare: Any) -> None:
 
 
 def test_detail_screen(snap_compare: Any) -> None:
-    app = make_app()
-    assert snap_compare(app, terminal_size=(120, 40), run_before=ready(app, "down", "enter"))
+    """db-primary's detail with a plot of its CPU against the host's over 40 frames."""
+    app = make_app(HISTORY)
+    assert snap_compare(app, terminal_size=(120, 40),
+                        run_before=ready(app, "down", "enter", last=HISTORY))
 
 
 def test_incidents_panel(snap_compare: Any) -> None:
