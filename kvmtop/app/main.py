@@ -35,7 +35,7 @@ from kvmtop.app.feed_thread import FeedApp, FrameReady, Request
 from kvmtop.feed.protocols import Feed, Navigable
 from kvmtop.feed.spans import adjacent_span
 from kvmtop.feed.times import TIME_FORMATS, parse_time
-from kvmtop.model.columns import GUEST_COLUMNS, column
+from kvmtop.model.fields import GUEST_COLUMNS, column
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
 from kvmtop.views.guest_detail import GuestDetailScreen

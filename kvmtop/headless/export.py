@@ -46,7 +46,7 @@ from kvmtop.exposition.encode import OPENMETRICS_TYPE, Prepared
 from kvmtop.exposition.encode import families as metric_families
 from kvmtop.exposition.points import tick_points
 from kvmtop.model.as_json import json_text, snapshot_json
-from kvmtop.model.columns import GUEST_COLUMNS
+from kvmtop.model.fields import GUEST_COLUMNS
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
+from kvmtop.model.fields import FIELDS
 from kvmtop.model.finding import Finding
 from kvmtop.model.fleet import HostRow
 from kvmtop.model.incident import Incident, Member
@@ -85,72 +87,44 @@ def nic_json(n: NicRates, host: HostRates | None) -> dict[str, Any]:
     }
 
 
+_GUEST_PLAN: tuple[tuple[str, Callable[[GuestRates], Any], int | None], ...] = tuple(
+    (f.json, f.json_value or f.value, f.digits) for f in FIELDS if f.json is not None
+)
+"""Per JSON field of the catalogue: name, getter, decimals (None: as it is)."""
+
+
 def guest_json(g: GuestRates, host: HostRates | None = None) -> dict[str, Any]:
-    """The batch JSON object of one guest; `host` resolves each disk's host device
-    and each vNIC's uplinks (without it those are null)."""
-    return {
-        "name": g.name,
-        "uuid": g.uuid,
-        "state": g.state,
-        "not_responding_since": g.not_responding_since_s,
-        "not_responding": g.not_responding,
-        "managed": g.managed,
-        "accel": g.accel,
-        "vcpus": g.vcpus,
-        "cpu_pct": _round(g.cpu_pct),
-        "steal_pct": _round(g.steal_pct),
-        "steal_max_pct": _round(g.steal_max_pct),
-        "steal_source": g.steal_source,
-        "exits_per_s": _round(g.exits_per_s),
-        "exit_categories": {k: _round(v) for k, v in g.exit_categories.items()},
-        "exits_by_reason": (
-            None
-            if g.exits_by_reason is None
-            else {k: _round(v) for k, v in g.exits_by_reason.items()}
-        ),
-        "exit_source": g.exit_source,
-        "halt_poll_cpu_pct": _round(g.halt_poll_cpu_pct),
-        "disk_iops": _round(g.disk_iops),
-        "disk_read_bytes_per_s": _round(g.disk_read_bytes_per_s),
-        "disk_write_bytes_per_s": _round(g.disk_write_bytes_per_s),
-        "disk_read_ms": _round(g.disk_read_ms),
-        "disk_write_ms": _round(g.disk_write_ms),
-        "disk_flush_ms": _round(g.disk_flush_ms),
-        "net_rx_bps": _round(g.net_rx_bps),
-        "net_tx_bps": _round(g.net_tx_bps),
-        "net_rx_pps": _round(g.net_rx_pps),
-        "net_tx_pps": _round(g.net_tx_pps),
-        "net_drops_per_s": _round(g.net_drops_per_s),
-        "net_rtt_ms": _round(g.net_rtt_ms),
-        "net_host_rtt_ms": _round(g.net_host_rtt_ms),
-        "mem_used_bytes": g.mem_used_bytes,
-        "mem_total_bytes": g.mem_total_bytes,
-        "mem_max_bytes": g.mem_max_bytes,
-        "mem_rss_bytes": g.mem_rss_bytes,
-        "balloon_age_s": _round(g.balloon_age_s, 1),
-        "vcpu": [
-            {
-                "index": v.index,
-                "cpu_pct": _round(v.cpu_pct),
-                "steal_pct": _round(v.steal_pct),
-                "exits_per_s": _round(v.exits_per_s),
-            }
-            for v in g.vcpu
-        ],
-        "disks": [disk_json(d, host) for d in g.disks],
-        "nics": [nic_json(n, host) for n in g.nics],
-        "threads": [
-            {
-                "tid": t.tid,
-                "kind": t.kind,
-                "name": t.name,
-                "cpu_pct": _round(t.cpu_pct),
-                "delay_pct": _round(t.delay_pct),
-            }
-            for t in g.threads
-        ],
-        "na": dict(g.na),
-    }
+    """The batch JSON object of one guest: the catalogue's JSON fields
+    (`kvmtop.model.fields.FIELDS`), then its vCPUs, disks, vNICs, threads and `na`;
+    `host` resolves each disk's host device and each vNIC's uplinks (without it those
+    are null)."""
+    out: dict[str, Any] = {}
+    for name, get, digits in _GUEST_PLAN:
+        v = get(g)
+        out[name] = v if digits is None or v is None else round(v, digits)
+    out["vcpu"] = [
+        {
+            "index": v.index,
+            "cpu_pct": _round(v.cpu_pct),
+            "steal_pct": _round(v.steal_pct),
+            "exits_per_s": _round(v.exits_per_s),
+        }
+        for v in g.vcpu
+    ]
+    out["disks"] = [disk_json(d, host) for d in g.disks]
+    out["nics"] = [nic_json(n, host) for n in g.nics]
+    out["threads"] = [
+        {
+            "tid": t.tid,
+            "kind": t.kind,
+            "name": t.name,
+            "cpu_pct": _round(t.cpu_pct),
+            "delay_pct": _round(t.delay_pct),
+        }
+        for t in g.threads
+    ]
+    out["na"] = dict(g.na)
+    return out
 
 
 def host_json(h: HostRates, snap: Snapshot) -> dict[str, Any]:

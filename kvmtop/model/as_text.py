@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from kvmtop.model.columns import FLEET_HEADERS, GUEST_COLUMNS, cell_text, fleet_texts
+from kvmtop.model.columns import FLEET_HEADERS, fleet_texts
+from kvmtop.model.fields import GUEST_COLUMNS, cell_text
 from kvmtop.model.fleet import HostRow
 from kvmtop.model.formatting import DASH, fmt_bytes, fmt_mbps, fmt_pct, fmt_si
 from kvmtop.model.snapshot import Snapshot

@@ -15,18 +15,16 @@ from datetime import UTC, datetime
 
 from kvmtop.detectors.base import fmt_duration
 from kvmtop.feed.spans import FindingSpan
+from kvmtop.model.fields import DEVICE_IOPS, DEVICE_MS, UPLINK
 from kvmtop.model.formatting import DASH, fmt_si
 from kvmtop.model.incident import Incident
 from kvmtop.model.text import visible
 from kvmtop.report.accumulate import GuestAcc, Report
 from kvmtop.report.metrics import (
     DEVICE_FIGURES,
-    DEVICE_IOPS,
-    DEVICE_MS,
     GUEST_METRICS,
     HOST_METRICS,
     TOP,
-    UPLINK,
     UPLINK_FIGURES,
     GuestMetric,
 )

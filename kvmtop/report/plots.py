@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kvmtop.feed.spans import FindingSpan
+from kvmtop.model.fields import PCT_MIN_TOP
 from kvmtop.model.formatting import fmt_pct
 from kvmtop.model.incident import Incident
 from kvmtop.model.text import visible
@@ -18,7 +19,6 @@ from kvmtop.report.metrics import (
     HOST_DETECTORS,
     HOST_METRICS,
     HOST_PLOTTED,
-    PCT_MIN_TOP,
     TOP,
     GuestMetric,
 )

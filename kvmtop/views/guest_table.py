@@ -1,6 +1,7 @@
 """The guest table, and the keyed DataTable kvmtop's smaller tables are built on.
 
-Layer: views. Reads `Snapshot` values only; formats through `kvmtop.model.columns`.
+Layer: views. Reads `Snapshot` values only; formats through the field catalogue
+(`kvmtop.model.fields`).
 
 `GuestTable` is a `LineTable` (kvmtop.views.line_table): a new snapshot re-orders the
 guests' keys and only the rows on screen are formatted and drawn (only the lines that
@@ -29,7 +30,7 @@ from textual.binding import Binding, BindingType
 from textual.markup import escape
 from textual.widgets import DataTable
 
-from kvmtop.model.columns import GUEST_COLUMNS
+from kvmtop.model.fields import GUEST_COLUMNS
 from kvmtop.model.finding import SEVERITIES, Finding
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.snapshot import Snapshot
@@ -229,7 +230,7 @@ class GuestTable(LineTable):
             **kwargs: passed to `LineTable` (id, classes, name).
 
         Raises:
-            KeyError: `sort_key` is not a column of `render.GUEST_COLUMNS`.
+            KeyError: `sort_key` is not a column of `kvmtop.model.fields.GUEST_COLUMNS`.
         """
         # Every column but the first starts with a one-cell gap.
         columns = [

@@ -15,7 +15,7 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from kvmtop.model.columns import GUEST_COLUMNS
+from kvmtop.model.fields import GUEST_COLUMNS
 
 
 class HelpScreen(ModalScreen[None]):

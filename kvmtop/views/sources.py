@@ -14,7 +14,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from kvmtop.model.columns import GUEST_COLUMNS, Column, cell_text
+from kvmtop.model.fields import GUEST_COLUMNS, Field, cell_text
 from kvmtop.model.formatting import DASH
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.views.guest_table import Cell, KeyedTable, TableColumn
@@ -44,9 +44,9 @@ HOST_COLUMNS = (
 )
 
 
-def blank_reasons(snapshot: Snapshot) -> list[tuple[Column, str, list[str]]]:
+def blank_reasons(snapshot: Snapshot) -> list[tuple[Field, str, list[str]]]:
     """For each guest column: the reasons its cells are blank, with the guests affected."""
-    out: list[tuple[Column, str, list[str]]] = []
+    out: list[tuple[Field, str, list[str]]] = []
     for col in GUEST_COLUMNS:
         by_reason: dict[str, list[str]] = defaultdict(list)
         for g in snapshot.guests:

@@ -13,7 +13,7 @@ from textual.widgets import Input, Sparkline
 
 from kvmtop.app.feed_thread import FeedEnded, FrameReady
 from kvmtop.app.main import KvmtopApp
-from kvmtop.model.columns import GUEST_COLUMNS
+from kvmtop.model.fields import GUEST_COLUMNS
 from kvmtop.model.finding import Finding
 from kvmtop.model.formatting import DASH
 from kvmtop.model.rates.frame import Frame

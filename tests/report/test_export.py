@@ -11,7 +11,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from kvmtop.commands.main import main
 from kvmtop.headless.export import CSV_HEADER
-from kvmtop.model.columns import GUEST_COLUMNS
+from kvmtop.model.fields import GUEST_COLUMNS
 from tests.report.conftest import DT, STEAL, run_command
 
 SAMPLES = 60

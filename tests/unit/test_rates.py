@@ -323,7 +323,7 @@ def test_balloon_rates_use_the_balloon_clock() -> None:
 
 
 def test_state_column_marks_unmanaged_guests() -> None:
-    from kvmtop.model.columns import cell_text, column
+    from kvmtop.model.fields import cell_text, column
 
     managed = derive_guest(None, guest(), 0.0, now_s=0)
     unmanaged = derive_guest(None, guest(managed="unmanaged"), 0.0, now_s=0)
