@@ -40,7 +40,7 @@ from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from bench.bench_report import index_pipeline
-from bench.synthetic import HOST_TREE, NS, SyntheticConnection
+from bench.synthetic import HOST_TREE, SyntheticConnection
 from kvmtop.collectors.host import HostCollector
 from kvmtop.collectors.libvirt.collector import LibvirtCollector
 from kvmtop.config import Settings
@@ -51,6 +51,7 @@ from kvmtop.feed.pipeline import Pipeline
 from kvmtop.headless.exporter import GZIP_LEVEL
 from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.units import NS_PER_S
 from kvmtop.model.window import GUEST_FRAMES
 from kvmtop.report.index import IndexedWriter
 from kvmtop.sampler import Sampler
@@ -75,11 +76,11 @@ class Clock:
 
     def wall(self) -> float:
         """Wall seconds matching the monotonic time."""
-        return self._wall0 + (self.mono_ns - self._mono0) / NS
+        return self._wall0 + (self.mono_ns - self._mono0) / NS_PER_S
 
     def advance(self, seconds: float) -> None:
         """Move on by `seconds`."""
-        self.mono_ns += int(seconds * NS)
+        self.mono_ns += int(seconds * NS_PER_S)
 
 
 def synthetic_sampler(guests: int, clock: Clock) -> tuple[Sampler, SyntheticConnection]:

@@ -61,6 +61,7 @@ from kvmtop.commands.main import main as kvmtop_main
 from kvmtop.config import Settings
 from kvmtop.detectors.settings import VswitchSettings
 from kvmtop.model.sample import Sample
+from kvmtop.model.units import NS_PER_S
 from kvmtop.report.accumulate import Accumulator
 from kvmtop.report.index import VERSION, HourRoller, IndexedWriter, reindex
 from kvmtop.store.meta import FORMAT_VERSION, StoreError
@@ -69,7 +70,6 @@ from kvmtop.store.writer import StoreWriter
 from kvmtop.wiring import build_pipeline
 from tests.store.synth import SyntheticHost
 
-S = 1_000_000_000
 INTERVAL_S = 2.0
 STEAL_FROM_S = 3 * 3600.0
 STEAL_FOR_S = 1800.0
@@ -83,7 +83,7 @@ def samples(guests: int, n: int) -> Iterator[Sample]:
     for i in range(n):
         sample = host.sample()
         if STEAL_FROM_S <= i * INTERVAL_S < STEAL_FROM_S + STEAL_FOR_S:
-            extra_ns += int(STEAL_SHARE * INTERVAL_S * S)
+            extra_ns += int(STEAL_SHARE * INTERVAL_S * NS_PER_S)
         if extra_ns and guests > 1:
             g = sample.guests[1]
             vcpus = tuple(replace(v, delay_ns=(v.delay_ns or 0) + extra_ns,

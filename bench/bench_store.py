@@ -54,14 +54,13 @@ from kvmtop.detectors.settings import DetectorSettings, VswitchSettings
 from kvmtop.feed.pipeline import Pipeline
 from kvmtop.feed.replay import ReplayFeed
 from kvmtop.model.sample import Sample
+from kvmtop.model.units import NS_PER_S
 from kvmtop.report.index import IndexedWriter, Indexer
 from kvmtop.store import blob, writer
 from kvmtop.store.codec import encode
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 from tests.store.synth import SyntheticHost
-
-S = 1_000_000_000
 
 
 def synthetic(guests: int, n: int) -> list[Sample]:
@@ -232,7 +231,7 @@ def shifted(samples: list[Sample], n: int, interval_s: float) -> Iterator[Sample
     for i in range(n):
         s = samples[i % len(samples)]
         yield replace(s, wall_s=start_wall + i * interval_s,
-                      mono_ns=start_mono + int(i * interval_s * S))
+                      mono_ns=start_mono + int(i * interval_s * NS_PER_S))
 
 
 def seek_figures(guests: int, hours: float) -> dict[str, float]:

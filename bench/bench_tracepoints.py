@@ -33,6 +33,7 @@ from kvmtop.collectors import procfs
 from kvmtop.collectors.host import read_text
 from kvmtop.collectors.tracepoints import KVM_ISA_VMX, TracepointCollector
 from kvmtop.model.sample import GuestSample, VcpuSample
+from kvmtop.model.units import NS_PER_S
 
 
 def lab_guest(name: str) -> GuestSample:
@@ -106,7 +107,7 @@ def measure(
         p95_us=sorted(per_tick)[int(0.95 * (len(per_tick) - 1))] / 1e3,
         attach_ms=attach_s * 1e3,
         detach_ms=detach_s * 1e3,
-        vcpu_pct=100.0 * (run1 - run0) / ((w1 - w0) * 1e9),
+        vcpu_pct=100.0 * (run1 - run0) / ((w1 - w0) * NS_PER_S),
     )
 
 

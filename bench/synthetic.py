@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kvmtop.model.units import NS_PER_S
 from tests.collectors.test_libvirt import FakeConnection, FakeDomain
 
 CAPTURE = Path(__file__).resolve().parents[1] / "tests/fixtures/libvirt/lab-2026-11-26"
@@ -33,7 +34,6 @@ BALLOON_PREFIX = "balloon."
 LAST_UPDATE = "balloon.last-update"
 # virDomainStatsTypes (libvirt-domain.h): VIR_DOMAIN_STATS_BALLOON = 1 << 2.
 STATS_BALLOON = 1 << 2
-NS = 1_000_000_000
 
 
 class _Template:
@@ -79,7 +79,7 @@ class SyntheticConnection(FakeConnection):
         data = json.loads((capture / "stats.json").read_text())
         calls = {c["label"]: c for c in data["calls"]}
         first, second = calls["fast+balloon-1"], calls["fast+balloon-2"]
-        dt_s = (second["mono_ns"] - first["mono_ns"]) / NS
+        dt_s = (second["mono_ns"] - first["mono_ns"]) / NS_PER_S
         later = {r[1]: r[3] for r in second["records"]}
         self._clock = clock
         self._wall = wall
@@ -106,7 +106,7 @@ class SyntheticConnection(FakeConnection):
     ) -> list[tuple[Any, dict[str, Any]]]:
         """One bulk-stats reply for every domain, counters moved on to the clock's time."""
         t0 = time.process_time()
-        elapsed_s = (self._clock() - self._t0) / NS
+        elapsed_s = (self._clock() - self._t0) / NS_PER_S
         balloon = bool(stats & STATS_BALLOON)
         replies = [t.stats(elapsed_s, self._ticks, balloon) for t in self._templates]
         if balloon:

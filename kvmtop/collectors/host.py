@@ -25,6 +25,7 @@ from kvmtop.collectors import procfs, rtnetlink
 from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.collectors.rtnetlink import QdiscStats
 from kvmtop.model.sample import BlockDevSample, HostSample, NetDevSample, PressureSample
+from kvmtop.model.units import BITS_PER_MBIT, NS_PER_S
 
 T = TypeVar("T")
 
@@ -288,7 +289,7 @@ class HostCollector:
         except psutil.Error as e:
             gaps.append(f"own CPU/RSS unavailable: {e}")
             return None, None
-        return round((t.user + t.system) * 1e9), rss
+        return round((t.user + t.system) * NS_PER_S), rss
 
     # ------------------------------------------------------------------ sysfs
 
@@ -357,7 +358,7 @@ class HostCollector:
             index = self._ifindex.get(row.name)
             qdisc = qdiscs.get(index) if index is not None else None
             shaped_mbps, shaped_by = (
-                (qdisc.shaped_bps / 1e6, qdisc.kind)
+                (qdisc.shaped_bps / BITS_PER_MBIT, qdisc.kind)
                 if qdisc is not None and qdisc.shaped_bps is not None
                 else (None, None)
             )

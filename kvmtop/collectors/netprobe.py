@@ -44,6 +44,7 @@ from kvmtop.collectors.libvirt.domxml import DomainInfo
 from kvmtop.collectors.net_addresses import host_bridge_addresses, on_link, parse_proc_net_arp
 from kvmtop.collectors.rtt_probers import IcmpProber, Outcome, Prober, TcpProber
 from kvmtop.model.sample import GuestSample, NicSample
+from kvmtop.model.units import NS_PER_S
 
 
 def percentile(values: Sequence[int], q: float) -> int:
@@ -124,10 +125,10 @@ class NetProbe:
         self._addresses = addresses
         self._configured = dict(configured or {})
         self._tcp_ports = dict(tcp_ports or {})
-        self._every_ns = int(max(1.0, every_s) * 1e9)
+        self._every_ns = int(max(1.0, every_s) * NS_PER_S)
         self._window = max(1, window)
-        self._timeout_ns = int(timeout_s * 1e9)
-        self._resolve_ns = int(resolve_every_s * 1e9)
+        self._timeout_ns = int(timeout_s * NS_PER_S)
+        self._resolve_ns = int(resolve_every_s * NS_PER_S)
         self._bridge_addresses = bridge_addresses
         self._icmp = icmp
         self._tcp = tcp or TcpProber()
@@ -146,7 +147,7 @@ class NetProbe:
 
     def probe(self) -> Probe:
         """Open the ICMP socket; say how probing will be done."""
-        detail = {"every_s": f"{self._every_ns / 1e9:g}", "window": str(self._window)}
+        detail = {"every_s": f"{self._every_ns / NS_PER_S:g}", "window": str(self._window)}
         if self._icmp_prober() is None:
             assert self._icmp_error is not None
             if not self._tcp_ports:

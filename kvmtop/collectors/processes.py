@@ -27,8 +27,7 @@ from kvmtop.collectors.base import Probe
 from kvmtop.collectors.host import read_text
 from kvmtop.collectors.kvmdebugfs import DebugfsCollector
 from kvmtop.model.sample import GuestSample, ThreadSample, VcpuSample
-
-NS_PER_S = 1_000_000_000
+from kvmtop.model.units import NS_PER_S
 
 _VM_FD = "anon_inode:kvm-vm"
 _VCPU_FD = re.compile(r"anon_inode:kvm-vcpu:(\d+)")

@@ -17,10 +17,8 @@ from kvmtop.model.sample import (
     PressureSample,
     SoftnetSample,
 )
+from kvmtop.model.units import NS_PER_MS, NS_PER_S, NS_PER_US
 
-NS_PER_S = 1_000_000_000
-NS_PER_MS = 1_000_000
-NS_PER_US = 1_000
 SECTOR_BYTES = 512
 """/proc/diskstats counts 512-byte sectors whatever the device's sector size."""
 

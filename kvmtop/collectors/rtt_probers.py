@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kvmtop.collectors.base import CollectorError
+from kvmtop.model.units import NS_PER_S
 
 # include/uapi/asm-generic/socket.h: SO_TIMESTAMPNS_OLD (the 64-bit struct timespec
 # form on x86_64 and arm64); Python's socket module does not export it.
@@ -182,7 +183,7 @@ def _rx_time(ancdata: list[tuple[int, int, bytes]]) -> int | None:
             sec: int
             nsec: int
             sec, nsec = _TIMESPEC.unpack_from(data)
-            return sec * 1_000_000_000 + nsec
+            return sec * NS_PER_S + nsec
     return None
 
 

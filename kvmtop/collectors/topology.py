@@ -30,8 +30,7 @@ from pathlib import Path
 from kvmtop.collectors.base import Probe
 from kvmtop.collectors.host import read_text
 from kvmtop.model.sample import DiskSample, GuestSample, VcpuSample
-
-NS_PER_US = 1_000
+from kvmtop.model.units import NS_PER_US
 
 # How deep below the VM's cgroup to look for cpu.stat files: libvirt's own layout is
 # <vm>/{emulator,vcpuN,iothreadN} (1 level), under systemd <scope>/libvirt/... (2).

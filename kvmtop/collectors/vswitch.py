@@ -40,6 +40,7 @@ from typing import Any
 from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.collectors.host import read_text
 from kvmtop.model.sample import HostSample, OvsDatapathSample, OvsPortSample
+from kvmtop.model.units import NS_PER_S
 
 RUNDIRS = ("var/run/openvswitch", "run/openvswitch", "usr/local/var/run/openvswitch")
 """Where OVS keeps its sockets, relative to root, in the order tried (OVS_RUNDIR
@@ -278,7 +279,7 @@ class VswitchCollector:
             clock: monotonic clock in ns.
         """
         self._base = str(root).rstrip("/")
-        self._every_ns = int(every_s * 1e9)
+        self._every_ns = int(every_s * NS_PER_S)
         self._timeout_s = timeout_s
         self._rundir = rundir or os.environ.get("OVS_RUNDIR")
         self._rpc = rpc
@@ -299,7 +300,7 @@ class VswitchCollector:
             "; ".join(self.last_gaps) or None,
             detail={
                 "rundir": self._find_rundir(),
-                "every_s": f"{self._every_ns / 1e9:g}",
+                "every_s": f"{self._every_ns / NS_PER_S:g}",
                 "ports": str(len(snap.ports)),
                 "datapaths": ", ".join(d.name for d in snap.datapaths) or "none",
             },

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 from kvmtop.commands.common import frameless_pipeline, positive_float, uplink_kinds, uri_error
 from kvmtop.config import Settings
+from kvmtop.model.units import MIB
 from kvmtop.wiring import build_sampler
 
 if TYPE_CHECKING:
     from kvmtop.feed.protocols import SampleSink
 
-MIB = 1024 * 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

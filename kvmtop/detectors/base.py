@@ -21,9 +21,7 @@ from kvmtop.model.rates.frame import Frame
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.rates.host import HostRates
 from kvmtop.model.sample import GuestSample, Sample
-
-NS_PER_S = 1_000_000_000
-MIB = float(1 << 20)
+from kvmtop.model.units import NS_PER_S
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 

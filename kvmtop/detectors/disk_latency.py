@@ -37,6 +37,7 @@ from kvmtop.detectors.stats import RollingMedian
 from kvmtop.model.rates.counters import counter_delta
 from kvmtop.model.rates.host import HostDiskRates
 from kvmtop.model.sample import DiskSample
+from kvmtop.model.units import NS_PER_MS
 
 ID = "disk_latency"
 KINDS = (("rd", "read"), ("wr", "write"), ("fl", "flush"))
@@ -182,7 +183,7 @@ class DiskLatency:
                 break
         if reqs < max(s.min_reqs, 1):
             return None
-        latency = total_ns / reqs / 1e6
+        latency = total_ns / reqs / NS_PER_MS
         rm = state.median
         med = rm.median() if rm.covered_s >= s.min_baseline_s else None
         floor = s.floor_ssd_ms if ssd else s.floor_rotational_ms

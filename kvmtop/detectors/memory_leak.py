@@ -29,7 +29,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kvmtop.detectors.base import (
-    MIB,
     GuestView,
     Observation,
     Tick,
@@ -41,6 +40,7 @@ from kvmtop.detectors.settings import DetectorSettings, MemoryLeakSettings
 from kvmtop.detectors.stats import resistant_slope
 from kvmtop.detectors.trend import TrendResult, TrendSeries, evaluate, phase
 from kvmtop.model.sample import BalloonSample
+from kvmtop.model.units import MIB
 
 ID = "memory_leak"
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kvmtop.detectors.base import MIB, OVERCOMMIT_CAUSE, Observation, Tick, known
+from kvmtop.detectors.base import OVERCOMMIT_CAUSE, Observation, Tick, known
 from kvmtop.detectors.settings import DetectorSettings, OvercommitSettings
+from kvmtop.model.units import MIB
 
 ID = "overcommit"
 

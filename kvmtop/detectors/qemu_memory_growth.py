@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kvmtop.detectors.base import MIB, GuestView, Observation, Tick, cause_key, known
+from kvmtop.detectors.base import GuestView, Observation, Tick, cause_key, known
 from kvmtop.detectors.settings import DetectorSettings, QemuGrowthSettings
 from kvmtop.detectors.trend import TrendSeries, evaluate, phase
+from kvmtop.model.units import MIB
 
 ID = "qemu_memory_growth"
 

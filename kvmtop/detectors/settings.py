@@ -33,7 +33,6 @@ DETECTOR_IDS: tuple[str, ...] = (
 )
 """Stable detector ids, used in JSON, recordings and reports."""
 
-MIB = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)

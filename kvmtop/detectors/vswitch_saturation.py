@@ -43,6 +43,7 @@ from kvmtop.detectors.topology import (
 from kvmtop.model.rates.counters import rate
 from kvmtop.model.rates.host import HostNetRates
 from kvmtop.model.sample import HostSample, NetDevSample
+from kvmtop.model.units import BITS_PER_MBIT, NS_PER_S
 
 ID = "vswitch_saturation"
 
@@ -164,7 +165,7 @@ class VswitchSaturation:
         prev = self._ovs_last
         if prev is not None and stamp == self._ovs_stamp:
             return self._ovs_rates
-        dt_s = (stamp - self._ovs_stamp) / 1e9
+        dt_s = (stamp - self._ovs_stamp) / NS_PER_S
         port_drops: dict[str, float] = {}
         lost: dict[str, float] = {}
         if prev is not None:
@@ -209,9 +210,9 @@ class VswitchSaturation:
             cap = uplink_capacity(dev, s)
             busy = max((v for v in (net.rx_bps, net.tx_bps) if v is not None), default=None)
             if cap is not None and cap.mbps and busy is not None:
-                u = 100.0 * busy / (cap.mbps * 1e6)
+                u = 100.0 * busy / (cap.mbps * BITS_PER_MBIT)
                 if util is None or u > util:
-                    util, mbps, capacity, busiest_uplink = u, busy / 1e6, cap, up
+                    util, mbps, capacity, busiest_uplink = u, busy / BITS_PER_MBIT, cap, up
             drops += (net.rx_drops_per_s or 0.0) + (net.tx_drops_per_s or 0.0)
             qdisc += qdisc_rates.get(up, 0.0)
             port_drops += port_rates.get(up, 0.0)

@@ -13,6 +13,7 @@ from kvmtop.collectors.topology import BlockTopology
 from kvmtop.detectors.settings import OvercommitSettings
 from kvmtop.diagnosis.checks import OK, SKIP, WARN, Check, Examination, read_under
 from kvmtop.model.sample import BlockDevSample, GuestSample, HostSample
+from kvmtop.model.units import NS_PER_S
 
 
 def advice_checks(exam: Examination) -> Iterator[Check]:
@@ -148,11 +149,11 @@ def _halt_poll(exam: Examination, host: HostSample | None,
     # Since boot: time polled in vain vs polled with success (KVM binary stats).
     fail = sum(v.kvm.get("halt_poll_fail_ns.sum", 0) for g in running for v in g.vcpus)
     success = sum(v.kvm.get("halt_poll_success_ns.sum", 0) for g in running for v in g.vcpus)
-    if poll_ns and fail > success and fail > 1_000_000_000:
+    if poll_ns and fail > success and fail > NS_PER_S:
         return Check(
             "advice.halt_poll", WARN, title,
-            f"halt_poll_ns={poll_ns}: polling mostly fails ({fail / 1e9:.1f} s in vain "
-            f"vs {success / 1e9:.1f} s useful since the guests started)",
+            f"halt_poll_ns={poll_ns}: polling mostly fails ({fail / NS_PER_S:.1f} s in vain "
+            f"vs {success / NS_PER_S:.1f} s useful since the guests started)",
             f"echo {poll_ns // 2} > /{path}, or load cpuidle-haltpoll in the guests",
         )
     return Check("advice.halt_poll", OK, title, f"halt_poll_ns={poll_ns}")

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 
 from kvmtop.model.finding import Finding
 from kvmtop.model.incident import Incident
-from kvmtop.model.rates.counters import NS_PER_S
 from kvmtop.model.rates.kvm import EXIT_CATEGORIES
 from kvmtop.model.sample import GuestSample, HostSample, Sample
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.units import BITS_PER_BYTE, BITS_PER_MBIT, NS_PER_S
 
 _VMSTAT_COUNTERS = ("pgmajfault", "pswpin", "pswpout")
 # KVM binary stats of halt polling and HLT (Linux >= 5.8 / 5.15, x86 and generic
@@ -193,7 +193,7 @@ def _host(out: Points, h: HostSample) -> None:
     for n in h.netdevs:
         nl = (n.name,)
         out.add("kvmtop_host_network_info", (n.name, n.kind, n.master or "", n.operstate or ""), 1)
-        speed = None if n.speed_mbps is None else n.speed_mbps * 1_000_000 / 8
+        speed = None if n.speed_mbps is None else n.speed_mbps * BITS_PER_MBIT / BITS_PER_BYTE
         out.add("kvmtop_host_network_speed_bytes", nl, speed)
         out.add("kvmtop_host_network_receive_bytes_total", nl, n.rx_bytes)
         out.add("kvmtop_host_network_receive_packets_total", nl, n.rx_packets)

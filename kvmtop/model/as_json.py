@@ -21,6 +21,7 @@ from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.rates.host import HostRates
 from kvmtop.model.rates.net import NicRates
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.units import NS_PER_MS
 
 
 def json_text(obj: Any, *, indent: int | None = None) -> str:
@@ -241,7 +242,8 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
         "incidents": [incident_json(i) for i in snap.incidents],
         "findings": [finding_json(f) for f in snap.findings],
         "sources": [
-            {"name": s.name, "ok": s.ok, "reason": s.reason, "duration_ms": s.duration_ns / 1e6}
+            {"name": s.name, "ok": s.ok, "reason": s.reason,
+             "duration_ms": s.duration_ns / NS_PER_MS}
             for s in snap.sources
         ],
     }

@@ -7,6 +7,8 @@ everywhere, and unknown values always print as "–" (the reason lives in
 
 from __future__ import annotations
 
+from kvmtop.model.units import BITS_PER_MBIT, GIB, KIB, MIB, TIB
+
 DASH = "–"
 
 
@@ -38,7 +40,7 @@ def fmt_bytes(v: float | None) -> str:
     if v is None:
         return DASH
     av = abs(v)
-    for div, prefix in ((1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")):
+    for div, prefix in ((TIB, "T"), (GIB, "G"), (MIB, "M"), (KIB, "K")):
         if av >= div:
             q = v / div
             return f"{q:.1f}{prefix}" if abs(q) < 10 else f"{q:.0f}{prefix}"
@@ -58,4 +60,6 @@ def fmt_ms(v: float | None) -> str:
 
 def fmt_mbps(bits_per_s: float | None) -> str:
     """Bits per second shown as Mb/s."""
-    return DASH if bits_per_s is None else fmt_num(bits_per_s / 1e6, 1 if bits_per_s < 1e9 else 0)
+    if bits_per_s is None:
+        return DASH
+    return fmt_num(bits_per_s / BITS_PER_MBIT, 1 if bits_per_s < 1000 * BITS_PER_MBIT else 0)

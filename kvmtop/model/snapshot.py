@@ -14,6 +14,7 @@ from kvmtop.model.rates.frame import Frame
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.rates.host import HostRates
 from kvmtop.model.sample import SourceStatus
+from kvmtop.model.units import NS_PER_MS
 
 MODES = ("live", "paused", "replay", "follow")
 
@@ -78,7 +79,7 @@ class Snapshot:
         (the sampler runs them one after the other); None without sources."""
         if not self.sources:
             return None
-        return sum(s.duration_ns for s in self.sources) / 1e6
+        return sum(s.duration_ns for s in self.sources) / NS_PER_MS
 
 
 def summarize(frame: Frame) -> HostSummary:

@@ -32,6 +32,7 @@ from kvmtop.feed.spans import FindingSpan, FindingTracker
 from kvmtop.model.incident import Incident
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.units import MIB
 from kvmtop.report.incidents import IncidentAcc, ranked
 from kvmtop.report.metrics import (
     DEVICE_FIGURES,
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from kvmtop.store.meta import RecordingMeta
     from kvmtop.store.reader import StoreReader
 
-MIB = float(1 << 20)
 
 T = TypeVar("T")
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from kvmtop.model.rates.counters import NS_PER_S
 from kvmtop.model.sample import Sample, shift_clocks
+from kvmtop.model.units import NS_PER_S
 from kvmtop.store.meta import StoreError
 from kvmtop.store.reader import StoreReader
 

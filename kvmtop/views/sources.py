@@ -17,6 +17,7 @@ from textual.widgets import Footer, Static
 from kvmtop.model.fields import GUEST_COLUMNS, Field, cell_text
 from kvmtop.model.formatting import DASH
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.units import NS_PER_MS
 from kvmtop.views.guest_table import Cell, KeyedTable, TableColumn
 from kvmtop.views.host_strip import NA_LABELS, ModeBadge
 
@@ -102,7 +103,7 @@ class SourcesScreen(Screen[None]):
                 (
                     Cell(s.name),
                     Cell("ok", "ok") if s.ok else Cell("FAILED", "critical"),
-                    Cell(f"{s.duration_ns / 1e6:.1f}", right=True),
+                    Cell(f"{s.duration_ns / NS_PER_MS:.1f}", right=True),
                     Cell(s.reason or DASH, None if s.ok else "critical"),
                     Cell(", ".join(f"{k}={v}" for k, v in s.detail.items()) or DASH),
                 ),

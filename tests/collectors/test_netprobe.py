@@ -31,12 +31,12 @@ from kvmtop.collectors.rtt_probers import (
     icmp_checksum,
 )
 from kvmtop.model.sample import GuestSample, NicSample
+from kvmtop.model.units import NS_PER_S
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ARP_ROOT = FIXTURES / "fs" / "lab-arp"
 BRIDGES = {"labbr0": [("10.213.1.1", 24)], "labovs0": [("10.213.2.1", 24)]}
 MS = 1_000_000
-S = 1_000_000_000
 
 
 def test_parse_arp_capture() -> None:
@@ -177,7 +177,7 @@ def test_arp_discovery_rate_limit_and_percentiles() -> None:
             for key, _, _ in icmp.sent
         ]
         icmp.sent = []
-        now[0] = t * S
+        now[0] = t * NS_PER_S
         out = nics(probe.enrich(gs))
         guest_sends += [t for _, addr, _ in icmp.sent if addr == "10.213.1.10"]
     assert guest_sends == [0, 6, 12]  # the t=12 probe is still in flight
@@ -194,7 +194,7 @@ def test_guest_that_drops_icmp_has_no_rtt_and_a_reason() -> None:
     probe.enrich([LAB_IDLE[0]])
     for i in range(1, 4):
         icmp.answer(None, "no ICMP echo reply")
-        now[0] = i * 2 * S
+        now[0] = i * 2 * NS_PER_S
         (g,) = probe.enrich([LAB_IDLE[0]])
     nic = g.nics[0]
     assert nic.rtt_ns is None and nic.rtt_p95_ns is None  # unknown, never 0
@@ -216,7 +216,7 @@ def test_tcp_port_instead_of_icmp() -> None:
     assert tcp.sent == [(("uuid-lab-idle", 4, "vnet0"), "10.213.1.10", 22)]
     assert [addr for _, addr, _ in icmp.sent] == ["10.213.1.1"]  # the baseline stays ICMP
     tcp.answer(None, "TCP port 22 refused the connection")
-    now[0] = 6 * S
+    now[0] = 6 * NS_PER_S
     (g,) = probe.enrich([LAB_IDLE[0]])
     assert g.nics[0].rtt_reason == "TCP port 22 refused the connection"
 
@@ -375,7 +375,7 @@ def raw_reply(request: bytes, source: str, ident: int | None = None, kind: int =
     icmp = struct.pack("!BBHHH", kind, code, 0, req_ident if ident is None else ident, seq)
     ip = bytes([0x45]) + bytes(19)
     rx = time.time_ns() + 3 * MS
-    stamp = struct.pack("=qq", rx // S, rx % S)
+    stamp = struct.pack("=qq", rx // NS_PER_S, rx % NS_PER_S)
     return ip + icmp + request[8:], [(socket.SOL_SOCKET, SO_TIMESTAMPNS, stamp)], 0, (source, 0)
 
 
@@ -397,11 +397,11 @@ def test_raw_replies_matched_on_identifier_sequence_and_source() -> None:
         raw_reply(req_b, "10.213.1.99"),  # right sequence, wrong source
         raw_reply(req_a, "10.213.1.10"),
     ]
-    out = prober.collect(time.monotonic_ns(), 10 * S)
+    out = prober.collect(time.monotonic_ns(), 10 * NS_PER_S)
     assert [o.key for o in out] == ["a"]
     assert out[0].rtt_ns is not None and 2 * MS < out[0].rtt_ns < 1000 * MS
     # b was never answered: lost once older than the timeout.
-    assert prober.collect(time.monotonic_ns() + 20 * S, 10 * S) == [
+    assert prober.collect(time.monotonic_ns() + 20 * NS_PER_S, 10 * NS_PER_S) == [
         Outcome("b", None, "no ICMP echo reply")
     ]
 

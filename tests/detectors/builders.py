@@ -31,11 +31,10 @@ from kvmtop.model.sample import (
     ThreadSample,
     VcpuSample,
 )
+from kvmtop.model.units import MIB, NS_PER_S
 from kvmtop.model.window import Window
 
 T0 = 1_700_000_000.0
-MIB = 1 << 20
-NS = 1_000_000_000
 
 # ---------------------------------------------------------------- specs
 
@@ -167,7 +166,7 @@ class World:
         self.window = Window(window_size)
         self.engine = DetectorEngine(settings or DetectorSettings())
         self.wall_s = T0
-        self.mono_ns = 10 * NS
+        self.mono_ns = 10 * NS_PER_S
         self._acc: dict[str, float] = {}
 
     def guest(self, name: str) -> GuestSpec:
@@ -189,7 +188,7 @@ class World:
     def sample(self, dt: float = 2.0) -> Sample:
         """Advance time by `dt` and build the raw sample."""
         self.wall_s += dt
-        self.mono_ns += int(dt * NS)
+        self.mono_ns += int(dt * NS_PER_S)
         guests = tuple(self._guest(g, dt) for g in self.guests)
         return Sample(
             wall_s=self.wall_s,
@@ -231,9 +230,10 @@ class World:
             fields: dict[str, Any] = {
                 "index": i,
                 "state": 1,
-                "time_ns": self._count(f"{k}v{i}:cpu", v.cpu_pct / 100 * NS, dt),
+                "time_ns": self._count(f"{k}v{i}:cpu", v.cpu_pct / 100 * NS_PER_S, dt),
                 "delay_ns": self._count(
-                    f"{k}v{i}:steal", None if v.steal_pct is None else v.steal_pct / 100 * NS, dt
+                    f"{k}v{i}:steal",
+                    None if v.steal_pct is None else v.steal_pct / 100 * NS_PER_S, dt
                 ),
                 "kvm": kvm,
             }
@@ -270,7 +270,7 @@ class World:
                     tid=(g.pid or 0) + 50,
                     kind="vhost",
                     name=f"vhost-{g.pid}",
-                    run_ns=self._count(k + "vhost", g.vhost_cpu_pct / 100 * NS, dt),
+                    run_ns=self._count(k + "vhost", g.vhost_cpu_pct / 100 * NS_PER_S, dt),
                 ),
             )
         debugfs: dict[str, int] = {}
@@ -289,7 +289,7 @@ class World:
             "vcpus_current": len(g.vcpus),
             "vcpus_maximum": len(g.vcpus),
             "cpu_time_ns": self._count(
-                k + "cpu", sum(v.cpu_pct for v in g.vcpus) / 100 * NS, dt
+                k + "cpu", sum(v.cpu_pct for v in g.vcpus) / 100 * NS_PER_S, dt
             ),
             "vcpus": tuple(vcpus),
             "disks": tuple(disks),
@@ -324,7 +324,7 @@ class World:
                 "write_bytes": 0,
                 "write_time_ns": self._count(hk + "wt", d.iops * d.ms * 1e6, dt) or 0,
                 "in_flight": 0,
-                "io_ticks_ns": self._count(hk + "io", d.util_pct / 100 * NS, dt) or 0,
+                "io_ticks_ns": self._count(hk + "io", d.util_pct / 100 * NS_PER_S, dt) or 0,
                 "weighted_ns": 0,
                 "rotational": d.rotational,
             }
@@ -354,7 +354,7 @@ class World:
         pressure = dict(h.pressure)
         if "cpu" not in pressure:
             pressure["cpu"] = PressureSample(
-                some_total_ns=self._count("host:psi:cpu", h.psi_cpu_some_pct / 100 * NS, dt)
+                some_total_ns=self._count("host:psi:cpu", h.psi_cpu_some_pct / 100 * NS_PER_S, dt)
             )
         common: dict[str, Any] = {
             "mono_ns": self.mono_ns,

@@ -33,6 +33,7 @@ from kvmtop.model.rates.kvm import (
 )
 from kvmtop.model.sample import SourceStatus
 from kvmtop.model.snapshot import Snapshot
+from kvmtop.model.units import MIB
 from kvmtop.store.reader import StoreReader
 from kvmtop.views.guest_detail import GuestDetailScreen, tracing_text
 from kvmtop.wiring import build_live_feed, build_pipeline
@@ -46,7 +47,6 @@ from tests.lab.fixture import Lab, kvmtop_interval_s
 pytestmark = [pytest.mark.lab, pytest.mark.nested]
 
 OBSERVE_S = 70.0
-MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")

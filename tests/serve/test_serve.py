@@ -53,13 +53,13 @@ from kvmtop.model.sample import (
     ThreadSample,
     VcpuSample,
 )
+from kvmtop.model.units import NS_PER_S
 from kvmtop.model.window import Window
 from kvmtop.sampler import Sampler
 from tests.lab.fixture import Lab
 from tests.serve.prom import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
-S = 1_000_000_000
 UUID = "11111111-2222-3333-4444-555555555555"
 
 # --------------------------------------------------------------------------- fakes
@@ -78,11 +78,12 @@ class FakeHost:
         self.tick += 1
         t = self.tick
         return HostSample(
-            mono_ns=t * S,
+            mono_ns=t * NS_PER_S,
             hostname="fake",
             ncpu=2,
-            cpu=CpuTimes(t * S, 0, t * S, 10 * t * S, 0, 0, 0, 0, guest_ns=t * S // 2),
-            run_delay_ns=t * S,
+            cpu=CpuTimes(t * NS_PER_S, 0, t * NS_PER_S, 10 * t * NS_PER_S, 0, 0, 0, 0,
+                         guest_ns=t * NS_PER_S // 2),
+            run_delay_ns=t * NS_PER_S,
             mem_total_bytes=8 << 30,
             mem_available_bytes=4 << 30,
             vmstat={"pgmajfault": t, "nr_free_pages": 5},
@@ -127,13 +128,14 @@ class FakeGuests:
 
 def guest(t: int, name: str = "web-1") -> GuestSample:
     kvm = {"exits.sum": 100 * t, "halt_exits.sum": 10 * t, "io_exits.sum": 5 * t,
-           "halt_poll_fail_ns.sum": t * S, "halt_wait_ns.sum": t * S, "blocking.cur": 1}
+           "halt_poll_fail_ns.sum": t * NS_PER_S, "halt_wait_ns.sum": t * NS_PER_S,
+           "blocking.cur": 1}
     return GuestSample(
         uuid=UUID, name=name, dom_id=3, state="running", accel="kvm", pid=4242,
-        vcpus_current=1, vcpus_maximum=2, cpu_time_ns=t * S, cpu_user_ns=t * S // 2,
-        cpu_system_ns=t * S // 4,
-        vcpus=(VcpuSample(0, state=1, time_ns=t * S, delay_ns=t * S // 10, tid=4250,
-                          sched_run_ns=t * S, sched_delay_ns=t * S // 10, kvm=kvm),),
+        vcpus_current=1, vcpus_maximum=2, cpu_time_ns=t * NS_PER_S, cpu_user_ns=t * NS_PER_S // 2,
+        cpu_system_ns=t * NS_PER_S // 4,
+        vcpus=(VcpuSample(0, state=1, time_ns=t * NS_PER_S, delay_ns=t * NS_PER_S // 10, tid=4250,
+                          sched_run_ns=t * NS_PER_S, sched_delay_ns=t * NS_PER_S // 10, kvm=kvm),),
         disks=(DiskSample("vda", "/img/web.qcow2", t, t * 512, t * 1000, t, t * 512, t * 1000,
                           t, t * 100, 1 << 30, 1 << 20, 1 << 20),),
         nics=(NicSample("vnet0", t * 100, t, 0, t, t * 100, t, 0, 0),),
@@ -143,7 +145,7 @@ def guest(t: int, name: str = "web-1") -> GuestSample:
                               last_update_s=1_700_000_000 + t),
         debugfs={"exits": 100 * t, "blocking": 0},
         exit_reasons={"kvm_exit:HLT": t, "kvm_pio:total": 2 * t},
-        threads=(ThreadSample(4243, "emulator", "qemu-system-x86", t * S, 0),),
+        threads=(ThreadSample(4243, "emulator", "qemu-system-x86", t * NS_PER_S, 0),),
     )
 
 
@@ -250,7 +252,7 @@ def test_every_exported_sample_is_documented_with_its_type(
 def test_unknown_values_are_absent_not_zero(server: tuple[MetricsServer, Exporter]) -> None:
     srv, exporter = server
     bare = GuestSample(uuid=UUID, name="tcg-1", state="running", accel="tcg",
-                       vcpus=(VcpuSample(0, time_ns=S),))
+                       vcpus=(VcpuSample(0, time_ns=NS_PER_S),))
 
     class BareGuests(FakeGuests):
         def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:

@@ -28,8 +28,8 @@ from kvmtop.model.sample import (
     SourceStatus,
     VcpuSample,
 )
+from kvmtop.model.units import NS_PER_S
 
-S = 1_000_000_000
 VCPU_STATS = (
     "halt_successful_poll",
     "halt_attempted_poll",
@@ -208,15 +208,15 @@ class SyntheticHost:
     def _host(self, mono: int) -> HostSample:
         c = self._count
         cpu = CpuTimes(
-            user_ns=c("h.user", 9 * S),
-            nice_ns=c("h.nice", S // 100),
-            system_ns=c("h.sys", 2 * S),
-            idle_ns=c("h.idle", 5 * S),
-            iowait_ns=c("h.iow", S // 10),
-            irq_ns=c("h.irq", S // 50),
-            softirq_ns=c("h.sirq", S // 20),
+            user_ns=c("h.user", 9 * NS_PER_S),
+            nice_ns=c("h.nice", NS_PER_S // 100),
+            system_ns=c("h.sys", 2 * NS_PER_S),
+            idle_ns=c("h.idle", 5 * NS_PER_S),
+            iowait_ns=c("h.iow", NS_PER_S // 10),
+            irq_ns=c("h.irq", NS_PER_S // 50),
+            softirq_ns=c("h.sirq", NS_PER_S // 20),
             steal_ns=0,
-            guest_ns=c("h.guest", 8 * S),
+            guest_ns=c("h.guest", 8 * NS_PER_S),
         )
         psi = {
             r: PressureSample(
@@ -240,7 +240,7 @@ class SyntheticHost:
                 write_time_ns=c(f"bd.{n}.wt", 300_000_000),
                 in_flight=self.rng.randint(0, 3),
                 io_ticks_ns=c(f"bd.{n}.io", 900_000_000),
-                weighted_ns=c(f"bd.{n}.wq", 2 * S),
+                weighted_ns=c(f"bd.{n}.wq", 2 * NS_PER_S),
                 flushes=c(f"bd.{n}.f", 20),
                 flush_time_ns=c(f"bd.{n}.ft", 9_000_000),
                 rotational=False,
@@ -288,7 +288,7 @@ class SyntheticHost:
             ncpu=self.ncpu,
             cpu=cpu,
             run_delay_ns=c("h.rd", 400_000_000),
-            run_time_ns=c("h.rt", 9 * S),
+            run_time_ns=c("h.rt", 9 * NS_PER_S),
             mem_total_bytes=32 << 30,
             mem_available_bytes=20 << 30,
             mem_free_bytes=12 << 30,
@@ -309,7 +309,7 @@ class SyntheticHost:
 
     def sample(self) -> Sample:
         """The next tick's sample (wall and monotonic clocks advance by the interval)."""
-        mono = int((1000 + self.tick * self.interval_s) * S)
+        mono = int((1000 + self.tick * self.interval_s) * NS_PER_S)
         wall = self.start_s + self.tick * self.interval_s
         sources = (
             SourceStatus("host", True, duration_ns=400_000 + self.rng.randint(0, 90_000)),

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from kvmtop.config import Settings
-from kvmtop.model.rates.counters import NS_PER_S
 from kvmtop.model.sample import BalloonSample, Sample, shift_clocks
+from kvmtop.model.units import NS_PER_S
 from kvmtop.store.looped import LoopedRecording
 from kvmtop.store.meta import StoreError
 from kvmtop.store.reader import StoreReader

@@ -18,8 +18,7 @@ from kvmtop.model.rates.kvm import (
     kvm_exit_silent,
 )
 from kvmtop.model.sample import GuestSample, ThreadSample, VcpuSample
-
-S = 1_000_000_000
+from kvmtop.model.units import NS_PER_S
 
 
 def guest(
@@ -44,7 +43,8 @@ def guest(
         exit_reasons={k: int(v * t) for k, v in (trace or {}).items()},
         threads=tuple(
             ThreadSample(
-                tid, kind, f"{kind}-{tid}", run_ns=int(run * S * t), delay_ns=int(d * S * t)
+                tid, kind, f"{kind}-{tid}", run_ns=int(run * NS_PER_S * t),
+                delay_ns=int(d * NS_PER_S * t),
             )
             for tid, kind, run, d in threads
         ),

@@ -14,23 +14,22 @@ from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.feed.live import LiveFeed
 from kvmtop.feed.pipeline import Pipeline
 from kvmtop.model.sample import GuestSample, HostSample, Sample, VcpuSample
+from kvmtop.model.units import NS_PER_S
 from kvmtop.model.window import Window
 from kvmtop.sampler import Sampler
 from kvmtop.wiring import build_pipeline
 from tests.detectors.builders import GuestSpec, HostSpec, VcpuSpec, World
 
-S = 1_000_000_000
-
 
 def sample(t: int, cpu_ns: int, uuid: str = "u") -> Sample:
     g = GuestSample(uuid=uuid, name="g", dom_id=1, state="running", cpu_time_ns=cpu_ns,
                     vcpus_current=2, balloon=None)
-    return Sample(float(t), t * S, HostSample(mono_ns=t * S, ncpu=4), (g,), ())
+    return Sample(float(t), t * NS_PER_S, HostSample(mono_ns=t * NS_PER_S, ncpu=4), (g,), ())
 
 
 def test_window_bounded_and_derives() -> None:
     w = Window(size=3)
-    frames = [w.push(sample(t, t * S // 2)) for t in range(5)]
+    frames = [w.push(sample(t, t * NS_PER_S // 2)) for t in range(5)]
     assert len(w) == 3
     assert frames[0].guests[0].cpu_pct is None
     assert frames[4].guests[0].cpu_pct == pytest.approx(50.0)
@@ -41,10 +40,10 @@ def test_window_keeps_fewer_frames_of_many_guests() -> None:
     """The guest-frame budget bounds memory: with 3 guests and a budget of 7 guest
     entries the window keeps 2 frames (never fewer), whatever its size."""
     def many(t: int) -> Sample:
-        one = sample(t, t * S // 2)
+        one = sample(t, t * NS_PER_S // 2)
         guests = tuple(
             GuestSample(uuid=f"u{i}", name=f"g{i}", dom_id=i, state="running",
-                        cpu_time_ns=t * S // 2, vcpus_current=1, balloon=None)
+                        cpu_time_ns=t * NS_PER_S // 2, vcpus_current=1, balloon=None)
             for i in range(3)
         )
         return Sample(one.wall_s, one.mono_ns, one.host, guests, ())
@@ -61,7 +60,7 @@ def test_window_keeps_fewer_frames_of_many_guests() -> None:
 def test_window_restarts_when_clock_goes_back() -> None:
     w = Window(size=10)
     w.push(sample(5, 0))
-    f = w.push(sample(4, S))
+    f = w.push(sample(4, NS_PER_S))
     assert f.guests[0].cpu_pct is None
     assert len(w) == 1
 
@@ -74,7 +73,7 @@ def test_window_rejects_tiny_size() -> None:
 def test_pipeline_snapshot_summary() -> None:
     p = Pipeline(window_size=10)
     p.push(sample(0, 0), mode="live")
-    snap = p.push(sample(1, S), mode="live", recording="/tmp/x")
+    snap = p.push(sample(1, NS_PER_S), mode="live", recording="/tmp/x")
     assert snap.seq == 2
     assert snap.mode == "live"
     assert snap.recording == "/tmp/x"

@@ -23,8 +23,7 @@ from kvmtop.model.sample import (
     Sample,
     VcpuSample,
 )
-
-S = 1_000_000_000
+from kvmtop.model.units import NS_PER_S
 
 
 @pytest.mark.parametrize(
@@ -93,27 +92,29 @@ def guest(**kw: object) -> GuestSample:
 
 def test_guest_cpu_steal_and_exits() -> None:
     prev = guest(
-        cpu_time_ns=10 * S,
+        cpu_time_ns=10 * NS_PER_S,
         vcpus=(
             VcpuSample(
-                0, delay_ns=1 * S, time_ns=5 * S, kvm={"exits.sum": 1000, "io_exits.sum": 10}
+                0, delay_ns=1 * NS_PER_S, time_ns=5 * NS_PER_S,
+                kvm={"exits.sum": 1000, "io_exits.sum": 10},
             ),
-            VcpuSample(1, delay_ns=0, time_ns=5 * S, kvm={"exits.sum": 0, "io_exits.sum": 0}),
+            VcpuSample(1, delay_ns=0, time_ns=5 * NS_PER_S,
+                       kvm={"exits.sum": 0, "io_exits.sum": 0}),
         ),
     )
     cur = guest(
-        cpu_time_ns=11 * S,  # +1 s CPU over 2 s = 50 %
+        cpu_time_ns=11 * NS_PER_S,  # +1 s CPU over 2 s = 50 %
         vcpus=(
             VcpuSample(
                 0,
-                delay_ns=1 * S + S // 5,
-                time_ns=5 * S + S // 2,
+                delay_ns=1 * NS_PER_S + NS_PER_S // 5,
+                time_ns=5 * NS_PER_S + NS_PER_S // 2,
                 kvm={"exits.sum": 3000, "io_exits.sum": 2010},
             ),  # 10 % steal
             VcpuSample(
                 1,
-                delay_ns=S // 10,
-                time_ns=5 * S + S // 2,
+                delay_ns=NS_PER_S // 10,
+                time_ns=5 * NS_PER_S + NS_PER_S // 2,
                 kvm={"exits.sum": 200, "io_exits.sum": 0},
             ),  # 5 % steal
         ),
@@ -132,7 +133,7 @@ def test_guest_cpu_steal_and_exits() -> None:
 
 def test_steal_falls_back_to_schedstat() -> None:
     prev = guest(vcpus=(VcpuSample(0, sched_delay_ns=0, sched_run_ns=0),))
-    cur = guest(vcpus=(VcpuSample(0, sched_delay_ns=S // 2, sched_run_ns=S // 4),))
+    cur = guest(vcpus=(VcpuSample(0, sched_delay_ns=NS_PER_S // 2, sched_run_ns=NS_PER_S // 4),))
     g = derive_guest(prev, cur, 1.0, now_s=0)
     assert g.steal_pct == pytest.approx(50.0)
     assert g.steal_source == "schedstat"
@@ -144,11 +145,11 @@ def test_a_vcpu_never_runs_and_waits_longer_than_the_time_that_passed() -> None:
     # call than the stamp says (seen on the loaded lab: steal up to 127 %). The
     # counters' sum is the elapsed time: 60 % + 40 %, never over 100.
     prev = guest(vcpus=(VcpuSample(0, delay_ns=0, sched_run_ns=0),))
-    cur = guest(vcpus=(VcpuSample(0, delay_ns=S, sched_run_ns=3 * S // 2),))
+    cur = guest(vcpus=(VcpuSample(0, delay_ns=NS_PER_S, sched_run_ns=3 * NS_PER_S // 2),))
     v = derive_guest(prev, cur, 2.0, now_s=0).vcpu[0]
     assert (v.cpu_pct, v.steal_pct) == (pytest.approx(60.0), pytest.approx(40.0))
     # Within the interval, the interval is the measure: 0.5 + 0.25 s in 2 s.
-    cur = guest(vcpus=(VcpuSample(0, delay_ns=S // 4, sched_run_ns=S // 2),))
+    cur = guest(vcpus=(VcpuSample(0, delay_ns=NS_PER_S // 4, sched_run_ns=NS_PER_S // 2),))
     v = derive_guest(prev, cur, 2.0, now_s=0).vcpu[0]
     assert (v.cpu_pct, v.steal_pct) == (pytest.approx(25.0), pytest.approx(12.5))
 
@@ -170,8 +171,8 @@ def test_tcg_guest_has_no_exits_and_says_why() -> None:
     ],
 )
 def test_restart_or_not_running_gives_unknown(change: dict[str, object]) -> None:
-    prev = guest(cpu_time_ns=10 * S)
-    cur = guest(cpu_time_ns=1 * S, **change)
+    prev = guest(cpu_time_ns=10 * NS_PER_S)
+    cur = guest(cpu_time_ns=1 * NS_PER_S, **change)
     g = derive_guest(prev, cur, 2.0, now_s=0)
     assert g.cpu_pct is None
 
@@ -260,17 +261,17 @@ def test_host_cpu_psi_disk_net() -> None:
         run_delay_ns=0,
     )
     cur = host(
-        2 * S,
-        cpu=cpu(S, 3 * S),
-        pressure={"cpu": PressureSample(some_total_ns=S // 5)},
+        2 * NS_PER_S,
+        cpu=cpu(NS_PER_S, 3 * NS_PER_S),
+        pressure={"cpu": PressureSample(some_total_ns=NS_PER_S // 5)},
         blockdevs=(
             BlockDevSample(
                 "sda",
                 reads=100,
                 read_time_ns=200_000_000,
                 writes=0,
-                io_ticks_ns=S,
-                weighted_ns=4 * S,
+                io_ticks_ns=NS_PER_S,
+                weighted_ns=4 * NS_PER_S,
                 **dev,
             ),
         ),
@@ -280,7 +281,7 @@ def test_host_cpu_psi_disk_net() -> None:
             ),
             NetDevSample("vnet0", 125_000_000, 0, 0, 0, 0, 0, 0, 0, kind="tap", speed_mbps=10),
         ),
-        run_delay_ns=S,
+        run_delay_ns=NS_PER_S,
     )
     h = derive_host(prev, cur)
     assert h.cpu_busy_pct == pytest.approx(25.0)
@@ -302,10 +303,10 @@ def test_host_without_schedstat_says_why() -> None:
 
 def test_derive_matches_guests_by_uuid_and_handles_new_guest() -> None:
     a0 = guest(uuid="a", cpu_time_ns=0)
-    a1 = guest(uuid="a", cpu_time_ns=S)
-    b1 = guest(uuid="b", cpu_time_ns=5 * S)
+    a1 = guest(uuid="a", cpu_time_ns=NS_PER_S)
+    b1 = guest(uuid="b", cpu_time_ns=5 * NS_PER_S)
     s0 = Sample(0.0, 0, None, (a0,), ())
-    s1 = Sample(1.0, S, None, (b1, a1), ())
+    s1 = Sample(1.0, NS_PER_S, None, (b1, a1), ())
     f = derive(s0, s1)
     by = {g.uuid: g for g in f.guests}
     assert by["a"].cpu_pct == pytest.approx(100.0)

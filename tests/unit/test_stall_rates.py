@@ -9,12 +9,12 @@ import pytest
 from kvmtop.model.rates.counters import (
     INTERVAL_MAX_RATIO,
     INTERVAL_MIN_RATIO,
-    NS_PER_S,
     interval_gap,
 )
 from kvmtop.model.rates.frame import derive
 from kvmtop.model.rates.guest import NA_AFTER_NO_ANSWER
 from kvmtop.model.sample import GuestSample, HostSample, NicSample, Sample
+from kvmtop.model.units import NS_PER_S
 from kvmtop.sampler import next_tick
 
 UUID = "11111111-2222-3333-4444-555555555555"

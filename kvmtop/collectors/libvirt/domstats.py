@@ -20,6 +20,7 @@ from typing import Any
 
 from kvmtop.collectors.libvirt.domxml import DomainInfo
 from kvmtop.model.sample import BalloonSample, DiskSample, GuestSample, NicSample, VcpuSample
+from kvmtop.model.units import KIB
 
 DOMAIN_STATES: tuple[str, ...] = (
     "nostate",
@@ -37,7 +38,6 @@ KVM_STAT_TYPES = frozenset({"sum", "cur", "max"})
 """Suffixes libvirt gives QEMU query-stats values (libvirt 8.9, virsh(1) domstats --vm):
 cumulative -> sum, instant -> cur, peak -> max."""
 
-_KIB = 1024
 
 # Field name of each sample type -> the `<group>.<N>.<key>` (or `<group>.<key>`) it is
 # read from (virsh(1) domstats). Fields not listed are not libvirt stats.
@@ -271,7 +271,7 @@ class _Plan:
                    if k.startswith("balloon.")}
         if balloon:
             values = [
-                f"{code} * {_KIB}" if code != "None" and f in _BALLOON_KIB else code
+                f"{code} * {KIB}" if code != "None" and f in _BALLOON_KIB else code
                 for f, code in zip(_BALLOON_KEYS, self._fields(_BALLOON_KEYS, balloon),
                                    strict=True)
             ]

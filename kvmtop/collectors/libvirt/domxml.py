@@ -10,6 +10,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from kvmtop.model.units import GIB, KIB, MIB, TIB
+
 
 @dataclass(frozen=True, slots=True)
 class DiskInfo:
@@ -90,17 +92,17 @@ _MEMORY_UNITS: dict[str, int] = {
     "b": 1,
     "bytes": 1,
     "kb": 1000,
-    "k": 1 << 10,
-    "kib": 1 << 10,
+    "k": KIB,
+    "kib": KIB,
     "mb": 1000**2,
-    "m": 1 << 20,
-    "mib": 1 << 20,
+    "m": MIB,
+    "mib": MIB,
     "gb": 1000**3,
-    "g": 1 << 30,
-    "gib": 1 << 30,
+    "g": GIB,
+    "gib": GIB,
     "tb": 1000**4,
-    "t": 1 << 40,
-    "tib": 1 << 40,
+    "t": TIB,
+    "tib": TIB,
 }
 
 _ACCELERATORS = {"kvm": "kvm", "qemu": "tcg"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-NS_PER_S = 1_000_000_000
+from kvmtop.model.units import NS_PER_MS, NS_PER_S
 
 INTERVAL_MIN_RATIO = 0.5
 """Guest rates over an interval shorter than this share of the nominal one are unknown.
@@ -96,7 +96,7 @@ def latency_ms(
     dtime = cur_time_ns - prev_time_ns
     if dtime < 0 or dreqs < max(min_ops, 1):
         return None
-    return dtime / dreqs / 1e6
+    return dtime / dreqs / NS_PER_MS
 
 
 def known_sum(values: Iterable[float | None]) -> float | None:
@@ -124,7 +124,7 @@ def known_max(values: Iterable[float | None]) -> float | None:
 
 def ms_of_ns(ns: int | None) -> float | None:
     """Nanoseconds as milliseconds (None stays None)."""
-    return None if ns is None else ns / 1e6
+    return None if ns is None else ns / NS_PER_MS
 
 
 def pct_of_wall(prev: int | None, cur: int | None, dt_s: float) -> float | None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvmtop.model.frozen import fast_init
-from kvmtop.model.rates.counters import NS_PER_S, counter_delta, pct_of_wall, rate
+from kvmtop.model.rates.counters import counter_delta, pct_of_wall, rate
 from kvmtop.model.sample import ThreadSample, VcpuSample
+from kvmtop.model.units import NS_PER_S
 
 
 @fast_init

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from kvmtop.model.frozen import fast_init
 from kvmtop.model.rates.counters import known_sum, latency_ms, rate
 from kvmtop.model.sample import DiskSample
+from kvmtop.model.units import NS_PER_MS
 
 
 @fast_init
@@ -82,7 +83,7 @@ def weighted_latencies(
             totals[2 * i + 1] += cr - pr
     least = max(min_ops, 1)
     rd, wr, fl = (
-        None if reqs < least else ns / reqs / 1e6
+        None if reqs < least else ns / reqs / NS_PER_MS
         for ns, reqs in zip(totals[::2], totals[1::2], strict=True)
     )
     return rd, wr, fl

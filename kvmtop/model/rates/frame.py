@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvmtop.model.rates.counters import NS_PER_S, interval_gap
+from kvmtop.model.rates.counters import interval_gap
 from kvmtop.model.rates.guest import GuestRates, derive_guest
 from kvmtop.model.rates.host import HostRates, derive_host
 from kvmtop.model.sample import Sample
+from kvmtop.model.units import NS_PER_S
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kvmtop.model.frozen import fast_init
-from kvmtop.model.rates.counters import NS_PER_S, column_sums, known_max, known_sum, rate
+from kvmtop.model.rates.counters import column_sums, known_max, known_sum, rate
 from kvmtop.model.rates.cpu import ThreadRates, VcpuRates, derive_threads, derive_vcpu
 from kvmtop.model.rates.disk import DiskRates, derive_disk, weighted_latencies
 from kvmtop.model.rates.kvm import EXIT_SPLIT_CATEGORIES, derive_kvm
 from kvmtop.model.rates.net import NicRates, derive_nic
 from kvmtop.model.sample import BalloonSample, GuestSample
+from kvmtop.model.units import NS_PER_S
 
 NA_NOT_KVM = "n/a: not KVM (QEMU TCG emulation)"
 NA_FIRST = "needs two samples"

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kvmtop.model.rates.counters import (
-    NS_PER_S,
     counter_delta,
     known_sum,
     latency_ms,
@@ -16,6 +15,7 @@ from kvmtop.model.rates.counters import (
     to_bits,
 )
 from kvmtop.model.sample import BlockDevSample, HostSample, NetDevSample
+from kvmtop.model.units import NS_PER_S
 
 
 @dataclass(frozen=True, slots=True)

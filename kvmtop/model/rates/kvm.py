@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvmtop.model.frozen import fast_init
-from kvmtop.model.rates.counters import NS_PER_S, known_sum, rate
+from kvmtop.model.rates.counters import known_sum, rate
 from kvmtop.model.sample import GuestSample
+from kvmtop.model.units import NS_PER_S
 
 # KVM binary-stat categories shown per guest (x86 names, arch/x86/kvm/x86.c
 # kvm_vcpu_stats_desc). "exits" is the total; the rest are categories, not the
