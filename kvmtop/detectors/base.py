@@ -23,8 +23,6 @@ from kvmtop.model.rates.host import HostRates
 from kvmtop.model.sample import GuestSample, Sample
 from kvmtop.model.units import NS_PER_S
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-
 CAUSE_KINDS: dict[str, str] = {
     "overcommit": "overcommit",
     "pinning": "pinning",

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvmtop.detectors.base import (
-    SEVERITY_RANK,
     Detector,
     GuestView,
     Observation,
@@ -37,7 +36,7 @@ from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.detectors.steal import Steal
 from kvmtop.detectors.vnic_drops import VnicDrops
 from kvmtop.detectors.vswitch_saturation import VswitchSaturation
-from kvmtop.model.finding import Finding
+from kvmtop.model.finding import Finding, severity_rank
 from kvmtop.model.rates.frame import Frame
 from kvmtop.model.rates.guest import same_incarnation
 from kvmtop.model.sample import Sample
@@ -186,7 +185,7 @@ class DetectorEngine:
         self._findings = tuple(
             sorted(
                 (t.finding for t in self._tracks.values() if t.active and t.finding is not None),
-                key=lambda f: (-SEVERITY_RANK.get(f.severity, 0), f.detector, f.subject_name),
+                key=lambda f: (-severity_rank(f.severity), f.detector, f.subject_name),
             )
         )
         return self._findings

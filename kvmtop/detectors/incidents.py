@@ -23,10 +23,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from kvmtop.detectors.base import CAUSE_KINDS, SEVERITY_RANK, fmt_duration
+from kvmtop.detectors.base import CAUSE_KINDS, fmt_duration
 from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.detectors.topology import summarize
-from kvmtop.model.finding import Finding
+from kvmtop.model.finding import Finding, severity_rank
 from kvmtop.model.incident import DROP_EVIDENCE, Incident, Member, dropping, impact, where
 
 KINDS = (*CAUSE_KINDS.values(), "single")
@@ -150,7 +150,7 @@ def _rank(
         tier, eta = 0, eta_s
     else:
         tier, eta = (1 if severity == "critical" or losing else 2), 0.0
-    return (0 if active else 1, tier, eta, -SEVERITY_RANK.get(severity, 0), -impact_, since_s, id_)
+    return (0 if active else 1, tier, eta, -severity_rank(severity), -impact_, since_s, id_)
 
 
 def cause_of(f: Finding) -> str:
@@ -344,7 +344,7 @@ class IncidentTracker:
             ),
             key=lambda m: (
                 not m.active,
-                -SEVERITY_RANK.get(m.severity, 0),
+                -severity_rank(m.severity),
                 m.guest or "",
                 m.subject_name,
                 m.detector,
@@ -365,7 +365,7 @@ class IncidentTracker:
         return _Body(
             kind,
             _title(kind, o.cause, guests, evidence, latest, o.members),
-            max((f.severity for f in latest), key=lambda s: SEVERITY_RANK.get(s, 0)),
+            max((f.severity for f in latest), key=severity_rank),
             tuple(members),
             guests,
             evidence,

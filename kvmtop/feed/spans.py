@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from kvmtop.model.finding import SEVERITIES, Finding
+from kvmtop.model.finding import Finding, severity_rank
 from kvmtop.model.incident import Incident
 from kvmtop.model.snapshot import Snapshot
 
@@ -73,8 +73,7 @@ class FindingSpan:
 def badness(f: Finding) -> tuple[int, float]:
     """Orders a finding's ticks: severity, then the size of its main evidence figure."""
     first = next(iter(f.evidence.values()), 0.0)
-    rank = SEVERITIES.index(f.severity) if f.severity in SEVERITIES else 0
-    return rank, abs(first)
+    return severity_rank(f.severity), abs(first)
 
 
 class FindingTracker:

@@ -6,10 +6,21 @@ Layer: model (pure).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from kvmtop.model.frozen import fast_init
 
-SEVERITIES = ("info", "warning", "critical")
+Severity = Literal["info", "warning", "critical"]
+"""How bad a finding is (and a table cell's colour class)."""
+SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
+"""Every severity, least first: the one order every ranking of severities uses."""
+_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def severity_rank(severity: str) -> int:
+    """The rank of a severity in `SEVERITIES` (info 0 < warning 1 < critical 2); one
+    this version does not know (from a newer recording) ranks below info, -1."""
+    return _RANK.get(severity, -1)
 
 
 @fast_init
@@ -19,7 +30,7 @@ class Finding:
 
     Attributes:
         detector: stable detector id ("memory_leak", "steal", "exit_storm", ...).
-        severity: "info", "warning" or "critical".
+        severity: a `Severity` (kept as str: a recording may hold another).
         subject: what it is about: a guest UUID, or "host", or a switch name.
         subject_name: human name of the subject (guest name, bridge name).
         guest: the guest's name when the finding is about one guest, else None.

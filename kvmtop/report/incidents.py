@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
-from kvmtop.detectors.base import SEVERITY_RANK
 from kvmtop.detectors.incidents import SMALLEST_WORST, MemberKey, rank_key
 from kvmtop.feed.spans import IncidentLog
+from kvmtop.model.finding import severity_rank
 from kvmtop.model.incident import Incident, Member
 from kvmtop.model.snapshot import Snapshot
 
@@ -74,7 +74,7 @@ class IncidentAcc:
             for m in i.members:
                 key = (m.detector, m.subject, m.guest)
                 seen = highest.get(key)
-                if seen is None or SEVERITY_RANK.get(m.severity, 0) > SEVERITY_RANK.get(seen, 0):
+                if seen is None or severity_rank(m.severity) > severity_rank(seen):
                     highest[key] = m.severity
 
     def incidents(self) -> list[Incident]:

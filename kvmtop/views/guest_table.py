@@ -31,7 +31,7 @@ from textual.markup import escape
 from textual.widgets import DataTable
 
 from kvmtop.model.fields import GUEST_COLUMNS
-from kvmtop.model.finding import SEVERITIES, Finding
+from kvmtop.model.finding import severity_rank
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
@@ -178,11 +178,6 @@ class Threshold:
         if value >= self.crit:
             return "critical"
         return "warning" if value >= self.warn else None
-
-
-def severity_rank(f: Finding) -> int:
-    """Order of a finding's severity: info < warning < critical (unknown first)."""
-    return SEVERITIES.index(f.severity) if f.severity in SEVERITIES else -1
 
 
 def compile_filter(text: str) -> re.Pattern[str] | None:
@@ -374,7 +369,7 @@ class GuestTable(LineTable):
         self.snapshot = snapshot
         self._guests = {g.uuid: g for g in snapshot.guests}
         self._flagged = {}
-        for f in sorted(snapshot.findings, key=severity_rank):
+        for f in sorted(snapshot.findings, key=lambda f: severity_rank(f.severity)):
             self._flagged[f.subject] = f.severity
         self._cells = {}
         for gone in self._formatted.keys() - self._guests.keys():

@@ -21,7 +21,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Input
 
-from kvmtop.model.finding import SEVERITIES
+from kvmtop.model.finding import severity_rank
 from kvmtop.views.host_strip import LABEL, clock
 
 SEVERITY_STYLES = {"info": "$kvm-info", "warning": "$kvm-warn", "critical": "$kvm-crit"}
@@ -81,17 +81,13 @@ def time_of_cell(cell: int, start_s: float, end_s: float, width: int) -> float:
     return start_s + (end_s - start_s) * min(max(cell, 0), width - 1) / (width - 1)
 
 
-def _rank(severity: str) -> int:
-    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
-
-
 def bar(state: TimelineState, width: int) -> Content:
     """The bar itself: `width` cells, markers by worst severity, the cursor on top."""
     worst: dict[int, str] = {}
     for m in state.markers:
         for cell in range(cell_of(m.start_s, state.start_s, state.end_s, width),
                           cell_of(m.end_s, state.start_s, state.end_s, width) + 1):
-            if cell not in worst or _rank(m.severity) > _rank(worst[cell]):
+            if cell not in worst or severity_rank(m.severity) > severity_rank(worst[cell]):
                 worst[cell] = m.severity
     cursor = None if state.position_s is None else cell_of(
         state.position_s, state.start_s, state.end_s, width)
