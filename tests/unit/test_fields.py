@@ -69,5 +69,5 @@ def test_the_readme_documents_every_json_field() -> None:
     text = README.read_text()
     section = text[text.index("## Batch JSON"):]
     section = section[:section.index("\n## ", 1)]
-    named = set(re.findall(r'"(\w+)"', section))
-    assert {f.json for f in FIELDS if f.json is not None} <= named
+    missing = {f.json for f in FIELDS if f.json is not None} - set(re.findall(r'"(\w+)"', section))
+    assert not missing, f"README.md's Batch JSON section does not name {sorted(missing)}"
