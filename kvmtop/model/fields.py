@@ -135,6 +135,7 @@ def _state_text(g: GuestRates) -> str:
 
 
 def _dominant_exit(g: GuestRates) -> str | None:
+    """The Top exit cell: the reason or category with the highest rate."""
     return g.dominant_exit
 
 
@@ -156,11 +157,13 @@ def _no_figure(_g: GuestRates) -> None:
     return None
 
 
-def _exit_categories(g: GuestRates) -> dict[str, float | None]:
+def _exit_categories(g: GuestRates) -> dict[str, float]:
+    """Exits per second by KVM category, as JSON writes them (3 decimals)."""
     return {k: round(v, 3) for k, v in g.exit_categories.items()}
 
 
-def _exits_by_reason(g: GuestRates) -> dict[str, float | None] | None:
+def _exits_by_reason(g: GuestRates) -> dict[str, float] | None:
+    """Exits per second by reason, as JSON writes them (None: no source splits them)."""
     rates = g.exits_by_reason
     return None if rates is None else {k: round(v, 3) for k, v in rates.items()}
 
