@@ -134,10 +134,11 @@ def test_halt_polling_of_an_idle_guest(lab: Lab) -> None:
         assert all(g.halt_poll_cpu_pct is None for g in frames)
         assert frames[-1].na["exits_per_s"] == NA_NOT_KVM
         return
-    waits = []
+    waits, halts = [], []
     for i in judged(obs):
         g = obs.snapshots[i].guest(guest.uuid)
         assert g is not None
+        halts.append(g.exit_categories.get("halt_exits", 0.0))
         dt_s = obs.interval_s(i)
         p, c = obs.raw_stats(i - 1)[guest.uuid], obs.raw_stats(i)[guest.uuid]
         (vcpu,) = g.vcpu
@@ -153,11 +154,12 @@ def test_halt_polling_of_an_idle_guest(lab: Lab) -> None:
             share("halt_poll_success_ns") + share("halt_poll_fail_ns"), abs=0.01)
         waits.append(vcpu.halt_wait_pct)
     # Idle: the vCPU spends most of its wall time halted, and it halts at its timer's
-    # pace (never 0 exits: every wake-up is one).
+    # pace (never 0 exits: every wake-up is one). Judged on the same clean frames: a
+    # frame next to a reduced reply has no binary stats at all (its exit categories are
+    # empty, not 0), which a fresh CI machine's slow L1 gave for most frames.
     assert len(waits) >= 4, "kvmtop produced too few frames with halt figures"
     assert statistics.median(waits) > 50.0, waits
-    assert statistics.median(
-        g.exit_categories.get("halt_exits", 0.0) for g in frames) > 1.0
+    assert statistics.median(halts) > 1.0, halts
 
 
 def _judged_leak(lab: Lab) -> tuple[float, list[float], list[Seen]]:
