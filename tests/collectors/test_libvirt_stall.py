@@ -227,6 +227,20 @@ def test_a_slow_call_is_waited_for_not_taken_for_a_stuck_guest(lv: ModuleType) -
     assert conn.calls == 1
 
 
+def test_a_call_slower_than_usual_is_swept_but_not_retried(lv: ModuleType) -> None:
+    """Past STALL_FACTOR times the usual call with no monitor busy, the tick looks at the
+    control info but waits on: a call is retried (NOWAIT) only once overdue."""
+    conn = StuckConnection(delay_s=0.1)
+    c = collector(conn)
+    for tick in range(3):  # the collector learns that a call takes 0.1 s
+        timed(c, tick, 1.0)
+    conn.delay_s = 0.18  # past 1.5x (0.15), before 2x (0.2): a jitter, not a stall
+    took, guests = timed(c, 3, 1.0)
+    assert took == pytest.approx(0.18, abs=0.05)
+    assert all(g.not_responding_since_s is None for g in guests.values())
+    assert conn.calls == 4  # the one call, waited for
+
+
 def test_no_answer_within_the_deadline_keeps_the_last_guests_blank(lv: ModuleType) -> None:
     conn = StuckConnection(delay_s=0.0)
     c = collector(conn)

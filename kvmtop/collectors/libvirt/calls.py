@@ -6,8 +6,9 @@ Layer: collectors (I/O).
 
 from __future__ import annotations
 
+import statistics
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 MAX_ABANDONED = 2
@@ -16,9 +17,16 @@ wait at once; past it no new call is made until one returns. libvirtd serves at 
 `max_client_requests` (default 5, libvirtd.conf) calls of one client at a time, and a
 tick needs one for its own call and one for the control info."""
 
-STALL_FACTOR = 2.0
+STALL_FACTOR = 1.5
 """A call not back after this multiple of the recent median call is checked for a
-stuck guest (`LibvirtCollector.stall_after`)."""
+stuck guest (`LibvirtCollector.stall_after`): a monitor occupied for half that long.
+The first tick of a stall is late by about this much (lab, 12 guests, calls of
+60-150 ms: 2.0 made that tick 130-220 ms late at a 1 s interval)."""
+
+OVERDUE_FACTOR = 2.0
+"""A call not back after this multiple, with no monitor occupied, waits on a job
+another client holds: it is abandoned for a NOWAIT call. Later than the stall check,
+so a call that is only slow (libvirtd busy) is not retried on a mere jitter."""
 
 STALL_MIN_SHARE = 0.1
 """`stall_after` is at least this share of the deadline (no check on a mere jitter)."""
@@ -103,6 +111,16 @@ class Call(Generic[T]):
 
 class NoRecords(Exception):
     """The stats call did not return within the deadline (the reason is the message)."""
+
+
+def after_typical(durations: Iterable[float], factor: float, deadline_s: float) -> float:
+    """`factor` times the median of the recent `durations` (s), within
+    STALL_MIN_SHARE-STALL_MAX_SHARE of the deadline; STALL_MAX_SHARE of it before any."""
+    recent = list(durations)
+    if not recent:
+        return STALL_MAX_SHARE * deadline_s
+    return min(max(factor * statistics.median(recent), STALL_MIN_SHARE * deadline_s),
+               STALL_MAX_SHARE * deadline_s)
 
 
 def late_domains(occupied: dict[str, tuple[float, float]], threshold_s: float) -> dict[str, float]:

@@ -53,13 +53,14 @@ lab-net's reduced from 53 keys to 28. A healthy call took 50-110 ms (median 82).
 So each tick (`collect` with a deadline): one bulk call on its own thread, which waits
 for the domains' jobs as any client does (another client holds one for milliseconds;
 NOWAIT there would drop that domain's monitor groups whenever two monitors meet). When
-it has not returned after `stall_after` (twice the recent median call, within 10-50 %
-of the deadline), it keeps its connection and, over a new one, the control info of the
-running domains says which monitor is occupied for longer than half that: those
-guests are not responding, the call is abandoned (its result, whose reads span the
-stall, is never used) and a NOWAIT call reads everyone else, skipping the stuck
-domains' jobs. Overdue with no monitor busy at all, the call waits for a job held
-between monitor commands (a block job, a migration): it is abandoned the same way.
+it has not returned after `stall_after` (1.5 times the recent median call, within
+10-50 % of the deadline), it keeps its connection and, over a new one, the control
+info of the running domains says which monitor is occupied for longer than half that:
+those guests are not responding, the call is abandoned (its result, whose reads span
+the stall, is never used) and a NOWAIT call reads everyone else, skipping the stuck
+domains' jobs. Overdue (twice the median) with no monitor busy at all, the call waits
+for a job held between monitor commands (a block job, a migration): it is abandoned
+the same way.
 While an abandoned call is still waiting, every call is NOWAIT (a waiting one would
 queue behind the stuck job) and the control info is checked every tick, so a guest is
 shown as answering again from the tick its QEMU replied. At most `MAX_ABANDONED`
@@ -70,7 +71,6 @@ the deadline with no answer at all, the guests seen last are reported as not rea
 from __future__ import annotations
 
 import functools
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -81,11 +81,11 @@ from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.collectors.libvirt.calls import (
     CONTROL_OCCUPIED,
     MAX_ABANDONED,
+    OVERDUE_FACTOR,
     STALL_FACTOR,
-    STALL_MAX_SHARE,
-    STALL_MIN_SHARE,
     Call,
     NoRecords,
+    after_typical,
     late_domains,
     stats_groups,
 )
@@ -252,14 +252,10 @@ class LibvirtCollector:
         return tuple(guests)
 
     def stall_after(self, deadline_s: float) -> float:
-        """How long a call may take before the tick looks for a stuck guest: twice the
-        median of the recent calls that went through, within 10-50 % of the deadline
-        (half of it before any call went through)."""
-        if not self._durations:
-            return STALL_MAX_SHARE * deadline_s
-        typical = statistics.median(self._durations)
-        return min(max(STALL_FACTOR * typical, STALL_MIN_SHARE * deadline_s),
-                   STALL_MAX_SHARE * deadline_s)
+        """How long a call may take before the tick looks for a stuck guest: 1.5 times
+        the median of the recent calls that went through, within 10-50 % of the
+        deadline (half of it before any call went through)."""
+        return after_typical(self._durations, STALL_FACTOR, deadline_s)
 
     def unanswered(self, reason: str) -> tuple[GuestSample, ...]:
         """The guests of the last tick that had an answer, each marked not responding
@@ -423,6 +419,8 @@ class LibvirtCollector:
         if end is not None:
             self._side_connection(lv, 0.0)  # opened ahead, in the background
         threshold = (stall_after or 0.0) / 2
+        overdue = None if deadline_s is None else after_typical(
+            self._durations, OVERDUE_FACTOR, deadline_s)
         stuck: dict[str, float] = {}
         swept = False
         # The first call waits for jobs, unless an abandoned call still holds a stuck
@@ -460,7 +458,9 @@ class LibvirtCollector:
                 late = late_domains(occupied, threshold)
                 new = late.keys() - stuck.keys()
                 stuck.update(late)
-                if new or (not occupied and not flags):
+                quiet = not occupied and not flags
+                assert overdue is not None
+                if new or (quiet and self._clock() - called >= overdue):
                     # Either the call waits on a stuck monitor (its reads would span the
                     # stall), or, overdue with no monitor busy, on a job another client
                     # holds between its monitor commands (or a block job, a migration:
@@ -474,9 +474,15 @@ class LibvirtCollector:
                     flags = nowait
                     break
                 # A monitor busy for less than the threshold: look again when it would
-                # reach it (or after the threshold when none is busy).
+                # reach it; none busy: when the call is overdue (or after the threshold).
                 shorter = [threshold - held for held, _ in occupied.values() if held < threshold]
-                check_at = min(end, self._clock() + (min(shorter) if shorter else threshold))
+                now = self._clock()
+                if shorter:
+                    check_at = min(end, now + min(shorter))
+                elif quiet and now < called + overdue:
+                    check_at = min(end, called + overdue)
+                else:
+                    check_at = min(end, now + threshold)
             else:
                 if call.error is not None:
                     raise call.error
