@@ -57,6 +57,13 @@ def used_and_left(b: BalloonSample) -> tuple[int, int] | None:
     return None
 
 
+def leak_series(s: MemoryLeakSettings) -> TrendSeries:
+    """An empty used-memory series as the check keeps one per guest: points in buckets
+    of `min_duration_s` / (2 × `min_points`), so the shortest span judged holds twice
+    the points the test needs."""
+    return TrendSeries(s.window_s, s.min_duration_s / (2 * s.min_points), s.max_points)
+
+
 @dataclass(slots=True)
 class _Guest:
     """Per-guest leak state."""
@@ -141,8 +148,7 @@ class MemoryLeak:
         per tick: most guests have nothing to say)."""
         state = self._guests.get(g.uuid)
         if state is None:
-            bucket = s.min_duration_s / (2 * s.min_points)
-            state = self._guests[g.uuid] = _Guest(TrendSeries(s.window_s, bucket, s.max_points))
+            state = self._guests[g.uuid] = _Guest(leak_series(s))
         b = g.sample.balloon
         values = used_and_left(b) if b is not None else None
         if b is None or values is None or not b.last_update_s:
