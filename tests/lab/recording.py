@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from kvmtop.config import Settings
+
 if TYPE_CHECKING:
     from tests.lab.fixture import Lab
 
@@ -56,9 +58,26 @@ def read_journal(state_dir: Path, since_s: float = 0.0) -> list[FaultEvent]:
     return events
 
 
+def interval_s(lab: Lab) -> float:
+    """The interval the lab is recorded at: its scenario's `kvmtop_interval_s`."""
+    return float(lab.manifest.get("kvmtop_interval_s", 2.0))
+
+
+def balloon_every(lab: Lab) -> int:
+    """Ticks between balloon reads in the recording: kvmtop's default balloon period
+    (its default `balloon_every` ticks of its default interval, 10 s) at the lab's
+    interval. The default `balloon_every` at the nested lab's 5 s interval read the
+    balloon every 25 s, and more sparsely still when ticks overran (the tick counter
+    counts ticks run, not slots)."""
+    default = Settings()
+    return max(1, round(default.interval_s * default.balloon_every / interval_s(lab)))
+
+
 def config_text(lab: Lab) -> str:
-    """The config file kvmtop records and replays the lab with: the uplinks' capacity."""
-    lines = ["[detectors.vswitch_saturation.uplink_capacity_mbps]"]
+    """The config file kvmtop records and replays the lab with: the balloon period and
+    the uplinks' capacity."""
+    lines = [f"balloon_every = {balloon_every(lab)}", "",
+             "[detectors.vswitch_saturation.uplink_capacity_mbps]"]
     for kind, mbps in UPLINK_CAPACITY_MBPS.items():
         lines.append(f"{lab.manifest['bridges'][kind]['uplink_veth']} = {mbps:g}")
     return "\n".join(lines) + "\n"
@@ -117,7 +136,7 @@ def start_recording(lab: Lab, directory: Path) -> SessionRecording:
     log_file = log.open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "kvmtop", "record", "--config", str(config), "-d",
-         f"{lab.manifest.get('kvmtop_interval_s', 2.0):g}", "-o", str(path)],
+         f"{interval_s(lab):g}", "-o", str(path)],
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
