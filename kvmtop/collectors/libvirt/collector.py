@@ -98,13 +98,13 @@ from kvmtop.collectors.libvirt.connect import (
     is_local_uri,
     open_read_only,
 )
-from kvmtop.collectors.libvirt.domstats import DomainLinks
 from kvmtop.collectors.libvirt.domxml import DomainInfo
 from kvmtop.collectors.libvirt.entries import (
+    PID_DIR,
     DomainEntry,
     clock_text,
     no_answer,
-    parse_xml_or_none,
+    refreshed,
 )
 from kvmtop.model.sample import GuestSample
 
@@ -230,7 +230,8 @@ class LibvirtCollector:
             raw_id: int = dom.ID()
             # virDomainGetID: -1 ((unsigned int)-1 in C) for an inactive domain.
             dom_id = raw_id if raw_id >= 0 else None
-            entry = self._entry(lv, dom, uuid, dom_id)
+            entry = refreshed(lv, dom, self._entries.get(uuid), dom_id,
+                              self._root / PID_DIR if self._local else None)
             if entry is None:
                 continue
             since = stuck.get(uuid)
@@ -562,39 +563,3 @@ class LibvirtCollector:
                 return {}
             raise call.error
         return call.result
-
-    def _entry(self, lv: Any, dom: Any, uuid: str, dom_id: int | None) -> DomainEntry | None:
-        """The entry of a domain; its XML is read when it is new or restarted.
-
-        Returns None when the domain vanished before its XML could be read
-        (VIR_ERR_NO_DOMAIN): it is skipped this tick. Any other XMLDesc error leaves
-        the XML facts unknown and is retried on the next tick.
-        """
-        entry = self._entries.get(uuid)
-        if entry is None or entry.dom_id != dom_id:
-            entry = DomainEntry(dom_id=dom_id)
-        if not entry.xml_fetched:
-            try:
-                xml: str = dom.XMLDesc(0)
-            except lv.libvirtError as exc:
-                if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
-                    return None
-            else:
-                entry.info = parse_xml_or_none(xml)
-                entry.xml_fetched = True
-                entry.parser.links = DomainLinks.of(entry.info)
-        if entry.parser.pid is None and dom_id is not None:
-            entry.parser.pid = self._read_pid(dom.name())
-        return entry
-
-    def _read_pid(self, name: str) -> int | None:
-        """QEMU pid from libvirt's pidfile `<root>/run/libvirt/qemu/<name>.pid`
-        (qemu:///system; written by the QEMU driver at domain start). Local URIs only."""
-        if not self._local:
-            return None
-        try:
-            text = (self._root / "run/libvirt/qemu" / f"{name}.pid").read_text()
-        except OSError:
-            return None
-        text = text.strip()
-        return int(text) if text.isdigit() else None

@@ -1,7 +1,8 @@
-"""What the libvirt collector remembers about each domain between ticks, and the sample
-of a guest that did not answer in time.
+"""What the libvirt collector remembers about each domain between ticks (refreshed from
+its XML and pidfile when it is new or restarted), and the sample of a guest that did
+not answer in time.
 
-Layer: collectors (I/O-free helpers of the libvirt collector).
+Layer: collectors (helpers of the libvirt collector).
 """
 
 from __future__ import annotations
@@ -9,11 +10,16 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kvmtop.collectors.libvirt.domstats import DomainLinks, DomainStatsParser, domain_state_name
 from kvmtop.collectors.libvirt.domxml import DomainInfo, parse_domain_xml
 from kvmtop.model.sample import BalloonSample, GuestSample
+
+PID_DIR = "run/libvirt/qemu"
+"""Where libvirt's QEMU driver writes `<name>.pid` at domain start (qemu:///system),
+under the collector's root."""
 
 
 @dataclass(slots=True)
@@ -81,3 +87,41 @@ def parse_xml_or_none(xml: str) -> DomainInfo | None:
         return parse_domain_xml(xml)
     except ValueError:
         return None
+
+
+def refreshed(
+    lv: Any, dom: Any, previous: DomainEntry | None, dom_id: int | None, pid_dir: Path | None
+) -> DomainEntry | None:
+    """The entry of a domain for this tick: `previous` while the domain keeps its ID,
+    else a new one; its XML is read when it is new or restarted, its QEMU pid from
+    `pid_dir` (local URIs only, else None).
+
+    Returns None when the domain vanished before its XML could be read
+    (VIR_ERR_NO_DOMAIN): it is skipped this tick. Any other XMLDesc error leaves
+    the XML facts unknown and is retried on the next tick.
+    """
+    entry = previous
+    if entry is None or entry.dom_id != dom_id:
+        entry = DomainEntry(dom_id=dom_id)
+    if not entry.xml_fetched:
+        try:
+            xml: str = dom.XMLDesc(0)
+        except lv.libvirtError as exc:
+            if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+                return None
+        else:
+            entry.info = parse_xml_or_none(xml)
+            entry.xml_fetched = True
+            entry.parser.links = DomainLinks.of(entry.info)
+    if entry.parser.pid is None and dom_id is not None and pid_dir is not None:
+        entry.parser.pid = read_pid(pid_dir / f"{dom.name()}.pid")
+    return entry
+
+
+def read_pid(path: Path) -> int | None:
+    """A QEMU pid from libvirt's pidfile; None when it is missing or not a number."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
