@@ -53,14 +53,14 @@ lab-net's reduced from 53 keys to 28. A healthy call took 50-110 ms (median 82).
 So each tick (`collect` with a deadline): one bulk call on its own thread, which waits
 for the domains' jobs as any client does (another client holds one for milliseconds;
 NOWAIT there would drop that domain's monitor groups whenever two monitors meet). When
-it has not returned after `stall_after` (1.5 times the recent median call, within
-10-50 % of the deadline), it keeps its connection and, over a new one, the control
-info of the running domains says which monitor is occupied for longer than half that:
-those guests are not responding, the call is abandoned (its result, whose reads span
-the stall, is never used) and a NOWAIT call reads everyone else, skipping the stuck
-domains' jobs. Overdue (twice the median) with no monitor busy at all, the call waits
-for a job held between monitor commands (a block job, a migration): it is abandoned
-the same way.
+it has not returned after `stall_after` (1.5 times the recent median call of the
+same stats groups, within 10-50 % of the deadline), it keeps its connection and, over
+a new one, the control info of the running domains says which monitor is occupied for
+longer than half that: those guests are not responding, the call is abandoned (its
+result, whose reads span the stall, is never used) and a NOWAIT call reads everyone
+else, skipping the stuck domains' jobs. Overdue (twice the median) with no monitor
+busy at all, the call waits for a job held between monitor commands (a block job, a
+migration): it is abandoned the same way.
 While an abandoned call is still waiting, every call is NOWAIT (a waiting one would
 queue behind the stuck job) and the control info is checked every tick, so a guest is
 shown as answering again from the tick its QEMU replied. At most `MAX_ABANDONED`
@@ -161,7 +161,9 @@ class LibvirtCollector:
         """The second connection, for the control info while a call is overdue."""
         self._side_opening: Call[tuple[Any, dict[str, str], str]] | None = None
         self._opening: Call[tuple[Any, dict[str, str], str]] | None = None
-        self._durations: deque[float] = deque(maxlen=9)
+        self._durations: dict[int, deque[float]] = {}
+        """The recent clean calls' durations (s), by stats groups: a call with the
+        balloon group takes about twice as long (a QMP round trip per domain)."""
 
     # ------------------------------------------------------------------ public
 
@@ -252,11 +254,11 @@ class LibvirtCollector:
         self._entries = entries
         return tuple(guests)
 
-    def stall_after(self, deadline_s: float) -> float:
-        """How long a call may take before the tick looks for a stuck guest: 1.5 times
-        the median of the recent calls that went through, within 10-50 % of the
-        deadline (half of it before any call went through)."""
-        return after_typical(self._durations, STALL_FACTOR, deadline_s)
+    def stall_after(self, deadline_s: float, groups: int) -> float:
+        """How long a call of `groups` may take before the tick looks for a stuck guest:
+        1.5 times the median of the recent such calls that went through, within 10-50 %
+        of the deadline (half of it before any went through)."""
+        return after_typical(self._durations.get(groups, ()), STALL_FACTOR, deadline_s)
 
     def unanswered(self, reason: str) -> tuple[GuestSample, ...]:
         """The guests of the last tick that had an answer, each marked not responding
@@ -416,12 +418,12 @@ class LibvirtCollector:
         """
         self._prune()
         end = None if deadline_s is None else self._clock() + deadline_s
-        stall_after = None if deadline_s is None else self.stall_after(deadline_s)
+        stall_after = None if deadline_s is None else self.stall_after(deadline_s, groups)
         if end is not None:
             self._side_connection(lv, 0.0)  # opened ahead, in the background
         threshold = (stall_after or 0.0) / 2
         overdue = None if deadline_s is None else after_typical(
-            self._durations, OVERDUE_FACTOR, deadline_s)
+            self._durations.get(groups, ()), OVERDUE_FACTOR, deadline_s)
         stuck: dict[str, float] = {}
         swept = False
         # The first call waits for jobs, unless an abandoned call still holds a stuck
@@ -489,7 +491,8 @@ class LibvirtCollector:
                     raise call.error
                 records = call.result if call.result is not None else []
                 if not swept and not self._waiting:
-                    self._durations.append(self._clock() - called)
+                    self._durations.setdefault(groups, deque(maxlen=9)).append(
+                        self._clock() - called)
                 self._prune()
                 if self._waiting and not swept and end is not None:
                     # Earlier calls still wait on a guest: which ones, this tick?
