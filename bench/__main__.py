@@ -70,57 +70,135 @@ def collection(ticks: int) -> list[Row]:
     virsh = r["virsh_ms"] + r["virsh_libvirtd_ms"]
     on = f"{r['guests']:.0f} guests, {r['ticks']:.0f} ticks at 2 s"
     rows = [
-        Row("collection", "kvmtop + libvirtd CPU per tick", kvmtop, "ms", 1.2 * virsh,
-            "virsh domstats + libvirtd", virsh, f"{on}; budget 1.2 × the peer"),
-        Row("collection", "kvmtop process CPU per tick", r["kvmtop_ms"], "ms",
-            peer="virsh process", peer_value=r["virsh_ms"]),
-        Row("collection", "libvirtd CPU per kvmtop tick", r["kvmtop_libvirtd_ms"], "ms",
-            peer="per virsh call", peer_value=r["virsh_libvirtd_ms"]),
+        Row(
+            "collection",
+            "kvmtop + libvirtd CPU per tick",
+            kvmtop,
+            "ms",
+            1.2 * virsh,
+            "virsh domstats + libvirtd",
+            virsh,
+            f"{on}; budget 1.2 × the peer",
+        ),
+        Row(
+            "collection",
+            "kvmtop process CPU per tick",
+            r["kvmtop_ms"],
+            "ms",
+            peer="virsh process",
+            peer_value=r["virsh_ms"],
+        ),
+        Row(
+            "collection",
+            "libvirtd CPU per kvmtop tick",
+            r["kvmtop_libvirtd_ms"],
+            "ms",
+            peer="per virsh call",
+            peer_value=r["virsh_libvirtd_ms"],
+        ),
     ]
     if "exporter_ms" in r:
         exporter = r["exporter_ms"] + r["exporter_libvirtd_ms"]
         serve = r["serve_ms"] + r["serve_libvirtd_ms"]
         rows += [
-            Row("collection", "kvmtop serve + libvirtd CPU per scrape", serve, "ms",
-                exporter, "exporter + libvirtd", exporter,
+            Row(
+                "collection",
+                "kvmtop serve + libvirtd CPU per scrape",
+                serve,
+                "ms",
+                exporter,
+                "exporter + libvirtd",
+                exporter,
                 f"{on}; scraped once per tick as Prometheus scrapes (OpenMetrics, gzip); "
-                "budget: at or below the exporter"),
-            Row("collection", "kvmtop serve process CPU per scrape", r["serve_ms"], "ms",
-                peer="exporter process", peer_value=r["exporter_ms"]),
-            Row("collection", "kvmtop + libvirtd vs the exporter", kvmtop, "ms",
-                peer="exporter + libvirtd", peer_value=exporter,
-                note="prometheus-libvirt-exporter scraped once per tick"),
-            Row("collection", "libvirtd CPU per kvmtop tick vs exporter",
-                r["kvmtop_libvirtd_ms"], "ms", peer="per scrape",
-                peer_value=r["exporter_libvirtd_ms"]),
+                "budget: at or below the exporter",
+            ),
+            Row(
+                "collection",
+                "kvmtop serve process CPU per scrape",
+                r["serve_ms"],
+                "ms",
+                peer="exporter process",
+                peer_value=r["exporter_ms"],
+            ),
+            Row(
+                "collection",
+                "kvmtop + libvirtd vs the exporter",
+                kvmtop,
+                "ms",
+                peer="exporter + libvirtd",
+                peer_value=exporter,
+                note="prometheus-libvirt-exporter scraped once per tick",
+            ),
+            Row(
+                "collection",
+                "libvirtd CPU per kvmtop tick vs exporter",
+                r["kvmtop_libvirtd_ms"],
+                "ms",
+                peer="per scrape",
+                peer_value=r["exporter_libvirtd_ms"],
+            ),
         ]
     else:
-        rows.append(Row("collection", "prometheus-libvirt-exporter", None, "ms",
-                        note="not installed and apt could not install it"))
+        rows.append(
+            Row(
+                "collection",
+                "prometheus-libvirt-exporter",
+                None,
+                "ms",
+                note="not installed and apt could not install it",
+            )
+        )
     return rows
 
 
 def fleet() -> list[Row]:
     """`kvmtop fleet`'s queries on a fleet of FLEET_HOSTS × RECORD_GUESTS in Prometheus."""
     r = bench_fleet.run(FLEET_HOSTS, RECORD_GUESTS, Path("/var/tmp"))
-    on = (f"{r['hosts']} hosts × {r['guests']} guests, {r['series']:,} series in "
-          f"Prometheus {bench_fleet.prometheus_version()}")
+    on = (
+        f"{r['hosts']} hosts × {r['guests']} guests, {r['series']:,} series in "
+        f"Prometheus {bench_fleet.prometheus_version()}"
+    )
     naive, refresh, guests = r["naive"], r["fleet"], r["host_guests"]
     peer = "one query of every series"
     return [
-        Row("fleet", "fleet refresh: Prometheus CPU", refresh["prometheus_cpu_ms"], "ms",
-            peer=peer, peer_value=naive["prometheus_cpu_ms"],
+        Row(
+            "fleet",
+            "fleet refresh: Prometheus CPU",
+            refresh["prometheus_cpu_ms"],
+            "ms",
+            peer=peer,
+            peer_value=naive["prometheus_cpu_ms"],
             note=f"{on}; {refresh['queries']} instant queries (kvmtop.model.fleet.QUERIES); "
-                 f"{refresh['samples']:,} samples touched against {naive['samples']:,}"),
-        Row("fleet", "fleet refresh: wall time", refresh["wall_ms"], "ms",
-            peer=peer, peer_value=naive["wall_ms"], note="median of 5, queries in turn"),
-        Row("fleet", "fleet refresh: bytes received", refresh["bytes"] / 1e6, "MB",
-            peer=peer, peer_value=naive["bytes"] / 1e6,
-            note=f"{refresh['series']:,} series against {naive['series']:,}"),
-        Row("fleet", "one host's guests: Prometheus CPU", guests["prometheus_cpu_ms"], "ms",
-            peer=peer, peer_value=naive["prometheus_cpu_ms"],
+            f"{refresh['samples']:,} samples touched against {naive['samples']:,}",
+        ),
+        Row(
+            "fleet",
+            "fleet refresh: wall time",
+            refresh["wall_ms"],
+            "ms",
+            peer=peer,
+            peer_value=naive["wall_ms"],
+            note="median of 5, queries in turn",
+        ),
+        Row(
+            "fleet",
+            "fleet refresh: bytes received",
+            refresh["bytes"] / 1e6,
+            "MB",
+            peer=peer,
+            peer_value=naive["bytes"] / 1e6,
+            note=f"{refresh['series']:,} series against {naive['series']:,}",
+        ),
+        Row(
+            "fleet",
+            "one host's guests: Prometheus CPU",
+            guests["prometheus_cpu_ms"],
+            "ms",
+            peer=peer,
+            peer_value=naive["prometheus_cpu_ms"],
             note=f"{guests['queries']} queries, {guests['series']} series, "
-                 f"{guests['wall_ms']:.0f} ms wall"),
+            f"{guests['wall_ms']:.0f} ms wall",
+        ),
     ]
 
 
@@ -131,34 +209,73 @@ def pipeline(ticks: int) -> tuple[list[Row], dict[str, Any]]:
     calibration = (before + bench_pipeline.calibrate()) / 2
     by = {r["guests"]: r for r in results}
     baseline = json.loads(BASELINE.read_text())
-    rows = [Row("pipeline", "machine speed: the calibration loop (less is faster)",
-                calibration, "ms", peer="the baseline's run", peer_value=baseline["calibration_ms"],
-                note="the CI check's unit, timed before and after this section; every CPU "
-                     "figure of this run scales with it")]
+    rows = [
+        Row(
+            "pipeline",
+            "machine speed: the calibration loop (less is faster)",
+            calibration,
+            "ms",
+            peer="the baseline's run",
+            peer_value=baseline["calibration_ms"],
+            note="the CI check's unit, timed before and after this section; every CPU "
+            "figure of this run scales with it",
+        )
+    ]
     for n in SIZES:
         at_scale = n == SCALE_GUESTS
-        rows.append(Row("pipeline", f"sample → snapshot CPU per tick, {n} guests",
-                        by[n]["pipeline_ms"], "ms", 20.0 if at_scale else None,
-                        f"{SIZES[0]} guests", by[SIZES[0]]["pipeline_ms"],
-                        f"{by[n]['findings']} findings active; " * at_scale
-                        + f"median tick {by[n]['median_tick_ms']:.1f} ms, "
-                        f"fastest {by[n]['min_tick_ms']:.1f} ms"))
+        rows.append(
+            Row(
+                "pipeline",
+                f"sample → snapshot CPU per tick, {n} guests",
+                by[n]["pipeline_ms"],
+                "ms",
+                20.0 if at_scale else None,
+                f"{SIZES[0]} guests",
+                by[SIZES[0]]["pipeline_ms"],
+                f"{by[n]['findings']} findings active; "
+                * at_scale
+                + f"median tick {by[n]['median_tick_ms']:.1f} ms, "
+                f"fastest {by[n]['min_tick_ms']:.1f} ms",
+            )
+        )
     for n in SIZES:
-        rows.append(Row("pipeline", f"serve: one tick written for a scrape, {n} guests",
-                        by[n]["exposition_ms"], "ms", peer="prometheus_client's encoder",
-                        peer_value=by[n]["exposition_library_ms"],
-                        note="OpenMetrics + gzip, as Prometheus asks; kvmtop.exposition"))
+        rows.append(
+            Row(
+                "pipeline",
+                f"serve: one tick written for a scrape, {n} guests",
+                by[n]["exposition_ms"],
+                "ms",
+                peer="prometheus_client's encoder",
+                peer_value=by[n]["exposition_library_ms"],
+                note="OpenMetrics + gzip, as Prometheus asks; kvmtop.exposition",
+            )
+        )
     for n in SIZES:
-        rows.append(Row("pipeline", f"peak RSS after {ticks} ticks, {n} guests",
-                        by[n]["peak_rss_mb"], "MB", peer=f"{SIZES[0]} guests",
-                        peer_value=by[SIZES[0]]["peak_rss_mb"]))
+        rows.append(
+            Row(
+                "pipeline",
+                f"peak RSS after {ticks} ticks, {n} guests",
+                by[n]["peak_rss_mb"],
+                "MB",
+                peer=f"{SIZES[0]} guests",
+                peer_value=by[SIZES[0]]["peak_rss_mb"],
+            )
+        )
     for n in SIZES:
         r = by[n]
-        rows.append(Row("pipeline", f"RSS with a full window, {n} guests",
-                        r["full_window_rss_mb"], "MB", 150.0 if n == SCALE_GUESTS else None,
-                        f"{SIZES[0]} guests", by[SIZES[0]]["full_window_rss_mb"],
-                        f"projected: +{r['rss_per_tick_mb']:.2f} MB per tick until the window "
-                        f"holds {r['window_size']} samples"))
+        rows.append(
+            Row(
+                "pipeline",
+                f"RSS with a full window, {n} guests",
+                r["full_window_rss_mb"],
+                "MB",
+                150.0 if n == SCALE_GUESTS else None,
+                f"{SIZES[0]} guests",
+                by[SIZES[0]]["full_window_rss_mb"],
+                f"projected: +{r['rss_per_tick_mb']:.2f} MB per tick until the window "
+                f"holds {r['window_size']} samples",
+            )
+        )
     return rows, by[RECORD_GUESTS]
 
 
@@ -169,22 +286,44 @@ def ui() -> list[Row]:
 
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "ui.json"
-        subprocess.run([sys.executable, "-m", "bench.bench_ui", "--sizes",
-                        *map(str, UI_SIZES), "--json", str(out)],
-                       cwd=HERE.parent, check=True, timeout=UI_TIMEOUT_S,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.bench_ui",
+                "--sizes",
+                *map(str, UI_SIZES),
+                "--json",
+                str(out),
+            ],
+            cwd=HERE.parent,
+            check=True,
+            timeout=UI_TIMEOUT_S,
+            stdout=subprocess.DEVNULL,
+        )
         results = json.loads(out.read_text())
     first = results[0]
     rows = []
-    for key, label in (("frame_wall", "snapshot → painted frame (wall, median)"),
-                       ("frame_cpu", "snapshot → painted frame (CPU, median)"),
-                       ("sort_wall", "sort → painted (wall, median)"),
-                       ("filter_wall", "filter keystroke → painted (wall, median)")):
+    for key, label in (
+        ("frame_wall", "snapshot → painted frame (wall, median)"),
+        ("frame_cpu", "snapshot → painted frame (CPU, median)"),
+        ("sort_wall", "sort → painted (wall, median)"),
+        ("filter_wall", "filter keystroke → painted (wall, median)"),
+    ):
         for r in results:
             budget = bench_ui.BUDGET_MS if key == "frame_wall" and r["guests"] == 500 else None
-            rows.append(Row("ui", f"{label}, {r['guests']} guests", r[f"{key}_median_ms"],
-                            "ms", budget, f"{first['guests']} guests",
-                            first[f"{key}_median_ms"], f"p95 {r[f'{key}_p95_ms']:.1f} ms"))
+            rows.append(
+                Row(
+                    "ui",
+                    f"{label}, {r['guests']} guests",
+                    r[f"{key}_median_ms"],
+                    "ms",
+                    budget,
+                    f"{first['guests']} guests",
+                    first[f"{key}_median_ms"],
+                    f"p95 {r[f'{key}_p95_ms']:.1f} ms",
+                )
+            )
     return rows
 
 
@@ -201,13 +340,25 @@ def tracing(ticks: int) -> list[Row]:
     off = bench_tracepoints.measure("off", None, guest, ticks * 5, 5.0)
     on = bench_tracepoints.measure("on", tracer, guest, ticks * 5, 5.0)
     return [
-        Row("tracing", f"tracer CPU per tick, {TRACED_GUEST} traced", on.mean_us / 1000, "ms",
-            peer="none traced", peer_value=off.mean_us / 1000,
+        Row(
+            "tracing",
+            f"tracer CPU per tick, {TRACED_GUEST} traced",
+            on.mean_us / 1000,
+            "ms",
+            peer="none traced",
+            peer_value=off.mean_us / 1000,
             note=f"{on.counters} counters; attach {on.attach_ms:.0f} ms, "
-                 f"detach {on.detach_ms:.0f} ms"),
-        Row("tracing", f"{TRACED_GUEST} vCPU time while traced", on.vcpu_pct, "%",
-            peer="not traced", peer_value=off.vcpu_pct,
-            note="the filters run in the vCPU thread when a traced event fires"),
+            f"detach {on.detach_ms:.0f} ms",
+        ),
+        Row(
+            "tracing",
+            f"{TRACED_GUEST} vCPU time while traced",
+            on.vcpu_pct,
+            "%",
+            peer="not traced",
+            peer_value=off.vcpu_pct,
+            note="the filters run in the vCPU thread when a traced event fires",
+        ),
     ]
 
 
@@ -219,19 +370,35 @@ def store(record: dict[str, Any], seeks: int) -> list[Row]:
     from kvmtop.store.reader import StoreReader
     from kvmtop.wiring import build_pipeline
 
-    rows = [Row("store", f"record CPU per tick, {RECORD_GUESTS} guests", record["record_ms"],
-                "ms", 20.0, "monitoring pipeline", record["pipeline_ms"],
-                "sample + append + index, as `kvmtop record`; "
-                f"--no-index {record['record_no_index_ms']:.1f} ms; "
-                "budget 1 % of one core at 2 s")]
+    rows = [
+        Row(
+            "store",
+            f"record CPU per tick, {RECORD_GUESTS} guests",
+            record["record_ms"],
+            "ms",
+            20.0,
+            "monitoring pipeline",
+            record["pipeline_ms"],
+            "sample + append + index, as `kvmtop record`; "
+            f"--no-index {record['record_no_index_ms']:.1f} ms; "
+            "budget 1 % of one core at 2 s",
+        )
+    ]
     hours = 24.0
     path = bench_report.recording(RECORDING, RECORD_GUESTS, hours)
     with StoreReader(path) as reader:
         n = reader.count()
         extent = reader.first_time(), reader.last_time()
-    rows.append(Row("store", "bytes per guest-sample (24 h × 50 guests)",
-                    path.stat().st_size / n / RECORD_GUESTS, "B", 150.0,
-                    note=f"{path.stat().st_size / 1e6:.0f} MB, {n} samples"))
+    rows.append(
+        Row(
+            "store",
+            "bytes per guest-sample (24 h × 50 guests)",
+            path.stat().st_size / n / RECORD_GUESTS,
+            "B",
+            150.0,
+            note=f"{path.stat().st_size / 1e6:.0f} MB, {n} samples",
+        )
+    )
     rng = random.Random(9)
     first, last = extent
     assert first is not None and last is not None
@@ -254,15 +421,33 @@ def store(record: dict[str, Any], seeks: int) -> list[Row]:
     finally:
         feed.close()
         raw_reader.close()
-    rows.append(Row("store", "replay seek to a random time (p95)", _p95(seek), "ms", 50.0,
-                    "StoreReader.seek + read", _p95(raw),
-                    f"median {statistics.median(seek):.1f} ms over {seeks} seeks"))
+    rows.append(
+        Row(
+            "store",
+            "replay seek to a random time (p95)",
+            _p95(seek),
+            "ms",
+            50.0,
+            "StoreReader.seek + read",
+            _p95(raw),
+            f"median {statistics.median(seek):.1f} ms over {seeks} seeks",
+        )
+    )
     rows += incident_jumps()
     wall, _cpu = bench_report.time_report(path)
     exact_wall, _ = bench_report.time_report(path, "--exact", "--to", "+3600s")
-    rows.append(Row("store", "kvmtop report, 24 h (index written by the recorder)", wall, "s",
-                    10.0, "--exact, every sample replayed", exact_wall * hours,
-                    f"--exact: first hour measured ({exact_wall:.1f} s) × {hours:g}"))
+    rows.append(
+        Row(
+            "store",
+            "kvmtop report, 24 h (index written by the recorder)",
+            wall,
+            "s",
+            10.0,
+            "--exact, every sample replayed",
+            exact_wall * hours,
+            f"--exact: first hour measured ({exact_wall:.1f} s) × {hours:g}",
+        )
+    )
     return rows
 
 
@@ -276,8 +461,9 @@ def incident_jumps() -> list[Row]:
     from kvmtop.store.reader import StoreReader
     from kvmtop.wiring import build_pipeline
 
-    path = bench_report.recording(RECORDING.with_name("scan-1h-50g.kvmtop"), RECORD_GUESTS, 1.0,
-                                  index=False)
+    path = bench_report.recording(
+        RECORDING.with_name("scan-1h-50g.kvmtop"), RECORD_GUESTS, 1.0, index=False
+    )
     settings = Settings()
     scanner = build_pipeline(replace(settings, window_size=2))
     feed = ReplayFeed(StoreReader(path), build_pipeline(settings), scanner=scanner)
@@ -304,13 +490,27 @@ def incident_jumps() -> list[Row]:
         feed.close()
         plain.close()
     return [
-        Row("store", f"replay scan: checkpoint CPU per sample, {RECORD_GUESTS} guests",
-            checkpoint_ms / CHECKPOINT_SPACING, "ms", None, "the scan's CPU per sample",
-            scan_ms, f"{checkpoint_ms:.1f} ms per checkpoint (after an hour), one every "
-            f"{CHECKPOINT_SPACING} samples"),
-        Row("store", "jump to an incident (p95)", _p95(jumps) if jumps else None, "ms", 100.0,
-            "plain seek, same frame and lead", _p95(seeks) if seeks else None,
-            f"{len(jumps)} incidents; the jump resumes the scan's checkpoint"),
+        Row(
+            "store",
+            f"replay scan: checkpoint CPU per sample, {RECORD_GUESTS} guests",
+            checkpoint_ms / CHECKPOINT_SPACING,
+            "ms",
+            None,
+            "the scan's CPU per sample",
+            scan_ms,
+            f"{checkpoint_ms:.1f} ms per checkpoint (after an hour), one every "
+            f"{CHECKPOINT_SPACING} samples",
+        ),
+        Row(
+            "store",
+            "jump to an incident (p95)",
+            _p95(jumps) if jumps else None,
+            "ms",
+            100.0,
+            "plain seek, same frame and lead",
+            _p95(seeks) if seeks else None,
+            f"{len(jumps)} incidents; the jump resumes the scan's checkpoint",
+        ),
     ]
 
 
@@ -330,11 +530,19 @@ def check(write: bool) -> int:
         runs.append((pipeline_ms, (before + bench_pipeline.calibrate()) / 2))
     ms, calibration = sorted(runs, key=lambda r: normalised(*r))[len(runs) // 2]
     current = normalised(ms, calibration)
-    figures = {"guests": CHECK_GUESTS, "ticks": CHECK_TICKS, "pipeline_ms": ms,
-               "calibration_ms": calibration, "normalised": current,
-               "host": platform.node(), "date": datetime.now().isoformat(timespec="seconds")}
-    print(f"pipeline {ms:.1f} ms/tick at {CHECK_GUESTS} guests, calibration {calibration:.1f} ms"
-          f" → {current:.2f} units")
+    figures = {
+        "guests": CHECK_GUESTS,
+        "ticks": CHECK_TICKS,
+        "pipeline_ms": ms,
+        "calibration_ms": calibration,
+        "normalised": current,
+        "host": platform.node(),
+        "date": datetime.now().isoformat(timespec="seconds"),
+    }
+    print(
+        f"pipeline {ms:.1f} ms/tick at {CHECK_GUESTS} guests, calibration {calibration:.1f} ms"
+        f" → {current:.2f} units"
+    )
     if write:
         BASELINE.write_text(json.dumps(figures, indent=2) + "\n")
         print(f"baseline written to {BASELINE}")
@@ -382,22 +590,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     section("tracing", lambda: tracing(args.ticks))
     section("fleet", fleet)
     if "store" in args.only and not record:
-        record = bench_pipeline.run([RECORD_GUESTS], args.ticks * 3,
-                                    record_at=RECORD_GUESTS)[0]
+        record = bench_pipeline.run([RECORD_GUESTS], args.ticks * 3, record_at=RECORD_GUESTS)[0]
     section("store", lambda: store(record, 50))
 
     print(table(rows))
     for name, error in errors.items():
         print(f"section {name} could not run: {error}")
     missed = failed(rows)
-    print(f"{len(rows)} figures, {sum(r.met is not None for r in rows)} budgets, "
-          f"{len(missed)} missed, {len(errors)} sections failed")
+    print(
+        f"{len(rows)} figures, {sum(r.met is not None for r in rows)} budgets, "
+        f"{len(missed)} missed, {len(errors)} sections failed"
+    )
     out = args.out or RESULTS / f"{platform.node()}-{datetime.now():%Y-%m-%dT%H%M}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"host": platform.node(), "date": datetime.now().isoformat(),
-                               "python": platform.python_version(),
-                               "rows": [r.as_json() for r in rows], "errors": errors},
-                              indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "host": platform.node(),
+                "date": datetime.now().isoformat(),
+                "python": platform.python_version(),
+                "rows": [r.as_json() for r in rows],
+                "errors": errors,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"written {out}")
     return 1 if missed or errors else 0
 

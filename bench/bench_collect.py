@@ -55,8 +55,9 @@ def paced(ticks: int, interval_s: float, body: Callable[[int], object]) -> None:
         time.sleep(max(0.0, deadline - time.monotonic()))
 
 
-def per_tick_ms(pids: Sequence[int], ticks: int, interval_s: float,
-                body: Callable[[int], object]) -> list[float]:
+def per_tick_ms(
+    pids: Sequence[int], ticks: int, interval_s: float, body: Callable[[int], object]
+) -> list[float]:
     """CPU ms per tick of each process in `pids` while `paced` runs `body`."""
     before = [proc_cpu_s(p) for p in pids]
     paced(ticks, interval_s, body)
@@ -67,9 +68,12 @@ def install_exporter() -> str | None:
     """The exporter's path, installed with apt when missing (as root); None if it cannot be."""
     found = shutil.which(EXPORTER)
     if found is None and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", EXPORTER],
-                       capture_output=True, check=False,
-                       env=os.environ | {"DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", EXPORTER],
+            capture_output=True,
+            check=False,
+            env=os.environ | {"DEBIAN_FRONTEND": "noninteractive"},
+        )
         found = shutil.which(EXPORTER)
     return found
 
@@ -78,7 +82,7 @@ def install_exporter() -> str | None:
 # the gzip it asks for): both endpoints answer as they would answer it.
 SCRAPE_HEADERS = {
     "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
-              "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
     "Accept-Encoding": "gzip",
 }
 
@@ -121,8 +125,9 @@ def exporter(path: str) -> Iterator[tuple[int, str]]:
     """The exporter running on loopback: (pid, metrics URL)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    with listening([path, f"--web.listen-address=127.0.0.1:{port}", f"--libvirt.uri={URI}"],
-                   url) as pid:
+    with listening(
+        [path, f"--web.listen-address=127.0.0.1:{port}", f"--libvirt.uri={URI}"], url
+    ) as pid:
         yield pid, url
 
 
@@ -132,8 +137,20 @@ def serve(interval_s: float) -> Iterator[tuple[int, str]]:
     once it has published a tick."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    with listening([sys.executable, "-m", "kvmtop", "serve", "-d", f"{interval_s:g}",
-                    "--listen", f"127.0.0.1:{port}"], url, b"kvmtop_guest_info") as pid:
+    with listening(
+        [
+            sys.executable,
+            "-m",
+            "kvmtop",
+            "serve",
+            "-d",
+            f"{interval_s:g}",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        url,
+        b"kvmtop_guest_info",
+    ) as pid:
         yield pid, url
 
 
@@ -147,35 +164,55 @@ def run(ticks: int = 20, interval_s: float = 2.0) -> dict[str, float]:
     self_pid = os.getpid()
     try:
         kvmtop_ms, kvmtop_daemon_ms = per_tick_ms(
-            [self_pid, daemon], ticks, interval_s,
-            lambda _i: pipeline.push(sampler.sample(), mode="live"))
+            [self_pid, daemon],
+            ticks,
+            interval_s,
+            lambda _i: pipeline.push(sampler.sample(), mode="live"),
+        )
     finally:
         sampler.close()
 
     def virsh(i: int) -> None:
         # The fast-tier groups, and balloon every balloon_every-th call, as kvmtop.
-        args = ["virsh", "-r", "-c", URI, "domstats", "--state", "--cpu-total",
-                "--vcpu", "--interface", "--block", "--nowait"]
+        args = [
+            "virsh",
+            "-r",
+            "-c",
+            URI,
+            "domstats",
+            "--state",
+            "--cpu-total",
+            "--vcpu",
+            "--interface",
+            "--block",
+            "--nowait",
+        ]
         if i % settings.balloon_every == 0:
             args.append("--balloon")
         subprocess.run(args, capture_output=True, check=True)
 
     # Children's CPU shows in our cutime/cstime once reaped.
     virsh_ms, virsh_daemon_ms = per_tick_ms([self_pid, daemon], ticks, interval_s, virsh)
-    out = {"guests": float(guests), "ticks": float(ticks),
-           "kvmtop_ms": kvmtop_ms, "kvmtop_libvirtd_ms": kvmtop_daemon_ms,
-           "virsh_ms": virsh_ms, "virsh_libvirtd_ms": virsh_daemon_ms}
+    out = {
+        "guests": float(guests),
+        "ticks": float(ticks),
+        "kvmtop_ms": kvmtop_ms,
+        "kvmtop_libvirtd_ms": kvmtop_daemon_ms,
+        "virsh_ms": virsh_ms,
+        "virsh_libvirtd_ms": virsh_daemon_ms,
+    }
     # `kvmtop serve` scraped once per tick, as the exporter below: its process (which
     # collects every interval on its own thread and renders each scrape) and libvirtd.
     with serve(interval_s) as (pid, url):
         out["serve_ms"], out["serve_libvirtd_ms"] = per_tick_ms(
-            [pid, daemon], ticks, interval_s,
-            lambda _i: scrape(url))
+            [pid, daemon], ticks, interval_s, lambda _i: scrape(url)
+        )
     path = install_exporter()
     if path is not None:
         with exporter(path) as (pid, url):
             out["exporter_ms"], out["exporter_libvirtd_ms"] = per_tick_ms(
-                [pid, daemon], ticks, interval_s, lambda _i: scrape(url))
+                [pid, daemon], ticks, interval_s, lambda _i: scrape(url)
+            )
     return out
 
 
@@ -187,10 +224,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     r = run(args.ticks)
     print(f"guests: {r['guests']:.0f}, ticks: {args.ticks}, interval 2 s")
     print(f"{'':38}{'client ms/tick':>16}{'libvirtd ms/tick':>18}{'total':>10}")
-    for label, key in (("kvmtop (all collectors)", "kvmtop"),
-                       ("virsh domstats (same groups)", "virsh"),
-                       ("kvmtop serve (scrape)", "serve"),
-                       (f"{EXPORTER} (scrape)", "exporter")):
+    for label, key in (
+        ("kvmtop (all collectors)", "kvmtop"),
+        ("virsh domstats (same groups)", "virsh"),
+        ("kvmtop serve (scrape)", "serve"),
+        (f"{EXPORTER} (scrape)", "exporter"),
+    ):
         if f"{key}_ms" in r:
             client, daemon = r[f"{key}_ms"], r[f"{key}_libvirtd_ms"]
             print(f"{label:38}{client:16.1f}{daemon:18.1f}{client + daemon:10.1f}")

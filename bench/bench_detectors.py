@@ -38,9 +38,15 @@ def build(guests: int) -> World:
         GuestSpec(
             f"00000000-0000-0000-0000-{i:012d}",
             f"guest-{i:03d}",
-            vcpus=[VcpuSpec(cpu_pct=40.0, steal_pct=1.0, exits_per_s=2000.0,
-                            categories={"halt_exits": 1500.0, "io_exits": 300.0})
-                   for _ in range(2)],
+            vcpus=[
+                VcpuSpec(
+                    cpu_pct=40.0,
+                    steal_pct=1.0,
+                    exits_per_s=2000.0,
+                    categories={"halt_exits": 1500.0, "io_exits": 300.0},
+                )
+                for _ in range(2)
+            ],
             disks=[DiskSpec(rd_iops=100.0, wr_iops=50.0, fl_iops=5.0)],
             nics=[NicSpec(f"vnet{i}", rx_pps=2000.0, rx_drops=0.0)],
         )
@@ -65,8 +71,12 @@ def main() -> None:
         if tick % 5 == 0:
             for i, g in enumerate(world.guests):
                 leak = 5.0 * tick * 2 / 60 if i % 10 == 0 else 0.0
-                g.balloon = balloon(200.0 + leak + (tick % 7) * 0.1, total_mib=4000.0,
-                                    current_mib=4096.0, last_update_s=world.wall_s + 1)
+                g.balloon = balloon(
+                    200.0 + leak + (tick % 7) * 0.1,
+                    total_mib=4000.0,
+                    current_mib=4096.0,
+                    last_update_s=world.wall_s + 1,
+                )
         window = world.push()
         start = time.process_time_ns()
         world.engine(window)
@@ -75,10 +85,14 @@ def main() -> None:
     assert len(window) == window_size
     ms = sorted(t / 1e6 for t in timings)
     p95 = ms[int(0.95 * (len(ms) - 1))]
-    print(f"detector engine, {args.guests} guests, window {window_size} samples, "
-          f"{len(ms)} timed ticks")
-    print(f"  CPU per tick: mean {statistics.mean(ms):.2f} ms, median {statistics.median(ms):.2f}"
-          f" ms, p95 {p95:.2f} ms, max {ms[-1]:.2f} ms")
+    print(
+        f"detector engine, {args.guests} guests, window {window_size} samples, "
+        f"{len(ms)} timed ticks"
+    )
+    print(
+        f"  CPU per tick: mean {statistics.mean(ms):.2f} ms, median {statistics.median(ms):.2f}"
+        f" ms, p95 {p95:.2f} ms, max {ms[-1]:.2f} ms"
+    )
     print(f"  per guest:    mean {1000 * statistics.mean(ms) / args.guests:.1f} µs")
     print(f"  at a 2 s tick: {statistics.mean(ms) / 2000 * 100:.2f} % of one core")
 

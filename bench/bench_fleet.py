@@ -62,8 +62,9 @@ def series(guests: int) -> dict[str, dict[str, dict[int, float]]]:
             for name, found in points.by_name.items():
                 family = out.setdefault(name, {})
                 for labels, value in found:
-                    text = ",".join(f'{k}="{v}"' for k, v in
-                                    zip(SPECS[name].labels, labels, strict=True))
+                    text = ",".join(
+                        f'{k}="{v}"' for k, v in zip(SPECS[name].labels, labels, strict=True)
+                    )
                     family.setdefault(text, {})[tick] = value
             clock.advance(SCRAPE_S)
     finally:
@@ -71,8 +72,9 @@ def series(guests: int) -> dict[str, dict[str, dict[int, float]]]:
     return out
 
 
-def openmetrics(host: dict[str, dict[str, dict[int, float]]], hosts: int, end_s: int
-                ) -> Iterator[str]:
+def openmetrics(
+    host: dict[str, dict[str, dict[int, float]]], hosts: int, end_s: int
+) -> Iterator[str]:
     """The fleet's lines: each family's series for every instance, in time order."""
     stamps = [end_s - SCRAPE_S * (SCRAPES - 1 - i) for i in range(SCRAPES)]
     instances = [f'instance="host-{h:04d}:9177",job="{JOB}"' for h in range(hosts)]
@@ -88,8 +90,7 @@ def openmetrics(host: dict[str, dict[str, dict[int, float]]], hosts: int, end_s:
 
 def prometheus_version() -> str:
     """`prometheus --version`'s version number."""
-    out = subprocess.run(["prometheus", "--version"], capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(["prometheus", "--version"], capture_output=True, text=True, check=False)
     words = (out.stdout + out.stderr).split()
     return words[2] if len(words) > 2 else "?"
 
@@ -103,9 +104,16 @@ class Prometheus:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
-             "--storage.tsdb.retention.time=10y", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                "--storage.tsdb.retention.time=10y",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(600):
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as reply:
@@ -121,8 +129,11 @@ class Prometheus:
         with urllib.request.urlopen(f"{self.url}/api/v1/query?{params}", timeout=600) as reply:
             body = reply.read()
         data = json.loads(body)["data"]
-        return (int(data["stats"]["samples"]["totalQueryableSamples"]), len(data["result"]),
-                len(body))
+        return (
+            int(data["stats"]["samples"]["totalQueryableSamples"]),
+            len(data["result"]),
+            len(body),
+        )
 
     def close(self) -> None:
         """Stop it."""
@@ -141,10 +152,14 @@ def measure(prom: Prometheus, named: dict[str, str], run: Any, at_s: float) -> d
         wall.append((time.perf_counter() - t0) * 1000)
     cpu_ms = (proc_cpu_s(prom.proc.pid) - cpu0) / ROUNDS * 1000
     figures = [prom.stats(expr, at_s) for expr in named.values()]
-    return {"queries": len(named), "prometheus_cpu_ms": cpu_ms,
-            "wall_ms": statistics.median(wall),
-            "samples": sum(f[0] for f in figures), "series": sum(f[1] for f in figures),
-            "bytes": sum(f[2] for f in figures)}
+    return {
+        "queries": len(named),
+        "prometheus_cpu_ms": cpu_ms,
+        "wall_ms": statistics.median(wall),
+        "samples": sum(f[0] for f in figures),
+        "series": sum(f[1] for f in figures),
+        "bytes": sum(f[2] for f in figures),
+    }
 
 
 def run(hosts: int = 500, guests: int = 50, workdir: Path | None = None) -> dict[str, Any]:
@@ -162,8 +177,11 @@ def run(hosts: int = 500, guests: int = 50, workdir: Path | None = None) -> dict
             out.writelines(openmetrics(host, hosts, end_s))
         written_s = time.monotonic() - t0
         t0 = time.monotonic()
-        subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(text),
-                        str(top / "data")], check=True, capture_output=True)
+        subprocess.run(
+            ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(text), str(top / "data")],
+            check=True,
+            capture_output=True,
+        )
         backfill_s = time.monotonic() - t0
         om_bytes = text.stat().st_size
         text.unlink()
@@ -175,15 +193,23 @@ def run(hosts: int = 500, guests: int = 50, workdir: Path | None = None) -> dict
             assert len(rows) == hosts and rows[0].guests == guests, rows[:1]
             naive = {"every series": f'{{job="{JOB}"}}'}
             out: dict[str, Any] = {
-                "hosts": hosts, "guests": guests, "series_per_host": per_host,
-                "series": per_host * hosts, "openmetrics_bytes": om_bytes,
-                "write_s": written_s, "backfill_s": backfill_s,
-                "fleet": measure(prom, queries(JOB), lambda: client.fleet(JOB, at_s=end_s),
-                                 end_s),
-                "host_guests": measure(prom, queries(JOB, instance),
-                                       lambda: client.guests(JOB, instance, at_s=end_s), end_s),
-                "naive": measure(prom, naive,
-                                 lambda: client.query(naive["every series"], at_s=end_s), end_s),
+                "hosts": hosts,
+                "guests": guests,
+                "series_per_host": per_host,
+                "series": per_host * hosts,
+                "openmetrics_bytes": om_bytes,
+                "write_s": written_s,
+                "backfill_s": backfill_s,
+                "fleet": measure(prom, queries(JOB), lambda: client.fleet(JOB, at_s=end_s), end_s),
+                "host_guests": measure(
+                    prom,
+                    queries(JOB, instance),
+                    lambda: client.guests(JOB, instance, at_s=end_s),
+                    end_s,
+                ),
+                "naive": measure(
+                    prom, naive, lambda: client.query(naive["every series"], at_s=end_s), end_s
+                ),
             }
         finally:
             prom.close()
@@ -200,17 +226,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--workdir", type=Path, help="where the OpenMetrics file and TSDB go")
     args = p.parse_args(argv)
     r = run(args.hosts, args.guests, args.workdir)
-    print(f"{r['hosts']} hosts × {r['guests']} guests: {r['series']:,} series "
-          f"({r['series_per_host']:,} per host), {SCRAPES} scrapes; OpenMetrics "
-          f"{r['openmetrics_bytes'] / 1e6:.0f} MB written in {r['write_s']:.0f} s, "
-          f"backfilled in {r['backfill_s']:.0f} s")
-    print(f"{'':22}{'queries':>8}{'prom CPU ms':>13}{'wall ms':>10}{'samples':>12}"
-          f"{'series':>10}{'bytes':>13}")
-    for label, key in (("fleet refresh", "fleet"), ("one host's guests", "host_guests"),
-                       ("every series (naive)", "naive")):
+    print(
+        f"{r['hosts']} hosts × {r['guests']} guests: {r['series']:,} series "
+        f"({r['series_per_host']:,} per host), {SCRAPES} scrapes; OpenMetrics "
+        f"{r['openmetrics_bytes'] / 1e6:.0f} MB written in {r['write_s']:.0f} s, "
+        f"backfilled in {r['backfill_s']:.0f} s"
+    )
+    print(
+        f"{'':22}{'queries':>8}{'prom CPU ms':>13}{'wall ms':>10}{'samples':>12}"
+        f"{'series':>10}{'bytes':>13}"
+    )
+    for label, key in (
+        ("fleet refresh", "fleet"),
+        ("one host's guests", "host_guests"),
+        ("every series (naive)", "naive"),
+    ):
         m = r[key]
-        print(f"{label:22}{m['queries']:8d}{m['prometheus_cpu_ms']:13.0f}{m['wall_ms']:10.0f}"
-              f"{m['samples']:12,d}{m['series']:10,d}{m['bytes']:13,d}")
+        print(
+            f"{label:22}{m['queries']:8d}{m['prometheus_cpu_ms']:13.0f}{m['wall_ms']:10.0f}"
+            f"{m['samples']:12,d}{m['series']:10,d}{m['bytes']:13,d}"
+        )
 
 
 if __name__ == "__main__":

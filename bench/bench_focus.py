@@ -37,8 +37,9 @@ def tick(sampler: Sampler, pipeline: Pipeline) -> tuple[Snapshot, float]:
     return snap, time.process_time() - cpu0
 
 
-def phase(label: str, sampler: Sampler, pipeline: Pipeline, guest: str, ticks: int,
-          interval_s: float) -> None:
+def phase(
+    label: str, sampler: Sampler, pipeline: Pipeline, guest: str, ticks: int, interval_s: float
+) -> None:
     """Run `ticks` paced ticks and print one row."""
     cpu, trace_ms, guest_cpu = [], [], []
     fds = attached = ""
@@ -54,10 +55,12 @@ def phase(label: str, sampler: Sampler, pipeline: Pipeline, guest: str, ticks: i
             guest_cpu.append(g.cpu_pct)
         deadline += interval_s
         time.sleep(max(0.0, deadline - time.monotonic()))
-    print(f"{label:4} {statistics.mean(cpu):9.2f} {statistics.median(cpu):8.2f} "
-          f"{statistics.median(trace_ms):9.3f} "
-          f"{statistics.median(guest_cpu) if guest_cpu else float('nan'):9.2f} "
-          f"{fds:>5} {'yes' if attached else 'no'}")
+    print(
+        f"{label:4} {statistics.mean(cpu):9.2f} {statistics.median(cpu):8.2f} "
+        f"{statistics.median(trace_ms):9.3f} "
+        f"{statistics.median(guest_cpu) if guest_cpu else float('nan'):9.2f} "
+        f"{fds:>5} {'yes' if attached else 'no'}"
+    )
 
 
 def main() -> None:
@@ -72,17 +75,21 @@ def main() -> None:
     try:
         for _ in range(2):  # warm up: XML, thread maps, probes (tracepoints: ~0.5 s)
             tick(sampler, pipeline)
-        print(f"{'':4} {'ms CPU/tick':>9} {'median':>8} {'trace ms':>9} {'guest CPU%':>9} "
-              f"{'fds':>5} traced")
+        print(
+            f"{'':4} {'ms CPU/tick':>9} {'median':>8} {'trace ms':>9} {'guest CPU%':>9} "
+            f"{'fds':>5} traced"
+        )
         phase("off", sampler, pipeline, args.guest, args.ticks, args.interval)
         for label, wanted in (("on", [args.guest]), ("off", [])):
             sampler.trace(wanted)
             w0 = time.monotonic()
             snap, spent = tick(sampler, pipeline)
             (status,) = [s for s in snap.sources if s.name == TRACE_SOURCE]
-            print(f"  {'attach' if wanted else 'detach'} tick: {spent * 1e3:.1f} ms CPU, "
-                  f"{(time.monotonic() - w0) * 1e3:.0f} ms wall; tracepoints ok={status.ok}"
-                  f"{'' if status.ok else ': ' + (status.reason or '')}")
+            print(
+                f"  {'attach' if wanted else 'detach'} tick: {spent * 1e3:.1f} ms CPU, "
+                f"{(time.monotonic() - w0) * 1e3:.0f} ms wall; tracepoints ok={status.ok}"
+                f"{'' if status.ok else ': ' + (status.reason or '')}"
+            )
             phase(label, sampler, pipeline, args.guest, args.ticks, args.interval)
     finally:
         sampler.close()

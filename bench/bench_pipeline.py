@@ -89,8 +89,12 @@ def synthetic_sampler(guests: int, clock: Clock) -> tuple[Sampler, SyntheticConn
     conn = SyntheticConnection(guests, clock, clock.wall)
     sampler = Sampler(
         HostCollector(root=HOST_TREE, clock=clock),
-        LibvirtCollector("test://bench/default", root=HOST_TREE,
-                         balloon_every=settings.balloon_every, open_fn=lambda _uri: conn),
+        LibvirtCollector(
+            "test://bench/default",
+            root=HOST_TREE,
+            balloon_every=settings.balloon_every,
+            open_fn=lambda _uri: conn,
+        ),
         interval_s=INTERVAL_S,
         clock=clock,
         wall=clock.wall,
@@ -109,8 +113,9 @@ def calibrate() -> float:
     return (time.process_time() - t0) * 1000
 
 
-def measure(guests: int, ticks: int, *, record: bool = False,
-            profile: cProfile.Profile | None = None) -> dict[str, Any]:
+def measure(
+    guests: int, ticks: int, *, record: bool = False, profile: cProfile.Profile | None = None
+) -> dict[str, Any]:
     """CPU ms per tick of sample + pipeline (and of sample + store append with
     `record`) over `ticks` ticks after a warm-up, in this process."""
     clock = Clock()
@@ -144,12 +149,17 @@ def measure(guests: int, ticks: int, *, record: bool = False,
     # The mean is the figure (it includes the garbage collector's passes, which land
     # on some ticks); the median and the fastest tick show how much of the spread is
     # the machine (this VM's speed varies by up to 2x from minute to minute).
-    out: dict[str, Any] = {"guests": guests, "ticks": ticks, "pipeline_ms": pipeline_ms,
-                           "median_tick_ms": statistics.median(tick_s) * 1000,
-                           "min_tick_ms": min(tick_s) * 1000,
-                           "findings": len(snap.findings), "rss_per_tick_mb": per_tick,
-                           "window_size": full,
-                           "full_window_rss_mb": rss1 + per_tick * more}
+    out: dict[str, Any] = {
+        "guests": guests,
+        "ticks": ticks,
+        "pipeline_ms": pipeline_ms,
+        "median_tick_ms": statistics.median(tick_s) * 1000,
+        "min_tick_ms": min(tick_s) * 1000,
+        "findings": len(snap.findings),
+        "rss_per_tick_mb": per_tick,
+        "window_size": full,
+        "full_window_rss_mb": rss1 + per_tick * more,
+    }
     out["exposition_ms"], out["exposition_library_ms"] = _exposition_ms(sample, snap)
     if record:
         out["record_ms"] = _record_ms(sampler, conn, clock, ticks)
@@ -183,8 +193,9 @@ def _exposition_ms(sample: Sample, snap: Snapshot, rounds: int = 10) -> tuple[fl
     return out[0], out[1]
 
 
-def _record_ms(sampler: Sampler, conn: SyntheticConnection, clock: Clock, ticks: int,
-               index: bool = True) -> float:
+def _record_ms(
+    sampler: Sampler, conn: SyntheticConnection, clock: Clock, ticks: int, index: bool = True
+) -> float:
     """CPU ms per tick of sampling and appending to a recording as `kvmtop record`
     does: with the report's index by default (`IndexedWriter`: the frameless shared
     pipeline and the rollups), or as `record --no-index` (`StoreWriter` alone)."""
@@ -208,17 +219,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(sizes: Sequence[int], ticks: int = 30, *, record_at: int | None = None
-        ) -> list[dict[str, Any]]:
+def run(
+    sizes: Sequence[int], ticks: int = 30, *, record_at: int | None = None
+) -> list[dict[str, Any]]:
     """Measure each size in a fresh subprocess (so peak RSS is that size's own)."""
     results = []
     for guests in sizes:
-        argv = [sys.executable, "-m", "bench.bench_pipeline", "--guests", str(guests),
-                "--ticks", str(ticks), "--json"]
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.bench_pipeline",
+            "--guests",
+            str(guests),
+            "--ticks",
+            str(ticks),
+            "--json",
+        ]
         if guests == record_at:
             argv.append("--record")
-        done = subprocess.run(argv, capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parents[1])
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
         results.append(json.loads(done.stdout.splitlines()[-1]))
     return results
 
@@ -238,8 +263,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.json:
         print(json.dumps(out))
         return
-    print(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                    for k, v in out.items()))
+    print(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in out.items()))
     if profile is not None:
         pstats.Stats(profile).sort_stats("tottime").print_stats(30)
 

@@ -86,11 +86,17 @@ def samples(guests: int, n: int) -> Iterator[Sample]:
             extra_ns += int(STEAL_SHARE * INTERVAL_S * NS_PER_S)
         if extra_ns and guests > 1:
             g = sample.guests[1]
-            vcpus = tuple(replace(v, delay_ns=(v.delay_ns or 0) + extra_ns,
-                                  sched_delay_ns=(v.sched_delay_ns or 0) + extra_ns)
-                          for v in g.vcpus)
-            sample = replace(sample, guests=(sample.guests[0], replace(g, vcpus=vcpus),
-                                             *sample.guests[2:]))
+            vcpus = tuple(
+                replace(
+                    v,
+                    delay_ns=(v.delay_ns or 0) + extra_ns,
+                    sched_delay_ns=(v.sched_delay_ns or 0) + extra_ns,
+                )
+                for v in g.vcpus
+            )
+            sample = replace(
+                sample, guests=(sample.guests[0], replace(g, vcpus=vcpus), *sample.guests[2:])
+            )
         yield sample
 
 
@@ -117,9 +123,12 @@ def recording(path: Path, guests: int, hours: float, *, index: bool = True) -> P
         with StoreReader(path) as reader:
             first = reader.first_index()
             sample = reader.read(first) if first is not None else None
-            reuse = (reader.count() == n and sample is not None
-                     and len(sample.guests) == guests
-                     and reader.meta.format_version == FORMAT_VERSION)
+            reuse = (
+                reader.count() == n
+                and sample is not None
+                and len(sample.guests) == guests
+                and reader.meta.format_version == FORMAT_VERSION
+            )
             minutes = indexed(reader) if reuse else 0
             hours_done = indexed(reader, hours=True) if reuse else 0
         if reuse:
@@ -140,8 +149,7 @@ def recording(path: Path, guests: int, hours: float, *, index: bool = True) -> P
     for i, sample in enumerate(samples(guests, n)):
         writer.append(sample)
         if i % 3600 == 0:
-            print(f"  {i}/{n} samples written ({time.perf_counter() - started:.0f} s)",
-                  flush=True)
+            print(f"  {i}/{n} samples written ({time.perf_counter() - started:.0f} s)", flush=True)
     writer.close()
     print(f"written {n} samples in {time.perf_counter() - started:.0f} s")
     return path
@@ -183,8 +191,10 @@ def breakdown(path: Path, n: int) -> None:
         acc.add(snap)
     fold = time.process_time() - cpu
     ms = 1000 / len(decoded)
-    print(f"CPU per sample (first {len(decoded)}): read + decode {decode * ms:5.1f} ms, "
-          f"pipeline {push * ms:5.1f} ms, report accumulation {fold * ms:5.1f} ms")
+    print(
+        f"CPU per sample (first {len(decoded)}): read + decode {decode * ms:5.1f} ms, "
+        f"pipeline {push * ms:5.1f} ms, report accumulation {fold * ms:5.1f} ms"
+    )
 
 
 def time_report(path: Path, *extra: str) -> tuple[float, float]:
@@ -198,9 +208,18 @@ def time_report(path: Path, *extra: str) -> tuple[float, float]:
     return wall, cpu
 
 
-def run(path: Path, guests: int = 50, hours: float = 24.0, *, full_hours: float = 1.0,
-        full: bool = False, steps: Sequence[float] = (60.0, 300.0), breakdown_n: int = 300,
-        seeks: int = 200, index: bool = True) -> dict[str, Any]:
+def run(
+    path: Path,
+    guests: int = 50,
+    hours: float = 24.0,
+    *,
+    full_hours: float = 1.0,
+    full: bool = False,
+    steps: Sequence[float] = (60.0, 300.0),
+    breakdown_n: int = 300,
+    seeks: int = 200,
+    index: bool = True,
+) -> dict[str, Any]:
     """Make (or reuse) the recording, time the report and seeks; the figures by name,
     also printed. Without `index`, a reused file's index is used as it is (the report
     from the index is then timed over the part it covers, and extrapolated)."""
@@ -214,13 +233,18 @@ def run(path: Path, guests: int = 50, hours: float = 24.0, *, full_hours: float 
     tables = table_bytes(path)
     index = sum(v for k, v in tables.items() if k.endswith("rollups"))
     figures: dict[str, Any] = {
-        "samples": n, "guests": guests, "hours": hours, "file_bytes": size,
+        "samples": n,
+        "guests": guests,
+        "hours": hours,
+        "file_bytes": size,
         "bytes_per_guest_sample": size / n / guests,
         "index_bytes_per_guest_sample": index / n / guests,
     }
     print(f"\n== {hours:g} h × {guests} guests at {INTERVAL_S:g} s: {n} samples ==")
-    print(f"file {size / 1e6:.0f} MB, {size / n / guests:.0f} B per guest-sample, of which "
-          f"the index's blobs {index / n / guests:.1f}")
+    print(
+        f"file {size / 1e6:.0f} MB, {size / n / guests:.0f} B per guest-sample, of which "
+        f"the index's blobs {index / n / guests:.1f}"
+    )
     if breakdown_n:
         breakdown(path, breakdown_n)
     indexed = sum(r[2] for r in minutes)
@@ -231,14 +255,21 @@ def run(path: Path, guests: int = 50, hours: float = 24.0, *, full_hours: float 
     elif minutes:
         covered_h = (minutes[-1][1] - first) / 3600
         wall, cpu = time_report(path, "--to", f"+{minutes[-1][1] - first:.3f}s")
-        print(f"from the index, first {covered_h:.1f} h (indexed so far): {wall:6.1f} s wall, "
-              f"{cpu:6.1f} s CPU → {wall / covered_h * hours:6.1f} s for {hours:g} h "
-              "(extrapolated)")
-        figures |= {"report_index_partial_h": covered_h, "report_index_partial_s": wall,
-                    "report_index_s": wall / covered_h * hours}
+        print(
+            f"from the index, first {covered_h:.1f} h (indexed so far): {wall:6.1f} s wall, "
+            f"{cpu:6.1f} s CPU → {wall / covered_h * hours:6.1f} s for {hours:g} h "
+            "(extrapolated)"
+        )
+        figures |= {
+            "report_index_partial_h": covered_h,
+            "report_index_partial_s": wall,
+            "report_index_s": wall / covered_h * hours,
+        }
     wall, cpu = time_report(path, "--exact", "--to", f"+{full_hours * 3600:g}s")
-    print(f"--exact, first {full_hours:g} h: {wall:6.1f} s wall, {cpu:6.1f} s CPU"
-          f" → {wall / full_hours * hours:6.0f} s for {hours:g} h (extrapolated)")
+    print(
+        f"--exact, first {full_hours:g} h: {wall:6.1f} s wall, {cpu:6.1f} s CPU"
+        f" → {wall / full_hours * hours:6.0f} s for {hours:g} h (extrapolated)"
+    )
     figures["report_exact_s"] = wall / full_hours * hours
     if full:
         wall, cpu = time_report(path, "--exact")
@@ -259,19 +290,38 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--guests", type=int, default=50)
     p.add_argument("--hours", type=float, default=24.0)
-    p.add_argument("--path", type=Path,
-                   default=Path(tempfile.gettempdir()) / "kvmtop-bench" / "report-24h-50g.kvmtop")
-    p.add_argument("--full-hours", type=float, default=1.0,
-                   help="hours timed with --exact (then extrapolated to --hours)")
-    p.add_argument("--full", action="store_true",
-                   help="also time the whole file with --exact")
+    p.add_argument(
+        "--path",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "kvmtop-bench" / "report-24h-50g.kvmtop",
+    )
+    p.add_argument(
+        "--full-hours",
+        type=float,
+        default=1.0,
+        help="hours timed with --exact (then extrapolated to --hours)",
+    )
+    p.add_argument("--full", action="store_true", help="also time the whole file with --exact")
     p.add_argument("--steps", type=float, nargs="*", default=[60.0, 300.0])
-    p.add_argument("--breakdown", type=int, default=300, metavar="N",
-                   help="samples for the per-stage breakdown (0: skip)")
+    p.add_argument(
+        "--breakdown",
+        type=int,
+        default=300,
+        metavar="N",
+        help="samples for the per-stage breakdown (0: skip)",
+    )
     p.add_argument("--seeks", type=int, default=200, help="random seeks timed (0: skip)")
     args = p.parse_args()
-    run(args.path, args.guests, args.hours, full_hours=args.full_hours, full=args.full,
-        steps=args.steps, breakdown_n=args.breakdown, seeks=args.seeks)
+    run(
+        args.path,
+        args.guests,
+        args.hours,
+        full_hours=args.full_hours,
+        full=args.full,
+        steps=args.steps,
+        breakdown_n=args.breakdown,
+        seeks=args.seeks,
+    )
 
 
 if __name__ == "__main__":

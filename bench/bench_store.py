@@ -73,15 +73,17 @@ def indexing_pipeline() -> Pipeline:
     return Pipeline(window_size=2, detect=build_engine(DetectorSettings()))
 
 
-def file_bytes_per_guest_sample(samples: list[Sample], guests: int,
-                                indexed: bool = False) -> float:
+def file_bytes_per_guest_sample(samples: list[Sample], guests: int, indexed: bool = False) -> float:
     """File size per guest-sample, written by `StoreWriter` (with `indexed`: and the
     report's index, as `kvmtop record` writes it)."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "b.kvmtop"
         store = StoreWriter(path)
-        w = IndexedWriter(store, indexing_pipeline(), VswitchSettings().uplink_kinds) \
-            if indexed else store
+        w = (
+            IndexedWriter(store, indexing_pipeline(), VswitchSettings().uplink_kinds)
+            if indexed
+            else store
+        )
         for s in samples:
             w.append(s)
         w.close()
@@ -91,14 +93,17 @@ def file_bytes_per_guest_sample(samples: list[Sample], guests: int,
 def table_bytes(path: Path) -> dict[str, int]:
     """Bytes of blob data per table of a recording (the index's tables may be absent)."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_schema WHERE "
-                                             "type = 'table'")]
-        return {t: int(conn.execute(f"SELECT coalesce(sum(length(data)), 0) FROM {t}")
-                       .fetchone()[0]) for t in tables if t != "meta"}
+        tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")]
+        return {
+            t: int(conn.execute(f"SELECT coalesce(sum(length(data)), 0) FROM {t}").fetchone()[0])
+            for t in tables
+            if t != "meta"
+        }
 
 
-def blob_bytes(samples: list[Sample], guests: int,
-               make: Callable[[list[bytes]], Callable[[bytes], bytes]]) -> float:
+def blob_bytes(
+    samples: list[Sample], guests: int, make: Callable[[list[bytes]], Callable[[bytes], bytes]]
+) -> float:
     """Mean compressed blob per guest-sample for samples 16.. with a compressor factory."""
     raws = [blob.dumps(s) for s in samples]
     compress = make(raws)
@@ -115,17 +120,18 @@ def size_figures(guests: int, alternatives: bool = True) -> dict[str, float]:
     indexed = file_bytes_per_guest_sample(samples, guests, indexed=True)
     print(f"JSON before compression                 {raw:8.0f}")
     print(f"file, samples only (StoreWriter)        {plain:8.0f}")
-    print(f"file with the index (kvmtop record)     {indexed:8.0f}   "
-          f"(index {indexed - plain:.0f})")
+    print(f"file with the index (kvmtop record)     {indexed:8.0f}   (index {indexed - plain:.0f})")
     figures = {"json_bytes": raw, "samples_only_bytes": plain, "recorded_bytes": indexed}
     if not alternatives:
         return figures
 
-    def preset(level: int, dictionary: Callable[[list[bytes]], object] | None = None
-               ) -> Callable[[list[bytes]], Callable[[bytes], bytes]]:
+    def preset(
+        level: int, dictionary: Callable[[list[bytes]], object] | None = None
+    ) -> Callable[[list[bytes]], Callable[[bytes], bytes]]:
         def make(raws: list[bytes]) -> Callable[[bytes], bytes]:
             d = dictionary(raws) if dictionary else None
             return zstandard.ZstdCompressor(level=level, dict_data=d, write_checksum=True).compress
+
         return make
 
     def trained(raws: list[bytes]) -> object:
@@ -151,16 +157,22 @@ def size_figures(guests: int, alternatives: bool = True) -> dict[str, float]:
         size = blob_bytes(samples, guests, make)
         print(f"  {name:40s} {size:6.0f}   ({time.process_time() - t:5.1f} s CPU)")
     print("file with other settings (samples only):")
-    for name, values in (("DICTIONARY_EVERY", (100, 200, 400)), ("CHAIN", (5, 10, 20)),
-                         ("ROW_LEVEL", (1, 3, 9)), ("PAGE_SIZE", (512, 1024, 4096))):
+    for name, values in (
+        ("DICTIONARY_EVERY", (100, 200, 400)),
+        ("CHAIN", (5, 10, 20)),
+        ("ROW_LEVEL", (1, 3, 9)),
+        ("PAGE_SIZE", (512, 1024, 4096)),
+    ):
         saved = getattr(writer, name)
         for value in values:
             setattr(writer, name, value)
             t = time.process_time()
             size = file_bytes_per_guest_sample(samples, guests)
             ms = (time.process_time() - t) / len(samples) * 1000
-            print(f"  {name} = {value:<5d}{' (shipped)' if value == saved else '':10s}"
-                  f"       {size:8.0f}   ({ms:5.2f} ms per sample)")
+            print(
+                f"  {name} = {value:<5d}{' (shipped)' if value == saved else '':10s}"
+                f"       {size:8.0f}   ({ms:5.2f} ms per sample)"
+            )
         setattr(writer, name, saved)
     return figures
 
@@ -178,8 +190,10 @@ def real_figures(paths: list[Path]) -> dict[str, dict[str, float]]:
         tables = table_bytes(path)
         index = sum(v for k, v in tables.items() if k.endswith("rollups"))
         index_per = index / n / guests if n and guests else float("nan")
-        print(f"{path}: {n} samples, {guests:.1f} guests, {size / 1e6:.2f} MB, "
-              f"{per:.0f} B per guest-sample, of which the index's blobs {index_per:.0f}")
+        print(
+            f"{path}: {n} samples, {guests:.1f} guests, {size / 1e6:.2f} MB, "
+            f"{per:.0f} B per guest-sample, of which the index's blobs {index_per:.0f}"
+        )
         out[str(path)] = {"samples": n, "guests": guests, "bytes": per, "index_bytes": index_per}
     return out
 
@@ -207,8 +221,7 @@ def cpu_figures(guests: int) -> dict[str, float]:
             t = time.process_time()
             count = sum(1 for _ in r.iter())
             decode_ms = (time.process_time() - t) / count * 1000
-    indexer = Indexer(indexing_pipeline(), VswitchSettings().uplink_kinds,
-                      lambda *_row: None)
+    indexer = Indexer(indexing_pipeline(), VswitchSettings().uplink_kinds, lambda *_row: None)
     t = time.process_time()
     for s in samples:
         indexer.push(s)
@@ -219,10 +232,18 @@ def cpu_figures(guests: int) -> dict[str, float]:
     print(f"StoreWriter.append, total    {append_ms:6.2f} ms")
     print(f"read + decode (iter)         {decode_ms:6.2f} ms")
     print(f"index (pipeline + rollups)   {index_ms:6.2f} ms")
-    print(f"recorder CPU per tick        {append_ms + index_ms:6.2f} ms (append + index; "
-          "sampling not included)")
-    return {"encode_ms": encode_ms, "compress_ms": compress_ms, "append_ms": append_ms,
-            "decode_ms": decode_ms, "index_ms": index_ms, "record_ms": append_ms + index_ms}
+    print(
+        f"recorder CPU per tick        {append_ms + index_ms:6.2f} ms (append + index; "
+        "sampling not included)"
+    )
+    return {
+        "encode_ms": encode_ms,
+        "compress_ms": compress_ms,
+        "append_ms": append_ms,
+        "decode_ms": decode_ms,
+        "index_ms": index_ms,
+        "record_ms": append_ms + index_ms,
+    }
 
 
 def shifted(samples: list[Sample], n: int, interval_s: float) -> Iterator[Sample]:
@@ -230,8 +251,11 @@ def shifted(samples: list[Sample], n: int, interval_s: float) -> Iterator[Sample
     start_wall, start_mono = samples[0].wall_s, samples[0].mono_ns
     for i in range(n):
         s = samples[i % len(samples)]
-        yield replace(s, wall_s=start_wall + i * interval_s,
-                      mono_ns=start_mono + int(i * interval_s * NS_PER_S))
+        yield replace(
+            s,
+            wall_s=start_wall + i * interval_s,
+            mono_ns=start_mono + int(i * interval_s * NS_PER_S),
+        )
 
 
 def seek_figures(guests: int, hours: float) -> dict[str, float]:
@@ -246,9 +270,11 @@ def seek_figures(guests: int, hours: float) -> dict[str, float]:
         for s in shifted(base, n, 2.0):
             w.append(s)
         w.close()
-        print(f"written in {time.perf_counter() - t:.0f} s, "
-              f"{path.stat().st_size / 1e6:.0f} MB, "
-              f"{path.stat().st_size / n / guests:.0f} B per guest-sample")
+        print(
+            f"written in {time.perf_counter() - t:.0f} s, "
+            f"{path.stat().st_size / 1e6:.0f} MB, "
+            f"{path.stat().st_size / n / guests:.0f} B per guest-sample"
+        )
         return seek_times(path)
 
 
@@ -268,8 +294,7 @@ def seek_times(path: Path, seeks: int = 200) -> dict[str, float]:
         index = reader.seek(target)
         assert index is not None and reader.read(index) is not None
         seek_read.append((time.perf_counter() - t) * 1000)
-    feed = ReplayFeed(reader, Pipeline(window_size=1800,
-                                       detect=build_engine(DetectorSettings())))
+    feed = ReplayFeed(reader, Pipeline(window_size=1800, detect=build_engine(DetectorSettings())))
     feed_seek = []
     for target in targets:
         t = time.perf_counter()
@@ -281,19 +306,28 @@ def seek_times(path: Path, seeks: int = 200) -> dict[str, float]:
         return sorted(xs)[int(0.95 * len(xs))]
 
     def summary(xs: list[float]) -> str:
-        return (f"median {statistics.median(xs):6.2f} ms  p95 {p95(xs):6.2f} ms"
-                f"  max {max(xs):6.2f} ms")
+        return (
+            f"median {statistics.median(xs):6.2f} ms  p95 {p95(xs):6.2f} ms  max {max(xs):6.2f} ms"
+        )
 
     print(f"open                         {open_ms:6.2f} ms")
     print(f"StoreReader.seek + read      {summary(seek_read)}")
     print(f"ReplayFeed.seek (2 samples)  {summary(feed_seek)}")
-    return {"open_ms": open_ms, "read_p95_ms": p95(seek_read),
-            "read_median_ms": statistics.median(seek_read), "seek_p95_ms": p95(feed_seek),
-            "seek_median_ms": statistics.median(feed_seek)}
+    return {
+        "open_ms": open_ms,
+        "read_p95_ms": p95(seek_read),
+        "read_median_ms": statistics.median(seek_read),
+        "seek_p95_ms": p95(feed_seek),
+        "seek_median_ms": statistics.median(feed_seek),
+    }
 
 
-def run(guests: int = 50, hours: float = 12.0, recordings: Sequence[Path] = (),
-        alternatives: bool = False) -> dict[str, Any]:
+def run(
+    guests: int = 50,
+    hours: float = 12.0,
+    recordings: Sequence[Path] = (),
+    alternatives: bool = False,
+) -> dict[str, Any]:
     """Every measurement (the alternatives' sizes only when asked: they take minutes);
     the figures by name, also printed."""
     return {
@@ -311,8 +345,11 @@ def main() -> None:
     p.add_argument("--guests", type=int, default=50)
     p.add_argument("--hours", type=float, default=12.0, help="seek test length (0: skip)")
     p.add_argument("--recording", type=Path, nargs="*", default=[])
-    p.add_argument("--alternatives", action="store_true",
-                   help="also the sizes of the designs not chosen (minutes of CPU)")
+    p.add_argument(
+        "--alternatives",
+        action="store_true",
+        help="also the sizes of the designs not chosen (minutes of CPU)",
+    )
     args = p.parse_args()
     run(args.guests, args.hours, args.recording, args.alternatives)
 

@@ -95,12 +95,16 @@ def run(sizes: list[int], frames: int = 20) -> list[dict[str, Any]]:
 
 def _table(results: Sequence[dict[str, Any]]) -> str:
     """The results as a text table (ms)."""
-    head = (f"{'guests':>6} {'first':>7} {'frame wall':>17} {'frame CPU':>17} "
-            f"{'sort wall':>17} {'filter wall':>17}")
+    head = (
+        f"{'guests':>6} {'first':>7} {'frame wall':>17} {'frame CPU':>17} "
+        f"{'sort wall':>17} {'filter wall':>17}"
+    )
     lines = [head, f"{'':>6} {'':>7}" + f" {'median':>8} {'p95':>8}" * 4]
     for r in results:
-        cols = "".join(f" {r[f'{k}_median_ms']:8.1f} {r[f'{k}_p95_ms']:8.1f}"
-                       for k in ("frame_wall", "frame_cpu", "sort_wall", "filter_wall"))
+        cols = "".join(
+            f" {r[f'{k}_median_ms']:8.1f} {r[f'{k}_p95_ms']:8.1f}"
+            for k in ("frame_wall", "frame_cpu", "sort_wall", "filter_wall")
+        )
         lines.append(f"{r['guests']:>6} {r['first_frame_ms']:7.1f}{cols}")
     return "\n".join(lines)
 
@@ -120,8 +124,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     for r in results:
         if r["guests"] == 500:
             met = r["frame_wall_median_ms"] <= BUDGET_MS
-            print(f"budget: frame ≤ {BUDGET_MS:.0f} ms at 500 guests: "
-                  f"{'met' if met else 'MISSED'} ({r['frame_wall_median_ms']:.1f} ms median)")
+            print(
+                f"budget: frame ≤ {BUDGET_MS:.0f} ms at 500 guests: "
+                f"{'met' if met else 'MISSED'} ({r['frame_wall_median_ms']:.1f} ms median)"
+            )
 
 
 if __name__ == "__main__":

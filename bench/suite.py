@@ -73,15 +73,19 @@ def _num(value: float | None) -> str:
 
 def table(rows: Sequence[Row]) -> str:
     """The rows as a fixed-width text table, one line each, grouped by section."""
-    head = (f"{'section':10} {'measure':46} {'figure':>9} {'unit':9} {'budget':>8} "
-            f"{'verdict':7} {'ratio':>6}  peer")
+    head = (
+        f"{'section':10} {'measure':46} {'figure':>9} {'unit':9} {'budget':>8} "
+        f"{'verdict':7} {'ratio':>6}  peer"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         verdict = {None: "", True: "met", False: "MISSED"}[r.met]
         peer = "" if r.peer is None else f"{r.peer} = {_num(r.peer_value)}"
         ratio = "–" if r.ratio is None else f"{r.ratio:.2f}×"
-        lines.append(f"{r.section:10} {r.name:46} {_num(r.value):>9} {r.unit:9} "
-                     f"{_num(r.budget):>8} {verdict:7} {ratio:>6}  {peer}")
+        lines.append(
+            f"{r.section:10} {r.name:46} {_num(r.value):>9} {r.unit:9} "
+            f"{_num(r.budget):>8} {verdict:7} {ratio:>6}  {peer}"
+        )
         if r.note:
             lines.append(f"{'':10}   {r.note}")
     return "\n".join(lines)
@@ -95,6 +99,8 @@ def normalised(pipeline_ms: float, calibration_ms: float) -> float:
 def regression(current: float, baseline: float, factor: float = REGRESSION_FACTOR) -> str | None:
     """Why `current` (normalised) is a regression against `baseline`, or None."""
     if current > factor * baseline:
-        return (f"pipeline {current / baseline:.1f}× the committed baseline "
-                f"({current:.2f} vs {baseline:.2f} calibration units; limit {factor:g}×)")
+        return (
+            f"pipeline {current / baseline:.1f}× the committed baseline "
+            f"({current:.2f} vs {baseline:.2f} calibration units; limit {factor:g}×)"
+        )
     return None

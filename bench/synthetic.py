@@ -73,8 +73,13 @@ class SyntheticConnection(FakeConnection):
         capture: a capture directory (stats.json and domains/<name>.xml).
     """
 
-    def __init__(self, guests: int, clock: Callable[[], int],
-                 wall: Callable[[], float] = time.time, capture: Path = CAPTURE) -> None:
+    def __init__(
+        self,
+        guests: int,
+        clock: Callable[[], int],
+        wall: Callable[[], float] = time.time,
+        capture: Path = CAPTURE,
+    ) -> None:
         super().__init__([])
         data = json.loads((capture / "stats.json").read_text())
         calls = {c["label"]: c for c in data["calls"]}
@@ -101,9 +106,7 @@ class SyntheticConnection(FakeConnection):
                 (t, FakeDomain(dom_uuid, name, -1 if dom_id is None else 1000 + i, xml))
             )
 
-    def getAllDomainStats(
-        self, stats: int, flags: int
-    ) -> list[tuple[Any, dict[str, Any]]]:
+    def getAllDomainStats(self, stats: int, flags: int) -> list[tuple[Any, dict[str, Any]]]:
         """One bulk-stats reply for every domain, counters moved on to the clock's time."""
         t0 = time.process_time()
         elapsed_s = (self._clock() - self._t0) / NS_PER_S

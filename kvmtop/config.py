@@ -176,7 +176,7 @@ def _dotted(keys: tuple[str, ...]) -> str:
 
 
 def _line_of(text: str, dotted: tuple[str, ...]) -> str:
-    """" (line N)" for the line defining the key path `dotted`, or "" when not found.
+    """ " (line N)" for the line defining the key path `dotted`, or "" when not found.
 
     tomllib reports lines only for syntax errors, so the semantic errors (unknown key,
     wrong type) find their line by scanning table headers and `key =` lines. A key
@@ -412,5 +412,7 @@ def _read(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{path}: not UTF-8 text, as TOML must be ({exc.reason} at byte "
-                          f"{exc.start}, line {line})") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text, as TOML must be ({exc.reason} at byte "
+            f"{exc.start}, line {line})"
+        ) from None

@@ -51,8 +51,11 @@ class GuestsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         """The host's name, its guests, the footer."""
         name = self.row.hostname or self.row.instance
-        yield Static(visible(f"{name} ({self.row.instance}): {len(self.guests)} guests"),
-                     id="fleet-title", markup=False)
+        yield Static(
+            visible(f"{name} ({self.row.instance}): {len(self.guests)} guests"),
+            id="fleet-title",
+            markup=False,
+        )
         yield FleetGuests(id="fleet-guests")
         yield Footer()
 
@@ -98,9 +101,15 @@ class FleetApp(ThemedApp):
         Binding("t", "next_theme", "Theme"),
     ]
 
-    def __init__(self, client: PrometheusClient, *, job: str = "kvmtop",
-                 every_s: float = 15.0, sort: str = "incidents",
-                 theme_name: str | None = None) -> None:
+    def __init__(
+        self,
+        client: PrometheusClient,
+        *,
+        job: str = "kvmtop",
+        every_s: float = 15.0,
+        sort: str = "incidents",
+        theme_name: str | None = None,
+    ) -> None:
         """Create the app (`every_s`: seconds between refreshes)."""
         super().__init__(theme_name=theme_name)
         self.client = client
@@ -118,8 +127,9 @@ class FleetApp(ThemedApp):
         """Status line, host table, filter input, footer."""
         yield Static("", id="fleet-status", markup=False)
         yield FleetTable(id="fleet")
-        yield Input(placeholder="filter hosts: name or instance substring (Esc clears)",
-                    id="filter")
+        yield Input(
+            placeholder="filter hosts: name or instance substring (Esc clears)", id="filter"
+        )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -157,8 +167,10 @@ class FleetApp(ThemedApp):
         shown = ordered(self.rows, self.sort, self.needle)
         self.query_one(FleetTable).show(shown)
         down = sum(1 for r in self.rows if not r.up)
-        status = (f"{len(self.rows)} hosts ({down} not answering) from {self.client.url}, "
-                  f"sorted by {self.sort}")
+        status = (
+            f"{len(self.rows)} hosts ({down} not answering) from {self.client.url}, "
+            f"sorted by {self.sort}"
+        )
         if self.needle:
             status += f", {len(shown)} matching {self.needle!r}"
         if self.fetched_s is not None:
@@ -210,8 +222,9 @@ class FleetApp(ThemedApp):
         """Say the command that opens the host under the cursor live."""
         row = self._cursor_row()
         if row is not None:
-            self.notify(visible(open_command(row)), title="Open this host", timeout=15,
-                        markup=False)
+            self.notify(
+                visible(open_command(row)), title="Open this host", timeout=15, markup=False
+            )
 
     @on(LineTable.RowSelected, "#fleet")
     def _open_host(self, event: LineTable.RowSelected) -> None:

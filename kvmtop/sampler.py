@@ -162,8 +162,9 @@ class Sampler:
         return cached
 
     @staticmethod
-    def _status(probe: Probe, started: int, ended: int, error: str | None,
-                note: str | None = None) -> SourceStatus:
+    def _status(
+        probe: Probe, started: int, ended: int, error: str | None, note: str | None = None
+    ) -> SourceStatus:
         """`note`: what the source delivered only in part (it stays ok)."""
         return SourceStatus(
             name=probe.name,
@@ -209,7 +210,8 @@ class Sampler:
             if probe.available:
                 try:
                     guests = self.guests.collect(
-                        self._tick, deadline_s=GUEST_DEADLINE_SHARE * self.interval_s)
+                        self._tick, deadline_s=GUEST_DEADLINE_SHARE * self.interval_s
+                    )
                 except CollectorError as exc:
                     error = str(exc)
                     # Probe again next tick: the daemon may be restarting. Its guests
@@ -219,8 +221,7 @@ class Sampler:
             else:
                 guests = self.guests.unanswered(probe.reason or "libvirt unavailable")
             # Some guests did not answer while the source did: its status names them.
-            note = (_not_responding_note(guests)
-                    if probe.available and error is None else None)
+            note = _not_responding_note(guests) if probe.available and error is None else None
             statuses.append(self._status(probe, t0, self._clock(), error, note))
 
         mono = self._clock()
@@ -276,8 +277,11 @@ class Sampler:
     def _tracing_status(self, tracer: Tracer, status: SourceStatus) -> SourceStatus:
         """The tracer's status with the guests traced now and why others are not."""
         traced = [k for k in tracer.attached() if k not in tracer.errors]
-        detail = {**status.detail, TRACE_ATTACHED: ", ".join(traced),
-                  TRACE_FDS: str(tracer.open_fds())}
+        detail = {
+            **status.detail,
+            TRACE_ATTACHED: ", ".join(traced),
+            TRACE_FDS: str(tracer.open_fds()),
+        }
         problems = [f"tracing {w}: {e}" for w, e in sorted(self._trace_errors.items())]
         problems += [f"tracing {k}: {e}" for k, e in sorted(tracer.errors.items())]
         if not problems:

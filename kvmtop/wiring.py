@@ -50,14 +50,23 @@ def build_sampler(settings: Settings) -> Sampler:
     # the debugfs stats cover them too; topology and tracepoints read the vCPU
     # threads sched found. Tracepoints count only the guests asked for (trace()).
     enrichers: list[GuestEnricher] = [
-        ProcessCollector(), SchedCollector(), TopologyCollector(), DebugfsCollector(),
+        ProcessCollector(),
+        SchedCollector(),
+        TopologyCollector(),
+        DebugfsCollector(),
         TracepointCollector(),
     ]
     rtt = settings.rtt
     if rtt.enabled:  # sends packets: only when asked (config [rtt] or --rtt)
-        enrichers.append(NetProbe(
-            domain_info=libvirt.domain_info, addresses=LibvirtAddresses(settings.uri),
-            configured=rtt.addresses, tcp_ports=rtt.tcp_ports, every_s=rtt.every_s))
+        enrichers.append(
+            NetProbe(
+                domain_info=libvirt.domain_info,
+                addresses=LibvirtAddresses(settings.uri),
+                configured=rtt.addresses,
+                tcp_ports=rtt.tcp_ports,
+                every_s=rtt.every_s,
+            )
+        )
     return Sampler(
         HostCollector(),
         libvirt,
@@ -73,9 +82,12 @@ def build_pipeline(settings: Settings) -> Pipeline:
     from kvmtop.detectors.engine import build_engine
     from kvmtop.detectors.incidents import IncidentTracker
 
-    return Pipeline(window_size=settings.window_size, min_ops=settings.min_ops,
-                    detect=build_engine(settings.detectors),
-                    incidents=IncidentTracker(settings.detectors))
+    return Pipeline(
+        window_size=settings.window_size,
+        min_ops=settings.min_ops,
+        detect=build_engine(settings.detectors),
+        incidents=IncidentTracker(settings.detectors),
+    )
 
 
 def build_live_feed(settings: Settings) -> LiveFeed[Sampler]:

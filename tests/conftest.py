@@ -38,5 +38,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if any(p.match(reason) for p in _allowed_skips()):
         return
     report.outcome = "failed"
-    report.longrepr = (f"skipped under CI=true, and {ALLOWLIST.name} does not allow this "
-                       f"reason: {reason}")
+    report.longrepr = (
+        f"skipped under CI=true, and {ALLOWLIST.name} does not allow this reason: {reason}"
+    )

@@ -92,12 +92,13 @@ def kvm_exit_events(seconds: float = 2.0) -> int:
         event.write_text("1")
         time.sleep(seconds)
         event.write_text("0")
-        entries = (instance / "per_cpu")
+        entries = instance / "per_cpu"
         total = 0
         for cpu in entries.iterdir():
             # "entries: N" counts events in the ring, "overrun" those it dropped.
             stats = dict(
-                line.split(": ", 1) for line in (cpu / "stats").read_text().splitlines()
+                line.split(": ", 1)
+                for line in (cpu / "stats").read_text().splitlines()
                 if ": " in line
             )
             total += int(stats.get("entries", 0)) + int(stats.get("overrun", 0))

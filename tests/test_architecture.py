@@ -33,27 +33,39 @@ def test_headless_imports_leave_textual_out(modules: str) -> None:
     assert out == ["False", "False"]
 
 
-RENDERING = ("jinja2", "markupsafe", "kvmtop.report.content", "kvmtop.report.text",
-             "kvmtop.report.as_json", "kvmtop.report.html", "kvmtop.report.plots",
-             "kvmtop.report.svg")
+RENDERING = (
+    "jinja2",
+    "markupsafe",
+    "kvmtop.report.content",
+    "kvmtop.report.text",
+    "kvmtop.report.as_json",
+    "kvmtop.report.html",
+    "kvmtop.report.plots",
+    "kvmtop.report.svg",
+)
 """The report's rendering code and the template engine it brings."""
 
 
 def rendering_loaded(code: str) -> list[str]:
     """The `RENDERING` modules loaded after running `code` in a fresh interpreter."""
-    probe = (f"import sys; {code}; print(' '.join(sorted(m for m in sys.modules "
-             f"if m.startswith({RENDERING!r}))))")
-    return subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
-                          text=True, cwd=ROOT).stdout.split()
+    probe = (
+        f"import sys; {code}; print(' '.join(sorted(m for m in sys.modules "
+        f"if m.startswith({RENDERING!r}))))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=ROOT
+    ).stdout.split()
 
 
 def test_recording_loads_no_rendering_code() -> None:
     """`kvmtop record`: its recorder, the index it writes as it goes, and the CLI's
     parser (which holds every command's options, report's too) load no renderer and
     no jinja2; neither does `kvmtop export`, which reads frames as the report does."""
-    code = ("import kvmtop.commands.record, kvmtop.headless.recorder, kvmtop.report.index, "
-            "kvmtop.commands.export, kvmtop.headless.export, kvmtop.commands.main; "
-            "kvmtop.commands.parser.build_parser()")
+    code = (
+        "import kvmtop.commands.record, kvmtop.headless.recorder, kvmtop.report.index, "
+        "kvmtop.commands.export, kvmtop.headless.export, kvmtop.commands.main; "
+        "kvmtop.commands.parser.build_parser()"
+    )
     assert rendering_loaded(code) == []
 
 
@@ -146,12 +158,15 @@ def test_every_module_is_in_a_layer() -> None:
     import tomllib
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    contract = next(c for c in config["tool"]["importlinter"]["contracts"]
-                    if c["name"] == "Data flows one way")
-    placed = {name.strip() for layer in contract["layers"]
-              for name in re.split(r"[|:]", layer)}
-    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-               for p in (ROOT / "kvmtop").rglob("*.py")}
-    left_out = sorted(m for m in modules - {"kvmtop"}
-                      if not any(m == p or m.startswith(p + ".") for p in placed))
+    contract = next(
+        c for c in config["tool"]["importlinter"]["contracts"] if c["name"] == "Data flows one way"
+    )
+    placed = {name.strip() for layer in contract["layers"] for name in re.split(r"[|:]", layer)}
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in (ROOT / "kvmtop").rglob("*.py")
+    }
+    left_out = sorted(
+        m for m in modules - {"kvmtop"} if not any(m == p or m.startswith(p + ".") for p in placed)
+    )
     assert left_out == []

@@ -72,8 +72,9 @@ class FeedApp(ThemedApp):
     (`_requests`, a `Request` each) and scans the recording while it waits.
     """
 
-    def __init__(self, feed: Feed, *, theme_name: str | None = None,
-                 user_theme_dir: Path | None = None) -> None:
+    def __init__(
+        self, feed: Feed, *, theme_name: str | None = None, user_theme_dir: Path | None = None
+    ) -> None:
         """Create the app over `feed` (see `KvmtopApp`)."""
         super().__init__(theme_name=theme_name, user_theme_dir=user_theme_dir)
         self.feed = feed
@@ -128,8 +129,9 @@ class FeedApp(ThemedApp):
         scanning the recording meanwhile; a request or quitting ends it early, and a
         new interval moves the tick."""
         while not self._stop.is_set() and self._requests.empty():
-            remaining = math.inf if started is None else (
-                started + self.feed.interval_s - time.monotonic())
+            remaining = (
+                math.inf if started is None else (started + self.feed.interval_s - time.monotonic())
+            )
             if remaining <= 0:
                 return
             if self._scanning and self.nav is not None:

@@ -82,6 +82,7 @@ REPLAY_ACTIONS = frozenset({"speed", "step", "seek_by", "goto", "incident"})
 LIVE_ACTIONS = frozenset({"interval"})
 """Actions that need a live feed (hidden in replay)."""
 
+
 def step_through(steps: tuple[float, ...], now: float, step: int) -> float:
     """The first of `steps` above `now` (step > 0) or the last below it, within the ends."""
     if step > 0:
@@ -111,15 +112,16 @@ class KvmtopApp(FeedApp):
         Binding("g", "goto", "Go to"),
         Binding("f", "incident(1)", "Next incident"),
         Binding("F", "incident(-1)", "Previous incident", show=False),
-        Binding("i", "incidents", "Keys to the incidents (again: back to the guests)",
-                show=False),
+        Binding("i", "incidents", "Keys to the incidents (again: back to the guests)", show=False),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("s", "sources", "Sources"),
         Binding("t", "next_theme", "Theme"),
         Binding("question_mark,f1", "help", "Help", key_display="?"),
-        *(Binding(k, f"sort('{key}')", f"Sort by {column(key).header}", show=False)
-          for k, key in SORT_KEYS.items()),
+        *(
+            Binding(k, f"sort('{key}')", f"Sort by {column(key).header}", show=False)
+            for k, key in SORT_KEYS.items()
+        ),
     ]
 
     def __init__(
@@ -166,10 +168,12 @@ class KvmtopApp(FeedApp):
         timeline.display = self.nav is not None
         yield timeline
         yield GuestTable(thresholds=self.thresholds, sort_key=self.initial_sort, id="guests")
-        yield Input(placeholder="filter guests: name substring or regex (Esc clears)",
-                    id="filter")
-        yield TimeInput(placeholder="go to: HH:MM[:SS], +10m from the start, or ISO 8601 "
-                        "(Enter goes, Esc cancels)", id="goto")
+        yield Input(placeholder="filter guests: name substring or regex (Esc clears)", id="filter")
+        yield TimeInput(
+            placeholder="go to: HH:MM[:SS], +10m from the start, or ISO 8601 "
+            "(Enter goes, Esc cancels)",
+            id="goto",
+        )
         yield IncidentsPanel(id="incidents")
         yield Footer()
 
@@ -210,7 +214,7 @@ class KvmtopApp(FeedApp):
         if self.nav is None:
             return
         notices = self.nav.notices
-        new = notices[self._notices_shown:]
+        new = notices[self._notices_shown :]
         if not new:
             return
         self._notices_shown += len(new)
@@ -218,8 +222,7 @@ class KvmtopApp(FeedApp):
         text = "\n".join(visible(line) for line in new[:NOTICE_LINES])
         if more > 0:
             text += f"\n... and {more} more (listed when kvmtop exits)"
-        self.notify(text, title="Damaged recording", severity="warning", timeout=15,
-                    markup=False)
+        self.notify(text, title="Damaged recording", severity="warning", timeout=15, markup=False)
 
     def display_snapshot(self, snapshot: Snapshot) -> None:
         """Show a snapshot on every view (marked paused while paused)."""
@@ -343,8 +346,10 @@ class KvmtopApp(FeedApp):
     def key_help(self) -> list[tuple[str, str]]:
         """(key, description) for every key, for the help screen."""
         keys = [
-            (", ".join(self.get_key_display(Binding(k, b.action)) for k in b.key.split(",")),
-             b.description)
+            (
+                ", ".join(self.get_key_display(Binding(k, b.action)) for k in b.key.split(",")),
+                b.description,
+            )
             for b in (*self.BINDINGS, *GuestTable.BINDINGS)
             if isinstance(b, Binding) and self._for_this_feed(b.action.partition("(")[0])
         ]
@@ -366,33 +371,46 @@ class KvmtopApp(FeedApp):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Pause / resume", "Freeze the display", self.action_toggle_pause)
         yield SystemCommand("Help", "Keys and columns", self.action_help)
-        yield SystemCommand("Sources view", "Collector health, why cells are blank",
-                            self.action_sources)
+        yield SystemCommand(
+            "Sources view", "Collector health, why cells are blank", self.action_sources
+        )
         yield SystemCommand("Filter guests", "By name (substring or regex)", self.action_filter)
         if self.nav is None:
-            yield SystemCommand("Slower sampling", "Next longer interval",
-                                partial(self.action_interval, 1))
-            yield SystemCommand("Faster sampling", "Next shorter interval",
-                                partial(self.action_interval, -1))
+            yield SystemCommand(
+                "Slower sampling", "Next longer interval", partial(self.action_interval, 1)
+            )
+            yield SystemCommand(
+                "Faster sampling", "Next shorter interval", partial(self.action_interval, -1)
+            )
         else:
             yield SystemCommand("Go to a time", "In the recording", self.action_goto)
-            yield SystemCommand("Next incident", "Where the next incident was first shown",
-                                partial(self.action_incident, 1))
-            yield SystemCommand("Previous incident",
-                                "Where the previous incident was first shown",
-                                partial(self.action_incident, -1))
+            yield SystemCommand(
+                "Next incident",
+                "Where the next incident was first shown",
+                partial(self.action_incident, 1),
+            )
+            yield SystemCommand(
+                "Previous incident",
+                "Where the previous incident was first shown",
+                partial(self.action_incident, -1),
+            )
         for col in GUEST_COLUMNS:
-            yield SystemCommand(f"Sort by {col.header}", col.help or col.header,
-                                partial(self.action_sort, col.key))
+            yield SystemCommand(
+                f"Sort by {col.header}", col.help or col.header, partial(self.action_sort, col.key)
+            )
         for name in self.kvmtop_themes:
-            yield SystemCommand(f"Theme {name}", "Switch theme", partial(setattr, self, "theme",
-                                                                         name))
+            yield SystemCommand(
+                f"Theme {name}", "Switch theme", partial(setattr, self, "theme", name)
+            )
         if self.displayed is not None:
             # The palette reads titles and help as markup: names visible, then escaped.
             for g in self.displayed.guests:
-                yield SystemCommand(f"Guest {escape(visible(g.name))}",
-                                    f"Open the detail of {escape(visible(g.uuid))}",
-                                    partial(self.open_guest, g.uuid), discover=False)
+                yield SystemCommand(
+                    f"Guest {escape(visible(g.name))}",
+                    f"Open the detail of {escape(visible(g.uuid))}",
+                    partial(self.open_guest, g.uuid),
+                    discover=False,
+                )
 
     # ------------------------------------------------------------------ replay navigation
 
@@ -414,11 +432,17 @@ class KvmtopApp(FeedApp):
         if self._scanning and not nav.follow:
             done = 0.0 if nav.scanned_s is None else nav.scanned_s - start
             progress = int(100 * done / (end - start)) if end > start else 0
-        self.query_one(Timeline).show(TimelineState(
-            start, end, None if self.displayed is None else self.displayed.wall_s, nav.speed,
-            self.paused, tuple(Marker(s.since_s, s.until_s, s.severity) for s in nav.spans),
-            progress,
-        ))
+        self.query_one(Timeline).show(
+            TimelineState(
+                start,
+                end,
+                None if self.displayed is None else self.displayed.wall_s,
+                nav.speed,
+                self.paused,
+                tuple(Marker(s.since_s, s.until_s, s.severity) for s in nav.spans),
+                progress,
+            )
+        )
 
     def on_timeline_changed(self) -> None:
         """The scan found more: redraw the timeline (and say what it found damaged)."""
@@ -481,9 +505,12 @@ class KvmtopApp(FeedApp):
         self.query_one(TimeInput).close()
         self.query_one(GuestTable).focus()
         if start is not None and end is not None and not start <= target <= end:
-            self.notify(f"{clock(target)} is outside the recording ({clock(start)} to "
-                        f"{clock(end)}): showing the nearest sample", severity="warning",
-                        timeout=5)
+            self.notify(
+                f"{clock(target)} is outside the recording ({clock(start)} to "
+                f"{clock(end)}): showing the nearest sample",
+                severity="warning",
+                timeout=5,
+            )
         self._navigate(lambda nav: nav.seek(target))
 
     @on(TimeInput.Closed)
@@ -503,14 +530,21 @@ class KvmtopApp(FeedApp):
         span = adjacent_span(nav.incidents, -math.inf if here is None else here, direction)
         if span is None:
             scanned = nav.scanned_s
-            more = f" (scanned up to {clock(scanned)} so far)" if (
-                self._scanning and scanned is not None) else ""
-            self.notify(f"no {'later' if direction > 0 else 'earlier'} incident{more}",
-                        timeout=4)
+            more = (
+                f" (scanned up to {clock(scanned)} so far)"
+                if (self._scanning and scanned is not None)
+                else ""
+            )
+            self.notify(f"no {'later' if direction > 0 else 'earlier'} incident{more}", timeout=4)
             return None
         i = span.incident
-        self.notify(visible(f"{i.severity} incident: {i.title} ({clock(i.since_s)} to "
-                            f"{clock(i.last_bad_s)})"), timeout=6, markup=False)
+        self.notify(
+            visible(
+                f"{i.severity} incident: {i.title} ({clock(i.since_s)} to {clock(i.last_bad_s)})"
+            ),
+            timeout=6,
+            markup=False,
+        )
         frame = nav.seek(span.raised_s, lead_s=span.raised_s - i.since_s)
         self._selecting = None if frame is None else (frame, i.cause)
         return frame

@@ -32,8 +32,9 @@ class PrometheusClient:
         opener: `urllib.request.urlopen` (injectable for tests).
     """
 
-    def __init__(self, url: str, timeout_s: float = 10.0,
-                 opener: Opener = urllib.request.urlopen) -> None:
+    def __init__(
+        self, url: str, timeout_s: float = 10.0, opener: Opener = urllib.request.urlopen
+    ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise CollectorError(f"{url!r} is not an http(s) URL of a Prometheus server")
@@ -68,8 +69,7 @@ class PrometheusClient:
                 out.append((series.get("metric", {}), value))
         return out
 
-    def queries(self, named: Mapping[str, str], at_s: float | None = None
-                ) -> dict[str, Result]:
+    def queries(self, named: Mapping[str, str], at_s: float | None = None) -> dict[str, Result]:
         """Each of `named` (name → expression) at the same time."""
         return {name: self.query(expr, at_s) for name, expr in named.items()}
 
@@ -79,8 +79,9 @@ class PrometheusClient:
 
     def guests(self, job: str, instance: str, at_s: float | None = None) -> list[GuestRow]:
         """The guests of one host (`instance`), from one evaluation time (now)."""
-        return build_guest_rows(self.queries(queries(job, instance),
-                                             time.time() if at_s is None else at_s))
+        return build_guest_rows(
+            self.queries(queries(job, instance), time.time() if at_s is None else at_s)
+        )
 
 
 def _message(body: object) -> str:

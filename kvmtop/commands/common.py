@@ -113,8 +113,9 @@ def writing(output: Path | None) -> Iterator[None]:
         raise
     except OSError as exc:
         where = "standard output" if output is None else str(output)
-        raise OutputError(f"cannot write {where}: {exc.strerror or exc}",
-                          stdout=output is None) from exc
+        raise OutputError(
+            f"cannot write {where}: {exc.strerror or exc}", stdout=output is None
+        ) from exc
 
 
 def write_stdout(text: str) -> None:
@@ -157,8 +158,7 @@ def refuse_input_as_output(recording: Path, output: Path | None) -> None:
 def recording_arguments(parser: argparse.ArgumentParser) -> None:
     """FILE, --from and --to: the arguments of a command that reads a recording."""
     parser.add_argument("file", type=Path, metavar="FILE", help="the recording")
-    parser.add_argument("--from", dest="from_", metavar="T",
-                        help=f"start time: {TIME_FORMATS}")
+    parser.add_argument("--from", dest="from_", metavar="T", help=f"start time: {TIME_FORMATS}")
     parser.add_argument("--to", metavar="T", help="end time (same forms)")
 
 
@@ -169,8 +169,7 @@ def open_recording(path: Path) -> StoreReader:
     return StoreReader(path)
 
 
-def time_range(args: argparse.Namespace,
-               reader: StoreReader) -> tuple[float | None, float | None]:
+def time_range(args: argparse.Namespace, reader: StoreReader) -> tuple[float | None, float | None]:
     """--from/--to as Unix seconds (raises UsageError naming the option, or both
     when --from is later than --to)."""
     start, end = reader.first_time(), reader.last_time()
@@ -185,8 +184,10 @@ def time_range(args: argparse.Namespace,
         out.append(value)
     from_s, to_s = out
     if from_s is not None and to_s is not None and from_s > to_s:
-        raise UsageError(f"--from {args.from_} ({_local(from_s)}) is later than --to "
-                         f"{args.to} ({_local(to_s)}): no time between them")
+        raise UsageError(
+            f"--from {args.from_} ({_local(from_s)}) is later than --to "
+            f"{args.to} ({_local(to_s)}): no time between them"
+        )
     return from_s, to_s
 
 
@@ -208,9 +209,11 @@ def require_samples(reader: StoreReader, from_s: float | None, to_s: float | Non
 
     if next(reader.iter(from_s, to_s), None) is None and reader.notices:
         count = len(reader.notices)
-        raise StoreError(f"{reader.path}: no sample can be read ({count} "
-                         f"problem{'s' if count > 1 else ''}; the first: "
-                         f"{reader.notices[0]})")
+        raise StoreError(
+            f"{reader.path}: no sample can be read ({count} "
+            f"problem{'s' if count > 1 else ''}; the first: "
+            f"{reader.notices[0]})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,12 +231,10 @@ class Job:
         """Progress over the range, shown on a terminal as `command` goes."""
         from kvmtop.report.reading import Progress, extent
 
-        return Progress(command, *(extent(self.reader, self.from_s, self.to_s)
-                                   or (None, None)))
+        return Progress(command, *(extent(self.reader, self.from_s, self.to_s) or (None, None)))
 
 
-def summarize(args: argparse.Namespace, settings: Settings,
-              work: Callable[[Job], int]) -> int:
+def summarize(args: argparse.Namespace, settings: Settings, work: Callable[[Job], int]) -> int:
     """`report` and `export`: open FILE, read --from/--to, open -o, then `work`.
 
     -o is opened before the work starts (a bad one is said at once, not after minutes

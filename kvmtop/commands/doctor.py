@@ -25,10 +25,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "not work, then give host configuration advice (vCPU:pCPU, memory reserve, THP, "
         "I/O schedulers, halt polling), each with the setting to change."
     )
-    parser.add_argument("--format", choices=("text", "json"), default="text",
-                        help="output format (default text)")
-    parser.add_argument("--measure", type=float, default=1.0, metavar="S",
-                        help="seconds to count kvm:kvm_exit on a KVM guest (0: skip)")
+    parser.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default text)"
+    )
+    parser.add_argument(
+        "--measure",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds to count kvm:kvm_exit on a KVM guest (0: skip)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:

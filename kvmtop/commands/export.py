@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     recording_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, required=True, help="output format")
-    parser.add_argument("-o", "--output", type=Path, metavar="OUT",
-                        help="write to OUT (default: standard output)")
+    parser.add_argument(
+        "-o", "--output", type=Path, metavar="OUT", help="write to OUT (default: standard output)"
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -40,18 +41,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from kvmtop.report.reading import frames
 
     writers: dict[str, Writer] = {
-        "csv": write_csv, "jsonl": write_jsonl, "openmetrics": write_openmetrics}
+        "csv": write_csv,
+        "jsonl": write_jsonl,
+        "openmetrics": write_openmetrics,
+    }
 
     def work(job: Job) -> int:
         progress = job.progress("kvmtop export")
-        pairs = frames(job.reader, job.pipeline, from_s=job.from_s, to_s=job.to_s,
-                       progress=progress)
+        pairs = frames(
+            job.reader, job.pipeline, from_s=job.from_s, to_s=job.to_s, progress=progress
+        )
         count = writers[args.format](pairs, job.output.file)
         job.output.commit()
         progress.done()
         unit = "rows" if args.format == "csv" else "samples"
-        print(f"kvmtop export: {count} {unit} written to {job.output.name}",
-              file=sys.stderr)
+        print(f"kvmtop export: {count} {unit} written to {job.output.name}", file=sys.stderr)
         return 0
 
     return summarize(args, settings, work)

@@ -36,21 +36,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "is, guests running, vCPU:pCPU, the worst steal, exits/s, disk and network "
         "peaks with the guest, open findings and the most urgent incident."
     )
-    parser.add_argument("--prometheus", required=True, metavar="URL",
-                        help="the Prometheus server, e.g. http://prometheus:9090")
-    parser.add_argument("--job", default="kvmtop",
-                        help="the scrape job of kvmtop in Prometheus (default kvmtop)")
+    parser.add_argument(
+        "--prometheus",
+        required=True,
+        metavar="URL",
+        help="the Prometheus server, e.g. http://prometheus:9090",
+    )
+    parser.add_argument(
+        "--job", default="kvmtop", help="the scrape job of kvmtop in Prometheus (default kvmtop)"
+    )
     # SUPPRESS: `kvmtop -b fleet` (the global flags, before the command) holds too.
-    parser.add_argument("-b", "--batch", action="store_true", default=argparse.SUPPRESS,
-                        help="print the rows once, no screen (default: the interactive "
-                        "screen, refreshed every --every seconds)")
-    parser.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS,
-                        help="with --batch: a table (default) or JSON rows")
-    parser.add_argument("--every", type=float, default=15.0, metavar="S",
-                        help="seconds between refreshes of the screen (default 15, "
-                        "the scrape interval of contrib/prometheus/prometheus.yml)")
-    parser.add_argument("--sort", choices=tuple(SORTS), default="incidents",
-                        help="row order, the worst first (default incidents)")
+    parser.add_argument(
+        "-b",
+        "--batch",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the rows once, no screen (default: the interactive "
+        "screen, refreshed every --every seconds)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default=argparse.SUPPRESS,
+        help="with --batch: a table (default) or JSON rows",
+    )
+    parser.add_argument(
+        "--every",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="seconds between refreshes of the screen (default 15, "
+        "the scrape interval of contrib/prometheus/prometheus.yml)",
+    )
+    parser.add_argument(
+        "--sort",
+        choices=tuple(SORTS),
+        default="incidents",
+        help="row order, the worst first (default incidents)",
+    )
 
 
 def print_rows(args: argparse.Namespace, out: TextIO) -> int:
@@ -81,8 +104,9 @@ def run_screen(args: argparse.Namespace, settings: Settings) -> int:
     except CollectorError as exc:
         print(f"kvmtop fleet: {exc}", file=sys.stderr)
         return 1
-    app = FleetApp(client, job=args.job, every_s=args.every, sort=args.sort,
-                   theme_name=settings.theme)
+    app = FleetApp(
+        client, job=args.job, every_s=args.every, sort=args.sort, theme_name=settings.theme
+    )
     app.run()
     return 1 if app.return_code else 0
 

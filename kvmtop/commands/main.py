@@ -55,7 +55,8 @@ EXIT_PIPE = 128 + signal.SIGPIPE
 process ended by SIGPIPE (141 on Linux), so `set -o pipefail` sees it as for `cat`."""
 
 RUN: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
-    name: module.run for name, module, _ in COMMANDS if module is not completion}
+    name: module.run for name, module, _ in COMMANDS if module is not completion
+}
 """Each command's run(args, settings) (`completion` takes the parser instead; no
 command: `top`)."""
 

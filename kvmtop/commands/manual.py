@@ -26,6 +26,7 @@ from dataclasses import dataclass
 WIDTH = 78
 INDENT = "  "
 
+
 @dataclass(frozen=True, slots=True)
 class Manual:
     """The hand-written sections of one command's manual (paragraphs, pre-wrapped)."""
@@ -41,7 +42,8 @@ def _sources(tracing: str) -> str:
     traced = (
         f"exits by reason     ({tracing}) tracefs (root) and perf tracepoint events:\n"
         "                    root or CAP_PERFMON, or kernel.perf_event_paranoid=-1\n"
-        if tracing else ""
+        if tracing
+        else ""
     )
     return (
         "Run as root for every column. As another user kvmtop uses the sources it may\n"
@@ -104,8 +106,7 @@ _OUT_FAILED = (
     "   it was)"
 )
 _STDOUT_IS_FILE = (
-    "with --batch, standard output is FILE itself,\n"
-    "   also through a link (nothing is written)"
+    "with --batch, standard output is FILE itself,\n   also through a link (nothing is written)"
 )
 _OUT_FILE = (
     "OUT                 written with mode 0600 to a temporary file beside it,\n"
@@ -115,8 +116,7 @@ _OUT_FILE = (
 )
 _OUT_DIRECTORY = "Writing OUT: write access to its directory."
 _OUT_IS_FILE = (
-    "OUT (or standard output) is FILE itself, also\n"
-    "   through a link (nothing is written)"
+    "OUT (or standard output) is FILE itself, also\n   through a link (nothing is written)"
 )
 
 
@@ -226,9 +226,7 @@ MANUALS: dict[str, Manual] = {
             "1  FILE cannot be written (read-only, no permission, disk full)\n"
             f"{_recording_errors()}"
         ),
-        examples=(
-            "kvmtop reindex host.kvmtop               then: kvmtop report host.kvmtop"
-        ),
+        examples=("kvmtop reindex host.kvmtop               then: kvmtop report host.kvmtop"),
     ),
     "export": Manual(
         privileges=f"{_RECORDING_IN}\n{_OUT_DIRECTORY}",
@@ -329,8 +327,7 @@ def epilog(command: str, notes: str | None = None) -> str:
     PRIVILEGES, FILES, EXIT STATUS, EXAMPLES."""
     parts = []
     if notes:
-        parts.append(section("NOTES", textwrap.fill(" ".join(notes.split()),
-                                                    WIDTH - len(INDENT))))
+        parts.append(section("NOTES", textwrap.fill(" ".join(notes.split()), WIDTH - len(INDENT))))
     manual = MANUALS.get(command)  # every command has one (a test checks)
     if manual is not None:
         parts += [

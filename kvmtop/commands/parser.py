@@ -45,18 +45,37 @@ COMMANDS = (
 
 def common_options(p: argparse.ArgumentParser, default: object) -> None:
     """Options every command accepts, before or after the command name."""
-    p.add_argument("-c", "--connect", metavar="URI", default=default,
-                   help="libvirt URI (default qemu:///system)")
+    p.add_argument(
+        "-c",
+        "--connect",
+        metavar="URI",
+        default=default,
+        help="libvirt URI (default qemu:///system)",
+    )
     # Its range is the config file's (kvmtop.config.LIMITS), checked in settings_of.
-    p.add_argument("-d", "--interval", type=float, metavar="S", default=default,
-                   help="seconds between samples (default 2)")
-    p.add_argument("--config", type=Path, metavar="FILE", default=default,
-                   help="config file (TOML)")
-    p.add_argument("--theme", default=default,
-                   help="theme name (kvmtop-dark, kvmtop-light, kvmtop-high-contrast)")
-    p.add_argument("--rtt", action="store_true", default=default,
-                   help="probe each guest's network round-trip time (sends ICMP echo, or "
-                   "TCP SYN to ports set in [rtt]; live, batch, record; see config [rtt])")
+    p.add_argument(
+        "-d",
+        "--interval",
+        type=float,
+        metavar="S",
+        default=default,
+        help="seconds between samples (default 2)",
+    )
+    p.add_argument(
+        "--config", type=Path, metavar="FILE", default=default, help="config file (TOML)"
+    )
+    p.add_argument(
+        "--theme",
+        default=default,
+        help="theme name (kvmtop-dark, kvmtop-light, kvmtop-high-contrast)",
+    )
+    p.add_argument(
+        "--rtt",
+        action="store_true",
+        default=default,
+        help="probe each guest's network round-trip time (sends ICMP echo, or "
+        "TCP SYN to ports set in [rtt]; live, batch, record; see config [rtt])",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,9 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     common_options(common, argparse.SUPPRESS)
     commands = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, module, text in COMMANDS:
-        module.add_arguments(commands.add_parser(
-            name, parents=[common], help=text,
-            formatter_class=argparse.RawDescriptionHelpFormatter))
+        module.add_arguments(
+            commands.add_parser(
+                name,
+                parents=[common],
+                help=text,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+        )
     # The man-page sections (manual.py) around what argparse writes (usage, options).
     for name, sub in (("", p), *commands.choices.items()):
         sub.description = manual.description(sub.description)

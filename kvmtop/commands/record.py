@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from kvmtop.feed.protocols import SampleSink
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `kvmtop record`."""
     parser.description = (
@@ -29,21 +28,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "at most the sample being written. SIGHUP reopens FILE (after log rotation). An "
         "existing recording is continued."
     )
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
-                        help="the recording (created with mode 0600)")
-    parser.add_argument("--duration", type=positive_float, metavar="S",
-                        help="stop after S seconds (default: until stopped)")
-    parser.add_argument("--max-size", type=positive_float, metavar="MIB",
-                        help="delete the oldest samples beyond MIB mebibytes")
-    parser.add_argument("--max-age", type=positive_float, metavar="H",
-                        help="delete samples older than H hours")
-    parser.add_argument("--no-index", action="store_true",
-                        help="do not write the report's index as recording goes (about 60 "
-                        "%% of the recorder's CPU at 50 guests); `kvmtop reindex FILE` "
-                        "builds it later")
-    parser.add_argument("--trace", action="append", default=[], metavar="GUEST",
-                        help="count GUEST's KVM exits by reason (perf tracepoints, about 120 "
-                        "fds per vCPU) for the whole recording; name or UUID, repeatable")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="the recording (created with mode 0600)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=positive_float,
+        metavar="S",
+        help="stop after S seconds (default: until stopped)",
+    )
+    parser.add_argument(
+        "--max-size",
+        type=positive_float,
+        metavar="MIB",
+        help="delete the oldest samples beyond MIB mebibytes",
+    )
+    parser.add_argument(
+        "--max-age", type=positive_float, metavar="H", help="delete samples older than H hours"
+    )
+    parser.add_argument(
+        "--no-index",
+        action="store_true",
+        help="do not write the report's index as recording goes (about 60 "
+        "%% of the recorder's CPU at 50 guests); `kvmtop reindex FILE` "
+        "builds it later",
+    )
+    parser.add_argument(
+        "--trace",
+        action="append",
+        default=[],
+        metavar="GUEST",
+        help="count GUEST's KVM exits by reason (perf tracepoints, about 120 "
+        "fds per vCPU) for the whole recording; name or UUID, repeatable",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -74,13 +96,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         until = f"for {args.duration:g} s" if args.duration else "until SIGTERM"
         traced = f", exits by reason of {', '.join(args.trace)}" if args.trace else ""
-        recorder = Recorder(sampler, open_writer, duration_s=args.duration, announce=(
-            f"kvmtop record: recording to {args.output} every {settings.interval_s:g} s "
-            f"{until}{traced}"))
+        recorder = Recorder(
+            sampler,
+            open_writer,
+            duration_s=args.duration,
+            announce=(
+                f"kvmtop record: recording to {args.output} every {settings.interval_s:g} s "
+                f"{until}{traced}"
+            ),
+        )
         recorder.install_signal_handlers()
         status = recorder.run()
     finally:
         sampler.close()
-    print(f"kvmtop record: {recorder.written} samples written to {args.output}",
-          file=sys.stderr)
+    print(f"kvmtop record: {recorder.written} samples written to {args.output}", file=sys.stderr)
     return status

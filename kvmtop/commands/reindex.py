@@ -38,7 +38,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     with open_recording(args.file) as reader:  # refuses a file that is not a recording
         require_samples(reader, None, None)
         progress = Progress("kvmtop reindex", reader.first_time(), reader.last_time())
-    written = reindex(str(args.file), frameless_pipeline(settings), uplink_kinds(settings),
-                      progress)
+    written = reindex(
+        str(args.file), frameless_pipeline(settings), uplink_kinds(settings), progress
+    )
     print(f"kvmtop reindex: {written} minutes indexed in {args.file}", file=sys.stderr)
     return 0

@@ -33,10 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "as text or JSON lines as fast as they are read."
     )
     recording_arguments(parser)
-    parser.add_argument("--speed", type=positive_float, default=1.0, metavar="X",
-                        help="playback speed (default 1: as recorded)")
-    parser.add_argument("--follow", action="store_true",
-                        help="keep showing samples a recorder is still appending (TUI)")
+    parser.add_argument(
+        "--speed",
+        type=positive_float,
+        default=1.0,
+        metavar="X",
+        help="playback speed (default 1: as recorded)",
+    )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep showing samples a recorder is still appending (TUI)",
+    )
     top.add_arguments(parser)
 
 
@@ -59,8 +67,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # The TUI scans the recording for finding spans (timeline markers) and incidents
     # (f / F).
     scanner = None if args.batch else frameless_pipeline(settings)
-    feed = ReplayFeed(reader, build_pipeline(settings), speed=args.speed, from_s=from_s,
-                      to_s=to_s, follow=args.follow, scanner=scanner)
+    feed = ReplayFeed(
+        reader,
+        build_pipeline(settings),
+        speed=args.speed,
+        from_s=from_s,
+        to_s=to_s,
+        follow=args.follow,
+        scanner=scanner,
+    )
     try:
         status = 0
         if args.batch:

@@ -37,17 +37,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "reindex FILE` builds the index once). Progress is shown on a terminal."
     )
     recording_arguments(parser)
-    parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="text, md (Markdown), json or html (one self-contained page "
-                        "with plots); default: from -o's suffix, else text")
-    parser.add_argument("-o", "--output", type=Path, metavar="OUT",
-                        help="write the report to OUT (default: standard output)")
-    parser.add_argument("--exact", action="store_true",
-                        help="recompute every figure from the raw samples instead of the "
-                        "index the recorder wrote (see `kvmtop reindex`)")
-    parser.add_argument("--step", type=float, metavar="S",
-                        help="read one sample per S seconds: rates become means over S and "
-                        "findings shorter than S may be missed (default: every sample)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="text, md (Markdown), json or html (one self-contained page "
+        "with plots); default: from -o's suffix, else text",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="OUT",
+        help="write the report to OUT (default: standard output)",
+    )
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="recompute every figure from the raw samples instead of the "
+        "index the recorder wrote (see `kvmtop reindex`)",
+    )
+    parser.add_argument(
+        "--step",
+        type=float,
+        metavar="S",
+        help="read one sample per S seconds: rates become means over S and "
+        "findings shorter than S may be missed (default: every sample)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -62,14 +78,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         progress = job.progress("kvmtop report")
         report = None
         if args.step is None and not args.exact:
-            report = indexed_report(job.reader, from_s=job.from_s, to_s=job.to_s,
-                                    uplink_kinds=kinds, progress=progress)
+            report = indexed_report(
+                job.reader, from_s=job.from_s, to_s=job.to_s, uplink_kinds=kinds, progress=progress
+            )
         if report is None:
-            report = build_report(job.reader, job.pipeline, from_s=job.from_s, to_s=job.to_s,
-                                  step_s=args.step, progress=progress, uplink_kinds=kinds)
+            report = build_report(
+                job.reader,
+                job.pipeline,
+                from_s=job.from_s,
+                to_s=job.to_s,
+                step_s=args.step,
+                progress=progress,
+                uplink_kinds=kinds,
+            )
         if not report.samples:
-            print(f"kvmtop report: {job.reader.path}: no samples in the range",
-                  file=sys.stderr)
+            print(f"kvmtop report: {job.reader.path}: no samples in the range", file=sys.stderr)
         job.output.file.write(render(report, args.format or format_of(args.output)))
         job.output.commit()
         return 0

@@ -61,17 +61,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "gauge, incidents the kvmtop_incident* families. Metric names: docs/metrics.md."
     )
     parser.add_argument(
-        "--listen", type=parse_listen, default=DEFAULT_LISTEN, metavar="ADDR:PORT",
+        "--listen",
+        type=parse_listen,
+        default=DEFAULT_LISTEN,
+        metavar="ADDR:PORT",
         help="address to listen on (default 127.0.0.1:9177; [::1]:9177 for IPv6; "
         "0.0.0.0:9177 for every interface)",
     )
     parser.add_argument(
-        "--replay", type=Path, metavar="FILE",
+        "--replay",
+        type=Path,
+        metavar="FILE",
         help="serve a recording as if it were live: its samples in a loop at its "
         "interval, clocks moved to now (a demo or test host for Prometheus)",
     )
     parser.add_argument(
-        "--host", metavar="NAME",
+        "--host",
+        metavar="NAME",
         help="with --replay: the host name to serve it as (default: the recorded one)",
     )
 
@@ -92,12 +98,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from kvmtop.store.reader import StoreReader
 
         # The shared pipeline, with the detectors and incidents the endpoint exports.
-        feed = LiveFeed(LoopedRecording(StoreReader(args.replay), hostname=args.host),
-                        build_pipeline(settings))
+        feed = LiveFeed(
+            LoopedRecording(StoreReader(args.replay), hostname=args.host), build_pipeline(settings)
+        )
         mode = "replay"
     elif args.host is not None:
-        print("kvmtop: --host names a replayed recording's host: use it with --replay",
-              file=sys.stderr)
+        print(
+            "kvmtop: --host names a replayed recording's host: use it with --replay",
+            file=sys.stderr,
+        )
         return 2
     else:
         feed = build_live_feed(settings)

@@ -26,8 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "own (small enough for a ticket) that replays, reports and exports like FILE."
     )
     recording_arguments(parser)
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
-                        help="the new recording (must not exist)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUT",
+        help="the new recording (must not exist)",
+    )
 
 
 def run(args: argparse.Namespace, _settings: Settings) -> int:

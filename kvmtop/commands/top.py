@@ -17,12 +17,18 @@ from kvmtop.wiring import build_live_feed
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """--batch and its options (also those of `kvmtop replay`)."""
-    parser.add_argument("-b", "--batch", action="store_true",
-                        help="print snapshots to stdout, no TUI")
-    parser.add_argument("-n", "--count", type=int, metavar="N",
-                        help="with --batch: stop after N lines")
-    parser.add_argument("--format", choices=("text", "json"), default="text",
-                        help="with --batch: output format (json: one object per line)")
+    parser.add_argument(
+        "-b", "--batch", action="store_true", help="print snapshots to stdout, no TUI"
+    )
+    parser.add_argument(
+        "-n", "--count", type=int, metavar="N", help="with --batch: stop after N lines"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="with --batch: output format (json: one object per line)",
+    )
 
 
 def run_tui(feed: Feed, settings: Settings, title: str = "") -> int:

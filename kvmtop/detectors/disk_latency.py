@@ -190,8 +190,9 @@ class DiskLatency:
         threshold = max(floor, s.k * med) if med is not None else floor
         rm.add(tick.wall_s, latency)
         span = tick.wall_s - start + (tick.dt_s or 0.0)
-        return _Judged(kind, latency, reqs, span, med, threshold,
-                       latency > threshold or latency > s.crit_ms)
+        return _Judged(
+            kind, latency, reqs, span, med, threshold, latency > threshold or latency > s.crit_ms
+        )
 
     @staticmethod
     def _verdict(
@@ -208,8 +209,16 @@ class DiskLatency:
         if not worst.bad:
             if not tick.tracking(ID, key):
                 return None
-            return Observation(key, False, disk.target, disk.target, s.raise_after,
-                               s.clear_after, guest=g.name, guest_uuid=g.uuid)
+            return Observation(
+                key,
+                False,
+                disk.target,
+                disk.target,
+                s.raise_after,
+                s.clear_after,
+                guest=g.name,
+                guest_uuid=g.uuid,
+            )
         names = dict(KINDS)
         host_ms: float | None = None
         if dev is not None:

@@ -112,8 +112,16 @@ class ExitStorm:
             rm.add(tick.wall_s, value)
             if value <= threshold and value <= s.crit_per_vcpu:
                 if tick.tracking(ID, g.uuid):
-                    yield Observation(g.uuid, False, g.uuid, g.name, s.raise_after,
-                                      s.clear_after, guest=g.name, guest_uuid=g.uuid)
+                    yield Observation(
+                        g.uuid,
+                        False,
+                        g.uuid,
+                        g.name,
+                        s.raise_after,
+                        s.clear_after,
+                        guest=g.name,
+                        guest_uuid=g.uuid,
+                    )
                 continue
             top = dominant(g, tick.dt_s)
             relative = f" ({value / med:.0f}× its median {fmt_rate(med)})" if med else ""

@@ -296,8 +296,13 @@ class IncidentTracker:
         b = self._body_of(o)
         duration_s = o.last_bad_s - o.since_s
         return _rank(
-            o.active, b.eta_s, b.severity, b.dropping, impact(len(b.guests), duration_s),
-            o.since_s, o.id,
+            o.active,
+            b.eta_s,
+            b.severity,
+            b.dropping,
+            impact(len(b.guests), duration_s),
+            o.since_s,
+            o.id,
         )
 
     def _incident(self, o: _Open, rank: int) -> Incident:

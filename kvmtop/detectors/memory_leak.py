@@ -123,14 +123,32 @@ class MemoryLeak:
         # a guest without stats gets one every tick, and keywords cost more
         # (bench/results/measurements.md#positional-construction-in-detectors).
         return Observation(
-            f"{uuid}:{kind}", bad, uuid, name, s.raise_after, s.clear_after, name, uuid,
-            severity, message, evidence or {}, baseline or {}, immediate, s.hold_s, cause,
+            f"{uuid}:{kind}",
+            bad,
+            uuid,
+            name,
+            s.raise_after,
+            s.clear_after,
+            name,
+            uuid,
+            severity,
+            message,
+            evidence or {},
+            baseline or {},
+            immediate,
+            s.hold_s,
+            cause,
         )
 
     def _data(self, g: GuestView, s: MemoryLeakSettings, problem: str | None) -> Observation:
         """The stats-freshness observation: info while the check cannot run."""
         return self._obs(
-            g, s, "data", problem is not None, severity="info", message=problem or "",
+            g,
+            s,
+            "data",
+            problem is not None,
+            severity="info",
+            message=problem or "",
             immediate=True,
         )
 
@@ -299,6 +317,13 @@ class MemoryLeak:
         if (swap_out or 0) > 0 or (major or 0) > 0:
             message += "; guest already swapping or faulting"
         return self._obs(
-            g, s, "trend", True, severity=severity, message=message, evidence=evidence,
-            baseline=baseline, cause=cause_key("leak", g.uuid),
+            g,
+            s,
+            "trend",
+            True,
+            severity=severity,
+            message=message,
+            evidence=evidence,
+            baseline=baseline,
+            cause=cause_key("leak", g.uuid),
         )

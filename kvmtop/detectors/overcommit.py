@@ -40,8 +40,15 @@ class Overcommit:
         """No per-guest state."""
 
     def _obs(
-        self, key: str, name: str, bad: bool, message: str, evidence: dict[str, float],
-        tick: Tick, severity: str = "warning", guest: tuple[str, str] | None = None,
+        self,
+        key: str,
+        name: str,
+        bad: bool,
+        message: str,
+        evidence: dict[str, float],
+        tick: Tick,
+        severity: str = "warning",
+        guest: tuple[str, str] | None = None,
         cause: str = "",
     ) -> Observation:
         s: OvercommitSettings = self.settings
@@ -50,9 +57,19 @@ class Overcommit:
         # balloon stats period gets one every tick, and keywords cost more
         # (bench/results/measurements.md#positional-construction-in-detectors).
         return Observation(
-            key, bad, guest[0] if guest else key, name, s.raise_after, s.clear_after,
-            guest[1] if guest else None, guest[0] if guest else None, severity,
-            message if bad else "", evidence, dict(tick.baseline), cause=cause,
+            key,
+            bad,
+            guest[0] if guest else key,
+            name,
+            s.raise_after,
+            s.clear_after,
+            guest[1] if guest else None,
+            guest[0] if guest else None,
+            severity,
+            message if bad else "",
+            evidence,
+            dict(tick.baseline),
+            cause=cause,
         )
 
     def observe(self, tick: Tick) -> Iterable[Observation]:
@@ -64,17 +81,19 @@ class Overcommit:
         if host.ncpu:
             ratio = vcpus / host.ncpu
             yield self._obs(
-                "host:vcpus", "host vCPUs", ratio > s.vcpu_ratio,
+                "host:vcpus",
+                "host vCPUs",
+                ratio > s.vcpu_ratio,
                 f"vCPU:pCPU {ratio:.3g} ({vcpus} vCPUs of {len(running)} running guests on "
                 f"{host.ncpu} host CPUs) > {s.vcpu_ratio:g}: busy guests will steal from "
                 "each other",
-                known({"vcpu_pcpu_ratio": ratio, "vcpus": float(vcpus),
-                       "host_cpus": float(host.ncpu)}),
-                tick, cause=OVERCOMMIT_CAUSE,
+                known(
+                    {"vcpu_pcpu_ratio": ratio, "vcpus": float(vcpus), "host_cpus": float(host.ncpu)}
+                ),
+                tick,
+                cause=OVERCOMMIT_CAUSE,
             )
-        sizes = [
-            g.rates.mem_max_bytes or g.sample.max_memory_bytes for g in running
-        ]
+        sizes = [g.rates.mem_max_bytes or g.sample.max_memory_bytes for g in running]
         total = host.mem_total_bytes
         if total and any(sizes):
             guests_bytes = sum(v for v in sizes if v)
@@ -82,12 +101,19 @@ class Overcommit:
             unknown = sum(1 for v in sizes if not v)
             note = f" ({unknown} guests of unknown size not counted)" if unknown else ""
             yield self._obs(
-                "host:memory", "host memory", reserve < s.mem_reserve_pct,
+                "host:memory",
+                "host memory",
+                reserve < s.mem_reserve_pct,
                 f"host memory reserve {reserve:.0f}% after guests' maximum memory "
                 f"({guests_bytes / MIB / 1024:.1f} of {total / MIB / 1024:.1f} GiB){note} "
                 f"< {s.mem_reserve_pct:g}%: guests can push the host into reclaim",
-                known({"reserve_pct": reserve, "guests_max_mib": guests_bytes / MIB,
-                       "host_ram_mib": total / MIB}),
+                known(
+                    {
+                        "reserve_pct": reserve,
+                        "guests_max_mib": guests_bytes / MIB,
+                        "host_ram_mib": total / MIB,
+                    }
+                ),
                 tick,
             )
         for g in running:
@@ -95,18 +121,27 @@ class Overcommit:
             if g.sample.balloon is None or (period and not tick.tracking(ID, f"{g.uuid}:balloon")):
                 continue
             yield self._obs(
-                f"{g.uuid}:balloon", g.name, not period,
+                f"{g.uuid}:balloon",
+                g.name,
+                not period,
                 "balloon stats period unset: guest memory stats never refresh, leak "
                 "detection is blind (<memballoon><stats period='10'/>)",
-                {}, tick, severity="info", guest=(g.uuid, g.name),
+                {},
+                tick,
+                severity="info",
+                guest=(g.uuid, g.name),
             )
         thp = tick.sample.host.thp_enabled if tick.sample.host is not None else None
         if thp is not None:
             yield self._obs(
-                "host:thp", "host THP", thp == "never",
+                "host:thp",
+                "host THP",
+                thp == "never",
                 "transparent huge pages off: guest RAM on 4 KiB pages (more TLB misses); "
                 "use madvise or always",
-                {}, tick, severity="info",
+                {},
+                tick,
+                severity="info",
             )
         devices = tick.sample.host.blockdevs if tick.sample.host is not None else ()
         for dev in devices:
@@ -114,9 +149,12 @@ class Overcommit:
             if sched is None or dev.is_partition:
                 continue
             yield self._obs(
-                f"host:sched:{dev.name}", f"host {dev.name}",
+                f"host:sched:{dev.name}",
+                f"host {dev.name}",
                 sched == "bfq" and dev.rotational is False,
                 f"{dev.name} is flash but uses the bfq I/O scheduler: none or mq-deadline "
                 "cost less CPU per request",
-                {}, tick, severity="info",
+                {},
+                tick,
+                severity="info",
             )

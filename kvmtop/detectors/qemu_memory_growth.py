@@ -81,8 +81,17 @@ class QemuMemoryGrowth:
             # Below the size that matters: no need for the O(n²) test.
             if not tick.tracking(ID, g.uuid):
                 return None
-            return Observation(g.uuid, False, g.uuid, g.name, s.raise_after, s.clear_after,
-                               guest=g.name, guest_uuid=g.uuid, hold_s=s.hold_s)
+            return Observation(
+                g.uuid,
+                False,
+                g.uuid,
+                g.name,
+                s.raise_after,
+                s.clear_after,
+                guest=g.name,
+                guest_uuid=g.uuid,
+                hold_s=s.hold_s,
+            )
         r = evaluate(series, s.p_max, s.tau_min, s.confidence)
         per_h = 3600.0 / MIB
         bad = r.rising

@@ -34,7 +34,6 @@ DETECTOR_IDS: tuple[str, ...] = (
 """Stable detector ids, used in JSON, recordings and reports."""
 
 
-
 @dataclass(frozen=True, slots=True)
 class StealSettings:
     """High steal per guest (docs/detectors.md#steal).

@@ -273,8 +273,9 @@ class Steal:
             if not tick.tracking(ID, uuid):
                 return None
             # Good observations carry no evidence: the engine only keeps bad ones.
-            return Observation(uuid, False, uuid, name, s.raise_after, s.clear_after,
-                               guest=name, guest_uuid=uuid)
+            return Observation(
+                uuid, False, uuid, name, s.raise_after, s.clear_after, guest=name, guest_uuid=uuid
+            )
         sustained = wall_s - since
         critical = lv.mean >= s.crit_mean_pct or (high and sustained >= s.crit_sustain_s)
         throttled = _throttled_pct(g)
@@ -301,9 +302,20 @@ class Steal:
         # per tick, and keywords cost more
         # (bench/results/measurements.md#positional-construction-in-detectors).
         return Observation(
-            uuid, True, uuid, name, s.raise_after, s.clear_after, name, uuid,
-            "critical" if critical else "warning", message, evidence, dict(tick.baseline),
-            cause=cause.key, cause_guests=cause.guests,
+            uuid,
+            True,
+            uuid,
+            name,
+            s.raise_after,
+            s.clear_after,
+            name,
+            uuid,
+            "critical" if critical else "warning",
+            message,
+            evidence,
+            dict(tick.baseline),
+            cause=cause.key,
+            cause_guests=cause.guests,
         )
 
     @staticmethod

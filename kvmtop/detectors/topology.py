@@ -104,7 +104,7 @@ def drop_ratio_pct(drops: float | None, pkts: float | None) -> float | None:
 
 
 def summarize(names: Iterable[str], limit: int = 4) -> str:
-    """"a, b, c (+2)" for a message."""
+    """ "a, b, c (+2)" for a message."""
     names = list(names)
     head = ", ".join(names[:limit])
     return head + (f" (+{len(names) - limit})" if len(names) > limit else "")

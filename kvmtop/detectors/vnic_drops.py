@@ -76,8 +76,16 @@ class VnicDrops:
                 key = f"{g.uuid}/{nic.name}"
                 if not (rx_bad or tx_bad):
                     if tick.tracking(ID, key):
-                        yield Observation(key, False, nic.name, nic.name, s.raise_after,
-                                          s.clear_after, guest=g.name, guest_uuid=g.uuid)
+                        yield Observation(
+                            key,
+                            False,
+                            nic.name,
+                            nic.name,
+                            s.raise_after,
+                            s.clear_after,
+                            guest=g.name,
+                            guest_uuid=g.uuid,
+                        )
                     continue
                 if not vhost_read:
                     # Only a bad verdict shows the vhost threads' CPU: read it then,
@@ -86,9 +94,11 @@ class VnicDrops:
                     vhost_read = True
                 parts = []
                 if rx_bad and ratio is not None:
-                    context = [f"steal max {g.rates.steal_max_pct:.0f}%"] if (
-                        g.rates.steal_max_pct is not None
-                    ) else []
+                    context = (
+                        [f"steal max {g.rates.steal_max_pct:.0f}%"]
+                        if (g.rates.steal_max_pct is not None)
+                        else []
+                    )
                     if vhost is not None:
                         context.append(f"vhost {vhost:.0f}% of a core")
                     parts.append(

@@ -155,8 +155,16 @@ class VswitchSaturation:
         port_drops, lost = self._ovs(cur_host, tick.sample.mono_ns)
         for sw in topo.switches.values():
             yield self._switch(
-                tick, s, sw, nets, devs, dropping, softnet if sw.name == busiest else None,
-                lost.get(sw.name), qdisc, port_drops,
+                tick,
+                s,
+                sw,
+                nets,
+                devs,
+                dropping,
+                softnet if sw.name == busiest else None,
+                lost.get(sw.name),
+                qdisc,
+                port_drops,
             )
 
     def _ovs(self, cur: HostSample, mono_ns: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -216,9 +224,7 @@ class VswitchSaturation:
             drops += (net.rx_drops_per_s or 0.0) + (net.tx_drops_per_s or 0.0)
             qdisc += qdisc_rates.get(up, 0.0)
             port_drops += port_rates.get(up, 0.0)
-        guests_dropping = sorted(
-            {name for uuid, name, nic in sw.guests if (uuid, nic) in dropping}
-        )
+        guests_dropping = sorted({name for uuid, name, nic in sw.guests if (uuid, nic) in dropping})
         signals: list[str] = []
         loss = False
         if util is not None and capacity is not None and util >= s.util_pct:

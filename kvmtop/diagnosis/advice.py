@@ -27,7 +27,9 @@ def advice_checks(exam: Examination) -> Iterator[Check]:
         detail = f"{vcpus} vCPUs of {len(running)} running guests on {host.ncpu} CPUs"
         if ratio > s.vcpu_ratio:
             yield Check(
-                "advice.vcpu_ratio", WARN, "vCPU:pCPU",
+                "advice.vcpu_ratio",
+                WARN,
+                "vCPU:pCPU",
                 f"{ratio:.1f} ({detail}) > {s.vcpu_ratio:g}: busy guests will steal "
                 "from each other",
                 "reduce vCPUs (virsh setvcpus NAME N --config), move guests to "
@@ -44,7 +46,9 @@ def advice_checks(exam: Examination) -> Iterator[Check]:
 
 
 def _memory_reserve(
-    exam: Examination, host: HostSample | None, running: Sequence[GuestSample],
+    exam: Examination,
+    host: HostSample | None,
+    running: Sequence[GuestSample],
     s: OvercommitSettings,
 ) -> Iterator[Check]:
     if host is None or not host.mem_total_bytes or not running:
@@ -58,11 +62,15 @@ def _memory_reserve(
         sizes.append(size or 0)
     total = host.mem_total_bytes
     reserve = 100.0 * (total - sum(sizes)) / total
-    detail = (f"{reserve:.0f}% of {total / 2**30:.1f} GiB left after the guests' "
-              f"maximum memory ({sum(sizes) / 2**30:.1f} GiB)")
+    detail = (
+        f"{reserve:.0f}% of {total / 2**30:.1f} GiB left after the guests' "
+        f"maximum memory ({sum(sizes) / 2**30:.1f} GiB)"
+    )
     if reserve < s.mem_reserve_pct:
         yield Check(
-            "advice.memory_reserve", WARN, "host memory reserve",
+            "advice.memory_reserve",
+            WARN,
+            "host memory reserve",
             f"{detail} < {s.mem_reserve_pct:g}%: guests can push the host into reclaim",
             "lower guests' maximum memory (virsh setmaxmem NAME SIZE --config), move "
             "guests, or add RAM",
@@ -75,11 +83,14 @@ def _thp(exam: Examination, host: HostSample) -> Check:
     path = "/sys/kernel/mm/transparent_hugepage/enabled"
     mode = host.thp_enabled
     if mode is None:
-        return Check("advice.thp", SKIP, "transparent huge pages",
-                     f"{path} absent (kernel without THP)")
+        return Check(
+            "advice.thp", SKIP, "transparent huge pages", f"{path} absent (kernel without THP)"
+        )
     if mode == "never":
         return Check(
-            "advice.thp", WARN, "transparent huge pages",
+            "advice.thp",
+            WARN,
+            "transparent huge pages",
             "never: guest RAM on 4 KiB pages (more TLB misses and page walks)",
             f"echo madvise > {path} (QEMU madvises guest RAM; persist with "
             "transparent_hugepage=madvise on the kernel command line)",
@@ -121,27 +132,30 @@ def _scheduler(name: str, dev: BlockDevSample | None, users: list[str]) -> Check
         return Check(cid, OK, title, detail)
     queue = f"/sys/block/{name.replace('/', '!')}/queue/scheduler"
     return Check(
-        cid, WARN, title, detail + why,
-        f"echo {better} > {queue} (persist with a udev rule: ACTION==\"add|change\", "
+        cid,
+        WARN,
+        title,
+        detail + why,
+        f'echo {better} > {queue} (persist with a udev rule: ACTION=="add|change", '
         f'KERNEL=="{name}", ATTR{{queue/scheduler}}="{better}")',
     )
 
 
-def _halt_poll(exam: Examination, host: HostSample | None,
-               running: Sequence[GuestSample]) -> Check:
+def _halt_poll(exam: Examination, host: HostSample | None, running: Sequence[GuestSample]) -> Check:
     path = "sys/module/kvm/parameters/halt_poll_ns"
     raw = read_under(exam.env.root, path)
     title = "halt polling"
     if raw is None or not raw.isdigit():
         return Check("advice.halt_poll", SKIP, title, f"/{path} absent (kvm not loaded)")
     poll_ns = int(raw)
-    fix = (f"echo 0 > /{path} (persist: options kvm halt_poll_ns=0 in "
-           "/etc/modprobe.d/kvm.conf)")
+    fix = f"echo 0 > /{path} (persist: options kvm halt_poll_ns=0 in /etc/modprobe.d/kvm.conf)"
     vcpus = sum(g.vcpus_current or 0 for g in running)
     ncpu = host.ncpu if host is not None else 0
     if poll_ns and ncpu and vcpus / ncpu > exam.env.overcommit.vcpu_ratio:
         return Check(
-            "advice.halt_poll", WARN, title,
+            "advice.halt_poll",
+            WARN,
+            title,
             f"halt_poll_ns={poll_ns} on an overcommitted host ({vcpus} vCPUs on {ncpu} "
             "CPUs): polling burns CPU that other vCPUs are waiting for",
             fix,
@@ -151,7 +165,9 @@ def _halt_poll(exam: Examination, host: HostSample | None,
     success = sum(v.kvm.get("halt_poll_success_ns.sum", 0) for g in running for v in g.vcpus)
     if poll_ns and fail > success and fail > NS_PER_S:
         return Check(
-            "advice.halt_poll", WARN, title,
+            "advice.halt_poll",
+            WARN,
+            title,
             f"halt_poll_ns={poll_ns}: polling mostly fails ({fail / NS_PER_S:.1f} s in vain "
             f"vs {success / NS_PER_S:.1f} s useful since the guests started)",
             f"echo {poll_ns // 2} > /{path}, or load cpuidle-haltpoll in the guests",

@@ -93,7 +93,7 @@ class Environment:
 
 
 def version(text: str | None) -> tuple[int, ...] | None:
-    """"9.0.0" or "QEMU 7.2.0" → (9, 0, 0); None when there is no version."""
+    """ "9.0.0" or "QEMU 7.2.0" → (9, 0, 0); None when there is no version."""
     if not text:
         return None
     token = text.split()[-1]

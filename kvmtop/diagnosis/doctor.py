@@ -49,10 +49,16 @@ class Doctor(Examination):
             yield privileges_check(self)
             yield from host_checks(self)
             self.sched_probe = self.sched.probe()
-            yield probe_check(self.sched_probe, "per-thread schedstat (vCPU steal)",
-                                    "/proc/PID/task/TID/schedstat readable")
-            yield probe_check(self.processes.probe(), "KVM processes without libvirt",
-                                    "process fd tables readable")
+            yield probe_check(
+                self.sched_probe,
+                "per-thread schedstat (vCPU steal)",
+                "/proc/PID/task/TID/schedstat readable",
+            )
+            yield probe_check(
+                self.processes.probe(),
+                "KVM processes without libvirt",
+                "process fd tables readable",
+            )
             yield from libvirt_checks(self)
             yield from guest_checks(self)
             yield debugfs_check(self)

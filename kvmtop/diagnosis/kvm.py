@@ -29,7 +29,9 @@ def debugfs_check(exam: Examination) -> Check:
         # The counters kvmtop would use first, then how many more.
         key = [n for n in ("exits", "halt_exits", "io_exits", "mmio_exits") if n in refused]
         return Check(
-            "debugfs", WARN, title,
+            "debugfs",
+            WARN,
+            title,
             f"kernel lockdown{shown}: {len(refused)} cumulative KVM counters refused "
             f"with EPERM ({', '.join(key or refused[:4])}, ...); gauges still read "
             f"({probe.detail.get('readable', 'none')})",
@@ -40,13 +42,15 @@ def debugfs_check(exam: Examination) -> Check:
     if not probe.available:
         fix = None
         if "not mounted" in (probe.reason or ""):
-            fix = ("mount -t debugfs none /sys/kernel/debug (kvmtop mounts it itself "
-                   "when run as root)")
+            fix = (
+                "mount -t debugfs none /sys/kernel/debug (kvmtop mounts it itself when run as root)"
+            )
         elif "module not loaded" in (probe.reason or ""):
             fix = "modprobe kvm_intel or kvm_amd"
         return Check("debugfs", WARN, title, probe.reason or "unavailable", fix)
-    return Check("debugfs", OK, title,
-                 f"cumulative counters readable ({probe.detail.get('path', '')})")
+    return Check(
+        "debugfs", OK, title, f"cumulative counters readable ({probe.detail.get('path', '')})"
+    )
 
 
 def tracefs_check(exam: Examination) -> Check:
@@ -55,7 +59,9 @@ def tracefs_check(exam: Examination) -> Check:
     title = "KVM tracepoints (exit reasons)"
     if probe.available:
         return Check(
-            "tracepoints", OK, title,
+            "tracepoints",
+            OK,
+            title,
             f"{probe.detail.get('counters_per_vcpu', '?')} counters per vCPU, ISA "
             f"{probe.detail.get('isa', '?')}, tracefs {probe.detail.get('tracefs', '?')}",
         )
@@ -73,17 +79,27 @@ def paranoid_check(exam: Examination) -> Check:
     raw = read_under(exam.env.root, "proc/sys/kernel/perf_event_paranoid")
     title = "perf_event_paranoid"
     if raw is None or not raw.lstrip("-").isdigit():
-        return Check("perf_event_paranoid", SKIP, title,
-                     "/proc/sys/kernel/perf_event_paranoid absent (no CONFIG_PERF_EVENTS?)")
+        return Check(
+            "perf_event_paranoid",
+            SKIP,
+            title,
+            "/proc/sys/kernel/perf_event_paranoid absent (no CONFIG_PERF_EVENTS?)",
+        )
     value = int(raw)
     # kernel/events/core.c perf_allow_tracepoint(): unprivileged tracepoint events
     # need paranoid <= -1; CAP_PERFMON (Linux 5.8) or CAP_SYS_ADMIN bypass it.
     if exam.env.euid == 0:
-        return Check("perf_event_paranoid", OK, title,
-                     f"{value} (root bypasses it with CAP_PERFMON/CAP_SYS_ADMIN)")
+        return Check(
+            "perf_event_paranoid",
+            OK,
+            title,
+            f"{value} (root bypasses it with CAP_PERFMON/CAP_SYS_ADMIN)",
+        )
     if value > -1:
         return Check(
-            "perf_event_paranoid", WARN, title,
+            "perf_event_paranoid",
+            WARN,
+            title,
             f"{value}: unprivileged processes cannot count KVM tracepoints",
             "run as root or with CAP_PERFMON, or sysctl kernel.perf_event_paranoid=-1",
         )
@@ -94,13 +110,15 @@ def kvm_exit_check(exam: Examination) -> Check:
     """Count kvm:kvm_exit on one running KVM guest against KVM's own exit count."""
     title = "kvm:kvm_exit tracepoint"
     cid = "kvm_exit"
-    kvm = [g for g in exam.guests if g.state == "running" and g.accel == "kvm"
-           and any(v.tid for v in g.vcpus)]
+    kvm = [
+        g
+        for g in exam.guests
+        if g.state == "running" and g.accel == "kvm" and any(v.tid for v in g.vcpus)
+    ]
     if exam.trace_probe is None or not exam.trace_probe.available:
         return Check(cid, SKIP, title, "not measured: tracepoints unavailable")
     if not kvm or exam.env.measure_s <= 0:
-        return Check(cid, SKIP, title, "not measured: no running KVM guest with "
-                     "known vCPU threads")
+        return Check(cid, SKIP, title, "not measured: no running KVM guest with known vCPU threads")
     failures = []
     for guest in kvm:  # the next one when a guest goes away meanwhile
         try:
@@ -113,11 +131,18 @@ def kvm_exit_check(exam: Examination) -> Check:
     traced, exits = (_delta(before, after, "trace"), _delta(before, after, "exits"))
     silent = kvm_exit_silent(traced, exits)
     if silent is None:
-        return Check(cid, SKIP, title, f"not measured on {guest.name}: KVM's own exit "
-                     "counter is unknown (no binary stats, debugfs refused)")
+        return Check(
+            cid,
+            SKIP,
+            title,
+            f"not measured on {guest.name}: KVM's own exit "
+            "counter is unknown (no binary stats, debugfs refused)",
+        )
     if silent:
         return Check(
-            cid, WARN, title,
+            cid,
+            WARN,
+            title,
             f"silent: 0 events on {guest.name} in {exam.env.measure_s:g} s while KVM "
             f"counted {exits:.0f} exits (PVM or another exit path that bypasses "
             "VMX/SVM): exits split by category from binary stats and kvm_pio / "
@@ -125,12 +150,12 @@ def kvm_exit_check(exam: Examination) -> Check:
             "none on this host: a property of the hypervisor module "
             f"({', '.join(_kvm_modules(exam.env.root)) or 'kvm'})",
         )
-    return Check(cid, OK, title,
-                 f"{traced:.0f} events on {guest.name} in {exam.env.measure_s:g} s")
+    return Check(cid, OK, title, f"{traced:.0f} events on {guest.name} in {exam.env.measure_s:g} s")
 
 
-def _count_exits(exam: Examination,
-                 guest: GuestSample) -> tuple[dict[str, float], dict[str, float]]:
+def _count_exits(
+    exam: Examination, guest: GuestSample
+) -> tuple[dict[str, float], dict[str, float]]:
     """Exits by tracepoint and by KVM's counter, before and after `measure_s`."""
     exam.tracepoints.attach(guest.uuid, [v.tid for v in guest.vcpus if v.tid])
     try:
@@ -169,7 +194,6 @@ def _delta(before: dict[str, float], after: dict[str, float], key: str) -> float
 
 def _kvm_modules(root: Path) -> list[str]:
     try:
-        return sorted(p.name for p in (root / "sys/module").iterdir()
-                      if p.name.startswith("kvm_"))
+        return sorted(p.name for p in (root / "sys/module").iterdir() if p.name.startswith("kvm_"))
     except OSError:
         return []

@@ -33,7 +33,9 @@ def privileges_check(exam: Examination) -> Check:
     if exam.env.euid == 0:
         return Check("privileges", OK, "privileges", "running as root")
     return Check(
-        "privileges", WARN, "privileges",
+        "privileges",
+        WARN,
+        "privileges",
         # proc(5): /proc/PID/task/TID/schedstat is 0444 (steal works for anyone);
         # /proc/PID/fd is 0500 and debugfs/tracefs mount 0700 (fs/debugfs/inode.c).
         f"not root (uid {exam.env.euid}): libvirt needs the libvirt group; KVM "
@@ -48,13 +50,19 @@ def host_checks(exam: Examination) -> Iterator[Check]:
     probe = exam.host.probe()
     if not probe.available:
         yield Check(
-            "host", FAIL, "host /proc", probe.reason or "unusable",
-            "kvmtop needs procfs: mount -t proc proc /proc", required=True,
+            "host",
+            FAIL,
+            "host /proc",
+            probe.reason or "unusable",
+            "kvmtop needs procfs: mount -t proc proc /proc",
+            required=True,
         )
         return
     exam.host_sample = sample = exam.host.collect()
     yield Check(
-        "host", OK, "host /proc",
+        "host",
+        OK,
+        "host /proc",
         f"kernel {sample.kernel or '?'}, {sample.ncpu} CPUs, "
         f"{(sample.mem_total_bytes or 0) / 2**30:.1f} GiB RAM",
     )
@@ -65,7 +73,10 @@ def host_checks(exam: Examination) -> Iterator[Check]:
 
     if sample.run_delay_ns is None:
         yield Check(
-            "schedstat", WARN, "host run-queue delay", gap("/proc/schedstat"),
+            "schedstat",
+            WARN,
+            "host run-queue delay",
+            gap("/proc/schedstat"),
             "rebuild the kernel with CONFIG_SCHEDSTATS=y (no run-time switch); guest "
             "steal is unaffected (libvirt vcpu.N.delay, /proc/PID/task/TID/schedstat)",
         )
@@ -73,12 +84,16 @@ def host_checks(exam: Examination) -> Iterator[Check]:
         yield Check("schedstat", OK, "host run-queue delay", "/proc/schedstat present")
     if not sample.pressure:
         yield Check(
-            "psi", WARN, "host pressure (PSI)", gap("/proc/pressure"),
+            "psi",
+            WARN,
+            "host pressure (PSI)",
+            gap("/proc/pressure"),
             "boot with psi=1 (kernel with CONFIG_PSI=y, Linux >= 4.20)",
         )
     else:
-        yield Check("psi", OK, "host pressure (PSI)",
-                    "/proc/pressure/" + ",".join(sorted(sample.pressure)))
+        yield Check(
+            "psi", OK, "host pressure (PSI)", "/proc/pressure/" + ",".join(sorted(sample.pressure))
+        )
     other = [g for g in gaps if not g.startswith(("/proc/schedstat", "/proc/pressure"))]
     if other:
         yield Check("host.gaps", WARN, "host baseline gaps", "; ".join(other))
@@ -92,39 +107,52 @@ def libvirt_checks(exam: Examination) -> Iterator[Check]:
     if not probe.available:
         reason = probe.reason or "unavailable"
         if reason == LIBVIRT_MISSING:
-            fix = "pip install 'kvmtop[libvirt]' (builds libvirt-python: needs " \
-                  "libvirt-dev and pkg-config, or the distro's python3-libvirt)"
+            fix = (
+                "pip install 'kvmtop[libvirt]' (builds libvirt-python: needs "
+                "libvirt-dev and pkg-config, or the distro's python3-libvirt)"
+            )
         elif "permission denied" in reason:
             fix = "run as root, or add the user to the libvirt group"
         else:
-            fix = (f"start the libvirt daemon (libvirtd, or virtqemud with the modular "
-                   f"daemons) or pass another URI with -c (now {uri})")
+            fix = (
+                f"start the libvirt daemon (libvirtd, or virtqemud with the modular "
+                f"daemons) or pass another URI with -c (now {uri})"
+            )
         status = FAIL if exam.env.uri_explicit else WARN
-        yield Check("libvirt", status, "libvirt", reason, fix,
-                    required=exam.env.uri_explicit)
+        yield Check("libvirt", status, "libvirt", reason, fix, required=exam.env.uri_explicit)
         return
     d = probe.detail
     yield Check(
-        "libvirt", OK, "libvirt",
+        "libvirt",
+        OK,
+        "libvirt",
         f"{d.get('uri', uri)}: libvirt {d.get('libvirt', '?')} "
         f"(client {d.get('libvirt_client', '?')}), {d.get('hypervisor', '?')}",
     )
     daemon = version(d.get("libvirt"))
     if daemon is not None and daemon < LIBVIRT_DELAY:
         yield Check(
-            "libvirt.delay", WARN, "libvirt vcpu.N.delay",
+            "libvirt.delay",
+            WARN,
+            "libvirt vcpu.N.delay",
             f"libvirt {dotted(daemon)} has no vcpu.N.delay (since "
             f"{dotted(LIBVIRT_DELAY)}): steal comes from vCPU threads' schedstat "
             "(needs root)",
             f"upgrade libvirt to >= {dotted(LIBVIRT_DELAY)}",
         )
     elif daemon is not None:
-        yield Check("libvirt.delay", OK, "libvirt vcpu.N.delay",
-                    f"libvirt {dotted(daemon)} reports vCPU delay (steal)")
+        yield Check(
+            "libvirt.delay",
+            OK,
+            "libvirt vcpu.N.delay",
+            f"libvirt {dotted(daemon)} reports vCPU delay (steal)",
+        )
     qemu = version(d.get("hypervisor"))
     if daemon is not None and daemon < LIBVIRT_VM_GROUP:
         yield Check(
-            "libvirt.vm_group", WARN, "KVM binary stats via libvirt",
+            "libvirt.vm_group",
+            WARN,
+            "KVM binary stats via libvirt",
             f"libvirt {dotted(daemon)} has no vm stats group nor vcpu.N.<stat>.sum "
             f"(since {dotted(LIBVIRT_VM_GROUP)}): exits come from debugfs (root, "
             "no lockdown) or tracepoints",
@@ -133,14 +161,20 @@ def libvirt_checks(exam: Examination) -> Iterator[Check]:
         )
     elif qemu is not None and qemu < QEMU_QUERY_STATS:
         yield Check(
-            "libvirt.vm_group", WARN, "KVM binary stats via libvirt",
+            "libvirt.vm_group",
+            WARN,
+            "KVM binary stats via libvirt",
             f"QEMU {dotted(qemu)} has no query-stats (since "
             f"{dotted(QEMU_QUERY_STATS)}): libvirt cannot export KVM counters",
             f"upgrade QEMU to >= {dotted(QEMU_QUERY_STATS)}",
         )
     elif daemon is not None:
-        yield Check("libvirt.vm_group", OK, "KVM binary stats via libvirt",
-                    f"libvirt {dotted(daemon)}, {d.get('hypervisor', 'QEMU ?')}")
+        yield Check(
+            "libvirt.vm_group",
+            OK,
+            "KVM binary stats via libvirt",
+            f"libvirt {dotted(daemon)}, {d.get('hypervisor', 'QEMU ?')}",
+        )
     try:
         guests = exam.libvirt.collect(0)
     except CollectorError as exc:
@@ -157,8 +191,12 @@ def guest_checks(exam: Examination) -> Iterator[Check]:
     running = [g for g in exam.guests if g.state == "running"]
     accel = Counter(g.accel or "unknown" for g in running)
     mix = ", ".join(f"{n} {kind}" for kind, n in sorted(accel.items()))
-    yield Check("guests", OK, "guests",
-                f"{len(exam.guests)} defined, {len(running)} running ({mix or 'none'})")
+    yield Check(
+        "guests",
+        OK,
+        "guests",
+        f"{len(exam.guests)} defined, {len(running)} running ({mix or 'none'})",
+    )
     for g in sorted(running, key=lambda g: g.name):
         yield from _guest(exam, g, exam.libvirt.domain_info(g.uuid))
 
@@ -166,14 +204,18 @@ def guest_checks(exam: Examination) -> Iterator[Check]:
 def _guest(exam: Examination, g: GuestSample, info: DomainInfo | None) -> Iterator[Check]:
     if g.accel == "tcg":
         yield Check(
-            f"guest.accel:{g.name}", WARN, f"{g.name}: accelerator",
+            f"guest.accel:{g.name}",
+            WARN,
+            f"{g.name}: accelerator",
             "runs under QEMU TCG emulation (domain type='qemu'): no KVM counters "
             "(exits, halt polling) for it",
             "use <domain type='kvm'> where /dev/kvm with VT-x/AMD-V is available",
         )
     elif g.accel == "kvm" and not any("exits.sum" in v.kvm for v in g.vcpus):
         yield Check(
-            f"guest.kvm_stats:{g.name}", WARN, f"{g.name}: KVM statistics",
+            f"guest.kvm_stats:{g.name}",
+            WARN,
+            f"{g.name}: KVM statistics",
             "no KVM binary stats (vcpu.N.exits.sum) from libvirt for this KVM guest",
             f"libvirt >= {dotted(LIBVIRT_VM_GROUP)} with QEMU >= "
             f"{dotted(QEMU_QUERY_STATS)}; otherwise debugfs (root, no lockdown)",
@@ -183,12 +225,16 @@ def _guest(exam: Examination, g: GuestSample, info: DomainInfo | None) -> Iterat
 
 def _balloon(exam: Examination, g: GuestSample, info: DomainInfo | None) -> Check:
     cid, title = f"guest.balloon:{g.name}", f"{g.name}: balloon stats"
-    period_fix = (f"virsh dommemstat {g.name} --period {BALLOON_PERIOD_HINT_S} --live "
-                  f"--config (XML: <memballoon model='virtio'><stats "
-                  f"period='{BALLOON_PERIOD_HINT_S}'/></memballoon>)")
+    period_fix = (
+        f"virsh dommemstat {g.name} --period {BALLOON_PERIOD_HINT_S} --live "
+        f"--config (XML: <memballoon model='virtio'><stats "
+        f"period='{BALLOON_PERIOD_HINT_S}'/></memballoon>)"
+    )
     if info is not None and info.memballoon_model == "none":
         return Check(
-            cid, WARN, title,
+            cid,
+            WARN,
+            title,
             "no balloon device (<memballoon model='none'/>): guest memory used/"
             "available and leak detection unavailable",
             f"virsh edit {g.name}: <memballoon model='virtio'><stats "
@@ -198,20 +244,31 @@ def _balloon(exam: Examination, g: GuestSample, info: DomainInfo | None) -> Chec
     period = info.balloon_period_s if info is not None else None
     age = exam.env.now() - last if last else None
     if not last:
-        why = ("stats period unset: the guest's memory stats are never refreshed"
-               if not period else
-               f"stats period {period} s but the guest never reported (virtio_balloon "
-               "driver not loaded in the guest?)")
-        return Check(cid, WARN, title, why, period_fix if not period else
-                     "load virtio_balloon in the guest")
+        why = (
+            "stats period unset: the guest's memory stats are never refreshed"
+            if not period
+            else f"stats period {period} s but the guest never reported (virtio_balloon "
+            "driver not loaded in the guest?)"
+        )
+        return Check(
+            cid, WARN, title, why, period_fix if not period else "load virtio_balloon in the guest"
+        )
     # A live period refreshes last-update every `period` seconds; allow for
     # a slow guest and for libvirt's own balloon cadence.
     if age is not None and age > max(3 * (period or BALLOON_PERIOD_HINT_S), 30):
         return Check(
-            cid, WARN, title,
+            cid,
+            WARN,
+            title,
             f"balloon.last-update not advancing: last report {age:.0f} s ago"
             + (f" with period {period} s" if period else ", period unset"),
             period_fix,
         )
-    return Check(cid, OK, title, f"live (period {period or '?'} s, last report "
-                 f"{age:.0f} s ago)" if age is not None else "live")
+    return Check(
+        cid,
+        OK,
+        title,
+        f"live (period {period or '?'} s, last report {age:.0f} s ago)"
+        if age is not None
+        else "live",
+    )

@@ -134,4 +134,3 @@ class Encoder:
                 out.append(f"{name}{block} {_VALUE(value)}\n")
         self._blocks = kept
         return "".join(out)
-

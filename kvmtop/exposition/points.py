@@ -33,7 +33,6 @@ def _s(ns: int | None) -> float | None:
     return None if ns is None else ns / NS_PER_S
 
 
-
 Labels = tuple[str, ...]
 """The label values of one series, in the order of its family's `MetricSpec.labels`."""
 
@@ -55,7 +54,6 @@ class Points:
         if series is None:
             series = self.by_name[name] = []
         series.append((tuple(labels), value))
-
 
 
 def _guest(out: Points, g: GuestSample) -> None:
@@ -86,8 +84,9 @@ def _guest(out: Points, g: GuestSample) -> None:
             out.add(name, vl, _s(v.kvm.get(f"{stat}.sum")))
     out.add("kvmtop_guest_debugfs_exits_total", gl, g.debugfs.get("exits"))
     for category in EXIT_CATEGORIES:
-        out.add("kvmtop_guest_debugfs_exit_category_total", (*gl, category),
-                g.debugfs.get(category))
+        out.add(
+            "kvmtop_guest_debugfs_exit_category_total", (*gl, category), g.debugfs.get(category)
+        )
     for key, count in sorted(g.exit_reasons.items()):
         tracepoint, _, reason = key.partition(":")
         out.add("kvmtop_guest_tracepoint_events_total", (*gl, tracepoint, reason), count)
@@ -154,9 +153,14 @@ def _host(out: Points, h: HostSample) -> None:
     if h.cpu is not None:
         c = h.cpu
         for mode, ns in (
-            ("user", c.user_ns), ("nice", c.nice_ns), ("system", c.system_ns),
-            ("idle", c.idle_ns), ("iowait", c.iowait_ns), ("irq", c.irq_ns),
-            ("softirq", c.softirq_ns), ("steal", c.steal_ns),
+            ("user", c.user_ns),
+            ("nice", c.nice_ns),
+            ("system", c.system_ns),
+            ("idle", c.idle_ns),
+            ("iowait", c.iowait_ns),
+            ("irq", c.irq_ns),
+            ("softirq", c.softirq_ns),
+            ("steal", c.steal_ns),
         ):
             out.add("kvmtop_host_cpu_seconds_total", (mode,), _s(ns))
         out.add("kvmtop_host_cpu_guest_seconds_total", ("user",), _s(c.guest_ns))
@@ -173,10 +177,12 @@ def _host(out: Points, h: HostSample) -> None:
     for key in _VMSTAT_COUNTERS:
         out.add("kvmtop_host_vmstat_total", (key,), h.vmstat.get(key))
     for resource, p in sorted(h.pressure.items()):
-        out.add("kvmtop_host_pressure_stalled_seconds_total", (resource, "some"),
-                _s(p.some_total_ns))
-        out.add("kvmtop_host_pressure_stalled_seconds_total", (resource, "full"),
-                _s(p.full_total_ns))
+        out.add(
+            "kvmtop_host_pressure_stalled_seconds_total", (resource, "some"), _s(p.some_total_ns)
+        )
+        out.add(
+            "kvmtop_host_pressure_stalled_seconds_total", (resource, "full"), _s(p.full_total_ns)
+        )
     for d in h.blockdevs:
         dl = (d.name,)
         out.add("kvmtop_host_disk_reads_completed_total", dl, d.reads)
@@ -237,9 +243,7 @@ def _incidents(out: Points, incidents: Iterable[Incident]) -> None:
         out.add("kvmtop_incident_crossings_total", il, i.crossings)
 
 
-def tick_points(
-    sample: Sample, snapshot: Snapshot, tick_elapsed_s: float | None = None
-) -> Points:
+def tick_points(sample: Sample, snapshot: Snapshot, tick_elapsed_s: float | None = None) -> Points:
     """The points of one tick: raw counters of `sample`, findings and incidents of
     `snapshot`.
 
@@ -257,8 +261,11 @@ def tick_points(
         _host(out, sample.host)
     _findings(out, snapshot.findings)
     _incidents(out, snapshot.incidents)
-    out.add("kvmtop_host_info",
-            (sample.host.hostname if sample.host is not None else "", snapshot.mode), 1)
+    out.add(
+        "kvmtop_host_info",
+        (sample.host.hostname if sample.host is not None else "", snapshot.mode),
+        1,
+    )
     out.add("kvmtop_last_sample_timestamp_seconds", (), sample.wall_s)
     for status in sample.sources:
         out.add("kvmtop_source_up", (status.name,), 1 if status.ok else 0)

@@ -23,8 +23,7 @@ class LiveFeed(Generic[Source]):
     reason in `record_error` and never stops monitoring.
     """
 
-    def __init__(self, sampler: Source, pipeline: Pipeline,
-                 recorder: SampleSink | None = None):
+    def __init__(self, sampler: Source, pipeline: Pipeline, recorder: SampleSink | None = None):
         """Wrap a sampler and the shared pipeline."""
         self.sampler = sampler
         self.pipeline = pipeline

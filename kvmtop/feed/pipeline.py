@@ -95,8 +95,7 @@ class Pipeline:
         pickled (in memory only) without the latest sample, which the recording
         holds, and compressed (bench/ measures size and time)."""
         latest = self.window.latest
-        return save_state((self._detect, self._incidents),
-                          None if latest is None else latest[0])
+        return save_state((self._detect, self._incidents), None if latest is None else latest[0])
 
     def resume(self, state: bytes, history: Sequence[Sample]) -> None:
         """Continue from a `checkpoint` of a pipeline built from the same settings, as

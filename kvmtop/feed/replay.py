@@ -27,6 +27,7 @@ PINS = 100
 """Incident starts a replay keeps a checkpoint for (the newest), as many as the
 incident history holds."""
 
+
 class _End(enum.Enum):
     """Why `ReplayFeed` has no next frame."""
 
@@ -192,8 +193,9 @@ class ReplayFeed:
     def _advance(self) -> Snapshot | _End:
         """The frame of the next readable sample, or why there is none."""
         while True:
-            index = self._start() if self.position is None else self.reader.next_index(
-                self.position)
+            index = (
+                self._start() if self.position is None else self.reader.next_index(self.position)
+            )
             if index is None:
                 return _End.FILE
             if self._past_range(index):
@@ -306,8 +308,7 @@ class ReplayFeed:
         self.pipeline.resume(state, [*history, latest])
         return self.reader.next_index(at)
 
-    def _jump(self, index: int, lead_s: float = 0.0, *,
-              forward: bool = True) -> Snapshot | None:
+    def _jump(self, index: int, lead_s: float = 0.0, *, forward: bool = True) -> Snapshot | None:
         """Reset the window, prime it with the sample before `index` (and with the
         `lead_s` seconds before that, up to RECENT_FRAMES), show `index`; when it
         cannot be read, the next readable one (`forward`) or None. A frame that first
@@ -349,8 +350,11 @@ class ReplayFeed:
         with self._lock:
             left = True
             for _ in range(budget):
-                index = self._start() if self._scan_index is None else (
-                    self.reader.next_index(self._scan_index))
+                index = (
+                    self._start()
+                    if self._scan_index is None
+                    else (self.reader.next_index(self._scan_index))
+                )
                 if index is None or self._past_range(index):
                     left = False
                     break

@@ -66,8 +66,9 @@ class FindingSpan:
     def merged(self, later: FindingSpan) -> FindingSpan:
         """This span and the same span seen later (a later part of the recording)."""
         peak = later.peak if badness(later.peak) > badness(self.peak) else self.peak
-        return replace(self, peak=peak, until_s=max(self.until_s, later.until_s),
-                       ongoing=later.ongoing)
+        return replace(
+            self, peak=peak, until_s=max(self.until_s, later.until_s), ongoing=later.ongoing
+        )
 
 
 def badness(f: Finding) -> tuple[int, float]:
@@ -95,15 +96,15 @@ class FindingTracker:
                 self._open[key] = FindingSpan(f, f.message, f.since_s, t, t)
             else:
                 self._open[key] = replace(
-                    span, until_s=t, peak=f if badness(f) > badness(span.peak) else span.peak)
+                    span, until_s=t, peak=f if badness(f) > badness(span.peak) else span.peak
+                )
         for key in [k for k in self._open if k not in active]:
             self._ended.append(self._open.pop(key))
 
     def spans(self) -> list[FindingSpan]:
         """Every span so far in raise order; those active at the last frame are ongoing."""
         current = [replace(s, ongoing=True) for s in self._open.values()]
-        return sorted([*self._ended, *current],
-                      key=lambda s: (s.raised_s, s.detector, s.subject))
+        return sorted([*self._ended, *current], key=lambda s: (s.raised_s, s.detector, s.subject))
 
 
 class IncidentLog:
@@ -187,12 +188,15 @@ class IncidentStarts:
         """Every incident seen, as its last frame had it, with the first frame showing
         it, in that order (those of one frame in their rank order)."""
         raised = self._raised
-        return sorted((IncidentSpan(i, raised[key]) for key, i in self._latest.items()),
-                      key=lambda s: s.raised_s)
+        return sorted(
+            (IncidentSpan(i, raised[key]) for key, i in self._latest.items()),
+            key=lambda s: s.raised_s,
+        )
 
 
-def adjacent_span(spans: Sequence[IncidentSpan], time_s: float,
-                  direction: int) -> IncidentSpan | None:
+def adjacent_span(
+    spans: Sequence[IncidentSpan], time_s: float, direction: int
+) -> IncidentSpan | None:
     """The first incident shown after `time_s` (direction > 0), or the last one shown
     before it (direction < 0); `spans` are in the order they were shown."""
     if direction > 0:

@@ -12,8 +12,10 @@ from datetime import time as clock_time
 _UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RELATIVE = re.compile(r"\+(\d+(?:\.\d+)?)([smhd]?)")
 _CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?")
-TIME_FORMATS = "ISO 8601 (local time unless it ends in Z or an offset), HH:MM[:SS] " \
+TIME_FORMATS = (
+    "ISO 8601 (local time unless it ends in Z or an offset), HH:MM[:SS] "
     "during the recording, Unix seconds, or +N[s|m|h|d] from the start of the recording"
+)
 
 
 def parse_time(text: str, start_s: float | None, end_s: float | None = None) -> float:
@@ -53,8 +55,9 @@ def parse_time(text: str, start_s: float | None, end_s: float | None = None) -> 
 def _time_of_day(text: str, match: re.Match[str], start_s: float, end_s: float | None) -> float:
     """The first local time reading `match` (HH, MM, SS, fraction) in [start_s, end_s]."""
     try:
-        of_day = clock_time(int(match[1]), int(match[2]), int(match[3] or 0),
-                            int((match[4] or "0").ljust(6, "0")))
+        of_day = clock_time(
+            int(match[1]), int(match[2]), int(match[3] or 0), int((match[4] or "0").ljust(6, "0"))
+        )
     except ValueError:
         raise ValueError(f"{text!r} is not a time of day") from None
     at = datetime.combine(datetime.fromtimestamp(start_s).date(), of_day)

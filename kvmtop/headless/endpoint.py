@@ -64,7 +64,8 @@ class _Handler(BaseHTTPRequestHandler):
             content_type = choose_encoder(self.headers.get("Accept", ""))[1]
             compress = gzip_accepted(self.headers.get("Accept-Encoding", ""))
             body = self.server.exporter.exposition(
-                openmetrics=content_type.startswith(OPENMETRICS_TYPE), gzip=compress)
+                openmetrics=content_type.startswith(OPENMETRICS_TYPE), gzip=compress
+            )
             headers = [("Content-Type", content_type)]
             if compress:
                 headers.append(("Content-Encoding", "gzip"))
@@ -72,8 +73,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/":
             self._reply(200, _INDEX, [("Content-Type", "text/html; charset=utf-8")])
         else:
-            self._reply(404, b"not found; metrics are at /metrics\n",
-                        [("Content-Type", "text/plain; charset=utf-8")])
+            self._reply(
+                404,
+                b"not found; metrics are at /metrics\n",
+                [("Content-Type", "text/plain; charset=utf-8")],
+            )
 
     def _reply(self, code: int, body: bytes, headers: Sequence[tuple[str, str]]) -> None:
         self.send_response(code)
@@ -153,15 +157,17 @@ def serve(
     try:
         server = MetricsServer(address, exporter)
     except OSError as exc:
-        print(f"kvmtop serve: cannot listen on {address[0]}:{address[1]}: {exc.strerror}",
-              file=log)
+        print(f"kvmtop serve: cannot listen on {address[0]}:{address[1]}: {exc.strerror}", file=log)
         return 1
     loop = CollectionLoop(feed, exporter, log, mode)
     http = threading.Thread(target=server.serve_forever, name="kvmtop-http", daemon=True)
     http.start()
     what = "" if mode == "live" else f", {mode}"
-    print(f"kvmtop serve: listening on {server.url} (every {feed.interval_s:g} s{what})",
-          file=log, flush=True)
+    print(
+        f"kvmtop serve: listening on {server.url} (every {feed.interval_s:g} s{what})",
+        file=log,
+        flush=True,
+    )
     if ready is not None:
         ready(server)
     loop.start()
@@ -175,6 +181,5 @@ def serve(
         if loop.stop(timeout_s=feed.interval_s + 5):
             feed.close()
         else:
-            print("kvmtop serve: a collection is still stuck; exiting without waiting",
-                  file=log)
+            print("kvmtop serve: a collection is still stuck; exiting without waiting", file=log)
     return 0

@@ -102,8 +102,10 @@ Writer = Callable[[Iterable[tuple[Sample, Snapshot]], TextIO], int]
 """What writes one format: the frames in, the text to a file; returns how many rows
 or samples it wrote."""
 
-SORT_FILE = ("the temporary file the OpenMetrics lines are sorted in (in $SQLITE_TMPDIR, "
-             "else $TMPDIR, else /var/tmp)")
+SORT_FILE = (
+    "the temporary file the OpenMetrics lines are sorted in (in $SQLITE_TMPDIR, "
+    "else $TMPDIR, else /var/tmp)"
+)
 """Where `write_openmetrics` sorts: SQLite's temporary database, in the first of these
 that is a directory (SQLite 3.40, measured: the variables are read once, when SQLite
 starts in the process)."""
@@ -135,8 +137,7 @@ def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> 
         db = sqlite3.connect("")
     with contextlib.closing(db):
         with _sorting():
-            db.execute("CREATE TABLE line (family INTEGER, series INTEGER, t REAL, "
-                       "text TEXT)")
+            db.execute("CREATE TABLE line (family INTEGER, series INTEGER, t REAL, text TEXT)")
         exported = 0
         for sample, snap in pairs:
             stamped = metric_families(tick_points(sample, snap), timestamp=sample.wall_s)
@@ -146,7 +147,7 @@ def write_openmetrics(pairs: Iterable[tuple[Sample, Snapshot]], out: TextIO) -> 
             for family in stamped:
                 head = 3 if family.unit else 2
                 if family.name not in families:
-                    families[family.name] = (len(families), "\n".join(lines[at:at + head]))
+                    families[family.name] = (len(families), "\n".join(lines[at : at + head]))
                 order = families[family.name][0]
                 at += head
                 for s in family.samples:

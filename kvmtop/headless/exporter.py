@@ -117,8 +117,11 @@ class Exporter:
         """The endpoint's own series (its build, collection state and counts)."""
         own = Points()
         own.add("kvmtop_build_info", (__version__,), 1)
-        own.add("kvmtop_collection_running_seconds", (),
-                0.0 if since is None else max(0.0, self._clock() - since))
+        own.add(
+            "kvmtop_collection_running_seconds",
+            (),
+            0.0 if since is None else max(0.0, self._clock() - since),
+        )
         for source, n in sorted(errors.items()):
             own.add("kvmtop_collection_errors_total", (source,), n)
         own.add("kvmtop_samples_total", (), samples)
@@ -139,15 +142,20 @@ class Exporter:
                 self._bodies = (tick, bodies)
             body = bodies.get(openmetrics)
             if body is None:
-                text = b"" if tick is None else self._tick_encoder.render(
-                    tick_points(tick.sample, tick.snapshot, tick.elapsed_s),
-                    openmetrics=openmetrics).encode()
+                text = (
+                    b""
+                    if tick is None
+                    else self._tick_encoder.render(
+                        tick_points(tick.sample, tick.snapshot, tick.elapsed_s),
+                        openmetrics=openmetrics,
+                    ).encode()
+                )
                 # wbits 31: a gzip stream (RFC 1952), as Content-Encoding: gzip wants.
                 compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-                body = bodies[openmetrics] = _Body(text, compressor.compress(text),
-                                                   compressor)
-            own = self._own_encoder.render(self._own(since, errors, samples),
-                                           openmetrics=openmetrics)
+                body = bodies[openmetrics] = _Body(text, compressor.compress(text), compressor)
+            own = self._own_encoder.render(
+                self._own(since, errors, samples), openmetrics=openmetrics
+            )
             stream = body.gzip.copy() if gzip else None
         tail = (own + "# EOF\n" if openmetrics else own).encode()
         if stream is None:
@@ -168,8 +176,9 @@ class CollectionLoop:
     ticks). An exception in a tick is counted and reported, never fatal.
     """
 
-    def __init__(self, feed: LiveFeed[Any], exporter: Exporter, log: TextIO = sys.stderr,
-                 mode: str = "live") -> None:
+    def __init__(
+        self, feed: LiveFeed[Any], exporter: Exporter, log: TextIO = sys.stderr, mode: str = "live"
+    ) -> None:
         """Wire a live feed (sampler + pipeline) to an exporter; `mode` is the
         snapshots' ("live", or "replay" for a recording played as if live)."""
         self.feed = feed

@@ -135,8 +135,12 @@ class Recorder:
         failed = failed or closing
         if failed is None:
             return 0
-        print(f"kvmtop record: {failed.strerror or failed}; stopped after {self.written} "
-              "samples, which stay readable", file=self.log, flush=True)
+        print(
+            f"kvmtop record: {failed.strerror or failed}; stopped after {self.written} "
+            "samples, which stay readable",
+            file=self.log,
+            flush=True,
+        )
         return 1
 
     def _append(self, writer: SampleSink, sample: Sample) -> None:

@@ -242,8 +242,12 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
         "incidents": [incident_json(i) for i in snap.incidents],
         "findings": [finding_json(f) for f in snap.findings],
         "sources": [
-            {"name": s.name, "ok": s.ok, "reason": s.reason,
-             "duration_ms": s.duration_ns / NS_PER_MS}
+            {
+                "name": s.name,
+                "ok": s.ok,
+                "reason": s.reason,
+                "duration_ms": s.duration_ns / NS_PER_MS,
+            }
             for s in snap.sources
         ],
     }

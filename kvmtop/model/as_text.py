@@ -31,8 +31,10 @@ def snapshot_text(snap: Snapshot) -> str:
         f"  mem {fmt_bytes(h.mem_used_bytes)}/{fmt_bytes(h.mem_total_bytes)}"
         f"  exits/s {fmt_si(snap.summary.exits_per_s)}  kvmtop cpu {fmt_pct(h.self_cpu_pct)}%",
     ]
-    header = "  ".join(c.header.rjust(c.width) if i > 1 else c.header.ljust(c.width)
-                       for i, c in enumerate(GUEST_COLUMNS))
+    header = "  ".join(
+        c.header.rjust(c.width) if i > 1 else c.header.ljust(c.width)
+        for i, c in enumerate(GUEST_COLUMNS)
+    )
     lines.append(header)
     for g in snap.guests:
         cells = []
@@ -44,8 +46,9 @@ def snapshot_text(snap: Snapshot) -> str:
     if uplinks:
         lines.append(
             "uplinks: "
-            + "  ".join(f"{visible(n.name)} {fmt_mbps(n.rx_bps)}/{fmt_mbps(n.tx_bps)} Mb/s"
-                        for n in uplinks)
+            + "  ".join(
+                f"{visible(n.name)} {fmt_mbps(n.rx_bps)}/{fmt_mbps(n.tx_bps)} Mb/s" for n in uplinks
+            )
         )
     # An incident's title (guest names), a finding's subject and message, a source's
     # reason: text from outside, escaped.
@@ -56,8 +59,9 @@ def snapshot_text(snap: Snapshot) -> str:
         lines.append(visible(f"[{f.severity}] {f.subject_name}: {f.message}"))
     for s in snap.sources:
         if not s.ok or s.reason:
-            lines.append(visible(
-                f"source {s.name}: {'ok' if s.ok else 'FAILED'}: {s.reason or DASH}"))
+            lines.append(
+                visible(f"source {s.name}: {'ok' if s.ok else 'FAILED'}: {s.reason or DASH}")
+            )
     return "\n".join(lines)
 
 
@@ -65,5 +69,10 @@ def text_table(rows: list[HostRow]) -> str:
     """The rows as an aligned text table (names made visible)."""
     lines = [FLEET_HEADERS] + [tuple(visible(text) for text, _ in fleet_texts(r)) for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(FLEET_HEADERS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines) + "\n"
+    return (
+        "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+            for line in lines
+        )
+        + "\n"
+    )

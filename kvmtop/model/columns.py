@@ -15,8 +15,19 @@ from kvmtop.model.formatting import DASH, fmt_mbps, fmt_num, fmt_pct, fmt_si
 FLEET_STALE_S = 60.0
 """A host whose kvmtop data (as Prometheus has it) is older than this is flagged."""
 
-FLEET_HEADERS = ("Host", "Instance", "Age", "Guests", "vCPU:CPU", "Steal% max", "Exits/s",
-                 "IOPS max", "Mb/s max", "Crit/Warn", "Most urgent incident")
+FLEET_HEADERS = (
+    "Host",
+    "Instance",
+    "Age",
+    "Guests",
+    "vCPU:CPU",
+    "Steal% max",
+    "Exits/s",
+    "IOPS max",
+    "Mb/s max",
+    "Crit/Warn",
+    "Most urgent incident",
+)
 """The fleet table's columns (`kvmtop fleet`, text and screen)."""
 
 
@@ -40,8 +51,12 @@ def fleet_texts(r: HostRow) -> list[tuple[str, str | None]]:
         (fmt_si(r.exits_per_s), None),
         (_peak(r.iops, lambda v: fmt_num(v, 0)), None),
         (_peak(r.net_bps, fmt_mbps), None),
-        (f"{r.criticals}/{r.warnings}",
-         "critical" if r.criticals else "warning" if r.warnings else None),
-        (DASH if top is None else f"{top.severity} {top.kind}: {top.cause}",
-         None if top is None else top.severity),
+        (
+            f"{r.criticals}/{r.warnings}",
+            "critical" if r.criticals else "warning" if r.warnings else None,
+        ),
+        (
+            DASH if top is None else f"{top.severity} {top.kind}: {top.cause}",
+            None if top is None else top.severity,
+        ),
     ]

@@ -174,6 +174,8 @@ def _get(name: str) -> Callable[[GuestRates], Value]:
     return getter
 
 
+# fmt: off
+# A catalogue read as rows: one Field per entry, as dense as its arguments allow.
 FIELDS: tuple[Field, ...] = (
     Field("name", "Guest", UNIT_TEXT, "libvirt domain name", _get("name"), width=18,
           text=True, json="name", digits=None),
@@ -292,6 +294,7 @@ FIELDS: tuple[Field, ...] = (
     Field("balloon_age_s", "Balloon age", UNIT_S, "seconds since the guest refreshed its "
           "balloon stats", _get("balloon_age_s"), json="balloon_age_s", digits=1),
 )
+# fmt: on
 """Every per-guest figure, in the order the table and the JSON object show them."""
 
 GUEST_COLUMNS: tuple[Field, ...] = tuple(f for f in FIELDS if f.width)

@@ -29,22 +29,23 @@ QUERIES: dict[str, str] = {
     "age_s": 'time() - kvmtop_last_sample_timestamp_seconds{job="{job}"}',
     "guests": 'count by (instance) (kvmtop_guest_state{job="{job}", state="running"})',
     "vcpus": 'sum by (instance) (kvmtop_guest_vcpus{job="{job}"} * on (instance, uuid) '
-             'group_left kvmtop_guest_state{job="{job}", state="running"})',
+    'group_left kvmtop_guest_state{job="{job}", state="running"})',
     "cpus": 'kvmtop_host_cpus{job="{job}"}',
     "steal": "topk by (instance) (1, max by (instance, guest) (100 * "
-             'rate(kvmtop_guest_vcpu_delay_seconds_total{job="{job}"}[' + RATE_WINDOW + "])))",
+    'rate(kvmtop_guest_vcpu_delay_seconds_total{job="{job}"}[' + RATE_WINDOW + "])))",
     "exits": 'sum by (instance) (rate(kvmtop_guest_vcpu_exits_total{job="{job}"}['
-             + RATE_WINDOW + "]))",
+    + RATE_WINDOW
+    + "]))",
     "iops": "topk by (instance) (1, sum by (instance, guest) ("
-            'rate(kvmtop_guest_disk_read_requests_total{job="{job}"}[' + RATE_WINDOW + "]) + "
-            'rate(kvmtop_guest_disk_write_requests_total{job="{job}"}[' + RATE_WINDOW + "])))",
+    'rate(kvmtop_guest_disk_read_requests_total{job="{job}"}[' + RATE_WINDOW + "]) + "
+    'rate(kvmtop_guest_disk_write_requests_total{job="{job}"}[' + RATE_WINDOW + "])))",
     "net": "topk by (instance) (1, sum by (instance, guest) (8 * ("
-           'rate(kvmtop_guest_nic_receive_bytes_total{job="{job}"}[' + RATE_WINDOW + "]) + "
-           'rate(kvmtop_guest_nic_transmit_bytes_total{job="{job}"}[' + RATE_WINDOW + "]))))",
+    'rate(kvmtop_guest_nic_receive_bytes_total{job="{job}"}[' + RATE_WINDOW + "]) + "
+    'rate(kvmtop_guest_nic_transmit_bytes_total{job="{job}"}[' + RATE_WINDOW + "]))))",
     "findings": 'count by (instance, severity) (kvmtop_finding{job="{job}", '
-                'severity=~"warning|critical"})',
+    'severity=~"warning|critical"})',
     "incidents": 'kvmtop_incident{job="{job}", active="true"} * on (instance, id) '
-                 'group_left kvmtop_incident_rank{job="{job}"}',
+    'group_left kvmtop_incident_rank{job="{job}"}',
 }
 """What a refresh asks Prometheus, by figure ({job}: the scrape job of kvmtop)."""
 
@@ -117,46 +118,55 @@ def build_rows(results: Mapping[str, Result]) -> list[HostRow]:
 
     severities: dict[tuple[str, str], int] = {
         (labels.get("instance", ""), labels.get("severity", "")): round(v)
-        for labels, v in results.get("findings", ())}
+        for labels, v in results.get("findings", ())
+    }
     incidents: dict[str, list[FleetIncident]] = {}
     for labels, rank in results.get("incidents", ()):
-        incidents.setdefault(labels.get("instance", ""), []).append(FleetIncident(
-            labels.get("cause", ""), labels.get("kind", ""), labels.get("severity", ""),
-            round(rank)))
+        incidents.setdefault(labels.get("instance", ""), []).append(
+            FleetIncident(
+                labels.get("cause", ""),
+                labels.get("kind", ""),
+                labels.get("severity", ""),
+                round(rank),
+            )
+        )
     rows = []
     for instance in sorted(got["up"]):
         host = got["host"].get(instance)
-        rows.append(HostRow(
-            instance=instance,
-            hostname=None if host is None else host[0].get("hostname"),
-            mode=None if host is None else host[0].get("mode"),
-            up=value("up", instance) == 1.0,
-            age_s=value("age_s", instance),
-            guests=whole("guests", instance) or (0 if host is not None else None),
-            vcpus=whole("vcpus", instance),
-            cpus=whole("cpus", instance),
-            steal=peak("steal", instance),
-            exits_per_s=value("exits", instance),
-            iops=peak("iops", instance),
-            net_bps=peak("net", instance),
-            warnings=severities.get((instance, "warning"), 0),
-            criticals=severities.get((instance, "critical"), 0),
-            incidents=tuple(sorted(incidents.get(instance, ()), key=lambda i: i.rank)),
-        ))
+        rows.append(
+            HostRow(
+                instance=instance,
+                hostname=None if host is None else host[0].get("hostname"),
+                mode=None if host is None else host[0].get("mode"),
+                up=value("up", instance) == 1.0,
+                age_s=value("age_s", instance),
+                guests=whole("guests", instance) or (0 if host is not None else None),
+                vcpus=whole("vcpus", instance),
+                cpus=whole("cpus", instance),
+                steal=peak("steal", instance),
+                exits_per_s=value("exits", instance),
+                iops=peak("iops", instance),
+                net_bps=peak("net", instance),
+                warnings=severities.get((instance, "warning"), 0),
+                criticals=severities.get((instance, "critical"), 0),
+                incidents=tuple(sorted(incidents.get(instance, ()), key=lambda i: i.rank)),
+            )
+        )
     return rows
 
 
 GUEST_QUERIES: dict[str, str] = {
     "state": 'kvmtop_guest_state{job="{job}", instance="{instance}"}',
     "cpu": '100 * rate(kvmtop_guest_cpu_seconds_total{job="{job}", instance="{instance}"}['
-           + RATE_WINDOW + "])",
+    + RATE_WINDOW
+    + "])",
     "steal": 'max by (guest, uuid) (100 * rate(kvmtop_guest_vcpu_delay_seconds_total{job="{job}", '
-             'instance="{instance}"}[' + RATE_WINDOW + "]))",
+    'instance="{instance}"}[' + RATE_WINDOW + "]))",
     "exits": 'sum by (guest, uuid) (rate(kvmtop_guest_vcpu_exits_total{job="{job}", '
-             'instance="{instance}"}[' + RATE_WINDOW + "]))",
+    'instance="{instance}"}[' + RATE_WINDOW + "]))",
     # kvmtop_finding names the guest, not its UUID (host findings: guest="").
     "findings": 'count by (guest, severity) (kvmtop_finding{job="{job}", '
-                'instance="{instance}", severity=~"warning|critical"})',
+    'instance="{instance}", severity=~"warning|critical"})',
 }
 """What Enter on a host asks (one host's guests: bounded by that host's guests)."""
 
@@ -183,28 +193,39 @@ def _label(value: str) -> str:
 def queries(job: str, instance: str | None = None) -> dict[str, str]:
     """QUERIES for the scrape job `job`, or with `instance` GUEST_QUERIES for that host."""
     texts = QUERIES if instance is None else GUEST_QUERIES
-    return {name: text.replace("{job}", _label(job)).replace("{instance}", _label(instance or ""))
-            for name, text in texts.items()}
+    return {
+        name: text.replace("{job}", _label(job)).replace("{instance}", _label(instance or ""))
+        for name, text in texts.items()
+    }
 
 
 def build_guest_rows(results: Mapping[str, Result]) -> list[GuestRow]:
     """One row per guest of the host (`state`), from `queries(job, instance)`'s results,
     by name."""
+
     def by_uuid(name: str) -> dict[str, float]:
         return {labels.get("uuid", ""): v for labels, v in results.get(name, ())}
 
     cpu, steal, exits = by_uuid("cpu"), by_uuid("steal"), by_uuid("exits")
     counts: dict[tuple[str, str], int] = {
         (labels.get("guest", ""), labels.get("severity", "")): round(v)
-        for labels, v in results.get("findings", ())}
+        for labels, v in results.get("findings", ())
+    }
     rows = []
     for labels, _ in results.get("state", ()):
         u, name = labels.get("uuid", ""), labels.get("guest", "")
-        rows.append(GuestRow(uuid=u, name=name, state=labels.get("state", ""),
-                             cpu_pct=cpu.get(u), steal_pct=steal.get(u),
-                             exits_per_s=exits.get(u),
-                             warnings=counts.get((name, "warning"), 0),
-                             criticals=counts.get((name, "critical"), 0)))
+        rows.append(
+            GuestRow(
+                uuid=u,
+                name=name,
+                state=labels.get("state", ""),
+                cpu_pct=cpu.get(u),
+                steal_pct=steal.get(u),
+                exits_per_s=exits.get(u),
+                warnings=counts.get((name, "warning"), 0),
+                criticals=counts.get((name, "critical"), 0),
+            )
+        )
     return sorted(rows, key=lambda r: (r.name, r.uuid))
 
 

@@ -50,8 +50,10 @@ def fast_init(cls: type[T]) -> type[T]:
         raise TypeError(f"{cls.__name__} has a __post_init__")
     twin = type(f"_Open{cls.__name__}", (), {"__slots__": cls.__dict__["__slots__"]})
     env: dict[str, Any] = {
-        "_MISSING": dataclasses.MISSING, "_retype": object.__setattr__,
-        "_open": twin, "_frozen": cls,
+        "_MISSING": dataclasses.MISSING,
+        "_retype": object.__setattr__,
+        "_open": twin,
+        "_frozen": cls,
     }
     args: list[str] = []
     body: list[str] = ["    _retype(self, '__class__', _open)"]

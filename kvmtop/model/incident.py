@@ -28,9 +28,7 @@ _DROPS = frozenset(DROP_EVIDENCE)
 def dropping(evidence: dict[str, float]) -> bool:
     """Whether evidence counts packets lost (a `DROP_EVIDENCE` figure above 0)."""
     # Most evidence has no drop figure at all: the set test spares the lookups.
-    return not _DROPS.isdisjoint(evidence) and any(
-        evidence.get(k, 0.0) > 0 for k in DROP_EVIDENCE
-    )
+    return not _DROPS.isdisjoint(evidence) and any(evidence.get(k, 0.0) > 0 for k in DROP_EVIDENCE)
 
 
 def where(subject_name: str, guest: str | None) -> str:

@@ -460,8 +460,9 @@ class Sample:
     interval_s: float = 2.0
 
 
-def shift_clocks(sample: Sample, wall_s: float, mono_ns: int, hostname: str | None = None
-                 ) -> Sample:
+def shift_clocks(
+    sample: Sample, wall_s: float, mono_ns: int, hostname: str | None = None
+) -> Sample:
     """`sample` as if taken `wall_s` seconds (wall clock) and `mono_ns` (monotonic)
     later, optionally on another host name: every clock field moves (the tick's, the
     host sources', OVS's, each balloon's last update (whole seconds: pass a whole
@@ -469,17 +470,30 @@ def shift_clocks(sample: Sample, wall_s: float, mono_ns: int, hostname: str | No
     `kvmtop serve --replay` serves a recording this way."""
     host = sample.host
     if host is not None:
-        host = replace(host, mono_ns=host.mono_ns + mono_ns,
-                       ovs_mono_ns=None if host.ovs_mono_ns is None
-                       else host.ovs_mono_ns + mono_ns,
-                       hostname=host.hostname if hostname is None else hostname)
+        host = replace(
+            host,
+            mono_ns=host.mono_ns + mono_ns,
+            ovs_mono_ns=None if host.ovs_mono_ns is None else host.ovs_mono_ns + mono_ns,
+            hostname=host.hostname if hostname is None else hostname,
+        )
     guests = tuple(
-        g if g.balloon is None and g.not_responding_since_s is None else replace(
+        g
+        if g.balloon is None and g.not_responding_since_s is None
+        else replace(
             g,
-            balloon=g.balloon if g.balloon is None or g.balloon.last_update_s is None
+            balloon=g.balloon
+            if g.balloon is None or g.balloon.last_update_s is None
             else replace(g.balloon, last_update_s=g.balloon.last_update_s + round(wall_s)),
-            not_responding_since_s=None if g.not_responding_since_s is None
-            else g.not_responding_since_s + wall_s)
-        for g in sample.guests)
-    return replace(sample, wall_s=sample.wall_s + wall_s, mono_ns=sample.mono_ns + mono_ns,
-                   host=host, guests=guests)
+            not_responding_since_s=None
+            if g.not_responding_since_s is None
+            else g.not_responding_since_s + wall_s,
+        )
+        for g in sample.guests
+    )
+    return replace(
+        sample,
+        wall_s=sample.wall_s + wall_s,
+        mono_ns=sample.mono_ns + mono_ns,
+        host=host,
+        guests=guests,
+    )

@@ -31,8 +31,7 @@ class Window:
     the same samples always holds the same frames (live equals replay).
     """
 
-    def __init__(self, size: int = 300, min_ops: int = 5,
-                 guest_frames: int = GUEST_FRAMES) -> None:
+    def __init__(self, size: int = 300, min_ops: int = 5, guest_frames: int = GUEST_FRAMES) -> None:
         """Create an empty window holding at most `size` frames.
 
         Args:

@@ -70,7 +70,8 @@ class GuestAcc:
     devices: set[str] = field(default_factory=set)
     bridges: set[str] = field(default_factory=set)
     _slots: list[tuple[Callable[[GuestRates], float | None], Stats, Series | None]] = field(
-        default_factory=list)
+        default_factory=list
+    )
 
     def __post_init__(self) -> None:
         for m in GUEST_METRICS:
@@ -121,8 +122,7 @@ class GuestAcc:
 class HostAcc:
     """The host baseline over the range: figures, devices, uplinks, plot series."""
 
-    def __init__(self, series_range: tuple[float, float],
-                 uplink_kinds: tuple[str, ...]) -> None:
+    def __init__(self, series_range: tuple[float, float], uplink_kinds: tuple[str, ...]) -> None:
         """Start empty; uplinks are the host interfaces of `uplink_kinds`."""
         self.series_range = series_range
         self.uplink_kinds = uplink_kinds
@@ -160,13 +160,15 @@ class HostAcc:
                 self.plot(f"uplink:{n.name}", t, n.util_pct)
 
 
-def _fold(into: dict[str, Stats], figures: Sequence[Figure[T]], item: T,
-          dt_s: float | None) -> None:
+def _fold(
+    into: dict[str, Stats], figures: Sequence[Figure[T]], item: T, dt_s: float | None
+) -> None:
     """Add a device's or uplink's figures to its statistics."""
     for f in figures:
         v = f.value(item)
         if v is not None:
             into.setdefault(f.key, Stats()).add(v, dt_s)
+
 
 @dataclass(slots=True)
 class Report:
@@ -217,8 +219,13 @@ class Accumulator:
         uplink_kinds: host interface kinds that are uplinks.
     """
 
-    def __init__(self, series_range: tuple[float, float], uplink_kinds: tuple[str, ...], *,
-                 after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        series_range: tuple[float, float],
+        uplink_kinds: tuple[str, ...],
+        *,
+        after_s: float | None = None,
+    ) -> None:
         """`after_s`: wall time of the frame before the first one added, when the
         accumulation continues another one (the first frame's value is held from then)."""
         self.series_range = series_range
@@ -274,18 +281,28 @@ def build_report(
             detector's default).
         progress: told the time of each sample read.
     """
-    acc = Accumulator(extent(reader, from_s, to_s) or (0.0, 0.0),
-                      uplink_kinds or VswitchSettings().uplink_kinds)
-    for _sample, snap in frames(reader, pipeline, from_s=from_s, to_s=to_s, step_s=step_s,
-                                progress=progress):
+    acc = Accumulator(
+        extent(reader, from_s, to_s) or (0.0, 0.0), uplink_kinds or VswitchSettings().uplink_kinds
+    )
+    for _sample, snap in frames(
+        reader, pipeline, from_s=from_s, to_s=to_s, step_s=step_s, progress=progress
+    ):
         acc.add(snap)
     if progress is not None:
         progress.done()
     return Report(
-        path=reader.path, meta=reader.meta, from_s=from_s, to_s=to_s, first_s=acc.first_s,
-        last_s=acc.last_s, step_s=step_s, samples=acc.samples, guests=list(acc.guests.values()),
-        host=acc.host, incidents=ranked(acc.incidents.incidents()),
-        findings=by_start(acc.tracker.spans()), notices=list(reader.notices),
+        path=reader.path,
+        meta=reader.meta,
+        from_s=from_s,
+        to_s=to_s,
+        first_s=acc.first_s,
+        last_s=acc.last_s,
+        step_s=step_s,
+        samples=acc.samples,
+        guests=list(acc.guests.values()),
+        host=acc.host,
+        incidents=ranked(acc.incidents.incidents()),
+        findings=by_start(acc.tracker.spans()),
+        notices=list(reader.notices),
         skipped=len(reader.skipped),
     )
-

@@ -57,8 +57,9 @@ def _rank_text(m: GuestMetric, v: float) -> str:
     return fmt_si(v) if m.rank == "total" else m.fmt(v)
 
 
-def baselines(report: Report, g: GuestAcc, m: GuestMetric
-              ) -> list[tuple[str, Summary | None, Callable[[float | None], str]]]:
+def baselines(
+    report: Report, g: GuestAcc, m: GuestMetric
+) -> list[tuple[str, Summary | None, Callable[[float | None], str]]]:
     """The host figures guest metric `m` of `g` is judged against: (label, figures, fmt)."""
     host = report.host
     if m.baseline in (DEVICE_MS, DEVICE_IOPS):
@@ -118,8 +119,17 @@ def sections(report: Report) -> list[Section]:
     """The report's content in reading order, shared by the text, Markdown and HTML,
     every text in it as shown (names escaped once, here: `_visible`): the incidents
     first, then the findings timeline, the recording and the figures."""
-    return [_visible(sec) for sec in (_incidents(report), _timeline(report), _recording(report),
-                                      _offenders(report), _host(report), _per_guest(report))]
+    return [
+        _visible(sec)
+        for sec in (
+            _incidents(report),
+            _timeline(report),
+            _recording(report),
+            _offenders(report),
+            _host(report),
+            _per_guest(report),
+        )
+    ]
 
 
 def _visible(sec: Section) -> Section:
@@ -127,32 +137,51 @@ def _visible(sec: Section) -> Section:
     device and subject names, finding messages and the recording's metadata come from
     outside, and a name's escape sequence must not reach the reader's terminal (text,
     Markdown) or reorder a page (HTML). Each format adds its own escaping on top."""
-    tables = [dataclasses.replace(
-        t, title=visible(t.title), headers=tuple(map(visible, t.headers)),
-        rows=[[visible(c) for c in r] for r in t.rows], note=visible(t.note))
-        for t in sec.tables]
+    tables = [
+        dataclasses.replace(
+            t,
+            title=visible(t.title),
+            headers=tuple(map(visible, t.headers)),
+            rows=[[visible(c) for c in r] for r in t.rows],
+            note=visible(t.note),
+        )
+        for t in sec.tables
+    ]
     return dataclasses.replace(
-        sec, title=visible(sec.title), facts=[(visible(k), visible(v)) for k, v in sec.facts],
-        note=visible(sec.note), tables=tables, subsections=list(map(_visible, sec.subsections)))
+        sec,
+        title=visible(sec.title),
+        facts=[(visible(k), visible(v)) for k, v in sec.facts],
+        note=visible(sec.note),
+        tables=tables,
+        subsections=list(map(_visible, sec.subsections)),
+    )
 
 
 def _recording(report: Report) -> Section:
     m = report.meta
-    span = (DASH if report.first_s is None or report.last_s is None
-            else fmt_duration(report.last_s - report.first_s))
+    span = (
+        DASH
+        if report.first_s is None or report.last_s is None
+        else fmt_duration(report.last_s - report.first_s)
+    )
     resolution = (
         f"one sample per {report.step_s:g} s: rates are means over the step"
-        if report.step_s is not None else "every sample (as recorded)"
-        if report.index_s is None else f"every sample, from the recording's index "
-        f"(plots: the peak of every {report.index_s:g} s; --exact recomputes it)")
+        if report.step_s is not None
+        else "every sample (as recorded)"
+        if report.index_s is None
+        else f"every sample, from the recording's index "
+        f"(plots: the peak of every {report.index_s:g} s; --exact recomputes it)"
+    )
     facts = [
         ("file", report.path),
         ("host", m.hostname or DASH),
         ("kernel", m.kernel or DASH),
-        ("libvirt", " / ".join(v for v in (m.libvirt_version, m.hypervisor, m.uri) if v)
-         or DASH),
-        ("recorded by", f"kvmtop {m.kvmtop_version}, every "
-         f"{'?' if m.interval_s is None else f'{m.interval_s:g}'} s"),
+        ("libvirt", " / ".join(v for v in (m.libvirt_version, m.hypervisor, m.uri) if v) or DASH),
+        (
+            "recorded by",
+            f"kvmtop {m.kvmtop_version}, every "
+            f"{'?' if m.interval_s is None else f'{m.interval_s:g}'} s",
+        ),
         ("collectors", ", ".join(m.collectors) or DASH),
         ("range (UTC)", f"{stamp(report.first_s)} → {stamp(report.last_s)} ({span})"),
         ("samples", f"{report.samples}; {len(report.guests)} guests"),
@@ -170,15 +199,23 @@ INCIDENT_EVIDENCE = 8
 
 def _incidents(report: Report) -> Section:
     n = len(report.incidents)
-    where = (f" on {report.meta.hostname or DASH} from {stamp(report.first_s)} to "
-             f"{stamp(report.last_s)} UTC" if report.samples else "")
-    note = (f"{n} incident{'' if n == 1 else 's'}{where}: findings grouped by cause, the "
-            "most urgent first, each ranked and shown at its worst (a leak's time to "
-            "exhaustion, then packets lost or critical, severity, guests involved × "
-            "duration); crossings: how often it cleared and came back." if n
-            else f"No incidents{where}.")
-    return Section("incidents", "Incidents", note=note,
-                   subsections=[_incident(i) for i in report.incidents])
+    where = (
+        f" on {report.meta.hostname or DASH} from {stamp(report.first_s)} to "
+        f"{stamp(report.last_s)} UTC"
+        if report.samples
+        else ""
+    )
+    note = (
+        f"{n} incident{'' if n == 1 else 's'}{where}: findings grouped by cause, the "
+        "most urgent first, each ranked and shown at its worst (a leak's time to "
+        "exhaustion, then packets lost or critical, severity, guests involved × "
+        "duration); crossings: how often it cleared and came back."
+        if n
+        else f"No incidents{where}."
+    )
+    return Section(
+        "incidents", "Incidents", note=note, subsections=[_incident(i) for i in report.incidents]
+    )
 
 
 def _incident(i: Incident) -> Section:
@@ -194,10 +231,12 @@ def _incident(i: Incident) -> Section:
         facts.append(("memory exhausted in", f"~{fmt_duration(i.eta_s)}"))
     facts.append(("advice", i.advice))
     rows = [(m.guest or DASH, m.subject_name, m.detector, m.severity) for m in i.members]
-    members = Table("Members", ("Guest", "Subject", "Detector", "Severity"), rows, left=4,
-                    kind="members")
-    return Section(f"incident-{i.id}", f"#{i.rank} {i.severity}: {i.title}", facts=facts,
-                   tables=[members])
+    members = Table(
+        "Members", ("Guest", "Subject", "Detector", "Severity"), rows, left=4, kind="members"
+    )
+    return Section(
+        f"incident-{i.id}", f"#{i.rank} {i.severity}: {i.title}", facts=facts, tables=[members]
+    )
 
 
 def _timeline(report: Report) -> Section:
@@ -209,24 +248,59 @@ def _timeline(report: Report) -> Section:
             notes.setdefault((f.detector, f.message), []).append(s)
             continue
         end = "ongoing" if s.ongoing else stamp(s.until_s)
-        rows.append((stamp(s.since_s), end, fmt_duration(max(s.until_s - s.since_s, 0.0)),
-                     f.severity, f.detector, f.subject_name, evidence_text(f.evidence), f.message))
+        rows.append(
+            (
+                stamp(s.since_s),
+                end,
+                fmt_duration(max(s.until_s - s.since_s, 0.0)),
+                f.severity,
+                f.detector,
+                f.subject_name,
+                evidence_text(f.evidence),
+                f.message,
+            )
+        )
     tables = []
     if rows:
-        tables.append(Table("Findings", ("Start (UTC)", "End", "Lasted", "Severity",
-                                         "Detector", "Subject", "Peak evidence", "Message"),
-                            rows, left=8, kind="findings"))
+        tables.append(
+            Table(
+                "Findings",
+                (
+                    "Start (UTC)",
+                    "End",
+                    "Lasted",
+                    "Severity",
+                    "Detector",
+                    "Subject",
+                    "Peak evidence",
+                    "Message",
+                ),
+                rows,
+                left=8,
+                kind="findings",
+            )
+        )
     if notes:
-        tables.append(Table(
-            "Notes (info findings, grouped)", ("First seen (UTC)", "Detector", "Subjects",
-                                               "Message"),
-            [(stamp(min(s.since_s for s in group)), detector, _names(group), message)
-             for (detector, message), group in sorted(notes.items(),
-                                                      key=lambda kv: kv[1][0].since_s)],
-            left=4, kind="notes"))
-    note = ("Each finding from its first bad sample to the last sample it was active, "
-            "with the evidence at its worst." if rows else "No warning or critical findings "
-            "in the range.")
+        tables.append(
+            Table(
+                "Notes (info findings, grouped)",
+                ("First seen (UTC)", "Detector", "Subjects", "Message"),
+                [
+                    (stamp(min(s.since_s for s in group)), detector, _names(group), message)
+                    for (detector, message), group in sorted(
+                        notes.items(), key=lambda kv: kv[1][0].since_s
+                    )
+                ],
+                left=4,
+                kind="notes",
+            )
+        )
+    note = (
+        "Each finding from its first bad sample to the last sample it was active, "
+        "with the evidence at its worst."
+        if rows
+        else "No warning or critical findings in the range."
+    )
     return Section("findings", "Findings timeline", note=note, tables=tables)
 
 
@@ -242,29 +316,55 @@ def _offenders(report: Report) -> Section:
     for m in GUEST_METRICS:
         if m.offender is None:
             continue
-        by = {"max": "peak", "total": "total over the range",
-              "slope": "least-squares growth of used memory"}[m.rank]
+        by = {
+            "max": "peak",
+            "total": "total over the range",
+            "slope": "least-squares growth of used memory",
+        }[m.rank]
         rows = []
         for g, v in offenders(report, m):
             s = g.summary(m.key)
             rows.append((g.name, _rank_text(m, v), *_four(s, m.fmt)[1:]))
-        tables.append(Table(m.offender, ("Guest", by, "avg", "p95", "max"), rows,
-                            note="" if rows else "none", kind="offenders"))
-    return Section("offenders", "Top offenders", tables=tables,
-                   note=f"Up to {TOP} guests per figure, worst first.")
+        tables.append(
+            Table(
+                m.offender,
+                ("Guest", by, "avg", "p95", "max"),
+                rows,
+                note="" if rows else "none",
+                kind="offenders",
+            )
+        )
+    return Section(
+        "offenders",
+        "Top offenders",
+        tables=tables,
+        note=f"Up to {TOP} guests per figure, worst first.",
+    )
 
 
 def _host(report: Report) -> Section:
     host = report.host
     rows = [(m.label, *_four(host.stats[m.key].summary(), m.fmt)) for m in HOST_METRICS]
     tables = [Table("Host", ("Figure", "min", "avg", "p95", "max"), rows, kind="stats")]
-    for title, items, figures in (("Block devices", host.disks, DEVICE_FIGURES),
-                                  ("Uplinks", host.uplinks, UPLINK_FIGURES)):
-        dev_rows = [(name, f.label, *_four(_stats(stats, f.key), f.fmt))
-                    for name, stats in sorted(items.items()) for f in figures]
+    for title, items, figures in (
+        ("Block devices", host.disks, DEVICE_FIGURES),
+        ("Uplinks", host.uplinks, UPLINK_FIGURES),
+    ):
+        dev_rows = [
+            (name, f.label, *_four(_stats(stats, f.key), f.fmt))
+            for name, stats in sorted(items.items())
+            for f in figures
+        ]
         if dev_rows:
-            tables.append(Table(title, ("Device", "Figure", "min", "avg", "p95", "max"),
-                                dev_rows, left=2, kind="stats"))
+            tables.append(
+                Table(
+                    title,
+                    ("Device", "Figure", "min", "avg", "p95", "max"),
+                    dev_rows,
+                    left=2,
+                    kind="stats",
+                )
+            )
     return Section("host", "Host baseline", tables=tables)
 
 
@@ -273,15 +373,27 @@ def _per_guest(report: Report) -> Section:
     for m in GUEST_METRICS:
         rows = []
         for g in sorted(report.guests, key=lambda g: -(p95_of(g.summary(m.key)))):
-            base = "; ".join(f"{label} {_avg_p95(s, fmt)}"
-                             for label, s, fmt in baselines(report, g, m)) or DASH
+            base = (
+                "; ".join(
+                    f"{label} {_avg_p95(s, fmt)}" for label, s, fmt in baselines(report, g, m)
+                )
+                or DASH
+            )
             rows.append((g.name, *_four(g.summary(m.key), m.fmt), base))
-        tables.append(Table(f"{m.label}: {m.help}",
-                            ("Guest", "min", "avg", "p95", "max", "host baseline avg / p95"),
-                            rows, kind="stats"))
-    return Section("guests", "Per guest", tables=tables,
-                   note="Guests by p95, next to the host figure each is judged against, "
-                   "over the same range.")
+        tables.append(
+            Table(
+                f"{m.label}: {m.help}",
+                ("Guest", "min", "avg", "p95", "max", "host baseline avg / p95"),
+                rows,
+                kind="stats",
+            )
+        )
+    return Section(
+        "guests",
+        "Per guest",
+        tables=tables,
+        note="Guests by p95, next to the host figure each is judged against, over the same range.",
+    )
 
 
 def p95_of(s: Summary | None) -> float:

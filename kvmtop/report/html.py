@@ -20,9 +20,14 @@ from kvmtop.report.stats import PLOT_POINTS
 SEVERITY_COLUMN = {"findings": 3, "members": 3}
 """Table kind → the column whose severity colours an HTML row."""
 
-_PAGES = Environment(loader=PackageLoader("kvmtop.report"), autoescape=True,
-                     undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                     keep_trailing_newline=True)
+_PAGES = Environment(
+    loader=PackageLoader("kvmtop.report"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
 
 
 def render_html(report: Report) -> str:
@@ -30,8 +35,9 @@ def render_html(report: Report) -> str:
     return _PAGES.get_template("report.html.j2").render(
         path=visible(report.path),
         sections=sections(report),
-        incidents={f"incident-{i.id}": (i.severity, incident_plot(report, i))
-                   for i in report.incidents},
+        incidents={
+            f"incident-{i.id}": (i.severity, incident_plot(report, i)) for i in report.incidents
+        },
         plots=figure_plots(report),
         plot_points=PLOT_POINTS,
         severity_column=SEVERITY_COLUMN,

@@ -65,8 +65,9 @@ class IncidentAcc:
         worst = self._worst.get(i.id)
         # The same evidence object: the same findings as the worst tick (the tracker
         # rebuilds an incident's figures only when they change), so the same figures.
-        if worst is None or (i.evidence is not worst.evidence
-                             and _worst_key(i) <= _worst_key(worst)):
+        if worst is None or (
+            i.evidence is not worst.evidence and _worst_key(i) <= _worst_key(worst)
+        ):
             self._worst[i.id] = i
         if i.members is not self._members.get(i.id):
             self._members[i.id] = i.members
@@ -84,11 +85,22 @@ class IncidentAcc:
         for i in self._log.incidents():
             worst, highest = self._worst[i.id], self._highest[i.id]
             members = tuple(
-                m if m.severity == (s := highest[(m.detector, m.subject, m.guest)])
-                else dataclasses.replace(m, severity=s) for m in i.members)
-            out.append(dataclasses.replace(
-                i, title=worst.title, severity=worst.severity, evidence=worst.evidence,
-                eta_s=worst.eta_s, members=members, active=i.active and i.rank > 0))
+                m
+                if m.severity == (s := highest[(m.detector, m.subject, m.guest)])
+                else dataclasses.replace(m, severity=s)
+                for m in i.members
+            )
+            out.append(
+                dataclasses.replace(
+                    i,
+                    title=worst.title,
+                    severity=worst.severity,
+                    evidence=worst.evidence,
+                    eta_s=worst.eta_s,
+                    members=members,
+                    active=i.active and i.rank > 0,
+                )
+            )
         return out
 
 
@@ -99,4 +111,3 @@ def ranked(incidents: Iterable[Incident]) -> list[Incident]:
     (docs/detectors.md#incidents)."""
     order = sorted(incidents, key=lambda i: rank_key(i)[1:])
     return [dataclasses.replace(i, rank=n) for n, i in enumerate(order, 1)]
-

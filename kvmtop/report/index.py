@@ -92,8 +92,11 @@ def _peaks(series: Series) -> list[float]:
         slot = math.floor(t / PLOT_S)
         if slot not in best or v > best[slot][1]:
             best[slot] = (t, v)
-    return [x for _, (t, v) in sorted(best.items())
-            for x in (round(t, 1), float(f"{v:.{PLOT_DIGITS}g}"))]
+    return [
+        x
+        for _, (t, v) in sorted(best.items())
+        for x in (round(t, 1), float(f"{v:.{PLOT_DIGITS}g}"))
+    ]
 
 
 def _stats(stats: dict[str, Stats]) -> dict[str, list[Any]]:
@@ -106,9 +109,18 @@ def document(acc: Accumulator, spans: Iterable[FindingSpan]) -> dict[str, Any]:
     return {
         "v": VERSION,
         "guests": [
-            [g.uuid, g.name, g.first_s, g.last_s, g.frames, _stats(g.stats),
-             {k: _peaks(s) for k, s in g.series.items()}, g.memory.state(),
-             sorted(g.devices), sorted(g.bridges)]
+            [
+                g.uuid,
+                g.name,
+                g.first_s,
+                g.last_s,
+                g.frames,
+                _stats(g.stats),
+                {k: _peaks(s) for k, s in g.series.items()},
+                g.memory.state(),
+                sorted(g.devices),
+                sorted(g.bridges),
+            ]
             for g in acc.guests.values()
         ],
         "host": {
@@ -119,8 +131,17 @@ def document(acc: Accumulator, spans: Iterable[FindingSpan]) -> dict[str, Any]:
             "peaks": {k: _peaks(s) for k, s in host.series.items()},
         },
         # The message when raised, None when the peak says the same.
-        "findings": [[encode(s.peak), None if s.message == s.peak.message else s.message,
-                      s.since_s, s.raised_s, s.until_s, s.ongoing] for s in spans],
+        "findings": [
+            [
+                encode(s.peak),
+                None if s.message == s.peak.message else s.message,
+                s.since_s,
+                s.raised_s,
+                s.until_s,
+                s.ongoing,
+            ]
+            for s in spans
+        ],
         # Each incident seen, at its worst so far: merged in order, the same as folding
         # every frame (IncidentAcc.merge).
         "incidents": [encode(i) for i in acc.incidents.incidents()],
@@ -139,8 +160,9 @@ def _pairs(flat: list[float]) -> Iterable[tuple[float, float]]:
     return zip(flat[::2], flat[1::2], strict=True)
 
 
-def merge(acc: Accumulator, row: tuple[float, float, int], doc: dict[str, Any],
-          spans: Spans) -> None:
+def merge(
+    acc: Accumulator, row: tuple[float, float, int], doc: dict[str, Any], spans: Spans
+) -> None:
     """Fold one rollup document (of the `row` (first_s, last_s, samples)) into an
     accumulation, its finding spans into `spans`.
 
@@ -161,8 +183,9 @@ def merge(acc: Accumulator, row: tuple[float, float, int], doc: dict[str, Any],
 def _merge(acc: Accumulator, doc: dict[str, Any], spans: Spans) -> None:
     if not isinstance(doc, dict) or doc.get("v") != VERSION:
         raise ValueError(f"rollup version {doc.get('v')!r}, not {VERSION}")
-    for uuid, name, first_s, last_s, frames, stats, peaks, memory, devices, bridges in (
-            doc["guests"]):
+    for uuid, name, first_s, last_s, frames, stats, peaks, memory, devices, bridges in doc[
+        "guests"
+    ]:
         g = acc.guests.get(uuid)
         if g is None:
             g = acc.guests[uuid] = GuestAcc(uuid, name, first_s, last_s, acc.series_range)
@@ -188,8 +211,7 @@ def _merge(acc: Accumulator, doc: dict[str, Any], spans: Spans) -> None:
             acc.host.plot(key, t, v)
     for peak, message, since_s, raised_s, until_s, ongoing in doc["findings"]:
         finding = decode(Finding, peak)
-        span = FindingSpan(finding, message or finding.message, since_s, raised_s, until_s,
-                           ongoing)
+        span = FindingSpan(finding, message or finding.message, since_s, raised_s, until_s, ongoing)
         seen = spans.get(span.key())
         spans[span.key()] = span if seen is None else seen.merged(span)
     acc.incidents.merge([decode(Incident, i) for i in doc["incidents"]])
@@ -266,8 +288,9 @@ class Indexer:
             self._flush_minute()
         if self._acc is None:
             self._minute = minute
-            self._acc = Accumulator((minute, minute + MINUTE_S), self.uplink_kinds,
-                                    after_s=self._last_s)
+            self._acc = Accumulator(
+                (minute, minute + MINUTE_S), self.uplink_kinds, after_s=self._last_s
+            )
         self._acc.add(self.pipeline.push(sample, mode="replay"))
         self._last_s = sample.wall_s
 
@@ -294,8 +317,9 @@ class IndexedWriter:
         uplink_kinds: host interface kinds that are uplinks.
     """
 
-    def __init__(self, writer: StoreWriter, pipeline: Pipeline,
-                 uplink_kinds: tuple[str, ...]) -> None:
+    def __init__(
+        self, writer: StoreWriter, pipeline: Pipeline, uplink_kinds: tuple[str, ...]
+    ) -> None:
         self.writer = writer
         self.path = writer.path
         self.indexer = Indexer(pipeline, uplink_kinds, writer.append_rollup)
@@ -323,8 +347,9 @@ class IndexedWriter:
             self.writer.close()
 
 
-def reindex(path: str, pipeline: Pipeline, uplink_kinds: tuple[str, ...],
-            progress: Progress | None = None) -> int:
+def reindex(
+    path: str, pipeline: Pipeline, uplink_kinds: tuple[str, ...], progress: Progress | None = None
+) -> int:
     """Rebuild the index of the recording at `path` from its raw samples.
 
     Returns:
@@ -362,9 +387,14 @@ def reindex(path: str, pipeline: Pipeline, uplink_kinds: tuple[str, ...],
 # --------------------------------------------------------------------------- reading
 
 
-def indexed_report(reader: StoreReader, *, from_s: float | None = None,
-                   to_s: float | None = None, uplink_kinds: tuple[str, ...],
-                   progress: Progress | None = None) -> Report | None:
+def indexed_report(
+    reader: StoreReader,
+    *,
+    from_s: float | None = None,
+    to_s: float | None = None,
+    uplink_kinds: tuple[str, ...],
+    progress: Progress | None = None,
+) -> Report | None:
     """The report of the range from the recording's index; None when the index does
     not cover the range whole (then compute it from the samples)."""
     minutes = reader.rollups(from_s, to_s)
@@ -378,8 +408,9 @@ def indexed_report(reader: StoreReader, *, from_s: float | None = None,
         return None
     acc = Accumulator((first_s, last_s), uplink_kinds)
     spans: Spans = {}
-    for row_first, row_last, n, data in _cover(minutes, reader.rollups(
-            first_s, last_s, hours=True)):
+    for row_first, row_last, n, data in _cover(
+        minutes, reader.rollups(first_s, last_s, hours=True)
+    ):
         try:
             if data is None:
                 raise ValueError("damaged")
@@ -391,11 +422,21 @@ def indexed_report(reader: StoreReader, *, from_s: float | None = None,
     if progress is not None:
         progress.done()
     return Report(
-        path=reader.path, meta=reader.meta, from_s=from_s, to_s=to_s, first_s=first_s,
-        last_s=last_s, step_s=None, samples=acc.samples, guests=list(acc.guests.values()),
-        host=acc.host, incidents=ranked(acc.incidents.incidents()),
+        path=reader.path,
+        meta=reader.meta,
+        from_s=from_s,
+        to_s=to_s,
+        first_s=first_s,
+        last_s=last_s,
+        step_s=None,
+        samples=acc.samples,
+        guests=list(acc.guests.values()),
+        host=acc.host,
+        incidents=ranked(acc.incidents.incidents()),
         findings=by_start(_ended(spans.values(), last_s)),
-        notices=list(reader.notices), skipped=len(reader.skipped), index_s=PLOT_S,
+        notices=list(reader.notices),
+        skipped=len(reader.skipped),
+        index_s=PLOT_S,
     )
 
 
@@ -412,7 +453,7 @@ def _cover(minutes: list[Row], hours: list[Row]) -> list[Row]:
     while i < len(minutes):
         hour = by_first.get(minutes[i][0])
         j = ends.get(hour[1], -1) if hour is not None else -1
-        if hour is not None and j >= i and sum(m[2] for m in minutes[i:j + 1]) == hour[2]:
+        if hour is not None and j >= i and sum(m[2] for m in minutes[i : j + 1]) == hour[2]:
             out.append(hour)
             i = j + 1
         else:

@@ -68,10 +68,19 @@ def _numeric(getter: Callable[[GuestRates], Value]) -> Callable[[GuestRates], fl
 
 def _metric(f: Field, judged: Judged) -> GuestMetric:
     """The report's metric of a judged field."""
-    return GuestMetric(key=f.key, label=f.header, help=f.help, value=_numeric(f.value),
-                       fmt=f.fmt, baseline=judged.baseline, detectors=judged.detectors,
-                       offender=judged.offender, rank=judged.rank, plot=judged.plot,
-                       min_top=judged.min_top)
+    return GuestMetric(
+        key=f.key,
+        label=f.header,
+        help=f.help,
+        value=_numeric(f.value),
+        fmt=f.fmt,
+        baseline=judged.baseline,
+        detectors=judged.detectors,
+        offender=judged.offender,
+        rank=judged.rank,
+        plot=judged.plot,
+        min_top=judged.min_top,
+    )
 
 
 GUEST_METRICS: tuple[GuestMetric, ...] = tuple(
@@ -80,18 +89,14 @@ GUEST_METRICS: tuple[GuestMetric, ...] = tuple(
 """The guest figures the report gathers, in catalogue order."""
 
 HOST_METRICS: tuple[Figure[Snapshot], ...] = (
-    Figure("cpu_busy_pct", "host CPU busy % (of all CPUs)", lambda s: s.host.cpu_busy_pct,
-           fmt_pct),
+    Figure("cpu_busy_pct", "host CPU busy % (of all CPUs)", lambda s: s.host.cpu_busy_pct, fmt_pct),
     Figure("run_delay_pct", "host run-queue delay %", lambda s: s.host.run_delay_pct, fmt_pct),
     Figure("psi_cpu_some_pct", "PSI cpu some %", lambda s: s.host.psi_cpu_some_pct, fmt_pct),
-    Figure("psi_mem_some_pct", "PSI memory some %", lambda s: s.host.psi_mem_some_pct,
-           fmt_pct),
-    Figure("psi_mem_full_pct", "PSI memory full %", lambda s: s.host.psi_mem_full_pct,
-           fmt_pct),
+    Figure("psi_mem_some_pct", "PSI memory some %", lambda s: s.host.psi_mem_some_pct, fmt_pct),
+    Figure("psi_mem_full_pct", "PSI memory full %", lambda s: s.host.psi_mem_full_pct, fmt_pct),
     Figure("psi_io_some_pct", "PSI io some %", lambda s: s.host.psi_io_some_pct, fmt_pct),
     Figure("psi_io_full_pct", "PSI io full %", lambda s: s.host.psi_io_full_pct, fmt_pct),
-    Figure("softnet_drops_per_s", "softnet drops/s", lambda s: s.host.softnet_drops_per_s,
-           fmt_si),
+    Figure("softnet_drops_per_s", "softnet drops/s", lambda s: s.host.softnet_drops_per_s, fmt_si),
     Figure("exits_per_s", "VM exits/s, all guests", lambda s: s.summary.exits_per_s, fmt_si),
     Figure("mem_used_bytes", "host memory used", lambda s: s.host.mem_used_bytes, fmt_bytes),
 )
@@ -101,8 +106,12 @@ HOST_DETECTORS = ("host_pressure", "overcommit", "vswitch_saturation")
 """Findings shaded on the host plot (those about the host rather than one guest)."""
 
 DEVICE_FIGURES: tuple[Figure[HostDiskRates], ...] = (
-    Figure("ms", "latency ms (worse of read/write)", lambda d: known_max((d.read_ms, d.write_ms)),
-           fmt_ms),
+    Figure(
+        "ms",
+        "latency ms (worse of read/write)",
+        lambda d: known_max((d.read_ms, d.write_ms)),
+        fmt_ms,
+    ),
     Figure("iops", "IOPS", lambda d: known_sum((d.read_iops, d.write_iops)), fmt_si),
     Figure("util_pct", "utilization %", lambda d: d.util_pct, fmt_pct),
 )
@@ -110,4 +119,3 @@ UPLINK_FIGURES: tuple[Figure[HostNetRates], ...] = (
     Figure("mbps", "Mb/s (busier direction)", lambda n: known_max((n.rx_bps, n.tx_bps)), fmt_mbps),
     Figure("util_pct", "utilization %", lambda n: n.util_pct, fmt_pct),
 )
-

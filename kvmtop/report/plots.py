@@ -25,8 +25,7 @@ from kvmtop.report.metrics import (
 from kvmtop.report.stats import PLOT_POINTS, Series
 from kvmtop.report.svg import H, Line, Shade, W, svg_plot
 
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
-           "#e377c2")
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 SMALL = (560, 150)
 """Size of an incident's plot (px)."""
 PLOT_GUESTS_MAX = 8
@@ -43,8 +42,11 @@ INCIDENT_METRICS = {
 """Incident kind → the guest figure its plot shows for its guests. A switch shows the
 utilization of its uplinks instead when the report has them (`HostAcc.masters`), and
 the drops of the guests on it when none of its guests is named."""
-HOST_SUBJECT_METRICS = {"host:cpu": "psi_cpu_some_pct", "host:memory": "psi_mem_some_pct",
-                        "host:io": "psi_io_some_pct"}
+HOST_SUBJECT_METRICS = {
+    "host:cpu": "psi_cpu_some_pct",
+    "host:memory": "psi_mem_some_pct",
+    "host:io": "psi_io_some_pct",
+}
 """A host finding alone (`host_pressure`, by subject) → the host figure its plot shows."""
 
 Lines = list[tuple[str, str, Series]]
@@ -61,23 +63,40 @@ class Plot:
     legend: list[tuple[str, str]]
 
 
-def _plot(key: str, caption: str, lines: Lines, spans: Sequence[FindingSpan], report: Report,
-          fmt: Callable[[float | None], str], min_top: float,
-          size: tuple[int, int] = (W, H)) -> Plot:
+def _plot(
+    key: str,
+    caption: str,
+    lines: Lines,
+    spans: Sequence[FindingSpan],
+    report: Report,
+    fmt: Callable[[float | None], str],
+    min_top: float,
+    size: tuple[int, int] = (W, H),
+) -> Plot:
     start, end = report.host.series_range
     # A line breaks where samples are missing: more than 3 sampling steps without
     # one, or more than 2 buckets when buckets are wider than a step.
     step = report.step_s or report.index_s or report.meta.interval_s or 2.0
     gap_s = max(3 * step, 2.5 * (end - start) / PLOT_POINTS)
-    svg = svg_plot(key, [Line(label, c, list(s.points()), s.width_s) for label, c, s in lines],
-                   [_shade(s) for s in spans], (start, end), fmt, gap_s, min_top, size)
+    svg = svg_plot(
+        key,
+        [Line(label, c, list(s.points()), s.width_s) for label, c, s in lines],
+        [_shade(s) for s in spans],
+        (start, end),
+        fmt,
+        gap_s,
+        min_top,
+        size,
+    )
     return Plot(caption, svg, [(visible(label), c) for label, c, _ in lines])
 
 
 def _shade(s: FindingSpan) -> Shade:
     f = s.peak
-    tip = (f"{f.severity} {f.detector} {f.subject_name}: {stamp(s.since_s)} → "
-           f"{'ongoing' if s.ongoing else stamp(s.until_s)}: {f.message}")
+    tip = (
+        f"{f.severity} {f.detector} {f.subject_name}: {stamp(s.since_s)} → "
+        f"{'ongoing' if s.ongoing else stamp(s.until_s)}: {f.message}"
+    )
     return Shade(s.since_s, s.until_s, f.severity, f.detector, tip)
 
 
@@ -88,29 +107,41 @@ def figure_plots(report: Report) -> list[Plot]:
     for m in GUEST_METRICS:
         if not m.plot:
             continue
-        related = [s for s in report.findings if s.peak.detector in m.detectors
-                   and s.peak.severity != "info"]
-        chosen = [g for g, _ in offenders(report, m)] if m.offender else sorted(
-            report.guests, key=lambda g: -p95_of(g.summary(m.key)))[:TOP]
+        related = [
+            s
+            for s in report.findings
+            if s.peak.detector in m.detectors and s.peak.severity != "info"
+        ]
+        chosen = (
+            [g for g, _ in offenders(report, m)]
+            if m.offender
+            else sorted(report.guests, key=lambda g: -p95_of(g.summary(m.key)))[:TOP]
+        )
         with_findings = {s.peak.guest for s in related}
         chosen += [g for g in report.guests if g.name in with_findings and g not in chosen]
         chosen = [g for g in chosen[:PLOT_GUESTS_MAX] if g.stats[m.key].n]
         names = {g.name for g in chosen}
-        lines = [(g.name, PALETTE[i % len(PALETTE)], g.series[m.key])
-                 for i, g in enumerate(chosen)]
+        lines = [(g.name, PALETTE[i % len(PALETTE)], g.series[m.key]) for i, g in enumerate(chosen)]
         spans = [s for s in related if s.peak.guest is None or s.peak.guest in names]
-        plots.append(_plot(m.key, f"{m.label}: {m.help}", lines, spans, report, m.fmt,
-                           m.min_top))
+        plots.append(_plot(m.key, f"{m.label}: {m.help}", lines, spans, report, m.fmt, m.min_top))
     host = report.host
     keys = [k for k in HOST_PLOTTED if k in host.series]
     keys += sorted(k for k in host.series if k.startswith("uplink:"))[:3]
     labels = {m.key: m.label for m in HOST_METRICS}
-    lines = [(labels.get(k, f"{k.partition(':')[2]} utilization %"),
-              PALETTE[i % len(PALETTE)], host.series[k]) for i, k in enumerate(keys)]
-    spans = [s for s in report.findings if s.peak.detector in HOST_DETECTORS
-             and s.peak.severity != "info"]
-    plots.append(_plot("host", "Host baseline (%)", lines, spans, report, fmt_pct,
-                       PCT_MIN_TOP))
+    lines = [
+        (
+            labels.get(k, f"{k.partition(':')[2]} utilization %"),
+            PALETTE[i % len(PALETTE)],
+            host.series[k],
+        )
+        for i, k in enumerate(keys)
+    ]
+    spans = [
+        s
+        for s in report.findings
+        if s.peak.detector in HOST_DETECTORS and s.peak.severity != "info"
+    ]
+    plots.append(_plot("host", "Host baseline (%)", lines, spans, report, fmt_pct, PCT_MIN_TOP))
     return plots
 
 
@@ -121,12 +152,18 @@ def _incident_lines(report: Report, i: Incident) -> tuple[str, Lines, GuestMetri
     `HOST_SUBJECT_METRICS`."""
     host = report.host
     switch = i.cause.partition(":")[2] if i.kind == "switch" else None
-    uplinks = sorted(u for u, master in host.masters.items()
-                     if master == switch and f"uplink:{u}" in host.series)
+    uplinks = sorted(
+        u for u, master in host.masters.items() if master == switch and f"uplink:{u}" in host.series
+    )
     if uplinks:
-        return (f"Utilization of the uplinks of {switch} (%)",
-                [(u, PALETTE[n % len(PALETTE)], host.series[f"uplink:{u}"])
-                 for n, u in enumerate(uplinks)], None)
+        return (
+            f"Utilization of the uplinks of {switch} (%)",
+            [
+                (u, PALETTE[n % len(PALETTE)], host.series[f"uplink:{u}"])
+                for n, u in enumerate(uplinks)
+            ],
+            None,
+        )
     key = INCIDENT_METRICS.get(i.kind)
     first = i.members[0]
     if key is None and first.guest is None:
@@ -135,14 +172,23 @@ def _incident_lines(report: Report, i: Incident) -> tuple[str, Lines, GuestMetri
             return "", [], None
         label = next(m.label for m in HOST_METRICS if m.key == key)
         return label, [(label, PALETTE[0], host.series[key])], None
-    m = next((m for m in GUEST_METRICS if m.plot and (
-        m.key == key if key is not None else first.detector in m.detectors)), None)
+    m = next(
+        (
+            m
+            for m in GUEST_METRICS
+            if m.plot and (m.key == key if key is not None else first.detector in m.detectors)
+        ),
+        None,
+    )
     if m is None:
         return "", [], None
     chosen = [g for g in report.guests if g.name in i.guests] or [
-        g for g in report.guests if switch in g.bridges]
-    lines = [(g.name, PALETTE[n % len(PALETTE)], g.series[m.key])
-             for n, g in enumerate(g for g in chosen if g.stats[m.key].n)]
+        g for g in report.guests if switch in g.bridges
+    ]
+    lines = [
+        (g.name, PALETTE[n % len(PALETTE)], g.series[m.key])
+        for n, g in enumerate(g for g in chosen if g.stats[m.key].n)
+    ]
     return f"{m.label}: {m.help}", lines[:PLOT_GUESTS_MAX], m
 
 
@@ -156,9 +202,14 @@ def incident_plot(report: Report, i: Incident) -> Plot | None:
     if not lines:
         return None
     members = {(x.detector, x.subject) for x in i.members}
-    spans = [s for s in report.findings if (s.detector, s.subject) in members
-             and s.severity != "info" and s.since_s <= i.last_bad_s and s.until_s >= i.since_s]
+    spans = [
+        s
+        for s in report.findings
+        if (s.detector, s.subject) in members
+        and s.severity != "info"
+        and s.since_s <= i.last_bad_s
+        and s.until_s >= i.since_s
+    ]
     fmt, min_top = (m.fmt, m.min_top) if m is not None else (fmt_pct, PCT_MIN_TOP)
     # The caption may name a switch: data, as the legend's names.
-    return _plot(f"incident-{i.id}", visible(caption), lines, spans, report, fmt, min_top,
-                 SMALL)
+    return _plot(f"incident-{i.id}", visible(caption), lines, spans, report, fmt, min_top, SMALL)

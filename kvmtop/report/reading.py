@@ -31,9 +31,14 @@ class Progress:
     of the time left from the pace so far.
     """
 
-    def __init__(self, label: str, start_s: float | None, end_s: float | None,
-                 stream: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        label: str,
+        start_s: float | None,
+        end_s: float | None,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Show `label` for the range [start_s, end_s] on `stream` (None: the
         sys.stderr of the moment, not of the first import)."""
         stream = sys.stderr if stream is None else stream
@@ -61,8 +66,9 @@ class Progress:
             self.stream.flush()
 
 
-def extent(reader: StoreReader, from_s: float | None,
-           to_s: float | None) -> tuple[float, float] | None:
+def extent(
+    reader: StoreReader, from_s: float | None, to_s: float | None
+) -> tuple[float, float] | None:
     """Wall times of the first and last sample in the range, None when it holds none."""
     if from_s is None:
         first = reader.first_time()
@@ -101,8 +107,9 @@ def frames(
         yield sample, pipeline.push(sample, mode="replay")
 
 
-def _stepped(reader: StoreReader, from_s: float | None, to_s: float | None,
-             step_s: float) -> Iterator[Sample]:
+def _stepped(
+    reader: StoreReader, from_s: float | None, to_s: float | None, step_s: float
+) -> Iterator[Sample]:
     index = reader.first_index() if from_s is None else reader.seek(from_s)
     while index is not None:
         t = reader.time_of(index)

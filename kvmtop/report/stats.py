@@ -86,8 +86,13 @@ class Summary:
 
     def as_json(self) -> dict[str, float]:
         """The JSON object: the four figures (rounded) and the count."""
-        return {"n": self.n, "min": rounded(self.min), "avg": rounded(self.avg),
-                "p95": rounded(self.p95), "max": rounded(self.max)}
+        return {
+            "n": self.n,
+            "min": rounded(self.min),
+            "avg": rounded(self.avg),
+            "p95": rounded(self.p95),
+            "max": rounded(self.max),
+        }
 
 
 class Stats:
@@ -124,8 +129,15 @@ class Stats:
         for i, c in sorted(self.hist.bins.items()):
             bins += (i - previous, c)
             previous = i
-        return [self.n, *(float(f"{v:.{STATE_DIGITS}g}") for v in (
-            self.total, self.min, self.max, self.integral)), self.hist.zeros, bins]
+        return [
+            self.n,
+            *(
+                float(f"{v:.{STATE_DIGITS}g}")
+                for v in (self.total, self.min, self.max, self.integral)
+            ),
+            self.hist.zeros,
+            bins,
+        ]
 
     def merge_state(self, state: list[Any]) -> None:
         """Fold in the figures a `state()` describes (the same figure over another
@@ -232,4 +244,3 @@ class Series:
         for i, v in enumerate(self.values):
             if not math.isnan(v):
                 yield self.start_s + (i + 0.5) * self.width_s, v
-

@@ -44,9 +44,16 @@ class Shade(NamedTuple):
     tip: str
 
 
-def svg_plot(key: str, lines: Sequence[Line], shades: Sequence[Shade],
-             x_range: tuple[float, float], fmt: Callable[[float | None], str],
-             gap_s: float, min_top: float, size: tuple[int, int] = (W, H)) -> str:
+def svg_plot(
+    key: str,
+    lines: Sequence[Line],
+    shades: Sequence[Shade],
+    x_range: tuple[float, float],
+    fmt: Callable[[float | None], str],
+    gap_s: float,
+    min_top: float,
+    size: tuple[int, int] = (W, H),
+) -> str:
     """One inline SVG time-series plot.
 
     Args:
@@ -70,24 +77,28 @@ def svg_plot(key: str, lines: Sequence[Line], shades: Sequence[Shade],
     def y(v: float) -> float:
         return MT + (1 - v / top) * (h - MT - MB)
 
-    out = [f'<svg class="plot" data-metric="{html.escape(key)}" xmlns="http://www.w3.org/2000/svg"'
-           f' viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">']
+    out = [
+        f'<svg class="plot" data-metric="{html.escape(key)}" xmlns="http://www.w3.org/2000/svg"'
+        f' viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">'
+    ]
     for s in shades:
         x0 = x(max(s.since_s, start))
         x1 = max(x(min(s.until_s, end)), x0 + 2)
-        out.append(f'<rect class="finding-span" data-detector="{html.escape(s.detector)}" '
-                   f'data-severity="{html.escape(s.severity)}" x="{x0:.1f}" y="{MT}" '
-                   f'width="{x1 - x0:.1f}" height="{h - MT - MB}" '
-                   f'fill="{SHADE.get(s.severity, "#888")}" fill-opacity="0.15">'
-                   f"<title>{html.escape(visible(s.tip))}</title></rect>")
+        out.append(
+            f'<rect class="finding-span" data-detector="{html.escape(s.detector)}" '
+            f'data-severity="{html.escape(s.severity)}" x="{x0:.1f}" y="{MT}" '
+            f'width="{x1 - x0:.1f}" height="{h - MT - MB}" '
+            f'fill="{SHADE.get(s.severity, "#888")}" fill-opacity="0.15">'
+            f"<title>{html.escape(visible(s.tip))}</title></rect>"
+        )
     out.append(f'<line x1="{ML}" y1="{h - MB}" x2="{w - MR}" y2="{h - MB}" stroke="#999"/>')
     out.append(f'<line x1="{ML}" y1="{MT}" x2="{ML}" y2="{h - MB}" stroke="#999"/>')
     for frac in (0.0, 0.5, 1.0):
         v = top * frac
-        out.append(f'<text x="{ML - 6}" y="{y(v) + 4:.1f}" text-anchor="end">'
-                   f"{html.escape(fmt(v))}</text>")
-        out.append(f'<line x1="{ML}" y1="{y(v):.1f}" x2="{w - MR}" y2="{y(v):.1f}" '
-                   'stroke="#eee"/>')
+        out.append(
+            f'<text x="{ML - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{html.escape(fmt(v))}</text>'
+        )
+        out.append(f'<line x1="{ML}" y1="{y(v):.1f}" x2="{w - MR}" y2="{y(v):.1f}" stroke="#eee"/>')
     long = end - start > 12 * 3600  # a day or so: the date matters
     for frac, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end")):
         t = start + frac * (end - start)
@@ -98,9 +109,11 @@ def svg_plot(key: str, lines: Sequence[Line], shades: Sequence[Shade],
             if len(run) == 1:
                 run.append((run[0][0] + line.bucket_s / 2, run[0][1]))
             pts = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in run)
-            out.append(f'<polyline class="series" fill="none" stroke="{html.escape(line.colour)}" '
-                       f'stroke-width="1.5" points="{pts}">'
-                       f"<title>{html.escape(visible(line.label))}</title></polyline>")
+            out.append(
+                f'<polyline class="series" fill="none" stroke="{html.escape(line.colour)}" '
+                f'stroke-width="1.5" points="{pts}">'
+                f"<title>{html.escape(visible(line.label))}</title></polyline>"
+            )
     if not values:
         out.append(f'<text x="{w / 2}" y="{h / 2}" text-anchor="middle">no data</text>')
     out.append("</svg>")

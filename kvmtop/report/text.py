@@ -11,13 +11,17 @@ from kvmtop.report.content import Section, Table, sections
 
 
 def _widths(t: Table) -> list[int]:
-    return [max(len(h), *(len(r[i]) for r in t.rows)) if t.rows else len(h)
-            for i, h in enumerate(t.headers)]
+    return [
+        max(len(h), *(len(r[i]) for r in t.rows)) if t.rows else len(h)
+        for i, h in enumerate(t.headers)
+    ]
 
 
 def _cells(t: Table, cells: Sequence[str], widths: list[int]) -> str:
-    return "  ".join(c.ljust(w) if i < t.left else c.rjust(w)
-                     for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+    return "  ".join(
+        c.ljust(w) if i < t.left else c.rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    ).rstrip()
 
 
 def render_text(report: Report) -> str:
@@ -74,8 +78,9 @@ def _md_section(sec: Section, level: int) -> list[str]:
             out.append(t.note or "none")
             continue
         out.append("| " + " | ".join(_md(h) for h in t.headers) + " |")
-        out.append("|" + "|".join(":---" if i < t.left else "---:"
-                                  for i in range(len(t.headers))) + "|")
+        out.append(
+            "|" + "|".join(":---" if i < t.left else "---:" for i in range(len(t.headers))) + "|"
+        )
         out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in t.rows]
     for sub in sec.subsections:
         out += _md_section(sub, level + 1)

@@ -101,8 +101,10 @@ def unpack(blob: bytes, using: zstandard.ZstdDecompressor | None = None) -> byte
     """
     try:
         if zstandard.frame_content_size(blob) > MAX_CONTENT:
-            raise ValueError("zstd: the frame header is damaged (it claims "
-                             f"{zstandard.frame_content_size(blob)} bytes)")
+            raise ValueError(
+                "zstd: the frame header is damaged (it claims "
+                f"{zstandard.frame_content_size(blob)} bytes)"
+            )
         return (using or decompressor(None)).decompress(blob)
     except zstandard.ZstdError as exc:
         raise ValueError(f"zstd: {exc}") from None

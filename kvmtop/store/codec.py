@@ -154,11 +154,18 @@ def _dataclass_decoder(tp: type) -> Decoder:
     which every replay, report and seek pays per sample."""
     hints = typing.get_type_hints(tp)
     fields = dataclasses.fields(tp)
-    required = frozenset(f.name for f in fields
-                         if f.default is dataclasses.MISSING
-                         and f.default_factory is dataclasses.MISSING)
-    env: dict[str, Any] = {"_tp": tp, "_required": required, "_M": _MISSING,
-                           "CodecError": CodecError, "_missing": _missing_field}
+    required = frozenset(
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    env: dict[str, Any] = {
+        "_tp": tp,
+        "_required": required,
+        "_M": _MISSING,
+        "CodecError": CodecError,
+        "_missing": _missing_field,
+    }
     body = [
         "def decode_dataclass(value):",
         "    if type(value) is not dict:",
@@ -170,8 +177,7 @@ def _dataclass_decoder(tp: type) -> Decoder:
     ]
     for i, f in enumerate(fields):
         if not f.init or f.kw_only:
-            raise TypeError(f"codec cannot decode {tp.__name__}.{f.name} (init=False or "
-                            "kw_only)")
+            raise TypeError(f"codec cannot decode {tp.__name__}.{f.name} (init=False or kw_only)")
         env[f"_dec{i}"], env[f"_types{i}"] = _decoder(hints[f.name]), _exact_types(hints[f.name])
         convert = f"x if type(x) in _types{i} else _dec{i}(x)"
         if f.name in required:
@@ -182,8 +188,12 @@ def _dataclass_decoder(tp: type) -> Decoder:
         else:
             env[f"_factory{i}"] = f.default_factory
             value = f"_factory{i}() if (x := get({f.name!r}, _M)) is _M else {convert}"
-        body += ["    try:", f"        a{i} = {value}", "    except CodecError as exc:",
-                 f"        raise CodecError('{tp.__name__}.{f.name}: ' + str(exc)) from None"]
+        body += [
+            "    try:",
+            f"        a{i} = {value}",
+            "    except CodecError as exc:",
+            f"        raise CodecError('{tp.__name__}.{f.name}: ' + str(exc)) from None",
+        ]
     body.append(f"    return _tp({', '.join(f'a{i}' for i in range(len(fields)))})")
     exec(compile("\n".join(body), f"<codec {tp.__qualname__}>", "exec"), env)
     decoder: Decoder = env["decode_dataclass"]
@@ -238,8 +248,11 @@ def _decoder(tp: Any) -> Decoder:
                 raise CodecError(f"expected an object, got {type(v).__name__}")
             # Scalars of the declared types (the common case) are checked in bulk;
             # decoded JSON's keys are always str.
-            if (scalars and all(type(x) is value_type for x in v.values())
-                    and (key_type is str or all(type(k) is key_type for k in v))):
+            if (
+                scalars
+                and all(type(x) is value_type for x in v.values())
+                and (key_type is str or all(type(k) is key_type for k in v))
+            ):
                 return dict(v)
             return {key_dec(k): value_dec(x) for k, x in v.items()}
 

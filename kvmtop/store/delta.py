@@ -67,8 +67,9 @@ class Shape:
 
     __slots__ = ("_parts", "float_slots", "floats", "ints", "structure")
 
-    def __init__(self, structure: Any, float_slots: list[int], ints: list[int],
-                 floats: list[str]) -> None:
+    def __init__(
+        self, structure: Any, float_slots: list[int], ints: list[int], floats: list[str]
+    ) -> None:
         self.structure = structure
         self.float_slots = float_slots
         self.ints = ints
@@ -159,8 +160,13 @@ def pack_reference(shape: Shape) -> bytes:
     parts = shape.parts()
     if parts is None:
         raise ValueError("a shape whose holes cannot be found again has no reference")
-    return "\n".join((json.dumps(parts, separators=(",", ":")), _decimals(shape.float_slots),
-                      _decimals(shape.ints))).encode()
+    return "\n".join(
+        (
+            json.dumps(parts, separators=(",", ":")),
+            _decimals(shape.float_slots),
+            _decimals(shape.ints),
+        )
+    ).encode()
 
 
 def unpack_reference(raw: bytes) -> Reference:
@@ -175,8 +181,11 @@ def unpack_reference(raw: bytes) -> Reference:
         slots, ints = _integers(slots_text), _integers(ints_text)
     except (UnicodeDecodeError, ValueError):
         raise ValueError("not a block reference") from None
-    if (not isinstance(parts, list) or set(map(type, parts)) - {str}
-            or len(parts) != len(ints) + len(slots) + 1):
+    if (
+        not isinstance(parts, list)
+        or set(map(type, parts)) - {str}
+        or len(parts) != len(ints) + len(slots) + 1
+    ):
         raise ValueError("not a block reference")
     return Reference(parts, slots, ints)
 
@@ -189,12 +198,13 @@ def fill(parts: list[str], float_slots: list[int], ints: list[int], floats: list
     """
     tokens = list(map(str, ints))
     if len(floats) != len(float_slots) or len(tokens) + len(floats) + 1 != len(parts):
-        raise ValueError(f"{len(ints)} integers and {len(floats)} floats do not fit a "
-                         f"shape of {len(parts) - 1} numbers")
+        raise ValueError(
+            f"{len(ints)} integers and {len(floats)} floats do not fit a "
+            f"shape of {len(parts) - 1} numbers"
+        )
     for slot, text in zip(float_slots, floats, strict=True):
         tokens.insert(slot, text)
-    return ("".join(chain.from_iterable(zip(parts[:-1], tokens, strict=True)))
-            + parts[-1]).encode()
+    return ("".join(chain.from_iterable(zip(parts[:-1], tokens, strict=True))) + parts[-1]).encode()
 
 
 def differences(order: int, ints: list[int], bases: tuple[list[int], ...]) -> list[int]:
@@ -226,8 +236,9 @@ def restore(order: int, stored: list[int], bases: tuple[list[int], ...]) -> list
         raise ValueError("its numbers do not match the samples it was stored against") from None
 
 
-def pack_row(order: int, stored: list[int], floats: list[str],
-             compressor: zstandard.ZstdCompressor) -> bytes:
+def pack_row(
+    order: int, stored: list[int], floats: list[str], compressor: zstandard.ZstdCompressor
+) -> bytes:
     """A delta row's bytes (see the module doc)."""
     text = f"{order}\n{_decimals(stored)}\n{','.join(floats)}"
     return TAG + str(order).encode() + compressor.compress(text.encode())
@@ -243,8 +254,9 @@ def row_order(data: bytes) -> int:
     return data[1] - ORDER_BASE if len(data) > 1 else -1
 
 
-def unpack_row(data: bytes, decompressor: zstandard.ZstdDecompressor
-               ) -> tuple[int, list[int], list[str]]:
+def unpack_row(
+    data: bytes, decompressor: zstandard.ZstdDecompressor
+) -> tuple[int, list[int], list[str]]:
     """(order, stored integers, float texts) of a delta row.
 
     Raises:

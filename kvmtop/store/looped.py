@@ -37,9 +37,14 @@ class LoopedRecording:
         StoreError: the recording holds no readable sample.
     """
 
-    def __init__(self, reader: StoreReader, *, hostname: str | None = None,
-                 wall: Callable[[], float] = time.time,
-                 mono: Callable[[], int] = time.monotonic_ns) -> None:
+    def __init__(
+        self,
+        reader: StoreReader,
+        *,
+        hostname: str | None = None,
+        wall: Callable[[], float] = time.time,
+        mono: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         self.reader = reader
         self.hostname = hostname
         self.laps = 0
@@ -59,8 +64,7 @@ class LoopedRecording:
         self._mono_ns = mono() - first[1].mono_ns
         self._next: int | None = self._first_index
 
-    def _readable(self, index: int | None, backwards: bool = False
-                  ) -> tuple[int, Sample] | None:
+    def _readable(self, index: int | None, backwards: bool = False) -> tuple[int, Sample] | None:
         """The first readable sample from `index` on (or back)."""
         while index is not None:
             sample = self.reader.read(index)

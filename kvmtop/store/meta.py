@@ -82,8 +82,9 @@ def sqlite_failure(exc: sqlite3.Error) -> tuple[int, str]:
     return code, "disk full" if code == errno.ENOSPC else str(exc)
 
 
-def write_error(path: str, exc: sqlite3.Error | OSError, *,
-                committed: bool = False) -> StoreWriteError:
+def write_error(
+    path: str, exc: sqlite3.Error | OSError, *, committed: bool = False
+) -> StoreWriteError:
     """A `StoreWriteError` explaining a failed write to `path` (`committed`: after
     the sample being appended was committed)."""
     if isinstance(exc, StoreWriteError):
@@ -92,8 +93,9 @@ def write_error(path: str, exc: sqlite3.Error | OSError, *,
         code, why = sqlite_failure(exc)
         error = StoreWriteError(code, f"cannot write recording {path}: {why}")
     else:
-        error = StoreWriteError(exc.errno or errno.EIO,
-                                f"cannot write recording {path}: {exc.strerror}")
+        error = StoreWriteError(
+            exc.errno or errno.EIO, f"cannot write recording {path}: {exc.strerror}"
+        )
     error.committed = error.committed or committed
     return error
 
@@ -169,8 +171,7 @@ def meta_from_rows(path: str, rows: dict[str, str]) -> RecordingMeta:
         StoreError: a newer format or sample schema, or a damaged header.
     """
     try:
-        values: dict[str, Any] = {k: json.loads(v) for k, v in rows.items()
-                                  if isinstance(k, str)}
+        values: dict[str, Any] = {k: json.loads(v) for k, v in rows.items() if isinstance(k, str)}
     except (ValueError, TypeError) as exc:  # TypeError: a NULL a damaged page left
         raise StoreError(f"{path}: damaged recording header: {exc}") from None
     fmt, schema = values.get("format_version"), values.get("schema_version")

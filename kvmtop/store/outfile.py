@@ -51,17 +51,22 @@ class OutputFileError(OSError):
 
 
 def _symbolic_link(name: str) -> OutputFileError:
-    return OutputFileError(errno.ELOOP, name, "is a symbolic link; kvmtop does not write "
-                           "through one (give the path it points to)")
+    return OutputFileError(
+        errno.ELOOP,
+        name,
+        "is a symbolic link; kvmtop does not write through one (give the path it points to)",
+    )
 
 
 def _of_another_user(name: str, uid: int, why: str) -> OutputFileError:
-    return OutputFileError(errno.EPERM, name, f"exists and belongs to another user (uid "
-                           f"{uid}), {why}; remove it or choose another path")
+    return OutputFileError(
+        errno.EPERM,
+        name,
+        f"exists and belongs to another user (uid {uid}), {why}; remove it or choose another path",
+    )
 
 
-def open_output(path: str | os.PathLike[str], *, new: bool = False,
-                replace: bool = False) -> int:
+def open_output(path: str | os.PathLike[str], *, new: bool = False, replace: bool = False) -> int:
     """Open `path` for writing as a private file and return its descriptor.
 
     - A missing file is created with mode 0600.
@@ -93,8 +98,7 @@ def open_output(path: str | os.PathLike[str], *, new: bool = False,
         if stat.S_ISREG(st.st_mode):
             emptied = replace or st.st_size == 0
             if emptied and st.st_uid != os.geteuid():
-                raise _of_another_user(name, st.st_uid, "who could read what kvmtop "
-                                       "writes")
+                raise _of_another_user(name, st.st_uid, "who could read what kvmtop writes")
             if replace and st.st_size:
                 os.ftruncate(fd, 0)
             if emptied and stat.S_IMODE(st.st_mode) != FILE_MODE:
@@ -163,8 +167,7 @@ class TextOutput:
             raise _symbolic_link(self.path)
         if st is None or stat.S_ISREG(st.st_mode):
             if st is not None and st.st_uid != os.geteuid():
-                raise _of_another_user(self.path, st.st_uid, "whose file kvmtop does "
-                                       "not replace")
+                raise _of_another_user(self.path, st.st_uid, "whose file kvmtop does not replace")
             fd, self._temporary = _temporary_next_to(self.path)
         else:
             fd = open_output(self.path, replace=True)
@@ -209,6 +212,10 @@ class TextOutput:
     def __enter__(self) -> TextOutput:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.discard()

@@ -40,7 +40,7 @@ BATCH = 64
 
 
 def _stamp(t: float | None) -> str:
-    """" (2026-01-02 03:04:05 UTC)" for a notice; "" without a time (or a damaged one)."""
+    """ " (2026-01-02 03:04:05 UTC)" for a notice; "" without a time (or a damaged one)."""
     if t is None:
         return ""
     try:
@@ -136,8 +136,7 @@ class StoreReader:
     def _connect(self, query: str) -> sqlite3.Connection:
         uri = f"{Path(self.path).absolute().as_uri()}?{query}"
         try:
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             # A file shorter than its header says (a cut copy) is refused whole
             # unless writable_schema is on (btree.c lockBtree: nPage > nPageFile is
             # SQLITE_CORRUPT); with it, every page before the cut reads. The
@@ -164,10 +163,15 @@ class StoreReader:
                 "must be rolled back before it can be read; as a user who may write the "
                 f"file and its directory, run `sqlite3 {self.path} 'PRAGMA quick_check'` "
                 f"(any SQLite program that opens it for writing rolls it back), and keep "
-                f"{journal} until then")
+                f"{journal} until then"
+            )
         shm = f"{self.path}-shm"
-        if (name.startswith("SQLITE_CANTOPEN") and self._header is not None
-                and self._header.wal and not os.path.exists(shm)):
+        if (
+            name.startswith("SQLITE_CANTOPEN")
+            and self._header is not None
+            and self._header.wal
+            and not os.path.exists(shm)
+        ):
             # WAL mode needs the wal-index in FILE-shm, which a read-only connection
             # creates when it is missing; in a directory it may not write it cannot.
             # Without it, a connection in EXCLUSIVE locking mode keeps the wal-index
@@ -182,8 +186,10 @@ class StoreReader:
                 conn.close()
                 raise StoreError(f"{self.path}: cannot open: {again}") from None
             log = f" and its log {self.path}-wal" if self._logged else ""
-            self._notice(f"cannot create {shm} (its directory is read-only to this user): "
-                         f"read the file{log} without it, as no recorder is writing it")
+            self._notice(
+                f"cannot create {shm} (its directory is read-only to this user): "
+                f"read the file{log} without it, as no recorder is writing it"
+            )
             return conn
         raise exc
 
@@ -197,9 +203,11 @@ class StoreReader:
                     f"{self.path}: an SQLite file in WAL mode without its log: its "
                     f"content is in {self.path}-wal, which is missing; copy that file "
                     "next to it (a recorder folds the log into the file when it stops, "
-                    "so copy a recording after that, or both files together)")
-            raise StoreError(f"{self.path}: not a kvmtop recording (an SQLite file "
-                             "of another application)")
+                    "so copy a recording after that, or both files together)"
+                )
+            raise StoreError(
+                f"{self.path}: not a kvmtop recording (an SQLite file of another application)"
+            )
         return meta_from_rows(self.path, read_meta_rows(self._conn))
 
     def _check_extent(self) -> None:
@@ -211,16 +219,17 @@ class StoreReader:
         if self._header is not None and not self._logged:
             cut = sqlitefile.truncated(self.path, self._header)
             if cut is not None:
-                self._notice(f"the file is cut short ({cut[0]} of {cut[1]} bytes): the "
-                             "samples stored past the cut are lost")
+                self._notice(
+                    f"the file is cut short ({cut[0]} of {cut[1]} bytes): the "
+                    "samples stored past the cut are lost"
+                )
         try:
             in_table = self._value("SELECT 1 FROM samples NOT INDEXED LIMIT 1")
             in_index = self._value("SELECT 1 FROM samples INDEXED BY samples_t LIMIT 1")
             first = self._value("SELECT min(id) FROM samples")
         except sqlite3.DatabaseError:
             return  # damaged pages: found row by row
-        if (in_table is None) != (in_index is None) or (in_table is not None
-                                                         and first is None):
+        if (in_table is None) != (in_index is None) or (in_table is not None and first is None):
             self._notice("its schema is damaged: the samples it holds cannot be found")
 
     # ------------------------------------------------------------------ extent
@@ -262,19 +271,25 @@ class StoreReader:
 
     def first_index(self) -> int | None:
         """Index of the oldest sample, None when the file holds none."""
-        return self._edge(min, "SELECT min(id) FROM samples",
-                          "SELECT id FROM samples INDEXED BY samples_t ORDER BY t, id LIMIT 1",
-                          lost="the first sample cannot be found")
+        return self._edge(
+            min,
+            "SELECT min(id) FROM samples",
+            "SELECT id FROM samples INDEXED BY samples_t ORDER BY t, id LIMIT 1",
+            lost="the first sample cannot be found",
+        )
 
     def last_index(self) -> int | None:
         """Index of the newest committed sample, None when the file holds none."""
-        return self._edge(max, "SELECT max(id) FROM samples",
-                          "SELECT id FROM samples INDEXED BY samples_t "
-                          "ORDER BY t DESC, id DESC LIMIT 1",
-                          lost="the last sample cannot be found")
+        return self._edge(
+            max,
+            "SELECT max(id) FROM samples",
+            "SELECT id FROM samples INDEXED BY samples_t ORDER BY t DESC, id DESC LIMIT 1",
+            lost="the last sample cannot be found",
+        )
 
-    def _edge(self, pick: Callable[[list[int]], int], table: str, index: str, *,
-              lost: str) -> int | None:
+    def _edge(
+        self, pick: Callable[[list[int]], int], table: str, index: str, *, lost: str
+    ) -> int | None:
         """The first (`pick` min) or last (max) index by the table and by the time
         index (its first or last in time), the outer one of the two. Both are asked:
         a damaged page may garble a key at the edge of either b-tree, and the table
@@ -293,8 +308,7 @@ class StoreReader:
         if found:
             return pick(found)
         if why is not None:
-            self._notice(f"{lost}: the table of samples and its time index are damaged "
-                         f"({why})")
+            self._notice(f"{lost}: the table of samples and its time index are damaged ({why})")
         return None
 
     def count(self) -> int:
@@ -319,9 +333,13 @@ class StoreReader:
     def time_of(self, index: int) -> float | None:
         """Wall time of the sample at `index`, None when there is none (or neither
         its row nor the time index can be read)."""
-        return _time(self._answer("SELECT t FROM samples WHERE id = ?",
-                                  "SELECT t FROM samples INDEXED BY samples_t WHERE id = ?",
-                                  args=(index,)))
+        return _time(
+            self._answer(
+                "SELECT t FROM samples WHERE id = ?",
+                "SELECT t FROM samples INDEXED BY samples_t WHERE id = ?",
+                args=(index,),
+            )
+        )
 
     def _row_time(self, index: int) -> float | None:
         """Wall time of the row `index` from the table alone (None when unreadable)."""
@@ -330,8 +348,7 @@ class StoreReader:
         except sqlite3.DatabaseError:
             return None
 
-    def _times(self, index: int | None,
-               step: Callable[[int], int | None]) -> Iterator[float]:
+    def _times(self, index: int | None, step: Callable[[int], int | None]) -> Iterator[float]:
         """The times of the rows from `index` on (by `step`) that can be read."""
         while index is not None:
             t = self._row_time(index)
@@ -347,7 +364,8 @@ class StoreReader:
         """
         try:
             value = self._value(
-                "SELECT id FROM samples WHERE t >= ? ORDER BY t, id LIMIT 1", (time_s,))
+                "SELECT id FROM samples WHERE t >= ? ORDER BY t, id LIMIT 1", (time_s,)
+            )
             return value if isinstance(value, int) else None
         except sqlite3.DatabaseError:  # a damaged time index: row by row through the table
             index = self.first_index()
@@ -372,7 +390,8 @@ class StoreReader:
             return after if self._goes_on(after) else None
         try:
             following: int | None = self._value(
-                "SELECT min(id) FROM samples WHERE id > ?", (index,))
+                "SELECT min(id) FROM samples WHERE id > ?", (index,)
+            )
         except sqlite3.DatabaseError:
             return after if self._goes_on(after) else None
         if following is None or not isinstance(following, int):
@@ -394,7 +413,8 @@ class StoreReader:
             return before if first is not None and before >= first else None
         try:
             preceding: int | None = self._value(
-                "SELECT max(id) FROM samples WHERE id < ?", (index,))
+                "SELECT max(id) FROM samples WHERE id < ?", (index,)
+            )
         except sqlite3.DatabaseError:
             return before if first is not None and before >= first else None
         if preceding is None or not isinstance(preceding, int):
@@ -414,27 +434,32 @@ class StoreReader:
         distance = 1
         while index + distance < 2**63:
             try:
-                if self._value("SELECT min(id) FROM samples WHERE id >= ?",
-                               (index + distance,)) is not None:
+                if (
+                    self._value("SELECT min(id) FROM samples WHERE id >= ?", (index + distance,))
+                    is not None
+                ):
                     return True
                 break
             except sqlite3.DatabaseError:
                 distance *= 2
-        self._notice(f"sample #{index} and any after it skipped: the end of the file "
-                     "cannot be read")
+        self._notice(
+            f"sample #{index} and any after it skipped: the end of the file cannot be read"
+        )
         return False
 
     def count_between(self, first_s: float, last_s: float) -> int:
         """Number of samples from `first_s` to `last_s` (by the time index; 0 when
         it cannot be read)."""
-        value = self._answer("SELECT count(*) FROM samples WHERE t BETWEEN ? AND ?",
-                             args=(first_s, last_s))
+        value = self._answer(
+            "SELECT count(*) FROM samples WHERE t BETWEEN ? AND ?", args=(first_s, last_s)
+        )
         return value if isinstance(value, int) else 0
 
     # ------------------------------------------------------------------ rollups
 
-    def rollups(self, from_s: float | None = None, to_s: float | None = None, *,
-                hours: bool = False) -> list[tuple[float, float, int, bytes | None]]:
+    def rollups(
+        self, from_s: float | None = None, to_s: float | None = None, *, hours: bool = False
+    ) -> list[tuple[float, float, int, bytes | None]]:
         """The minute rollups (with `hours`, the hour ones) that overlap the range, in
         time order: (first_s, last_s, samples, data); data is None when the row is
         damaged. They are a cache derived from the samples (format 2); a file without
@@ -449,8 +474,9 @@ class StoreReader:
         except sqlite3.OperationalError:  # no such table: an older format
             return []
         except sqlite3.DatabaseError as exc:
-            self._notice(f"the report's index cannot be read ({exc}): reports are "
-                         "computed from the samples")
+            self._notice(
+                f"the report's index cannot be read ({exc}): reports are computed from the samples"
+            )
             return []
         out: list[tuple[float, float, int, bytes | None]] = []
         for first_s, last_s, samples, data in rows:
@@ -529,8 +555,11 @@ class StoreReader:
         return rows
 
     def _decode(self, index: int, t: Any, dict_id: Any, data: Any) -> Sample | None:
-        if not (_is_number(t) and (dict_id is None or isinstance(dict_id, int))
-                and isinstance(data, bytes)):
+        if not (
+            _is_number(t)
+            and (dict_id is None or isinstance(dict_id, int))
+            and isinstance(data, bytes)
+        ):
             self._skip(index, None, "its row is damaged")
             return None
         try:

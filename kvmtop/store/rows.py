@@ -104,8 +104,9 @@ class RowDecoder:
             except ValueError as exc:
                 if row == index:
                     raise
-                raise ValueError(f"it is stored against sample #{row}, which is damaged "
-                                 f"({exc})") from None
+                raise ValueError(
+                    f"it is stored against sample #{row}, which is damaged ({exc})"
+                ) from None
             if order == 0:
                 bases: tuple[list[int], ...] = (self._reference(dict_id).block().ints,)
             else:
@@ -119,15 +120,20 @@ class RowDecoder:
     def _chained_row(self, row: int, dict_id: int, index: int) -> bytes:
         """The data of the row `row`, which the delta row `index` is stored against."""
         try:
-            got = self._conn.execute("SELECT dict_id, data FROM samples WHERE id = ?",
-                                     (row,)).fetchone()
+            got = self._conn.execute(
+                "SELECT dict_id, data FROM samples WHERE id = ?", (row,)
+            ).fetchone()
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"it is stored against sample #{row}, which is unreadable "
-                             f"({exc})") from None
-        if (got is None or got[0] != dict_id or not isinstance(got[1], bytes)
-                or not delta.is_delta_row(got[1])):
-            raise ValueError(f"it is stored against sample #{row}, which is missing "
-                             "or damaged")
+            raise ValueError(
+                f"it is stored against sample #{row}, which is unreadable ({exc})"
+            ) from None
+        if (
+            got is None
+            or got[0] != dict_id
+            or not isinstance(got[1], bytes)
+            or not delta.is_delta_row(got[1])
+        ):
+            raise ValueError(f"it is stored against sample #{row}, which is missing or damaged")
         data: bytes = got[1]
         return data
 

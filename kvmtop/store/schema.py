@@ -41,14 +41,17 @@ CREATE INDEX samples_t ON samples (t);
 ROLLUP_TABLES = {False: "rollups", True: "hour_rollups"}
 """The index's tables (format 2): per minute, and per hour (minutes merged)."""
 
-ROLLUPS_DDL = [f"""
+ROLLUPS_DDL = [
+    f"""
 CREATE TABLE IF NOT EXISTS {table} (
     first_s REAL PRIMARY KEY,
     last_s REAL NOT NULL,
     samples INTEGER NOT NULL,
     data BLOB NOT NULL
 )
-""" for table in ROLLUP_TABLES.values()]
+"""
+    for table in ROLLUP_TABLES.values()
+]
 """Format 2 adds these tables; a writer resuming an older file adds them."""
 
 

@@ -34,8 +34,9 @@ def slice_recording(
             appends to or overwrites a file).
     """
     if os.path.lexists(out):
-        raise write_error(os.fspath(out), FileExistsError(
-            errno.EEXIST, "exists; choose a new file for the slice"))
+        raise write_error(
+            os.fspath(out), FileExistsError(errno.EEXIST, "exists; choose a new file for the slice")
+        )
     writer = StoreWriter(out, new=True)  # O_EXCL: not created meanwhile either
     copied = 0
     try:

@@ -56,8 +56,11 @@ def read_header(path: str) -> Header | None:
         return None
     counter, pages = struct.unpack_from(">II", raw, 24)
     (valid_for,) = struct.unpack_from(">I", raw, 92)
-    return Header(page_size, pages if pages and counter == valid_for else None,
-                  raw[18] == raw[19] == WAL_VERSION)
+    return Header(
+        page_size,
+        pages if pages and counter == valid_for else None,
+        raw[18] == raw[19] == WAL_VERSION,
+    )
 
 
 def truncated(path: str, header: Header) -> tuple[int, int] | None:

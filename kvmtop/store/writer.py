@@ -82,12 +82,15 @@ PAGE_SIZE = 1024
 matters little between 512 B and 4 KiB pages
 (bench/bench_store.py --alternatives: bench/results/measurements.md#sqlite-page-size)."""
 
-_STARTS = (f"(substr(data, 1, 1) != X'{delta.TAG.hex()}' "
-           f"OR substr(data, 1, 2) = X'{delta.CHECKPOINT_PREFIX.hex()}')")
+_STARTS = (
+    f"(substr(data, 1, 1) != X'{delta.TAG.hex()}' "
+    f"OR substr(data, 1, 2) = X'{delta.CHECKPOINT_PREFIX.hex()}')"
+)
 """SQL: the row starts a chain (a whole sample, or a delta row's checkpoint)."""
 
 RETENTION_LOW_WATER = 0.9
 """Size retention trims to this fraction of the limit, so it does not run every tick."""
+
 
 @dataclass(frozen=True, slots=True)
 class Retention:
@@ -128,8 +131,9 @@ class _Block:
         """The next row's bytes for a sample of this block's shape."""
         order = self._order()
         bases = ((self.shape.ints,), (self._prev,), (self._prev, self._prev2))[order]
-        return delta.pack_row(order, delta.differences(order, shape.ints, bases),
-                              shape.floats, compressor)
+        return delta.pack_row(
+            order, delta.differences(order, shape.ints, bases), shape.floats, compressor
+        )
 
     def advance(self, shape: delta.Shape) -> None:
         """The row for `shape` was committed."""
@@ -205,9 +209,13 @@ class StoreWriter:
             # itself (it would follow a symbolic link put there meanwhile and create
             # its target with the umask's mode: https://www.sqlite.org/uri.html).
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE below).
-            conn = sqlite3.connect(f"{Path(self.path).absolute().as_uri()}?mode=rw",
-                                   uri=True, isolation_level=None, timeout=1.0,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                f"{Path(self.path).absolute().as_uri()}?mode=rw",
+                uri=True,
+                isolation_level=None,
+                timeout=1.0,
+                check_same_thread=False,
+            )
         except sqlite3.Error as exc:
             raise write_error(self.path, exc) from exc
         return conn
@@ -225,8 +233,10 @@ class StoreWriter:
         except OSError:
             same = False
         if not same:
-            raise write_error(self.path, OSError(
-                errno.EAGAIN, "was replaced while kvmtop opened it; nothing written"))
+            raise write_error(
+                self.path,
+                OSError(errno.EAGAIN, "was replaced while kvmtop opened it; nothing written"),
+            )
 
     def _prepare(self, clock: Callable[[], float]) -> RecordingMeta:
         """Create the schema in an empty file, or check and resume an existing one."""
@@ -278,8 +288,7 @@ class StoreWriter:
                 self._conn.execute(statement)
             if upgrade:
                 self._conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
-                self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                       meta_rows(meta))
+                self._conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta_rows(meta))
         if (meta.format_version, meta.schema_version) != (
             current.format_version,
             current.schema_version,
@@ -328,7 +337,8 @@ class StoreWriter:
                     if block.dict_id is None:
                         block.dict_id = self._conn.execute(
                             "INSERT INTO dictionaries (data) VALUES (?)",
-                            (blob.pack(delta.pack_reference(block.shape)),)).lastrowid
+                            (blob.pack(delta.pack_reference(block.shape)),),
+                        ).lastrowid
                     row = (block.dict_id, block.row(shape, self._rows))
                 self._conn.execute(
                     "INSERT INTO samples (t, dict_id, data) VALUES (?, ?, ?)",
@@ -350,8 +360,9 @@ class StoreWriter:
         except (sqlite3.Error, StoreWriteError) as exc:
             raise write_error(self.path, exc, committed=True) from exc
 
-    def append_rollup(self, first_s: float, last_s: float, samples: int, data: bytes,
-                      hour: bool = False) -> None:
+    def append_rollup(
+        self, first_s: float, last_s: float, samples: int, data: bytes, hour: bool = False
+    ) -> None:
         """Commit one rollup (of a minute, or with `hour` of an hour): `data` derived
         from the `samples` samples written from `first_s` to `last_s` (`kvmtop.report.index`
         makes and reads it; compressed here).
@@ -363,7 +374,8 @@ class StoreWriter:
             with self._transaction():
                 self._conn.execute(
                     f"INSERT OR REPLACE INTO {ROLLUP_TABLES[hour]} VALUES (?, ?, ?, ?)",
-                    (first_s, last_s, samples, blob.pack(data)))
+                    (first_s, last_s, samples, blob.pack(data)),
+                )
         except sqlite3.Error as exc:
             raise write_error(self.path, exc) from exc
 
@@ -389,12 +401,14 @@ class StoreWriter:
         deleted = 0
         with self._transaction():
             if r.max_age_s is not None:
-                first = self._scalar("SELECT min(id) FROM samples WHERE t >= ?",
-                                     newest_s - r.max_age_s)
+                first = self._scalar(
+                    "SELECT min(id) FROM samples WHERE t >= ?", newest_s - r.max_age_s
+                )
                 # Keep the older rows of the first kept sample's chain (fewer than CHAIN).
                 deleted += self._delete_before(
-                    self._scalar(f"SELECT max(id) FROM samples WHERE id <= ? AND {_STARTS}",
-                                 first) or first)
+                    self._scalar(f"SELECT max(id) FROM samples WHERE id <= ? AND {_STARTS}", first)
+                    or first
+                )
             if r.max_bytes is not None:
                 deleted += self._trim_to_size(r.max_bytes)
             if deleted:
@@ -404,7 +418,8 @@ class StoreWriter:
                 )
                 for table in ROLLUP_TABLES.values():
                     self._conn.execute(
-                        f"DELETE FROM {table} WHERE first_s < (SELECT min(t) FROM samples)")
+                        f"DELETE FROM {table} WHERE first_s < (SELECT min(t) FROM samples)"
+                    )
         if deleted:
             self.release_free_pages()
 
@@ -442,11 +457,13 @@ class StoreWriter:
         victims = min(rows - 1, max(1, math.ceil(excess / (used / rows))))
         first = self._scalar("SELECT min(id) FROM samples") or 0
         # Cut at the chain start after the victims, but never past the newest's.
-        after = self._scalar(f"SELECT min(id) FROM samples WHERE id >= ? AND {_STARTS}",
-                             first + victims)
+        after = self._scalar(
+            f"SELECT min(id) FROM samples WHERE id >= ? AND {_STARTS}", first + victims
+        )
         newest = self._scalar(f"SELECT max(id) FROM samples WHERE {_STARTS}")
-        return self._delete_before(min((i for i in (after, newest) if i is not None),
-                                       default=first + victims))
+        return self._delete_before(
+            min((i for i in (after, newest) if i is not None), default=first + victims)
+        )
 
     def _used_bytes(self) -> int:
         """Bytes of the database file, free pages included: pages freed by the

@@ -118,13 +118,23 @@ def _disk_rows(g: GuestRates) -> list[Versus]:
                 disk = next((x for x in r.disks if x.target == t), None)
                 return None if disk is None else getattr(disk, a)
 
-            def host(h: HostRates, _g: Sequence[GuestRates], n: str | None = dev,
-                     a: str = attr) -> float | None:
+            def host(
+                h: HostRates, _g: Sequence[GuestRates], n: str | None = dev, a: str = attr
+            ) -> float | None:
                 device = h.disk(n)
                 return None if device is None else getattr(device, a)
 
-            rows.append(Versus(f"disk:{target}:{kind}", f"{target} {what} ms/req", guest, host,
-                               fmt_ms, where, LIKE))
+            rows.append(
+                Versus(
+                    f"disk:{target}:{kind}",
+                    f"{target} {what} ms/req",
+                    guest,
+                    host,
+                    fmt_ms,
+                    where,
+                    LIKE,
+                )
+            )
     return rows
 
 
@@ -139,33 +149,65 @@ def _nic_rows(g: GuestRates, h: HostRates) -> list[Versus]:
             def get(r: GuestRates) -> float | None:
                 found = next((x for x in r.nics if x.name == nic), None)
                 return None if found is None else getattr(found, attr)
+
             return get
 
         def uplink_sum(attrs: tuple[str, ...], br: str | None = bridge) -> HostGetter:
             def get(hr: HostRates, _g: Sequence[GuestRates]) -> float | None:
                 return _known_sum([getattr(u, a) for u in _uplinks(hr, br) for a in attrs])
+
             return get
 
         def drops(r: GuestRates, nic: str = name) -> float | None:
             found = next((x for x in r.nics if x.name == nic), None)
-            return None if found is None else _known_sum(
-                [found.rx_drops_per_s, found.tx_drops_per_s])
+            return (
+                None if found is None else _known_sum([found.rx_drops_per_s, found.tx_drops_per_s])
+            )
 
-        def bridge_rtt(hr: HostRates, guests: Sequence[GuestRates], gid: str = g.uuid,
-                       nic: str = name) -> float | None:
+        def bridge_rtt(
+            hr: HostRates, guests: Sequence[GuestRates], gid: str = g.uuid, nic: str = name
+        ) -> float | None:
             me = next((x for x in guests if x.uuid == gid), None)
             found = next((x for x in me.nics if x.name == nic), None) if me else None
             return None if found is None else found.host_rtt_ms
 
         rows += [
-            Versus(f"nic:{name}:rx", f"{name} rx Mb/s", nic_value("rx_bps"),
-                   uplink_sum(("rx_bps",)), fmt_mbps, uplink, SHARE),
-            Versus(f"nic:{name}:tx", f"{name} tx Mb/s", nic_value("tx_bps"),
-                   uplink_sum(("tx_bps",)), fmt_mbps, uplink, SHARE),
-            Versus(f"nic:{name}:drops", f"{name} drops/s", drops,
-                   uplink_sum(("rx_drops_per_s", "tx_drops_per_s")), fmt_si, uplink, LIKE),
-            Versus(f"nic:{name}:rtt", f"{name} RTT ms", nic_value("rtt_ms"), bridge_rtt,
-                   fmt_ms, f"host's own address on {bridge or DASH}", RTT),
+            Versus(
+                f"nic:{name}:rx",
+                f"{name} rx Mb/s",
+                nic_value("rx_bps"),
+                uplink_sum(("rx_bps",)),
+                fmt_mbps,
+                uplink,
+                SHARE,
+            ),
+            Versus(
+                f"nic:{name}:tx",
+                f"{name} tx Mb/s",
+                nic_value("tx_bps"),
+                uplink_sum(("tx_bps",)),
+                fmt_mbps,
+                uplink,
+                SHARE,
+            ),
+            Versus(
+                f"nic:{name}:drops",
+                f"{name} drops/s",
+                drops,
+                uplink_sum(("rx_drops_per_s", "tx_drops_per_s")),
+                fmt_si,
+                uplink,
+                LIKE,
+            ),
+            Versus(
+                f"nic:{name}:rtt",
+                f"{name} RTT ms",
+                nic_value("rtt_ms"),
+                bridge_rtt,
+                fmt_ms,
+                f"host's own address on {bridge or DASH}",
+                RTT,
+            ),
         ]
     return rows
 
@@ -173,18 +215,47 @@ def _nic_rows(g: GuestRates, h: HostRates) -> list[Versus]:
 def versus_specs(g: GuestRates, h: HostRates) -> list[Versus]:
     """The rows for this guest: CPU, steal, exits, each disk, each vNIC, memory, faults."""
     return [
-        Versus("cpu", "CPU % (of one CPU)", lambda r: r.cpu_pct, _host_cpu, fmt_pct,
-               f"all {h.ncpu} CPUs busy", SHARE),
-        Versus("steal", "Steal %", lambda r: r.steal_pct,
-               lambda hr, _g: hr.run_delay_pct, fmt_pct, "host run-queue delay", LIKE),
-        Versus("exits", "Exits/s", lambda r: r.exits_per_s, _all_exits, fmt_si,
-               "all guests", SHARE),
+        Versus(
+            "cpu",
+            "CPU % (of one CPU)",
+            lambda r: r.cpu_pct,
+            _host_cpu,
+            fmt_pct,
+            f"all {h.ncpu} CPUs busy",
+            SHARE,
+        ),
+        Versus(
+            "steal",
+            "Steal %",
+            lambda r: r.steal_pct,
+            lambda hr, _g: hr.run_delay_pct,
+            fmt_pct,
+            "host run-queue delay",
+            LIKE,
+        ),
+        Versus(
+            "exits", "Exits/s", lambda r: r.exits_per_s, _all_exits, fmt_si, "all guests", SHARE
+        ),
         *_disk_rows(g),
         *_nic_rows(g, h),
-        Versus("mem", "Memory used", lambda r: r.mem_used_bytes,
-               lambda hr, _g: hr.mem_used_bytes, fmt_bytes, "host used", SHARE),
-        Versus("majflt", "Major faults/s", lambda r: r.major_faults_per_s,
-               lambda hr, _g: hr.major_faults_per_s, fmt_si, "host major faults", LIKE),
+        Versus(
+            "mem",
+            "Memory used",
+            lambda r: r.mem_used_bytes,
+            lambda hr, _g: hr.mem_used_bytes,
+            fmt_bytes,
+            "host used",
+            SHARE,
+        ),
+        Versus(
+            "majflt",
+            "Major faults/s",
+            lambda r: r.major_faults_per_s,
+            lambda hr, _g: hr.major_faults_per_s,
+            fmt_si,
+            "host major faults",
+            LIKE,
+        ),
     ]
 
 
@@ -199,11 +270,21 @@ def compare(kind: str, guest: float | None, host: float | None) -> Cell:
     if kind == SHARE:
         return Cell(f"{100.0 * guest / host:.0f}% of host" if host > 0 else DASH, right=True)
     if host == 0:
-        return Cell("both 0", "ok", right=True) if guest == 0 else Cell(
-            "host 0", "warning", right=True)
+        return (
+            Cell("both 0", "ok", right=True)
+            if guest == 0
+            else Cell("host 0", "warning", right=True)
+        )
     ratio = guest / host
-    level = ("critical" if ratio >= RATIO_CRIT else "warning" if ratio >= RATIO_WARN
-             else "info" if ratio <= 1.0 / RATIO_WARN else "ok")
+    level = (
+        "critical"
+        if ratio >= RATIO_CRIT
+        else "warning"
+        if ratio >= RATIO_WARN
+        else "info"
+        if ratio <= 1.0 / RATIO_WARN
+        else "ok"
+    )
     return Cell(f"{ratio:.2f}×", level, right=True)
 
 
@@ -232,14 +313,15 @@ def guest_series(uuid: str, frames: Sequence[Frame], value: GuestGetter) -> list
     return out
 
 
-def series(v: Versus, uuid: str, frames: Sequence[Frame]) -> tuple[list[float | None],
-                                                                    list[float | None]]:
+def series(
+    v: Versus, uuid: str, frames: Sequence[Frame]
+) -> tuple[list[float | None], list[float | None]]:
     """(guest, host) values of a row over the frames, oldest first."""
     return guest_series(uuid, frames, v.guest), [v.host(f.host, f.guests) for f in frames]
 
 
 def span_text(frames: Sequence[Frame]) -> str:
-    """"last 4 min 58 s (150 frames)": the time the plot covers."""
+    """ "last 4 min 58 s (150 frames)": the time the plot covers."""
     if len(frames) < 2:
         return f"{len(frames)} frame{'s' if len(frames) != 1 else ''} so far"
     span = round(frames[-1].wall_s - frames[0].wall_s)
@@ -298,14 +380,18 @@ class SideBySide(Vertical):
         self._plotted = (v.key, snap.seq)
         guest, host = series(v, self.uuid, snap.recent)
         self.query_one("#plot-title", Static).update(
-            visible(f"{v.label}: {span_text(snap.recent)}"))
+            visible(f"{v.label}: {span_text(snap.recent)}")
+        )
         plot = self.query_one(DuoPlot)
         legend = self.query_one("#plot-legend", Static)
-        legend.update(Text.assemble(
-            ("⣿ guest", plot.get_component_rich_style("duo-plot--guest", partial=True)),
-            "  ",
-            (visible(f"⣿ host: {v.baseline}"),
-             plot.get_component_rich_style("duo-plot--host", partial=True)),
-        ))
+        legend.update(
+            Text.assemble(
+                ("⣿ guest", plot.get_component_rich_style("duo-plot--guest", partial=True)),
+                "  ",
+                (
+                    visible(f"⣿ host: {v.baseline}"),
+                    plot.get_component_rich_style("duo-plot--host", partial=True),
+                ),
+            )
+        )
         plot.plot(guest, host, lambda top: v.fmt(top))
-

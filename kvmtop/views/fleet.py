@@ -22,20 +22,43 @@ NUMERIC = frozenset({"age", "guests", "ratio", "exits", "findings"})
 """Host columns drawn right-aligned (their width holds the one-cell gap)."""
 
 HOST_COLUMNS = tuple(
-    TableColumn(key, label if i == 0 or key in NUMERIC else f" {label}", width,
-                right=key in NUMERIC)
-    for i, (key, label, width) in enumerate(zip(
-        ("host", "instance", "age", "guests", "ratio", "steal", "exits", "iops", "net",
-         "findings", "incident"), FLEET_HEADERS, (24, 22, 6, 7, 9, 26, 9, 22, 22, 10, 60),
-        strict=True)))
+    TableColumn(
+        key, label if i == 0 or key in NUMERIC else f" {label}", width, right=key in NUMERIC
+    )
+    for i, (key, label, width) in enumerate(
+        zip(
+            (
+                "host",
+                "instance",
+                "age",
+                "guests",
+                "ratio",
+                "steal",
+                "exits",
+                "iops",
+                "net",
+                "findings",
+                "incident",
+            ),
+            FLEET_HEADERS,
+            (24, 22, 6, 7, 9, 26, 9, 22, 22, 10, 60),
+            strict=True,
+        )
+    )
+)
 """FLEET_HEADERS; a one-cell gap before each but the first."""
 
 
 class RowsTable(LineTable, Generic[Row]):
     """A LineTable over a list of rows: each keyed by `key_of`, drawn by `cells_of`."""
 
-    def __init__(self, columns: Sequence[TableColumn], key_of: Callable[[Row], str],
-                 cells_of: Callable[[Row], Sequence[Cell]], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        columns: Sequence[TableColumn],
+        key_of: Callable[[Row], str],
+        cells_of: Callable[[Row], Sequence[Cell]],
+        **kwargs: Any,
+    ) -> None:
         """An empty table."""
         super().__init__(columns, **kwargs)
         self.rows: dict[str, Row] = {}
@@ -54,10 +77,10 @@ class RowsTable(LineTable, Generic[Row]):
 
 def host_cells(row: HostRow) -> list[Cell]:
     """A host's cells (`fleet_texts`, a one-cell gap before each but the first)."""
-    return [Cell(text, level, right=True) if col.right
-            else Cell(text if i == 0 else f" {text}", level)
-            for i, (col, (text, level)) in enumerate(zip(HOST_COLUMNS, fleet_texts(row),
-                                                         strict=True))]
+    return [
+        Cell(text, level, right=True) if col.right else Cell(text if i == 0 else f" {text}", level)
+        for i, (col, (text, level)) in enumerate(zip(HOST_COLUMNS, fleet_texts(row), strict=True))
+    ]
 
 
 class FleetTable(RowsTable[HostRow]):
@@ -86,8 +109,11 @@ def guest_cells(g: GuestRow) -> list[Cell]:
         Cell(fmt_pct(g.cpu_pct), right=True),
         Cell(fmt_pct(g.steal_pct), right=True),
         Cell(fmt_si(g.exits_per_s), right=True),
-        Cell(f"{g.criticals}/{g.warnings}",
-             "critical" if g.criticals else "warning" if g.warnings else None, right=True),
+        Cell(
+            f"{g.criticals}/{g.warnings}",
+            "critical" if g.criticals else "warning" if g.warnings else None,
+            right=True,
+        ),
     ]
 
 

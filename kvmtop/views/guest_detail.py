@@ -86,7 +86,7 @@ def _lines(lines: list[str]) -> str:
 
 
 def _busiest(rates: dict[str, float]) -> str:
-    """"name rate" pairs, busiest first, for the rates that moved."""
+    """ "name rate" pairs, busiest first, for the rates that moved."""
     ranked = sorted(((v, k) for k, v in rates.items() if v > 0), reverse=True)
     return "  ".join(f"{k} {fmt_si(v)}" for v, k in ranked) or "none moved"
 
@@ -103,8 +103,10 @@ def exits_text(g: GuestRates) -> str:
         lines.append(f"by reason {DASH}: {g.na['exits_by_reason']}")
     if traced and g.exit_categories:
         lines.append(f"KVM categories: {_busiest(g.exit_categories)}")
-    lines.append(f"halt polling {fmt_pct(g.halt_poll_cpu_pct)}% of a core"
-                 + (f": {g.halt_poll_hint}" if g.halt_poll_hint else ""))
+    lines.append(
+        f"halt polling {fmt_pct(g.halt_poll_cpu_pct)}% of a core"
+        + (f": {g.halt_poll_hint}" if g.halt_poll_hint else "")
+    )
     return _lines(lines)
 
 
@@ -116,15 +118,20 @@ def tracing_text(snapshot: Snapshot, g: GuestRates) -> str:
     traced = status.detail.get(TRACE_ATTACHED, "").split(", ") if status else []
     if status is not None and g.uuid in traced:
         over = f" over {len(traced)} traced guests" if len(traced) > 1 else ""
-        lines = [f"tracing exits by reason for this guest "
-                 f"({status.detail.get(TRACE_FDS, DASH)} counters{over})"]
+        lines = [
+            f"tracing exits by reason for this guest "
+            f"({status.detail.get(TRACE_FDS, DASH)} counters{over})"
+        ]
         if g.tracepoint_rates:
             lines.append(f"tracepoints/s: {_busiest(g.tracepoint_rates)}")
         return _lines(lines)
     failed = status is not None and not status.ok
     if snapshot.mode in ("replay", "follow"):
-        why = f": {status.reason}" if status is not None and failed else (
-            " (a replay cannot trace; record with kvmtop record --trace GUEST)")
+        why = (
+            f": {status.reason}"
+            if status is not None and failed
+            else (" (a replay cannot trace; record with kvmtop record --trace GUEST)")
+        )
         return visible(f"per-reason tracing not in this recording for this guest{why}")
     if status is None:
         return "per-reason tracing unavailable: no tracepoint source"
@@ -193,8 +200,10 @@ class GuestDetailScreen(Screen[None]):
                     yield Sparkline([], id="steal-spark")
             yield Static("Per vCPU", classes="heading")
             yield KeyedTable(VCPU_COLUMNS, id="vcpu-table", show_cursor=False)
-            yield Static("Guest against the host baseline (the row under the cursor is "
-                         "plotted)", classes="heading")
+            yield Static(
+                "Guest against the host baseline (the row under the cursor is plotted)",
+                classes="heading",
+            )
             yield SideBySide(self.uuid, id="side-by-side")
             yield Static("VM exits", classes="heading")
             yield Static("", id="exits", markup=False)
@@ -209,8 +218,9 @@ class GuestDetailScreen(Screen[None]):
             yield Static("", id="memory", markup=False)
         yield Footer()
 
-    def _spark(self, which: str, label: str, snapshot: Snapshot, g: GuestRates,
-               value: GuestGetter) -> None:
+    def _spark(
+        self, which: str, label: str, snapshot: Snapshot, g: GuestRates, value: GuestGetter
+    ) -> None:
         """Update one sparkline and its label from the snapshot's recent frames."""
         now = value(g)
         frames = snapshot.recent[-HISTORY:]
@@ -230,16 +240,22 @@ class GuestDetailScreen(Screen[None]):
         g = snapshot.guest(self.uuid)
         title = self.query_one("#detail-title", Static)
         if g is None:
-            title.update(visible(
-                f"{self.guest_name}: not in the latest frame (stopped or undefined)"))
+            title.update(
+                visible(f"{self.guest_name}: not in the latest frame (stopped or undefined)")
+            )
             return
-        title.update(_lines([
-            f"{g.name}  {g.state}  {fmt_num(g.vcpus, 0)} vCPU  accel {g.accel or DASH}"
-            f"  pid {g.pid if g.pid is not None else DASH}  steal from {g.steal_source or DASH}",
-            f"uuid {g.uuid}",
-            # A guest that did not answer: every figure below is blank, and this is why.
-            *([g.not_responding] if g.not_responding is not None else []),
-        ]))
+        title.update(
+            _lines(
+                [
+                    f"{g.name}  {g.state}  {fmt_num(g.vcpus, 0)} vCPU  accel {g.accel or DASH}"
+                    f"  pid {g.pid if g.pid is not None else DASH}"
+                    f"  steal from {g.steal_source or DASH}",
+                    f"uuid {g.uuid}",
+                    # A guest that did not answer: every figure below is blank, and this is why.
+                    *([g.not_responding] if g.not_responding is not None else []),
+                ]
+            )
+        )
         self._spark("cpu", "CPU%", snapshot, g, lambda x: x.cpu_pct)
         self._spark("steal", "Steal%", snapshot, g, lambda x: x.steal_pct)
         self.query_one("#vcpu-table", KeyedTable).sync(

@@ -229,8 +229,9 @@ class GuestTable(LineTable):
         """
         # Every column but the first starts with a one-cell gap.
         columns = [
-            TableColumn(c.key, c.header, max(c.width, len(c.header)) + (1 if i else 0),
-                        right=not c.text)
+            TableColumn(
+                c.key, c.header, max(c.width, len(c.header)) + (1 if i else 0), right=not c.text
+            )
             for i, c in enumerate(GUEST_COLUMNS)
         ]
         super().__init__(columns, **kwargs)
@@ -264,8 +265,8 @@ class GuestTable(LineTable):
         mark = "▼" if self.descending else "▲"
         return [
             Cell(self._gap(col, col.label + (mark if col.key == self.sort_key else "")))
-            if not col.right else
-            Cell((mark if col.key == self.sort_key else "") + col.label, right=True)
+            if not col.right
+            else Cell((mark if col.key == self.sort_key else "") + col.label, right=True)
             for col in self.table_columns
         ]
 
@@ -326,14 +327,18 @@ class GuestTable(LineTable):
         cells = self._cells.get(key)
         if cells is None:
             g = self._guests[key]
-            source = (self._flagged.get(key), g.state == "running",
-                      tuple([value(g) for value in self._values]))
+            source = (
+                self._flagged.get(key),
+                g.state == "running",
+                tuple([value(g) for value in self._values]),
+            )
             cells = self._cells[key] = self._format(source, self._formatted.get(key))
             self._formatted[key] = (source, cells)
         return cells
 
-    def _format(self, source: _Source,
-                last: tuple[_Source, tuple[Cell, ...]] | None) -> tuple[Cell, ...]:
+    def _format(
+        self, source: _Source, last: tuple[_Source, tuple[Cell, ...]] | None
+    ) -> tuple[Cell, ...]:
         """A guest's cells: texts laid out, severity classes (stopped guests dim, the
         worst finding on the name, thresholds on numbers).
 
@@ -347,7 +352,8 @@ class GuestTable(LineTable):
             before, kept = last[0][2], last[1]
         cells: list[Cell] = []
         for i, ((fmt, right, gap, limits), value) in enumerate(
-                zip(self._plan, values, strict=True)):
+            zip(self._plan, values, strict=True)
+        ):
             if kept and before[i] == value:
                 cells.append(kept[i])
                 continue
@@ -385,8 +391,10 @@ class GuestTable(LineTable):
         self.set_rows([g.uuid for g in self._ordered(shown)])
         # A border title is markup: the filter text is the user's, so escaped ("[b]r"
         # is a regex, not bold).
-        title = (f"guests {self.row_count}/{len(guests)} matching "
-                 f"{escape(repr(self.filter_text))}"
-                 if self._filter else f"guests {len(guests)}")
+        title = (
+            f"guests {self.row_count}/{len(guests)} matching {escape(repr(self.filter_text))}"
+            if self._filter
+            else f"guests {len(guests)}"
+        )
         if title != self.border_title:  # setting it repaints the whole table
             self.border_title = title

@@ -43,8 +43,14 @@ class HelpScreen(ModalScreen[None]):
         lines += [
             Content.assemble((f"  {c.header:<{width}}  ", "bold"), c.help) for c in GUEST_COLUMNS
         ]
-        lines += [Content(""), Content.assemble(
-            ("A blank cell (–) means unknown, never zero; the sources view (s) says why.",
-             "$kvm-dim"))]
+        lines += [
+            Content(""),
+            Content.assemble(
+                (
+                    "A blank cell (–) means unknown, never zero; the sources view (s) says why.",
+                    "$kvm-dim",
+                )
+            ),
+        ]
         with VerticalScroll(id="help"):
             yield Static(Content("\n").join(lines))

@@ -75,8 +75,10 @@ def _line(*fields: tuple[str, str]) -> Content:
     for label, value in fields:
         if pieces:
             pieces.append(SEP)
-        pieces += [(f"{label}\N{NO-BREAK SPACE}".replace(" ", "\N{NO-BREAK SPACE}"), LABEL),
-                   visible(value).replace(" ", "\N{NO-BREAK SPACE}")]
+        pieces += [
+            (f"{label}\N{NO-BREAK SPACE}".replace(" ", "\N{NO-BREAK SPACE}"), LABEL),
+            visible(value).replace(" ", "\N{NO-BREAK SPACE}"),
+        ]
     return Content.assemble(*pieces)
 
 
@@ -88,13 +90,19 @@ def host_lines(snapshot: Snapshot) -> list[Content]:
     uplink = busiest_uplink(h)
     lines = [
         _line(
-            ("CPU", f"{_pct(h.cpu_busy_pct)} busy {_pct(h.cpu_steal_pct)} steal "
-                    f"{_pct(h.cpu_iowait_pct)} iowait"),
+            (
+                "CPU",
+                f"{_pct(h.cpu_busy_pct)} busy {_pct(h.cpu_steal_pct)} steal "
+                f"{_pct(h.cpu_iowait_pct)} iowait",
+            ),
             ("runq delay", "n/a" if "run_delay_pct" in h.na else _pct(h.run_delay_pct)),
             ("PSI cpu", "n/a" if psi else _pct(h.psi_cpu_some_pct)),
             ("exits/s", fmt_si(s.exits_per_s)),
-            ("kvmtop", f"{_pct(h.self_cpu_pct)} {fmt_bytes(h.self_rss_bytes)} "
-                       f"{fmt_ms(snapshot.collect_ms)} ms/tick"),
+            (
+                "kvmtop",
+                f"{_pct(h.self_cpu_pct)} {fmt_bytes(h.self_rss_bytes)} "
+                f"{fmt_ms(snapshot.collect_ms)} ms/tick",
+            ),
         ),
         _line(
             ("mem", f"{fmt_bytes(h.mem_used_bytes)}/{fmt_bytes(h.mem_total_bytes)}"),
@@ -104,21 +112,34 @@ def host_lines(snapshot: Snapshot) -> list[Content]:
             ("guests", f"{s.guests_running}/{s.guests_total} running"),
         ),
         _line(
-            ("disk", DASH if disk is None else
-             f"{disk.name} {fmt_ms(disk_latency_ms(disk))} ms {_pct(disk.util_pct)}"),
+            (
+                "disk",
+                DASH
+                if disk is None
+                else f"{disk.name} {fmt_ms(disk_latency_ms(disk))} ms {_pct(disk.util_pct)}",
+            ),
             ("PSI io", "n/a" if psi else _pct(h.psi_io_some_pct)),
-            ("uplink", DASH if uplink is None else
-             f"{uplink.name} {_pct(uplink.util_pct)} "
-             f"{fmt_mbps(uplink.rx_bps)}/{fmt_mbps(uplink.tx_bps)} Mb/s"),
+            (
+                "uplink",
+                DASH
+                if uplink is None
+                else f"{uplink.name} {_pct(uplink.util_pct)} "
+                f"{fmt_mbps(uplink.rx_bps)}/{fmt_mbps(uplink.tx_bps)} Mb/s",
+            ),
             ("softnet drops/s", fmt_si(h.softnet_drops_per_s)),
         ),
     ]
     if h.na:
-        lines.append(Content.assemble(
-            ("n/a: ", LABEL),
-            visible("; ".join(f"{NA_LABELS.get(k, k)}: {reason}"
-                              for k, reason in sorted(h.na.items()))),
-        ))
+        lines.append(
+            Content.assemble(
+                ("n/a: ", LABEL),
+                visible(
+                    "; ".join(
+                        f"{NA_LABELS.get(k, k)}: {reason}" for k, reason in sorted(h.na.items())
+                    )
+                ),
+            )
+        )
     return lines
 
 
@@ -126,8 +147,11 @@ def badge_lines(snapshot: Snapshot) -> list[str]:
     """The mode badge: mode, time of the frame, then its date (away from live) or the
     interval, and REC while recording (the path is on the strip's last line)."""
     stamp = time.localtime(snapshot.wall_s)
-    third = f"every {snapshot.interval_s:g}s" if snapshot.mode == "live" else (
-        time.strftime("%Y-%m-%d", stamp))
+    third = (
+        f"every {snapshot.interval_s:g}s"
+        if snapshot.mode == "live"
+        else (time.strftime("%Y-%m-%d", stamp))
+    )
     lines = [snapshot.mode.upper(), f"@ {time.strftime('%H:%M:%S', stamp)}", third]
     if snapshot.recording:
         lines.append("● REC")
@@ -155,8 +179,7 @@ class SteadyStatic(Static):
         # The styles as the rules a visual reads, as Widget.get_content_height passes them.
         rules = cast(RulesMap, self.styles)
         widest = [c.get_optimal_width(rules, width) for c in (before, after)]
-        if (self.styles.width is None or self.styles.width.is_auto) and (
-                widest[0] != widest[1]):
+        if (self.styles.width is None or self.styles.width.is_auto) and (widest[0] != widest[1]):
             return False
         if max(widest) <= width:  # nothing wraps: a line is a line
             return before.plain.count("\n") == after.plain.count("\n")
@@ -202,8 +225,9 @@ class HostStrip(Widget):
     def compose(self) -> ComposeResult:
         """The badge and the figures."""
         yield ModeBadge("waiting", id="mode")
-        yield SteadyStatic(Content(visible(self.title) or "waiting for the first sample…"),
-                           id="host-figures")
+        yield SteadyStatic(
+            Content(visible(self.title) or "waiting for the first sample…"), id="host-figures"
+        )
 
     def watch_note(self) -> None:
         """Show a new note at once, without waiting for the next frame."""

@@ -86,7 +86,8 @@ def notice_titles(notices: list[Incident]) -> str:
     """The first `NOTICE_TITLES` notices' titles, and how many more."""
     more = len(notices) - NOTICE_TITLES
     return "; ".join(i.title for i in notices[:NOTICE_TITLES]) + (
-        f"; {more} more" if more > 0 else "")
+        f"; {more} more" if more > 0 else ""
+    )
 
 
 def incident_key(incident_id: str) -> str:
@@ -182,8 +183,9 @@ def _labelled(label: str, text: str) -> Content:
 
 def _headline(severity: str, text: str) -> Content:
     """A detail line's severity in its colour, then text from outside made visible."""
-    return Content.assemble((severity, f"bold {SEVERITY_STYLES.get(severity, '')}"), " ",
-                            visible(text))
+    return Content.assemble(
+        (severity, f"bold {SEVERITY_STYLES.get(severity, '')}"), " ", visible(text)
+    )
 
 
 def detail(row: Row, notices: list[Incident]) -> Content:
@@ -192,11 +194,16 @@ def detail(row: Row, notices: list[Incident]) -> Content:
     the incident's advice; for the notices row, what they are."""
     i, m = row.incident, row.member
     if i is None:
-        return Content("\n").join([
-            _headline("info", f"{len(notices)} info-level incident(s): nothing suffers "
-                              "from them now (Enter lists or folds them)"),
-            _labelled("about", notice_titles(notices)),
-        ])
+        return Content("\n").join(
+            [
+                _headline(
+                    "info",
+                    f"{len(notices)} info-level incident(s): nothing suffers "
+                    "from them now (Enter lists or folds them)",
+                ),
+                _labelled("about", notice_titles(notices)),
+            ]
+        )
     if m is None:
         state = [f"flapped {i.crossings}×"] if i.crossings else []
         if not i.active:
@@ -204,11 +211,14 @@ def detail(row: Row, notices: list[Incident]) -> Content:
         head = _headline(i.severity, i.title + (f" ({', '.join(state)})" if state else ""))
         evidence = i.evidence
     else:
-        head = _headline(m.severity, f"{m.where} · {m.detector}: {m.message}"
-                                     + ("" if m.active else " (cleared)"))
+        head = _headline(
+            m.severity,
+            f"{m.where} · {m.detector}: {m.message}" + ("" if m.active else " (cleared)"),
+        )
         evidence = m.evidence
-    return Content("\n").join([head, _labelled("evidence", figures(evidence)),
-                              _labelled("advice", i.advice)])
+    return Content("\n").join(
+        [head, _labelled("evidence", figures(evidence)), _labelled("advice", i.advice)]
+    )
 
 
 class IncidentTable(LineTable):
@@ -312,7 +322,8 @@ class IncidentTable(LineTable):
         if guest is None or self.snapshot is None:
             return
         g = self.snapshot.guest(row.member.subject) or next(
-            (g for g in self.snapshot.guests if g.name == guest), None)
+            (g for g in self.snapshot.guests if g.name == guest), None
+        )
         if g is None:
             self.notify(visible(f"{guest} is not in this frame"), timeout=4, markup=False)
         else:

@@ -87,7 +87,10 @@ class LineTable(ScrollView, can_focus=True):
     """
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "line-table--header", "line-table--cursor", *(f"keyed-table--{lv}" for lv in LEVELS)}
+        "line-table--header",
+        "line-table--cursor",
+        *(f"keyed-table--{lv}" for lv in LEVELS),
+    }
 
     DEFAULT_CSS = """
     LineTable {
@@ -231,8 +234,11 @@ class LineTable(ScrollView, can_focus=True):
         """Repaint only the lines of the view whose source changed since they were
         drawn (or that never were), each run of them as one region."""
         width, height = self.size.width, self.scrollable_content_region.height
-        changed = [y for y in range(height)
-                   if y not in self._shown or self._shown[y] != self._line_source(y)]
+        changed = [
+            y
+            for y in range(height)
+            if y not in self._shown or self._shown[y] != self._line_source(y)
+        ]
         start = 0
         for i, y in enumerate(changed):
             if i + 1 == len(changed) or changed[i + 1] != y + 1:
@@ -319,8 +325,9 @@ class LineTable(ScrollView, can_focus=True):
         base = self.rich_style
         cursor = self.get_component_rich_style("line-table--cursor")
         header = self.get_component_rich_style("line-table--header")
-        levels = [self.get_component_rich_style(f"keyed-table--{level}", partial=True)
-                  for level in LEVELS]
+        levels = [
+            self.get_component_rich_style(f"keyed-table--{level}", partial=True) for level in LEVELS
+        ]
         width, x = self.scrollable_content_region.width, self.scroll_offset.x
         look = (base, cursor, header, *levels, width, x)
         if look != self._look:
@@ -336,8 +343,7 @@ class LineTable(ScrollView, can_focus=True):
             self._blank = Strip.blank(width, base)
         return super().render_lines(crop)
 
-    def _strip(self, cells: Sequence[Cell], styles: dict[str | None, Style],
-               fill: Style) -> Strip:
+    def _strip(self, cells: Sequence[Cell], styles: dict[str | None, Style], fill: Style) -> Strip:
         """One line: the cells in their columns, then `fill` to the view's width, in
         view of the horizontal scroll. Neighbouring cells of one style share a segment
         (fewer segments: less work for every later stage of the repaint). Each cell's

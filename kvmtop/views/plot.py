@@ -135,5 +135,6 @@ class DuoPlot(Widget):
             self.get_component_rich_style("duo-plot--guest", partial=True),
             self.get_component_rich_style("duo-plot--host", partial=True),
         )
-        return render_plot(self._guest, self._host, width, max(1, self.size.height),
-                           self._fmt, styles)
+        return render_plot(
+            self._guest, self._host, width, max(1, self.size.height), self._fmt, styles
+        )

@@ -198,8 +198,9 @@ class ThemedApp(App[None]):
     `theme_name`; `action_next_theme` cycles them. Subclasses call
     `notify_theme_problems` once mounted."""
 
-    def __init__(self, *, theme_name: str | None = None,
-                 user_theme_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, theme_name: str | None = None, user_theme_dir: Path | None = None
+    ) -> None:
         """Register the themes and pick the first one.
 
         Args:
@@ -212,11 +213,15 @@ class ThemedApp(App[None]):
             self.register_theme(theme)
         self.kvmtop_themes = [t.name for t in themes]
         wanted = theme_name or "kvmtop-dark"
-        self.theme_warning = None if wanted in self.available_themes else (
-            f"theme '{wanted}' not found; available: {', '.join(self.kvmtop_themes)}"
+        self.theme_warning = (
+            None
+            if wanted in self.available_themes
+            else (f"theme '{wanted}' not found; available: {', '.join(self.kvmtop_themes)}")
         )
-        self.theme = wanted if self.theme_warning is None else (
-            self.kvmtop_themes[0] if self.kvmtop_themes else "textual-dark"
+        self.theme = (
+            wanted
+            if self.theme_warning is None
+            else (self.kvmtop_themes[0] if self.kvmtop_themes else "textual-dark")
         )
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
@@ -226,8 +231,12 @@ class ThemedApp(App[None]):
     def notify_theme_problems(self) -> None:
         """Say once which theme files were skipped and whether the wanted one is missing."""
         if self.theme_errors:
-            self.notify("\n".join(self.theme_errors), title="Broken theme files skipped",
-                        severity="warning", timeout=15)
+            self.notify(
+                "\n".join(self.theme_errors),
+                title="Broken theme files skipped",
+                severity="warning",
+                timeout=15,
+            )
         if self.theme_warning:
             self.notify(self.theme_warning, severity="warning", timeout=10)
 

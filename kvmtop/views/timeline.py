@@ -85,12 +85,17 @@ def bar(state: TimelineState, width: int) -> Content:
     """The bar itself: `width` cells, markers by worst severity, the cursor on top."""
     worst: dict[int, str] = {}
     for m in state.markers:
-        for cell in range(cell_of(m.start_s, state.start_s, state.end_s, width),
-                          cell_of(m.end_s, state.start_s, state.end_s, width) + 1):
+        for cell in range(
+            cell_of(m.start_s, state.start_s, state.end_s, width),
+            cell_of(m.end_s, state.start_s, state.end_s, width) + 1,
+        ):
             if cell not in worst or severity_rank(m.severity) > severity_rank(worst[cell]):
                 worst[cell] = m.severity
-    cursor = None if state.position_s is None else cell_of(
-        state.position_s, state.start_s, state.end_s, width)
+    cursor = (
+        None
+        if state.position_s is None
+        else cell_of(state.position_s, state.start_s, state.end_s, width)
+    )
     pieces: list[tuple[str, str]] = []
     for cell in range(width):
         if cell == cursor:
@@ -148,12 +153,19 @@ class Timeline(Widget):
         here = "–" if s.position_s is None else self._stamp(s.position_s, dated)
         status = f"{here} {'paused' if s.paused else 'playing'} ×{s.speed:g}"
         scan = "" if s.scanned_pct is None else f"  findings scanned {s.scanned_pct}%"
-        width = max(0, self.content_size.width - len(left) - len(right) - len(status)
-                    - len(scan) - 4)
+        width = max(
+            0, self.content_size.width - len(left) - len(right) - len(status) - len(scan) - 4
+        )
         self._bar_at = (len(left) + 1, width)
         return Content.assemble(
-            (left, LABEL), " ", bar(s, width), " ", (right, LABEL), "  ",
-            (status, "bold"), (scan, LABEL),
+            (left, LABEL),
+            " ",
+            bar(s, width),
+            " ",
+            (right, LABEL),
+            "  ",
+            (status, "bold"),
+            (scan, LABEL),
         )
 
     def on_click(self, event: events.Click) -> None:
@@ -162,8 +174,9 @@ class Timeline(Widget):
         first, width = self._bar_at
         if self.state is None or offset is None or not first <= offset.x < first + width:
             return
-        self.post_message(self.Seek(time_of_cell(offset.x - first, self.state.start_s,
-                                                 self.state.end_s, width)))
+        self.post_message(
+            self.Seek(time_of_cell(offset.x - first, self.state.start_s, self.state.end_s, width))
+        )
 
 
 class TimeInput(Input):

@@ -95,13 +95,19 @@ COUNTERS_PER_VCPU = 116
 
 DEFAULT_SOURCES: tuple[SourceStatus, ...] = (
     SourceStatus("host", True, duration_ns=1_200_000),
-    SourceStatus("libvirt", True, duration_ns=8_500_000,
-                 detail={"uri": "qemu:///system", "libvirt": "9.0.0"}),
+    SourceStatus(
+        "libvirt", True, duration_ns=8_500_000, detail={"uri": "qemu:///system", "libvirt": "9.0.0"}
+    ),
     SourceStatus("sched", True, duration_ns=2_100_000),
-    SourceStatus("kvm_debugfs", False, reason="debugfs: exits EPERM (kernel lockdown)",
-                 duration_ns=300_000),
-    SourceStatus(TRACE_SOURCE, True, duration_ns=150_000,
-                 detail={"counters_per_vcpu": str(COUNTERS_PER_VCPU)}),
+    SourceStatus(
+        "kvm_debugfs", False, reason="debugfs: exits EPERM (kernel lockdown)", duration_ns=300_000
+    ),
+    SourceStatus(
+        TRACE_SOURCE,
+        True,
+        duration_ns=150_000,
+        detail={"counters_per_vcpu": str(COUNTERS_PER_VCPU)},
+    ),
 )
 """`snapshot()` fills the tracepoint source's attached guests and fds from the specs."""
 
@@ -114,8 +120,13 @@ def _n(rate: float, t: int) -> int:
 def guest_sample(spec: GuestSpec, t: int) -> GuestSample:
     """One guest's raw counters t seconds into the test."""
     if spec.state != "running":
-        return GuestSample(uuid=spec.uuid, name=spec.name, state=spec.state, accel=spec.accel,
-                           vcpus_current=spec.vcpus)
+        return GuestSample(
+            uuid=spec.uuid,
+            name=spec.name,
+            state=spec.state,
+            accel=spec.accel,
+            vcpus_current=spec.vcpus,
+        )
     kvm = spec.accel == "kvm"
     vcpus = tuple(
         VcpuSample(
@@ -131,7 +142,9 @@ def guest_sample(spec: GuestSpec, t: int) -> GuestSample:
                 "mmio_exits.sum": _n(spec.exits_per_s * 0.05, t),
                 "halt_poll_success_ns.sum": _n(0.02 * NS, t),
                 "halt_wait_ns.sum": _n(0.7 * NS, t),
-            } if kvm else {},
+            }
+            if kvm
+            else {},
         )
         for i in range(spec.vcpus)
     )
@@ -139,39 +152,72 @@ def guest_sample(spec: GuestSpec, t: int) -> GuestSample:
     disk = DiskSample(
         target="vda",
         path=f"/var/lib/libvirt/images/{spec.name}.qcow2",
-        rd_reqs=_n(rd, t), rd_bytes=_n(rd * 16384, t), rd_times_ns=_n(rd * spec.disk_ms * 1e6, t),
-        wr_reqs=_n(wr, t), wr_bytes=_n(wr * 65536, t), wr_times_ns=_n(wr * spec.disk_ms * 1e6, t),
-        fl_reqs=0, fl_times_ns=0,
+        rd_reqs=_n(rd, t),
+        rd_bytes=_n(rd * 16384, t),
+        rd_times_ns=_n(rd * spec.disk_ms * 1e6, t),
+        wr_reqs=_n(wr, t),
+        wr_bytes=_n(wr * 65536, t),
+        wr_times_ns=_n(wr * spec.disk_ms * 1e6, t),
+        fl_reqs=0,
+        fl_times_ns=0,
     )
     bytes_per_s = spec.net_mbps * 1e6 / 8
     nic = NicSample(
         name=f"vnet-{spec.name}"[:15],
-        rx_bytes=_n(bytes_per_s * 0.7, t), rx_pkts=_n(bytes_per_s * 0.7 / 900, t),
-        rx_errs=0, rx_drop=_n(spec.drops_per_s, t),
-        tx_bytes=_n(bytes_per_s * 0.3, t), tx_pkts=_n(bytes_per_s * 0.3 / 900, t),
-        tx_errs=0, tx_drop=0,
+        rx_bytes=_n(bytes_per_s * 0.7, t),
+        rx_pkts=_n(bytes_per_s * 0.7 / 900, t),
+        rx_errs=0,
+        rx_drop=_n(spec.drops_per_s, t),
+        tx_bytes=_n(bytes_per_s * 0.3, t),
+        tx_pkts=_n(bytes_per_s * 0.3 / 900, t),
+        tx_errs=0,
+        tx_drop=0,
     )
     total = spec.mem_mib * MIB
     balloon = BalloonSample(
-        current_bytes=total, maximum_bytes=total, available_bytes=total - 40 * MIB,
-        usable_bytes=total - 40 * MIB - spec.used_mib * MIB, rss_bytes=total + 90 * MIB,
+        current_bytes=total,
+        maximum_bytes=total,
+        available_bytes=total - 40 * MIB,
+        usable_bytes=total - 40 * MIB - spec.used_mib * MIB,
+        rss_bytes=total + 90 * MIB,
         last_update_s=int(T0) - 3,
     )
     return GuestSample(
-        uuid=spec.uuid, name=spec.name, dom_id=7, state="running", accel=spec.accel,
-        pid=4242, vcpus_current=spec.vcpus, vcpus_maximum=spec.vcpus,
+        uuid=spec.uuid,
+        name=spec.name,
+        dom_id=7,
+        state="running",
+        accel=spec.accel,
+        pid=4242,
+        vcpus_current=spec.vcpus,
+        vcpus_maximum=spec.vcpus,
         cpu_time_ns=_n(spec.vcpus * spec.cpu_pct / 100 * NS * 1.05, t),
-        vcpus=vcpus, disks=(disk,), nics=(nic,), balloon=balloon,
+        vcpus=vcpus,
+        disks=(disk,),
+        nics=(nic,),
+        balloon=balloon,
         exit_reasons={
             "kvm_exit:total": _n(spec.vcpus * spec.exits_per_s, t),
             "kvm_exit:HLT": _n(spec.vcpus * spec.exits_per_s * 0.6, t),
             "kvm_exit:EPT_MISCONFIG": _n(spec.vcpus * spec.exits_per_s * 0.3, t),
-        } if spec.traced else {},
+        }
+        if spec.traced
+        else {},
         threads=(
-            ThreadSample(4242, "emulator", "qemu-system-x86", run_ns=_n(0.03 * NS, t),
-                         delay_ns=_n(0.001 * NS, t)),
-            ThreadSample(4300, "vhost", "vhost-4242", run_ns=_n(spec.net_mbps / 1e4 * NS, t),
-                         delay_ns=_n(spec.steal_pct / 200 * NS, t)),
+            ThreadSample(
+                4242,
+                "emulator",
+                "qemu-system-x86",
+                run_ns=_n(0.03 * NS, t),
+                delay_ns=_n(0.001 * NS, t),
+            ),
+            ThreadSample(
+                4300,
+                "vhost",
+                "vhost-4242",
+                run_ns=_n(spec.net_mbps / 1e4 * NS, t),
+                delay_ns=_n(spec.steal_pct / 200 * NS, t),
+            ),
         ),
     )
 
@@ -186,43 +232,90 @@ def host_sample(spec: HostSpec, t: int) -> HostSample:
         hostname="lab-host",
         ncpu=spec.ncpu,
         cpu=CpuTimes(
-            user_ns=_n(cpu_ns * busy * 0.7, t), nice_ns=0, system_ns=_n(cpu_ns * busy * 0.3, t),
-            idle_ns=_n(cpu_ns * (1 - busy - 0.01), t), iowait_ns=_n(cpu_ns * 0.01, t),
-            irq_ns=0, softirq_ns=0, steal_ns=0,
+            user_ns=_n(cpu_ns * busy * 0.7, t),
+            nice_ns=0,
+            system_ns=_n(cpu_ns * busy * 0.3, t),
+            idle_ns=_n(cpu_ns * (1 - busy - 0.01), t),
+            iowait_ns=_n(cpu_ns * 0.01, t),
+            irq_ns=0,
+            softirq_ns=0,
+            steal_ns=0,
         ),
-        run_delay_ns=None if spec.run_delay_pct is None else _n(
-            spec.run_delay_pct / 100 * cpu_ns, t),
+        run_delay_ns=None
+        if spec.run_delay_pct is None
+        else _n(spec.run_delay_pct / 100 * cpu_ns, t),
         mem_total_bytes=64 * 1024 * MIB,
         mem_available_bytes=40 * 1024 * MIB,
         pressure={
             "cpu": PressureSample(some_total_ns=_n(0.03 * NS, t)),
             "memory": PressureSample(some_total_ns=0, full_total_ns=0),
             "io": PressureSample(some_total_ns=_n(0.005 * NS, t), full_total_ns=0),
-        } if spec.psi else {},
+        }
+        if spec.psi
+        else {},
         blockdevs=(
-            BlockDevSample("nvme0n1", reads=_n(900, t), read_bytes=_n(900 * 16384, t),
-                           read_time_ns=_n(900 * spec.disk_ms * 1e6, t), writes=_n(600, t),
-                           write_bytes=_n(600 * 65536, t),
-                           write_time_ns=_n(600 * spec.disk_ms * 1.5e6, t), in_flight=1,
-                           io_ticks_ns=_n(spec.disk_util_pct / 100 * NS, t),
-                           weighted_ns=_n(0.8 * NS, t), rotational=False),
-            BlockDevSample("sda", reads=_n(2, t), read_bytes=_n(8192, t),
-                           read_time_ns=_n(2 * 6e6, t), writes=0, write_bytes=0,
-                           write_time_ns=0, in_flight=0, io_ticks_ns=_n(0.01 * NS, t),
-                           weighted_ns=0, rotational=True),
+            BlockDevSample(
+                "nvme0n1",
+                reads=_n(900, t),
+                read_bytes=_n(900 * 16384, t),
+                read_time_ns=_n(900 * spec.disk_ms * 1e6, t),
+                writes=_n(600, t),
+                write_bytes=_n(600 * 65536, t),
+                write_time_ns=_n(600 * spec.disk_ms * 1.5e6, t),
+                in_flight=1,
+                io_ticks_ns=_n(spec.disk_util_pct / 100 * NS, t),
+                weighted_ns=_n(0.8 * NS, t),
+                rotational=False,
+            ),
+            BlockDevSample(
+                "sda",
+                reads=_n(2, t),
+                read_bytes=_n(8192, t),
+                read_time_ns=_n(2 * 6e6, t),
+                writes=0,
+                write_bytes=0,
+                write_time_ns=0,
+                in_flight=0,
+                io_ticks_ns=_n(0.01 * NS, t),
+                weighted_ns=0,
+                rotational=True,
+            ),
         ),
         netdevs=(
-            NetDevSample("eno1", rx_bytes=_n(link_bytes * 0.6, t),
-                         rx_packets=_n(link_bytes * 0.6 / 1200, t), rx_errs=0, rx_drop=0,
-                         tx_bytes=_n(link_bytes * 0.4, t),
-                         tx_packets=_n(link_bytes * 0.4 / 1200, t), tx_errs=0, tx_drop=0,
-                         kind="physical", master="br0", speed_mbps=10_000, operstate="up"),
-            NetDevSample("br0", rx_bytes=_n(link_bytes * 0.6, t), rx_packets=0, rx_errs=0,
-                         rx_drop=0, tx_bytes=_n(link_bytes * 0.4, t), tx_packets=0, tx_errs=0,
-                         tx_drop=0, kind="bridge", speed_mbps=10_000),
+            NetDevSample(
+                "eno1",
+                rx_bytes=_n(link_bytes * 0.6, t),
+                rx_packets=_n(link_bytes * 0.6 / 1200, t),
+                rx_errs=0,
+                rx_drop=0,
+                tx_bytes=_n(link_bytes * 0.4, t),
+                tx_packets=_n(link_bytes * 0.4 / 1200, t),
+                tx_errs=0,
+                tx_drop=0,
+                kind="physical",
+                master="br0",
+                speed_mbps=10_000,
+                operstate="up",
+            ),
+            NetDevSample(
+                "br0",
+                rx_bytes=_n(link_bytes * 0.6, t),
+                rx_packets=0,
+                rx_errs=0,
+                rx_drop=0,
+                tx_bytes=_n(link_bytes * 0.4, t),
+                tx_packets=0,
+                tx_errs=0,
+                tx_drop=0,
+                kind="bridge",
+                speed_mbps=10_000,
+            ),
         ),
-        softnet=(SoftnetSample(0, processed=_n(5000, t), dropped=_n(spec.softnet_drops_per_s, t),
-                               time_squeeze=0),),
+        softnet=(
+            SoftnetSample(
+                0, processed=_n(5000, t), dropped=_n(spec.softnet_drops_per_s, t), time_squeeze=0
+            ),
+        ),
         loadavg=(3.2, 2.9, 2.5),
         self_cpu_ns=_n(0.012 * NS, t),
         self_rss_bytes=46 * MIB,
@@ -247,29 +340,49 @@ def snapshot(
     host = host or HostSpec()
     traced = [g for g in guests if g.traced]
     sources = tuple(
-        replace(s, detail={**s.detail, TRACE_ATTACHED: ", ".join(g.uuid for g in traced),
-                           TRACE_FDS: str(sum(COUNTERS_PER_VCPU * g.vcpus for g in traced))})
-        if s.name == TRACE_SOURCE else s
+        replace(
+            s,
+            detail={
+                **s.detail,
+                TRACE_ATTACHED: ", ".join(g.uuid for g in traced),
+                TRACE_FDS: str(sum(COUNTERS_PER_VCPU * g.vcpus for g in traced)),
+            },
+        )
+        if s.name == TRACE_SOURCE
+        else s
         for s in sources
     )
     wall = T0 + seq * DT
     samples = [
-        Sample(wall_s=wall - DT + t, mono_ns=(seq * DT + t) * NS,
-               host=host_sample(host, seq * DT + t),
-               guests=tuple(guest_sample(g, seq * DT + t) for g in guests),
-               sources=sources, interval_s=DT)
+        Sample(
+            wall_s=wall - DT + t,
+            mono_ns=(seq * DT + t) * NS,
+            host=host_sample(host, seq * DT + t),
+            guests=tuple(guest_sample(g, seq * DT + t) for g in guests),
+            sources=sources,
+            interval_s=DT,
+        )
         for t in (0, DT)
     ]
     frame = derive(samples[0], samples[1])
     if incidents is None:
         incidents = grouped(wall, findings)
-    return build_snapshot(frame, findings, sources, mode=mode, interval_s=DT,
-                          recording=recording, seq=seq, incidents=incidents,
-                          recent=(*recent, frame))
+    return build_snapshot(
+        frame,
+        findings,
+        sources,
+        mode=mode,
+        interval_s=DT,
+        recording=recording,
+        seq=seq,
+        incidents=incidents,
+        recent=(*recent, frame),
+    )
 
 
-def grouped(wall_s: float, findings: tuple[Finding, ...],
-            tracker: IncidentTracker | None = None) -> tuple[Incident, ...]:
+def grouped(
+    wall_s: float, findings: tuple[Finding, ...], tracker: IncidentTracker | None = None
+) -> tuple[Incident, ...]:
     """The ranked incidents of `findings` at `wall_s`, as `tracker` (a fresh one when
     None: every finding opens or joins an incident now) groups them."""
     if not findings and tracker is None:
@@ -307,8 +420,9 @@ class FakeFeed:
     app cancels its worker (so a test never leaves a thread behind).
     """
 
-    def __init__(self, frames: Iterable[Snapshot] = (), *, interval_s: float = 0.0,
-                 ended: bool = False) -> None:
+    def __init__(
+        self, frames: Iterable[Snapshot] = (), *, interval_s: float = 0.0, ended: bool = False
+    ) -> None:
         """Queue `frames`; with `ended`, the feed reports its end after them."""
         self.interval_s = interval_s
         self.closed = False
@@ -347,8 +461,9 @@ class FakeFeed:
         self.closed = True
 
 
-async def wait_until(pilot: Pilot[None], condition: Callable[[], bool],
-                     timeout: float = 5.0) -> None:
+async def wait_until(
+    pilot: Pilot[None], condition: Callable[[], bool], timeout: float = 5.0
+) -> None:
     """Let the app run until `condition()` holds (frames arrive from a thread)."""
     deadline = time.monotonic() + timeout
     while not condition():

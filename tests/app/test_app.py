@@ -63,7 +63,7 @@ def cell(app: KvmtopApp, name: str, column: str) -> str:
 def drawn_style(table: GuestTable, name: str, column: str) -> Style:
     """The style a guest-table cell is drawn with (its row must be on screen)."""
     y = table.row_keys.index(UUID[name]) - round(table.scroll_offset.y) + 1
-    x = sum(c.width or 0 for c in table.table_columns[:_index(table, column)])
+    x = sum(c.width or 0 for c in table.table_columns[: _index(table, column)])
     segments = list(table.render_line(y).crop(x, x + 1))
     return segments[0].style or Style.null()
 
@@ -305,18 +305,25 @@ def test_tracing_text_says_why_a_guest_is_not_traced() -> None:
         "tracepoints/s: kvm_exit:total 4.0k  kvm_exit:HLT 2.4k  kvm_exit:EPT_MISCONFIG 1.2k",
     ]
     assert tracing_text(live, tcg) == "per-reason tracing n/a: TCG guest (no KVM exits)"
-    refused = snapshot(guests, sources=_status_named(
-        TRACE_SOURCE, ok=False, reason=f"tracing {g.uuid}: perf_event_open: not permitted"))
+    refused = snapshot(
+        guests,
+        sources=_status_named(
+            TRACE_SOURCE, ok=False, reason=f"tracing {g.uuid}: perf_event_open: not permitted"
+        ),
+    )
     assert tracing_text(refused, refused.guests[0]) == (
-        f"per-reason tracing unavailable: tracing {g.uuid}: perf_event_open: not permitted")
+        f"per-reason tracing unavailable: tracing {g.uuid}: perf_event_open: not permitted"
+    )
     replay = snapshot(guests, mode="replay")
     assert tracing_text(replay, replay.guests[0]) == (
         "per-reason tracing not in this recording for this guest (a replay cannot trace; "
-        "record with kvmtop record --trace GUEST)")
+        "record with kvmtop record --trace GUEST)"
+    )
     assert tracing_text(replay, replay.guests[1]).startswith("tracing exits by reason")
     old = snapshot(guests, sources=DEFAULT_SOURCES[:-1])
     assert tracing_text(old, old.guests[0]) == (
-        "per-reason tracing unavailable: no tracepoint source")
+        "per-reason tracing unavailable: no tracepoint source"
+    )
 
 
 async def test_detail_follows_frames_and_survives_the_guest_leaving() -> None:
@@ -334,8 +341,9 @@ async def test_detail_follows_frames_and_survives_the_guest_leaving() -> None:
         await shown(pilot, app, 2)
         screen = app.screen
         assert isinstance(screen, GuestDetailScreen)
-        cpu = [next(g for g in s.guests if g.uuid == UUID["charlie"]).cpu_pct
-               for s in (first, second)]
+        cpu = [
+            next(g for g in s.guests if g.uuid == UUID["charlie"]).cpu_pct for s in (first, second)
+        ]
         assert screen.query_one("#cpu-spark", Sparkline).data == pytest.approx(cpu)
         assert "over 2 frames" in str(screen.query_one("#cpu-label").render())
         feed.push(snapshot(GUESTS[:2], seq=3))
@@ -405,8 +413,9 @@ async def test_a_new_frame_redraws_changed_values_and_keeps_the_rest() -> None:
         table = app.query_one(GuestTable)
         cpu = _index(table, "cpu_pct")
         before = table.row_cells(UUID["alpha"])
-        feed.push(snapshot([replace(g, cpu_pct=55.0) if g.name == "alpha" else g
-                            for g in GUESTS], seq=2))
+        feed.push(
+            snapshot([replace(g, cpu_pct=55.0) if g.name == "alpha" else g for g in GUESTS], seq=2)
+        )
         await shown(pilot, app, 2)
         after = table.row_cells(UUID["alpha"])
         assert after[cpu].text != before[cpu].text
@@ -416,7 +425,8 @@ async def test_a_new_frame_redraws_changed_values_and_keeps_the_rest() -> None:
 
 
 async def test_a_new_frame_repaints_only_the_lines_that_changed(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     feed = FakeFeed([snapshot(GUESTS)])
     app = KvmtopApp(feed, initial_sort="name")
     async with app.run_test(size=SIZE) as pilot:
@@ -430,15 +440,19 @@ async def test_a_new_frame_repaints_only_the_lines_that_changed(
             return render_line(y)
 
         monkeypatch.setattr(table, "render_line", spy)
-        feed.push(snapshot([replace(g, steal_pct=30.0) if g.name == "charlie" else g
-                            for g in GUESTS], seq=2))
+        feed.push(
+            snapshot(
+                [replace(g, steal_pct=30.0) if g.name == "charlie" else g for g in GUESTS], seq=2
+            )
+        )
         await shown(pilot, app, 2)
         assert drawn == [1 + rows(app).index("charlie")]  # not the header, nor blank lines
         assert "30.0" in table.render_line(drawn[0]).text
 
 
 async def test_every_repaint_shows_the_cursor_row_where_it_moved(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     fleet_ = [GuestSpec(f"g{i:03d}", cpu_pct=float(i)) for i in range(100)]
     feed = FakeFeed([snapshot(fleet_)])
     app = KvmtopApp(feed)
@@ -456,8 +470,9 @@ async def test_every_repaint_shows_the_cursor_row_where_it_moved(
         monkeypatch.setattr(table, "render_lines", spy)
         # g099 drops to the bottom: the cursor follows it, and no repaint shows the
         # rows of the new frame with the cursor row out of view.
-        feed.push(snapshot([replace(g, cpu_pct=0.0) if g.name == "g099" else g
-                            for g in fleet_], seq=2))
+        feed.push(
+            snapshot([replace(g, cpu_pct=0.0) if g.name == "g099" else g for g in fleet_], seq=2)
+        )
         await shown(pilot, app, 2)
         page = table.scrollable_content_region.height - 1
         assert table.cursor_key == fleet_[99].uuid and (0, 99) not in painted
@@ -466,10 +481,17 @@ async def test_every_repaint_shows_the_cursor_row_where_it_moved(
 
 
 async def test_a_finding_is_an_incident_and_flags_its_guest() -> None:
-    finding = Finding("steal", "critical", UUID["charlie"], "charlie",
-                      "vCPU steal 25% for 3 samples", since_s=snapshot(GUESTS).wall_s - 130,
-                      guest="charlie", evidence={"steal_pct": 25.0},
-                      baseline={"run_delay_pct": 2.0})
+    finding = Finding(
+        "steal",
+        "critical",
+        UUID["charlie"],
+        "charlie",
+        "vCPU steal 25% for 3 samples",
+        since_s=snapshot(GUESTS).wall_s - 130,
+        guest="charlie",
+        evidence={"steal_pct": 25.0},
+        baseline={"run_delay_pct": 2.0},
+    )
     app = KvmtopApp(FakeFeed([snapshot(GUESTS), snapshot(GUESTS, seq=2, findings=(finding,))]))
     async with app.run_test(size=SIZE) as pilot:
         await shown(pilot, app, 2)
@@ -477,8 +499,15 @@ async def test_a_finding_is_an_incident_and_flags_its_guest() -> None:
         assert panel.has_class("-has-incidents")
         (key,) = panel.table.row_keys
         row = [c.text.strip() for c in panel.table.row_cells(key)]
-        assert row == ["▸ 1", "critical", "15:57:52", "2m12s", "", "1",
-                       "charlie: vCPU steal 25% for 3 samples"]
+        assert row == [
+            "▸ 1",
+            "critical",
+            "15:57:52",
+            "2m12s",
+            "",
+            "1",
+            "charlie: vCPU steal 25% for 3 samples",
+        ]
         assert "evidence steal_pct=25" in str(panel.query_one("#incident-detail").render())
         table = app.query_one(GuestTable)
         critical = table.get_component_rich_style("keyed-table--critical", partial=True)
@@ -498,8 +527,9 @@ async def test_end_of_recording_is_announced() -> None:
 
 
 async def test_recording_badge_and_path() -> None:
-    app = KvmtopApp(FakeFeed([snapshot(GUESTS, recording="/var/tmp/host-a.kvmtop")]),
-                    title_suffix="lab host")
+    app = KvmtopApp(
+        FakeFeed([snapshot(GUESTS, recording="/var/tmp/host-a.kvmtop")]), title_suffix="lab host"
+    )
     async with app.run_test(size=SIZE) as pilot:
         await shown(pilot, app)
         badge = app.query_one(ModeBadge)
@@ -577,8 +607,13 @@ async def test_palette_offers_kvmtop_commands() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await shown(pilot, app)
         titles = {c.title for c in app.get_system_commands(app.screen)}
-        assert {"Pause / resume", "Sources view", "Sort by Steal%", "Guest alpha",
-                "Theme kvmtop-light"} <= titles
+        assert {
+            "Pause / resume",
+            "Sources view",
+            "Sort by Steal%",
+            "Guest alpha",
+            "Theme kvmtop-light",
+        } <= titles
         sort = next(c for c in app.get_system_commands(app.screen) if c.title == "Sort by IOPS")
         sort.callback()
         assert app.query_one(GuestTable).sort_key == "disk_iops"

@@ -37,8 +37,12 @@ async def test_skipped_samples_are_notified_and_playback_goes_on(
     with StoreReader(LAB) as intact:
         last_s = intact.last_time()
     settings = Settings()
-    feed = ReplayFeed(StoreReader(path), build_pipeline(settings), speed=64,
-                      scanner=build_pipeline(replace(settings, window_size=2)))
+    feed = ReplayFeed(
+        StoreReader(path),
+        build_pipeline(settings),
+        speed=64,
+        scanner=build_pipeline(replace(settings, window_size=2)),
+    )
     app = KvmtopApp(feed)
     notes: list[tuple[str, dict[str, Any]]] = []
     real = app.notify
@@ -55,17 +59,25 @@ async def test_skipped_samples_are_notified_and_playback_goes_on(
             assert kw["title"] == "Damaged recording" and kw["severity"] == "warning"
             # Playback (at 64x) goes on past the damaged page to the end, and the scan
             # too (no frame or scan message is left to come after the app exits).
-            await wait_until(pilot, lambda: "end of recording" in app.query_one(HostStrip).note
-                             and feed.scanned_s == last_s, timeout=60)
+            await wait_until(
+                pilot,
+                lambda: (
+                    "end of recording" in app.query_one(HostStrip).note and feed.scanned_s == last_s
+                ),
+                timeout=60,
+            )
             assert feed.position == 121
         # Every sample skipped is in a notification (the scan may find them before
         # playback does, a few at a time): #25 and the rest of its chain.
         text = "\n".join(message for message, _ in notes)
-        assert text.startswith("sample #25 (2026-11-26 05:18:03 UTC) skipped: unreadable: "
-                               "database disk image is malformed")
+        assert text.startswith(
+            "sample #25 (2026-11-26 05:18:03 UTC) skipped: unreadable: "
+            "database disk image is malformed"
+        )
         named = re.findall(r"^sample #(\d+) ", text, re.MULTILINE)
-        more = re.findall(r"^\.\.\. and (\d+) more \(listed when kvmtop exits\)$", text,
-                          re.MULTILINE)
+        more = re.findall(
+            r"^\.\.\. and (\d+) more \(listed when kvmtop exits\)$", text, re.MULTILINE
+        )
         assert named[:3] == ["25", "26", "27"]
         assert len(named) + sum(map(int, more)) == 6
     finally:

@@ -50,21 +50,32 @@ def screen_text(app: KvmtopApp) -> str:
 def hostile_snapshot(**kw: Any) -> Snapshot:
     """A frame with hostile guest, device, interface and source names, a finding
     about the hostile guest, and a host figure whose reason names one."""
-    status = SourceStatus("libvirt", False, reason=f"domain {BAD} vanished",
-                          detail={"uri": BIDI})
-    snap = snapshot([EVIL, MIRROR, DOWN], sources=(*DEFAULT_SOURCES[:1], status), **kw,
-                    findings=(Finding("steal", "warning", EVIL.uuid, BAD,
-                                      f"{BAD} waits for a CPU", T0, guest=BAD),))
+    status = SourceStatus("libvirt", False, reason=f"domain {BAD} vanished", detail={"uri": BIDI})
+    snap = snapshot(
+        [EVIL, MIRROR, DOWN],
+        sources=(*DEFAULT_SOURCES[:1], status),
+        **kw,
+        findings=(
+            Finding("steal", "warning", EVIL.uuid, BAD, f"{BAD} waits for a CPU", T0, guest=BAD),
+        ),
+    )
     host = snap.host
-    return replace(snap, host=replace(
-        host, disks=tuple(replace(d, name=f"{BIDI}{d.name}") for d in host.disks),
-        nets=tuple(replace(n, name=f"{BAD}{n.name}") for n in host.nets),
-        na={**host.na, "run_delay_pct": f"no {BAD}"}))
+    return replace(
+        snap,
+        host=replace(
+            host,
+            disks=tuple(replace(d, name=f"{BIDI}{d.name}") for d in host.disks),
+            nets=tuple(replace(n, name=f"{BAD}{n.name}") for n in host.nets),
+            na={**host.na, "run_delay_pct": f"no {BAD}"},
+        ),
+    )
 
 
 async def test_main_screen_shows_names_escaped() -> None:
-    app = KvmtopApp(FakeFeed([hostile_snapshot(recording=f"/tmp/{BIDI}.kvmtop")]),
-                    title_suffix=f"replay of {BAD}")
+    app = KvmtopApp(
+        FakeFeed([hostile_snapshot(recording=f"/tmp/{BIDI}.kvmtop")]),
+        title_suffix=f"replay of {BAD}",
+    )
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.displayed is not None)
         await pilot.pause()
@@ -75,8 +86,13 @@ async def test_main_screen_shows_names_escaped() -> None:
         # title and path.
         assert BAD_SHOWN[:18] in text and BIDI_SHOWN in text
         assert f"{BAD_SHOWN} waits for a CPU" in text
-        for shown in (f"{BIDI_SHOWN}nvme0n1", f"{BAD_SHOWN}eno1", f"no {BAD_SHOWN}",
-                      f"replay of {BAD_SHOWN}", f"/tmp/{BIDI_SHOWN}.kvmtop"):
+        for shown in (
+            f"{BIDI_SHOWN}nvme0n1",
+            f"{BAD_SHOWN}eno1",
+            f"no {BAD_SHOWN}",
+            f"replay of {BAD_SHOWN}",
+            f"/tmp/{BIDI_SHOWN}.kvmtop",
+        ):
             assert shown in text.replace("\N{NO-BREAK SPACE}", " ")
 
 
@@ -85,14 +101,29 @@ async def test_incidents_and_their_findings_show_names_escaped() -> None:
     shown_switch = f"{BAD_SHOWN}br0"
     odd = GuestSpec("a[/]b", cpu_pct=5)  # markup-like: shown as it is
     findings = (
-        Finding("vswitch_saturation", "critical", switch, switch,
-                f"uplink of {switch} at 98%: [red]dropping[/red]", T0, cause=f"switch:{switch}",
-                cause_guests=(BAD,), evidence={"uplink_util_pct": 98.0,
-                                               "ovs_port_drops_per_s": 12.0}),
-        Finding("vnic_drops", "warning", "vnet0", f"{BIDI}vnet0", "RX drops 12/s", T0,
-                guest=BAD, cause=f"switch:{switch}", cause_guests=(BAD,)),
-        Finding("memory_leak", "info", odd.uuid, odd.name, "[b]leak check off", T0,
-                guest=odd.name),
+        Finding(
+            "vswitch_saturation",
+            "critical",
+            switch,
+            switch,
+            f"uplink of {switch} at 98%: [red]dropping[/red]",
+            T0,
+            cause=f"switch:{switch}",
+            cause_guests=(BAD,),
+            evidence={"uplink_util_pct": 98.0, "ovs_port_drops_per_s": 12.0},
+        ),
+        Finding(
+            "vnic_drops",
+            "warning",
+            "vnet0",
+            f"{BIDI}vnet0",
+            "RX drops 12/s",
+            T0,
+            guest=BAD,
+            cause=f"switch:{switch}",
+            cause_guests=(BAD,),
+        ),
+        Finding("memory_leak", "info", odd.uuid, odd.name, "[b]leak check off", T0, guest=odd.name),
         Finding("memory_leak", "info", MIRROR.uuid, BIDI, "leak check off", T0, guest=BIDI),
     )
     app = KvmtopApp(FakeFeed([snapshot([EVIL, MIRROR, odd], findings=findings)]))
@@ -103,8 +134,10 @@ async def test_incidents_and_their_findings_show_names_escaped() -> None:
         text = screen_text(app)
         assert_no_raw(text)
         assert f"Switch {shown_switch} saturated, dropping packets (guests: {BAD_SHOWN})" in text
-        assert f"└ {shown_switch} · vswitch_saturation: uplink of {shown_switch} at 98%: " \
-               "[red]dropping[/red]" in text
+        assert (
+            f"└ {shown_switch} · vswitch_saturation: uplink of {shown_switch} at 98%: "
+            "[red]dropping[/red]" in text
+        )
         assert f"└ {BAD_SHOWN} {BIDI_SHOWN}vnet0 · vnic_drops: RX drops 12/s" in text
         await pilot.press("end", "enter")  # the notices
         await pilot.pause()
@@ -159,16 +192,21 @@ async def test_palette_lists_guests_escaped() -> None:
     app = KvmtopApp(FakeFeed([snapshot([EVIL, MIRROR, odd])]))
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.displayed is not None)
-        titles = [Content.from_markup(c.title).plain
-                  for c in app.get_system_commands(app.screen)]
+        titles = [Content.from_markup(c.title).plain for c in app.get_system_commands(app.screen)]
         assert {f"Guest {BAD_SHOWN}", f"Guest {BIDI_SHOWN}", "Guest a[/]b"} <= set(titles)
 
 
 def _sample(t: int) -> Sample:
     """A recording whose guest, named BAD, steals from 300 s on (a steal finding)."""
     spec = replace(EVIL, steal_pct=1 if t < 300 else 30)
-    return Sample(wall_s=T0 + t, mono_ns=t * NS, host=host_sample(HostSpec(), t),
-                  guests=(guest(spec, t, True),), sources=DEFAULT_SOURCES, interval_s=10)
+    return Sample(
+        wall_s=T0 + t,
+        mono_ns=t * NS,
+        host=host_sample(HostSpec(), t),
+        guests=(guest(spec, t, True),),
+        sources=DEFAULT_SOURCES,
+        interval_s=10,
+    )
 
 
 async def test_incident_notice_of_a_replay_shows_the_name_escaped(tmp_path: Path) -> None:
@@ -178,8 +216,9 @@ async def test_incident_notice_of_a_replay_shows_the_name_escaped(tmp_path: Path
         app = KvmtopApp(feed)
         app.paused = True
         async with app.run_test(size=SIZE, notifications=True) as pilot:
-            await wait_until(pilot, lambda: app.displayed is not None
-                             and feed.scanned_s == T0 + 600, timeout=30)
+            await wait_until(
+                pilot, lambda: app.displayed is not None and feed.scanned_s == T0 + 600, timeout=30
+            )
             await pilot.press("f")  # to the incident: a notice gives its title
             await wait_until(pilot, lambda: bool(app.screen.query("Toast")))
             await pilot.pause()

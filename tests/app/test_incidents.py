@@ -42,34 +42,70 @@ NOW = snapshot(GUESTS).wall_s
 """Wall time of the frame the tests show (frame 1)."""
 
 
-def steal(name: str, severity: str, since_s: float, *,
-          why: str = "CPU contention on the host", cause: str = "",
-          with_: tuple[str, ...] = ()) -> Finding:
+def steal(
+    name: str,
+    severity: str,
+    since_s: float,
+    *,
+    why: str = "CPU contention on the host",
+    cause: str = "",
+    with_: tuple[str, ...] = (),
+) -> Finding:
     """A steal finding about a guest, as the detector words it."""
-    return Finding("steal", severity, UUID[name], name, f"steal max 22% (vCPU 1), mean 20%: {why}",
-                   since_s, guest=name, evidence={"steal_mean_pct": 20.0, "steal_max_pct": 22.0},
-                   cause=cause, cause_guests=with_)
+    return Finding(
+        "steal",
+        severity,
+        UUID[name],
+        name,
+        f"steal max 22% (vCPU 1), mean 20%: {why}",
+        since_s,
+        guest=name,
+        evidence={"steal_mean_pct": 20.0, "steal_max_pct": 22.0},
+        cause=cause,
+        cause_guests=with_,
+    )
 
 
 def pinned(name: str, other: str, since_s: float) -> Finding:
     """A steal finding of the pinning collision of web-01 and web-02 on CPUs 2-3."""
-    return steal(name, "critical", since_s, why=f"pinning collision on CPU 2-3 with {other}",
-                 cause="pinning:cpu=2-3", with_=("web-01", "web-02"))
+    return steal(
+        name,
+        "critical",
+        since_s,
+        why=f"pinning collision on CPU 2-3 with {other}",
+        cause="pinning:cpu=2-3",
+        with_=("web-01", "web-02"),
+    )
 
 
 PINNED = (pinned("web-01", "web-02", NOW - 300), pinned("web-02", "web-01", NOW - 240))
 """A pinning collision: one critical incident of two guests."""
-DISK = Finding("disk_latency", "warning", "vda", "vda",
-               "vda read 31.0 ms/req (900 reqs in 10 s; limit 20.0 ms): above the device",
-               NOW - 120, guest="db-primary", evidence={"read_ms": 31.0, "host_dev_ms": 0.6},
-               cause=f"disk-above-device:{UUID['db-primary']}")
+DISK = Finding(
+    "disk_latency",
+    "warning",
+    "vda",
+    "vda",
+    "vda read 31.0 ms/req (900 reqs in 10 s; limit 20.0 ms): above the device",
+    NOW - 120,
+    guest="db-primary",
+    evidence={"read_ms": 31.0, "host_dev_ms": 0.6},
+    cause=f"disk-above-device:{UUID['db-primary']}",
+)
 """A guest's disk slow above its host device: the finding's subject is the disk."""
 REPLICA = steal("db-replica", "warning", NOW - 600)
 """A warning that cleared 60 s ago and came back: flapped once."""
 NOTICES_OF = tuple(
-    Finding("memory_leak", "info", UUID[n], n,
-            "no balloon stats (no virtio balloon device): leak check off", NOW - 900, guest=n)
-    for n in ("cache", "mail"))
+    Finding(
+        "memory_leak",
+        "info",
+        UUID[n],
+        n,
+        "no balloon stats (no virtio balloon device): leak check off",
+        NOW - 900,
+        guest=n,
+    )
+    for n in ("cache", "mail")
+)
 """Two info-level notices."""
 GONE = steal("batch-07", "warning", NOW - 200)
 """A warning that cleared 30 s ago: kept, inactive, within the incident gap."""
@@ -183,11 +219,18 @@ async def test_a_disk_finding_opens_its_guest_and_notices_list_on_enter() -> Non
             "cache: no balloon stats (no virtio balloon device): leak check off",
         ]
         # The disk finding's subject is the disk: Enter opens its guest by name.
-        table.move_cursor(table.row_keys.index(incident_key(
-            next(i.id for i in app.displayed.incidents if i.kind == "disk_above_device"))))
+        table.move_cursor(
+            table.row_keys.index(
+                incident_key(
+                    next(i.id for i in app.displayed.incidents if i.kind == "disk_above_device")
+                )
+            )
+        )
         await pilot.press("enter", "down")
-        assert titles(app)[3] == "└ db-primary vda · disk_latency: vda read 31.0 ms/req " \
-                                 "(900 reqs in 10 s; limit 20.0 ms): above the device"
+        assert (
+            titles(app)[3] == "└ db-primary vda · disk_latency: vda read 31.0 ms/req "
+            "(900 reqs in 10 s; limit 20.0 ms): above the device"
+        )
         assert "evidence read_ms=31, host_dev_ms=0.6" in detail(app)
         await pilot.press("enter")
         await pilot.pause()
@@ -196,7 +239,8 @@ async def test_a_disk_finding_opens_its_guest_and_notices_list_on_enter() -> Non
 
 
 async def test_a_guest_gone_from_the_frame_is_said_not_opened(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     gone = [g for g in GUESTS if g.name != "web-02"]
     app = KvmtopApp(FakeFeed([snapshot(gone, incidents=incidents())]))
     notes = notes_of(app, monkeypatch)
@@ -209,8 +253,18 @@ async def test_a_guest_gone_from_the_frame_is_said_not_opened(
 
 
 async def test_many_incidents_scroll_with_the_cursor() -> None:
-    many = tuple(Finding("steal", "warning", f"uuid-{n}", f"vm-{n:02d}", "steal", NOW - 60 - n,
-                         guest=f"vm-{n:02d}") for n in range(30))
+    many = tuple(
+        Finding(
+            "steal",
+            "warning",
+            f"uuid-{n}",
+            f"vm-{n:02d}",
+            "steal",
+            NOW - 60 - n,
+            guest=f"vm-{n:02d}",
+        )
+        for n in range(30)
+    )
     app = KvmtopApp(FakeFeed([frame(incidents=grouped(NOW, many))]))
     async with app.run_test(size=SIZE) as pilot:
         await shown(pilot, app)
@@ -255,8 +309,18 @@ async def test_i_and_tab_move_between_guests_and_incidents() -> None:
 
 
 def test_the_notices_row_names_the_first_ten() -> None:
-    many = tuple(Finding("memory_leak", "info", f"uuid-{n}", f"vm-{n:02d}", "leak check off",
-                         NOW, guest=f"vm-{n:02d}") for n in range(12))
+    many = tuple(
+        Finding(
+            "memory_leak",
+            "info",
+            f"uuid-{n}",
+            f"vm-{n:02d}",
+            "leak check off",
+            NOW,
+            guest=f"vm-{n:02d}",
+        )
+        for n in range(12)
+    )
     notices = [i for i in grouped(NOW, many) if is_notice(i)]
     assert len(notices) == 12
     cells = notices_cells(notices, expanded=False)

@@ -61,33 +61,41 @@ def guest(spec: GuestSpec, t: int, running: bool) -> GuestSample:
     g = guest_sample(spec if running else replace(spec, state="shutoff"), t)
     if g.balloon is None:
         return g
-    return replace(g, balloon_period_s=EVERY,
-                   balloon=replace(g.balloon, last_update_s=int(T0) + t))
+    return replace(g, balloon_period_s=EVERY, balloon=replace(g.balloon, last_update_s=int(T0) + t))
 
 
 def sample(t: int, *, flapping: bool = False) -> Sample:
     """The raw sample t seconds into the recording (its flapping variant)."""
     noisy = replace(NOISY, steal_pct=1) if flapping and 420 <= t < 480 else NOISY
     return Sample(
-        wall_s=T0 + t, mono_ns=t * NS, host=host_sample(HostSpec(), t),
-        guests=(guest(STEADY, t, True), guest(noisy, t, 300 <= t < 600),
-                guest(HOG, t, 800 <= t < 900)),
-        sources=DEFAULT_SOURCES, interval_s=EVERY,
+        wall_s=T0 + t,
+        mono_ns=t * NS,
+        host=host_sample(HostSpec(), t),
+        guests=(
+            guest(STEADY, t, True),
+            guest(noisy, t, 300 <= t < 600),
+            guest(HOG, t, 800 <= t < 900),
+        ),
+        sources=DEFAULT_SOURCES,
+        interval_s=EVERY,
     )
 
 
 @pytest.fixture
 def recording(tmp_path: Path) -> Path:
     """The 20-minute recording, closed."""
-    return write(tmp_path / "incident.kvmtop",
-                 [sample(t) for t in range(0, LENGTH + 1, EVERY)])
+    return write(tmp_path / "incident.kvmtop", [sample(t) for t in range(0, LENGTH + 1, EVERY)])
 
 
 @pytest.fixture
 def flapping(tmp_path: Path) -> Iterator[ReplayFeed]:
     """The replay feed over the flapping variant, closed after the test."""
-    feed = replay_feed(write(tmp_path / "flapping.kvmtop",
-                             [sample(t, flapping=True) for t in range(0, LENGTH + 1, EVERY)]))
+    feed = replay_feed(
+        write(
+            tmp_path / "flapping.kvmtop",
+            [sample(t, flapping=True) for t in range(0, LENGTH + 1, EVERY)],
+        )
+    )
     yield feed
     feed.close()
 
@@ -95,8 +103,12 @@ def flapping(tmp_path: Path) -> Iterator[ReplayFeed]:
 def replay_feed(path: Path, **kw: Any) -> ReplayFeed:
     """The feed `kvmtop replay` builds, with the default settings."""
     settings = Settings()
-    return ReplayFeed(StoreReader(path), build_pipeline(settings),
-                      scanner=build_pipeline(replace(settings, window_size=2)), **kw)
+    return ReplayFeed(
+        StoreReader(path),
+        build_pipeline(settings),
+        scanner=build_pipeline(replace(settings, window_size=2)),
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -122,9 +134,13 @@ def at(app: KvmtopApp) -> float:
 
 async def ready(pilot: Pilot[None], app: KvmtopApp, feed: ReplayFeed) -> None:
     """Wait for the first frame and for the finding scan to reach the end."""
-    await wait_until(pilot, lambda: app.displayed is not None
-                     and feed.scanned_s == T0 + LENGTH and feed.extent is not None,
-                     timeout=30)  # the scan takes about 1 s, more on a loaded machine
+    await wait_until(
+        pilot,
+        lambda: (
+            app.displayed is not None and feed.scanned_s == T0 + LENGTH and feed.extent is not None
+        ),
+        timeout=30,
+    )  # the scan takes about 1 s, more on a loaded machine
     await pilot.pause()
 
 
@@ -221,8 +237,12 @@ async def test_seek_to_a_typed_time(feed: ReplayFeed, monkeypatch: pytest.Monkey
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app, feed)
         box = app.query_one(TimeInput)
-        for text, expected in [("16:07:30", 450), ("+2m", 120),
-                               ("2025-11-24T16:15:00Z", 900), ("16:04:55", 300)]:
+        for text, expected in [
+            ("16:07:30", 450),
+            ("+2m", 120),
+            ("2025-11-24T16:15:00Z", 900),
+            ("16:04:55", 300),
+        ]:
             await pilot.press("g")
             assert box.display and app.focused is box
             await pilot.press(*text)
@@ -239,8 +259,9 @@ async def test_seek_to_a_typed_time(feed: ReplayFeed, monkeypatch: pytest.Monkey
         assert "outside the recording" in notes[-1]
 
 
-async def test_next_and_previous_incident(flapping: ReplayFeed,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_next_and_previous_incident(
+    flapping: ReplayFeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = paused_app(flapping)
     notes = notes_of(app, monkeypatch)
     async with app.run_test(size=SIZE) as pilot:
@@ -312,7 +333,9 @@ async def test_timeline_cursor_markers_and_click(feed: ReplayFeed) -> None:
         assert state is not None
         assert (state.start_s, state.end_s) == (T0, T0 + LENGTH)
         assert [(m.start_s - T0, m.end_s - T0, m.severity) for m in state.markers] == [
-            (310, 590, "warning"), (810, 890, "critical")]
+            (310, 590, "warning"),
+            (810, 890, "critical"),
+        ]
         assert state.scanned_pct is None  # the scan is done
         text = timeline.render().plain
         assert text.startswith("16:00:00 ") and "16:20:00  16:00:00 paused ×1" in text
@@ -337,11 +360,19 @@ async def test_help_and_footer_follow_the_feed(feed: ReplayFeed) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app, feed)
         help_keys = dict(app.key_help())
-        for key, what in [("+, =", "Play faster"), ("-", "Play slower"),
-                          (",", "Step back (pauses)"), (".", "Step forward (pauses)"),
-                          ("[", "Back 1 min"), ("]", "Forward 1 min"),
-                          ("{", "Back 10 min"), ("}", "Forward 10 min"), ("g", "Go to"),
-                          ("f", "Next incident"), ("F", "Previous incident")]:
+        for key, what in [
+            ("+, =", "Play faster"),
+            ("-", "Play slower"),
+            (",", "Step back (pauses)"),
+            (".", "Step forward (pauses)"),
+            ("[", "Back 1 min"),
+            ("]", "Forward 1 min"),
+            ("{", "Back 10 min"),
+            ("}", "Forward 10 min"),
+            ("g", "Go to"),
+            ("f", "Next incident"),
+            ("F", "Previous incident"),
+        ]:
             assert help_keys[key] == what
         assert "Slower" not in help_keys.values()  # the live interval keys are hidden
         assert "HH:MM[:SS]" in help_keys["g accepts"]
@@ -373,8 +404,9 @@ async def test_follow_mode_shows_samples_as_they_are_written(tmp_path: Path) -> 
         writer.close()
 
 
-def test_snapshot_replay_screen_with_timeline_and_finding(recording: Path,
-                                                          snap_compare: Any) -> None:
+def test_snapshot_replay_screen_with_timeline_and_finding(
+    recording: Path, snap_compare: Any
+) -> None:
     feed = replay_feed(recording)
     app = paused_app(feed)
 
@@ -403,7 +435,8 @@ def test_snapshot_replay_screen_with_timeline_and_finding(recording: Path,
     ],
 )
 def test_time_of_day_reads_as_a_time_during_the_recording(
-        text: str, end: float | None, expected: float) -> None:
+    text: str, end: float | None, expected: float
+) -> None:
     assert parse_time(text, T0, end) == pytest.approx(expected)
 
 
@@ -416,8 +449,7 @@ def test_impossible_time_of_day(text: str) -> None:
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lab-sample.kvmtop"
 
 
-async def test_f_lands_on_the_shipped_leak_and_selects_it(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_f_lands_on_the_shipped_leak_and_selects_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """On the shipped demo recording, `f` reaches the leak incident (raised after 4 min
     of balloon figures) on a frame that shows it, with its row selected: the jump
     resumes the detectors from the scan's checkpoint, not from the incident's start."""
@@ -428,8 +460,9 @@ async def test_f_lands_on_the_shipped_leak_and_selects_it(
     with StoreReader(EXAMPLE) as reader:
         end = reader.last_time()
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.displayed is not None and feed.scanned_s == end,
-                         timeout=60)
+        await wait_until(
+            pilot, lambda: app.displayed is not None and feed.scanned_s == end, timeout=60
+        )
         leak = next(s for s in feed.incidents if s.incident.kind == "leak")
         for _ in feed.incidents:
             await press(pilot, app, "f")

@@ -37,8 +37,10 @@ def lab_frames() -> list[Snapshot]:
     pipeline = build_pipeline(Settings())
     reader = StoreReader(RECORDING)
     try:
-        snaps = [pipeline.push(s, mode="replay")
-                 for _, s in zip(range(FRAMES), reader.iter(), strict=False)]
+        snaps = [
+            pipeline.push(s, mode="replay")
+            for _, s in zip(range(FRAMES), reader.iter(), strict=False)
+        ]
     finally:
         reader.close()
     return snaps[-2:]
@@ -57,14 +59,17 @@ def uuid_of(snap: Snapshot, name: str) -> str:
 
 def open_detail(app: KvmtopApp, frames: list[Snapshot], name: str, *keys: str) -> Any:
     """run_before: wait for the last frame, open a guest's detail, press keys."""
+
     async def run(pilot: Pilot[None]) -> None:
-        await wait_until(pilot, lambda: app.displayed is not None
-                         and app.displayed.seq == frames[-1].seq)
+        await wait_until(
+            pilot, lambda: app.displayed is not None and app.displayed.seq == frames[-1].seq
+        )
         app.open_guest(uuid_of(frames[-1], name))
         await pilot.pause()
         app.screen.query_one("#versus-table", KeyedTable).focus()
         await pilot.press(*keys)
         await pilot.pause()
+
     return run
 
 
@@ -74,9 +79,11 @@ def test_snapshot_side_by_side_of_the_throttled_disk(
     # The cursor on "vda write ms/req" (4th row): the plot shows the guest's write
     # latency under <iotune> against the host disk vda's.
     app = KvmtopApp(FakeFeed(frames))
-    assert snap_compare(app, terminal_size=SIZE,
-                        run_before=open_detail(app, frames, "lab-disk", "down", "down", "down",
-                                               "down"))
+    assert snap_compare(
+        app,
+        terminal_size=SIZE,
+        run_before=open_detail(app, frames, "lab-disk", "down", "down", "down", "down"),
+    )
 
 
 def test_rows_pair_each_disk_and_vnic_with_its_host_side(frames: list[Snapshot]) -> None:
@@ -86,8 +93,17 @@ def test_rows_pair_each_disk_and_vnic_with_its_host_side(frames: list[Snapshot])
 
     specs = {v.key: v for v in versus_specs(g, snap.host)}
     assert list(specs) == [
-        "cpu", "steal", "exits", "disk:vda:read", "disk:vda:write",
-        "nic:vnet5:rx", "nic:vnet5:tx", "nic:vnet5:drops", "nic:vnet5:rtt", "mem", "majflt",
+        "cpu",
+        "steal",
+        "exits",
+        "disk:vda:read",
+        "disk:vda:write",
+        "nic:vnet5:rx",
+        "nic:vnet5:tx",
+        "nic:vnet5:drops",
+        "nic:vnet5:rtt",
+        "mem",
+        "majflt",
     ]
     tx = specs["nic:vnet5:tx"]
     assert tx.baseline == "uplink labup0 of labbr0"

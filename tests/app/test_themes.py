@@ -44,11 +44,17 @@ def test_every_shipped_theme_loads_with_every_colour_parsing() -> None:
             Color.parse(value)
 
 
-@pytest.mark.parametrize("theme", [*shipped(), BUILTIN_THEMES["textual-dark"]],
-                         ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    "theme", [*shipped(), BUILTIN_THEMES["textual-dark"]], ids=lambda t: t.name
+)
 def test_tcss_parses_under_theme(theme: Theme) -> None:
-    sheet = Stylesheet(variables={**variable_defaults(theme),
-                                  **theme.to_color_system().generate(), **theme.variables})
+    sheet = Stylesheet(
+        variables={
+            **variable_defaults(theme),
+            **theme.to_color_system().generate(),
+            **theme.variables,
+        }
+    )
     sheet.read(TCSS)
     sheet.parse()
     assert sheet.rules

@@ -24,9 +24,13 @@ def test_ratio_against_the_peer() -> None:
 
 
 def test_table_states_each_verdict() -> None:
-    text = table([Row("store", "seek", 62.0, "ms", 50.0, "raw read", 31.0, "p95"),
-                  Row("store", "bytes", 140.0, "B", 150.0),
-                  Row("ui", "unknown", None, "ms")])
+    text = table(
+        [
+            Row("store", "seek", 62.0, "ms", 50.0, "raw read", 31.0, "p95"),
+            Row("store", "bytes", 140.0, "B", 150.0),
+            Row("ui", "unknown", None, "ms"),
+        ]
+    )
     lines = text.splitlines()
     assert "MISSED" in lines[2] and "2.00×" in lines[2] and "raw read = 31" in lines[2]
     assert lines[3].strip() == "p95"

@@ -233,7 +233,8 @@ def test_one_stats_call_per_collect_and_xml_once(
     assert len(conn.stats_calls) == 7
     assert conn.xml_calls == 3  # once per domain, not per tick
     balloon_ticks = [
-        tick for tick, (groups, _) in enumerate(conn.stats_calls)
+        tick
+        for tick, (groups, _) in enumerate(conn.stats_calls)
         if groups & lv.VIR_DOMAIN_STATS_BALLOON
     ]
     assert balloon_ticks == [0, 3, 6]
@@ -504,8 +505,12 @@ def test_guests_stay_listed_while_the_daemon_is_away(lv: ModuleType) -> None:
     k_out = first["k"]
     assert (k_out.state, k_out.vcpus_current, k_out.cpu_time_ns) == ("running", 2, None)
     assert k_out.not_responding_since_s == 130.0
-    assert k_out.not_responding == "not responding since " + time.strftime(
-        "%H:%M:%S", time.localtime(130.0)) + ": libvirt daemon not running"
+    assert (
+        k_out.not_responding
+        == "not responding since "
+        + time.strftime("%H:%M:%S", time.localtime(130.0))
+        + ": libvirt daemon not running"
+    )
     assert again["k"].not_responding_since_s == 130.0  # since the first such tick
     assert first["t"].state == "shutoff" and first["t"].not_responding is None
 
@@ -532,9 +537,7 @@ def test_other_errors_are_not_retried(lv: ModuleType) -> None:
     conn = FakeConnection(
         [[(k, {})]],
         failures=[
-            make_error(
-                lv, lv.VIR_ERR_OPERATION_INVALID, lv.VIR_FROM_QEMU, "operation is not valid"
-            )
+            make_error(lv, lv.VIR_ERR_OPERATION_INVALID, lv.VIR_FROM_QEMU, "operation is not valid")
         ],
     )
     open_fn, opened = opener(conn)
@@ -797,18 +800,25 @@ def test_nested_capture_linux_guests_under_kvm_with_balloon(lv: ModuleType) -> N
         assert b.available_bytes is not None and b.usable_bytes < b.available_bytes, name
     idle = guests["lab-idle"].vcpus[0].kvm
     assert (idle["exits.sum"], idle["halt_exits.sum"], idle["io_exits.sum"]) == (
-        111518, 21674, 38239)
+        111518,
+        21674,
+        38239,
+    )
     # The leaking guest's usable memory falls between the two balloon reads (5 s).
     b1, b2 = guests["lab-memleak"].balloon, later["lab-memleak"].balloon
     assert b1 is not None and b2 is not None
     assert b1.usable_bytes is not None and b2.usable_bytes is not None
     assert b2.usable_bytes < b1.usable_bytes
-    info = LibvirtCollector(root=capture.path, open_fn=opener(
-        FakeConnection([capture.records("fast-1")]))[0])
+    info = LibvirtCollector(
+        root=capture.path, open_fn=opener(FakeConnection([capture.records("fast-1")]))[0]
+    )
     by_name = {g.name: g for g in info.collect(0)}
     leak = info.domain_info(by_name["lab-memleak"].uuid)
     assert leak is not None and (leak.accel, leak.memballoon_model, leak.balloon_period_s) == (
-        "kvm", "virtio", 2)
+        "kvm",
+        "virtio",
+        2,
+    )
 
 
 def test_capture_domain_xml_facts(lv: ModuleType, capture: Capture) -> None:

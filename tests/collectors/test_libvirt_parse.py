@@ -269,8 +269,17 @@ def test_nics_guest_point_of_view_as_given() -> None:
         "net.1.name": "vnet1",
     }
     assert parse(stats).nics == (
-        NicSample("vnet0", rx_bytes=1, rx_pkts=2, rx_errs=3, rx_drop=4,
-                  tx_bytes=5, tx_pkts=6, tx_errs=7, tx_drop=8),
+        NicSample(
+            "vnet0",
+            rx_bytes=1,
+            rx_pkts=2,
+            rx_errs=3,
+            rx_drop=4,
+            tx_bytes=5,
+            tx_pkts=6,
+            tx_errs=7,
+            tx_drop=8,
+        ),
         NicSample("vnet1"),
     )
 
@@ -476,14 +485,20 @@ def test_domain_info_adds_switch_paths_and_memory() -> None:
         <interface type='user'><target dev='vnet2'/></interface>
         <memballoon model='virtio'><stats period='2'/></memballoon>
       </devices></domain>"""
-    stats = {"block.0.name": "vda", "net.0.name": "vnet0", "net.1.name": "vnet1",
-             "net.2.name": "vnet2"}
-    out = parse_domain_stats(UUID, "g", 1, stats, accel="kvm", pid=None,
-                             info=parse_domain_xml(xml))
+    stats = {
+        "block.0.name": "vda",
+        "net.0.name": "vnet0",
+        "net.1.name": "vnet1",
+        "net.2.name": "vnet2",
+    }
+    out = parse_domain_stats(UUID, "g", 1, stats, accel="kvm", pid=None, info=parse_domain_xml(xml))
     assert out.accel == "tcg"  # the XML's
     assert out.disks[0].path == "/var/lib/x.qcow2"
     assert [(n.bridge, n.switch) for n in out.nics] == [
-        ("labbr0", "linux"), ("labovs0", "ovs"), (None, None)]
+        ("labbr0", "linux"),
+        ("labovs0", "ovs"),
+        (None, None),
+    ]
     assert out.max_memory_bytes == 128 << 20
     assert out.balloon_period_s == 2
 

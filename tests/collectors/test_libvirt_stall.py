@@ -86,10 +86,17 @@ class StuckConnection:
     @staticmethod
     def record(now: float, full: bool) -> dict[str, Any]:
         stats: dict[str, Any] = {
-            "state.state": 1, "state.reason": 1, "cpu.time": int(now * 0.25e9),
-            "vcpu.current": 1, "vcpu.maximum": 1, "vcpu.0.state": 1,
-            "vcpu.0.time": int(now * 0.2e9), "vcpu.0.delay": int(now * 0.01e9),
-            "net.count": 1, "net.0.name": "vnet0", "net.0.rx.bytes": 0,
+            "state.state": 1,
+            "state.reason": 1,
+            "cpu.time": int(now * 0.25e9),
+            "vcpu.current": 1,
+            "vcpu.maximum": 1,
+            "vcpu.0.state": 1,
+            "vcpu.0.time": int(now * 0.2e9),
+            "vcpu.0.delay": int(now * 0.01e9),
+            "net.count": 1,
+            "net.0.name": "vnet0",
+            "net.0.rx.bytes": 0,
             "net.0.tx.bytes": int(now * 2e6),
         }
         if full:  # what the monitor adds (query-blockstats)
@@ -285,6 +292,7 @@ class Host:
 
     def probe(self) -> Any:
         from kvmtop.collectors.base import Probe
+
         return Probe("host", True, None, {})
 
     def collect(self) -> HostSample:
@@ -359,8 +367,10 @@ def test_batch_and_the_live_feed_keep_their_cadence_through_a_stall(
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert all((1 - SLACK) * INTERVAL <= gap <= (1 + SLACK) * INTERVAL for gap in gaps), gaps
     stamps = [line["time"] for line in lines]
-    assert all((1 - SLACK) * INTERVAL <= b - a <= (1 + SLACK) * INTERVAL
-               for a, b in itertools.pairwise(stamps)), stamps
+    assert all(
+        (1 - SLACK) * INTERVAL <= b - a <= (1 + SLACK) * INTERVAL
+        for a, b in itertools.pairwise(stamps)
+    ), stamps
     states = [{g["name"]: g for g in line["guests"]}[STUCK] for line in lines]
     silent = [g for g in states if g["not_responding_since"] is not None]
     assert len(silent) >= 3, states
@@ -374,6 +384,6 @@ def test_batch_and_the_live_feed_keep_their_cadence_through_a_stall(
                 if g["net_tx_bps"] is not None:
                     assert 8e6 < g["net_tx_bps"] < 32e6, (g["name"], line["time"])
     # After CONT: no spike, whatever the stamp of the reads.
-    after = [g["net_tx_bps"] for g in states[states.index(silent[-1]) + 1:]]
+    after = [g["net_tx_bps"] for g in states[states.index(silent[-1]) + 1 :]]
     assert after and all(v is None or v < 2 * 16e6 for v in after), after
     assert any(v is not None for v in after), after

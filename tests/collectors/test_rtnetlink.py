@@ -203,7 +203,11 @@ def test_live_shaping_rates_in_a_namespace(shaped_namespace: str) -> None:
     )
     done = subprocess.run(
         ["ip", "netns", "exec", shaped_namespace, sys.executable, "-c", child],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert json.loads(done.stdout) == {
         "lo": ["loopback", None, None],

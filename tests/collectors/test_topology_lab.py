@@ -112,8 +112,9 @@ def test_ovs_datapath_and_qdisc_counters(lab: Lab) -> None:
     assert host.thp_enabled in ("always", "madvise", "never")
 
 
-def probe_nics(collector: LibvirtCollector, names: tuple[str, ...], *, timeout_s: float,
-               ticks: int = 8) -> dict[str, NicSample]:
+def probe_nics(
+    collector: LibvirtCollector, names: tuple[str, ...], *, timeout_s: float, ticks: int = 8
+) -> dict[str, NicSample]:
     """The first vNIC of each named guest after `ticks` 1 s ticks of a real NetProbe."""
     collector.collect(0)  # the domain XML (MACs) is read on first sight
     probe = NetProbe(domain_info=collector.domain_info, every_s=1, timeout_s=timeout_s)

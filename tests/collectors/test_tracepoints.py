@@ -95,8 +95,17 @@ def test_svm_counters_from_the_61_kernel_of_an_svm_host() -> None:
     counters, notes = build_counters(formats(CAPTURE_SVM_61), KVM_ISA_SVM)
     keys = {c.key: c.filter for c in counters}
     assert notes == []
-    expected = {"io": 0x07B, "hlt": 0x078, "msr": 0x07C, "npf": 0x400, "interrupt": 0x060,
-                "vintr": 0x064, "cpuid": 0x072, "pause": 0x077, "vmrun": 0x080}
+    expected = {
+        "io": 0x07B,
+        "hlt": 0x078,
+        "msr": 0x07C,
+        "npf": 0x400,
+        "interrupt": 0x060,
+        "vintr": 0x064,
+        "cpuid": 0x072,
+        "pause": 0x077,
+        "vmrun": 0x080,
+    }
     for name, code in expected.items():
         assert keys[f"kvm_exit:{name}"] == f"isa != 1 && exit_reason == {code}", name
     assert keys["kvm_exit:total"] is None

@@ -216,8 +216,14 @@ class World:
         if g.not_responding is not None:
             # As the libvirt collector gives it: identity and size, no counter.
             return GuestSample(
-                uuid=g.uuid, name=g.name, dom_id=g.dom_id, state=g.state, accel=g.accel,
-                pid=g.pid, vcpus_current=len(g.vcpus), not_responding_since_s=self.wall_s,
+                uuid=g.uuid,
+                name=g.name,
+                dom_id=g.dom_id,
+                state=g.state,
+                accel=g.accel,
+                pid=g.pid,
+                vcpus_current=len(g.vcpus),
+                not_responding_since_s=self.wall_s,
                 not_responding=g.not_responding,
             )
         vcpus = []
@@ -233,7 +239,8 @@ class World:
                 "time_ns": self._count(f"{k}v{i}:cpu", v.cpu_pct / 100 * NS_PER_S, dt),
                 "delay_ns": self._count(
                     f"{k}v{i}:steal",
-                    None if v.steal_pct is None else v.steal_pct / 100 * NS_PER_S, dt
+                    None if v.steal_pct is None else v.steal_pct / 100 * NS_PER_S,
+                    dt,
                 ),
                 "kvm": kvm,
             }
@@ -276,9 +283,7 @@ class World:
         debugfs: dict[str, int] = {}
         if g.debugfs_exits_per_s is not None:
             debugfs["exits"] = self._count(k + "dbgexits", g.debugfs_exits_per_s, dt) or 0
-        reasons = {
-            key: self._count(f"{k}r:{key}", r, dt) or 0 for key, r in g.exit_reasons.items()
-        }
+        reasons = {key: self._count(f"{k}r:{key}", r, dt) or 0 for key, r in g.exit_reasons.items()}
         common: dict[str, Any] = {
             "uuid": g.uuid,
             "name": g.name,

@@ -114,8 +114,11 @@ def test_disk_latency_counter_reset_is_no_data() -> None:
 
 
 def net_world(
-    rx_drops: dict[str, float], *, uplink: NetDevSpec | None = None,
-    settings: DetectorSettings | None = None, **host: object,
+    rx_drops: dict[str, float],
+    *,
+    uplink: NetDevSpec | None = None,
+    settings: DetectorSettings | None = None,
+    **host: object,
 ) -> World:
     guests = [
         GuestSpec(
@@ -132,7 +135,9 @@ def net_world(
     if uplink is not None:
         netdevs.append(uplink)
     return World(
-        guests, HostSpec(netdevs=netdevs, **host), settings=settings  # type: ignore[arg-type]
+        guests,
+        HostSpec(netdevs=netdevs, **host),
+        settings=settings,  # type: ignore[arg-type]
     )
 
 
@@ -200,26 +205,62 @@ def test_vswitch_uplink(uplink: NetDevSpec, capacity: dict[str, float], expect: 
     ("uplink", "capacity", "expect", "shaped"),
     [
         # A veth shaped by tbf, nothing configured: judged against the tbf rate.
-        (NetDevSpec("labup0", "veth", "br0", tx_bps=11.5e6, shaped_mbps=12.0, shaped_by="tbf"),
-         {}, "uplink labup0 at 96% of 12 Mbit/s (tbf rate): 11.5 Mbit/s", 12.0),
-        (NetDevSpec("labup0", "veth", "br0", tx_bps=9e6, shaped_mbps=12.0, shaped_by="tbf"),
-         {}, None, None),  # 75 %: near miss
+        (
+            NetDevSpec("labup0", "veth", "br0", tx_bps=11.5e6, shaped_mbps=12.0, shaped_by="tbf"),
+            {},
+            "uplink labup0 at 96% of 12 Mbit/s (tbf rate): 11.5 Mbit/s",
+            12.0,
+        ),
+        (
+            NetDevSpec("labup0", "veth", "br0", tx_bps=9e6, shaped_mbps=12.0, shaped_by="tbf"),
+            {},
+            None,
+            None,
+        ),  # 75 %: near miss
         # A bond without a speed (its slaves report none), shaped by htb.
-        (NetDevSpec("bond0", "bond", "br0", rx_bps=19e6, shaped_mbps=20.0, shaped_by="htb"),
-         {}, "uplink bond0 at 95% of 20 Mbit/s (htb rate)", 20.0),
+        (
+            NetDevSpec("bond0", "bond", "br0", rx_bps=19e6, shaped_mbps=20.0, shaped_by="htb"),
+            {},
+            "uplink bond0 at 95% of 20 Mbit/s (htb rate)",
+            20.0,
+        ),
         # The configured capacity wins over the shaping rate, either way.
-        (NetDevSpec("labup0", "veth", "br0", tx_bps=9.5e6, shaped_mbps=100.0, shaped_by="tbf"),
-         {"labup0": 10.0}, "uplink labup0 at 95% of 10 Mbit/s (configured)", None),
-        (NetDevSpec("labup0", "veth", "br0", tx_bps=11.5e6, shaped_mbps=12.0, shaped_by="tbf"),
-         {"labup0": 100.0}, None, None),
+        (
+            NetDevSpec("labup0", "veth", "br0", tx_bps=9.5e6, shaped_mbps=100.0, shaped_by="tbf"),
+            {"labup0": 10.0},
+            "uplink labup0 at 95% of 10 Mbit/s (configured)",
+            None,
+        ),
+        (
+            NetDevSpec("labup0", "veth", "br0", tx_bps=11.5e6, shaped_mbps=12.0, shaped_by="tbf"),
+            {"labup0": 100.0},
+            None,
+            None,
+        ),
         # A physical NIC with a speed is judged against it, not against its htb.
-        (NetDevSpec("eth0", "physical", "br0", 1000, tx_bps=9.5e8, shaped_mbps=50.0,
-                    shaped_by="htb"), {}, "uplink eth0 at 95% of 1000 Mbit/s (link speed)", None),
-        (NetDevSpec("eth0", "physical", "br0", 1000, tx_bps=4.9e7, shaped_mbps=50.0,
-                    shaped_by="htb"), {}, None, None),
+        (
+            NetDevSpec(
+                "eth0", "physical", "br0", 1000, tx_bps=9.5e8, shaped_mbps=50.0, shaped_by="htb"
+            ),
+            {},
+            "uplink eth0 at 95% of 1000 Mbit/s (link speed)",
+            None,
+        ),
+        (
+            NetDevSpec(
+                "eth0", "physical", "br0", 1000, tx_bps=4.9e7, shaped_mbps=50.0, shaped_by="htb"
+            ),
+            {},
+            None,
+            None,
+        ),
         # A physical NIC that reports no speed (virtio-net) falls back to its tbf.
-        (NetDevSpec("eth0", "physical", "br0", tx_bps=4.9e7, shaped_mbps=50.0, shaped_by="tbf"),
-         {}, "uplink eth0 at 98% of 50 Mbit/s (tbf rate)", 50.0),
+        (
+            NetDevSpec("eth0", "physical", "br0", tx_bps=4.9e7, shaped_mbps=50.0, shaped_by="tbf"),
+            {},
+            "uplink eth0 at 98% of 50 Mbit/s (tbf rate)",
+            50.0,
+        ),
     ],
 )
 def test_vswitch_uplink_capacity_from_shaping(
@@ -270,8 +311,9 @@ def test_vswitch_qdisc_drops_and_ovs_signals() -> None:
         netdevs=[
             NetDevSpec("ovsbr0", "ovs"),
             NetDevSpec("vnet9", "tap", ovs_bridge="ovsbr0"),
-            NetDevSpec("eth1", "physical", speed_mbps=1000, ovs_bridge="ovsbr0",
-                       ovs_rx_dropped=7.0),
+            NetDevSpec(
+                "eth1", "physical", speed_mbps=1000, ovs_bridge="ovsbr0", ovs_rx_dropped=7.0
+            ),
         ],
         ovs_lost=12.0,
         ovs_bridges=("ovsbr0",),

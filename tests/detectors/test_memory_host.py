@@ -49,12 +49,7 @@ def leak_run(
 
 
 def leak_findings(history: list[tuple[float, tuple[Finding, ...]]]) -> list[tuple[float, Finding]]:
-    return [
-        (t, f)
-        for t, fs in history
-        for f in active(fs, "memory_leak")
-        if f.severity != "info"
-    ]
+    return [(t, f) for t, fs in history for f in active(fs, "memory_leak") if f.severity != "info"]
 
 
 def test_steady_5_mib_per_min_in_a_128_mib_guest_within_10_minutes() -> None:
@@ -88,8 +83,12 @@ def test_a_leak_with_hours_left_still_needs_5_min() -> None:
     _, history = leak_run(
         lambda t: 1000.0 + 2.0 * t / 60.0, minutes=8, total_mib=4096.0, current_mib=4096.0
     )
-    fs = [(t, f) for t, fs in history for f in active(fs, "memory_leak")
-          if f.message.startswith("leak")]
+    fs = [
+        (t, f)
+        for t, fs in history
+        for f in active(fs, "memory_leak")
+        if f.message.startswith("leak")
+    ]
     assert fs, "the leak was never judged"
     assert fs[0][0] >= 300
 
@@ -257,12 +256,21 @@ def test_qemu_rss_above_ram_but_small_is_a_near_miss() -> None:
         ("cpu", PressureSample(some_avg10=25.0, some_avg60=18.0), None),  # not sustained
         ("cpu", PressureSample(some_avg10=21.0, some_avg60=40.0), None),  # recovering
         ("memory", PressureSample(some_avg10=12.0, some_avg60=11.0), "warning"),
-        ("memory", PressureSample(some_avg10=30.0, some_avg60=25.0, full_avg10=8.0,
-                                  full_avg60=6.0), "critical"),
-        ("io", PressureSample(some_avg10=50.0, some_avg60=50.0, full_avg10=12.0,
-                              full_avg60=11.0), "warning"),
-        ("io", PressureSample(some_avg10=50.0, some_avg60=50.0, full_avg10=9.0,
-                              full_avg60=9.0), None),
+        (
+            "memory",
+            PressureSample(some_avg10=30.0, some_avg60=25.0, full_avg10=8.0, full_avg60=6.0),
+            "critical",
+        ),
+        (
+            "io",
+            PressureSample(some_avg10=50.0, some_avg60=50.0, full_avg10=12.0, full_avg60=11.0),
+            "warning",
+        ),
+        (
+            "io",
+            PressureSample(some_avg10=50.0, some_avg60=50.0, full_avg10=9.0, full_avg60=9.0),
+            None,
+        ),
     ],
 )
 def test_host_pressure(resource: str, psi: PressureSample, severity: str | None) -> None:
@@ -278,8 +286,13 @@ def test_host_pressure(resource: str, psi: PressureSample, severity: str | None)
 
 def test_overcommit_vcpus_and_memory_reserve() -> None:
     guests = [
-        GuestSpec(f"u{i}", f"g{i}", vcpus=[VcpuSpec(), VcpuSpec()], balloon_period_s=10,
-                  balloon=balloon(100.0, current_mib=5000.0, last_update_s=None))
+        GuestSpec(
+            f"u{i}",
+            f"g{i}",
+            vcpus=[VcpuSpec(), VcpuSpec()],
+            balloon_period_s=10,
+            balloon=balloon(100.0, current_mib=5000.0, last_update_s=None),
+        )
         for i in range(3)
     ]
     f = active(World(guests, HostSpec(ncpu=4)).run(5), "overcommit")
@@ -293,8 +306,11 @@ def test_overcommit_vcpus_and_memory_reserve() -> None:
 def test_overcommit_ratio_just_above_the_limit_reads_above_it() -> None:
     # 5 vCPUs on 4 CPUs: 1.25, which one decimal printed as "1.2 > 1.2".
     guests = [GuestSpec(f"u{i}", f"g{i}", vcpus=[VcpuSpec()] * n) for i, n in enumerate((2, 2, 1))]
-    (f,) = [x for x in active(World(guests, HostSpec(ncpu=4)).run(5), "overcommit")
-            if x.subject == "host:vcpus"]
+    (f,) = [
+        x
+        for x in active(World(guests, HostSpec(ncpu=4)).run(5), "overcommit")
+        if x.subject == "host:vcpus"
+    ]
     assert f.message.startswith("vCPU:pCPU 1.25 (5 vCPUs of 3 running guests on 4 host CPUs) > 1.2")
 
 

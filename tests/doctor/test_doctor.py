@@ -38,16 +38,32 @@ libvirt = pytest.importorskip("libvirt")
 # --------------------------------------------------------------------------- fakes
 
 
-def domain_xml(name: str, kind: str, *, memballoon: str = "virtio", period: int | None = 2,
-               memory_gib: int = 1, disk: str | None = None) -> str:
+def domain_xml(
+    name: str,
+    kind: str,
+    *,
+    memballoon: str = "virtio",
+    period: int | None = 2,
+    memory_gib: int = 1,
+    disk: str | None = None,
+) -> str:
     stats = f"<stats period='{period}'/>" if period is not None else ""
-    balloon = (f"<memballoon model='{memballoon}'>{stats}</memballoon>"
-               if memballoon != "none" else "<memballoon model='none'/>")
-    disk_xml = (f"<disk type='file' device='disk'><source file='{disk}'/>"
-                "<target dev='vda' bus='virtio'/></disk>" if disk else "")
-    return (f"<domain type='{kind}'><name>{name}</name>"
-            f"<memory unit='GiB'>{memory_gib}</memory><vcpu>1</vcpu>"
-            f"<devices>{disk_xml}{balloon}</devices></domain>")
+    balloon = (
+        f"<memballoon model='{memballoon}'>{stats}</memballoon>"
+        if memballoon != "none"
+        else "<memballoon model='none'/>"
+    )
+    disk_xml = (
+        f"<disk type='file' device='disk'><source file='{disk}'/>"
+        "<target dev='vda' bus='virtio'/></disk>"
+        if disk
+        else ""
+    )
+    return (
+        f"<domain type='{kind}'><name>{name}</name>"
+        f"<memory unit='GiB'>{memory_gib}</memory><vcpu>1</vcpu>"
+        f"<devices>{disk_xml}{balloon}</devices></domain>"
+    )
 
 
 @dataclass
@@ -81,9 +97,7 @@ class FakeConnection:
     lib_version: int = 9_000_000
     qemu_version: int = 7_002_000
 
-    def getAllDomainStats(
-        self, _stats: int, _flags: int
-    ) -> list[tuple[Any, dict[str, Any]]]:
+    def getAllDomainStats(self, _stats: int, _flags: int) -> list[tuple[Any, dict[str, Any]]]:
         return [(d, dict(d.stats)) for d in self.domains]
 
     def isAlive(self) -> int:
@@ -108,12 +122,20 @@ class FakeConnection:
         return "fakehost"
 
 
-def running(extra: dict[str, Any] | None = None, last_update: float | None = NOW - 1) -> dict[
-        str, Any]:
-    stats: dict[str, Any] = {"state.state": 1, "state.reason": 1, "vcpu.current": 1,
-                             "vcpu.maximum": 1, "vcpu.0.state": 1, "vcpu.0.time": 10**9,
-                             "vcpu.0.delay": 10**6, "balloon.current": 1 << 20,
-                             "balloon.maximum": 1 << 20}
+def running(
+    extra: dict[str, Any] | None = None, last_update: float | None = NOW - 1
+) -> dict[str, Any]:
+    stats: dict[str, Any] = {
+        "state.state": 1,
+        "state.reason": 1,
+        "vcpu.current": 1,
+        "vcpu.maximum": 1,
+        "vcpu.0.state": 1,
+        "vcpu.0.time": 10**9,
+        "vcpu.0.delay": 10**6,
+        "balloon.current": 1 << 20,
+        "balloon.maximum": 1 << 20,
+    }
     if last_update is not None:
         stats["balloon.last-update"] = int(last_update)
     stats.update(extra or {})
@@ -136,8 +158,12 @@ def healthy() -> list[FakeDomain]:
 
 def env(root: Path, conn: FakeConnection | None = None, **kw: Any) -> Environment:
     conn = conn or FakeConnection(healthy())
-    defaults: dict[str, Any] = {"euid": 0, "measure_s": 0, "now": lambda: NOW,
-                                "libvirt_open": lambda _uri: conn}
+    defaults: dict[str, Any] = {
+        "euid": 0,
+        "measure_s": 0,
+        "now": lambda: NOW,
+        "libvirt_open": lambda _uri: conn,
+    }
     defaults.update(kw)
     return Environment(root=root, **defaults)
 
@@ -241,8 +267,8 @@ def test_libvirt_python_missing(tree: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_libvirt_daemon_unreachable(tree: Path) -> None:
     def refuse(_uri: str | None) -> Any:
         raise libvirt.libvirtError(
-            "Failed to connect socket to '/var/run/libvirt/libvirt-sock': "
-            "No such file or directory")
+            "Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory"
+        )
 
     checks = diagnose(env(tree, libvirt_open=refuse, uri_explicit=True))
     check = by_id(checks)["libvirt"]
@@ -274,31 +300,41 @@ def test_qemu_without_query_stats(tree: Path) -> None:
 
 
 def test_balloon_period_unset(tree: Path) -> None:
-    dom = FakeDomain("lazy", uuid(2), domain_xml("lazy", "kvm", period=None),
-                     running(KVM_STATS, last_update=None))
+    dom = FakeDomain(
+        "lazy",
+        uuid(2),
+        domain_xml("lazy", "kvm", period=None),
+        running(KVM_STATS, last_update=None),
+    )
     check = by_id(diagnose(env(tree, FakeConnection([dom]))))["guest.balloon:lazy"]
     assert check.status == WARN and "period unset" in check.detail
     assert "virsh dommemstat lazy --period 5 --live --config" in (check.fix or "")
 
 
 def test_balloon_last_update_not_advancing(tree: Path) -> None:
-    dom = FakeDomain("stale", uuid(3), domain_xml("stale", "kvm"),
-                     running(KVM_STATS, last_update=NOW - 600))
+    dom = FakeDomain(
+        "stale", uuid(3), domain_xml("stale", "kvm"), running(KVM_STATS, last_update=NOW - 600)
+    )
     check = by_id(diagnose(env(tree, FakeConnection([dom]))))["guest.balloon:stale"]
     assert check.status == WARN and "not advancing" in check.detail
     assert "600 s ago" in check.detail
 
 
 def test_balloon_never_reported(tree: Path) -> None:
-    dom = FakeDomain("mute", uuid(4), domain_xml("mute", "kvm"),
-                     running(KVM_STATS, last_update=None))
+    dom = FakeDomain(
+        "mute", uuid(4), domain_xml("mute", "kvm"), running(KVM_STATS, last_update=None)
+    )
     check = by_id(diagnose(env(tree, FakeConnection([dom]))))["guest.balloon:mute"]
     assert check.status == WARN and "never reported" in check.detail
 
 
 def test_no_balloon_device(tree: Path) -> None:
-    dom = FakeDomain("probe", uuid(5), domain_xml("probe", "kvm", memballoon="none"),
-                     running(KVM_STATS, last_update=None))
+    dom = FakeDomain(
+        "probe",
+        uuid(5),
+        domain_xml("probe", "kvm", memballoon="none"),
+        running(KVM_STATS, last_update=None),
+    )
     check = by_id(diagnose(env(tree, FakeConnection([dom]))))["guest.balloon:probe"]
     assert check.status == WARN and "model='none'" in check.detail
 
@@ -387,8 +423,9 @@ class FakeTracepoints:
 
     def enrich(self, guests: Sequence[GuestSample]) -> tuple[GuestSample, ...]:
         self.reads += 1
-        return tuple(replace(g, exit_reasons={"kvm_exit:total": self.per_tick * self.reads})
-                     for g in guests)
+        return tuple(
+            replace(g, exit_reasons={"kvm_exit:total": self.per_tick * self.reads}) for g in guests
+        )
 
 
 class GrowingConnection(FakeConnection):
@@ -428,8 +465,15 @@ def test_kvm_exit_silence_is_measured(tree: Path, per_tick: int, status: str) ->
 
 
 def test_overcommit_and_memory_reserve(tree: Path) -> None:
-    doms = [FakeDomain(f"big-{i}", uuid(10 + i), domain_xml(f"big-{i}", "kvm", memory_gib=12),
-                       running(KVM_STATS)) for i in range(3)]
+    doms = [
+        FakeDomain(
+            f"big-{i}",
+            uuid(10 + i),
+            domain_xml(f"big-{i}", "kvm", memory_gib=12),
+            running(KVM_STATS),
+        )
+        for i in range(3)
+    ]
     found = by_id(diagnose(env(tree, FakeConnection(doms))))
     ratio = found["advice.vcpu_ratio"]
     assert ratio.status == WARN and ratio.detail.startswith("1.5 (3 vCPUs")
@@ -441,8 +485,13 @@ def test_overcommit_and_memory_reserve(tree: Path) -> None:
 
 
 def test_halt_polling_that_mostly_fails(tree: Path) -> None:
-    stats = running({**KVM_STATS, "vcpu.0.halt_poll_fail_ns.sum": 50 * 10**9,
-                     "vcpu.0.halt_poll_success_ns.sum": 10**9})
+    stats = running(
+        {
+            **KVM_STATS,
+            "vcpu.0.halt_poll_fail_ns.sum": 50 * 10**9,
+            "vcpu.0.halt_poll_success_ns.sum": 10**9,
+        }
+    )
     conn = FakeConnection([FakeDomain("poller", uuid(20), domain_xml("poller", "kvm"), stats)])
     check = by_id(diagnose(env(tree, conn)))["advice.halt_poll"]
     assert check.status == WARN and "mostly fails" in check.detail
@@ -454,8 +503,9 @@ def test_halt_polling_absent(tree: Path) -> None:
     assert by_id(diagnose(env(tree)))["advice.halt_poll"].status == SKIP
 
 
-@pytest.mark.parametrize(("enabled", "status"),
-                         [("always madvise [never]", WARN), ("[always] madvise never", OK)])
+@pytest.mark.parametrize(
+    ("enabled", "status"), [("always madvise [never]", WARN), ("[always] madvise never", OK)]
+)
 def test_transparent_huge_pages(tree: Path, enabled: str, status: str) -> None:
     write(tree, "sys/kernel/mm/transparent_hugepage/enabled", enabled + "\n")
     check = by_id(diagnose(env(tree)))["advice.thp"]
@@ -495,14 +545,21 @@ def stat_on(minor: int) -> Any:
     ],
 )
 def test_io_scheduler_of_backing_device(
-    tree: Path, scheduler: str, rotational: str, partition: bool, status: str,
+    tree: Path,
+    scheduler: str,
+    rotational: str,
+    partition: bool,
+    status: str,
     better: str | None,
 ) -> None:
     write(tree, "var/lib/images/web.qcow2", "qcow2")
     fake_disk(tree, scheduler, rotational, partition)
-    dom = FakeDomain("web", uuid(30),
-                     domain_xml("web", "kvm", disk="/var/lib/images/web.qcow2"),
-                     running(KVM_STATS))
+    dom = FakeDomain(
+        "web",
+        uuid(30),
+        domain_xml("web", "kvm", disk="/var/lib/images/web.qcow2"),
+        running(KVM_STATS),
+    )
     checks = diagnose(env(tree, FakeConnection([dom]), stat=stat_on(1 if partition else 0)))
     check = by_id(checks)["advice.io_scheduler:vda"]
     assert check.status == status, check
@@ -513,8 +570,10 @@ def test_io_scheduler_of_backing_device(
 
 def test_network_storage_has_no_scheduler_advice(tree: Path) -> None:
     xml = domain_xml("ceph", "kvm").replace(
-        "<devices>", "<devices><disk type='network' device='disk'><source protocol='rbd' "
-        "name='pool/vol'/><target dev='vda' bus='virtio'/></disk>")
+        "<devices>",
+        "<devices><disk type='network' device='disk'><source protocol='rbd' "
+        "name='pool/vol'/><target dev='vda' bus='virtio'/></disk>",
+    )
     dom = FakeDomain("ceph", uuid(31), xml, running(KVM_STATS))
     found = by_id(diagnose(env(tree, FakeConnection([dom]))))
     assert not [i for i in found if i.startswith("advice.io_scheduler")]
@@ -540,8 +599,14 @@ def test_json_output(tmp_path: Path) -> None:
     assert doc["exit_status"] == 1
     assert doc["summary"][FAIL] >= 1
     host = next(c for c in doc["checks"] if c["id"] == "host")
-    assert host == {"id": "host", "status": "fail", "title": "host /proc",
-                    "detail": host["detail"], "fix": host["fix"], "required": True}
+    assert host == {
+        "id": "host",
+        "status": "fail",
+        "title": "host /proc",
+        "detail": host["detail"],
+        "fix": host["fix"],
+        "required": True,
+    }
 
 
 # --------------------------------------------------------------------------- lab
@@ -567,8 +632,13 @@ def test_lab_doctor_on_this_host(lab: Lab) -> None:
     locked = lockdown() != "none"
     fires = kvm_exit_events() > 0
     modules = kvm_modules()
-    proc = subprocess.run([sys.executable, "-c", DOCTOR_ENTRY, "--format", "json"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", DOCTOR_ENTRY, "--format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     checks = json.loads(proc.stdout)["checks"]
     found = {c["id"]: c for c in checks}

@@ -43,9 +43,22 @@ class Seen:
 def replay_frames(recording: Path, config: Path) -> list[dict[str, Any]]:
     """Every snapshot of a recording as `kvmtop replay --batch --format json` gives it."""
     proc = subprocess.run(
-        [sys.executable, "-m", "kvmtop", "replay", str(recording), "--batch", "--format",
-         "json", "--config", str(config)],
-        capture_output=True, text=True, check=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "kvmtop",
+            "replay",
+            str(recording),
+            "--batch",
+            "--format",
+            "json",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     )
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
@@ -63,8 +76,17 @@ def replay_findings(recording: Path, config: Path) -> tuple[list[float], list[Se
 
 
 def _seen(time_s: float, f: dict[str, Any]) -> Seen:
-    return Seen(time_s, f["detector"], f["severity"], f["guest"], f["subject"],
-                f["subject_name"], f["message"], dict(f["evidence"]), dict(f["baseline"]))
+    return Seen(
+        time_s,
+        f["detector"],
+        f["severity"],
+        f["guest"],
+        f["subject"],
+        f["subject_name"],
+        f["message"],
+        dict(f["evidence"]),
+        dict(f["baseline"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -77,10 +99,9 @@ class FaultWindow:
 
     def explains(self, s: Seen) -> bool:
         """Whether this fault accounts for the finding `s`."""
-        return (
-            self.start_s <= s.time_s <= self.end_s + AFTER_FAULT_S
-            and ((s.detector, s.guest or "") in self.causes
-                 or (s.detector, s.subject_name) in self.causes)
+        return self.start_s <= s.time_s <= self.end_s + AFTER_FAULT_S and (
+            (s.detector, s.guest or "") in self.causes
+            or (s.detector, s.subject_name) in self.causes
         )
 
 
@@ -103,14 +124,23 @@ def fault_windows(lab: Lab, journal: Iterable[FaultEvent], end_s: float) -> list
             close(f"iotune {ev.args[0]}", ev.time_s)
             if ev.args[1] != "0":
                 open_[f"iotune {ev.args[0]}"] = (
-                    ev.time_s, frozenset({("disk_latency", ev.args[0])}))
+                    ev.time_s,
+                    frozenset({("disk_latency", ev.args[0])}),
+                )
         elif ev.name == "shape":
             kind = ev.args[1] if len(ev.args) > 1 else "linux"
             open_[f"shape {kind}"] = (
-                ev.time_s, frozenset({("vswitch_saturation", switch_of[kind])}))
+                ev.time_s,
+                frozenset({("vswitch_saturation", switch_of[kind])}),
+            )
         elif ev.name == "stall":  # ends by itself after its seconds
-            windows.append(FaultWindow(ev.time_s, ev.time_s + float(ev.args[1]),
-                                       frozenset({("vnic_drops", ev.args[0])})))
+            windows.append(
+                FaultWindow(
+                    ev.time_s,
+                    ev.time_s + float(ev.args[1]),
+                    frozenset({("vnic_drops", ev.args[0])}),
+                )
+            )
         elif ev.name == "leak":
             open_[f"leak {ev.args[0]}"] = (ev.time_s, frozenset({("memory_leak", ev.args[0])}))
         undone = {
@@ -128,7 +158,10 @@ def fault_windows(lab: Lab, journal: Iterable[FaultEvent], end_s: float) -> list
 def episodes(seen: Iterable[Seen], detector: str, who: str) -> list[Seen]:
     """Severe occurrences of `detector` on a guest or subject name, in time order."""
     return sorted(
-        (s for s in seen if s.detector == detector and s.severity in SEVERE
-         and who in (s.guest, s.subject_name)),
+        (
+            s
+            for s in seen
+            if s.detector == detector and s.severity in SEVERE and who in (s.guest, s.subject_name)
+        ),
         key=lambda s: s.time_s,
     )

@@ -41,8 +41,9 @@ class RecordingConnection:
     def getAllDomainStats(self, stats: int, flags: int) -> Any:
         started = time.monotonic_ns()
         reply = self._conn.getAllDomainStats(stats, flags)
-        self.replies.append(Reply(started, time.monotonic_ns(),
-                                  {d.UUIDString(): dict(s) for d, s in reply}))
+        self.replies.append(
+            Reply(started, time.monotonic_ns(), {d.UUIDString(): dict(s) for d, s in reply})
+        )
         return reply
 
     def __getattr__(self, name: str) -> Any:
@@ -61,9 +62,15 @@ class Observation:
         """The stats calls of tick `i`: started after sample i-1 was stamped (each
         sample is stamped after its guests were read), in the order they started."""
         after = self.samples[i - 1].mono_ns if i > 0 else 0
-        return sorted((r for conn in self.raw for r in conn.replies
-                       if after < r.started_ns <= self.samples[i].mono_ns),
-                      key=lambda r: r.started_ns)
+        return sorted(
+            (
+                r
+                for conn in self.raw
+                for r in conn.replies
+                if after < r.started_ns <= self.samples[i].mono_ns
+            ),
+            key=lambda r: r.started_ns,
+        )
 
     def raw_stats(self, i: int) -> dict[str, dict[str, Any]]:
         """The raw libvirt stats behind sample `i`, by domain UUID: the replies of tick
@@ -112,10 +119,14 @@ class Observation:
         return statistics.median(values)
 
 
-def watch(seconds: float, settings: Settings | None = None,
-          trace: tuple[str, ...] = (), min_samples: int = 6,
-          enough: Callable[[Observation], bool] | None = None,
-          max_s: float = 120.0) -> Observation:
+def watch(
+    seconds: float,
+    settings: Settings | None = None,
+    trace: tuple[str, ...] = (),
+    min_samples: int = 6,
+    enough: Callable[[Observation], bool] | None = None,
+    max_s: float = 120.0,
+) -> Observation:
     """Run the real sampler and pipeline at the lab's interval (`kvmtop_interval_s`
     of its manifest) for `seconds`, and on until it
     has `min_samples` (a host whose ticks take longer than the interval, like the
@@ -133,8 +144,9 @@ def watch(seconds: float, settings: Settings | None = None,
         return conn
 
     sampler = build_sampler(settings)
-    sampler.guests = LibvirtCollector(settings.uri, balloon_every=settings.balloon_every,
-                                      open_fn=open_recording)
+    sampler.guests = LibvirtCollector(
+        settings.uri, balloon_every=settings.balloon_every, open_fn=open_recording
+    )
     sampler.trace(trace)
     pipeline = build_pipeline(settings)
     deadline = time.monotonic()

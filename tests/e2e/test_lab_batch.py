@@ -38,9 +38,13 @@ def batch_lines(count: int) -> list[dict[str, Any]]:
     """`count` batch JSON lines from the real collectors with RTT probing on."""
     libvirt = LibvirtCollector("qemu:///system")
     probe = NetProbe(domain_info=libvirt.domain_info, every_s=1, timeout_s=3)
-    sampler = Sampler(HostCollector(), libvirt,
-                      [SchedCollector(), TopologyCollector(), probe],
-                      host_enrichers=[VswitchCollector()], interval_s=1.0)
+    sampler = Sampler(
+        HostCollector(),
+        libvirt,
+        [SchedCollector(), TopologyCollector(), probe],
+        host_enrichers=[VswitchCollector()],
+        interval_s=1.0,
+    )
     feed = LiveFeed(sampler, build_pipeline(Settings(interval_s=1.0)))
     out = io.StringIO()
     try:

@@ -57,8 +57,10 @@ def observed(lab: Lab) -> Iterator[Observation]:
     # Balloon stats every 10 s, as kvmtop's defaults give at 2 s (every 5th tick): at the
     # nested lab's 5 s the default would leave 3 balloon points in the window.
     interval = kvmtop_interval_s()
-    yield watch(OBSERVE_S, replace(Settings(interval_s=interval),
-                                   balloon_every=max(1, round(10.0 / interval))))
+    yield watch(
+        OBSERVE_S,
+        replace(Settings(interval_s=interval), balloon_every=max(1, round(10.0 / interval))),
+    )
 
 
 def test_every_lab_guest_is_seen_with_name_and_uuid(lab: Lab, observed: Observation) -> None:
@@ -101,8 +103,10 @@ def test_cpu_guest_shows_its_duty_cycle(lab: Lab, observed: Observation) -> None
     # a CPU after each wake-up, which is steal too.
     demand = observed.median("lab-cpu", lambda g: _plus(g.cpu_pct, g.steal_pct))
     spare = _host_idle_share(observed)
-    print(f"\nlab-cpu: duty {expected:g} %, CPU {busy:.1f} %, CPU + steal {demand:.1f} %; "
-          f"host idle {100 * spare:.0f} % during the observation")
+    print(
+        f"\nlab-cpu: duty {expected:g} %, CPU {busy:.1f} %, CPU + steal {demand:.1f} %; "
+        f"host idle {100 * spare:.0f} % during the observation"
+    )
     assert demand >= expected * 0.7, (busy, demand)
     assert busy <= expected * 1.6
     assert busy > idle + expected * 0.3
@@ -120,8 +124,16 @@ def _host_idle_share(observed: Observation) -> float:
     """Idle share of the host's CPU time between the first and last sample (the
     `cpu` line of /proc/stat as the samples carry it)."""
     first, last = observed.samples[0].host.cpu, observed.samples[-1].host.cpu
-    fields = ("user_ns", "nice_ns", "system_ns", "idle_ns", "iowait_ns", "irq_ns",
-              "softirq_ns", "steal_ns")
+    fields = (
+        "user_ns",
+        "nice_ns",
+        "system_ns",
+        "idle_ns",
+        "iowait_ns",
+        "irq_ns",
+        "softirq_ns",
+        "steal_ns",
+    )
     total = sum(getattr(last, f) - getattr(first, f) for f in fields)
     idle = (last.idle_ns - first.idle_ns) + (last.iowait_ns - first.iowait_ns)
     return idle / total if total > 0 else 0.0
@@ -149,12 +161,19 @@ def test_net_guest_throughput_on_vnic_and_bridge(lab: Lab, observed: Observation
     # The host sees the same traffic on the guest's tap, a port of the lab bridge. Its
     # vNIC from a frame read by clean ticks: the last one had none in a CI run, on a
     # slow L1 whose tick overran its libvirt deadline.
-    nic = observed.snapshots[observed.last_clean_pair()].guest(  # type: ignore[union-attr]
-        guest.uuid).nics[0]
+    nic = (
+        observed.snapshots[observed.last_clean_pair()]
+        .guest(  # type: ignore[union-attr]
+            guest.uuid
+        )
+        .nics[0]
+    )
     assert nic.bridge == guest.bridge and nic.switch == "linux"
     taps = [
         statistics.median(
-            n.rx_bps for s in observed.snapshots[1:] for n in s.host.nets
+            n.rx_bps
+            for s in observed.snapshots[1:]
+            for n in s.host.nets
             if n.name == nic.name and n.rx_bps is not None
         )
     ]
@@ -181,8 +200,13 @@ def test_memleak_guest_grows_at_its_rate_and_idle_stays_flat(
         for s in observed.samples:
             for g in s.guests:
                 b = g.balloon
-                if g.name == name and b and b.last_update_s and b.usable_bytes is not None \
-                        and b.available_bytes is not None:
+                if (
+                    g.name == name
+                    and b
+                    and b.last_update_s
+                    and b.usable_bytes is not None
+                    and b.available_bytes is not None
+                ):
                     seen[b.last_update_s] = float(b.available_bytes - b.usable_bytes)
         return sorted(seen.items())
 
@@ -292,12 +316,19 @@ def test_traced_pio_probe_reasons_as_this_hosts_kvm_exit_allows(lab: Lab) -> Non
     status = _tracing(obs.snapshots[-1])
     assert status.detail[TRACE_ATTACHED] == guest.uuid, status.reason
     assert int(status.detail[TRACE_FDS]) > 0
-    traced = [g for snap in obs.snapshots for g in snap.guests
-              if g.name == name and "kvm_pio:total" in g.tracepoint_rates]
+    traced = [
+        g
+        for snap in obs.snapshots
+        for g in snap.guests
+        if g.name == name and "kvm_pio:total" in g.tracepoint_rates
+    ]
     assert len(traced) >= 5, "kvmtop produced too few traced frames"
     pio = statistics.median(g.tracepoint_rates["kvm_pio:total"] for g in traced)
-    other = statistics.median(exits - g.exit_categories.get("halt_exits", 0.0)
-                              for g in traced if (exits := g.exits_per_s) is not None)
+    other = statistics.median(
+        exits - g.exit_categories.get("halt_exits", 0.0)
+        for g in traced
+        if (exits := g.exits_per_s) is not None
+    )
     assert pio == pytest.approx(other, rel=0.15), (pio, other)
     expected = guest.expected["pio_exits_per_s"]
     assert pio == pytest.approx(expected, rel=0.15), (pio, expected)
@@ -318,8 +349,11 @@ def test_traced_pio_probe_reasons_as_this_hosts_kvm_exit_allows(lab: Lab) -> Non
         key = "vcpu.0.exits.sum"
         for i, snap in enumerate(obs.snapshots[1:], start=1):
             g = snap.guest(guest.uuid)
-            if (g is None or "kvm_exit:total" not in g.tracepoint_rates
-                    or not (obs.clean(i - 1) and obs.clean(i))):
+            if (
+                g is None
+                or "kvm_exit:total" not in g.tracepoint_rates
+                or not (obs.clean(i - 1) and obs.clean(i))
+            ):
                 continue
             grew = obs.raw_stats(i)[guest.uuid][key] - obs.raw_stats(i - 1)[guest.uuid][key]
             ratios.append(g.tracepoint_rates["kvm_exit:total"] / (grew / obs.interval_s(i)))
@@ -379,9 +413,13 @@ async def test_detail_screen_traces_its_guest_and_leaks_no_fd(lab: Lab, tmp_path
 
             async def frame(condition: Callable[[Snapshot], bool]) -> Snapshot:
                 seq = app.latest.seq if app.latest is not None else 0
-                await wait_until(pilot, lambda: app.latest is not None
-                                 and app.latest.seq > seq and condition(app.latest),
-                                 timeout=30.0)
+                await wait_until(
+                    pilot,
+                    lambda: (
+                        app.latest is not None and app.latest.seq > seq and condition(app.latest)
+                    ),
+                    timeout=30.0,
+                )
                 assert app.latest is not None
                 return app.latest
 
@@ -417,9 +455,24 @@ def test_record_trace_keeps_exits_by_reason_for_replay(lab: Lab, tmp_path: Path)
     path = tmp_path / "traced.kvmtop"
     interval = kvmtop_interval_s()
     proc = subprocess.run(
-        [sys.executable, "-m", "kvmtop", "record", "-o", str(path), "--interval",
-         f"{interval:g}", "--duration", f"{5 * interval:g}", "--trace", name],
-        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "kvmtop",
+            "record",
+            "-o",
+            str(path),
+            "--interval",
+            f"{interval:g}",
+            "--duration",
+            f"{5 * interval:g}",
+            "--trace",
+            name,
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert f"exits by reason of {name}" in proc.stderr
@@ -445,4 +498,5 @@ def test_record_trace_keeps_exits_by_reason_for_replay(lab: Lab, tmp_path: Path)
     other = next(g for g in last.guests if g.name == "lab-probe-hlt")
     assert not other.tracepoint_rates
     assert tracing_text(last, other).startswith(
-        "per-reason tracing not in this recording for this guest")
+        "per-reason tracing not in this recording for this guest"
+    )

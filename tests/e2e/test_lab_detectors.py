@@ -83,12 +83,15 @@ class Judged:
         """Severe occurrences of `detector` on `who` during this module's fault phase
         (printed: how long after the faults began it was first active)."""
         found = [
-            s for s in episodes(self.seen, detector, who)
+            s
+            for s in episodes(self.seen, detector, who)
             if self.fault_start_s <= s.time_s <= self.fault_end_s + SETTLE_S
         ]
         if found:
-            print(f"\n{detector} on {who}: active {found[0].time_s - self.fault_start_s:.0f} s "
-                  f"after the faults began, {found[0].severity}: {found[0].message}")
+            print(
+                f"\n{detector} on {who}: active {found[0].time_s - self.fault_start_s:.0f} s "
+                f"after the faults began, {found[0].severity}: {found[0].message}"
+            )
         return found
 
 
@@ -148,8 +151,15 @@ def judged(lab: Lab) -> Iterator[Judged]:
     frames = replay_frames(rec.path, rec.config)
     times, seen = findings_of(frames)
     journal = read_journal(lab.state_dir, rec.started_s - 1.0)
-    yield Judged(rec.started_s, fault_start, fault_end, times, seen,
-                 fault_windows(lab, journal, times[-1]), frames)
+    yield Judged(
+        rec.started_s,
+        fault_start,
+        fault_end,
+        times,
+        seen,
+        fault_windows(lab, journal, times[-1]),
+        frames,
+    )
 
 
 def test_recording_covers_ten_minutes_of_steady_leak(lab: Lab, judged: Judged) -> None:
@@ -169,8 +179,9 @@ def test_leak_flagged_within_ten_minutes_with_its_slope(lab: Lab, judged: Judged
     assert flagged, "memory_leak never raised on the leaking guest"
     first = flagged[0]
     delay = first.time_s - judged.start_s
-    slopes = [s.evidence["slope_mib_per_min"] for s in flagged
-              if s.time_s - judged.start_s <= OBSERVE_S]
+    slopes = [
+        s.evidence["slope_mib_per_min"] for s in flagged if s.time_s - judged.start_s <= OBSERVE_S
+    ]
     error = first.evidence["slope_mib_per_min"] / real - 1.0
     print(
         f"\nmemory_leak on {LEAK_GUEST}: raised {delay:.0f} s after the leak started, "
@@ -226,8 +237,9 @@ def test_flood_through_shaped_uplink_names_the_switch(lab: Lab, judged: Judged) 
     assert all(s.subject_name == switch and s.message.startswith(switch) for s in found)
     assert any(uplink in s.message for s in found), [s.message for s in found]
     assert any(s.evidence.get("uplink_qdisc_drops_per_s", 0.0) > 0 for s in found)
-    assert max(s.evidence.get("uplink_capacity_mbps", 0.0) for s in found) == (
-        UPLINK_CAPACITY_MBPS["ovs"]
+    assert (
+        max(s.evidence.get("uplink_capacity_mbps", 0.0) for s in found)
+        == (UPLINK_CAPACITY_MBPS["ovs"])
     )
 
 
@@ -238,8 +250,11 @@ def test_guest_local_drop_raises_only_vnic_drops(lab: Lab, judged: Judged) -> No
     assert all("RX drops" in s.message for s in found)
     bridge = lab.manifest["bridges"]["linux"]["name"]
     assert not judged.in_faults("vswitch_saturation", bridge)
-    others = {s.guest for s in judged.seen if s.detector == "vnic_drops"
-              and s.severity in SEVERE and s.guest != RECEIVER}
+    others = {
+        s.guest
+        for s in judged.seen
+        if s.detector == "vnic_drops" and s.severity in SEVERE and s.guest != RECEIVER
+    }
     assert not others, others
 
 
@@ -271,10 +286,14 @@ def test_incidents_group_the_faults_by_cause(lab: Lab, judged: Judged) -> None:
                     assert inc["kind"] in ("pinning", "overcommit"), (m["guest"], inc["title"])
                 if m["guest"] in HEALTHY:
                     assert inc["kind"] == "overcommit" and m["detector"] == "steal", (
-                        m["guest"], inc["title"])
+                        m["guest"],
+                        inc["title"],
+                    )
                     assert m["evidence"]["steal_max_pct"] > 0
-    print(f"\n{checked} snapshots with the leak and the collision at once; the last: "
-          + "; ".join(f"#{i['rank']} {i['title']}" for i in last))
+    print(
+        f"\n{checked} snapshots with the leak and the collision at once; the last: "
+        + "; ".join(f"#{i['rank']} {i['title']}" for i in last)
+    )
     assert checked >= 5
 
 
@@ -306,17 +325,25 @@ def test_no_finding_is_unexplained(lab: Lab, judged: Judged) -> None:
         # when the host's own CPU PSI confirms at least as much waiting: PSI "some" is
         # the share of time some task waited for a CPU (Documentation/accounting/
         # psi.rst), a vCPU's steal the share it waited; or when several guests steal.
-        host_blamed = ("host CPU over-commit" in s.message
-                       or s.message.endswith("CPU contention on the host"))
-        if s.detector == "steal" and host_blamed and (
-            s.baseline.get("host_psi_cpu_some_pct", 0.0) >= s.evidence["steal_mean_pct"]
-            or s.evidence.get("guests_stealing", 0.0) >= 2
+        host_blamed = "host CPU over-commit" in s.message or s.message.endswith(
+            "CPU contention on the host"
+        )
+        if (
+            s.detector == "steal"
+            and host_blamed
+            and (
+                s.baseline.get("host_psi_cpu_some_pct", 0.0) >= s.evidence["steal_mean_pct"]
+                or s.evidence.get("guests_stealing", 0.0) >= 2
+            )
         ):
             host_condition[s.detector] = host_condition.get(s.detector, 0) + 1
             continue
         unexplained.append(s)
-    print(f"\nhost-condition findings over {judged.times[-1] - judged.times[0]:.0f} s: "
-          + ", ".join(f"{d} {n} guest-snapshots" for d, n in sorted(host_condition.items())))
-    summary = sorted({(s.detector, s.severity, s.guest, s.subject_name) for s in unexplained},
-                     key=str)
+    print(
+        f"\nhost-condition findings over {judged.times[-1] - judged.times[0]:.0f} s: "
+        + ", ".join(f"{d} {n} guest-snapshots" for d, n in sorted(host_condition.items()))
+    )
+    summary = sorted(
+        {(s.detector, s.severity, s.guest, s.subject_name) for s in unexplained}, key=str
+    )
     assert not unexplained, (summary, unexplained[:5])

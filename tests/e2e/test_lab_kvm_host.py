@@ -102,8 +102,7 @@ def test_debugfs_counters_agree_with_binary_stats_or_are_refused(
     dirs = {name: vm_dir(qemu_pid(name)) for name in names}
 
     def read() -> dict[str, tuple[int, int]]:
-        return {n: (int((d / "exits").read_text()), binary_exits(conn, n))
-                for n, d in dirs.items()}
+        return {n: (int((d / "exits").read_text()), binary_exits(conn, n)) for n, d in dirs.items()}
 
     before = read()
     time.sleep(COUNTER_S)
@@ -130,16 +129,23 @@ def test_halt_polling_of_an_idle_guest(lab: Lab) -> None:
         out = []
         for i, snap in enumerate(obs.snapshots[1:], start=1):
             g = snap.guest(guest.uuid)
-            if (g is not None and g.vcpu and g.vcpu[0].halt_wait_pct is not None
-                    and obs.clean(i - 1) and obs.clean(i)
-                    and guest.uuid in obs.raw_stats(i - 1) and guest.uuid in obs.raw_stats(i)):
+            if (
+                g is not None
+                and g.vcpu
+                and g.vcpu[0].halt_wait_pct is not None
+                and obs.clean(i - 1)
+                and obs.clean(i)
+                and guest.uuid in obs.raw_stats(i - 1)
+                and guest.uuid in obs.raw_stats(i)
+            ):
                 out.append(i)
         return out
 
     # At least 4 judged frames: on a slow host (the nested lab's L1) a third of the
     # ticks can overrun, so watch on until there are (up to 2 minutes).
-    obs = watch(20.0, min_samples=7,
-                enough=None if not guest.is_kvm else lambda o: len(judged(o)) >= 4)
+    obs = watch(
+        20.0, min_samples=7, enough=None if not guest.is_kvm else lambda o: len(judged(o)) >= 4
+    )
     frames = [g for s in obs.snapshots[1:] for g in s.guests if g.name == IDLE_GUEST]
     assert len(frames) >= 5
     if not guest.is_kvm:
@@ -155,15 +161,17 @@ def test_halt_polling_of_an_idle_guest(lab: Lab) -> None:
         p, c = obs.raw_stats(i - 1)[guest.uuid], obs.raw_stats(i)[guest.uuid]
         (vcpu,) = g.vcpu
 
-        def share(key: str, c: dict[str, int] = c, p: dict[str, int] = p,
-                  dt_s: float = dt_s) -> float:
+        def share(
+            key: str, c: dict[str, int] = c, p: dict[str, int] = p, dt_s: float = dt_s
+        ) -> float:
             return 100.0 * (c[f"vcpu.0.{key}.sum"] - p[f"vcpu.0.{key}.sum"]) / 1e9 / dt_s
 
         assert vcpu.halt_wait_pct == pytest.approx(share("halt_wait_ns"), abs=0.01)
         assert vcpu.halt_poll_pct == pytest.approx(share("halt_poll_success_ns"), abs=0.01)
         assert vcpu.halt_poll_fail_pct == pytest.approx(share("halt_poll_fail_ns"), abs=0.01)
         assert g.halt_poll_cpu_pct == pytest.approx(
-            share("halt_poll_success_ns") + share("halt_poll_fail_ns"), abs=0.01)
+            share("halt_poll_success_ns") + share("halt_poll_fail_ns"), abs=0.01
+        )
         waits.append(vcpu.halt_wait_pct)
     # Idle: the vCPU spends most of its wall time halted, and it halts at its timer's
     # pace (never 0 exits: every wake-up is one). Judged on the same clean frames: a
@@ -251,9 +259,14 @@ class BalloonReadings:
         ready_at: float | None = None
         judged = 0
         for i, (t, used) in enumerate(zip(self.times_s, self.used_bytes, strict=True)):
-            if i and (t - self.times_s[i - 1] > s.stale_after_s or (
-                    self.total_bytes[i] and 100.0 * (self.used_bytes[i - 1] - used)
-                    / self.total_bytes[i] > s.drop_reset_pct)):
+            if i and (
+                t - self.times_s[i - 1] > s.stale_after_s
+                or (
+                    self.total_bytes[i]
+                    and 100.0 * (self.used_bytes[i - 1] - used) / self.total_bytes[i]
+                    > s.drop_reset_pct
+                )
+            ):
                 series, ready_at, judged = leak_series(s), None, 0
             series.add(t, used)
             if ready_at is None:
@@ -283,21 +296,26 @@ class BalloonReadings:
             first, last = self.used_bytes[0] / MIB, self.used_bytes[-1] / MIB
             rate = (last - first) / span * 60.0 if span > 0 else float("nan")
             drops = sum(
-                1 for i in range(1, n) if self.total_bytes[i] and 100.0
-                * (self.used_bytes[i - 1] - self.used_bytes[i]) / self.total_bytes[i]
-                > s.drop_reset_pct)
+                1
+                for i in range(1, n)
+                if self.total_bytes[i]
+                and 100.0 * (self.used_bytes[i - 1] - self.used_bytes[i]) / self.total_bytes[i]
+                > s.drop_reset_pct
+            )
             lines.append(
                 f"readings span {span:.0f} s, longest gap {max(gaps, default=0.0):.0f} s, "
                 f"{sum(g > s.stale_after_s for g in gaps)} over {s.stale_after_s:g} s; used "
                 f"{first:.1f} -> {last:.1f} MiB, peak {max(self.used_bytes) / MIB:.1f} "
                 f"({rate:.2f} MiB/min first to last; the leak {real_mib_per_min:g}), "
-                f"{drops} drops over {s.drop_reset_pct:g} % of its RAM")
+                f"{drops} drops over {s.drop_reset_pct:g} % of its RAM"
+            )
         ms = sorted(self.libvirt_ms)
         if ms:
             lines.append(
                 f"{self.overran} ticks overran their interval ({self.skipped} slots "
                 f"skipped); libvirt call median {ms[len(ms) // 2]:.0f} ms, max "
-                f"{ms[-1]:.0f} ms")
+                f"{ms[-1]:.0f} ms"
+            )
         lines += [f"libvirt, {k} frames: {note}" for note, k in self.notes.most_common(3)]
         return "\n".join(lines)
 
@@ -341,18 +359,24 @@ def test_memory_leak_flagged_from_the_balloon_with_its_slope(lab: Lab) -> None:
     assert times, "the recording replayed no frame"
     at = readings.judged_at(s)
     if at is not None:
-        held = (f"the recording held what the detector needs (a full series, judged "
-                f"{s.raise_after} times) {at - start_s:.0f} s after the leak began")
+        held = (
+            f"the recording held what the detector needs (a full series, judged "
+            f"{s.raise_after} times) {at - start_s:.0f} s after the leak began"
+        )
     else:
-        held = ("the recording never held what the detector needs, up to "
-                f"{times[-1] - start_s:.0f} s after the leak began")
+        held = (
+            "the recording never held what the detector needs, up to "
+            f"{times[-1] - start_s:.0f} s after the leak began"
+        )
     held += "\n" + readings.describe(s, real)
     flagged = episodes(seen, "memory_leak", LEAK_GUEST)
     assert flagged, f"memory_leak never raised on the leaking guest:\n{held}"
     first = flagged[0]
-    print(f"\nmemory_leak on {LEAK_GUEST} ({lab.guests[LEAK_GUEST].libvirt_type}): raised "
-          f"{first.time_s - start_s:.0f} s after the leak began, slope "
-          f"{first.evidence['slope_mib_per_min']:.2f} MiB/min for {real:g} real\n{held}")
+    print(
+        f"\nmemory_leak on {LEAK_GUEST} ({lab.guests[LEAK_GUEST].libvirt_type}): raised "
+        f"{first.time_s - start_s:.0f} s after the leak began, slope "
+        f"{first.evidence['slope_mib_per_min']:.2f} MiB/min for {real:g} real\n{held}"
+    )
     for f in flagged:
         assert f.evidence["slope_mib_per_min"] == pytest.approx(real, rel=LEAK_TOLERANCE), held
     assert not episodes(seen, "memory_leak", IDLE_GUEST), held

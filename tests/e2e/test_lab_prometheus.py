@@ -60,8 +60,9 @@ def instance(stack: SessionPrometheus, name: str) -> str:
     return next(i for i, n in stack.targets.items() if n == name)
 
 
-def paged(stack: SessionPrometheus, match: Callable[[Notification], bool],
-          until_s: float) -> list[Notification]:
+def paged(
+    stack: SessionPrometheus, match: Callable[[Notification], bool], until_s: float
+) -> list[Notification]:
     """Firing notifications that `match`, waiting for one until `until_s` (Unix s)."""
     while True:
         got = [n for n in stack.webhook.notifications() if n.status == "firing" and match(n)]
@@ -74,8 +75,12 @@ def guests_served(target: str) -> set[str]:
     """The guests in a scrape of the endpoint itself."""
     with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as reply:
         text = reply.read().decode()
-    return {s.labels["guest"] for family in text_string_to_metric_families(text)
-            if family.name == "kvmtop_guest_info" for s in family.samples}
+    return {
+        s.labels["guest"]
+        for family in text_string_to_metric_families(text)
+        if family.name == "kvmtop_guest_info"
+        for s in family.samples
+    }
 
 
 def scraped(stack: SessionPrometheus, times: int = 3) -> None:
@@ -83,8 +88,12 @@ def scraped(stack: SessionPrometheus, times: int = 3) -> None:
     (these tests run late in a session, when that is long done)."""
     deadline = time.time() + EVERY_S * (times + 12)
     while True:
-        got = {r["metric"]["instance"]: r["value"][1] for r in stack.query(
-            f'count_over_time(up{{job="kvmtop"}}[10m]) >= {times} and up{{job="kvmtop"}} == 1')}
+        got = {
+            r["metric"]["instance"]: r["value"][1]
+            for r in stack.query(
+                f'count_over_time(up{{job="kvmtop"}}[10m]) >= {times} and up{{job="kvmtop"}} == 1'
+            )
+        }
         if set(got) == set(stack.targets) or time.time() > deadline:
             break
         time.sleep(EVERY_S)
@@ -96,14 +105,19 @@ def test_prometheus_holds_the_three_hosts_with_kvmtops_figures(lab: Lab) -> None
     scraped(stack)
     up = {r["metric"]["instance"]: r["value"][1] for r in stack.query('up{job="kvmtop"}')}
     assert up == dict.fromkeys(stack.targets, "1")
-    hosts = {r["metric"]["instance"]: (r["metric"]["hostname"], r["metric"]["mode"])
-             for r in stack.query("kvmtop_host_info")}
-    expected = {i: (socket.gethostname(), "live") if name == "live" else (name, "replay")
-                for i, name in stack.targets.items()}
+    hosts = {
+        r["metric"]["instance"]: (r["metric"]["hostname"], r["metric"]["mode"])
+        for r in stack.query("kvmtop_host_info")
+    }
+    expected = {
+        i: (socket.gethostname(), "live") if name == "live" else (name, "replay")
+        for i, name in stack.targets.items()
+    }
     assert hosts == expected
     for target in stack.targets:
-        in_prometheus = {r["metric"]["guest"] for r in stack.query(
-            f'kvmtop_guest_info{{instance="{target}"}}')}
+        in_prometheus = {
+            r["metric"]["guest"] for r in stack.query(f'kvmtop_guest_info{{instance="{target}"}}')
+        }
         assert in_prometheus == guests_served(target), target
     assert set(lab.guests) <= guests_served(instance(stack, "live"))
 
@@ -113,19 +127,33 @@ def test_the_lab_leak_pages_through_alertmanager(lab: Lab) -> None:
     live = instance(stack, "live")
     uuid = lab.guests[LEAK_GUEST].uuid
     until = stack.started_s + LEAK_PAGED_S
-    leak = paged(stack, lambda n: n.labels.get("alertname") == "KvmtopGuestMemoryLeak"
-                 and n.labels.get("instance") == live and n.labels["guest"] == LEAK_GUEST,
-                 until)
+    leak = paged(
+        stack,
+        lambda n: (
+            n.labels.get("alertname") == "KvmtopGuestMemoryLeak"
+            and n.labels.get("instance") == live
+            and n.labels["guest"] == LEAK_GUEST
+        ),
+        until,
+    )
     assert leak, "no KvmtopGuestMemoryLeak from the lab reached the Alertmanager"
     first = leak[0]
     assert first.labels["detector"] == "memory_leak" and first.labels["job"] == "kvmtop"
     assert first.labels["severity"] in ("warning", "critical")
     assert first.annotations["summary"] == f"{LEAK_GUEST} on {live}: guest memory keeps growing"
-    print(f"\nKvmtopGuestMemoryLeak paged {first.received_s - stack.started_s:.0f} s after "
-          f"the leak began ({first.labels['severity']})")
-    incident = paged(stack, lambda n: n.labels.get("alertname") == "KvmtopIncident"
-                     and n.labels.get("instance") == live
-                     and n.labels.get("cause") == f"leak:{uuid}", until)
+    print(
+        f"\nKvmtopGuestMemoryLeak paged {first.received_s - stack.started_s:.0f} s after "
+        f"the leak began ({first.labels['severity']})"
+    )
+    incident = paged(
+        stack,
+        lambda n: (
+            n.labels.get("alertname") == "KvmtopIncident"
+            and n.labels.get("instance") == live
+            and n.labels.get("cause") == f"leak:{uuid}"
+        ),
+        until,
+    )
     assert incident, "no leak KvmtopIncident from the lab reached the Alertmanager"
     assert incident[0].labels["kind"] == "leak"
     assert incident[0].labels["severity"] in ("warning", "critical")
@@ -152,13 +180,17 @@ def test_the_idle_guest_and_the_endpoints_page_nobody(lab: Lab) -> None:
     # Steal is true of this 2-CPU host, whose TCG guests and test suite keep its CPUs
     # saturated (tests/e2e/test_lab_detectors.py accepts it for every guest); any
     # other page for the idle guest would be a false one.
-    assert not [n for n in firing if n.labels.get("guest") == "lab-idle"
-                and n.labels["alertname"] != "KvmtopSteal"]
+    assert not [
+        n
+        for n in firing
+        if n.labels.get("guest") == "lab-idle" and n.labels["alertname"] != "KvmtopSteal"
+    ]
     # An info finding (a probe's "leak check off", a configuration hint) is no page.
     assert not [n for n in firing if n.labels.get("severity") == "info"]
     own = {"KvmtopDown", "KvmtopStale", "KvmtopSourceDown"}
     assert not [n for n in firing if n.labels["alertname"] in own], [
-        (n.labels, n.annotations) for n in firing if n.labels["alertname"] in own]
+        (n.labels, n.annotations) for n in firing if n.labels["alertname"] in own
+    ]
 
 
 def test_fleet_rows_are_prometheus_own_answers(lab: Lab) -> None:
@@ -181,13 +213,16 @@ def test_fleet_rows_are_prometheus_own_answers(lab: Lab) -> None:
         assert row.up and row.mode == ("live" if name == "live" else "replay")
         assert row.guests == one(f'count(kvmtop_guest_state{{{sel},state="running"}})')
         assert row.cpus == one(f"kvmtop_host_cpus{{{sel}}}")
-        running = {r[0]["uuid"] for r in client.query(
-            f'kvmtop_guest_state{{{sel},state="running"}}', now)}
-        vcpus = sum(v for labels, v in client.query(f"kvmtop_guest_vcpus{{{sel}}}", now)
-                    if labels["uuid"] in running)
+        running = {
+            r[0]["uuid"] for r in client.query(f'kvmtop_guest_state{{{sel},state="running"}}', now)
+        }
+        vcpus = sum(
+            v
+            for labels, v in client.query(f"kvmtop_guest_vcpus{{{sel}}}", now)
+            if labels["uuid"] in running
+        )
         assert row.vcpus == vcpus
-        steal = client.query(
-            f"100 * rate(kvmtop_guest_vcpu_delay_seconds_total{{{sel}}}[1m])", now)
+        steal = client.query(f"100 * rate(kvmtop_guest_vcpu_delay_seconds_total{{{sel}}}[1m])", now)
         if steal:
             worst = max(v for _, v in steal)
             assert row.steal is not None and row.steal.value == pytest.approx(worst)
@@ -201,8 +236,22 @@ def test_fleet_rows_are_prometheus_own_answers(lab: Lab) -> None:
         active = client.query(f'kvmtop_incident{{{sel},active="true"}}', now)
         assert {i.cause for i in row.incidents} == {labels["cause"] for labels, _ in active}
     assert rows[instance(stack, "live")].guests == len(lab.guests)
-    done = subprocess.run([sys.executable, "-m", "kvmtop", "fleet", "--prometheus",
-                           stack.prometheus_url, "--batch", "--format", "json"],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kvmtop",
+            "fleet",
+            "--prometheus",
+            stack.prometheus_url,
+            "--batch",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert {r["instance"] for r in json.loads(done.stdout)} == set(stack.targets)

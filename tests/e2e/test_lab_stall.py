@@ -48,9 +48,25 @@ class Batch:
 
     def __init__(self, config: Path, count: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kvmtop", "--config", str(config), "--batch",
-             "--format", "json", "--interval", f"{INTERVAL:g}", "--count", str(count)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "kvmtop",
+                "--config",
+                str(config),
+                "--batch",
+                "--format",
+                "json",
+                "--interval",
+                f"{INTERVAL:g}",
+                "--count",
+                str(count),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: list[tuple[float, dict[str, Any]]] = []
         self._seen = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -67,7 +83,8 @@ class Batch:
         """Until `n` lines have arrived."""
         with self._seen:
             assert self._seen.wait_for(lambda: len(self.lines) >= n, timeout_s), (
-                f"{len(self.lines)} lines after {timeout_s} s")
+                f"{len(self.lines)} lines after {timeout_s} s"
+            )
 
     def finish(self, timeout_s: float = 90) -> list[tuple[float, dict[str, Any]]]:
         """Wait for the process to print its last line and exit."""
@@ -118,8 +135,11 @@ def guests_of(line: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {g["name"]: g for g in line["guests"]}
 
 
-def assert_cadence(lines: list[tuple[float, dict[str, Any]]], late_s: float,
-                   window: tuple[float, float] | None = None) -> tuple[float, float]:
+def assert_cadence(
+    lines: list[tuple[float, dict[str, Any]]],
+    late_s: float,
+    window: tuple[float, float] | None = None,
+) -> tuple[float, float]:
     """Ticks on the interval's grid: consecutive stamps (`time`, when each tick began)
     within CADENCE of the interval (none skipped, none bunched), and each line printed
     at most `late_s` later after its tick began than the median line (only the lines
@@ -131,12 +151,16 @@ def assert_cadence(lines: list[tuple[float, dict[str, Any]]], late_s: float,
     # Arrival minus stamp, up to a constant (one clock is monotonic, the other wall).
     lags = [at - line["time"] for at, line in lines]
     usual = statistics.median(lags)
-    judged = [lag - usual for lag, (at, _) in zip(lags, lines, strict=True)
-              if window is None or window[0] <= at <= window[1]]
+    judged = [
+        lag - usual
+        for lag, (at, _) in zip(lags, lines, strict=True)
+        if window is None or window[0] <= at <= window[1]
+    ]
     report = " | ".join(
         f"{line['time'] - stamps[0]:.2f}: late {lag - usual:+.3f} s, libvirt "
         f"{next(s['duration_ms'] for s in line['sources'] if s['name'] == 'libvirt'):.0f} ms"
-        for lag, (_, line) in zip(lags, lines, strict=True))
+        for lag, (_, line) in zip(lags, lines, strict=True)
+    )
     assert all(low <= g <= high for g in stamp_gaps), report
     assert judged and max(judged) <= late_s, report
     return max(abs(g - INTERVAL) for g in stamp_gaps), max(judged)
@@ -166,8 +190,9 @@ def test_stopped_qemu_leaves_every_other_guest_on_time(
     # The issue's figure: while it is stopped (and the ticks around), every line within
     # 20 % of the interval of when it is due. Outside, libvirt's own jitter on this
     # shared 2-CPU machine (calls of 50-400 ms) is not what is judged here.
-    stamp_dev, late = assert_cadence(lines, CADENCE * INTERVAL,
-                                     (stopped_at - INTERVAL, resumed_at + 2 * INTERVAL))
+    stamp_dev, late = assert_cadence(
+        lines, CADENCE * INTERVAL, (stopped_at - INTERVAL, resumed_at + 2 * INTERVAL)
+    )
 
     during = [g for at, g in lines if stopped_at + INTERVAL < at < resumed_at]
     after = [g for at, g in lines if at > resumed_at]
@@ -200,11 +225,13 @@ def test_stopped_qemu_leaves_every_other_guest_on_time(
     # used before the stop (the issue's 0.1 s intervals gave 63 %).
     assert peak_cpu <= 2 * max(cpu_before, 5.0), (peak_cpu, cpu_before)
     assert any(g["net_tx_bps"] for g in values[-3:])  # it is measured again
-    print(f"\ncadence: lines {late * 1000:.0f} ms late at most, stamps "
-          f"{stamp_dev * 1000:.0f} ms off at most, interval {INTERVAL:g} s; {len(silent)} "
-          f"ticks blank for {STUCK}; after CONT: tx {peak_bps / 1e6:.2f} Mbit/s "
-          f"(workload {tx_bps / 1e6:.2f}), {peak_pps:.0f} pps (workload {tx_pps:.0f}), "
-          f"cpu {peak_cpu:.1f} % ({cpu_before:.1f} % before the stop)")
+    print(
+        f"\ncadence: lines {late * 1000:.0f} ms late at most, stamps "
+        f"{stamp_dev * 1000:.0f} ms off at most, interval {INTERVAL:g} s; {len(silent)} "
+        f"ticks blank for {STUCK}; after CONT: tx {peak_bps / 1e6:.2f} Mbit/s "
+        f"(workload {tx_bps / 1e6:.2f}), {peak_pps:.0f} pps (workload {tx_pps:.0f}), "
+        f"cpu {peak_cpu:.1f} % ({cpu_before:.1f} % before the stop)"
+    )
 
 
 def _libvirtd_pidfile(lab: Lab) -> Path:
@@ -223,8 +250,9 @@ def _pid_alive(pidfile: Path) -> int | None:
 def _start_libvirtd(lab: Lab) -> None:
     """As tests/lab/lab starts it: `libvirtd -d -p PIDFILE`, its log in the lab's logs."""
     env = dict(os.environ, LIBVIRT_LOG_OUTPUTS=f"3:file:{lab.state_dir}/logs/libvirtd.log")
-    subprocess.run(["libvirtd", "-d", "-p", str(_libvirtd_pidfile(lab))], env=env,
-                   check=True, timeout=60)
+    subprocess.run(
+        ["libvirtd", "-d", "-p", str(_libvirtd_pidfile(lab))], env=env, check=True, timeout=60
+    )
     deadline = time.monotonic() + 60
     while subprocess.run([*VIRSH, "version"], capture_output=True).returncode != 0:
         assert time.monotonic() < deadline, "libvirtd did not come back"
@@ -287,8 +315,12 @@ def clone_xml(lab: Lab) -> str:
     no disk and no console (nothing of the lab's files is shared)."""
     import xml.etree.ElementTree as ET
 
-    source = subprocess.run([*VIRSH, "dumpxml", "--inactive", "lab-probe-hlt"],
-                            capture_output=True, text=True, check=True).stdout
+    source = subprocess.run(
+        [*VIRSH, "dumpxml", "--inactive", "lab-probe-hlt"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     root = ET.fromstring(source)
     root.find("name").text = CLONE  # type: ignore[union-attr]
     for tag in ("uuid", "title", "metadata"):
@@ -311,12 +343,10 @@ def test_guest_created_and_destroyed_mid_run(
     batch.append(run)
     try:
         run.wait_lines(3)
-        subprocess.run([*VIRSH, "create", str(xml)], capture_output=True, check=True,
-                       timeout=60)
+        subprocess.run([*VIRSH, "create", str(xml)], capture_output=True, check=True, timeout=60)
         created_at = time.monotonic()
         time.sleep(4 * INTERVAL)
-        subprocess.run([*VIRSH, "destroy", CLONE], capture_output=True, check=True,
-                       timeout=60)
+        subprocess.run([*VIRSH, "destroy", CLONE], capture_output=True, check=True, timeout=60)
         destroyed_at = time.monotonic()
         lines = run.finish()
     finally:
@@ -324,8 +354,11 @@ def test_guest_created_and_destroyed_mid_run(
     # libvirtd answers slowly while a domain starts (0.3-0.9 s calls seen here): a
     # tick may finish late, never after the next one is due.
     assert_cadence(lines, INTERVAL)
-    present = [guests_of(line).get(CLONE) for at, line in lines
-               if created_at + INTERVAL < at < destroyed_at]
+    present = [
+        guests_of(line).get(CLONE)
+        for at, line in lines
+        if created_at + INTERVAL < at < destroyed_at
+    ]
     assert present and all(g is not None for g in present)
     assert any(g and g["state"] == "running" for g in present)  # created paused, resumed
     # A QEMU that has just started may answer its first monitor commands late (its
@@ -341,8 +374,11 @@ def test_guest_created_and_destroyed_mid_run(
     # reach that domain wait for it: a tick or two may then get nothing in time and
     # show every guest as not read, saying so. Never more, and never a spike.
     for name in lab.guests:
-        blank = [guests_of(line)[name]["not_responding"] for _, line in lines
-                 if guests_of(line)[name]["not_responding_since"] is not None]
+        blank = [
+            guests_of(line)[name]["not_responding"]
+            for _, line in lines
+            if guests_of(line)[name]["not_responding_since"] is not None
+        ]
         assert len(blank) <= 3, (name, blank)
     assert all(g["not_responding_since"] is None for g in guests_of(lines[-1][1]).values())
     tx = 8 * float(lab.guests[STUCK].expected["tx_wire_bytes_per_s"])

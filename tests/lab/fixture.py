@@ -217,8 +217,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        f"{RECORDING_MARK}: judges the session-long lab recording; runs after every "
-        "other test",
+        f"{RECORDING_MARK}: judges the session-long lab recording; runs after every other test",
     )
     config.addinivalue_line(
         "markers",
@@ -244,9 +243,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def lab(
-    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Lab]:
+def lab(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """Bring up (or reuse) the scenario (``test``, or ``$KVMTOP_LAB_SCENARIO``) and yield it.
 
     Faults left over from an earlier session are cleared first (unless another
@@ -289,7 +286,9 @@ def lab(
         if wanted and _PROMETHEUS not in pytestconfig.stash:
             pytestconfig.stash[_PROMETHEUS] = start_prometheus(
                 tmp_path_factory.mktemp("lab-prometheus"),
-                pytestconfig.stash[_RECORDING].config, kvmtop_interval_s(state_dir))
+                pytestconfig.stash[_RECORDING].config,
+                kvmtop_interval_s(state_dir),
+            )
         lab_.recording = pytestconfig.stash[_RECORDING]
         lab_.prometheus = pytestconfig.stash.get(_PROMETHEUS, None)
     try:

@@ -857,7 +857,10 @@ def _domstats_counters(names: list[str]) -> dict[str, dict[str, int]]:
     """vNIC TX packets and disk requests of each domain, from one `virsh domstats`."""
     out = subprocess.run(
         ["virsh", "domstats", "--interface", "--block", *names],
-        capture_output=True, text=True, check=False, timeout=30,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
     ).stdout
     counters: dict[str, dict[str, int]] = {}
     current: dict[str, int] = {}
@@ -867,8 +870,13 @@ def _domstats_counters(names: list[str]) -> dict[str, dict[str, int]]:
             current = counters.setdefault(line.split("'")[1], {})
         elif "=" in line:
             key, _, value = line.partition("=")
-            kind = ("tx" if key.endswith(".tx.pkts")
-                    else "disk" if key.endswith((".rd.reqs", ".wr.reqs")) else None)
+            kind = (
+                "tx"
+                if key.endswith(".tx.pkts")
+                else "disk"
+                if key.endswith((".rd.reqs", ".wr.reqs"))
+                else None
+            )
             if kind is not None and value.isdigit():
                 current[kind] = current.get(kind, 0) + int(value)
     return counters

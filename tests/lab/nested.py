@@ -69,16 +69,37 @@ SOURCES = [
 # here is busybox init either way). python3-libvirt and python3-psutil are Debian's
 # builds of libvirt-python 9.0 and psutil 5.9 (the venv sees them).
 PACKAGES = [
-    "linux-image-amd64", "initramfs-tools", "kmod", "busybox-static", "procps",
-    "iproute2", "openssh-server", "qemu-system-x86", "qemu-utils",
-    "libvirt-daemon-system", "libvirt-daemon-system-sysv", "libvirt-daemon-driver-qemu",
-    "libvirt-clients", "dnsmasq-base", "python3", "python3-venv", "python3-libvirt",
+    "linux-image-amd64",
+    "initramfs-tools",
+    "kmod",
+    "busybox-static",
+    "procps",
+    "iproute2",
+    "openssh-server",
+    "qemu-system-x86",
+    "qemu-utils",
+    "libvirt-daemon-system",
+    "libvirt-daemon-system-sysv",
+    "libvirt-daemon-driver-qemu",
+    "libvirt-clients",
+    "dnsmasq-base",
+    "python3",
+    "python3-venv",
+    "python3-libvirt",
     "python3-psutil",
 ]
 # kvmtop's own dependencies (pyproject.toml) less those Debian provides, and what the
 # tests import.
-WHEELS = ["textual", "rich", "python-ptrace", "prometheus-client", "zstandard", "pytest",
-          "pytest-asyncio", "hypothesis"]
+WHEELS = [
+    "textual",
+    "rich",
+    "python-ptrace",
+    "prometheus-client",
+    "zstandard",
+    "pytest",
+    "pytest-asyncio",
+    "hypothesis",
+]
 VENV = "/opt/kvmtop"
 IMAGE_SIZE = "6G"  # sparse; L2 disks and logs go to the per-boot overlay
 
@@ -103,10 +124,12 @@ L1_MEM_MIB = 4096
 # same Debian release's backport, 10.0, runs them (tests/lab/README.md). It is
 # unpacked next to the image, never installed: the host lab keeps Debian 12's QEMU.
 L0_QEMU_SUITE = "bookworm-backports"
-L0_QEMU_PACKAGES = {"qemu-system-x86": "1:10.0.2+ds-2+deb13u1~bpo12+1",
-                    "qemu-system-common": "1:10.0.2+ds-2+deb13u1~bpo12+1",
-                    "qemu-system-data": "1:10.0.2+ds-2+deb13u1~bpo12+1",
-                    "seabios": "1.16.3-2~bpo12+1"}
+L0_QEMU_PACKAGES = {
+    "qemu-system-x86": "1:10.0.2+ds-2+deb13u1~bpo12+1",
+    "qemu-system-common": "1:10.0.2+ds-2+deb13u1~bpo12+1",
+    "qemu-system-data": "1:10.0.2+ds-2+deb13u1~bpo12+1",
+    "seabios": "1.16.3-2~bpo12+1",
+}
 L0_QEMU_DIR = IMAGE_DIR / "qemu-l0"
 L1_STATE = "/var/lib/kvmtop-lab"
 L1_CHECKOUT = "/root/kvmtop"
@@ -146,8 +169,12 @@ def venv_python() -> Path:
 
 def pinned_wheels(python: Path) -> list[str]:
     """WHEELS pinned to the versions the project's virtualenv runs, where it has them."""
-    out = subprocess.run([str(python), "-m", "pip", "list", "--format=json"],
-                         capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     have = {_canonical(p["name"]): p["version"] for p in json.loads(out or "[]")}
     return [f"{w}=={have[_canonical(w)]}" if _canonical(w) in have else w for w in WHEELS]
 
@@ -170,8 +197,13 @@ def image_id(wheels: list[str]) -> str:
 def image_ready(ident: str) -> bool:
     """The cached image matches `ident`."""
     marker = IMAGE_DIR / "image-id"
-    return marker.exists() and marker.read_text().strip() == ident and all(
-        (IMAGE_DIR / f).exists() for f in ("rootfs.img", "vmlinuz", "initrd.img", "id_ed25519"))
+    return (
+        marker.exists()
+        and marker.read_text().strip() == ident
+        and all(
+            (IMAGE_DIR / f).exists() for f in ("rootfs.img", "vmlinuz", "initrd.img", "id_ed25519")
+        )
+    )
 
 
 def ensure_mmdebstrap() -> None:
@@ -180,8 +212,11 @@ def ensure_mmdebstrap() -> None:
         return
     log("installing mmdebstrap")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "mmdebstrap"],
-        env=env, stdout=subprocess.DEVNULL)
+    run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "mmdebstrap"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def customize(rootfs: Path, wheelhouse: Path, key_pub: Path, wheels: list[str]) -> None:
@@ -194,7 +229,8 @@ def customize(rootfs: Path, wheelhouse: Path, key_pub: Path, wheels: list[str]) 
     shutil.copy(L1_FILES / "setup", sbin / "kvmtop-l1-setup")
     (sbin / "kvmtop-l1-setup").chmod(0o755)
     (rootfs / "etc/kvmtop-l1").write_text(
-        "This is the kvmtop nested lab's L1 host (tests/lab/nested.py in kvmtop).\n")
+        "This is the kvmtop nested lab's L1 host (tests/lab/nested.py in kvmtop).\n"
+    )
     (rootfs / "etc/hostname").write_text("kvmtop-l1\n")
     ssh = rootfs / "root/.ssh"
     ssh.mkdir(mode=0o700, exist_ok=True)
@@ -208,8 +244,20 @@ def customize(rootfs: Path, wheelhouse: Path, key_pub: Path, wheels: list[str]) 
     # Offline, from the wheels only: none of this host's pip settings apply inside.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env.update(PIP_CONFIG_FILE="/dev/null", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    run(["chroot", str(rootfs), f"{VENV}/bin/pip", "install", "-q", "--no-index",
-         "--find-links", "/tmp/wheelhouse", *names], env=env)
+    run(
+        [
+            "chroot",
+            str(rootfs),
+            f"{VENV}/bin/pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--find-links",
+            "/tmp/wheelhouse",
+            *names,
+        ],
+        env=env,
+    )
     shutil.rmtree(inner)
 
 
@@ -232,9 +280,12 @@ def cmd_build(force: bool = False) -> dict[str, float]:
         rootfs = work / "rootfs"
         t0 = time.monotonic()
         log(f"build: wheels for L1 ({', '.join(wheels)})")
-        pip = subprocess.run([str(python), "-m", "pip", "wheel", "-q", "-w",
-                              str(work / "wheelhouse"), *wheels],
-                             capture_output=True, text=True, check=False)
+        pip = subprocess.run(
+            [str(python), "-m", "pip", "wheel", "-q", "-w", str(work / "wheelhouse"), *wheels],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if pip.returncode != 0:
             die(f"pip wheel failed ({pip.returncode}):\n{pip.stderr[-3000:]}")
         timings["wheels_s"] = time.monotonic() - t0
@@ -242,13 +293,23 @@ def cmd_build(force: bool = False) -> dict[str, float]:
         log(f"build: mmdebstrap {SUITE} with {len(PACKAGES)} packages (about 2 min)")
         with (IMAGE_DIR / "mmdebstrap.log").open("wb") as mlog:
             proc = subprocess.run(
-                ["mmdebstrap", "--variant=apt", "--mode=root",
-                 "--aptopt=APT::Install-Recommends \"false\"",
-                 "--dpkgopt=path-exclude=/usr/share/doc/*",
-                 "--dpkgopt=path-exclude=/usr/share/man/*",
-                 "--dpkgopt=path-exclude=/usr/share/locale/*",
-                 f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), *SOURCES],
-                stdout=mlog, stderr=subprocess.STDOUT, check=False)
+                [
+                    "mmdebstrap",
+                    "--variant=apt",
+                    "--mode=root",
+                    '--aptopt=APT::Install-Recommends "false"',
+                    "--dpkgopt=path-exclude=/usr/share/doc/*",
+                    "--dpkgopt=path-exclude=/usr/share/man/*",
+                    "--dpkgopt=path-exclude=/usr/share/locale/*",
+                    f"--include={','.join(PACKAGES)}",
+                    SUITE,
+                    str(rootfs),
+                    *SOURCES,
+                ],
+                stdout=mlog,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
         if proc.returncode != 0:
             tail = (IMAGE_DIR / "mmdebstrap.log").read_text(errors="replace")[-3000:]
             die(f"mmdebstrap failed ({proc.returncode}):\n{tail}")
@@ -260,15 +321,31 @@ def cmd_build(force: bool = False) -> dict[str, float]:
         shutil.copy(next(boot.glob("initrd.img-*")), work / "initrd.img")
         timings["customize_s"] = time.monotonic() - t0
         t0 = time.monotonic()
-        run(["mkfs.ext4", "-q", "-F", "-L", "kvmtop-l1", "-d", str(rootfs),
-             str(work / "rootfs.img"), IMAGE_SIZE], stdout=subprocess.DEVNULL)
+        run(
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-L",
+                "kvmtop-l1",
+                "-d",
+                str(rootfs),
+                str(work / "rootfs.img"),
+                IMAGE_SIZE,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         timings["mkfs_s"] = time.monotonic() - t0
         for f in ("rootfs.img", "vmlinuz", "initrd.img"):
             (work / f).replace(IMAGE_DIR / f)
     (IMAGE_DIR / "image-id").write_text(ident + "\n")
     (IMAGE_DIR / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
-    log("build: image " + ident + " in " + ", ".join(f"{k[:-2]} {v:.1f} s"
-                                                   for k, v in timings.items()))
+    log(
+        "build: image "
+        + ident
+        + " in "
+        + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in timings.items())
+    )
     return timings
 
 
@@ -290,14 +367,22 @@ def ensure_l0_qemu() -> Path:
     apt.chmod(0o755)
     (apt / "archives").chmod(0o777)  # apt-get download drops privileges to _apt
     (apt / "sources.list").write_text(f"deb http://deb.debian.org/debian {L0_QEMU_SUITE} main\n")
-    opts = [f"-oDir::Etc::SourceList={apt / 'sources.list'}", "-oDir::Etc::SourceParts=/dev/null",
-            f"-oDir::State::Lists={apt / 'lists'}", f"-oDir::Cache::Archives={apt / 'archives'}",
-            "-oAPT::Get::List-Cleanup=0"]
-    log(f"L0 QEMU: {', '.join(f'{k} {v}' for k, v in L0_QEMU_PACKAGES.items())} "
-        f"from {L0_QEMU_SUITE}")
+    opts = [
+        f"-oDir::Etc::SourceList={apt / 'sources.list'}",
+        "-oDir::Etc::SourceParts=/dev/null",
+        f"-oDir::State::Lists={apt / 'lists'}",
+        f"-oDir::Cache::Archives={apt / 'archives'}",
+        "-oAPT::Get::List-Cleanup=0",
+    ]
+    log(
+        f"L0 QEMU: {', '.join(f'{k} {v}' for k, v in L0_QEMU_PACKAGES.items())} "
+        f"from {L0_QEMU_SUITE}"
+    )
     run(["apt-get", *opts, "-qq", "update"])
-    run(["apt-get", *opts, "-qq", "download",
-         *(f"{k}={v}" for k, v in L0_QEMU_PACKAGES.items())], cwd=apt / "archives")
+    run(
+        ["apt-get", *opts, "-qq", "download", *(f"{k}={v}" for k, v in L0_QEMU_PACKAGES.items())],
+        cwd=apt / "archives",
+    )
     root = L0_QEMU_DIR / "root"
     for deb in sorted((apt / "archives").glob("*.deb")):
         run(["dpkg-deb", "-x", str(deb), str(root)])
@@ -308,8 +393,16 @@ def ensure_l0_qemu() -> Path:
 def l0_qemu_command(root: Path) -> tuple[list[str], dict[str, str]]:
     """The unpacked QEMU's command prefix and environment (its modules and firmware)."""
     env = dict(os.environ, QEMU_MODULE_DIR=str(root / "usr/lib/x86_64-linux-gnu/qemu"))
-    return ([str(root / "usr/bin/qemu-system-x86_64"), "-L", str(root / "usr/share/seabios"),
-             "-L", str(root / "usr/share/qemu")], env)
+    return (
+        [
+            str(root / "usr/bin/qemu-system-x86_64"),
+            "-L",
+            str(root / "usr/share/seabios"),
+            "-L",
+            str(root / "usr/share/qemu"),
+        ],
+        env,
+    )
 
 
 # --------------------------------------------------------------------------- L1
@@ -332,20 +425,50 @@ def ssh_port() -> int:
 
 def ssh_argv(*cmd: str, tty: bool = False) -> list[str]:
     """ssh to L1 as root (loopback port forward, the image's own key)."""
-    return ["ssh", "-q", "-t" if tty else "-T", "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-            # An L1 that stops answering ends the session instead of hanging CI.
-            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=8",
-            "-i", str(IMAGE_DIR / "id_ed25519"), "-p", str(ssh_port()), "root@127.0.0.1",
-            *cmd]
+    return [
+        "ssh",
+        "-q",
+        "-t" if tty else "-T",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=10",
+        # An L1 that stops answering ends the session instead of hanging CI.
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=8",
+        "-i",
+        str(IMAGE_DIR / "id_ed25519"),
+        "-p",
+        str(ssh_port()),
+        "root@127.0.0.1",
+        *cmd,
+    ]
 
 
-def l1(script: str, *, check: bool = True, timeout: float | None = None,
-       stdin: bytes | None = None, capture: bool = False) -> subprocess.CompletedProcess[bytes]:
+def l1(
+    script: str,
+    *,
+    check: bool = True,
+    timeout: float | None = None,
+    stdin: bytes | None = None,
+    capture: bool = False,
+) -> subprocess.CompletedProcess[bytes]:
     """Run a bash script on L1, its output streamed to ours unless `capture`."""
-    proc = subprocess.run(ssh_argv("bash", "-c", _quote(script)), input=stdin, check=False,
-                          timeout=timeout, capture_output=capture)
+    proc = subprocess.run(
+        ssh_argv("bash", "-c", _quote(script)),
+        input=stdin,
+        check=False,
+        timeout=timeout,
+        capture_output=capture,
+    )
     if check and proc.returncode != 0:
         die(f"on L1 ({proc.returncode}): {script}")
     return proc
@@ -368,36 +491,80 @@ def boot() -> float:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     overlay = RUN_DIR / "l1.qcow2"
     overlay.unlink(missing_ok=True)
-    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(IMAGE_DIR / "rootfs.img"),
-         "-F", "raw", str(overlay)])
+    run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            str(IMAGE_DIR / "rootfs.img"),
+            "-F",
+            "raw",
+            str(overlay),
+        ]
+    )
     port = free_port()
     (RUN_DIR / "ssh-port").write_text(f"{port}\n")
     console = RUN_DIR / "console.log"
     console.unlink(missing_ok=True)
     qemu, env = l0_qemu_command(ensure_l0_qemu())
     t0 = time.monotonic()
-    run([*qemu, "-name", "kvmtop-l1,process=kvmtop-l1",
-         "-accel", f"tcg,thread={L1_TCG_THREAD}", "-cpu", L1_CPU, "-smp", str(L1_SMP),
-         "-m", str(L1_MEM_MIB),
-         "-nodefaults", "-display", "none",
-         "-kernel", str(IMAGE_DIR / "vmlinuz"), "-initrd", str(IMAGE_DIR / "initrd.img"),
-         # net.ifnames=0: the initramfs's udev would otherwise rename eth0 to ens2.
-         # tsc=reliable: TCG's vCPUs all read this host's TSC, but the kernel's boot-time
-         # warp test, slowed by emulation, calls them unsynchronized and falls back to
-         # HPET; without a stable TSC, KVM has no master clock for the L2 guests'
-         # kvm-clock (arch/x86/kvm/x86.c pvclock_gtod_data), and their time drifted
-         # (measured: a 20 % duty cycle took 74 % of a CPU, the probe's PIT stalled).
-         "-append", "root=/dev/vda rw console=ttyS0 init=/usr/local/sbin/init quiet "
-                    "net.ifnames=0 tsc=reliable",
-         "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe",
-         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
-         "-device", "virtio-net-pci,netdev=n0",
-         "-chardev", f"file,id=con,path={console}", "-serial", "chardev:con",
-         "-qmp", f"unix:{RUN_DIR / 'qmp.sock'},server=on,wait=off",
-         # A reset of L1 (a triple fault leaves no kernel message) ends QEMU instead of
-         # rebooting a host whose lab is gone; the CPU state at the reset is logged.
-         "-no-reboot", "-d", "cpu_reset,guest_errors", "-D", str(RUN_DIR / "qemu.log"),
-         "-pidfile", str(RUN_DIR / "qemu.pid"), "-daemonize"], env=env)
+    run(
+        [
+            *qemu,
+            "-name",
+            "kvmtop-l1,process=kvmtop-l1",
+            "-accel",
+            f"tcg,thread={L1_TCG_THREAD}",
+            "-cpu",
+            L1_CPU,
+            "-smp",
+            str(L1_SMP),
+            "-m",
+            str(L1_MEM_MIB),
+            "-nodefaults",
+            "-display",
+            "none",
+            "-kernel",
+            str(IMAGE_DIR / "vmlinuz"),
+            "-initrd",
+            str(IMAGE_DIR / "initrd.img"),
+            # net.ifnames=0: the initramfs's udev would otherwise rename eth0 to ens2.
+            # tsc=reliable: TCG's vCPUs all read this host's TSC, but the kernel's boot-time
+            # warp test, slowed by emulation, calls them unsynchronized and falls back to
+            # HPET; without a stable TSC, KVM has no master clock for the L2 guests'
+            # kvm-clock (arch/x86/kvm/x86.c pvclock_gtod_data), and their time drifted
+            # (measured: a 20 % duty cycle took 74 % of a CPU, the probe's PIT stalled).
+            "-append",
+            "root=/dev/vda rw console=ttyS0 init=/usr/local/sbin/init quiet "
+            "net.ifnames=0 tsc=reliable",
+            "-drive",
+            f"file={overlay},if=virtio,format=qcow2,cache=unsafe",
+            "-netdev",
+            f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-chardev",
+            f"file,id=con,path={console}",
+            "-serial",
+            "chardev:con",
+            "-qmp",
+            f"unix:{RUN_DIR / 'qmp.sock'},server=on,wait=off",
+            # A reset of L1 (a triple fault leaves no kernel message) ends QEMU instead of
+            # rebooting a host whose lab is gone; the CPU state at the reset is logged.
+            "-no-reboot",
+            "-d",
+            "cpu_reset,guest_errors",
+            "-D",
+            str(RUN_DIR / "qemu.log"),
+            "-pidfile",
+            str(RUN_DIR / "qemu.pid"),
+            "-daemonize",
+        ],
+        env=env,
+    )
     deadline = t0 + BOOT_TIMEOUT_S
     while time.monotonic() < deadline:
         if l1_pid() is None:
@@ -419,32 +586,50 @@ def _tail(path: Path, n: int = 30) -> str:
 
 def checkout_files() -> bytes:
     """The checkout as a tar stream: tracked and untracked files, nothing git ignores."""
-    listing = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "-co",
-                              "--exclude-standard"], capture_output=True, check=False)
+    listing = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "-co", "--exclude-standard"],
+        capture_output=True,
+        check=False,
+    )
     if listing.returncode != 0:  # not a git checkout: everything but the venv
-        return subprocess.run(["tar", "-C", str(ROOT), "-c", "--exclude=./.venv",
-                               "--exclude=./.git", "."], capture_output=True,
-                              check=True).stdout
+        return subprocess.run(
+            ["tar", "-C", str(ROOT), "-c", "--exclude=./.venv", "--exclude=./.git", "."],
+            capture_output=True,
+            check=True,
+        ).stdout
     names = [n for n in listing.stdout.split(b"\0") if n and (ROOT / n.decode()).exists()]
-    return subprocess.run(["tar", "-C", str(ROOT), "-c", "--null", "-T", "-"],
-                          input=b"\0".join(names), capture_output=True, check=True).stdout
+    return subprocess.run(
+        ["tar", "-C", str(ROOT), "-c", "--null", "-T", "-"],
+        input=b"\0".join(names),
+        capture_output=True,
+        check=True,
+    ).stdout
 
 
 def sync_checkout() -> None:
     """Copy the checkout to L1 (replacing the previous copy)."""
-    l1(f"rm -rf {L1_CHECKOUT} && mkdir -p {L1_CHECKOUT} && tar -x -C {L1_CHECKOUT}",
-       stdin=checkout_files())
+    l1(
+        f"rm -rf {L1_CHECKOUT} && mkdir -p {L1_CHECKOUT} && tar -x -C {L1_CHECKOUT}",
+        stdin=checkout_files(),
+    )
 
 
 def copy_guest_build() -> None:
     """The host lab's guest kernel, initramfs and probe images, for L1's lab."""
-    files = ["kernel/vmlinuz", "kernel/vmlinux", "kernel/package", "initramfs.cpio", "images",
-             "build/build-id"]
+    files = [
+        "kernel/vmlinuz",
+        "kernel/vmlinux",
+        "kernel/package",
+        "initramfs.cpio",
+        "images",
+        "build/build-id",
+    ]
     missing = [f for f in files if not (STATE / f).exists()]
     if missing:
         die(f"no guest build in {STATE} (missing {', '.join(missing)}): run `lab build`")
-    data = subprocess.run(["tar", "-C", str(STATE), "-c", *files], capture_output=True,
-                          check=True).stdout
+    data = subprocess.run(
+        ["tar", "-C", str(STATE), "-c", *files], capture_output=True, check=True
+    ).stdout
     l1(f"mkdir -p {L1_STATE} && tar -x -C {L1_STATE}", stdin=data)
 
 
@@ -464,8 +649,12 @@ def cmd_up() -> None:
     t0 = time.monotonic()
     log(f"inside L1: tests/lab/lab up {L1_SCENARIO}")
     # Every L2 exit is emulated by TCG, so guests boot several times slower than here.
-    proc = l1(f"cd {L1_CHECKOUT} && KVMTOP_LAB_BOOT_TIMEOUT={L2_BOOT_TIMEOUT_S} "
-              f"tests/lab/lab up {L1_SCENARIO}", check=False, timeout=UP_TIMEOUT_S)
+    proc = l1(
+        f"cd {L1_CHECKOUT} && KVMTOP_LAB_BOOT_TIMEOUT={L2_BOOT_TIMEOUT_S} "
+        f"tests/lab/lab up {L1_SCENARIO}",
+        check=False,
+        timeout=UP_TIMEOUT_S,
+    )
     if proc.returncode != 0:
         die(f"`lab up {L1_SCENARIO}` inside L1 failed ({proc.returncode})")
     timings["l2_up_s"] = time.monotonic() - t0
@@ -476,8 +665,11 @@ def cmd_up() -> None:
 
 def nested_test_files() -> list[str]:
     """The test files (relative to the checkout) with a test marked `nested`."""
-    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
-                  if "mark.nested" in p.read_text())
+    return sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests").rglob("test_*.py")
+        if "mark.nested" in p.read_text()
+    )
 
 
 def cmd_test(args: list[str]) -> int:
@@ -494,8 +686,10 @@ def cmd_test(args: list[str]) -> int:
         # L1's emulated CPU about 5 minutes (1,286 items, 27 selected).
         args = nested_test_files() + args
     words = " ".join(_quote(a) for a in args)
-    script = (f"cd {L1_CHECKOUT} && env {assigns} {VENV}/bin/python -m pytest "
-              f"-p no:cacheprovider -m nested {words}")
+    script = (
+        f"cd {L1_CHECKOUT} && env {assigns} {VENV}/bin/python -m pytest "
+        f"-p no:cacheprovider -m nested {words}"
+    )
     return l1(script, check=False).returncode
 
 
@@ -517,8 +711,11 @@ def cmd_down() -> None:
 def cmd_status() -> None:
     """Print whether L1 runs and what its lab runs."""
     pid = l1_pid()
-    ident = (IMAGE_DIR / "image-id").read_text().strip() if (IMAGE_DIR / "image-id").exists() \
+    ident = (
+        (IMAGE_DIR / "image-id").read_text().strip()
+        if (IMAGE_DIR / "image-id").exists()
         else "none"
+    )
     print(f"nested image: {ident} ({IMAGE_DIR})")
     if pid is None:
         print("nested L1: not running")
@@ -529,8 +726,9 @@ def cmd_status() -> None:
 
 def main() -> int:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build")
     b.add_argument("--force", action="store_true")
@@ -554,8 +752,9 @@ def main() -> int:
     elif args.cmd == "ssh":
         if l1_pid() is None:
             die("L1 is not running")
-        return subprocess.run(ssh_argv(*args.command, tty=not args.command and sys.stdin.isatty()),
-                              check=False).returncode
+        return subprocess.run(
+            ssh_argv(*args.command, tty=not args.command and sys.stdin.isatty()), check=False
+        ).returncode
     elif args.cmd == "status":
         cmd_status()
     else:

@@ -89,8 +89,11 @@ class _WebhookHandler(BaseHTTPRequestHandler):
         now = time.time()
         with self.server.lock:
             for alert in body.get("alerts", []):
-                self.server.log.append(Notification(now, alert["status"], alert["labels"],
-                                                    alert.get("annotations", {})))
+                self.server.log.append(
+                    Notification(
+                        now, alert["status"], alert["labels"], alert.get("annotations", {})
+                    )
+                )
         self.send_response(200)
         self.end_headers()
 
@@ -168,46 +171,98 @@ def start_prometheus(directory: Path, config: Path, interval_s: float) -> Sessio
     stack = SessionPrometheus(directory, time.time(), {}, "", "", webhook)
     try:
         serves = [("live", ["--config", str(config), "-d", f"{interval_s:g}"])]
-        serves += [(host, ["--replay", str(path), "--host", host])
-                   for host, path in REPLAYED.items()]
+        serves += [
+            (host, ["--replay", str(path), "--host", host]) for host, path in REPLAYED.items()
+        ]
         for name, args in serves:
             port = free_port()
             log = (directory / f"serve-{name}.log").open("wb")
             stack.logs.append(log)
-            stack.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "kvmtop", "serve", *args, "--listen",
-                 f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=log,
-                stderr=subprocess.STDOUT))
+            stack.procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "kvmtop",
+                        "serve",
+                        *args,
+                        "--listen",
+                        f"127.0.0.1:{port}",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
             stack.targets[f"127.0.0.1:{port}"] = name
         am_port, prom_port = free_port(), free_port()
-        (directory / "alertmanager.yml").write_text(json.dumps({
-            "route": {"receiver": "pytest", "group_by": ["..."], "group_wait": "1s",
-                      "group_interval": "5s", "repeat_interval": "1h"},
-            "receivers": [{"name": "pytest", "webhook_configs": [
-                {"url": webhook.url, "send_resolved": True}]}],
-        }))
-        (directory / "prometheus.yml").write_text(json.dumps({
-            "global": {"scrape_interval": f"{EVERY_S}s", "evaluation_interval": f"{EVERY_S}s"},
-            "rule_files": [str(RULES)],
-            "alerting": {"alertmanagers": [
-                {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-            "scrape_configs": [{"job_name": "kvmtop", "scrape_timeout": "5s",
-                                "static_configs": [{"targets": list(stack.targets)}]}],
-        }))
+        (directory / "alertmanager.yml").write_text(
+            json.dumps(
+                {
+                    "route": {
+                        "receiver": "pytest",
+                        "group_by": ["..."],
+                        "group_wait": "1s",
+                        "group_interval": "5s",
+                        "repeat_interval": "1h",
+                    },
+                    "receivers": [
+                        {
+                            "name": "pytest",
+                            "webhook_configs": [{"url": webhook.url, "send_resolved": True}],
+                        }
+                    ],
+                }
+            )
+        )
+        (directory / "prometheus.yml").write_text(
+            json.dumps(
+                {
+                    "global": {
+                        "scrape_interval": f"{EVERY_S}s",
+                        "evaluation_interval": f"{EVERY_S}s",
+                    },
+                    "rule_files": [str(RULES)],
+                    "alerting": {
+                        "alertmanagers": [
+                            {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}
+                        ]
+                    },
+                    "scrape_configs": [
+                        {
+                            "job_name": "kvmtop",
+                            "scrape_timeout": "5s",
+                            "static_configs": [{"targets": list(stack.targets)}],
+                        }
+                    ],
+                }
+            )
+        )
         for name, cmd in (
-            ("alertmanager", ["prometheus-alertmanager",
-                              f"--config.file={directory / 'alertmanager.yml'}",
-                              f"--storage.path={directory / 'alertmanager-data'}",
-                              f"--web.listen-address=127.0.0.1:{am_port}",
-                              "--cluster.listen-address="]),
-            ("prometheus", ["prometheus", f"--config.file={directory / 'prometheus.yml'}",
-                            f"--storage.tsdb.path={directory / 'prometheus-data'}",
-                            f"--web.listen-address=127.0.0.1:{prom_port}"]),
+            (
+                "alertmanager",
+                [
+                    "prometheus-alertmanager",
+                    f"--config.file={directory / 'alertmanager.yml'}",
+                    f"--storage.path={directory / 'alertmanager-data'}",
+                    f"--web.listen-address=127.0.0.1:{am_port}",
+                    "--cluster.listen-address=",
+                ],
+            ),
+            (
+                "prometheus",
+                [
+                    "prometheus",
+                    f"--config.file={directory / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={directory / 'prometheus-data'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+            ),
         ):
             log = (directory / f"{name}.log").open("wb")
             stack.logs.append(log)
-            stack.procs.append(subprocess.Popen(cmd, env=env, stdout=log,
-                                                stderr=subprocess.STDOUT))
+            stack.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
         stack.alertmanager_url = f"http://127.0.0.1:{am_port}"
         stack.prometheus_url = f"http://127.0.0.1:{prom_port}"
         _wait_ready(f"{stack.alertmanager_url}/-/ready", stack.procs[-2])

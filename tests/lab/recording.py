@@ -76,8 +76,11 @@ def balloon_every(lab: Lab) -> int:
 def config_text(lab: Lab) -> str:
     """The config file kvmtop records and replays the lab with: the balloon period and
     the uplinks' capacity."""
-    lines = [f"balloon_every = {balloon_every(lab)}", "",
-             "[detectors.vswitch_saturation.uplink_capacity_mbps]"]
+    lines = [
+        f"balloon_every = {balloon_every(lab)}",
+        "",
+        "[detectors.vswitch_saturation.uplink_capacity_mbps]",
+    ]
     for kind, mbps in UPLINK_CAPACITY_MBPS.items():
         lines.append(f"{lab.manifest['bridges'][kind]['uplink_veth']} = {mbps:g}")
     return "\n".join(lines) + "\n"
@@ -135,8 +138,18 @@ def start_recording(lab: Lab, directory: Path) -> SessionRecording:
     started = time.time()
     log_file = log.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kvmtop", "record", "--config", str(config), "-d",
-         f"{interval_s(lab):g}", "-o", str(path)],
+        [
+            sys.executable,
+            "-m",
+            "kvmtop",
+            "record",
+            "--config",
+            str(config),
+            "-d",
+            f"{interval_s(lab):g}",
+            "-o",
+            str(path),
+        ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )

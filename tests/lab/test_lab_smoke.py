@@ -182,8 +182,11 @@ def test_fault_shape_drops_on_uplink(lab: Lab) -> None:
     """`lab fault shape` to a quarter of lab-net's uplink flow drops most of it."""
     dev = lab.manifest["bridges"]["linux"]["uplink_veth"]
     flow_bps = _uplink_flow_bps(lab)
-    (flow,) = [f for f in lab.guests["lab-net"].expected["tx_flows"]
-               if 8.0 * f["wire_bytes_per_s"] == flow_bps]
+    (flow,) = [
+        f
+        for f in lab.guests["lab-net"].expected["tx_flows"]
+        if 8.0 * f["wire_bytes_per_s"] == flow_bps
+    ]
     lab.fault("shape", f"{max(8, int(flow_bps / 4 / 1000))}kbit")
     try:
         time.sleep(SHAPE_WINDOW_S)
@@ -225,8 +228,9 @@ class Sender:
 def _senders_to(lab: Lab, receiver: LabGuest) -> list[Sender]:
     """The guests whose manifest `tx_flows` go to `receiver`'s netpeer port."""
     ip = (receiver.ip or "").split("/")[0]
-    ports = {p["params"].get("port", 9000) for p in receiver.workload_params
-             if p["kind"] == "netpeer"}
+    ports = {
+        p["params"].get("port", 9000) for p in receiver.workload_params if p["kind"] == "netpeer"
+    }
     senders = []
     for g in lab.guests.values():
         flows = g.expected.get("tx_flows", [])
@@ -271,7 +275,8 @@ def test_fault_stall_drops_at_the_receivers_tap_then_ends(lab: Lab, conn: Conn) 
     sent = _flow_pps(before, senders)
     assert sent >= floor, (
         f"before the stall the senders sent {guest.name} {sent:.1f} packets/s, less than "
-        f"{SENDER_FLOOR:g} of the {offered:g} offered: no flow to judge drops by", before
+        f"{SENDER_FLOOR:g} of the {offered:g} offered: no flow to judge drops by",
+        before,
     )
     fill_s = RECEIVER_BUFFER_PKTS / sent
     # Buffers full, one window of drops measured, a second to spare.
@@ -283,7 +288,8 @@ def test_fault_stall_drops_at_the_receivers_tap_then_ends(lab: Lab, conn: Conn) 
     sent = _flow_pps(stalled, senders)
     assert sent >= floor, (
         f"while stalled the senders sent {guest.name} {sent:.1f} packets/s, less than "
-        f"{SENDER_FLOOR:g} of the {offered:g} offered", stalled
+        f"{SENDER_FLOOR:g} of the {offered:g} offered",
+        stalled,
     )
     dropped = stalled[guest.name]["net.0.rx.drop"]
     assert dropped > 0.5 * sent, (
@@ -303,6 +309,7 @@ def test_fault_stall_drops_at_the_receivers_tap_then_ends(lab: Lab, conn: Conn) 
             break
     assert sent >= floor and received > 0.5 * sent, (
         f"after the stall {guest.name} received {received:.1f} of the {sent:.1f} "
-        "packets/s sent to it", after,
+        "packets/s sent to it",
+        after,
     )
     assert after[guest.name]["net.0.rx.drop"] < 0.05 * sent, (sent, after)

@@ -37,10 +37,13 @@ DROPS_FROM = 480.0
 
 def _guest(uuid: str, name: str) -> GuestSpec:
     return GuestSpec(
-        uuid, name, vcpus=[VcpuSpec(cpu_pct=40.0, steal_pct=0.5, exits_per_s=2000.0)],
+        uuid,
+        name,
+        vcpus=[VcpuSpec(cpu_pct=40.0, steal_pct=0.5, exits_per_s=2000.0)],
         disks=[DiskSpec(rd_iops=30.0, rd_ms=1.0, wr_iops=20.0, wr_ms=2.0, host_dev="sda")],
         nics=[NicSpec(name=f"vnet-{name}", rx_pps=1000.0, bridge="br0")],
-        balloon=balloon(30.0), balloon_period_s=10,
+        balloon=balloon(30.0),
+        balloon_period_s=10,
     )
 
 
@@ -48,14 +51,18 @@ def world() -> World:
     """The four guests and a host with one disk and one uplink on br0."""
     host = HostSpec(
         disks=[HostDiskSpec("sda", iops=120.0, ms=0.4, util_pct=20.0)],
-        netdevs=[NetDevSpec("eno1", "physical", master="br0", speed_mbps=1000,
-                            rx_bps=200e6, tx_bps=80e6),
-                 NetDevSpec("br0", "bridge")],
+        netdevs=[
+            NetDevSpec(
+                "eno1", "physical", master="br0", speed_mbps=1000, rx_bps=200e6, tx_bps=80e6
+            ),
+            NetDevSpec("br0", "bridge"),
+        ],
         psi_cpu_some_pct=3.0,
     )
     names = ("leaky", "stealer", "dropper", "quiet")
-    return World([_guest(f"00000000-0000-0000-0000-00000000000{i}", n)
-                  for i, n in enumerate(names)], host)
+    return World(
+        [_guest(f"00000000-0000-0000-0000-00000000000{i}", n) for i, n in enumerate(names)], host
+    )
 
 
 def record(path: Path) -> Path:

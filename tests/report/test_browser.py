@@ -50,10 +50,22 @@ document.getElementById("f").addEventListener("load", () => {
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     assert CHROMIUM is not None
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", *args],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -69,8 +81,8 @@ def png_rows(png: bytes) -> tuple[int, int, list[bytes]]:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, header = 8, b"", b""
     while pos < len(png):
-        length, kind = struct.unpack(">I4s", png[pos:pos + 8])
-        data = png[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", png[pos : pos + 8])
+        data = png[pos + 8 : pos + 8 + length]
         header = data if kind == b"IHDR" else header
         idat += data if kind == b"IDAT" else b""
         pos += 12 + length
@@ -78,13 +90,14 @@ def png_rows(png: bytes) -> tuple[int, int, list[bytes]]:
     assert depth == 8 and colour in (2, 6)
     stride = 1 + width * (3 if colour == 2 else 4)
     raw = zlib.decompress(idat)
-    return width, height, [raw[i:i + stride] for i in range(0, len(raw), stride)]
+    return width, height, [raw[i : i + stride] for i in range(0, len(raw), stride)]
 
 
 def test_report_renders_in_a_browser(report_html: Path, tmp_path: Path) -> None:
     png = tmp_path / "report.png"
-    done = chromium(tmp_path, f"--screenshot={png}", f"--window-size={WIDTH},{HEIGHT}",
-                    report_html.as_uri())
+    done = chromium(
+        tmp_path, f"--screenshot={png}", f"--window-size={WIDTH},{HEIGHT}", report_html.as_uri()
+    )
     assert png.exists(), done.stderr
     width, height, rows = png_rows(png.read_bytes())
     assert (width, height) == (WIDTH, HEIGHT)
@@ -96,8 +109,13 @@ def test_report_renders_in_a_browser(report_html: Path, tmp_path: Path) -> None:
 def test_every_plot_is_laid_out(report_html: Path, tmp_path: Path) -> None:
     probe = report_html.with_name("probe.html")
     probe.write_text(PROBE, encoding="utf-8")
-    done = chromium(tmp_path, "--allow-file-access-from-files", "--virtual-time-budget=10000",
-                    "--dump-dom", probe.as_uri())
+    done = chromium(
+        tmp_path,
+        "--allow-file-access-from-files",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        probe.as_uri(),
+    )
     found = re.search(r'<pre id="result">([^<]*)</pre>', done.stdout)
     assert found, done.stdout[-2000:] + done.stderr[-2000:]
     plots = {}

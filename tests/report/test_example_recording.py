@@ -26,7 +26,10 @@ def frames() -> list[dict[str, Any]]:
     """Every frame of `kvmtop replay --batch --format json` over the example."""
     out = subprocess.run(
         [sys.executable, "-m", "kvmtop", "replay", str(EXAMPLE), "--batch", "--format", "json"],
-        capture_output=True, text=True, check=True, timeout=300,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     ).stdout
     return [json.loads(line) for line in out.splitlines()]
 
@@ -45,8 +48,10 @@ def test_the_leak_and_the_saturated_switch_are_incidents_within_5_minutes(
 ) -> None:
     leak_s, leak = _first_active(frames, "leak")
     switch_s, switch = _first_active(frames, "switch")
-    print(f"\nleak after {leak_s:.0f} s: {leak['title']}\nswitch after {switch_s:.0f} s: "
-          f"{switch['title']}")
+    print(
+        f"\nleak after {leak_s:.0f} s: {leak['title']}\nswitch after {switch_s:.0f} s: "
+        f"{switch['title']}"
+    )
     assert leak_s <= PROMISE_S and switch_s <= PROMISE_S
     assert leak["guests"] == ["lab-memleak"]
     assert leak["eta_s"] is not None and leak["advice"]

@@ -23,9 +23,7 @@ def export(recording: Path, tmp_path: Path, fmt: str, *extra: str) -> str:
     return run_command("export", recording, tmp_path, fmt, *extra)
 
 
-
-def test_csv_one_row_per_guest_per_sample(recording: Path, tmp_path: Path,
-                                          start_s: float) -> None:
+def test_csv_one_row_per_guest_per_sample(recording: Path, tmp_path: Path, start_s: float) -> None:
     rows = list(csv.DictReader(export(recording, tmp_path, "csv", "--to", TO).splitlines()))
     assert tuple(rows[0]) == CSV_HEADER == ("time", "uuid", *(c.key for c in GUEST_COLUMNS))
     assert len(rows) == SAMPLES * 4
@@ -43,8 +41,13 @@ def test_csv_one_row_per_guest_per_sample(recording: Path, tmp_path: Path,
 
 def test_csv_range_shows_the_steal(recording: Path, tmp_path: Path, start_s: float) -> None:
     frm = f"+{STEAL[0] + 10:g}s"
-    rows = list(csv.DictReader(export(recording, tmp_path, "csv", "--from", frm, "--to",
-                                      f"+{STEAL[0] + 20:g}s").splitlines()))
+    rows = list(
+        csv.DictReader(
+            export(
+                recording, tmp_path, "csv", "--from", frm, "--to", f"+{STEAL[0] + 20:g}s"
+            ).splitlines()
+        )
+    )
     stealer = [r for r in rows if r["name"] == "stealer" and r["steal_pct"]]
     assert stealer and all(float(r["steal_pct"]) == pytest.approx(25.0) for r in stealer)
     assert float(rows[0]["time"]) >= start_s + STEAL[0]
@@ -57,7 +60,13 @@ def test_jsonl_is_batch_json(recording: Path, tmp_path: Path, start_s: float) ->
     assert [o["time"] for o in objs] == [start_s + i * DT for i in range(SAMPLES)]
     # The schema of batch mode (`kvmtop --batch --format json`).
     assert set(objs[-1]) == {
-        "time", "interval_s", "host", "guests", "incidents", "findings", "sources"
+        "time",
+        "interval_s",
+        "host",
+        "guests",
+        "incidents",
+        "findings",
+        "sources",
     }
     assert [g["name"] for g in objs[-1]["guests"]] == ["leaky", "stealer", "dropper", "quiet"]
     assert objs[-1]["guests"][3]["cpu_pct"] == pytest.approx(40.0)
@@ -65,17 +74,28 @@ def test_jsonl_is_batch_json(recording: Path, tmp_path: Path, start_s: float) ->
 
 
 def test_jsonl_carries_findings_and_incidents(recording: Path, tmp_path: Path) -> None:
-    lines = export(recording, tmp_path, "jsonl", "--from", f"+{STEAL[0] + 30:g}s", "--to",
-                   f"+{STEAL[0] + 40:g}s").splitlines()
+    lines = export(
+        recording,
+        tmp_path,
+        "jsonl",
+        "--from",
+        f"+{STEAL[0] + 30:g}s",
+        "--to",
+        f"+{STEAL[0] + 40:g}s",
+    ).splitlines()
     findings = [f for line in lines for f in json.loads(line)["findings"]]
     assert any(f["detector"] == "steal" and f["subject_name"] == "stealer" for f in findings)
     incidents = [i for line in lines for i in json.loads(line)["incidents"]]
-    assert any(m["detector"] == "steal" and m["guest"] == "stealer"
-               for i in incidents for m in i["members"])
+    assert any(
+        m["detector"] == "steal" and m["guest"] == "stealer"
+        for i in incidents
+        for m in i["members"]
+    )
 
 
-def test_openmetrics_parses_back_with_timestamps(recording: Path, tmp_path: Path,
-                                                 start_s: float) -> None:
+def test_openmetrics_parses_back_with_timestamps(
+    recording: Path, tmp_path: Path, start_s: float
+) -> None:
     text = export(recording, tmp_path, "openmetrics", "--to", TO)
     assert text.endswith("\n# EOF\n")
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -94,8 +114,15 @@ def test_openmetrics_parses_back_with_timestamps(recording: Path, tmp_path: Path
 
 
 def test_openmetrics_exports_findings(recording: Path, tmp_path: Path) -> None:
-    text = export(recording, tmp_path, "openmetrics", "--from", f"+{STEAL[0] + 30:g}s",
-                  "--to", f"+{STEAL[0] + 40:g}s")
+    text = export(
+        recording,
+        tmp_path,
+        "openmetrics",
+        "--from",
+        f"+{STEAL[0] + 30:g}s",
+        "--to",
+        f"+{STEAL[0] + 40:g}s",
+    )
     families = {f.name: f for f in text_string_to_metric_families(text)}
     steal = [s for s in families["kvmtop_finding"].samples if s.labels["detector"] == "steal"]
     assert steal and all(s.labels["severity"] == "critical" for s in steal)

@@ -41,28 +41,42 @@ DEVICE, DEVICE_SHOWN = "sd\u2066a\u2069", "sd\\u2066a\\u2069"
 NIC, NIC_SHOWN = "tap\x1b[8m", "tap\\x1b[8m"
 BRIDGE, BRIDGE_SHOWN = "br\x9b0", "br\\x9b0"
 UPLINK, UPLINK_SHOWN = "eno\u202e1", "eno\\u202e1"
-FORMULAS = ("=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)")
+FORMULAS = ('=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)")
 TICKS = 90
 """Three minutes at 2 s."""
 
 
 def _guest(uuid: int, name: str, **kw: object) -> GuestSpec:
-    return GuestSpec(f"00000000-0000-0000-0000-{uuid:012d}", name,
-                     balloon=balloon(30.0), balloon_period_s=10, **kw)  # type: ignore[arg-type]
+    return GuestSpec(
+        f"00000000-0000-0000-0000-{uuid:012d}",
+        name,
+        balloon=balloon(30.0),
+        balloon_period_s=10,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The hostile recording, written and indexed once for the module."""
     world = World(
-        [_guest(1, BAD, vcpus=[VcpuSpec(cpu_pct=40.0, steal_pct=25.0)],
-                disks=[DiskSpec(target=TARGET, rd_iops=30.0, rd_ms=1.0, host_dev=DEVICE)]),
-         _guest(2, BIDI, nics=[NicSpec(name=NIC, rx_pps=1000.0, rx_drops=20.0,
-                                       bridge=BRIDGE)]),
-         *(_guest(3 + i, name) for i, name in enumerate(FORMULAS))],
-        HostSpec(disks=[HostDiskSpec(DEVICE)],
-                 netdevs=[NetDevSpec(UPLINK, "physical", master=BRIDGE, speed_mbps=1000,
-                                     rx_bps=100e6), NetDevSpec(BRIDGE, "bridge")]),
+        [
+            _guest(
+                1,
+                BAD,
+                vcpus=[VcpuSpec(cpu_pct=40.0, steal_pct=25.0)],
+                disks=[DiskSpec(target=TARGET, rd_iops=30.0, rd_ms=1.0, host_dev=DEVICE)],
+            ),
+            _guest(2, BIDI, nics=[NicSpec(name=NIC, rx_pps=1000.0, rx_drops=20.0, bridge=BRIDGE)]),
+            *(_guest(3 + i, name) for i, name in enumerate(FORMULAS)),
+        ],
+        HostSpec(
+            disks=[HostDiskSpec(DEVICE)],
+            netdevs=[
+                NetDevSpec(UPLINK, "physical", master=BRIDGE, speed_mbps=1000, rx_bps=100e6),
+                NetDevSpec(BRIDGE, "bridge"),
+            ],
+        ),
     )
     path = tmp_path_factory.mktemp("hostile") / "hostile.kvmtop"
     writer = StoreWriter(path)
@@ -82,8 +96,9 @@ NAMES_SHOWN = (BAD_SHOWN, BIDI_SHOWN, DEVICE_SHOWN, NIC_SHOWN, UPLINK_SHOWN)
 
 
 @pytest.mark.parametrize("exact", [(), ("--exact",)], ids=["index", "exact"])
-def test_text_report_escapes_every_name(recording: Path, tmp_path: Path,
-                                        exact: tuple[str, ...]) -> None:
+def test_text_report_escapes_every_name(
+    recording: Path, tmp_path: Path, exact: tuple[str, ...]
+) -> None:
     text = report(recording, tmp_path, "text", *exact)
     assert_no_raw(text)
     assert "\x9b" not in text
@@ -131,21 +146,28 @@ def test_json_report_keeps_the_exact_names(recording: Path, tmp_path: Path) -> N
     assert text.isascii()
     doc = json.loads(text)
     assert {g["name"] for g in doc["guests"]} == {BAD, BIDI, *FORMULAS}
-    subjects = {f["detector"]: f["subject_name"] for f in doc["findings"]
-                if f["severity"] != "info"}
+    subjects = {
+        f["detector"]: f["subject_name"] for f in doc["findings"] if f["severity"] != "info"
+    }
     assert subjects["steal"] == BAD and subjects["vnic_drops"] == NIC
     assert DEVICE in doc["host"]["disks"] and UPLINK in doc["host"]["uplinks"]
 
 
-def test_incident_summary_escapes_names_and_json_keeps_them(recording: Path,
-                                                            tmp_path: Path) -> None:
+def test_incident_summary_escapes_names_and_json_keeps_them(
+    recording: Path, tmp_path: Path
+) -> None:
     """The incidents' sentences and members name the guest and the vNIC."""
     text = report(recording, tmp_path, "text").split("== Findings timeline ==")[0]
     titles = [line for line in text.splitlines() if line.startswith("#")]
-    assert any(t.endswith(f"critical: {BAD_SHOWN}: steal max 25% (vCPU 0), mean 25%: CPU "
-                          "contention on the host") for t in titles), titles
-    assert any(f"critical: {BIDI_SHOWN} {NIC_SHOWN}: {NIC_SHOWN} RX drops" in t
-               for t in titles), titles
+    assert any(
+        t.endswith(
+            f"critical: {BAD_SHOWN}: steal max 25% (vCPU 0), mean 25%: CPU contention on the host"
+        )
+        for t in titles
+    ), titles
+    assert any(f"critical: {BIDI_SHOWN} {NIC_SHOWN}: {NIC_SHOWN} RX drops" in t for t in titles), (
+        titles
+    )
     md = report(recording, tmp_path, "md").split("## Findings timeline")[0]
     assert_no_raw(md)
     assert any(line.startswith("### #") and BAD_SHOWN in line for line in md.splitlines())
@@ -203,20 +225,20 @@ def test_openmetrics_labels_are_escaped_and_valid(recording: Path, tmp_path: Pat
     assert nics == {NIC_SHOWN}
     host = families["kvmtop_host_network_info"].samples
     assert {(s.labels["device"], s.labels["master"]) for s in host} >= {
-        (UPLINK_SHOWN, BRIDGE_SHOWN)}
+        (UPLINK_SHOWN, BRIDGE_SHOWN)
+    }
     found = {s.labels["subject"] for s in families["kvmtop_finding"].samples}
     assert NIC_SHOWN in found
 
 
-def test_replay_batch_text_escapes_and_json_keeps(recording: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["replay", str(recording), "--batch", "--format", "text",
-                 "--count", "3"]) == 0
+def test_replay_batch_text_escapes_and_json_keeps(
+    recording: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", str(recording), "--batch", "--format", "text", "--count", "3"]) == 0
     text = capsys.readouterr().out
     assert_no_raw(text)
     assert BAD_SHOWN[:18] in text and BIDI_SHOWN in text and UPLINK_SHOWN in text
-    assert main(["replay", str(recording), "--batch", "--format", "json",
-                 "--count", "3"]) == 0
+    assert main(["replay", str(recording), "--batch", "--format", "json", "--count", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines and all(line.isascii() for line in lines)
     assert [g["name"] for g in json.loads(lines[-1])["guests"]][:2] == [BAD, BIDI]

@@ -35,7 +35,6 @@ def run_report(recording: Path, tmp_path: Path, fmt: str, *extra: str) -> str:
     return run_command("report", recording, tmp_path, fmt, *extra)
 
 
-
 @pytest.fixture(scope="module")
 def doc(recording: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     text = run_report(recording, tmp_path_factory.mktemp("json"), "json")
@@ -75,15 +74,14 @@ def test_json_findings_timeline(doc: dict[str, Any], start_s: float) -> None:
 
 def test_json_top_offenders(doc: dict[str, Any]) -> None:
     top = doc["offenders"]
-    assert set(top) == {"steal_max_pct", "exits_per_s", "disk_ms", "net_drops_per_s",
-                        "mem_used"}
-    assert top["steal_max_pct"][0] == {**top["steal_max_pct"][0], "guest": "stealer",
-                                       "by": "max"}
+    assert set(top) == {"steal_max_pct", "exits_per_s", "disk_ms", "net_drops_per_s", "mem_used"}
+    assert top["steal_max_pct"][0] == {**top["steal_max_pct"][0], "guest": "stealer", "by": "max"}
     assert top["steal_max_pct"][0]["value"] == pytest.approx(25.0, rel=0.01)
     assert [o["guest"] for o in top["net_drops_per_s"]] == ["dropper"]
     # 20 drops/s from minute 8 to the end (4 min): about 4,800 packets.
-    assert top["net_drops_per_s"][0]["value"] == pytest.approx(20 * (MINUTES * 60 - DROPS_FROM),
-                                                                rel=0.05)
+    assert top["net_drops_per_s"][0]["value"] == pytest.approx(
+        20 * (MINUTES * 60 - DROPS_FROM), rel=0.05
+    )
     assert [o["guest"] for o in top["mem_used"]] == ["leaky"]
     assert top["mem_used"][0]["value"] == pytest.approx(300.0, rel=0.05)  # 5 MiB/min
 
@@ -138,8 +136,9 @@ def test_step_reads_one_sample_per_step(recording: Path, tmp_path: Path) -> None
     assert dropper["net_drops_total"] == pytest.approx(20 * (11 * 60 - DROPS_FROM), rel=0.05)
 
 
-def test_empty_range_is_said(recording: Path, tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_empty_range_is_said(
+    recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     text = run_report(recording, tmp_path, "text", "--from", "+1d")
     assert "No samples in the range." in text
     assert "no samples in the range" in capsys.readouterr().err
@@ -153,8 +152,12 @@ def test_bad_step_is_refused(recording: Path, capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize("out", ["missing/report.txt", "a-directory", "link.txt"])
 @pytest.mark.parametrize("exact", [False, True], ids=["index", "exact"])
 def test_a_bad_output_is_refused_before_the_report_is_built(
-    recording: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], out: str, exact: bool,
+    recording: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    out: str,
+    exact: bool,
 ) -> None:
     """-o is checked (its temporary file created) before the samples are read: on a
     big recording a bad -o is said at once, not after minutes of work."""
@@ -166,6 +169,7 @@ def test_a_bad_output_is_refused_before_the_report_is_built(
         def called(*args: Any, **kw: Any) -> Any:
             built.append(name)
             return real(*args, **kw)
+
         return called
 
     monkeypatch.setattr(command, "build_report", spy("build_report", command.build_report))
@@ -220,13 +224,13 @@ def test_markdown_report(recording: Path, tmp_path: Path, start_s: float) -> Non
     md = run_report(recording, tmp_path, "md")
     lines = md.splitlines()
     assert lines[0].startswith("# kvmtop report")
-    for title in ("Recording", "Findings timeline", "Top offenders", "Host baseline",
-                  "Per guest"):
+    for title in ("Recording", "Findings timeline", "Top offenders", "Host baseline", "Per guest"):
         assert f"## {title}" in lines
-    header = lines.index("| Start (UTC) | End | Lasted | Severity | Detector | Subject | "
-                         "Peak evidence | Message |")
+    header = lines.index(
+        "| Start (UTC) | End | Lasted | Severity | Detector | Subject | Peak evidence | Message |"
+    )
     assert lines[header + 1] == "|:---|:---|:---|:---|:---|:---|:---|:---|"
-    rows = [r for r in lines[header + 2:] if r.startswith("| ")]
+    rows = [r for r in lines[header + 2 :] if r.startswith("| ")]
     steal = next(r for r in rows if "| steal |" in r)
     assert steal.startswith(f"| {stamp(start_s - DT + STEAL[0])} |")
     assert "|:---|---:|---:|---:|---:|" in lines  # offender tables: numbers align right
@@ -268,8 +272,9 @@ class Page(HTMLParser):
             assert 1 < len(points) <= PLOT_POINTS + 1
             self.svgs[self.svg]["lines"] += 1
         elif self.svg is not None and tag == "rect" and a.get("class") == "finding-span":
-            self.svgs[self.svg]["spans"].append((a["data-detector"], a["data-severity"],
-                                                 float(a["x"] or 0), float(a["width"] or 0)))
+            self.svgs[self.svg]["spans"].append(
+                (a["data-detector"], a["data-severity"], float(a["x"] or 0), float(a["width"] or 0))
+            )
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "svg":
@@ -352,8 +357,9 @@ def test_a_two_sample_window_gives_the_same_findings(recording: Path) -> None:
     for size in (2, Settings().window_size):
         with StoreReader(recording) as reader:
             report = build_report(reader, build_pipeline(replace(Settings(), window_size=size)))
-        spans.append([(finding_json(s.peak), s.since_s, s.until_s, s.ongoing)
-                      for s in report.findings])
+        spans.append(
+            [(finding_json(s.peak), s.since_s, s.until_s, s.ongoing) for s in report.findings]
+        )
     assert spans[0] == spans[1] and len(spans[0]) >= 3
 
 
@@ -383,8 +389,12 @@ def test_progress_on_a_terminal_only() -> None:
 
 def test_info_findings_are_grouped(tmp_path: Path) -> None:
     """Facts shared by many guests (no balloon stats period) take one row, not one each."""
-    w = World([GuestSpec(f"00000000-0000-0000-0000-00000000010{i}", f"g{i}",
-                         balloon=balloon(30.0)) for i in range(3)])
+    w = World(
+        [
+            GuestSpec(f"00000000-0000-0000-0000-00000000010{i}", f"g{i}", balloon=balloon(30.0))
+            for i in range(3)
+        ]
+    )
     writer = StoreWriter(tmp_path / "info.kvmtop")
     for _ in range(10):
         writer.append(w.sample(DT))

@@ -59,8 +59,11 @@ def differences(a: Any, b: Any, path: str = "") -> list[str]:
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{path}: {len(a)} items, not {len(b)}"]
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True))
-                for d in differences(x, y, f"{path}[{i}]")]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in differences(x, y, f"{path}[{i}]")
+        ]
     if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
         return [] if math.isclose(a, b, rel_tol=1e-6, abs_tol=1.001e-3) else [f"{path}: {a} != {b}"]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
@@ -86,8 +89,7 @@ def test_index_and_samples_give_the_same_report(indexed: Path, tmp_path: Path) -
     assert fast["incidents"]  # compared above: the same, ranked the same
 
 
-def test_a_report_merges_hours_and_the_minutes_around_them(indexed: Path,
-                                                           tmp_path: Path) -> None:
+def test_a_report_merges_hours_and_the_minutes_around_them(indexed: Path, tmp_path: Path) -> None:
     """The same report from the hour row as from the minutes it merged."""
     path = tmp_path / "minutes.kvmtop"
     shutil.copy(indexed, path)
@@ -112,8 +114,9 @@ def test_html_from_the_index_has_its_plots(indexed: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("to", ["inside", "after"])
-def test_a_range_is_widened_to_whole_minutes_of_the_index(indexed: Path, tmp_path: Path,
-                                                           to: str) -> None:
+def test_a_range_is_widened_to_whole_minutes_of_the_index(
+    indexed: Path, tmp_path: Path, to: str
+) -> None:
     """--to inside a minute takes the whole minute; --to between a minute's last sample
     and the next minute's first takes that minute, the next one not."""
     with StoreReader(indexed) as r:
@@ -126,8 +129,7 @@ def test_a_range_is_widened_to_whole_minutes_of_the_index(indexed: Path, tmp_pat
     assert doc["range"]["samples"] == second[2]
 
 
-def test_an_old_format_file_is_reported_from_its_samples_then_reindexed(
-        tmp_path: Path) -> None:
+def test_an_old_format_file_is_reported_from_its_samples_then_reindexed(tmp_path: Path) -> None:
     path = tmp_path / "old.kvmtop"
     shutil.copy(OLD_FORMAT, path)
     before = report_json(path, tmp_path)
@@ -144,32 +146,47 @@ def test_an_old_format_file_is_reported_from_its_samples_then_reindexed(
     assert differences(after, before) == []
 
 
-@pytest.mark.parametrize(("table", "damage"), [
-    ("rollups", "gap"), ("rollups", "garbage"), ("rollups", "other version"),
-    ("hour_rollups", "garbage"), ("hour_rollups", "other version"),
-])
-def test_an_index_that_does_not_cover_the_range_is_not_used(indexed: Path, tmp_path: Path,
-                                                            damage: str, table: str) -> None:
+@pytest.mark.parametrize(
+    ("table", "damage"),
+    [
+        ("rollups", "gap"),
+        ("rollups", "garbage"),
+        ("rollups", "other version"),
+        ("hour_rollups", "garbage"),
+        ("hour_rollups", "other version"),
+    ],
+)
+def test_an_index_that_does_not_cover_the_range_is_not_used(
+    indexed: Path, tmp_path: Path, damage: str, table: str
+) -> None:
     path = tmp_path / "d.kvmtop"
     shutil.copy(indexed, path)
     with sqlite3.connect(path) as conn:
         if table == "rollups":  # the minutes are read only where no hour covers them
             conn.execute("DELETE FROM hour_rollups")
-        first_s = conn.execute(f"SELECT first_s FROM {table} ORDER BY first_s "
-                               f"LIMIT 1 OFFSET {2 if table == 'rollups' else 0}").fetchone()[0]
+        first_s = conn.execute(
+            f"SELECT first_s FROM {table} ORDER BY first_s "
+            f"LIMIT 1 OFFSET {2 if table == 'rollups' else 0}"
+        ).fetchone()[0]
         if damage == "gap":
             conn.execute(f"DELETE FROM {table} WHERE first_s = ?", (first_s,))
         elif damage == "garbage":
-            conn.execute(f"UPDATE {table} SET data = zeroblob(100) WHERE first_s = ?",
-                         (first_s,))
+            conn.execute(f"UPDATE {table} SET data = zeroblob(100) WHERE first_s = ?", (first_s,))
         else:
             from kvmtop.store import blob
 
-            raw = json.loads(blob.unpack(conn.execute(
-                f"SELECT data FROM {table} WHERE first_s = ?", (first_s,)).fetchone()[0]))
+            raw = json.loads(
+                blob.unpack(
+                    conn.execute(
+                        f"SELECT data FROM {table} WHERE first_s = ?", (first_s,)
+                    ).fetchone()[0]
+                )
+            )
             raw["v"] = 999
-            conn.execute(f"UPDATE {table} SET data = ? WHERE first_s = ?",
-                         (blob.pack(json.dumps(raw).encode()), first_s))
+            conn.execute(
+                f"UPDATE {table} SET data = ? WHERE first_s = ?",
+                (blob.pack(json.dumps(raw).encode()), first_s),
+            )
     with StoreReader(path) as r:
         assert indexed_report(r, uplink_kinds=UPLINKS) is None
     assert report_json(path, tmp_path)["range"]["index_s"] is None  # from the samples
@@ -185,7 +202,10 @@ def test_stats_state_round_trips_and_merges() -> None:
     merged.merge_state(first.state())
     merged.merge_state(json.loads(json.dumps(second.state())))
     assert (merged.n, merged.hist.bins, merged.hist.zeros) == (
-        whole.n, whole.hist.bins, whole.hist.zeros)
+        whole.n,
+        whole.hist.bins,
+        whole.hist.zeros,
+    )
     got, want = merged.summary(), whole.summary()
     assert got is not None and want is not None
     assert astuple(got) == pytest.approx(astuple(want), rel=1e-6)  # 7 digits kept

@@ -68,8 +68,14 @@ def test_every_recorded_tick_encodes_as_the_library_does(openmetrics: bool) -> N
 @pytest.mark.parametrize("openmetrics", [True, False], ids=["openmetrics", "text-0.0.4"])
 def test_hostile_names_encode_as_the_library_does(openmetrics: bool) -> None:
     tracker = IncidentTracker()
-    tracker.update(1.0, [Finding("vswitch_saturation", "critical", BIDI, BIDI, "full", 1.0,
-                                 cause=f"switch:{BIDI}")])
+    tracker.update(
+        1.0,
+        [
+            Finding(
+                "vswitch_saturation", "critical", BIDI, BIDI, "full", 1.0, cause=f"switch:{BIDI}"
+            )
+        ],
+    )
     finding = Finding("steal", "warning", "u", BAD, "steal", 1.0, guest=BAD)
     snapshot = replace(app_snapshot([], findings=(finding,)), incidents=tracker.current())
     points = tick_points(hostile_sample(), snapshot, 0.1)
@@ -85,7 +91,8 @@ def test_the_cache_keeps_only_the_series_of_the_last_render() -> None:
     two.add("kvmtop_guest_vcpus", ("b", "u2"), 2)
     encoder.render(one, openmetrics=False)
     assert encoder.render(two, openmetrics=False) == (
-        '# HELP kvmtop_guest_vcpus vCPUs currently online (libvirt vcpu.current)\n'
-        '# TYPE kvmtop_guest_vcpus gauge\n'
-        'kvmtop_guest_vcpus{guest="b",uuid="u2"} 2.0\n')
+        "# HELP kvmtop_guest_vcpus vCPUs currently online (libvirt vcpu.current)\n"
+        "# TYPE kvmtop_guest_vcpus gauge\n"
+        'kvmtop_guest_vcpus{guest="b",uuid="u2"} 2.0\n'
+    )
     assert len(encoder._blocks) == 1

@@ -30,13 +30,22 @@ COMM = "\x1b]2;qemu\x07"
 
 def hostile_sample() -> Sample:
     g = guest(1, name=BAD)
-    g = replace(g, disks=(replace(g.disks[0], target=BIDI),),
-                nics=(replace(g.nics[0], name=TWO_LINES),),
-                threads=(replace(g.threads[0], name=COMM),))
+    g = replace(
+        g,
+        disks=(replace(g.disks[0], target=BIDI),),
+        nics=(replace(g.nics[0], name=TWO_LINES),),
+        threads=(replace(g.threads[0], name=COMM),),
+    )
     host = host_sample(HostSpec(), 2)
     host = replace(host, netdevs=tuple(replace(n, name=BIDI + n.name) for n in host.netdevs))
-    return Sample(wall_s=1_764_000_000.0, mono_ns=2_000_000_000, host=host, guests=(g,),
-                  sources=(), interval_s=2.0)
+    return Sample(
+        wall_s=1_764_000_000.0,
+        mono_ns=2_000_000_000,
+        host=host,
+        guests=(g,),
+        sources=(),
+        interval_s=2.0,
+    )
 
 
 def test_label_value() -> None:
@@ -48,14 +57,21 @@ def test_label_value() -> None:
 
 @pytest.mark.parametrize("accept", ["application/openmetrics-text; version=1.0.0", None])
 def test_labels_are_escaped_and_the_exposition_parses(
-    server: tuple[MetricsServer, Exporter], accept: str | None,  # noqa: F811
+    server: tuple[MetricsServer, Exporter],  # noqa: F811
+    accept: str | None,
 ) -> None:
     srv, exporter = server
     finding = Finding("steal", "warning", UUID, BAD, "steal", 1.0, guest=BAD)
     # A switch's name is in its incident's cause.
     tracker = IncidentTracker()
-    tracker.update(1.0, [Finding("vswitch_saturation", "critical", BIDI, BIDI, "full", 1.0,
-                                 cause=f"switch:{BIDI}")])
+    tracker.update(
+        1.0,
+        [
+            Finding(
+                "vswitch_saturation", "critical", BIDI, BIDI, "full", 1.0, cause=f"switch:{BIDI}"
+            )
+        ],
+    )
     snapshot = replace(app_snapshot([], findings=(finding,)), incidents=tracker.current())
     exporter.publish(hostile_sample(), snapshot, 0.1)
     body, _, _ = fetch(srv.url, accept)

@@ -42,7 +42,7 @@ def test_config_and_rules_pass_promtool_check() -> None:
 def test_every_rule_fires_and_stays_silent_in_its_unit_tests() -> None:
     alerts = re.findall(r"^\s+- alert: (\w+)", RULES.read_text(), re.M)
     tests = RULE_TESTS.read_text()
-    healthy = tests[tests.index("a healthy host raises nothing"):]
+    healthy = tests[tests.index("a healthy host raises nothing") :]
     for alert in alerts:
         # A firing case (exp_alerts with labels) and a silent one on the healthy host.
         firing = re.search(rf"alertname: {alert}\n\s+exp_alerts:\n\s+- exp_labels:", tests)
@@ -67,6 +67,6 @@ def test_exported_metrics_of_a_real_recording_pass_promtool_check_metrics() -> N
     finally:
         feed.close()
     text = exporter.exposition(openmetrics=False, gzip=False).decode()
-    assert 'kvmtop_incident{' in text and 'kvmtop_finding{' in text
+    assert "kvmtop_incident{" in text and "kvmtop_finding{" in text
     result = promtool("check", "metrics", stdin=text)
     assert result.returncode == 0, result.stdout + result.stderr

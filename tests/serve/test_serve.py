@@ -81,16 +81,28 @@ class FakeHost:
             mono_ns=t * NS_PER_S,
             hostname="fake",
             ncpu=2,
-            cpu=CpuTimes(t * NS_PER_S, 0, t * NS_PER_S, 10 * t * NS_PER_S, 0, 0, 0, 0,
-                         guest_ns=t * NS_PER_S // 2),
+            cpu=CpuTimes(
+                t * NS_PER_S,
+                0,
+                t * NS_PER_S,
+                10 * t * NS_PER_S,
+                0,
+                0,
+                0,
+                0,
+                guest_ns=t * NS_PER_S // 2,
+            ),
             run_delay_ns=t * NS_PER_S,
             mem_total_bytes=8 << 30,
             mem_available_bytes=4 << 30,
             vmstat={"pgmajfault": t, "nr_free_pages": 5},
             pressure={"cpu": PressureSample(some_total_ns=t * 1000, full_total_ns=0)},
             blockdevs=(BlockDevSample("vda", t, t * 4096, t * 1000, t, t * 4096, t, 0, t, t),),
-            netdevs=(NetDevSample("eth0", t, t, 0, 0, t, t, 0, 0, kind="physical",
-                                  speed_mbps=1000, operstate="up"),),
+            netdevs=(
+                NetDevSample(
+                    "eth0", t, t, 0, 0, t, t, 0, 0, kind="physical", speed_mbps=1000, operstate="up"
+                ),
+            ),
             softnet=(SoftnetSample(0, t, 0, 0),),
             loadavg=(1.0, 0.5, 0.25),
             self_cpu_ns=t * 1000,
@@ -127,42 +139,97 @@ class FakeGuests:
 
 
 def guest(t: int, name: str = "web-1") -> GuestSample:
-    kvm = {"exits.sum": 100 * t, "halt_exits.sum": 10 * t, "io_exits.sum": 5 * t,
-           "halt_poll_fail_ns.sum": t * NS_PER_S, "halt_wait_ns.sum": t * NS_PER_S,
-           "blocking.cur": 1}
+    kvm = {
+        "exits.sum": 100 * t,
+        "halt_exits.sum": 10 * t,
+        "io_exits.sum": 5 * t,
+        "halt_poll_fail_ns.sum": t * NS_PER_S,
+        "halt_wait_ns.sum": t * NS_PER_S,
+        "blocking.cur": 1,
+    }
     return GuestSample(
-        uuid=UUID, name=name, dom_id=3, state="running", accel="kvm", pid=4242,
-        vcpus_current=1, vcpus_maximum=2, cpu_time_ns=t * NS_PER_S, cpu_user_ns=t * NS_PER_S // 2,
+        uuid=UUID,
+        name=name,
+        dom_id=3,
+        state="running",
+        accel="kvm",
+        pid=4242,
+        vcpus_current=1,
+        vcpus_maximum=2,
+        cpu_time_ns=t * NS_PER_S,
+        cpu_user_ns=t * NS_PER_S // 2,
         cpu_system_ns=t * NS_PER_S // 4,
-        vcpus=(VcpuSample(0, state=1, time_ns=t * NS_PER_S, delay_ns=t * NS_PER_S // 10, tid=4250,
-                          sched_run_ns=t * NS_PER_S, sched_delay_ns=t * NS_PER_S // 10, kvm=kvm),),
-        disks=(DiskSample("vda", "/img/web.qcow2", t, t * 512, t * 1000, t, t * 512, t * 1000,
-                          t, t * 100, 1 << 30, 1 << 20, 1 << 20),),
+        vcpus=(
+            VcpuSample(
+                0,
+                state=1,
+                time_ns=t * NS_PER_S,
+                delay_ns=t * NS_PER_S // 10,
+                tid=4250,
+                sched_run_ns=t * NS_PER_S,
+                sched_delay_ns=t * NS_PER_S // 10,
+                kvm=kvm,
+            ),
+        ),
+        disks=(
+            DiskSample(
+                "vda",
+                "/img/web.qcow2",
+                t,
+                t * 512,
+                t * 1000,
+                t,
+                t * 512,
+                t * 1000,
+                t,
+                t * 100,
+                1 << 30,
+                1 << 20,
+                1 << 20,
+            ),
+        ),
         nics=(NicSample("vnet0", t * 100, t, 0, t, t * 100, t, 0, 0),),
-        balloon=BalloonSample(current_bytes=1 << 30, maximum_bytes=1 << 30,
-                              available_bytes=1 << 30, usable_bytes=1 << 29,
-                              unused_bytes=1 << 28, rss_bytes=1 << 30, major_fault=t,
-                              last_update_s=1_700_000_000 + t),
+        balloon=BalloonSample(
+            current_bytes=1 << 30,
+            maximum_bytes=1 << 30,
+            available_bytes=1 << 30,
+            usable_bytes=1 << 29,
+            unused_bytes=1 << 28,
+            rss_bytes=1 << 30,
+            major_fault=t,
+            last_update_s=1_700_000_000 + t,
+        ),
         debugfs={"exits": 100 * t, "blocking": 0},
         exit_reasons={"kvm_exit:HLT": t, "kvm_pio:total": 2 * t},
         threads=(ThreadSample(4243, "emulator", "qemu-system-x86", t * NS_PER_S, 0),),
     )
 
 
-FINDING = Finding(detector="steal", severity="warning", subject=UUID, subject_name="web-1",
-                  message="steal 12 %", since_s=1.0, guest="web-1")
+FINDING = Finding(
+    detector="steal",
+    severity="warning",
+    subject=UUID,
+    subject_name="web-1",
+    message="steal 12 %",
+    since_s=1.0,
+    guest="web-1",
+)
 
 
 def always_steal(_window: Window) -> tuple[Finding, ...]:
     return (FINDING,)
 
 
-def make_feed(guests: FakeGuests | None = None, *, detect: bool = False,
-              interval_s: float = 60.0) -> LiveFeed:
+def make_feed(
+    guests: FakeGuests | None = None, *, detect: bool = False, interval_s: float = 60.0
+) -> LiveFeed:
     """A live feed over the fakes; with `detect`, one steal finding and its incident."""
     sampler = Sampler(FakeHost(), guests or FakeGuests(), interval_s=interval_s)
-    pipeline = (Pipeline(window_size=10, detect=always_steal, incidents=IncidentTracker())
-                if detect else Pipeline(window_size=10))
+    pipeline = (
+        Pipeline(window_size=10, detect=always_steal, incidents=IncidentTracker())
+        if detect
+        else Pipeline(window_size=10)
+    )
     return LiveFeed(sampler, pipeline)
 
 
@@ -230,8 +297,10 @@ def test_counters_parse_and_grow_across_scrapes(
     cpu = values(second, "kvmtop_guest_cpu_seconds_total")
     assert cpu == {(("guest", "web-1"), ("uuid", UUID)): 2.0}
     exits = values(second, "kvmtop_guest_vcpu_exit_category_total")
-    assert exits[(("category", "halt_exits"), ("guest", "web-1"), ("uuid", UUID),
-                  ("vcpu", "0"))] == 20.0
+    assert (
+        exits[(("category", "halt_exits"), ("guest", "web-1"), ("uuid", UUID), ("vcpu", "0"))]
+        == 20.0
+    )
     assert values(second, "kvmtop_samples_total") == {(): 2.0}
 
 
@@ -251,8 +320,13 @@ def test_every_exported_sample_is_documented_with_its_type(
 
 def test_unknown_values_are_absent_not_zero(server: tuple[MetricsServer, Exporter]) -> None:
     srv, exporter = server
-    bare = GuestSample(uuid=UUID, name="tcg-1", state="running", accel="tcg",
-                       vcpus=(VcpuSample(0, time_ns=NS_PER_S),))
+    bare = GuestSample(
+        uuid=UUID,
+        name="tcg-1",
+        state="running",
+        accel="tcg",
+        vcpus=(VcpuSample(0, time_ns=NS_PER_S),),
+    )
 
     class BareGuests(FakeGuests):
         def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
@@ -261,8 +335,12 @@ def test_unknown_values_are_absent_not_zero(server: tuple[MetricsServer, Exporte
     CollectionLoop(make_feed(BareGuests()), exporter).tick()
     series, _ = parse(fetch(srv.url)[0])
     assert values(series, "kvmtop_guest_vcpu_time_seconds_total")
-    for name in ("kvmtop_guest_vcpu_exits_total", "kvmtop_guest_vcpu_delay_seconds_total",
-                 "kvmtop_guest_cpu_seconds_total", "kvmtop_guest_memory_total_bytes"):
+    for name in (
+        "kvmtop_guest_vcpu_exits_total",
+        "kvmtop_guest_vcpu_delay_seconds_total",
+        "kvmtop_guest_cpu_seconds_total",
+        "kvmtop_guest_memory_total_bytes",
+    ):
         assert not values(series, name), name
     info = values(series, "kvmtop_guest_info")
     assert (("accel", "tcg"), ("guest", "tcg-1"), ("managed", "libvirt"), ("uuid", UUID)) in info
@@ -276,8 +354,7 @@ def test_finding_gauge_present_when_a_detector_fires(
     series, types = parse(fetch(srv.url)[0])
     assert types["kvmtop_finding"] == "gauge"
     assert values(series, "kvmtop_finding") == {
-        (("detector", "steal"), ("guest", "web-1"), ("severity", "warning"),
-         ("subject", UUID)): 1.0
+        (("detector", "steal"), ("guest", "web-1"), ("severity", "warning"), ("subject", UUID)): 1.0
     }
 
 
@@ -345,7 +422,9 @@ def test_before_the_first_tick_only_kvmtop_itself(server: tuple[MetricsServer, E
     srv, _ = server
     series, _ = parse(fetch(srv.url)[0])
     assert {name for name, _ in series} == {
-        "kvmtop_build_info", "kvmtop_collection_running_seconds", "kvmtop_samples_total",
+        "kvmtop_build_info",
+        "kvmtop_collection_running_seconds",
+        "kvmtop_samples_total",
         "kvmtop_collection_errors_total",
     }
     assert values(series, "kvmtop_collection_errors_total") == {(("source", "pipeline"),): 0.0}
@@ -364,7 +443,9 @@ def test_source_failures_are_counted_and_reported(
     assert values(series, "kvmtop_source_up")[(("source", "libvirt"),)] == 0.0
     assert values(series, "kvmtop_source_up")[(("source", "host"),)] == 1.0
     assert values(series, "kvmtop_collection_errors_total") == {
-        (("source", "host"),): 0.0, (("source", "libvirt"),): 1.0, (("source", "pipeline"),): 0.0
+        (("source", "host"),): 0.0,
+        (("source", "libvirt"),): 1.0,
+        (("source", "pipeline"),): 0.0,
     }
     assert not values(series, "kvmtop_guest_info")
 
@@ -392,7 +473,8 @@ def test_scrape_answers_while_collection_is_stalled() -> None:
     stop = threading.Event()
     servers: list[MetricsServer] = []
     thread = threading.Thread(
-        target=serve, args=(make_feed(guests, interval_s=0.05), ("127.0.0.1", 0), stop),
+        target=serve,
+        args=(make_feed(guests, interval_s=0.05), ("127.0.0.1", 0), stop),
         kwargs={"log": open(os.devnull, "w"), "ready": servers.append},  # noqa: SIM115
     )
     thread.start()
@@ -409,7 +491,8 @@ def test_scrape_answers_while_collection_is_stalled() -> None:
         # Still serving the first tick, and saying that a collection is running.
         assert values(series, "kvmtop_samples_total") == {(): 1.0}
         assert values(series, "kvmtop_guest_cpu_seconds_total") == values(
-            before, "kvmtop_guest_cpu_seconds_total")
+            before, "kvmtop_guest_cpu_seconds_total"
+        )
         running = values(series, "kvmtop_collection_running_seconds")[()]
         assert running > 0
     finally:
@@ -419,8 +502,9 @@ def test_scrape_answers_while_collection_is_stalled() -> None:
     assert not thread.is_alive()
 
 
-def raw_request(url: str, method: str, *, sock_options: Callable[[socket.socket], None]
-                = lambda _s: None) -> socket.socket:
+def raw_request(
+    url: str, method: str, *, sock_options: Callable[[socket.socket], None] = lambda _s: None
+) -> socket.socket:
     """A connected socket that has sent `METHOD /metrics HTTP/1.0` to the server of `url`."""
     host, port = urllib.request.urlparse(url).netloc.rsplit(":", 1)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -486,8 +570,10 @@ def test_a_client_leaving_mid_response_leaves_no_traceback(
     class ManyGuests(FakeGuests):
         def collect(self, tick: int, deadline_s: float | None = None) -> tuple[GuestSample, ...]:
             one = guests.collect(tick)[0]
-            return tuple(replace(one, uuid=f"{i:08d}-0000-0000-0000-000000000000",
-                                 name=f"web-{i}") for i in range(300))
+            return tuple(
+                replace(one, uuid=f"{i:08d}-0000-0000-0000-000000000000", name=f"web-{i}")
+                for i in range(300)
+            )
 
     exporter = Exporter()
     CollectionLoop(make_feed(ManyGuests()), exporter).tick()
@@ -583,10 +669,13 @@ def test_ipv6_loopback() -> None:
 
 
 def test_serve_and_doctor_stay_headless() -> None:
-    code = ("import sys, kvmtop.commands.serve, kvmtop.commands.doctor; "
-            "print('textual' in sys.modules, 'libvirt' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True, cwd=ROOT).stdout.split()
+    code = (
+        "import sys, kvmtop.commands.serve, kvmtop.commands.doctor; "
+        "print('textual' in sys.modules, 'libvirt' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT
+    ).stdout.split()
     assert out == ["False", "False"]
 
 
@@ -640,7 +729,9 @@ def served(lab: Lab) -> Iterator[Served]:
     """A real `kvmtop serve` on a free loopback port (the OS picks it)."""
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVE_ENTRY, "--listen", "127.0.0.1:0"],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     line = proc.stderr.readline()
@@ -686,9 +777,9 @@ def test_lab_every_guest_present_and_counters_monotonic(lab: Lab, served: Served
     # NOWAIT skips a domain's vCPU stats while another libvirt client holds its job
     # (the session's background `kvmtop record`, tests/lab/recording.py): wait for a
     # collection that has every KVM guest's.
-    second = scrape_until(served.url,
-                          lambda s: values(s, "kvmtop_samples_total")[()] > samples
-                          and kvm <= exits(s))
+    second = scrape_until(
+        served.url, lambda s: values(s, "kvmtop_samples_total")[()] > samples and kvm <= exits(s)
+    )
     _, types = parse(fetch(served.url)[0])
     checked = 0
     for key, value in first.items():
@@ -721,8 +812,9 @@ def test_lab_overcommit_finding_is_exported(lab: Lab, served: Served) -> None:
         served.url,
         lambda s: any(dict(k)["detector"] == "overcommit" for k in values(s, "kvmtop_finding")),
     )
-    finding = next(k for k in values(series, "kvmtop_finding")
-                   if dict(k)["detector"] == "overcommit")
+    finding = next(
+        k for k in values(series, "kvmtop_finding") if dict(k)["detector"] == "overcommit"
+    )
     assert dict(finding)["severity"] == "warning"
 
 
@@ -747,9 +839,13 @@ def test_lab_scrape_answers_while_a_guest_is_stopped(lab: Lab, served: Served) -
             time.sleep(0.25)
     finally:
         os.kill(pid, signal.SIGCONT)
-    report = {"scrapes": len(took), "max_s": round(max(took), 3),
-              "median_s": round(sorted(took)[len(took) // 2], 3),
-              "longest_collection_s": round(max(running), 2), "ticks": ticks[-1] - ticks[0]}
+    report = {
+        "scrapes": len(took),
+        "max_s": round(max(took), 3),
+        "median_s": round(sorted(took)[len(took) // 2], 3),
+        "longest_collection_s": round(max(running), 2),
+        "ticks": ticks[-1] - ticks[0],
+    }
     print("scrape latency while QEMU stopped:", json.dumps(report))
     assert max(took) < 1.0
     # Either the stats call hung on the stopped QEMU's monitor (the collection ran
@@ -770,38 +866,67 @@ def test_a_recording_served_as_a_live_host() -> None:
     host of its own: its guests, now-stamped, the detectors' findings and incidents,
     and samples coming at the recording's interval."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kvmtop", "serve", "--replay", str(EXAMPLE), "--host",
-         "demo-1", "--listen", "127.0.0.1:0"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "kvmtop",
+            "serve",
+            "--replay",
+            str(EXAMPLE),
+            "--host",
+            "demo-1",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     try:
         line = proc.stderr.readline()
         found = re.search(r"listening on (\S+) \(every 2 s, replay\)", line)
         assert found, line
         url = found.group(1)
-        first = scrape_until(url, lambda s: values(s, "kvmtop_samples_total").get((), 0) >= 3,
-                             timeout_s=30)
+        first = scrape_until(
+            url, lambda s: values(s, "kvmtop_samples_total").get((), 0) >= 3, timeout_s=30
+        )
         assert values(first, "kvmtop_host_info") == {
-            (("hostname", "demo-1"), ("mode", "replay")): 1.0}
+            (("hostname", "demo-1"), ("mode", "replay")): 1.0
+        }
         assert {"lab-memleak", "lab-steal-a", "lab-steal-b"} <= guest_names(first)
         stamp = values(first, "kvmtop_last_sample_timestamp_seconds")[()]
         assert abs(stamp - time.time()) < 30  # now, not when it was recorded
         assert any(dict(k)["detector"] == "overcommit" for k in values(first, "kvmtop_finding"))
         assert values(first, "kvmtop_incident")
-        later = scrape_until(url, lambda s: values(s, "kvmtop_samples_total")[()]
-                             >= values(first, "kvmtop_samples_total")[()] + 2, timeout_s=30)
+        later = scrape_until(
+            url,
+            lambda s: (
+                values(s, "kvmtop_samples_total")[()]
+                >= values(first, "kvmtop_samples_total")[()] + 2
+            ),
+            timeout_s=30,
+        )
         assert values(later, "kvmtop_last_sample_timestamp_seconds")[()] >= stamp + 4
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["--host", "x"], "--host names a replayed recording's host: use it with --replay"),
-    (["--replay", "/nonexistent.kvmtop"], "/nonexistent.kvmtop"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--host", "x"], "--host names a replayed recording's host: use it with --replay"),
+        (["--replay", "/nonexistent.kvmtop"], "/nonexistent.kvmtop"),
+    ],
+)
 def test_serve_replay_usage_errors_are_one_line(args: list[str], says: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "kvmtop", "serve", "--listen",
-                           "127.0.0.1:0", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "kvmtop", "serve", "--listen", "127.0.0.1:0", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and says in done.stderr, done.stderr

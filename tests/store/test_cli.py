@@ -60,21 +60,46 @@ def _empty_config(tmp_path: Path) -> Path:
 def test_replay_batch_json_prints_every_frame_but_the_first(
     recording: Path, samples: list[Sample], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status = main(["replay", str(recording), "--batch", "--format", "json",
-                   "--from", "+20", "--to", "+58", *no_config(tmp_path)])
+    status = main(
+        [
+            "replay",
+            str(recording),
+            "--batch",
+            "--format",
+            "json",
+            "--from",
+            "+20",
+            "--to",
+            "+58",
+            *no_config(tmp_path),
+        ]
+    )
     assert status == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     # 20 samples in range; the first only primes the rates.
     assert [x["time"] for x in lines] == [round(s.wall_s, 3) for s in samples[11:30]]
-    assert {g["name"] for g in lines[0]["guests"]} == {"lab-guest00", "lab-guest01",
-                                                       "lab-guest02"}
+    assert {g["name"] for g in lines[0]["guests"]} == {"lab-guest00", "lab-guest01", "lab-guest02"}
 
 
-def test_slice_then_replay_the_slice(recording: Path, samples: list[Sample], tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_slice_then_replay_the_slice(
+    recording: Path, samples: list[Sample], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "cut.kvmtop"
-    assert main(["slice", str(recording), "--from", str(samples[5].wall_s), "--to", "+30",
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "slice",
+                str(recording),
+                "--from",
+                str(samples[5].wall_s),
+                "--to",
+                "+30",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "11 samples written" in capsys.readouterr().err
     with StoreReader(out) as r:
         assert list(r.iter()) == samples[5:16]
@@ -98,8 +123,12 @@ def _newer(path: Path) -> Path:
 )
 @pytest.mark.parametrize("command", ["replay", "slice"])
 def test_unusable_recordings_exit_2_with_a_clear_message(
-    recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: object,
-    message: str, command: str,
+    recording: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: object,
+    message: str,
+    command: str,
 ) -> None:
     damage(recording)  # type: ignore[operator]
     extra = ["--batch"] if command == "replay" else ["-o", str(tmp_path / "o.kvmtop")]
@@ -113,8 +142,9 @@ def test_bad_time_exits_2(recording: Path, capsys: pytest.CaptureFixture[str]) -
     assert "--to: cannot read 'noon'" in capsys.readouterr().err
 
 
-def test_record_to_an_unwritable_place_exits_1(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_record_to_an_unwritable_place_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An output that cannot be written is status 1 (bad input is 2): one line, and no
     "recording to" line before it, since nothing is recorded."""
     target = tmp_path / "not-a-dir"
@@ -122,7 +152,8 @@ def test_record_to_an_unwritable_place_exits_1(tmp_path: Path,
     out = target / "x.kvmtop"
     assert main(["record", "-o", str(out), "--duration", "1", *no_config(tmp_path)]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"kvmtop: cannot write recording {out}: Not a directory"]
+        f"kvmtop: cannot write recording {out}: Not a directory"
+    ]
 
 
 def test_record_to_a_file_that_is_not_a_recording_exits_2(
@@ -133,7 +164,8 @@ def test_record_to_a_file_that_is_not_a_recording_exits_2(
     target.write_text("my notes\n")
     assert main(["record", "-o", str(target), "--duration", "1", *no_config(tmp_path)]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"kvmtop: {target}: exists and is not a kvmtop recording (file is not a database)"]
+        f"kvmtop: {target}: exists and is not a kvmtop recording (file is not a database)"
+    ]
     assert target.read_text() == "my notes\n"
 
 

@@ -25,9 +25,13 @@ from kvmtop.store.codec import CodecError, decode, encode
 from tests.store.synth import SyntheticHost
 
 MODEL_TYPES = sorted(
-    (obj for obj in vars(sample_module).values()
-     if dataclasses.is_dataclass(obj) and obj.__module__ == sample_module.__name__
-     and obj is not Sample),  # the whole Sample is slow to draw: its own test below
+    (
+        obj
+        for obj in vars(sample_module).values()
+        if dataclasses.is_dataclass(obj)
+        and obj.__module__ == sample_module.__name__
+        and obj is not Sample
+    ),  # the whole Sample is slow to draw: its own test below
     key=lambda tp: tp.__name__,
 )
 
@@ -74,8 +78,16 @@ def test_unknown_keys_from_a_newer_layout_are_ignored() -> None:
 
 
 def test_missing_keys_from_an_older_layout_take_defaults() -> None:
-    sample = decode(Sample, {"wall_s": 1.0, "mono_ns": 5, "host": None, "guests": [],
-                             "sources": [{"name": "host", "ok": True}]})
+    sample = decode(
+        Sample,
+        {
+            "wall_s": 1.0,
+            "mono_ns": 5,
+            "host": None,
+            "guests": [],
+            "sources": [{"name": "host", "ok": True}],
+        },
+    )
     assert sample.interval_s == 2.0
     assert sample.sources == (SourceStatus("host", True),)
 

@@ -40,8 +40,9 @@ def test_the_synthetic_samples_are_reproducible() -> None:
 
 def test_kill_9_loses_at_most_the_sample_being_written(tmp_path: Path) -> None:
     path = tmp_path / "killed.kvmtop"
-    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout is not None
     committed = 0
     while committed < 60:  # past the first reference dictionary and a checkpoint

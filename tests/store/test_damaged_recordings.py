@@ -88,8 +88,7 @@ def _garble(path: Path, offset: int, n: int = 32, seed: int = 4) -> None:
 # ----------------------------------------------------------------- 1: a damaged page
 
 
-def test_every_reader_goes_on_past_a_damaged_page(lab: Path, tmp_path: Path,
-                                                  run: Run) -> None:
+def test_every_reader_goes_on_past_a_damaged_page(lab: Path, tmp_path: Path, run: Run) -> None:
     original = _times(LAB)
     assert len(original) == 121
     # 32 random bytes over the header of the page holding sample #25: SQLite finds
@@ -103,7 +102,8 @@ def test_every_reader_goes_on_past_a_damaged_page(lab: Path, tmp_path: Path,
     assert status == 0
     # The first sample only primes the rates; then every intact one, to the end.
     assert [x["time"] for x in map(json.loads, out.splitlines())] == [
-        round(t, 3) for t in intact[1:]]
+        round(t, 3) for t in intact[1:]
+    ]
     for index in lost:
         assert f"{lab}: sample #{index} (" in err
     assert err.count("skipped") == len(lost)
@@ -128,7 +128,8 @@ def test_the_replay_feed_plays_every_intact_sample(lab: Path) -> None:
         assert played == list(expected.values())
         assert len(played) == 115
         assert [line.split(" (")[0] for line in feed.notices] == [
-            f"sample #{i}" for i in range(25, 31)]
+            f"sample #{i}" for i in range(25, 31)
+        ]
         # Stepping back over the damage lands on the sample before it.
         assert feed.seek(expected[31]) is not None and feed.position == 31
         assert feed.step(-1) is not None and feed.position == 24
@@ -178,7 +179,8 @@ def test_a_garbled_first_key_hides_no_sample(lab: Path, run: Run) -> None:
     status, out, err = run("replay", lab, "--batch", "--format", "json")
     assert status == 0
     assert [x["time"] for x in map(json.loads, out.splitlines())] == [
-        round(original[i], 3) for i in range(12, 122)]
+        round(original[i], 3) for i in range(12, 122)
+    ]
     for index in (1, 2):
         assert f"{lab}: sample #{index} skipped: missing (its page is damaged)" in err
     for index in range(3, 11):
@@ -204,9 +206,18 @@ def test_a_file_cut_to_a_tenth_reads_without_an_exception(lab: Path) -> None:
         assert r.notices[0].startswith("the file is cut short (16896 of 168960 bytes)")
 
 
-@pytest.mark.parametrize("command", [
-    ("replay", "--batch"), ("replay",), ("report",), ("report", "--exact"),
-    ("export", "--format", "csv"), ("slice", "-o", "{tmp}/out.kvmtop"), ("reindex",)])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("replay", "--batch"),
+        ("replay",),
+        ("report",),
+        ("report", "--exact"),
+        ("export", "--format", "csv"),
+        ("slice", "-o", "{tmp}/out.kvmtop"),
+        ("reindex",),
+    ],
+)
 def test_a_file_cut_to_a_tenth_is_one_line_and_status_2(
     lab: Path, tmp_path: Path, run: Run, command: tuple[str, ...]
 ) -> None:
@@ -216,7 +227,8 @@ def test_a_file_cut_to_a_tenth_is_one_line_and_status_2(
     assert status == 2
     assert err.splitlines() == [
         f"kvmtop: {lab}: no sample can be read (6 problems; the first: the file is cut "
-        "short (16896 of 168960 bytes): the samples stored past the cut are lost)"]
+        "short (16896 of 168960 bytes): the samples stored past the cut are lost)"
+    ]
     assert out == ""
     assert not (tmp_path / "out.kvmtop").exists()
 
@@ -266,17 +278,22 @@ def test_a_damaged_schema_is_no_empty_recording(tmp_path: Path, run: Run) -> Non
     writer.close()
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA writable_schema = ON")
-        conn.execute("UPDATE sqlite_schema SET sql = replace(sql, 'id INTEGER PRIMARY KEY', "
-                     "'id INTEG_R PRIMARY KEY') WHERE name = 'samples'")
+        conn.execute(
+            "UPDATE sqlite_schema SET sql = replace(sql, 'id INTEGER PRIMARY KEY', "
+            "'id INTEG_R PRIMARY KEY') WHERE name = 'samples'"
+        )
     status, out, err = run("replay", path, "--batch")
     assert (status, out) == (2, "")
-    assert err == (f"kvmtop: {path}: no sample can be read (1 problem; the first: the "
-                   "first sample cannot be found: the table of samples and its time index "
-                   "are damaged (database disk image is malformed))\n")
+    assert err == (
+        f"kvmtop: {path}: no sample can be read (1 problem; the first: the "
+        "first sample cannot be found: the table of samples and its time index "
+        "are damaged (database disk image is malformed))\n"
+    )
 
 
-def test_a_tui_that_fails_exits_1(recording: Path, run: Run,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tui_that_fails_exits_1(
+    recording: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import kvmtop.app.main
 
     class Failing:
@@ -307,8 +324,7 @@ os._exit(0)  # killed: the log is not folded back, its -wal and -shm stay
 
 def _killed_recorder(path: Path, samples: int) -> Path:
     """A recording whose writer died after `samples` samples (left in WAL mode)."""
-    subprocess.run([sys.executable, "-c", WRITER, str(path), str(samples)], cwd=ROOT,
-                   check=True)
+    subprocess.run([sys.executable, "-c", WRITER, str(path), str(samples)], cwd=ROOT, check=True)
     assert Path(f"{path}-wal").stat().st_size > 0
     return path
 
@@ -316,8 +332,11 @@ def _killed_recorder(path: Path, samples: int) -> Path:
 def test_a_copy_without_its_log_says_so(tmp_path: Path, run: Run) -> None:
     killed = _killed_recorder(tmp_path / "live.kvmtop", 5)
     copy = Path(shutil.copy(killed, tmp_path / "copy.kvmtop"))  # without copy.kvmtop-wal
-    with pytest.raises(StoreError, match=r"in WAL mode without its log: its content is in "
-                       r".*copy\.kvmtop-wal, which is missing; copy that file next to it"):
+    with pytest.raises(
+        StoreError,
+        match=r"in WAL mode without its log: its content is in "
+        r".*copy\.kvmtop-wal, which is missing; copy that file next to it",
+    ):
         StoreReader(copy)
     status, _, err = run("replay", copy, "--batch")
     assert status == 2 and "another application" not in err and "-wal" in err
@@ -338,8 +357,9 @@ os._exit(0)  # killed inside the transaction: the journal stays, hot
 
 
 def _hot(path: Path, *, rows: int, cache: int) -> Path:
-    subprocess.run([sys.executable, "-c", HOT.format(rows=rows, cache=cache), str(path)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-c", HOT.format(rows=rows, cache=cache), str(path)], check=True
+    )
     assert Path(f"{path}-journal").stat().st_size > 0
     return path
 
@@ -361,7 +381,8 @@ def test_a_hot_journal_says_how_to_roll_it_back(lab: Path, run: Run) -> None:
         f"kvmtop: {lab}: a write to it was interrupted and its journal ({lab}-journal) must "
         "be rolled back before it can be read; as a user who may write the file and its "
         f"directory, run `sqlite3 {lab} 'PRAGMA quick_check'` (any SQLite program that "
-        f"opens it for writing rolls it back), and keep {lab}-journal until then\n")
+        f"opens it for writing rolls it back), and keep {lab}-journal until then\n"
+    )
     assert lab.read_bytes() == before  # the reader changed nothing
     # What the message says works: a connection that may write rolls it back.
     with sqlite3.connect(lab) as conn:
@@ -370,8 +391,7 @@ def test_a_hot_journal_says_how_to_roll_it_back(lab: Path, run: Run) -> None:
         assert len(list(r.iter())) == 121 and r.notices == []
 
 
-def test_a_log_in_a_read_only_directory_is_read(tmp_path: Path, tiny_fs: Path,
-                                               run: Run) -> None:
+def test_a_log_in_a_read_only_directory_is_read(tmp_path: Path, tiny_fs: Path, run: Run) -> None:
     killed = _killed_recorder(tmp_path / "rec.kvmtop", 5)  # every sample in the log
     path = Path(shutil.copy(killed, tiny_fs / "rec.kvmtop"))
     shutil.copy(f"{killed}-wal", f"{path}-wal")  # no -shm: nobody has it open
@@ -380,6 +400,7 @@ def test_a_log_in_a_read_only_directory_is_read(tmp_path: Path, tiny_fs: Path,
         assert list(r.iter()) == make_samples(5, guests=2)
         assert r.notices == [
             f"cannot create {path}-shm (its directory is read-only to this user): read the "
-            f"file and its log {path}-wal without it, as no recorder is writing it"]
+            f"file and its log {path}-wal without it, as no recorder is writing it"
+        ]
     status, out, err = run("replay", path, "--batch", "--format", "json")
     assert status == 0 and len(out.splitlines()) == 4 and "-shm" in err

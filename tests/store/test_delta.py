@@ -20,7 +20,8 @@ def test_a_sample_is_its_shape_with_its_numbers_put_back() -> None:
         assert parts is not None
         assert len(shape.ints) > 100 and shape.floats  # counters and e.g. wall_s
         assert delta.fill(parts, shape.float_slots, shape.ints, shape.floats) == (
-            blob.dumps_doc(doc))
+            blob.dumps_doc(doc)
+        )
 
 
 def test_consecutive_samples_share_a_shape_and_another_guest_set_does_not() -> None:

@@ -60,8 +60,11 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, list[Samp
     settings = Settings()
     host = SyntheticHost(2)
     samples = [host.sample() for _ in range(SAMPLES)]
-    writer = IndexedWriter(StoreWriter(path), build_pipeline(replace(settings, window_size=2)),
-                           settings.detectors.vswitch_saturation.uplink_kinds)
+    writer = IndexedWriter(
+        StoreWriter(path),
+        build_pipeline(replace(settings, window_size=2)),
+        settings.detectors.vswitch_saturation.uplink_kinds,
+    )
     for sample in samples:
         writer.append(sample)
     writer.close()
@@ -81,15 +84,16 @@ def _readable(path: Path) -> dict[int, Sample]:
 
 
 @pytest.fixture(scope="module")
-def needs(pristine: tuple[bytes, list[Sample]],
-          tmp_path_factory: pytest.TempPathFactory) -> list[set[int]]:
+def needs(
+    pristine: tuple[bytes, list[Sample]], tmp_path_factory: pytest.TempPathFactory
+) -> list[set[int]]:
     """For each page (0-based), the samples that cannot be read without it."""
     data, _ = pristine
     path = tmp_path_factory.mktemp("needs") / "one-page.kvmtop"
     out: list[set[int]] = []
     for page in range(len(data) // PAGE_SIZE):
         damaged = bytearray(data)
-        damaged[page * PAGE_SIZE:(page + 1) * PAGE_SIZE] = b"\xff" * PAGE_SIZE
+        damaged[page * PAGE_SIZE : (page + 1) * PAGE_SIZE] = b"\xff" * PAGE_SIZE
         path.write_bytes(damaged)
         out.append(set(range(1, SAMPLES + 1)) - set(_readable(path)))
     assert out[0] == set(range(1, SAMPLES + 1))  # page 1: the header and the schema
@@ -106,8 +110,13 @@ def _run(*args: str | Path) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-def _check(path: Path, pages: set[int], pristine: tuple[bytes, list[Sample]],
-           needs: list[set[int]], subprocesses: bool) -> None:
+def _check(
+    path: Path,
+    pages: set[int],
+    pristine: tuple[bytes, list[Sample]],
+    needs: list[set[int]],
+    subprocesses: bool,
+) -> None:
     """Run every reader over the damaged `path` (`pages` damaged) and check it."""
     _, samples = pristine
     every = set(range(1, SAMPLES + 1))
@@ -142,27 +151,37 @@ def _check(path: Path, pages: set[int], pristine: tuple[bytes, list[Sample]],
         assert every - set(read) <= named, f"{where}: not named {every - set(read) - named}"
         if name == "replay":
             assert [x["time"] for x in map(json.loads, out.splitlines())] == [
-                round(t, 3) for t in times[1:]], where
+                round(t, 3) for t in times[1:]
+            ], where
         elif name == "export":
             assert [x["time"] for x in map(json.loads, out.splitlines())] == [
-                round(t, 3) for t in times], where
+                round(t, 3) for t in times
+            ], where
         elif name == "exact":
             assert json.loads(out)["range"]["samples"] == len(times), where
         else:
             with StoreReader(slice_out) as r:
                 assert [s.wall_s for s in r.iter()] == times, where
     if subprocesses:
-        for args in (["replay", str(path), "--batch", "--format", "json"],
-                     ["export", str(path), "--format", "csv"]):
-            done = subprocess.run([sys.executable, "-m", "kvmtop", *args], cwd=ROOT,
-                                  capture_output=True, text=True, timeout=120)
+        for args in (
+            ["replay", str(path), "--batch", "--format", "json"],
+            ["export", str(path), "--format", "csv"],
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "kvmtop", *args],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert "Traceback" not in done.stderr and done.returncode in (0, 2), done.stderr
             assert done.returncode == runs["replay"][0]
     slice_out.unlink(missing_ok=True)
 
 
-def test_a_cut_at_every_page_boundary(pristine: tuple[bytes, list[Sample]],
-                                      needs: list[set[int]], tmp_path: Path) -> None:
+def test_a_cut_at_every_page_boundary(
+    pristine: tuple[bytes, list[Sample]], needs: list[set[int]], tmp_path: Path
+) -> None:
     data, _ = pristine
     pages = len(data) // PAGE_SIZE
     for keep in range(pages):
@@ -171,12 +190,12 @@ def test_a_cut_at_every_page_boundary(pristine: tuple[bytes, list[Sample]],
         if keep == 0:  # an empty file: not a recording at all
             assert _run("replay", path, "--batch")[0] == 2
             continue
-        _check(path, set(range(keep, pages)), pristine, needs,
-               subprocesses=keep == SUBPROCESS_CUT)
+        _check(path, set(range(keep, pages)), pristine, needs, subprocesses=keep == SUBPROCESS_CUT)
 
 
-def test_random_byte_flips(pristine: tuple[bytes, list[Sample]], needs: list[set[int]],
-                           tmp_path: Path) -> None:
+def test_random_byte_flips(
+    pristine: tuple[bytes, list[Sample]], needs: list[set[int]], tmp_path: Path
+) -> None:
     data, _ = pristine
     rng = random.Random(16)
     pages = len(data) // PAGE_SIZE
@@ -191,8 +210,9 @@ def test_random_byte_flips(pristine: tuple[bytes, list[Sample]], needs: list[set
         _check(path, hit, pristine, needs, subprocesses=n == SUBPROCESS_FLIP)
 
 
-def test_cuts_and_flips_in_the_first_pages(pristine: tuple[bytes, list[Sample]],
-                                           needs: list[set[int]], tmp_path: Path) -> None:
+def test_cuts_and_flips_in_the_first_pages(
+    pristine: tuple[bytes, list[Sample]], needs: list[set[int]], tmp_path: Path
+) -> None:
     # Page 1 (the header and the schema) and the pages of the header rows: damage
     # there is all or nothing, but never a traceback, and never "no samples" with
     # no word said (a damaged schema may make the table of samples look empty).
@@ -201,8 +221,13 @@ def test_cuts_and_flips_in_the_first_pages(pristine: tuple[bytes, list[Sample]],
     for n, cut in enumerate(range(100, 3 * PAGE_SIZE, 97)):
         path = tmp_path / f"head-cut-{n}.kvmtop"
         path.write_bytes(data[:cut])
-        _check(path, set(range(cut // PAGE_SIZE, len(data) // PAGE_SIZE)), pristine, needs,
-               subprocesses=False)
+        _check(
+            path,
+            set(range(cut // PAGE_SIZE, len(data) // PAGE_SIZE)),
+            pristine,
+            needs,
+            subprocesses=False,
+        )
     for n in range(12):
         damaged = bytearray(data)
         for _ in range(rng.randint(1, 4)):
@@ -210,4 +235,3 @@ def test_cuts_and_flips_in_the_first_pages(pristine: tuple[bytes, list[Sample]],
         path = tmp_path / f"head-flip-{n}.kvmtop"
         path.write_bytes(damaged)
         _check(path, {0}, pristine, needs, subprocesses=False)
-

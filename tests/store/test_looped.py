@@ -25,15 +25,17 @@ NOW_NS = 5_000 * NS_PER_S
 
 def test_shift_clocks_moves_every_clock_and_no_counter() -> None:
     (s,) = make_samples(1)
-    g = replace(s.guests[0], balloon=BalloonSample(last_update_s=100),
-                not_responding_since_s=50.5)
+    g = replace(s.guests[0], balloon=BalloonSample(last_update_s=100), not_responding_since_s=50.5)
     assert s.host is not None
     s = replace(s, guests=(g, *s.guests[1:]), host=replace(s.host, ovs_mono_ns=7))
     moved = shift_clocks(s, 10.0, 3 * NS_PER_S, "other")
     assert moved.wall_s == s.wall_s + 10 and moved.mono_ns == s.mono_ns + 3 * NS_PER_S
     assert moved.host is not None
     assert (moved.host.mono_ns, moved.host.ovs_mono_ns, moved.host.hostname) == (
-        s.host.mono_ns + 3 * NS_PER_S, 7 + 3 * NS_PER_S, "other")
+        s.host.mono_ns + 3 * NS_PER_S,
+        7 + 3 * NS_PER_S,
+        "other",
+    )
     mg = moved.guests[0]
     assert mg.balloon is not None and mg.balloon.last_update_s == 110
     assert mg.not_responding_since_s == 60.5
@@ -48,8 +50,12 @@ def test_shift_clocks_moves_every_clock_and_no_counter() -> None:
 
 def test_laps_follow_on_with_the_recorded_spacing(tmp_path: Path) -> None:
     samples = make_samples(5)
-    loop = LoopedRecording(StoreReader(write(tmp_path / "r.kvmtop", samples)),
-                           hostname="replayed-1", wall=lambda: NOW_S, mono=lambda: NOW_NS)
+    loop = LoopedRecording(
+        StoreReader(write(tmp_path / "r.kvmtop", samples)),
+        hostname="replayed-1",
+        wall=lambda: NOW_S,
+        mono=lambda: NOW_NS,
+    )
     got = [loop.sample() for _ in range(12)]
     loop.close()
     assert loop.laps == 2 and loop.interval_s == samples[0].interval_s
@@ -60,6 +66,7 @@ def test_laps_follow_on_with_the_recorded_spacing(tmp_path: Path) -> None:
     monos = [s.mono_ns for s in got]
     assert monos[0] == NOW_NS and all(b > a for a, b in itertools.pairwise(monos))
     assert {s.host.hostname for s in got if s.host} == {"replayed-1"}
+
     # Counters as recorded: a lap starts again from the first sample's.
     def counters(s: Sample) -> list[tuple[int | None, ...]]:
         return [(g.cpu_time_ns, *(v.time_ns for v in g.vcpus)) for g in s.guests]
@@ -82,5 +89,3 @@ def test_a_recording_without_a_readable_sample_is_refused(tmp_path: Path) -> Non
     StoreWriter(tmp_path / "e.kvmtop").close()
     with pytest.raises(StoreError, match="no sample can be read"):
         LoopedRecording(StoreReader(tmp_path / "e.kvmtop"))
-
-

@@ -51,12 +51,12 @@ def test_a_new_recording_is_0600_whatever_the_umask(tmp_path: Path, open_umask: 
     writer.close()
 
 
-def test_record_refuses_a_dangling_symlink(tmp_path: Path, open_umask: None,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_record_refuses_a_dangling_symlink(
+    tmp_path: Path, open_umask: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     link, target = tmp_path / "rec.kvmtop", tmp_path / "elsewhere.kvmtop"
     link.symlink_to(target)
-    with pytest.raises(StoreError, match="is a symbolic link; kvmtop does not write "
-                       "through one"):
+    with pytest.raises(StoreError, match="is a symbolic link; kvmtop does not write through one"):
         StoreWriter(link)
     assert not target.exists()
     # An output that cannot be written: status 1, and the one line (no "recording
@@ -64,7 +64,8 @@ def test_record_refuses_a_dangling_symlink(tmp_path: Path, open_umask: None,
     assert main(["record", "-o", str(link), "--duration", "1", *_config(tmp_path)]) == 1
     assert capsys.readouterr().err.splitlines() == [
         f"kvmtop: cannot write recording {link}: is a symbolic link; kvmtop does not "
-        "write through one (give the path it points to)"]
+        "write through one (give the path it points to)"
+    ]
     assert not target.exists() and link.is_symlink()
 
 
@@ -83,8 +84,11 @@ def test_an_empty_file_of_another_user_is_refused_and_left_alone(tmp_path: Path)
     path.touch()
     os.chown(path, NOBODY, NOBODY)
     path.chmod(0o666)
-    with pytest.raises(StoreError, match=rf"{path}: exists and belongs to another user "
-                       rf"\(uid {NOBODY}\), who could read what kvmtop writes"):
+    with pytest.raises(
+        StoreError,
+        match=rf"{path}: exists and belongs to another user "
+        rf"\(uid {NOBODY}\), who could read what kvmtop writes",
+    ):
         StoreWriter(path)
     st = path.stat()
     assert (st.st_size, st.st_uid, stat.S_IMODE(st.st_mode)) == (0, NOBODY, 0o666)
@@ -130,17 +134,15 @@ def test_a_path_replaced_while_opening_is_not_written(
         return fd
 
     monkeypatch.setattr(writer_module, "open_output", racing)
-    with pytest.raises(StoreError, match="was replaced while kvmtop opened it; nothing "
-                       "written"):
+    with pytest.raises(StoreError, match="was replaced while kvmtop opened it; nothing written"):
         StoreWriter(path)
     assert victim.read_bytes() == before
 
 
-@pytest.mark.parametrize("command", [("report", "--format", "json"),
-                                     ("export", "--format", "csv")])
-def test_reports_and_exports_are_0600(tmp_path: Path, open_umask: None,
-                                      command: tuple[str, ...],
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", [("report", "--format", "json"), ("export", "--format", "csv")])
+def test_reports_and_exports_are_0600(
+    tmp_path: Path, open_umask: None, command: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
     recording = write(tmp_path / "rec.kvmtop", make_samples(3))
     name, *rest = command
     new, old, link = tmp_path / "new.out", tmp_path / "old.out", tmp_path / "link.out"
@@ -152,11 +154,17 @@ def test_reports_and_exports_are_0600(tmp_path: Path, open_umask: None,
         assert _mode(out) == 0o600 and "an older report" not in out.read_text()
     # The temporary files were renamed into place: none left beside them.
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "config.toml", "link.out", "new.out", "old.out", "rec.kvmtop"]
+        "config.toml",
+        "link.out",
+        "new.out",
+        "old.out",
+        "rec.kvmtop",
+    ]
     assert main([name, str(recording), *rest, "-o", str(link), *_config(tmp_path)]) == 1
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"kvmtop: cannot write {link}: is a symbolic link; kvmtop does not write through "
-        "one (give the path it points to)")
+        "one (give the path it points to)"
+    )
     assert not (tmp_path / "target.out").exists()
 
 
@@ -198,8 +206,7 @@ def test_an_output_is_put_in_place_only_when_committed(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["report.txt"] and out.read_text() == "the new report\n"
 
 
-@pytest.mark.parametrize("command", [("report", "--format", "text"),
-                                     ("export", "--format", "csv")])
+@pytest.mark.parametrize("command", [("report", "--format", "text"), ("export", "--format", "csv")])
 def test_a_device_or_fifo_is_written_as_it_is(tmp_path: Path, command: tuple[str, ...]) -> None:
     """-o /dev/null or a FIFO: written in place (a rename would replace the device
     node), as before."""

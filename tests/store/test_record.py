@@ -47,8 +47,9 @@ class ClockedSampler:
 def test_duration_counts_samples_inclusively(tmp_path: Path) -> None:
     sampler = ClockedSampler()
     path = tmp_path / "d.kvmtop"
-    rec = Recorder(sampler, lambda: StoreWriter(path), duration_s=10, clock=sampler.clock,
-                   log=io.StringIO())
+    rec = Recorder(
+        sampler, lambda: StoreWriter(path), duration_s=10, clock=sampler.clock, log=io.StringIO()
+    )
     assert rec.run() == 0
     assert rec.written == 6  # t = 0, 2, 4, 6, 8, 10
     with StoreReader(path) as r:
@@ -90,8 +91,10 @@ def test_a_failure_after_the_commit_counts_the_sample(tmp_path: Path) -> None:
     log = io.StringIO()
     rec = Recorder(sampler, lambda: FullAfterThird(path), clock=sampler.clock, log=log)
     assert rec.run() == 1
-    assert log.getvalue() == (f"kvmtop record: cannot write recording {path}: disk full; "
-                              "stopped after 3 samples, which stay readable\n")
+    assert log.getvalue() == (
+        f"kvmtop record: cannot write recording {path}: disk full; "
+        "stopped after 3 samples, which stay readable\n"
+    )
     with StoreReader(path) as r:
         assert list(r.iter()) == sampler.taken[:3]
 
@@ -99,8 +102,9 @@ def test_a_failure_after_the_commit_counts_the_sample(tmp_path: Path) -> None:
 def test_reopen_request_starts_a_new_file(tmp_path: Path) -> None:
     sampler = ClockedSampler()
     path = tmp_path / "r.kvmtop"
-    rec = Recorder(sampler, lambda: StoreWriter(path), duration_s=8, clock=sampler.clock,
-                   log=io.StringIO())
+    rec = Recorder(
+        sampler, lambda: StoreWriter(path), duration_s=8, clock=sampler.clock, log=io.StringIO()
+    )
     original = sampler.sample
 
     def rotate_after_two() -> Sample:
@@ -141,8 +145,13 @@ sys.exit(rec.run())
 
 def test_sighup_reopens_and_sigterm_flushes_and_exits_0(tmp_path: Path) -> None:
     path = tmp_path / "daemon.kvmtop"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert child.stdout is not None
 
     def wait_for(n: int) -> int:
@@ -171,9 +180,21 @@ def test_cli_record_against_the_libvirt_test_driver(tmp_path: Path) -> None:
     pytest.importorskip("libvirt")
     path = tmp_path / "cli.kvmtop"
     child = subprocess.Popen(
-        [sys.executable, "-m", "kvmtop", "record", "-o", str(path), "-c", "test:///default",
-         "--interval", "0.2"],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "kvmtop",
+            "record",
+            "-o",
+            str(path),
+            "-c",
+            "test:///default",
+            "--interval",
+            "0.2",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     # Wait (bounded) for a few samples to be committed; nothing asserts on timing.
     deadline = time.monotonic() + 60
@@ -205,11 +226,14 @@ def test_cli_record_against_the_libvirt_test_driver(tmp_path: Path) -> None:
 
 
 def test_recording_paths_never_load_the_tui() -> None:
-    code = ("import sys, kvmtop.commands.record, kvmtop.store.reader, kvmtop.store.writer, "
-            "kvmtop.store.slice, kvmtop.report.index, kvmtop.commands.main; "
-            "print('textual' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout.strip()
+    code = (
+        "import sys, kvmtop.commands.record, kvmtop.store.reader, kvmtop.store.writer, "
+        "kvmtop.store.slice, kvmtop.report.index, kvmtop.commands.main; "
+        "print('textual' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
     assert out == "False"
 
 
@@ -217,9 +241,25 @@ def test_cli_record_without_the_index(tmp_path: Path) -> None:
     pytest.importorskip("libvirt")
     path = tmp_path / "plain.kvmtop"
     done = subprocess.run(
-        [sys.executable, "-m", "kvmtop", "record", "-o", str(path), "-c", "test:///default",
-         "--interval", "0.2", "--duration", "0.6", "--no-index"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "kvmtop",
+            "record",
+            "-o",
+            str(path),
+            "-c",
+            "test:///default",
+            "--interval",
+            "0.2",
+            "--duration",
+            "0.6",
+            "--no-index",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     with StoreReader(path) as r:
@@ -248,7 +288,9 @@ class FastSampler:
 
 
 def test_cli_record_on_a_full_disk_exits_1_with_one_error(
-    tiny_fs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tiny_fs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import kvmtop.commands.main

@@ -43,8 +43,9 @@ class FakeSampler:
 
 def pipeline() -> Pipeline:
     settings = DetectorSettings()
-    return Pipeline(window_size=50, detect=build_engine(settings),
-                    incidents=IncidentTracker(settings))
+    return Pipeline(
+        window_size=50, detect=build_engine(settings), incidents=IncidentTracker(settings)
+    )
 
 
 def replay(path: Path, **kw: float | bool | None) -> ReplayFeed:
@@ -128,8 +129,7 @@ def test_range_and_speed(recording: Path, samples: list[Sample]) -> None:
         feed.speed = 0
 
 
-def test_damaged_samples_are_skipped_with_a_notice(recording: Path,
-                                                   samples: list[Sample]) -> None:
+def test_damaged_samples_are_skipped_with_a_notice(recording: Path, samples: list[Sample]) -> None:
     import sqlite3
 
     with sqlite3.connect(recording) as conn:
@@ -168,8 +168,13 @@ def flapping() -> list[Sample]:
     """80 samples of two guests pinned to CPU 1 stealing from each other, except for
     samples 20-34: their pinning incident clears at 22 and comes back at 37, within
     incident_gap_s (one crossing)."""
-    w = World([GuestSpec(uuid, name, vcpus=[VcpuSpec(affinity=(1,))])
-               for uuid, name in (("u1", "a"), ("u2", "b"))], HostSpec(ncpu=8))
+    w = World(
+        [
+            GuestSpec(uuid, name, vcpus=[VcpuSpec(affinity=(1,))])
+            for uuid, name in (("u1", "a"), ("u2", "b"))
+        ],
+        HostSpec(ncpu=8),
+    )
     samples = []
     for t in range(80):
         for g in w.guests:
@@ -226,8 +231,10 @@ def test_the_incident_log_of_the_frames_is_the_whole_history(tmp_path: Path) -> 
     tracker's own (recent) history has them."""
     settings = DetectorSettings(incident_gap_s=10.0)  # the pinning incident closes
     tracker = IncidentTracker(settings)
-    feed = ReplayFeed(StoreReader(write(tmp_path / "flap.kvmtop", flapping())),
-                      Pipeline(detect=build_engine(settings), incidents=tracker))
+    feed = ReplayFeed(
+        StoreReader(write(tmp_path / "flap.kvmtop", flapping())),
+        Pipeline(detect=build_engine(settings), incidents=tracker),
+    )
     log = IncidentLog()
     for frame in drain(feed):
         log.add(frame)
@@ -293,8 +300,11 @@ def test_a_jump_to_an_incident_shows_it_as_play_did(monkeypatch: pytest.MonkeyPa
     continuous = {f.wall_s: f for f in drain(played)}
     played.close()
     times = sorted(continuous)
-    feed = ReplayFeed(StoreReader(EXAMPLE), build_pipeline(settings),
-                      scanner=build_pipeline(replace(settings, window_size=2)))
+    feed = ReplayFeed(
+        StoreReader(EXAMPLE),
+        build_pipeline(settings),
+        scanner=build_pipeline(replace(settings, window_size=2)),
+    )
     while feed.scan(50):
         pass
     assert len(feed.incidents) >= 5
@@ -304,7 +314,10 @@ def test_a_jump_to_an_incident_shows_it_as_play_did(monkeypatch: pytest.MonkeyPa
             assert frame is not None and frame.wall_s == span.raised_s
             want = continuous[span.raised_s]
             assert (frame.findings, frame.incidents, frame.guests) == (
-                want.findings, want.incidents, want.guests), span.incident.cause
+                want.findings,
+                want.incidents,
+                want.guests,
+            ), span.incident.cause
             assert span.incident.cause in {i.cause for i in frame.incidents}
             # The plots: the lead (up to the recording's start), as a plain seek has it.
             plain = ReplayFeed(StoreReader(EXAMPLE), build_pipeline(settings))

@@ -30,7 +30,7 @@ def test_age_retention_keeps_the_last_max_age(
         assert r.notices == []
     newest = samples[-1].wall_s
     recent = [s for s in samples if s.wall_s >= newest - 60]
-    assert got == samples[-len(got):]  # a contiguous tail, every row readable
+    assert got == samples[-len(got) :]  # a contiguous tail, every row readable
     # Rows go in whole chains: the older rows of the first kept one's chain stay.
     assert len(recent) <= len(got) < len(recent) + CHAIN
     assert _dictionaries(path) <= 2  # the ones no remaining sample uses are gone
@@ -49,7 +49,7 @@ def test_size_retention_bounds_the_file(tmp_path: Path) -> None:
         got = list(r.iter())
         assert r.notices == []
     assert 0 < len(got) < len(samples)
-    assert got == samples[-len(got):]  # the newest kept, contiguous, all readable
+    assert got == samples[-len(got) :]  # the newest kept, contiguous, all readable
     assert path.stat().st_size >= 0.5 * limit  # trims to ~90%, not to nothing
 
 
@@ -64,11 +64,10 @@ def test_retention_never_deletes_the_newest_sample_or_its_chain(tmp_path: Path) 
         got = list(r.iter())
         assert r.notices == []
     # The newest, and the rows it is stored against (fewer than a chain).
-    assert got == samples[-len(got):] and len(got) < CHAIN
+    assert got == samples[-len(got) :] and len(got) < CHAIN
 
 
-def test_slice_copies_a_time_range(recording: Path, samples: list[Sample],
-                                   tmp_path: Path) -> None:
+def test_slice_copies_a_time_range(recording: Path, samples: list[Sample], tmp_path: Path) -> None:
     out = tmp_path / "slice.kvmtop"
     with StoreReader(recording) as r:
         copied = slice_recording(r, out, from_s=samples[30].wall_s, to_s=samples[89].wall_s)
@@ -96,8 +95,11 @@ def test_retention_drops_the_index_of_deleted_samples(tmp_path: Path) -> None:
 
     samples = make_samples(300, guests=2)  # 10 minutes at 2 s
     path = tmp_path / "indexed.kvmtop"
-    writer = IndexedWriter(StoreWriter(path, retention=Retention(max_age_s=120)),
-                           build_pipeline(replace(Settings(), window_size=2)), ("physical",))
+    writer = IndexedWriter(
+        StoreWriter(path, retention=Retention(max_age_s=120)),
+        build_pipeline(replace(Settings(), window_size=2)),
+        ("physical",),
+    )
     for s in samples:
         writer.append(s)
     writer.close()

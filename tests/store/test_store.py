@@ -25,8 +25,9 @@ FORMAT_1 = Path(__file__).resolve().parents[1] / "fixtures/recordings/lab-sample
 """A real lab recording as kvmtop wrote it in format 1 (whole-sample rows, no index)."""
 
 
-def test_write_then_read_everything_back(tmp_path: Path, samples: list[Sample],
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_then_read_everything_back(
+    tmp_path: Path, samples: list[Sample], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(writer, "DICTIONARY_EVERY", 45)  # several blocks in play
     path = write(tmp_path / "blocks.kvmtop", samples)
     with StoreReader(path) as r:
@@ -50,8 +51,7 @@ def test_a_sample_of_another_shape_starts_a_block(tmp_path: Path) -> None:
     # A guest more (another shape) from sample 30 on; then a sample whose text holds
     # what delta rows use for a hole ("NaN" in a guest name) is stored whole.
     three, four = make_samples(30), make_samples(30, guests=4)
-    odd = replace(four[0], guests=tuple(replace(g, name=f"NaN-{g.name}")
-                                        for g in four[0].guests))
+    odd = replace(four[0], guests=tuple(replace(g, name=f"NaN-{g.name}") for g in four[0].guests))
     samples = [*three, *four[:10], odd, *four[10:]]
     path = write(tmp_path / "shapes.kvmtop", samples)
     with StoreReader(path) as r:
@@ -67,7 +67,10 @@ def test_header_describes_the_host(recording: Path, samples: list[Sample]) -> No
     with StoreReader(recording) as r:
         m = r.meta
     assert (m.format_version, m.schema_version, m.kvmtop_version) == (
-        FORMAT_VERSION, SCHEMA_VERSION, __version__)
+        FORMAT_VERSION,
+        SCHEMA_VERSION,
+        __version__,
+    )
     assert (m.hostname, m.kernel, m.interval_s) == ("hv-lab-01", "6.1.0-28-amd64", 2.0)
     assert (m.libvirt_version, m.hypervisor, m.uri) == ("9.0.0", "QEMU 7.2.0", "qemu:///system")
     assert m.collectors == ("host", "libvirt", "sched")
@@ -156,8 +159,10 @@ def test_appending_to_a_format_1_recording_writes_blocks_after_its_rows(
         old = list(r.iter())
         assert r.meta.format_version == 1
     step = old[-1].interval_s
-    more = [replace(s, wall_s=s.wall_s + 1000 * step,
-                    mono_ns=s.mono_ns + int(1000 * step * 1e9)) for s in old[:25]]
+    more = [
+        replace(s, wall_s=s.wall_s + 1000 * step, mono_ns=s.mono_ns + int(1000 * step * 1e9))
+        for s in old[:25]
+    ]
     write(path, more)
     with StoreReader(path) as r:
         assert r.meta.format_version == FORMAT_VERSION
@@ -200,8 +205,10 @@ def test_shaping_rates_are_recorded(tmp_path: Path, samples: list[Sample]) -> No
     shaped = []
     for s in samples[:5]:
         assert s.host is not None
-        netdevs = tuple(replace(n, shaped_mbps=12.5, shaped_by="tbf") if n.kind == "physical"
-                        else n for n in s.host.netdevs)
+        netdevs = tuple(
+            replace(n, shaped_mbps=12.5, shaped_by="tbf") if n.kind == "physical" else n
+            for n in s.host.netdevs
+        )
         shaped.append(replace(s, host=replace(s.host, netdevs=netdevs)))
     assert any(n.shaped_mbps for s in shaped if s.host is not None for n in s.host.netdevs)
     with StoreReader(write(tmp_path / "shaped.kvmtop", shaped)) as r:
@@ -223,8 +230,7 @@ def test_a_recording_is_not_appended_to_by_another_schema(recording: Path) -> No
         (b"SQLite format 3\x00" + b"\x00" * 10, "damaged or truncated"),
     ],
 )
-def test_files_that_are_not_recordings(tmp_path: Path, content: bytes | None,
-                                       message: str) -> None:
+def test_files_that_are_not_recordings(tmp_path: Path, content: bytes | None, message: str) -> None:
     path = tmp_path / "x.kvmtop"
     if content is not None:
         path.write_bytes(content)

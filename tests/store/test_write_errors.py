@@ -119,8 +119,14 @@ def _kvmtop(*args: str | Path, tmpdir: Path | None = None) -> subprocess.Complet
     env = {"PATH": "/usr/bin:/bin", "XDG_CONFIG_HOME": "/nonexistent"}
     if tmpdir is not None:
         env["TMPDIR"] = str(tmpdir)
-    return subprocess.run([sys.executable, "-m", "kvmtop", *map(str, args)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "kvmtop", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _fill(directory: Path, leave: int) -> None:
@@ -137,8 +143,7 @@ def _fill(directory: Path, leave: int) -> None:
     os.truncate(filler, max(filler.stat().st_size - leave, 0))
 
 
-def test_openmetrics_export_whose_sort_file_fills_the_disk(tiny_fs: Path,
-                                                           tmp_path: Path) -> None:
+def test_openmetrics_export_whose_sort_file_fills_the_disk(tiny_fs: Path, tmp_path: Path) -> None:
     """The OpenMetrics lines are sorted in SQLite's temporary file (in $TMPDIR): a full
     disk there is one line and status 1, and OUT (elsewhere) stays as it was."""
     out = tmp_path / "lab.om"
@@ -147,16 +152,23 @@ def test_openmetrics_export_whose_sort_file_fills_the_disk(tiny_fs: Path,
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
         f"kvmtop: cannot write {out}: the temporary file the OpenMetrics lines are sorted "
-        "in (in $SQLITE_TMPDIR, else $TMPDIR, else /var/tmp): disk full"]
+        "in (in $SQLITE_TMPDIR, else $TMPDIR, else /var/tmp): disk full"
+    ]
     assert out.read_text() == OLDER
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.om", "mnt"]
     assert list(tiny_fs.iterdir()) == []  # SQLite's file is gone with the connection
 
 
-@pytest.mark.parametrize("command", [
-    ("export", "--format", "csv"), ("export", "--format", "openmetrics"),
-    ("report", "--format", "html"), ("report", "--format", "json", "--exact"),
-], ids=["csv", "openmetrics", "html", "json"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("export", "--format", "csv"),
+        ("export", "--format", "openmetrics"),
+        ("report", "--format", "html"),
+        ("report", "--format", "json", "--exact"),
+    ],
+    ids=["csv", "openmetrics", "html", "json"],
+)
 def test_a_report_or_export_that_fills_the_disk_leaves_the_older_out(
     tiny_fs: Path, tmp_path: Path, command: tuple[str, ...]
 ) -> None:
@@ -168,8 +180,7 @@ def test_a_report_or_export_that_fills_the_disk_leaves_the_older_out(
     name, *rest = command
     done = _kvmtop(name, LAB, *rest, "-o", out, tmpdir=tmp_path)
     assert done.returncode == 1, done.stderr
-    assert done.stderr.splitlines()[-1] == (
-        f"kvmtop: cannot write {out}: No space left on device")
+    assert done.stderr.splitlines()[-1] == (f"kvmtop: cannot write {out}: No space left on device")
     assert "Traceback" not in done.stderr
     assert out.read_text() == OLDER
     assert sorted(p.name for p in tiny_fs.iterdir()) == ["filler", "lab.out"]
@@ -188,5 +199,6 @@ def test_reindex_of_a_recording_on_a_read_only_filesystem_is_exit_1(tiny_fs: Pat
     done = _kvmtop("reindex", path)
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
-        f"kvmtop: cannot write recording {path}: Read-only file system"]
+        f"kvmtop: cannot write recording {path}: Read-only file system"
+    ]
     assert path.read_bytes() == before

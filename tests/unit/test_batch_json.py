@@ -31,14 +31,57 @@ from kvmtop.store.reader import StoreReader
 from kvmtop.wiring import build_pipeline
 
 RECORDING = Path(__file__).parents[1] / "fixtures" / "recordings" / "lab-sample.kvmtop"
-DISK_KEYS = {"target", "read_ms", "write_ms", "flush_ms", "iops", "host_device",
-             "host_read_ms", "host_write_ms", "host_util_pct"}
-NIC_KEYS = {"ifname", "bridge", "uplink", "rx_bps", "tx_bps", "rx_drops_per_s",
-            "tx_drops_per_s", "rtt_ms", "rtt_p95_ms", "host_rtt_ms"}
-INCIDENT_KEYS = {"id", "cause", "kind", "title", "severity", "since", "last_bad", "active",
-                 "crossings", "rank", "eta_s", "guests", "members", "evidence", "advice"}
-MEMBER_KEYS = {"detector", "subject", "subject_name", "guest", "severity", "since",
-               "message", "evidence", "active"}
+DISK_KEYS = {
+    "target",
+    "read_ms",
+    "write_ms",
+    "flush_ms",
+    "iops",
+    "host_device",
+    "host_read_ms",
+    "host_write_ms",
+    "host_util_pct",
+}
+NIC_KEYS = {
+    "ifname",
+    "bridge",
+    "uplink",
+    "rx_bps",
+    "tx_bps",
+    "rx_drops_per_s",
+    "tx_drops_per_s",
+    "rtt_ms",
+    "rtt_p95_ms",
+    "host_rtt_ms",
+}
+INCIDENT_KEYS = {
+    "id",
+    "cause",
+    "kind",
+    "title",
+    "severity",
+    "since",
+    "last_bad",
+    "active",
+    "crossings",
+    "rank",
+    "eta_s",
+    "guests",
+    "members",
+    "evidence",
+    "advice",
+}
+MEMBER_KEYS = {
+    "detector",
+    "subject",
+    "subject_name",
+    "guest",
+    "severity",
+    "since",
+    "message",
+    "evidence",
+    "active",
+}
 
 
 @pytest.fixture(scope="module")
@@ -128,12 +171,14 @@ def test_incidents_group_the_findings_by_cause_in_rank_order(snap: Snapshot) -> 
     assert (pinned["kind"], pinned["severity"], pinned["active"]) == ("pinning", "critical", True)
     assert pinned["guests"] == ["lab-steal-a", "lab-steal-b"]
     assert [(m["detector"], m["guest"]) for m in pinned["members"]] == [
-        ("steal", "lab-steal-a"), ("steal", "lab-steal-b")
+        ("steal", "lab-steal-a"),
+        ("steal", "lab-steal-b"),
     ]
     assert pinned["evidence"]["steal_max_pct"] > 40 and "<vcpupin>" in pinned["advice"]
     assert pinned["since"] <= pinned["last_bad"] == pytest.approx(line["time"], abs=1e-3)
-    members = [(m["detector"], m["subject"]) for i in incidents for m in i["members"]
-               if m["active"]]
+    members = [
+        (m["detector"], m["subject"]) for i in incidents for m in i["members"] if m["active"]
+    ]
     assert sorted(members) == sorted((f["detector"], f["subject"]) for f in line["findings"])
 
 
@@ -144,8 +189,10 @@ def test_text_lists_the_incidents_in_rank_order_before_the_findings(snap: Snapsh
     at = next(n for n, text in enumerate(lines) if text.startswith("incident #"))
     assert lines[at] == f"incident #1 [{first.severity}] {first.title}"
     assert lines[at + 1].startswith("incident #2 [") and lines[at + 1].endswith(" (cleared)")
-    assert lines[at + 2] == f"[{snap.findings[0].severity}] {snap.findings[0].subject_name}: " \
+    assert (
+        lines[at + 2] == f"[{snap.findings[0].severity}] {snap.findings[0].subject_name}: "
         f"{snap.findings[0].message}"
+    )
 
 
 def test_ovs_bridge_uplink_and_no_guest_taps() -> None:
@@ -170,10 +217,17 @@ def test_rtt_unknown_without_the_probe_is_null_with_a_reason(snap: Snapshot) -> 
 # What the net probe gave on the lab (NetProbe over LibvirtCollector, 1 s apart,
 # 10 ticks, 2026-11-26): lab-idle's vNIC on labbr0, and lab-ovs's before the host
 # had talked to it.
-PROBED_IDLE = {"addr": "10.213.1.10", "rtt_ns": 4603392, "rtt_p95_ns": 14450016,
-               "host_rtt_ns": 42520, "rtt_lost": 0}
-UNRESOLVED_OVS = ("no IPv4 address known for 52:54:00:d5:02:0a (libvirt lease/agent, ARP on "
-                  "labovs0); the host has not talked to the guest yet, or configure its address")
+PROBED_IDLE = {
+    "addr": "10.213.1.10",
+    "rtt_ns": 4603392,
+    "rtt_p95_ns": 14450016,
+    "host_rtt_ns": 42520,
+    "rtt_lost": 0,
+}
+UNRESOLVED_OVS = (
+    "no IPv4 address known for 52:54:00:d5:02:0a (libvirt lease/agent, ARP on "
+    "labovs0); the host has not talked to the guest yet, or configure its address"
+)
 
 
 def probed(samples: list[Sample], **nic: Any) -> dict[str, Any]:

@@ -20,7 +20,9 @@ SAMPLE = ROOT / "examples" / "lab-sample.kvmtop"
 
 
 def kvmtop(
-    *args: str, block_libvirt: bool = False, timeout: float = 60,
+    *args: str,
+    block_libvirt: bool = False,
+    timeout: float = 60,
     config_home: str = "/nonexistent",
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m kvmtop ARGS` in a subprocess (optionally with libvirt unimportable;
@@ -123,9 +125,7 @@ def test_rtt_probe_only_with_the_flag(flag: bool) -> None:
     """Probing sends packets: the netprobe source exists only when --rtt asks for it."""
     pytest.importorskip("libvirt")
     extra = ("--rtt",) if flag else ()
-    result = kvmtop(
-        "-c", "test:///default", "--batch", "--count", "1", "--format", "json", *extra
-    )
+    result = kvmtop("-c", "test:///default", "--batch", "--count", "1", "--format", "json", *extra)
     assert result.returncode == 0, result.stderr
     sources = {s["name"]: s for s in json.loads(result.stdout.splitlines()[-1])["sources"]}
     assert ("netprobe" in sources) is flag
@@ -136,17 +136,23 @@ def test_rtt_probe_only_with_the_flag(flag: bool) -> None:
 # ---------------------------------------------------------------- errors in one line
 
 
-@pytest.mark.parametrize("command", [
-    ("replay", str(SAMPLE), "--batch", "--format", "json"),
-    ("export", str(SAMPLE), "--format", "jsonl"),
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("replay", str(SAMPLE), "--batch", "--format", "json"),
+        ("export", str(SAMPLE), "--format", "jsonl"),
+    ],
+)
 def test_a_reader_that_stops_early_ends_kvmtop_quietly(command: tuple[str, ...]) -> None:
     """`kvmtop ... | head -1`: the usual status of a process ended by SIGPIPE, and
     nothing on stderr (the output is megabytes, far beyond the pipe's buffer)."""
     line = shlex.join([sys.executable, "-m", "kvmtop", *command])
     result = subprocess.run(
         ["bash", "-c", f'{line} | head -1; exit "${{PIPESTATUS[0]}}"'],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
         env={"PATH": "/usr/bin:/bin", "XDG_CONFIG_HOME": "/nonexistent"},
     )
     assert result.returncode == EXIT_PIPE == 141, result.stderr
@@ -160,8 +166,16 @@ def test_a_config_file_that_is_not_utf8(tmp_path: Path) -> None:
     (tmp_path / "kvmtop").mkdir()
     config = tmp_path / "kvmtop" / "config.toml"
     config.write_bytes(b'uri = "caf\xe9"\n')
-    result = kvmtop("replay", str(SAMPLE), "--batch", "--count", "1", "--format", "json",
-                    config_home=str(tmp_path))
+    result = kvmtop(
+        "replay",
+        str(SAMPLE),
+        "--batch",
+        "--count",
+        "1",
+        "--format",
+        "json",
+        config_home=str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [
         f"kvmtop: warning: {config}: not UTF-8 text, as TOML must be (invalid continuation "
@@ -172,19 +186,32 @@ def test_a_config_file_that_is_not_utf8(tmp_path: Path) -> None:
     one_line_error(result, 2, str(config), "not UTF-8")
 
 
-@pytest.mark.parametrize(("text", "key"), [
-    ("balloon_every = 0", "'balloon_every'"),
-    ("balloon_every = -3", "'balloon_every'"),
-    ("window_size = 0", "'window_size'"),
-    ("interval_s = inf", "'interval_s'"),
-    ("interval_s = nan", "'interval_s'"),
-    ("[detectors.steal]\nwarn_mean_pct = nan", "'detectors.steal.warn_mean_pct'"),
-])
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("balloon_every = 0", "'balloon_every'"),
+        ("balloon_every = -3", "'balloon_every'"),
+        ("window_size = 0", "'window_size'"),
+        ("interval_s = inf", "'interval_s'"),
+        ("interval_s = nan", "'interval_s'"),
+        ("[detectors.steal]\nwarn_mean_pct = nan", "'detectors.steal.warn_mean_pct'"),
+    ],
+)
 def test_config_numbers_out_of_range_are_exit_2(tmp_path: Path, text: str, key: str) -> None:
     config = tmp_path / "c.toml"
     config.write_text(text + "\n")
-    result = kvmtop("--config", str(config), "--batch", "--count", "1", "--interval", "0.5",
-                    "--format", "json", block_libvirt=True)
+    result = kvmtop(
+        "--config",
+        str(config),
+        "--batch",
+        "--count",
+        "1",
+        "--interval",
+        "0.5",
+        "--format",
+        "json",
+        block_libvirt=True,
+    )
     one_line_error(result, 2, str(config), key)
 
 
@@ -223,33 +250,49 @@ def test_an_output_that_cannot_be_written_is_exit_1(
 def shell(line: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
     """Run `python -m kvmtop ARGS` through bash with `line` after it (a redirection)."""
     command = shlex.join([sys.executable, "-m", "kvmtop", *map(str, args)])
-    return subprocess.run(["bash", "-c", f"{command} {line}"], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "XDG_CONFIG_HOME": "/nonexistent"})
+    return subprocess.run(
+        ["bash", "-c", f"{command} {line}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "XDG_CONFIG_HOME": "/nonexistent"},
+    )
 
 
-@pytest.mark.parametrize("command", [
-    (EXPORT[0], SAMPLE, *EXPORT[1:]),
-    (REPORT[0], SAMPLE, *REPORT[1:]),
-    ("replay", SAMPLE, "--batch", "--format", "json"),
-    ("--batch", "--count", "1", "--interval", "0.5"),
-    ("doctor", "--measure", "0"),
-    ("doctor", "--measure", "0", "--format", "json"),
-    ("completion", "bash"),
-    ("completion", "zsh"),
-    ("completion", "fish"),
-], ids=["export", "report", "replay", "live", "doctor", "doctor-json", "bash", "zsh", "fish"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        (EXPORT[0], SAMPLE, *EXPORT[1:]),
+        (REPORT[0], SAMPLE, *REPORT[1:]),
+        ("replay", SAMPLE, "--batch", "--format", "json"),
+        ("--batch", "--count", "1", "--interval", "0.5"),
+        ("doctor", "--measure", "0"),
+        ("doctor", "--measure", "0", "--format", "json"),
+        ("completion", "bash"),
+        ("completion", "zsh"),
+        ("completion", "fish"),
+    ],
+    ids=["export", "report", "replay", "live", "doctor", "doctor-json", "bash", "zsh", "fish"],
+)
 def test_standard_output_that_cannot_be_written_is_exit_1(command: tuple[str | Path, ...]) -> None:
     """Every command that writes standard output: one line and status 1 on a full
     disk, never a traceback (nor Python's "Exception ignored" at exit, for an output
     short enough to stay in the buffer until then)."""
-    one_line_error(shell(">/dev/full", *command), 1,
-                   "cannot write standard output: No space left on device")
+    one_line_error(
+        shell(">/dev/full", *command), 1, "cannot write standard output: No space left on device"
+    )
 
 
-@pytest.mark.parametrize("command", [
-    ("replay", "--batch", "--format", "json"), REPORT, EXPORT,
-], ids=lambda c: c[0])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("replay", "--batch", "--format", "json"),
+        REPORT,
+        EXPORT,
+    ],
+    ids=lambda c: c[0],
+)
 def test_standard_output_onto_the_recording_is_refused(
     recording: Path, command: tuple[str, ...]
 ) -> None:
@@ -275,10 +318,16 @@ def test_the_recording_is_never_its_own_output(
     assert digest(recording) == before
 
 
-@pytest.mark.parametrize("command", [
-    ("replay", "--batch"), ("slice", "-o", "{tmp}/cut.kvmtop"), ("report",),
-    ("export", "--format", "csv"),
-], ids=lambda c: c[0])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("replay", "--batch"),
+        ("slice", "-o", "{tmp}/cut.kvmtop"),
+        ("report",),
+        ("export", "--format", "csv"),
+    ],
+    ids=lambda c: c[0],
+)
 def test_from_later_than_to_is_exit_2(tmp_path: Path, command: tuple[str, ...]) -> None:
     extra = [word.format(tmp=tmp_path) for word in command[1:]]
     result = kvmtop(command[0], str(SAMPLE), "--from", "+2m", "--to", "+1m", *extra)

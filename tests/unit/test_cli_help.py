@@ -36,8 +36,9 @@ def test_every_command_has_a_manual() -> None:
 
 
 @pytest.mark.parametrize("command", sorted(_commands()))
-def test_help_is_a_manual_page(command: str, capsys: pytest.CaptureFixture[str],
-                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_help_is_a_manual_page(
+    command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COLUMNS", "80")
     text = _help([command] if command else [], capsys)
     assert text.startswith(f"usage: kvmtop {command}".rstrip())
@@ -53,12 +54,15 @@ def test_help_is_a_manual_page(command: str, capsys: pytest.CaptureFixture[str],
 def test_examples_are_valid_command_lines(command: str) -> None:
     """Every `kvmtop ...` example parses with the real parser (comments after 2 spaces)."""
     parser = build_parser()
-    examples = [line.split("  ")[0] for line in MANUALS[command].examples.splitlines()
-                if line.startswith("kvmtop ")]
+    examples = [
+        line.split("  ")[0]
+        for line in MANUALS[command].examples.splitlines()
+        if line.startswith("kvmtop ")
+    ]
     assert examples, "no example"
     for line in examples:
         words = shlex.split(line)[1:]
-        argv = words[:words.index(">")] if ">" in words else words
+        argv = words[: words.index(">")] if ">" in words else words
         if "--help" in argv:
             continue
         args = parser.parse_args(argv)

@@ -40,19 +40,28 @@ def bash_complete(tmp_path: Path, *words: str, path: str = "/usr/bin:/bin") -> l
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
     result = subprocess.run(
-        [BASH, "--norc", "--noprofile", "-c", code], capture_output=True, text=True,
-        cwd=tmp_path, env={"PATH": path, "HOME": str(tmp_path)}, timeout=30, check=True,
+        [BASH, "--norc", "--noprofile", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": path, "HOME": str(tmp_path)},
+        timeout=30,
+        check=True,
     )
     return sorted(line for line in result.stdout.splitlines() if line)
 
 
 def test_every_command_and_option_of_the_parser_is_described() -> None:
     subparsers = next(a for a in PARSER._actions if isinstance(a, argparse._SubParsersAction))
-    assert NAMES == set(subparsers.choices) >= {
-        "record", "replay", "slice", "report", "export", "serve", "doctor", "completion"}
+    assert (
+        NAMES
+        == set(subparsers.choices)
+        >= {"record", "replay", "slice", "report", "export", "serve", "doctor", "completion"}
+    )
     record = next(c for c in COMMANDS if c.name == "record")
     assert {"-o", "--output", "--max-size", "--max-age", "--trace", "--connect"} <= set(
-        record.flags())
+        record.flags()
+    )
     assert "--version" in TOP.flags()
 
 
@@ -112,8 +121,9 @@ def test_bash_guest_names_come_from_virsh(tmp_path: Path, lab: Lab) -> None:
     """With libvirt running guests (the lab's), `--trace` completes their names."""
     virsh = shutil.which("virsh")
     assert virsh is not None  # installed with the lab
-    listed = subprocess.run([virsh, "-r", "list", "--name"], capture_output=True, text=True,
-                            timeout=30)
+    listed = subprocess.run(
+        [virsh, "-r", "list", "--name"], capture_output=True, text=True, timeout=30
+    )
     names = sorted(n for n in listed.stdout.splitlines() if n)
     assert listed.returncode == 0 and set(lab.guests) <= set(names), listed.stderr
     path = f"{Path(virsh).parent}:/usr/bin:/bin"
@@ -132,10 +142,17 @@ def test_zsh_script_parses_and_registers(tmp_path: Path) -> None:
     zsh = _shell("zsh")
     source = _write(tmp_path, "zsh")
     subprocess.run([zsh, "-n", str(source)], check=True, timeout=30)
-    code = (f"autoload -U compinit && compinit -u -D && source {shlex.quote(str(source))} && "
-            "print -r -- ${_comps[kvmtop]} && whence -w _kvmtop_guests")
-    result = subprocess.run([zsh, "-f", "-c", code], capture_output=True, text=True,
-                            timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    code = (
+        f"autoload -U compinit && compinit -u -D && source {shlex.quote(str(source))} && "
+        "print -r -- ${_comps[kvmtop]} && whence -w _kvmtop_guests"
+    )
+    result = subprocess.run(
+        [zsh, "-f", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["_kvmtop", "_kvmtop_guests: function"]
 
@@ -146,19 +163,22 @@ def fish_complete(tmp_path: Path, line: str) -> list[str]:
     source = _write(tmp_path, "fish")
     subprocess.run([fish, "--no-execute", str(source)], check=True, timeout=30)
     code = f"source {shlex.quote(str(source))}; complete -C {shlex.quote(line)}"
-    result = subprocess.run([fish, "--no-config", "-c", code], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    result = subprocess.run(
+        [fish, "--no-config", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr
     return sorted(x.split("\t")[0] for x in result.stdout.splitlines())
 
 
 def test_fish_completes_commands_options_choices_and_recordings(tmp_path: Path) -> None:
     assert fish_complete(tmp_path, "kvmtop re") == sorted(n for n in NAMES if n.startswith("re"))
-    assert {"--output", "--max-size", "--trace"} <= set(fish_complete(tmp_path,
-                                                                      "kvmtop record --"))
-    assert fish_complete(tmp_path, "kvmtop export --format ") == ["csv", "jsonl",
-                                                                  "openmetrics"]
+    assert {"--output", "--max-size", "--trace"} <= set(fish_complete(tmp_path, "kvmtop record --"))
+    assert fish_complete(tmp_path, "kvmtop export --format ") == ["csv", "jsonl", "openmetrics"]
     (tmp_path / "host.kvmtop").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("")
     assert "host.kvmtop" in fish_complete(tmp_path, "kvmtop replay ")

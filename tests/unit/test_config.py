@@ -41,10 +41,14 @@ def test_values_override_and_int_for_float() -> None:
         ("window_size = 0", "'window_size' must be a number from 2 to 20000, got 0"),
         ("min_ops = -1", "'min_ops' must be a number from 0 to 1e+06, got -1"),
         ("steal_warn_pct = inf", "'steal_warn_pct' must be a number from 0 to 100"),
-        ("uri = 'x'\nwindow_size = 1", "'window_size' must be a number from 2 to 20000, got 1 "
-         "(line 2)"),
-        ("[detectors.steal]\nwarn_mean_pct = inf",
-         "'detectors.steal.warn_mean_pct' must be a finite number, got inf (line 2)"),
+        (
+            "uri = 'x'\nwindow_size = 1",
+            "'window_size' must be a number from 2 to 20000, got 1 (line 2)",
+        ),
+        (
+            "[detectors.steal]\nwarn_mean_pct = inf",
+            "'detectors.steal.warn_mean_pct' must be a finite number, got inf (line 2)",
+        ),
         ("[rtt]\nevery_s = nan", "'rtt.every_s' must be a finite number, got nan (line 2)"),
         ("min_ops = true", "'min_ops' must be int, got bool"),
         ("[rtt]\nenabled = 1", "'rtt.enabled' must be bool, got int (line 2)"),

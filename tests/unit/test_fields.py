@@ -23,9 +23,15 @@ from kvmtop.model.units import (
 from kvmtop.report.metrics import GUEST_METRICS
 
 README = Path(__file__).parents[2] / "README.md"
-SUFFIX_UNITS = (("_bytes_per_s", UNIT_BYTES_PER_S), ("_per_s", UNIT_PER_S), ("_pct", UNIT_PCT),
-                ("_bps", UNIT_BITS_PER_S), ("_pps", UNIT_PER_S), ("_bytes", UNIT_BYTES),
-                ("_ms", UNIT_MS))
+SUFFIX_UNITS = (
+    ("_bytes_per_s", UNIT_BYTES_PER_S),
+    ("_per_s", UNIT_PER_S),
+    ("_pct", UNIT_PCT),
+    ("_bps", UNIT_BITS_PER_S),
+    ("_pps", UNIT_PER_S),
+    ("_bytes", UNIT_BYTES),
+    ("_ms", UNIT_MS),
+)
 """A JSON name's suffix and the unit it promises (README, "Units")."""
 
 
@@ -56,18 +62,30 @@ def test_the_table_csv_and_report_are_the_catalogue_in_its_order() -> None:
 
 
 def test_guest_json_is_the_catalogue_then_the_devices() -> None:
-    g = GuestRates(uuid="u", name="g", state="running", cpu_pct=12.34567,
-                   exit_categories={"io": 1.23456}, mem_used_bytes=1 << 30)
+    g = GuestRates(
+        uuid="u",
+        name="g",
+        state="running",
+        cpu_pct=12.34567,
+        exit_categories={"io": 1.23456},
+        mem_used_bytes=1 << 30,
+    )
     doc = guest_json(g)
-    assert list(doc) == [*(f.json for f in FIELDS if f.json is not None),
-                         "vcpu", "disks", "nics", "threads", "na"]
+    assert list(doc) == [
+        *(f.json for f in FIELDS if f.json is not None),
+        "vcpu",
+        "disks",
+        "nics",
+        "threads",
+        "na",
+    ]
     assert doc["cpu_pct"] == 12.346 and doc["exit_categories"] == {"io": 1.235}
     assert doc["mem_used_bytes"] == 1 << 30 and doc["exits_by_reason"] is None
 
 
 def test_the_readme_documents_every_json_field() -> None:
     text = README.read_text()
-    section = text[text.index("## Batch JSON"):]
-    section = section[:section.index("\n## ", 1)]
+    section = text[text.index("## Batch JSON") :]
+    section = section[: section.index("\n## ", 1)]
     missing = {f.json for f in FIELDS if f.json is not None} - set(re.findall(r'"(\w+)"', section))
     assert not missing, f"README.md's Batch JSON section does not name {sorted(missing)}"

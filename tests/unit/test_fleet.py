@@ -21,8 +21,10 @@ from kvmtop.model.fleet import QUERIES, SORTS, HostRow, build_rows, queries
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "prometheus" / "fleet-lab.json"
 CAPTURED = json.loads(FIXTURE.read_text())
-RESULTS = {name: [(labels, value) for labels, value in series]
-           for name, series in CAPTURED["results"].items()}
+RESULTS = {
+    name: [(labels, value) for labels, value in series]
+    for name, series in CAPTURED["results"].items()
+}
 
 
 def value_of(name: str, instance: str) -> float:
@@ -43,7 +45,8 @@ def test_one_row_per_scraped_host_with_its_figures() -> None:
         assert row.vcpu_ratio == value_of("vcpus", row.instance) / value_of("cpus", row.instance)
         assert row.steal is not None and row.steal.value == value_of("steal", row.instance)
         assert row.incidents and [i.rank for i in row.incidents] == sorted(
-            i.rank for i in row.incidents)
+            i.rank for i in row.incidents
+        )
         assert row.incidents[0].rank == 1
     # The demo's pinned pair steals far more than the live host's guests.
     assert by_host["replay-demo"].steal is not None
@@ -95,21 +98,38 @@ def opener_of(body: Any = None, error: Exception | None = None) -> Any:
         if error is not None:
             raise error
         return Reply(json.dumps(body).encode())
+
     return open_
 
 
-@pytest.mark.parametrize(("body", "error", "says"), [
-    (None, urllib.error.URLError("[Errno 111] Connection refused"), "Connection refused"),
-    (None, urllib.error.HTTPError("http://p/api/v1/query", 400, "Bad Request", None,  # type: ignore[arg-type]
-                                  io.BytesIO(b'{"status":"error","errorType":"bad_data",'
-                                             b'"error":"parse error"}')),
-     "HTTP 400: bad_data: parse error"),
-    ({"status": "error", "errorType": "timeout", "error": "query timed out"}, None,
-     "timeout: query timed out"),
-    ({"status": "success", "data": {"resultType": "matrix", "result": []}}, None,
-     "is not an instant vector"),
-    ("<html>", None, "not a Prometheus API answer"),
-])
+@pytest.mark.parametrize(
+    ("body", "error", "says"),
+    [
+        (None, urllib.error.URLError("[Errno 111] Connection refused"), "Connection refused"),
+        (
+            None,
+            urllib.error.HTTPError(
+                "http://p/api/v1/query",
+                400,
+                "Bad Request",
+                None,  # type: ignore[arg-type]
+                io.BytesIO(b'{"status":"error","errorType":"bad_data","error":"parse error"}'),
+            ),
+            "HTTP 400: bad_data: parse error",
+        ),
+        (
+            {"status": "error", "errorType": "timeout", "error": "query timed out"},
+            None,
+            "timeout: query timed out",
+        ),
+        (
+            {"status": "success", "data": {"resultType": "matrix", "result": []}},
+            None,
+            "is not an instant vector",
+        ),
+        ("<html>", None, "not a Prometheus API answer"),
+    ],
+)
 def test_client_errors_are_one_line(body: Any, error: Exception | None, says: str) -> None:
     client = PrometheusClient("http://p:9090", opener=opener_of(body, error))
     with pytest.raises(CollectorError, match=says) as exc:
@@ -118,12 +138,20 @@ def test_client_errors_are_one_line(body: Any, error: Exception | None, says: st
 
 
 def test_nan_and_inf_values_are_left_out() -> None:
-    body = {"status": "success", "data": {"resultType": "vector", "result": [
-        {"metric": {"instance": "a"}, "value": [1, "NaN"]},
-        {"metric": {"instance": "b"}, "value": [1, "+Inf"]},
-        {"metric": {"instance": "c"}, "value": [1, "2.5"]}]}}
+    body = {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [
+                {"metric": {"instance": "a"}, "value": [1, "NaN"]},
+                {"metric": {"instance": "b"}, "value": [1, "+Inf"]},
+                {"metric": {"instance": "c"}, "value": [1, "2.5"]},
+            ],
+        },
+    }
     assert PrometheusClient("http://p", opener=opener_of(body)).query("x") == [
-        ({"instance": "c"}, 2.5)]
+        ({"instance": "c"}, 2.5)
+    ]
 
 
 def test_not_a_url() -> None:
@@ -131,10 +159,12 @@ def test_not_a_url() -> None:
         PrometheusClient("prometheus:9090")
 
 
-def test_run_writes_json_or_says_why_not(capsys: pytest.CaptureFixture[str],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    args = argparse.Namespace(prometheus="http://127.0.0.1:1", job="kvmtop", format="json",
-                              sort="incidents")
+def test_run_writes_json_or_says_why_not(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = argparse.Namespace(
+        prometheus="http://127.0.0.1:1", job="kvmtop", format="json", sort="incidents"
+    )
     out = io.StringIO()
     assert print_rows(args, out) == 1 and out.getvalue() == ""
     err = capsys.readouterr().err
@@ -148,8 +178,10 @@ def test_run_writes_json_or_says_why_not(capsys: pytest.CaptureFixture[str],
     assert rows[0]["incidents"][0]["rank"] == 1
 
 
-GUESTS = {name: [(labels, value) for labels, value in series]
-          for name, series in CAPTURED["guests"].items()}
+GUESTS = {
+    name: [(labels, value) for labels, value in series]
+    for name, series in CAPTURED["guests"].items()
+}
 
 
 class CapturedClient(PrometheusClient):
@@ -159,8 +191,9 @@ class CapturedClient(PrometheusClient):
         super().__init__("http://prometheus.lab:9090")
         self.failing = failing
         self._answers = {expr: RESULTS[n] for n, expr in queries("kvmtop").items()}
-        self._answers |= {expr: GUESTS[n]
-                          for n, expr in queries("kvmtop", CAPTURED["guests_of"]).items()}
+        self._answers |= {
+            expr: GUESTS[n] for n, expr in queries("kvmtop", CAPTURED["guests_of"]).items()
+        }
 
     def query(self, expr: str, at_s: float | None = None) -> Any:
         if self.failing:
@@ -176,7 +209,8 @@ def test_guest_rows_of_one_host() -> None:
     assert steal["lab-steal-a"] is not None and steal["lab-steal-a"] > 20
     # Host findings (no guest label) belong to no guest row.
     assert sum(r.criticals + r.warnings for r in rows) == sum(
-        v for labels, v in GUESTS["findings"] if labels.get("guest"))
+        v for labels, v in GUESTS["findings"] if labels.get("guest")
+    )
 
 
 async def test_the_screen_sorts_filters_and_opens_a_host() -> None:

@@ -43,7 +43,10 @@ def guest(
         exit_reasons={k: int(v * t) for k, v in (trace or {}).items()},
         threads=tuple(
             ThreadSample(
-                tid, kind, f"{kind}-{tid}", run_ns=int(run * NS_PER_S * t),
+                tid,
+                kind,
+                f"{kind}-{tid}",
+                run_ns=int(run * NS_PER_S * t),
                 delay_ns=int(d * NS_PER_S * t),
             )
             for tid, kind, run, d in threads

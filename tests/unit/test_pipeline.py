@@ -22,8 +22,15 @@ from tests.detectors.builders import GuestSpec, HostSpec, VcpuSpec, World
 
 
 def sample(t: int, cpu_ns: int, uuid: str = "u") -> Sample:
-    g = GuestSample(uuid=uuid, name="g", dom_id=1, state="running", cpu_time_ns=cpu_ns,
-                    vcpus_current=2, balloon=None)
+    g = GuestSample(
+        uuid=uuid,
+        name="g",
+        dom_id=1,
+        state="running",
+        cpu_time_ns=cpu_ns,
+        vcpus_current=2,
+        balloon=None,
+    )
     return Sample(float(t), t * NS_PER_S, HostSample(mono_ns=t * NS_PER_S, ncpu=4), (g,), ())
 
 
@@ -39,11 +46,19 @@ def test_window_bounded_and_derives() -> None:
 def test_window_keeps_fewer_frames_of_many_guests() -> None:
     """The guest-frame budget bounds memory: with 3 guests and a budget of 7 guest
     entries the window keeps 2 frames (never fewer), whatever its size."""
+
     def many(t: int) -> Sample:
         one = sample(t, t * NS_PER_S // 2)
         guests = tuple(
-            GuestSample(uuid=f"u{i}", name=f"g{i}", dom_id=i, state="running",
-                        cpu_time_ns=t * NS_PER_S // 2, vcpus_current=1, balloon=None)
+            GuestSample(
+                uuid=f"u{i}",
+                name=f"g{i}",
+                dom_id=i,
+                state="running",
+                cpu_time_ns=t * NS_PER_S // 2,
+                vcpus_current=1,
+                balloon=None,
+            )
             for i in range(3)
         )
         return Sample(one.wall_s, one.mono_ns, one.host, guests, ())
@@ -86,8 +101,13 @@ def test_the_pipeline_groups_each_push_findings_into_incidents() -> None:
     """`build_pipeline` runs the incident tracker after the detectors: each snapshot
     carries the ranked incidents of its own findings; a pipeline without a tracker
     carries none."""
-    w = World([GuestSpec(uuid, name, vcpus=[VcpuSpec(steal_pct=30.0, affinity=(1,))])
-               for uuid, name in (("u1", "a"), ("u2", "b"))], HostSpec(ncpu=8))
+    w = World(
+        [
+            GuestSpec(uuid, name, vcpus=[VcpuSpec(steal_pct=30.0, affinity=(1,))])
+            for uuid, name in (("u1", "a"), ("u2", "b"))
+        ],
+        HostSpec(ncpu=8),
+    )
     shared = build_pipeline(Settings())
     bare = Pipeline(detect=build_engine(DetectorSettings()))
     tracker = IncidentTracker()
@@ -133,8 +153,13 @@ class FlakyGuests:
 
     def unanswered(self, reason: str) -> tuple[GuestSample, ...]:
         return tuple(
-            GuestSample(uuid=g.uuid, name=g.name, pid=g.pid, not_responding_since_s=1.0,
-                        not_responding=reason)
+            GuestSample(
+                uuid=g.uuid,
+                name=g.name,
+                pid=g.pid,
+                not_responding_since_s=1.0,
+                not_responding=reason,
+            )
             for g in getattr(self, "seen", ())
         )
 
@@ -153,8 +178,14 @@ class BrokenEnricher:
 def test_sampler_isolates_failures_and_reprobes() -> None:
     guests = FlakyGuests()
     clock = iter(range(0, 10**9, 1000))
-    s = Sampler(FakeHost(), guests, [BrokenEnricher()], reprobe_every=2, clock=lambda: next(clock),
-                wall=lambda: 42.0)
+    s = Sampler(
+        FakeHost(),
+        guests,
+        [BrokenEnricher()],
+        reprobe_every=2,
+        clock=lambda: next(clock),
+        wall=lambda: 42.0,
+    )
     first = s.sample()
     st = {x.name: x for x in first.sources}
     assert not st["libvirt"].ok and st["libvirt"].reason == "libvirtd not running"

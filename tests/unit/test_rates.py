@@ -95,11 +95,14 @@ def test_guest_cpu_steal_and_exits() -> None:
         cpu_time_ns=10 * NS_PER_S,
         vcpus=(
             VcpuSample(
-                0, delay_ns=1 * NS_PER_S, time_ns=5 * NS_PER_S,
+                0,
+                delay_ns=1 * NS_PER_S,
+                time_ns=5 * NS_PER_S,
                 kvm={"exits.sum": 1000, "io_exits.sum": 10},
             ),
-            VcpuSample(1, delay_ns=0, time_ns=5 * NS_PER_S,
-                       kvm={"exits.sum": 0, "io_exits.sum": 0}),
+            VcpuSample(
+                1, delay_ns=0, time_ns=5 * NS_PER_S, kvm={"exits.sum": 0, "io_exits.sum": 0}
+            ),
         ),
     )
     cur = guest(

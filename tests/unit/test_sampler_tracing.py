@@ -24,11 +24,17 @@ from kvmtop.model.sample import GuestSample, HostSample, Sample, SourceStatus, V
 from kvmtop.sampler import Sampler
 from tests.collectors.test_tracepoints import fake_tracefs
 
-KVM = GuestSample(uuid="u-kvm", name="kvm", pid=10, accel="kvm",
-                  vcpus=(VcpuSample(0, tid=11), VcpuSample(1, tid=12)))
+KVM = GuestSample(
+    uuid="u-kvm",
+    name="kvm",
+    pid=10,
+    accel="kvm",
+    vcpus=(VcpuSample(0, tid=11), VcpuSample(1, tid=12)),
+)
 TCG = GuestSample(uuid="u-tcg", name="tcg", pid=20, accel="tcg", vcpus=(VcpuSample(0, tid=21),))
-OTHER = GuestSample(uuid="u-other", name="other", pid=30, accel="kvm",
-                    vcpus=(VcpuSample(0, tid=31),))
+OTHER = GuestSample(
+    uuid="u-other", name="other", pid=30, accel="kvm", vcpus=(VcpuSample(0, tid=31),)
+)
 
 
 class Guests:
@@ -124,8 +130,11 @@ def test_trace_attaches_at_the_next_sample_and_detaches_when_no_longer_asked() -
     assert tracer.calls == []  # the request alone does nothing
     second = sampler.sample()
     assert tracer.calls == [("attach", "u-kvm", (11, 12))]
-    assert status(second).detail == {"counters_per_vcpu": "10", TRACE_ATTACHED: "u-kvm",
-                                     TRACE_FDS: "20"}
+    assert status(second).detail == {
+        "counters_per_vcpu": "10",
+        TRACE_ATTACHED: "u-kvm",
+        TRACE_FDS: "20",
+    }
     assert second.guests[0].exit_reasons == {"kvm_pio:total": 1}
     assert second.guests[1].exit_reasons == {}
     sampler.sample()
@@ -171,8 +180,11 @@ def test_attach_failure_shows_in_the_status_and_is_retried_on_a_new_request() ->
 
 @pytest.mark.parametrize(
     ("tracefs", "err", "words"),
-    [(True, errno.EPERM, "CAP_PERFMON"), (True, errno.EMFILE, "RLIMIT_NOFILE"),
-     (False, 0, "tracefs not mounted")],
+    [
+        (True, errno.EPERM, "CAP_PERFMON"),
+        (True, errno.EMFILE, "RLIMIT_NOFILE"),
+        (False, 0, "tracefs not mounted"),
+    ],
 )
 def test_a_refused_trace_is_a_status_not_a_crash(
     tmp_path: Path, tracefs: bool, err: int, words: str

@@ -25,8 +25,14 @@ CPU_SHARE = 0.25
 def guest(read_s: float, **extra: object) -> GuestSample:
     """A running guest whose counters were read at `read_s` (steady workload)."""
     return GuestSample(
-        uuid=UUID, name="net", dom_id=5, state="running", accel="tcg", pid=4242,
-        vcpus_current=1, cpu_time_ns=int(CPU_SHARE * read_s * NS_PER_S),
+        uuid=UUID,
+        name="net",
+        dom_id=5,
+        state="running",
+        accel="tcg",
+        pid=4242,
+        vcpus_current=1,
+        cpu_time_ns=int(CPU_SHARE * read_s * NS_PER_S),
         nics=(NicSample("vnet0", tx_bytes=int(TX_BYTES_PER_S * read_s), rx_bytes=0),),
         **extra,  # type: ignore[arg-type]
     )
@@ -35,8 +41,14 @@ def guest(read_s: float, **extra: object) -> GuestSample:
 def sample(stamp_s: float, g: GuestSample, interval_s: float = 1.0) -> Sample:
     """A tick stamped at `stamp_s` (monotonic), with a host read at the same time."""
     host = HostSample(mono_ns=int(stamp_s * NS_PER_S), ncpu=2)
-    return Sample(wall_s=1_700_000_000 + stamp_s, mono_ns=int(stamp_s * NS_PER_S),
-                  host=host, guests=(g,), sources=(), interval_s=interval_s)
+    return Sample(
+        wall_s=1_700_000_000 + stamp_s,
+        mono_ns=int(stamp_s * NS_PER_S),
+        host=host,
+        guests=(g,),
+        sources=(),
+        interval_s=interval_s,
+    )
 
 
 def test_rate_is_over_the_time_between_the_reads() -> None:
@@ -46,18 +58,21 @@ def test_rate_is_over_the_time_between_the_reads() -> None:
     assert g.cpu_pct == pytest.approx(100 * CPU_SHARE)
 
 
-@pytest.mark.parametrize(("dt", "nominal", "ok"), [
-    (1.0, 1.0, True),
-    (INTERVAL_MIN_RATIO, 1.0, True),
-    (INTERVAL_MAX_RATIO, 1.0, True),
-    (0.1, 1.0, False),  # a burst after a stall
-    (0.49, 1.0, False),
-    (10.1, 1.0, False),
-    (60.0, 2.0, False),  # a gap: kvmtop or the host stopped
-    (2.0, 1.0, True),   # one skipped tick
-    (3.6, 1.0, True),   # a tick that costs more than the interval (a slow host)
-    (5.5, 2.0, True),
-])
+@pytest.mark.parametrize(
+    ("dt", "nominal", "ok"),
+    [
+        (1.0, 1.0, True),
+        (INTERVAL_MIN_RATIO, 1.0, True),
+        (INTERVAL_MAX_RATIO, 1.0, True),
+        (0.1, 1.0, False),  # a burst after a stall
+        (0.49, 1.0, False),
+        (10.1, 1.0, False),
+        (60.0, 2.0, False),  # a gap: kvmtop or the host stopped
+        (2.0, 1.0, True),  # one skipped tick
+        (3.6, 1.0, True),  # a tick that costs more than the interval (a slow host)
+        (5.5, 2.0, True),
+    ],
+)
 def test_interval_gap(dt: float, nominal: float, ok: bool) -> None:
     reason = interval_gap(dt, nominal, nominal)
     assert (reason is None) == ok
@@ -94,11 +109,21 @@ def test_burst_after_a_stall_gives_unknown_not_a_spike() -> None:
 
 
 def test_not_responding_guest_is_blank_with_its_reason_and_so_is_the_next_tick() -> None:
-    reason = "not responding since 10:00:00: its QEMU has not answered libvirt's monitor " \
-             "command for 3.0 s"
-    silent = GuestSample(uuid=UUID, name="net", dom_id=5, state="running", accel="tcg",
-                         pid=4242, vcpus_current=1, not_responding_since_s=1_700_000_009.0,
-                         not_responding=reason)
+    reason = (
+        "not responding since 10:00:00: its QEMU has not answered libvirt's monitor "
+        "command for 3.0 s"
+    )
+    silent = GuestSample(
+        uuid=UUID,
+        name="net",
+        dom_id=5,
+        state="running",
+        accel="tcg",
+        pid=4242,
+        vcpus_current=1,
+        not_responding_since_s=1_700_000_009.0,
+        not_responding=reason,
+    )
     frames = [
         derive(sample(8.0, guest(8.0)), sample(9.0, guest(9.0))),
         derive(sample(9.0, guest(9.0)), sample(10.0, silent)),
@@ -110,7 +135,11 @@ def test_not_responding_guest_is_blank_with_its_reason_and_so_is_the_next_tick()
     assert stuck.not_responding == reason
     assert stuck.not_responding_since_s == 1_700_000_009.0
     assert (stuck.cpu_pct, stuck.net_tx_bps, stuck.disk_iops, stuck.mem_used_bytes) == (
-        None, None, None, None)
+        None,
+        None,
+        None,
+        None,
+    )
     assert stuck.na["cpu_pct"] == stuck.na["net_rx_bps"] == reason
     assert (stuck.name, stuck.state, stuck.vcpus) == ("net", "running", 1)
     # Its first sample after answering again has no partner to take a rate with.
@@ -120,12 +149,15 @@ def test_not_responding_guest_is_blank_with_its_reason_and_so_is_the_next_tick()
     assert back.net_tx_bps == pytest.approx(8 * TX_BYTES_PER_S)
 
 
-@pytest.mark.parametrize(("due", "now", "expected"), [
-    (10.0, 10.3, 11.0),   # on time: one interval later
-    (10.0, 11.0, 11.0),   # exactly due
-    (10.0, 11.4, 12.0),   # overran by 0.4 s: the missed tick at 11 is skipped
-    (10.0, 19.7, 20.0),   # a 9.7 s stall: nine ticks skipped, none run in a burst
-])
+@pytest.mark.parametrize(
+    ("due", "now", "expected"),
+    [
+        (10.0, 10.3, 11.0),  # on time: one interval later
+        (10.0, 11.0, 11.0),  # exactly due
+        (10.0, 11.4, 12.0),  # overran by 0.4 s: the missed tick at 11 is skipped
+        (10.0, 19.7, 20.0),  # a 9.7 s stall: nine ticks skipped, none run in a burst
+    ],
+)
 def test_next_tick_skips_missed_ticks(due: float, now: float, expected: float) -> None:
     assert next_tick(due, now, 1.0) == pytest.approx(expected)
 

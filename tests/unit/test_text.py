@@ -37,8 +37,19 @@ def test_bidi_separators_and_surrogates_as_u_escape(code: int) -> None:
     assert visible(f"a{chr(code)}b") == f"a\\u{code:04x}b"
 
 
-@pytest.mark.parametrize("text", ["web-1", "db[prod]", "a\\x1b", "naïve é 数据 🙂",
-                                  "zero\u200bwidth", "join\u200dme", "nb\u00a0sp", ""])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "web-1",
+        "db[prod]",
+        "a\\x1b",
+        "naïve é 数据 🙂",
+        "zero\u200bwidth",
+        "join\u200dme",
+        "nb\u00a0sp",
+        "",
+    ],
+)
 def test_everything_else_is_kept(text: str) -> None:
     # Backslashes, brackets, any script, emoji, zero-width characters, NBSP.
     assert visible(text) == text
@@ -75,9 +86,11 @@ class ListFeed:
 def hostile() -> Snapshot:
     """A frame with a hostile guest, uplink, finding and source reason."""
     evil = GuestSpec(BAD)
-    snap = snapshot([evil, GuestSpec(BIDI)], findings=(
-        Finding("steal", "warning", evil.uuid, BAD, f"{BIDI} and {BAD}", T0, guest=BAD),),
-        sources=(*DEFAULT_SOURCES, SourceStatus("processes", False, reason=f"pid of {BAD}")))
+    snap = snapshot(
+        [evil, GuestSpec(BIDI)],
+        findings=(Finding("steal", "warning", evil.uuid, BAD, f"{BIDI} and {BAD}", T0, guest=BAD),),
+        sources=(*DEFAULT_SOURCES, SourceStatus("processes", False, reason=f"pid of {BAD}")),
+    )
     nets = tuple(replace(n, name=BIDI + n.name) for n in snap.host.nets)
     return replace(snap, host=replace(snap.host, nets=nets))
 
@@ -85,8 +98,10 @@ def hostile() -> Snapshot:
 def batch(fmt: str) -> str:
     out = io.StringIO()
     # The first frame only primes the rates (it is not printed).
-    assert run_batch(ListFeed([hostile(), hostile()]), out, count=1, fmt=fmt,
-                     sleep=lambda _s: None) == 1
+    assert (
+        run_batch(ListFeed([hostile(), hostile()]), out, count=1, fmt=fmt, sleep=lambda _s: None)
+        == 1
+    )
     return out.getvalue()
 
 

@@ -87,8 +87,7 @@ class Call(Generic[T]):
 
     def start(self) -> Call[T]:
         """Start the call; returns the call."""
-        threading.Thread(target=self._run, name=f"kvmtop-libvirt-{self.name}",
-                         daemon=True).start()
+        threading.Thread(target=self._run, name=f"kvmtop-libvirt-{self.name}", daemon=True).start()
         return self
 
     def _run(self) -> None:
@@ -119,8 +118,10 @@ def after_typical(durations: Iterable[float], factor: float, deadline_s: float) 
     recent = list(durations)
     if not recent:
         return STALL_MAX_SHARE * deadline_s
-    return min(max(factor * statistics.median(recent), STALL_MIN_SHARE * deadline_s),
-               STALL_MAX_SHARE * deadline_s)
+    return min(
+        max(factor * statistics.median(recent), STALL_MIN_SHARE * deadline_s),
+        STALL_MAX_SHARE * deadline_s,
+    )
 
 
 def late_domains(occupied: dict[str, tuple[float, float]], threshold_s: float) -> dict[str, float]:

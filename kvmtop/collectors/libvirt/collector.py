@@ -115,6 +115,7 @@ CONNECT_WAIT_S = 0.5
 """How long `probe()` waits for a connection to open (the rest happens in the
 background: `collect` takes it up)."""
 
+
 class LibvirtCollector:
     """Guests from libvirt: one `getAllDomainStats` per tick, read-only connection.
 
@@ -219,8 +220,7 @@ class LibvirtCollector:
         lv = self._libvirt()
         with_balloon = not self._collected or tick % self._balloon_every == 0
         try:
-            records, stuck = self._all_domain_stats(
-                lv, stats_groups(lv, with_balloon), deadline_s)
+            records, stuck = self._all_domain_stats(lv, stats_groups(lv, with_balloon), deadline_s)
         except NoRecords as exc:
             return self.unanswered(str(exc))
         self._collected = True
@@ -232,17 +232,28 @@ class LibvirtCollector:
             raw_id: int = dom.ID()
             # virDomainGetID: -1 ((unsigned int)-1 in C) for an inactive domain.
             dom_id = raw_id if raw_id >= 0 else None
-            entry = refreshed(lv, dom, self._entries.get(uuid), dom_id,
-                              self._root / PID_DIR if self._local else None)
+            entry = refreshed(
+                lv,
+                dom,
+                self._entries.get(uuid),
+                dom_id,
+                self._root / PID_DIR if self._local else None,
+            )
             if entry is None:
                 continue
             since = stuck.get(uuid)
             if since is not None and dom_id is not None:
                 held_s = now - since
                 sample = no_answer(
-                    entry, uuid, dom.name(), dom_id, stats, since,
+                    entry,
+                    uuid,
+                    dom.name(),
+                    dom_id,
+                    stats,
+                    since,
                     f"not responding since {clock_text(since)}: its QEMU has not "
-                    f"answered libvirt's monitor command for {held_s:.1f} s")
+                    f"answered libvirt's monitor command for {held_s:.1f} s",
+                )
             else:
                 carried = None if with_balloon else entry.balloon
                 sample = entry.parser.parse(uuid, dom.name(), dom_id, stats, carried)
@@ -280,9 +291,18 @@ class LibvirtCollector:
             if entry.silent_since_s is None:
                 entry.silent_since_s = now
             since = entry.silent_since_s
-            guests.append(no_answer(
-                entry, uuid, entry.last.name, entry.last.dom_id, {}, since,
-                f"not responding since {clock_text(since)}: {reason}", entry.last))
+            guests.append(
+                no_answer(
+                    entry,
+                    uuid,
+                    entry.last.name,
+                    entry.last.dom_id,
+                    {},
+                    since,
+                    f"not responding since {clock_text(since)}: {reason}",
+                    entry.last,
+                )
+            )
         return tuple(guests)
 
     def close(self) -> None:
@@ -329,12 +349,14 @@ class LibvirtCollector:
                 return self._conn
             self._drop_connection()
         if self._opening is None:
-            self._opening = Call(functools.partial(open_read_only, lv, self._uri, self._open_fn),
-                                 "open").start()
+            self._opening = Call(
+                functools.partial(open_read_only, lv, self._uri, self._open_fn), "open"
+            ).start()
         if not self._opening.wait(timeout_s):
             raise CollectorError(
                 f"libvirt at {self._uri or '(default URI)'}: no answer within "
-                f"{timeout_s:g} s while connecting (the daemon may be starting)")
+                f"{timeout_s:g} s while connecting (the daemon may be starting)"
+            )
         call, self._opening = self._opening, None
         if call.error is not None:
             raise call.error
@@ -345,16 +367,13 @@ class LibvirtCollector:
         self._local = is_local_uri(uri)
         return conn
 
-
     def _drop_connection(self) -> None:
         """Forget the connection, closing it if possible."""
         conn, self._conn = self._conn, None
         if conn is not None:
             close_quietly(self._libvirt(), conn)
 
-
     # ------------------------------------------------------------------ stats
-
 
     def _all_domain_stats(
         self, lv: Any, groups: int, deadline_s: float | None
@@ -422,8 +441,11 @@ class LibvirtCollector:
         if end is not None:
             self._side_connection(lv, 0.0)  # opened ahead, in the background
         threshold = (stall_after or 0.0) / 2
-        overdue = None if deadline_s is None else after_typical(
-            self._durations.get(groups, ()), OVERDUE_FACTOR, deadline_s)
+        overdue = (
+            None
+            if deadline_s is None
+            else after_typical(self._durations.get(groups, ()), OVERDUE_FACTOR, deadline_s)
+        )
         stuck: dict[str, float] = {}
         swept = False
         # The first call waits for jobs, unless an abandoned call still holds a stuck
@@ -437,27 +459,30 @@ class LibvirtCollector:
                 if end is None or not waiting[0].wait(end - self._clock()):
                     raise NoRecords(
                         f"{MAX_ABANDONED} libvirt stats calls are still waiting on "
-                        "guests that do not answer; no new call until one returns")
+                        "guests that do not answer; no new call until one returns"
+                    )
                 self._prune()
                 continue
             conn = self._connection(None if end is None else max(0.0, end - self._clock()))
             called = self._clock()
             call: Call[list[tuple[Any, dict[str, Any]]]] = Call(
-                functools.partial(conn.getAllDomainStats, groups, flags), "stats", conn).start()
-            check_at = None if end is None or stall_after is None else min(
-                end, called + stall_after)
+                functools.partial(conn.getAllDomainStats, groups, flags), "stats", conn
+            ).start()
+            check_at = (
+                None if end is None or stall_after is None else min(end, called + stall_after)
+            )
             while not call.wait(None if check_at is None else check_at - self._clock()):
                 assert end is not None and stall_after is not None
                 if self._clock() >= end:
                     self._retire(call)
-                    raise NoRecords(
-                        f"libvirt's stats call did not return within {deadline_s:g} s")
+                    raise NoRecords(f"libvirt's stats call did not return within {deadline_s:g} s")
                 occupied = self._sweep(lv, end)
                 swept = True
                 if occupied is None:
                     self._retire(call)
                     raise NoRecords(
-                        f"libvirt did not answer within {deadline_s:g} s (control info)")
+                        f"libvirt did not answer within {deadline_s:g} s (control info)"
+                    )
                 late = late_domains(occupied, threshold)
                 new = late.keys() - stuck.keys()
                 stuck.update(late)
@@ -492,7 +517,8 @@ class LibvirtCollector:
                 records = call.result if call.result is not None else []
                 if not swept and not self._waiting:
                     self._durations.setdefault(groups, deque(maxlen=9)).append(
-                        self._clock() - called)
+                        self._clock() - called
+                    )
                 self._prune()
                 if self._waiting and not swept and end is not None:
                     # Earlier calls still wait on a guest: which ones, this tick?
@@ -525,7 +551,8 @@ class LibvirtCollector:
             return self._side
         if self._side_opening is None:
             self._side_opening = Call(
-                functools.partial(open_read_only, lv, self._uri, self._open_fn), "open").start()
+                functools.partial(open_read_only, lv, self._uri, self._open_fn), "open"
+            ).start()
         if not self._side_opening.wait(timeout_s):
             return None
         call, self._side_opening = self._side_opening, None

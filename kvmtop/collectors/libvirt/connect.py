@@ -66,10 +66,7 @@ def describe_libvirt_error(uri: str, message: str) -> str:
     if "connection refused" in lowered:
         return f"libvirt daemon not running for {uri} (connection refused)"
     if "permission denied" in lowered or "access denied" in lowered:
-        return (
-            f"permission denied opening {uri}: run as root or as a member of the "
-            "libvirt group"
-        )
+        return f"permission denied opening {uri}: run as root or as a member of the libvirt group"
     if "authentication" in lowered:
         return f"authentication failed for {uri}: {message}"
     return f"libvirt at {uri} unreachable: {message}"

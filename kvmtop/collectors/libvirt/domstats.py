@@ -253,8 +253,11 @@ class _Plan:
                 source = f"{source} if {path} is None else {path}"
             add = f"disks.append(DiskSample({target}, {source}, None, {', '.join(counters)}))"
             if several:
-                body += [f"if {target} not in disks_seen:", f"    disks_seen.add({target})",
-                         f"    {add}"]
+                body += [
+                    f"if {target} not in disks_seen:",
+                    f"    disks_seen.add({target})",
+                    f"    {add}",
+                ]
             else:
                 body.append(add)
         nics = [
@@ -267,18 +270,14 @@ class _Plan:
             )
         ]
         body.append(f"nics = ({''.join(f'{n}, ' for n in nics)})")
-        balloon = {k.removeprefix("balloon."): i for k, i in at.items()
-                   if k.startswith("balloon.")}
+        balloon = {k.removeprefix("balloon."): i for k, i in at.items() if k.startswith("balloon.")}
         if balloon:
             values = [
                 f"{code} * {KIB}" if code != "None" and f in _BALLOON_KIB else code
-                for f, code in zip(_BALLOON_KEYS, self._fields(_BALLOON_KEYS, balloon),
-                                   strict=True)
+                for f, code in zip(_BALLOON_KEYS, self._fields(_BALLOON_KEYS, balloon), strict=True)
             ]
             body += ["if balloon is None:", f"    balloon = BalloonSample({', '.join(values)})"]
-        guest = ", ".join(
-            f"{f}={self._int(at.get(k))}" for f, k in _GUEST_KEYS.items()
-        )
+        guest = ", ".join(f"{f}={self._int(at.get(k))}" for f, k in _GUEST_KEYS.items())
         body.append(
             "return GuestSample(uuid=uuid, name=name, dom_id=dom_id, "
             f"state=domain_state_name({self._int(at.get('state.state'))}), {guest}, "
@@ -291,9 +290,13 @@ class _Plan:
             f"    {line}\n" for line in body
         )
         env: dict[str, Any] = {
-            "VcpuSample": VcpuSample, "DiskSample": DiskSample, "NicSample": NicSample,
-            "BalloonSample": BalloonSample, "GuestSample": GuestSample,
-            "domain_state_name": domain_state_name, "_NO_SWITCH": _NO_SWITCH,
+            "VcpuSample": VcpuSample,
+            "DiskSample": DiskSample,
+            "NicSample": NicSample,
+            "BalloonSample": BalloonSample,
+            "GuestSample": GuestSample,
+            "domain_state_name": domain_state_name,
+            "_NO_SWITCH": _NO_SWITCH,
         }
         exec(compile(source, "<libvirt stats plan>", "exec"), env)
         parse: _Parse = env["parse"]

@@ -68,12 +68,18 @@ def no_answer(
         uuid=uuid,
         name=name,
         dom_id=dom_id,
-        state=(domain_state_name(state) if isinstance(state, int)
-               else last.state if last is not None else "running"),
+        state=(
+            domain_state_name(state)
+            if isinstance(state, int)
+            else last.state
+            if last is not None
+            else "running"
+        ),
         accel=links.accel,
         pid=entry.parser.pid,
-        vcpus_current=(vcpus if isinstance(vcpus, int)
-                       else last.vcpus_current if last is not None else None),
+        vcpus_current=(
+            vcpus if isinstance(vcpus, int) else last.vcpus_current if last is not None else None
+        ),
         max_memory_bytes=links.max_memory_bytes,
         balloon_period_s=links.balloon_period_s,
         not_responding_since_s=since_s,

@@ -74,12 +74,16 @@ def interval_gap(dt_s: float, prev_interval_s: float, cur_interval_s: float) -> 
         return None
     nominal = cur_interval_s
     if dt_s < low:
-        return (f"interval {dt_s:.2f} s is under {INTERVAL_MIN_RATIO:g}x the nominal "
-                f"{nominal:g} s (a late tick or a burst after a stall): rates over it "
-                "would be spikes")
-    return (f"interval {dt_s:.1f} s is over {INTERVAL_MAX_RATIO:g}x the nominal {nominal:g} s "
-            "(a gap: kvmtop or the host stopped, or samples are missing): a rate over it "
-            "would average the gap away")
+        return (
+            f"interval {dt_s:.2f} s is under {INTERVAL_MIN_RATIO:g}x the nominal "
+            f"{nominal:g} s (a late tick or a burst after a stall): rates over it "
+            "would be spikes"
+        )
+    return (
+        f"interval {dt_s:.1f} s is over {INTERVAL_MAX_RATIO:g}x the nominal {nominal:g} s "
+        "(a gap: kvmtop or the host stopped, or samples are missing): a rate over it "
+        "would average the gap away"
+    )
 
 
 def latency_ms(
@@ -105,9 +109,7 @@ def known_sum(values: Iterable[float | None]) -> float | None:
     return sum(known) if known else None
 
 
-def column_sums(
-    rows: list[tuple[float | None, ...]], width: int
-) -> Sequence[float | None]:
+def column_sums(rows: list[tuple[float | None, ...]], width: int) -> Sequence[float | None]:
     """`known_sum` of each of the `width` columns of `rows` (all None without rows)."""
     if len(rows) == 1:
         # Most guests have one disk and one vNIC: `known_sum` of one value is that value.

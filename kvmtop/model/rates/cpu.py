@@ -28,7 +28,6 @@ class VcpuRates:
     halt_wait_pct: float | None = None
 
 
-
 def derive_vcpu(
     prev: VcpuSample | None, cur: VcpuSample, dt_s: float, kvm: bool
 ) -> tuple[VcpuRates, str | None]:
@@ -75,7 +74,6 @@ def derive_vcpu(
     )
 
 
-
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ThreadRates:
@@ -90,7 +88,6 @@ class ThreadRates:
     name: str
     cpu_pct: float | None = None
     delay_pct: float | None = None
-
 
 
 def derive_threads(
@@ -111,4 +108,3 @@ def derive_threads(
             )
         )
     return tuple(out)
-

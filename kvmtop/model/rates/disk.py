@@ -40,7 +40,6 @@ class DiskRates:
         return known_sum((self.read_iops, self.write_iops, self.flush_iops))
 
 
-
 def derive_disk(prev: DiskSample | None, cur: DiskSample, dt_s: float, min_ops: int) -> DiskRates:
     if prev is None:
         return DiskRates(target=cur.target, path=cur.path, host_dev=cur.host_dev)
@@ -59,7 +58,6 @@ def derive_disk(prev: DiskSample | None, cur: DiskSample, dt_s: float, min_ops: 
     )
 
 
-
 def weighted_latencies(
     disks: tuple[DiskSample, ...],
     prev_disks: Mapping[str, DiskSample],
@@ -72,11 +70,13 @@ def weighted_latencies(
         p = prev_disks.get(d.target)
         if p is None:
             continue
-        for i, (pr, cr, pt, ct) in enumerate((
-            (p.rd_reqs, d.rd_reqs, p.rd_times_ns, d.rd_times_ns),
-            (p.wr_reqs, d.wr_reqs, p.wr_times_ns, d.wr_times_ns),
-            (p.fl_reqs, d.fl_reqs, p.fl_times_ns, d.fl_times_ns),
-        )):
+        for i, (pr, cr, pt, ct) in enumerate(
+            (
+                (p.rd_reqs, d.rd_reqs, p.rd_times_ns, d.rd_times_ns),
+                (p.wr_reqs, d.wr_reqs, p.wr_times_ns, d.wr_times_ns),
+                (p.fl_reqs, d.fl_reqs, p.fl_times_ns, d.fl_times_ns),
+            )
+        ):
             if pr is None or cr is None or pt is None or ct is None or cr < pr or ct < pt:
                 continue
             totals[2 * i] += ct - pt
@@ -87,4 +87,3 @@ def weighted_latencies(
         for ns, reqs in zip(totals[::2], totals[1::2], strict=True)
     )
     return rd, wr, fl
-

@@ -143,7 +143,6 @@ def guest_used_bytes(b: BalloonSample | None) -> int | None:
     return None
 
 
-
 def same_incarnation(prev: GuestSample, cur: GuestSample) -> bool:
     """False when the guest restarted between samples (new domain ID or QEMU pid)."""
     if prev.dom_id != cur.dom_id:
@@ -152,8 +151,16 @@ def same_incarnation(prev: GuestSample, cur: GuestSample) -> bool:
 
 
 _NOT_RESPONDING_NA: tuple[str, ...] = (
-    "cpu_pct", "steal_pct", "exits_per_s", "exits_by_reason", "disk_iops", "disk_read_ms",
-    "disk_write_ms", "net_rx_bps", "net_rtt_ms", "mem_used_bytes",
+    "cpu_pct",
+    "steal_pct",
+    "exits_per_s",
+    "exits_by_reason",
+    "disk_iops",
+    "disk_read_ms",
+    "disk_write_ms",
+    "net_rx_bps",
+    "net_rtt_ms",
+    "mem_used_bytes",
 )
 """The `na` keys of a guest that did not answer (every column's and the detail's)."""
 
@@ -246,8 +253,10 @@ def derive_guest(
         [(d.iops, d.read_bytes_per_s, d.write_bytes_per_s) for d in disks], 3
     )
     net_rx_bps, net_tx_bps, net_rx_pps, net_tx_pps, net_rx_drops, net_tx_drops = column_sums(
-        [(n.rx_bps, n.tx_bps, n.rx_pps, n.tx_pps, n.rx_drops_per_s, n.tx_drops_per_s)
-         for n in nics],
+        [
+            (n.rx_bps, n.tx_bps, n.rx_pps, n.tx_pps, n.rx_drops_per_s, n.tx_drops_per_s)
+            for n in nics
+        ],
         6,
     )
 
@@ -279,13 +288,22 @@ def derive_guest(
     else:
         read_ms, write_ms, flush_ms = weighted_latencies(cur.disks, prev_disks, min_ops)
     if first:
-        for key in ("cpu_pct", "steal_pct", "disk_iops", "disk_read_ms", "disk_write_ms",
-                    "net_rx_bps"):
-            na.setdefault(key, (no_prev or NA_FIRST) if cur.state == "running"
-                          else f"guest {cur.state}")
+        for key in (
+            "cpu_pct",
+            "steal_pct",
+            "disk_iops",
+            "disk_read_ms",
+            "disk_write_ms",
+            "net_rx_bps",
+        ):
+            na.setdefault(
+                key, (no_prev or NA_FIRST) if cur.state == "running" else f"guest {cur.state}"
+            )
     elif cur.disks:
-        for latency, key, what in ((read_ms, "disk_read_ms", "reads"),
-                                   (write_ms, "disk_write_ms", "writes")):
+        for latency, key, what in (
+            (read_ms, "disk_read_ms", "reads"),
+            (write_ms, "disk_write_ms", "writes"),
+        ):
             if latency is None:
                 na[key] = f"fewer than {max(min_ops, 1)} {what} completed in the interval"
 
@@ -310,7 +328,8 @@ def derive_guest(
         halt_poll_cpu_pct=kvm_rates.halt_poll_cpu_pct if kvm_rates else None,
         halt_poll_hint=kvm_rates.halt_poll_hint if kvm_rates else None,
         threads=derive_threads(prev.threads if prev else (), cur.threads, dt_s)
-        if cur.threads else (),
+        if cur.threads
+        else (),
         managed=cur.managed,
         disks=disks,
         disk_iops=disk_iops,
@@ -338,4 +357,3 @@ def derive_guest(
         swap_out_bytes_per_s=rate(pb.swap_out_bytes, b.swap_out_bytes, bdt) if pb and b else None,
         na=na,
     )
-

@@ -239,9 +239,7 @@ def derive_host(prev: HostSample | None, cur: HostSample) -> HostRates:
         cpu_steal_pct=cpu_steal,
         cpu_iowait_pct=cpu_iowait,
         run_delay_pct=(
-            None
-            if run_delay is None or not cur.ncpu
-            else 100.0 * run_delay / NS_PER_S / cur.ncpu
+            None if run_delay is None or not cur.ncpu else 100.0 * run_delay / NS_PER_S / cur.ncpu
         ),
         psi_cpu_some_pct=_psi_pct(prev, cur, "cpu", "some", dt_s),
         psi_mem_some_pct=_psi_pct(prev, cur, "memory", "some", dt_s),
@@ -257,4 +255,3 @@ def derive_host(prev: HostSample | None, cur: HostSample) -> HostRates:
         na=na,
         **gauges,  # type: ignore[arg-type]
     )
-

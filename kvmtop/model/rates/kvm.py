@@ -85,7 +85,6 @@ def kvm_exit_silent(kvm_exit: float | None, exits: float | None) -> bool | None:
     return kvm_exit == 0 and exits > 0
 
 
-
 @fast_init
 @dataclass(frozen=True, slots=True)
 class KvmRates:
@@ -143,9 +142,7 @@ def _vm_stat_rates(
     return debugfs, (EXIT_SOURCE_DEBUGFS if debugfs else None)
 
 
-def derive_kvm(
-    prev: GuestSample, cur: GuestSample, dt_s: float, na: dict[str, str]
-) -> KvmRates:
+def derive_kvm(prev: GuestSample, cur: GuestSample, dt_s: float, na: dict[str, str]) -> KvmRates:
     """Exits (total, categories, by reason), tracepoint rates and halt polling.
 
     Exits come from the best source present: libvirt's KVM binary stats, else
@@ -212,9 +209,7 @@ def derive_kvm(
         exit_categories=categories,
         exits_by_reason=by_reason,
         exit_source=source,
-        tracepoint_rates={
-            k: v for k, v in trace.items() if v > 0 or k.endswith(":total")
-        },
+        tracepoint_rates={k: v for k, v in trace.items() if v > 0 or k.endswith(":total")},
         halt_poll_cpu_pct=poll_pct,
         halt_poll_hint=hint,
     )

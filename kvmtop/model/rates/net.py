@@ -42,7 +42,6 @@ class NicRates:
     tx_errs_per_s: float | None = None
 
 
-
 def derive_nic(prev: NicSample | None, cur: NicSample, dt_s: float) -> NicRates:
     # Without a previous sample every counter rate is unknown (`_UNKNOWN_NIC`); the
     # RTTs are gauges over the probe's own window, known at once.
@@ -69,4 +68,3 @@ def derive_nic(prev: NicSample | None, cur: NicSample, dt_s: float) -> NicRates:
 
 _UNKNOWN_NIC = NicSample(name="")
 """A previous vNIC sample whose counters are all unknown, so every rate is None."""
-
