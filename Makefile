@@ -14,10 +14,17 @@ LAB := tests/lab/lab
 
 .PHONY: setup demo test test-nested lint bench clean
 
-$(VENV)/.installed: pyproject.toml
-	$(LAB) install
+# Python and the dev tools (pytest, ruff, mypy, import-linter): all `make lint` needs.
+$(VENV)/.dev: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[libvirt,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+# Everything else: the lab's Debian packages (libvirt, QEMU, OVS, ...) and
+# libvirt-python, which builds against libvirt-dev.
+$(VENV)/.installed: $(VENV)/.dev
+	$(LAB) install
+	$(PY) -m pip install -q -c constraints.txt -e '.[libvirt,dev]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -25,12 +32,13 @@ setup: $(VENV)/.installed
 demo: setup
 	tests/lab/demo
 
-lint: setup
+lint: $(VENV)/.dev
 	$(PY) -m ruff check kvmtop tests bench
+	$(PY) -m ruff format --check kvmtop tests bench
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
 
-test: lint
+test: setup lint
 	$(PY) -m pytest
 	$(MAKE) test-nested
 
