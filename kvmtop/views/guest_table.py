@@ -40,6 +40,10 @@ from kvmtop.views.line_table import Cell as Cell
 from kvmtop.views.line_table import LineTable
 from kvmtop.views.line_table import TableColumn as TableColumn
 
+NAME_MIN_WIDTH = 12
+"""The fewest cells the guest name column keeps when the view is narrow (its full
+name is on the detail screen)."""
+
 
 class _KeyedText(Text):
     """A cell renderable that remembers its row key.
@@ -227,10 +231,15 @@ class GuestTable(LineTable):
         Raises:
             KeyError: `sort_key` is not a column of `kvmtop.model.fields.GUEST_COLUMNS`.
         """
-        # Every column but the first starts with a one-cell gap.
+        # Every column but the first starts with a one-cell gap. The name gives way in a
+        # narrow view (at 120 columns the figures would not fit beside 18 cells of it).
         columns = [
             TableColumn(
-                c.key, c.header, max(c.width, len(c.header)) + (1 if i else 0), right=not c.text
+                c.key,
+                c.header,
+                max(c.width, len(c.header)) + (1 if i else 0),
+                right=not c.text,
+                min_width=None if i else NAME_MIN_WIDTH,
             )
             for i, c in enumerate(GUEST_COLUMNS)
         ]

@@ -43,6 +43,10 @@ LEVELS: tuple[str, ...] = ("ok", *SEVERITIES, "dim")
 finding severities, plus "ok" and "dim" (stopped guests)."""
 
 
+ELLIPSIS = "…"
+"""Ends a text cropped to its column."""
+
+
 class Cell(NamedTuple):
     """What one table cell shows: its text, severity class and alignment."""
 
@@ -52,21 +56,27 @@ class Cell(NamedTuple):
 
 
 class TableColumn(NamedTuple):
-    """A keyed column: key, header label and width (None fits the content)."""
+    """A keyed column: key, header label and width (None fits the label); a column with
+    a `min_width` gives way, down to that, when the view is narrower than the table."""
 
     key: str
     label: str
     width: int | None = None
     right: bool = False
+    min_width: int | None = None
 
 
 def fit(text: str, width: int, right: bool) -> str:
     """Text laid out in exactly `width` cells: padded on the left (right-aligned) or
-    the right, cropped when too long."""
+    the right; left-aligned text too long ends in an ellipsis, right-aligned is cropped."""
     if text.isascii():  # one cell per character: plain string work
-        return (text.rjust(width) if right else text.ljust(width))[:width]
+        if right or len(text) <= width:
+            return (text.rjust(width) if right else text.ljust(width))[:width]
+        return text[: width - 1] + ELLIPSIS if width else ""
     if right and cell_len(text) < width:
         text = " " * (width - cell_len(text)) + text
+    elif not right and cell_len(text) > width > 0:
+        return set_cell_size(text, width - 1) + ELLIPSIS
     return set_cell_size(text, width)
 
 
@@ -150,7 +160,10 @@ class LineTable(ScrollView, can_focus=True):
         """
         super().__init__(**kwargs)
         self.table_columns: tuple[TableColumn, ...] = tuple(columns)
-        self._widths = [col.width or cell_len(col.label) for col in self.table_columns]
+        self._wanted = [col.width or cell_len(col.label) for col in self.table_columns]
+        """Each column's width when the view has room for all of them."""
+        self._widths = list(self._wanted)
+        """Each column's width in the current view (`_fit_columns`)."""
         self._table_width = sum(self._widths)
         self._keys: list[str] = []
         self._cursor = 0
@@ -180,6 +193,11 @@ class LineTable(ScrollView, can_focus=True):
     def header_cells(self) -> Sequence[Cell]:
         """The header: each column's label, aligned as the column."""
         return [Cell(col.label, None, col.right) for col in self.table_columns]
+
+    @property
+    def column_widths(self) -> tuple[int, ...]:
+        """Each column's width as drawn in the current view."""
+        return tuple(self._widths)
 
     @property
     def row_keys(self) -> tuple[str, ...]:
@@ -332,6 +350,7 @@ class LineTable(ScrollView, can_focus=True):
         look = (base, cursor, header, *levels, width, x)
         if look != self._look:
             self._look, self._view_width, self._view_x = look, width, x
+            self._fit_columns(width)
             self._lines.clear()
             self._fill_style = base
             self._header_style = base + header
@@ -342,6 +361,23 @@ class LineTable(ScrollView, can_focus=True):
                 self._cursor_styles[level] = base + style + cursor
             self._blank = Strip.blank(width, base)
         return super().render_lines(crop)
+
+    def _fit_columns(self, view_width: int) -> None:
+        """Narrow the columns that give way (`min_width`), first to last, as far as the
+        view needs and they allow; every other column keeps its width (a table still
+        wider than the view scrolls sideways)."""
+        widths = list(self._wanted)
+        excess = sum(widths) - view_width
+        for i, col in enumerate(self.table_columns):
+            if excess <= 0:
+                break
+            if col.min_width is not None:
+                cut = min(excess, max(0, widths[i] - col.min_width))
+                widths[i] -= cut
+                excess -= cut
+        if widths != self._widths:
+            self._widths, self._table_width = widths, sum(widths)
+            self.virtual_size = Size(self._table_width, len(self._keys) + 1)
 
     def _strip(self, cells: Sequence[Cell], styles: dict[str | None, Style], fill: Style) -> Strip:
         """One line: the cells in their columns, then `fill` to the view's width, in

@@ -20,7 +20,7 @@ from kvmtop.model.rates.frame import Frame
 from kvmtop.model.rates.guest import NA_NOT_KVM
 from kvmtop.model.rates.kvm import TRACE_SOURCE
 from kvmtop.views.guest_detail import GuestDetailScreen, exits_text, tracing_text
-from kvmtop.views.guest_table import GuestTable, KeyedTable
+from kvmtop.views.guest_table import NAME_MIN_WIDTH, GuestTable, KeyedTable
 from kvmtop.views.host_strip import HostStrip, ModeBadge, host_lines
 from kvmtop.views.incidents import IncidentsPanel
 from kvmtop.views.sources import SourcesScreen
@@ -63,7 +63,7 @@ def cell(app: KvmtopApp, name: str, column: str) -> str:
 def drawn_style(table: GuestTable, name: str, column: str) -> Style:
     """The style a guest-table cell is drawn with (its row must be on screen)."""
     y = table.row_keys.index(UUID[name]) - round(table.scroll_offset.y) + 1
-    x = sum(c.width or 0 for c in table.table_columns[: _index(table, column)])
+    x = sum(table.column_widths[: _index(table, column)])
     segments = list(table.render_line(y).crop(x, x + 1))
     return segments[0].style or Style.null()
 
@@ -366,6 +366,35 @@ async def test_guest_names_are_shown_as_named_not_as_markup() -> None:
             assert title.startswith(f"{g.name}  running")
             app.pop_screen()
             await pilot.pause()
+
+
+@pytest.mark.parametrize("width", [SIZE[0], 100, 160])
+async def test_the_name_gives_way_so_every_column_fits(width: int) -> None:
+    """At 120 columns every column is whole (the name column narrows, a long name ends
+    in an ellipsis); wider, the name has its full width; narrower than the figures
+    allow, the name keeps NAME_MIN_WIDTH and the table scrolls sideways."""
+    long = "instance-0000a1b2-web-frontend"
+    app = KvmtopApp(FakeFeed([snapshot([GuestSpec(long, cpu_pct=5), *GUESTS])]))
+    async with app.run_test(size=(width, SIZE[1])) as pilot:
+        await pilot.pause()
+        await shown(pilot, app)
+        table = app.query_one(GuestTable)
+        view = table.scrollable_content_region.width
+        wanted = [c.width or 0 for c in table.table_columns]
+        name_width = table.column_widths[0]
+        if sum(wanted) <= view:
+            assert table.column_widths == tuple(wanted)
+        elif sum(wanted) - wanted[0] + NAME_MIN_WIDTH <= view:
+            assert sum(table.column_widths) == view  # every column whole, no scrolling
+            assert NAME_MIN_WIDTH <= name_width < wanted[0]
+        else:
+            assert name_width == NAME_MIN_WIDTH
+        assert table.column_widths[1:] == tuple(wanted[1:])
+        y = table.row_keys.index(
+            next(k for k in table.row_keys if table.row_cells(k)[0].text == long)
+        )
+        drawn = "".join(seg.text for seg in table.render_line(y + 1 - round(table.scroll_offset.y)))
+        assert drawn.startswith(long[: name_width - 1] + "…")
 
 
 async def test_rows_survive_a_guest_leaving_and_coming_back() -> None:
