@@ -295,7 +295,8 @@ MANUALS: dict[str, Manual] = {
         privileges="None.",
         files=(
             "bash: /usr/share/bash-completion/completions/kvmtop, or source it\n"
-            "zsh:  _kvmtop in a directory on $fpath (before compinit)\n"
+            "zsh:  _kvmtop in a directory on $fpath (before compinit), or eval it\n"
+            "      (after compinit)\n"
             "fish: ~/.config/fish/completions/kvmtop.fish"
         ),
         exit_status=f"0  script printed\n{_STDOUT_FAILED}\n2  bad options\n{_STDOUT_CLOSED}",
@@ -303,6 +304,7 @@ MANUALS: dict[str, Manual] = {
             "kvmtop completion bash > /usr/share/bash-completion/completions/kvmtop\n"
             "source <(kvmtop completion bash)                       in ~/.bashrc\n"
             'kvmtop completion zsh > "${fpath[1]}/_kvmtop"\n'
+            'eval "$(kvmtop completion zsh)"                        in ~/.zshrc\n'
             "kvmtop completion fish > ~/.config/fish/completions/kvmtop.fish"
         ),
     ),
