@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.model.frozen import fast_init
@@ -40,6 +40,7 @@ OVERCOMMIT_CAUSE = "overcommit:host"
 blames on it."""
 
 A = TypeVar("A")
+S = TypeVar("S")
 T = TypeVar("T")
 
 
@@ -174,6 +175,19 @@ class Detector(Protocol):
     def forget(self, uuid: str) -> None:
         """Drop every piece of state about one guest (restart, gone, stopped)."""
         ...
+
+
+class PerGuest(Generic[S]):
+    """The state of a detector that keeps one `S` per guest (a rolling median, a trend
+    series, a clock), in `_guests` by guest UUID: `forget` drops a guest's."""
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        """Start with no guests."""
+        self._guests: dict[str, S] = {}
+
+    def forget(self, uuid: str) -> None:
+        """Drop a guest's state."""
+        self._guests.pop(uuid, None)
 
 
 def cause_key(prefix: str, detail: str) -> str:

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kvmtop.detectors.base import GuestView, Observation, Tick, fmt_rate, known
-from kvmtop.detectors.settings import DetectorSettings
+from kvmtop.detectors.base import GuestView, Observation, PerGuest, Tick, fmt_rate, known
 from kvmtop.detectors.stats import RollingMedian
 from kvmtop.model.rates.counters import rate
 
@@ -82,18 +81,10 @@ def dominant(g: GuestView, dt_s: float | None) -> tuple[str, float] | None:
     return top, min(1.0, reasons[top] / total) if total else 0.0
 
 
-class ExitStorm:
-    """Exit storm detector (see the module docstring)."""
+class ExitStorm(PerGuest[RollingMedian]):
+    """Exit storm detector (see the module docstring); per guest, its baseline."""
 
     id = ID
-
-    def __init__(self, settings: DetectorSettings) -> None:
-        """Start with no guests."""
-        self._medians: dict[str, RollingMedian] = {}
-
-    def forget(self, uuid: str) -> None:
-        """Drop a guest's baseline."""
-        self._medians.pop(uuid, None)
 
     def observe(self, tick: Tick) -> Iterable[Observation]:
         """One verdict per KVM guest with an exit rate this tick."""
@@ -104,9 +95,9 @@ class ExitStorm:
             if value is None:
                 continue
             s = g.settings.exit_storm
-            rm = self._medians.get(g.uuid)
+            rm = self._guests.get(g.uuid)
             if rm is None:
-                rm = self._medians[g.uuid] = RollingMedian(s.median_window_s)
+                rm = self._guests[g.uuid] = RollingMedian(s.median_window_s)
             med = rm.median() if rm.covered_s >= s.min_baseline_s else None
             threshold = max(s.floor_per_vcpu, s.k * med) if med is not None else s.floor_per_vcpu
             rm.add(tick.wall_s, value)

@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from kvmtop.detectors.base import (
     GuestView,
     Observation,
+    PerGuest,
     Tick,
     cause_key,
     fmt_duration,
     known,
 )
-from kvmtop.detectors.settings import DetectorSettings, MemoryLeakSettings
+from kvmtop.detectors.settings import MemoryLeakSettings
 from kvmtop.detectors.stats import resistant_slope
 from kvmtop.detectors.trend import TrendResult, TrendSeries, evaluate, phase
 from kvmtop.model.sample import BalloonSample
@@ -77,18 +78,10 @@ class _Guest:
     next_eval_s: float | None = None
 
 
-class MemoryLeak:
-    """Guest memory leak detector (see the module docstring)."""
+class MemoryLeak(PerGuest[_Guest]):
+    """Guest memory leak detector (see the module docstring); per guest, its series."""
 
     id = ID
-
-    def __init__(self, settings: DetectorSettings) -> None:
-        """Start with no guests."""
-        self._guests: dict[str, _Guest] = {}
-
-    def forget(self, uuid: str) -> None:
-        """Drop a guest's series."""
-        self._guests.pop(uuid, None)
 
     def observe(self, tick: Tick) -> Iterable[Observation]:
         """Freshness verdicts every tick; a trend verdict when an evaluation is due."""

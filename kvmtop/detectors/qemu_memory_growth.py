@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kvmtop.detectors.base import GuestView, Observation, Tick, cause_key, known
-from kvmtop.detectors.settings import DetectorSettings, QemuGrowthSettings
+from kvmtop.detectors.base import GuestView, Observation, PerGuest, Tick, cause_key, known
+from kvmtop.detectors.settings import QemuGrowthSettings
 from kvmtop.detectors.trend import TrendSeries, evaluate, phase
 from kvmtop.model.units import MIB
 
@@ -30,18 +30,11 @@ class _Guest:
     next_eval_s: float | None = None
 
 
-class QemuMemoryGrowth:
-    """QEMU-side memory growth detector (see the module docstring)."""
+class QemuMemoryGrowth(PerGuest[_Guest]):
+    """QEMU-side memory growth detector (see the module docstring); per guest, its
+    series."""
 
     id = ID
-
-    def __init__(self, settings: DetectorSettings) -> None:
-        """Start with no guests."""
-        self._guests: dict[str, _Guest] = {}
-
-    def forget(self, uuid: str) -> None:
-        """Drop a guest's series."""
-        self._guests.pop(uuid, None)
 
     def observe(self, tick: Tick) -> Iterable[Observation]:
         """One verdict per guest whose evaluation is due."""

@@ -27,11 +27,12 @@ from kvmtop.detectors.base import (
     OVERCOMMIT_CAUSE,
     GuestView,
     Observation,
+    PerGuest,
     Tick,
     cause_key,
     known,
 )
-from kvmtop.detectors.settings import DetectorSettings, StealSettings
+from kvmtop.detectors.settings import StealSettings
 from kvmtop.model.rates.counters import counter_delta, rate
 from kvmtop.model.sample import VcpuSample
 
@@ -223,18 +224,11 @@ class _Round:
         return "host CPU over-commit (" + "; ".join(parts) + ")"
 
 
-class Steal:
-    """High steal detector (see the module docstring)."""
+class Steal(PerGuest[float]):
+    """High steal detector (see the module docstring); per guest, its sustained-steal
+    clock: since when its steal has been high."""
 
     id = ID
-
-    def __init__(self, settings: DetectorSettings) -> None:
-        """Start with no guests."""
-        self._high_since: dict[str, float] = {}
-
-    def forget(self, uuid: str) -> None:
-        """Drop a guest's sustained-steal clock."""
-        self._high_since.pop(uuid, None)
 
     def observe(self, tick: Tick) -> Iterable[Observation]:
         """One verdict per running guest with steal figures."""
@@ -264,9 +258,9 @@ class Steal:
         wall_s = tick.wall_s
         high = lv.max >= s.crit_max_pct
         if high:
-            since = self._high_since.setdefault(uuid, wall_s)
+            since = self._guests.setdefault(uuid, wall_s)
         else:
-            self._high_since.pop(uuid, None)
+            self._guests.pop(uuid, None)
             since = wall_s
         name = g.name
         if uuid not in rnd.stealing:
