@@ -39,6 +39,10 @@ OVERCOMMIT_CAUSE = "overcommit:host"
 """Host CPU over-commit: `overcommit`'s vCPU:pCPU finding and every guest `steal`
 blames on it."""
 
+HOLD_S = 60.0
+"""How long a raised finding survives without an observation, unless the detector
+says otherwise (`Observation.hold_s`)."""
+
 A = TypeVar("A")
 S = TypeVar("S")
 T = TypeVar("T")
@@ -158,7 +162,7 @@ class Observation:
     evidence: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
     immediate: bool = False
-    hold_s: float = 60.0
+    hold_s: float = HOLD_S
     cause: str = ""
     cause_guests: tuple[str, ...] = ()
 
@@ -175,6 +179,36 @@ class Detector(Protocol):
     def forget(self, uuid: str) -> None:
         """Drop every piece of state about one guest (restart, gone, stopped)."""
         ...
+
+
+class Hysteresis(Protocol):
+    """What a detector's settings give each of its observations: the K to raise and
+    to clear."""
+
+    @property
+    def raise_after(self) -> int:
+        """Bad observations in a row that raise a finding."""
+        ...
+
+    @property
+    def clear_after(self) -> int:
+        """Good observations in a row that clear it."""
+        ...
+
+
+def good_verdict(
+    g: GuestView, s: Hysteresis, key: str, device: str | None = None, hold_s: float = HOLD_S
+) -> Observation:
+    """A good verdict on `key`: the guest `g` itself, or its `device` (a disk target, a
+    vNIC name) when given, with the K of `s`.
+
+    It carries no evidence (the engine keeps only bad observations'). A detector builds
+    one only when `tick.tracking(its id, key)`: on any other subject it changes nothing.
+    """
+    subject, name = (g.uuid, g.name) if device is None else (device, device)
+    return Observation(
+        key, False, subject, name, s.raise_after, s.clear_after, g.name, g.uuid, hold_s=hold_s
+    )
 
 
 class PerGuest(Generic[S]):

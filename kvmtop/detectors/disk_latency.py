@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from kvmtop.detectors.base import GuestView, Observation, Tick, cause_key, known
+from kvmtop.detectors.base import GuestView, Observation, Tick, cause_key, good_verdict, known
 from kvmtop.detectors.settings import DetectorSettings, DiskLatencySettings
 from kvmtop.detectors.stats import RollingMedian
 from kvmtop.model.rates.counters import counter_delta
@@ -209,16 +209,7 @@ class DiskLatency:
         if not worst.bad:
             if not tick.tracking(ID, key):
                 return None
-            return Observation(
-                key,
-                False,
-                disk.target,
-                disk.target,
-                s.raise_after,
-                s.clear_after,
-                guest=g.name,
-                guest_uuid=g.uuid,
-            )
+            return good_verdict(g, s, key, disk.target)
         names = dict(KINDS)
         host_ms: float | None = None
         if dev is not None:

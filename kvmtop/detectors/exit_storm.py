@@ -17,7 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kvmtop.detectors.base import GuestView, Observation, PerGuest, Tick, fmt_rate, known
+from kvmtop.detectors.base import (
+    GuestView,
+    Observation,
+    PerGuest,
+    Tick,
+    fmt_rate,
+    good_verdict,
+    known,
+)
 from kvmtop.detectors.stats import RollingMedian
 from kvmtop.model.rates.counters import rate
 
@@ -103,16 +111,7 @@ class ExitStorm(PerGuest[RollingMedian]):
             rm.add(tick.wall_s, value)
             if value <= threshold and value <= s.crit_per_vcpu:
                 if tick.tracking(ID, g.uuid):
-                    yield Observation(
-                        g.uuid,
-                        False,
-                        g.uuid,
-                        g.name,
-                        s.raise_after,
-                        s.clear_after,
-                        guest=g.name,
-                        guest_uuid=g.uuid,
-                    )
+                    yield good_verdict(g, s, g.uuid)
                 continue
             top = dominant(g, tick.dt_s)
             relative = f" ({value / med:.0f}× its median {fmt_rate(med)})" if med else ""

@@ -15,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kvmtop.detectors.base import GuestView, Observation, PerGuest, Tick, cause_key, known
+from kvmtop.detectors.base import (
+    GuestView,
+    Observation,
+    PerGuest,
+    Tick,
+    cause_key,
+    good_verdict,
+    known,
+)
 from kvmtop.detectors.settings import QemuGrowthSettings
 from kvmtop.detectors.trend import TrendSeries, evaluate, phase
 from kvmtop.model.units import MIB
@@ -74,17 +82,7 @@ class QemuMemoryGrowth(PerGuest[_Guest]):
             # Below the size that matters: no need for the O(n²) test.
             if not tick.tracking(ID, g.uuid):
                 return None
-            return Observation(
-                g.uuid,
-                False,
-                g.uuid,
-                g.name,
-                s.raise_after,
-                s.clear_after,
-                guest=g.name,
-                guest_uuid=g.uuid,
-                hold_s=s.hold_s,
-            )
+            return good_verdict(g, s, g.uuid, hold_s=s.hold_s)
         r = evaluate(series, s.p_max, s.tau_min, s.confidence)
         per_h = 3600.0 / MIB
         bad = r.rising

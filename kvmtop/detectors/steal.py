@@ -30,6 +30,7 @@ from kvmtop.detectors.base import (
     PerGuest,
     Tick,
     cause_key,
+    good_verdict,
     known,
 )
 from kvmtop.detectors.settings import StealSettings
@@ -266,10 +267,7 @@ class Steal(PerGuest[float]):
         if uuid not in rnd.stealing:
             if not tick.tracking(ID, uuid):
                 return None
-            # Good observations carry no evidence: the engine only keeps bad ones.
-            return Observation(
-                uuid, False, uuid, name, s.raise_after, s.clear_after, guest=name, guest_uuid=uuid
-            )
+            return good_verdict(g, s, uuid)
         sustained = wall_s - since
         critical = lv.mean >= s.crit_mean_pct or (high and sustained >= s.crit_sustain_s)
         throttled = _throttled_pct(g)

@@ -22,6 +22,7 @@ from kvmtop.detectors.base import (
     Tick,
     cause_key,
     fmt_rate,
+    good_verdict,
     known,
     thread_cpu_pct,
 )
@@ -76,16 +77,7 @@ class VnicDrops:
                 key = f"{g.uuid}/{nic.name}"
                 if not (rx_bad or tx_bad):
                     if tick.tracking(ID, key):
-                        yield Observation(
-                            key,
-                            False,
-                            nic.name,
-                            nic.name,
-                            s.raise_after,
-                            s.clear_after,
-                            guest=g.name,
-                            guest_uuid=g.uuid,
-                        )
+                        yield good_verdict(g, s, key, nic.name)
                     continue
                 if not vhost_read:
                     # Only a bad verdict shows the vhost threads' CPU: read it then,
