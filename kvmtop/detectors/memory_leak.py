@@ -39,7 +39,13 @@ from kvmtop.detectors.base import (
 )
 from kvmtop.detectors.settings import MemoryLeakSettings
 from kvmtop.detectors.stats import resistant_slope
-from kvmtop.detectors.trend import TrendResult, TrendSeries, evaluate, phase
+from kvmtop.detectors.trend import (
+    TrendResult,
+    TrendSeries,
+    evaluate,
+    evaluation_due,
+    trend_series,
+)
 from kvmtop.model.sample import BalloonSample
 from kvmtop.model.units import MIB
 
@@ -58,11 +64,8 @@ def used_and_left(b: BalloonSample) -> tuple[int, int] | None:
     return None
 
 
-def leak_series(s: MemoryLeakSettings) -> TrendSeries:
-    """An empty used-memory series as the check keeps one per guest: points in buckets
-    of `min_duration_s` / (2 × `min_points`), so the shortest span judged holds twice
-    the points the test needs."""
-    return TrendSeries(s.window_s, s.min_duration_s / (2 * s.min_points), s.max_points)
+leak_series = trend_series
+"""An empty used-memory series as the check keeps one per guest (`trend_series`)."""
 
 
 @dataclass(slots=True)
@@ -212,11 +215,8 @@ class MemoryLeak(PerGuest[_Guest]):
             s.min_duration_s, s.urgent_duration_s
         ):
             return
-        if state.next_eval_s is None:
-            state.next_eval_s = tick.wall_s + phase(g.uuid, s.eval_every_s)
-        if tick.wall_s < state.next_eval_s:
+        if not evaluation_due(state, tick.wall_s, g.uuid, s.eval_every_s):
             return
-        state.next_eval_s = tick.wall_s + s.eval_every_s
         floor = max(
             s.min_slope_mib_per_min * MIB / 60.0,
             s.min_slope_pct_per_h / 100.0 * (b.available_bytes or 0) / 3600.0,

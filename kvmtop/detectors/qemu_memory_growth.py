@@ -25,7 +25,7 @@ from kvmtop.detectors.base import (
     known,
 )
 from kvmtop.detectors.settings import QemuGrowthSettings
-from kvmtop.detectors.trend import TrendSeries, evaluate, phase
+from kvmtop.detectors.trend import TrendSeries, evaluate, evaluation_due, trend_series
 from kvmtop.model.units import MIB
 
 ID = "qemu_memory_growth"
@@ -64,19 +64,15 @@ class QemuMemoryGrowth(PerGuest[_Guest]):
         )
         if state is None or moved:
             # A balloon target change moves `over` by itself: start a new series.
-            bucket = s.min_duration_s / (2 * s.min_points)
-            state = _Guest(TrendSeries(s.window_s, bucket, s.max_points), b.current_bytes)
+            state = _Guest(trend_series(s), b.current_bytes)
             self._guests[g.uuid] = state
         over = b.rss_bytes - b.current_bytes
         state.series.add(tick.wall_s, float(over))
         series = state.series
         if series.duration_s < s.min_duration_s or len(series) < s.min_points:
             return None
-        if state.next_eval_s is None:
-            state.next_eval_s = tick.wall_s + phase(g.uuid, s.eval_every_s)
-        if tick.wall_s < state.next_eval_s:
+        if not evaluation_due(state, tick.wall_s, g.uuid, s.eval_every_s):
             return None
-        state.next_eval_s = tick.wall_s + s.eval_every_s
         limit = max(s.min_over_mib * MIB, s.min_over_pct / 100.0 * b.current_bytes)
         if over <= limit:
             # Below the size that matters: no need for the O(n²) test.

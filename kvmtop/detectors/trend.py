@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Protocol
 
 from kvmtop.detectors.stats import mann_kendall, theil_sen
 
@@ -145,3 +146,54 @@ def phase(uuid: str, period_s: float) -> float:
     replay evaluates on the same ticks as live.
     """
     return (zlib.crc32(uuid.encode()) % 1000) / 1000.0 * period_s
+
+
+class TrendSettings(Protocol):
+    """What a trend check's settings say of its series (`MemoryLeakSettings`,
+    `QemuGrowthSettings`)."""
+
+    @property
+    def window_s(self) -> float:
+        """The span of the series."""
+        ...
+
+    @property
+    def min_duration_s(self) -> float:
+        """The shortest span the test judges."""
+        ...
+
+    @property
+    def min_points(self) -> int:
+        """The fewest points the test judges."""
+        ...
+
+    @property
+    def max_points(self) -> int:
+        """Above this many points, neighbours merge."""
+        ...
+
+
+def trend_series(s: TrendSettings) -> TrendSeries:
+    """An empty series as a trend check keeps one per guest: points in buckets of
+    `min_duration_s` / (2 × `min_points`), so the shortest span judged holds twice
+    the points the test needs."""
+    return TrendSeries(s.window_s, s.min_duration_s / (2 * s.min_points), s.max_points)
+
+
+class Scheduled(Protocol):
+    """A guest's trend state: when its test runs next (None: not yet scheduled)."""
+
+    next_eval_s: float | None
+
+
+def evaluation_due(state: Scheduled, now_s: float, uuid: str, every_s: float) -> bool:
+    """Whether the guest `uuid`'s trend test runs at `now_s`, once its series is long
+    enough to judge: the first time `phase(uuid, every_s)` later (the guests' tests
+    spread over ticks), then at most every `every_s`. When it is due, the next one is
+    set `every_s` from now."""
+    if state.next_eval_s is None:
+        state.next_eval_s = now_s + phase(uuid, every_s)
+    if now_s < state.next_eval_s:
+        return False
+    state.next_eval_s = now_s + every_s
+    return True

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from kvmtop.detectors.trend import TrendSeries, evaluate, phase
+from dataclasses import dataclass
+
+from kvmtop.detectors.settings import MemoryLeakSettings, QemuGrowthSettings
+from kvmtop.detectors.trend import (
+    TrendSeries,
+    evaluate,
+    evaluation_due,
+    phase,
+    trend_series,
+)
 
 
 def test_points_in_one_bucket_are_averaged() -> None:
@@ -32,3 +41,28 @@ def test_evaluate_and_phase() -> None:
     r = evaluate(s, p_max=0.01, tau_min=0.5, confidence=0.95)
     assert r.rising and abs(r.slope - 0.2) < 0.01 and r.points == 30 and r.duration_s == 290
     assert phase("u1", 30.0) == phase("u1", 30.0) and 0 <= phase("u2", 30.0) < 30.0
+
+
+def test_trend_series_buckets_hold_twice_the_points_of_the_shortest_span() -> None:
+    for settings in (MemoryLeakSettings(), QemuGrowthSettings(min_duration_s=600.0)):
+        series = trend_series(settings)
+        assert len(series) == 0 and series.window_s == settings.window_s
+        assert series.max_points == settings.max_points
+        assert series.bucket_s == settings.min_duration_s / (2 * settings.min_points)
+
+
+@dataclass
+class _State:
+    next_eval_s: float | None = None
+
+
+def test_evaluations_start_at_the_guests_phase_then_keep_the_period() -> None:
+    state = _State()
+    first = 1000.0 + phase("u1", 30.0)
+    assert not evaluation_due(state, 1000.0, "u1", 30.0) and phase("u1", 30.0) > 0
+    assert state.next_eval_s == first
+    assert evaluation_due(state, first, "u1", 30.0)
+    assert state.next_eval_s == first + 30.0
+    assert not evaluation_due(state, first + 29.0, "u1", 30.0)
+    assert evaluation_due(state, first + 45.0, "u1", 30.0)  # a late tick: due
+    assert state.next_eval_s == first + 45.0 + 30.0  # and the period counts from it
