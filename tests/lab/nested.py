@@ -96,6 +96,7 @@ WHEELS = [
     "python-ptrace",
     "prometheus-client",
     "zstandard",
+    "msgspec",
     "pytest",
     "pytest-asyncio",
     "hypothesis",
