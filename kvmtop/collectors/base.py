@@ -7,9 +7,9 @@ Layer: collectors (the model only).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from kvmtop.model.sample import GuestSample, HostSample
 
@@ -34,6 +34,37 @@ class Probe:
 
 class CollectorError(Exception):
     """A source failed for this tick; the message is shown to the user as is."""
+
+
+R = TypeVar("R")
+
+
+class Gapped(Protocol):
+    """A collector whose read may miss some of its sources and go on: what the last
+    read could not get is in `last_gaps`."""
+
+    @property
+    def name(self) -> str:
+        """Collector name, as in `Probe.name`."""
+        ...
+
+    @property
+    def last_gaps(self) -> tuple[str, ...]:
+        """What the last read could not get, one line each."""
+        ...
+
+
+def probe_read(
+    collector: Gapped, read: Callable[[], R], detail: Callable[[R], dict[str, str]]
+) -> Probe:
+    """The probe of a collector by one read: unavailable, with the error's message,
+    when `read` raises CollectorError; else available, with the read's gaps
+    (`collector.last_gaps`, joined) as the reason and `detail` of what it read."""
+    try:
+        value = read()
+    except CollectorError as e:
+        return Probe(collector.name, False, str(e))
+    return Probe(collector.name, True, "; ".join(collector.last_gaps) or None, detail(value))
 
 
 class HostSource(Protocol):

@@ -22,7 +22,7 @@ from typing import TypeVar
 import psutil
 
 from kvmtop.collectors import procfs, rtnetlink
-from kvmtop.collectors.base import CollectorError, Probe
+from kvmtop.collectors.base import CollectorError, Probe, probe_read
 from kvmtop.collectors.rtnetlink import QdiscStats
 from kvmtop.model.sample import BlockDevSample, HostSample, NetDevSample, PressureSample
 from kvmtop.model.units import BITS_PER_MBIT, NS_PER_S
@@ -169,21 +169,16 @@ class HostCollector:
         `available` is False only when /proc/stat cannot be used; `reason` lists the
         partial gaps otherwise.
         """
-        try:
-            sample = self.collect()
-        except CollectorError as e:
-            return Probe(self.name, False, str(e))
-        return Probe(
-            self.name,
-            True,
-            "; ".join(self.last_gaps) or None,
-            detail={
-                "root": str(self._root),
-                "kernel": sample.kernel,
-                "user_hz": str(self._user_hz),
-                "ncpu": str(sample.ncpu),
-            },
-        )
+        return probe_read(self, self.collect, self._detail)
+
+    def _detail(self, sample: HostSample) -> dict[str, str]:
+        """The probe's facts for the sources view."""
+        return {
+            "root": str(self._root),
+            "kernel": sample.kernel,
+            "user_hz": str(self._user_hz),
+            "ncpu": str(sample.ncpu),
+        }
 
     def collect(self) -> HostSample:
         """Read every host source once.

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kvmtop.collectors.base import CollectorError, Probe
+from kvmtop.collectors.base import CollectorError, Probe, probe_read
 from kvmtop.collectors.host import read_text
 from kvmtop.model.sample import HostSample, OvsDatapathSample, OvsPortSample
 from kvmtop.model.units import NS_PER_S
@@ -290,21 +290,16 @@ class VswitchCollector:
 
     def probe(self) -> Probe:
         """Refresh once; unavailable when OVSDB cannot be reached."""
-        try:
-            snap = self._refresh()
-        except CollectorError as e:
-            return Probe(self.name, False, str(e))
-        return Probe(
-            self.name,
-            True,
-            "; ".join(self.last_gaps) or None,
-            detail={
-                "rundir": self._find_rundir(),
-                "every_s": f"{self._every_ns / NS_PER_S:g}",
-                "ports": str(len(snap.ports)),
-                "datapaths": ", ".join(d.name for d in snap.datapaths) or "none",
-            },
-        )
+        return probe_read(self, self._refresh, self._detail)
+
+    def _detail(self, snap: _Snapshot) -> dict[str, str]:
+        """The probe's facts for the sources view."""
+        return {
+            "rundir": self._find_rundir(),
+            "every_s": f"{self._every_ns / NS_PER_S:g}",
+            "ports": str(len(snap.ports)),
+            "datapaths": ", ".join(d.name for d in snap.datapaths) or "none",
+        }
 
     def enrich_host(self, host: HostSample) -> HostSample:
         """`host` with the OVS fields of the last refresh, refreshing when due.
