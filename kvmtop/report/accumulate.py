@@ -254,6 +254,36 @@ class Accumulator:
         self.tracker.add(snap)
         self.incidents.add(snap)
 
+    def report(
+        self,
+        reader: StoreReader,
+        from_s: float | None,
+        to_s: float | None,
+        findings: Iterable[FindingSpan],
+        step_s: float | None = None,
+        index_s: float | None = None,
+    ) -> Report:
+        """The report of what was folded in: the range `from_s`..`to_s` of `reader`'s
+        recording read at `step_s` (or from its index, at `index_s`), with the range's
+        finding spans `findings`."""
+        return Report(
+            path=reader.path,
+            meta=reader.meta,
+            from_s=from_s,
+            to_s=to_s,
+            first_s=self.first_s,
+            last_s=self.last_s,
+            step_s=step_s,
+            samples=self.samples,
+            guests=list(self.guests.values()),
+            host=self.host,
+            incidents=ranked(self.incidents.incidents()),
+            findings=by_start(findings),
+            notices=list(reader.notices),
+            skipped=len(reader.skipped),
+            index_s=index_s,
+        )
+
 
 def by_start(spans: Iterable[FindingSpan]) -> list[FindingSpan]:
     """The report's order of finding spans: by first-bad time."""
@@ -290,19 +320,4 @@ def build_report(
         acc.add(snap)
     if progress is not None:
         progress.done()
-    return Report(
-        path=reader.path,
-        meta=reader.meta,
-        from_s=from_s,
-        to_s=to_s,
-        first_s=acc.first_s,
-        last_s=acc.last_s,
-        step_s=step_s,
-        samples=acc.samples,
-        guests=list(acc.guests.values()),
-        host=acc.host,
-        incidents=ranked(acc.incidents.incidents()),
-        findings=by_start(acc.tracker.spans()),
-        notices=list(reader.notices),
-        skipped=len(reader.skipped),
-    )
+    return acc.report(reader, from_s, to_s, acc.tracker.spans(), step_s)

@@ -49,8 +49,7 @@ from kvmtop.feed.spans import FindingSpan
 from kvmtop.model.finding import Finding
 from kvmtop.model.incident import Incident
 from kvmtop.model.sample import Sample
-from kvmtop.report.accumulate import Accumulator, GuestAcc, Report, by_start
-from kvmtop.report.incidents import ranked
+from kvmtop.report.accumulate import Accumulator, GuestAcc, Report
 from kvmtop.report.reading import Progress, extent
 from kvmtop.report.stats import Series, Stats, Trend
 from kvmtop.store.codec import decode, encode
@@ -421,23 +420,9 @@ def indexed_report(
             progress.update(row_last)
     if progress is not None:
         progress.done()
-    return Report(
-        path=reader.path,
-        meta=reader.meta,
-        from_s=from_s,
-        to_s=to_s,
-        first_s=first_s,
-        last_s=last_s,
-        step_s=None,
-        samples=acc.samples,
-        guests=list(acc.guests.values()),
-        host=acc.host,
-        incidents=ranked(acc.incidents.incidents()),
-        findings=by_start(_ended(spans.values(), last_s)),
-        notices=list(reader.notices),
-        skipped=len(reader.skipped),
-        index_s=PLOT_S,
-    )
+    # The rows cover the minutes from the first to the last: the accumulation's first
+    # and last sample times are `first_s` and `last_s`.
+    return acc.report(reader, from_s, to_s, _ended(spans.values(), last_s), index_s=PLOT_S)
 
 
 Row = tuple[float, float, int, bytes | None]
