@@ -4,8 +4,11 @@ Layer: beside the sampler and the store (pure data + file parsing; never imports
 textual or collectors).
 
 The file is `$XDG_CONFIG_HOME/kvmtop/config.toml` (default `~/.config/...`) or the
-path given with `--config`. Unknown keys and wrong types are reported with the file,
-the key and (where it can be found) the line, never silently ignored.
+path given with `--config`. Its schema is the types of `Settings` and of the detector
+settings (`kvmtop.detectors.settings`), limits included (msgspec `Meta`): msgspec
+converts the parsed TOML against them, and an unknown key, a value of another type or
+out of its limits is reported with the file, the key and (where it can be found) the
+line, never silently ignored.
 
 Detector thresholds live in tables (defaults and sources in
 `kvmtop.detectors.settings`):
@@ -37,18 +40,23 @@ Network round-trip probes send packets, so they are off unless asked for
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tomllib
 import typing
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from types import GenericAlias
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
 from kvmtop.detectors.settings import (
     DETECTOR_IDS,
     DETECTOR_SETTINGS_TYPES,
+    DetectorId,
     DetectorSettings,
     GuestOverride,
 )
@@ -72,14 +80,15 @@ class RttSettings:
     """
 
     enabled: bool = False
-    every_s: float = 5.0
+    every_s: Annotated[float, Meta(ge=1, le=1e308)] = 5.0
     addresses: dict[str, str] = field(default_factory=dict)
-    tcp_ports: dict[str, int] = field(default_factory=dict)
+    tcp_ports: dict[str, Annotated[int, Meta(ge=1, le=65535)]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything a user can tune.
+    """Everything a user can tune; each number's type holds its range (inclusive),
+    whether it comes from the file or a flag (`out_of_range`).
 
     Attributes:
         uri: libvirt connection URI.
@@ -96,43 +105,35 @@ class Settings:
     """
 
     uri: str = "qemu:///system"
-    interval_s: float = 2.0
-    balloon_every: int = 5
-    window_size: int = 300
-    min_ops: int = 5
-    theme: str = "kvmtop-dark"
-    steal_warn_pct: float = 5.0
-    steal_crit_pct: float = 10.0
-    detectors: DetectorSettings = field(default_factory=DetectorSettings)
-    rtt: RttSettings = field(default_factory=RttSettings)
-
-
-LIMITS: dict[str, tuple[float, float]] = {
     # Seconds. Below 0.1 s libvirt's vCPU times (10 ms ticks) give figures in steps of
     # 10 % and a tick of many guests can outlast the interval; above an hour a rate
     # over one interval says little, and the detectors, which count ticks, would take
     # hours or days to raise a finding.
-    "interval_s": (0.1, 3600.0),
-    "balloon_every": (1, 1000),  # ticks between balloon stats
+    interval_s: Annotated[float, Meta(ge=0.1, le=3600)] = 2.0
+    balloon_every: Annotated[int, Meta(ge=1, le=1000)] = 5  # ticks between balloon stats
     # Frames; the window never keeps more than GUEST_FRAMES guest entries anyway, and
     # rates need two frames (kvmtop.model.window).
-    "window_size": (2, GUEST_FRAMES),
-    "min_ops": (0, 1_000_000),  # disk requests per interval (0 acts as 1)
-    "steal_warn_pct": (0.0, 100.0),
-    "steal_crit_pct": (0.0, 100.0),
-}
-"""The range (inclusive) of each top-level number, whether from the file or a flag."""
+    window_size: Annotated[int, Meta(ge=2, le=GUEST_FRAMES)] = 300
+    # Disk requests per interval (0 acts as 1).
+    min_ops: Annotated[int, Meta(ge=0, le=1_000_000)] = 5
+    theme: str = "kvmtop-dark"
+    steal_warn_pct: Annotated[float, Meta(ge=0, le=100)] = 5.0
+    steal_crit_pct: Annotated[float, Meta(ge=0, le=100)] = 10.0
+    detectors: DetectorSettings = field(default_factory=DetectorSettings)
+    rtt: RttSettings = field(default_factory=RttSettings)
+
+
+_HINTS = typing.get_type_hints(Settings, include_extras=True)
 
 
 def out_of_range(key: str, value: float) -> str | None:
-    """Why `value` cannot be `key` (a `LIMITS` key), or None when it can.
-
-    NaN and infinities are never in range (every comparison with NaN is false).
-    """
-    low, high = LIMITS[key]
-    if low <= value <= high:
-        return None
-    return f"must be a number from {low:g} to {high:g}, got {value!r}"
+    """Why `value` cannot be the setting `key` (a number of `Settings`), by the limits
+    of its type, or None when it can. NaN and infinities never can."""
+    try:
+        msgspec.convert(value, _HINTS[key])
+    except msgspec.ValidationError as exc:
+        return f"{_said(str(exc))}, got {value!r}"
+    return None
 
 
 def default_config_path() -> Path:
@@ -141,20 +142,184 @@ def default_config_path() -> Path:
     return Path(base) / "kvmtop" / "config.toml"
 
 
-def _coerce(path: Path, key: str, value: Any, default: Any, line: str = "") -> Any:
-    """Check one value against the type of its default (int accepted for floats)."""
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(value, bool) and isinstance(default, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, int | float)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(
-            f"{path}: '{key}' must be {type(default).__name__}, got {type(value).__name__}{line}"
-        )
-    return value
+# ------------------------------------------------------------------ the file's schema
+
+
+class _Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A table of the config file: the keys of the settings dataclass `of`, of its
+    fields' types, each one optional (UNSET where the file has none). msgspec refuses
+    a key that `of` does not have (it would ignore one given for a dataclass)."""
+
+    of: ClassVar[type]
+
+    def given(self) -> dict[str, Any]:
+        """The keys the file sets, a nested table as its settings object."""
+        values = {name: getattr(self, name) for name in self.__struct_fields__}
+        return {
+            name: value.settings() if isinstance(value, _Table) else value
+            for name, value in values.items()
+            if value is not UNSET
+        }
+
+    def settings(self) -> Any:
+        """The settings object: the defaults of `of`, replaced by what the file sets."""
+        return self.of(**self.given())
+
+
+def _check(table: _Table) -> None:
+    """The `__post_init__` of a table whose dataclass checks values across keys in its
+    own: run that check (a ValueError, which msgspec reports at the table). A table of
+    an override is checked against the defaults of the keys it leaves out."""
+    table.settings()
+
+
+class _Detectors(_Table, frozen=True):
+    """The `[detectors]` table, whose `overrides` are a table of glob → `_Override`."""
+
+    def given(self) -> dict[str, Any]:
+        given = super().given()
+        if "overrides" in given:
+            given["overrides"] = tuple(o.override(p) for p, o in given["overrides"].items())
+        return given
+
+
+class _Override(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A `[detectors.overrides."<glob>"]` table: `disabled`, and detector tables whose
+    keys replace the global values for the guests the glob matches."""
+
+    disabled: tuple[DetectorId, ...] = ()
+
+    def override(self, pattern: str) -> GuestOverride:
+        """The override for guests whose name matches `pattern`."""
+        tables = {det: getattr(self, det) for det in DETECTOR_SETTINGS_TYPES}
+        values = {det: t.given() for det, t in tables.items() if t is not UNSET}
+        return GuestOverride(pattern, self.disabled, values)
+
+
+def _table(cls: type, base: type[_Table] = _Table, **types: Any) -> type[_Table]:
+    """The table of the settings dataclass `cls`: its fields, each of the field's type
+    (a dataclass as its own table) or of the type in `types`."""
+    hints = typing.get_type_hints(cls, include_extras=True) | types
+    schema = {
+        n: _table(t) if isinstance(t, type) and is_dataclass(t) else t for n, t in hints.items()
+    }
+    namespace: dict[str, Any] = {"of": cls}
+    if hasattr(cls, "__post_init__"):
+        namespace["__post_init__"] = _check
+    table = msgspec.defstruct(
+        f"{cls.__name__}Table",
+        [(f.name, schema[f.name] | UnsetType, UNSET) for f in fields(cls)],
+        bases=(base,),
+        namespace=namespace,
+    )
+    return typing.cast(type[_Table], table)
+
+
+_OVERRIDE = msgspec.defstruct(
+    "OverrideTable",
+    [(det, _table(cls) | UnsetType, UNSET) for det, cls in DETECTOR_SETTINGS_TYPES.items()],
+    bases=(_Override,),
+)
+_FILE = _table(
+    Settings,
+    detectors=_table(DetectorSettings, _Detectors, overrides=GenericAlias(dict, (str, _OVERRIDE))),
+)
+"""The whole file."""
+
+
+def parse_settings(text: str, path: Path) -> Settings:
+    """Settings from the TOML text of the config file `path`: the defaults, replaced by
+    what the file sets (raises ConfigError)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends with "(at line N, column M)".
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        settings: Settings = msgspec.convert(data, _FILE).settings()
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {_problem(str(exc), data, text)}") from exc
+    return settings
+
+
+# ------------------------------------------------------------------ errors
+
+
+def _said(message: str) -> str:
+    """msgspec's message in a kvmtop line: after the key, and TOML's word for a table."""
+    return (message[:1].lower() + message[1:]).replace("`object`", "`table`")
+
+
+def _problem(error: str, data: dict[str, Any], text: str) -> str:
+    """msgspec's `error` ("Expected `int` >= 1 - at `$.detectors.steal.raise_after`")
+    as kvmtop says it: the key path as TOML writes it, the value a limit refused and
+    the line ("'detectors.steal.raise_after' expected `int` >= 1, got 0 (line 2)")."""
+    message, at, where = error.rpartition(" - at `$")
+    keys = _keys(where.removesuffix("`"), data, error) if at else ()
+    message = message if at else error
+    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", message, re.DOTALL)
+    if unknown:
+        keys = (*keys, unknown.group(1))
+        return f"unknown key '{_dotted(keys)}'{_line_of(text, keys)}"
+    said = _said(message)
+    if said.startswith("expected") and ", got " not in said:  # a limit: say the value
+        said += f", got {_at(data, keys)!r}"
+    elif said.startswith("invalid enum value"):  # a DetectorId, the schema's one enum
+        said += f" (detector ids: {', '.join(DETECTOR_IDS)})"
+    return f"'{_dotted(keys)}' {said}{_line_of(text, keys)}"
+
+
+_STEP = re.compile(r"\.(\w+)|\[(\d+)\]|\[\.\.\.\]")
+"""One step of msgspec's path: `.field`, `[index]`, or `[...]` for any key of a dict."""
+
+
+def _keys(where: str, data: dict[str, Any], error: str) -> tuple[str | int, ...]:
+    """The key path in `data` of msgspec's `where` (".rtt.tcp_ports[...]").
+
+    msgspec names no key of a table it reads as a dict (`[...]`): that key is the first
+    whose entry alone in the table gives the same error, as msgspec reads a table's
+    keys in order and stops at the first error. Each table found is narrowed to that
+    entry before the next is searched, as a later sibling may hold an error of the
+    same text (`$.detectors.overrides[...].steal.k` in two globs).
+    """
+    keys: list[str | int] = []
+    for name, index in _STEP.findall(where):
+        if name:
+            keys.append(name)
+        elif index:
+            keys.append(int(index))
+        else:
+            table: dict[str, Any] = _at(data, keys)
+            key = next(k for k in table if _error(_narrowed(data, keys, k)) == error)
+            data = _narrowed(data, keys, key)
+            keys.append(key)
+    return tuple(keys)
+
+
+def _at(data: dict[str, Any], keys: Sequence[str | int]) -> Any:
+    """The value at the key path `keys` of `data`."""
+    node: Any = data
+    for key in keys:
+        node = node[key]
+    return node
+
+
+def _narrowed(data: Any, keys: Sequence[str | int], key: str) -> Any:
+    """A copy of `data` whose table at the key path `keys` keeps only `key`."""
+    if not keys:
+        return {key: data[key]}
+    copy = data.copy()
+    copy[keys[0]] = _narrowed(data[keys[0]], keys[1:], key)
+    return copy
+
+
+def _error(data: dict[str, Any]) -> str | None:
+    """msgspec's error for the file `data`, or None."""
+    try:
+        msgspec.convert(data, _FILE)
+    except msgspec.ValidationError as exc:
+        return str(exc)
+    return None
 
 
 # ------------------------------------------------------------------ line numbers
@@ -170,18 +335,26 @@ def _split_dotted(text: str) -> tuple[str, ...]:
     return tuple(a or b or c for a, b, c in parts)
 
 
-def _dotted(keys: tuple[str, ...]) -> str:
-    """A key path as TOML writes it, quoting parts that are not bare keys."""
-    return ".".join(k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else f'"{k}"' for k in keys)
+def _dotted(keys: Sequence[str | int]) -> str:
+    """A key path as TOML writes it, quoting parts that are not bare keys (an item of
+    an array as `[i]`)."""
+    bare = re.compile(r"[A-Za-z0-9_-]+")
+    parts = (
+        f"[{k}]" if isinstance(k, int) else f".{k}" if bare.fullmatch(k) else f'."{k}"'
+        for k in keys
+    )
+    return "".join(parts).removeprefix(".")
 
 
-def _line_of(text: str, dotted: tuple[str, ...]) -> str:
+def _line_of(text: str, keys: Sequence[str | int]) -> str:
     """ " (line N)" for the line defining the key path `dotted`, or "" when not found.
 
     tomllib reports lines only for syntax errors, so the semantic errors (unknown key,
     wrong type) find their line by scanning table headers and `key =` lines. A key
-    inside an inline table gets the line of the nearest enclosing key found.
+    inside an inline table gets the line of the nearest enclosing key found, an item
+    of an array the line of its key.
     """
+    dotted = tuple(k for k in keys if isinstance(k, str))
     for length in range(len(dotted), 0, -1):
         found = _line_exact(text, dotted[:length])
         if found:
@@ -205,166 +378,6 @@ def _line_exact(text: str, dotted: tuple[str, ...]) -> str:
             if full == dotted or full[: len(dotted)] == dotted:
                 return f" (line {number})"
     return ""
-
-
-# ------------------------------------------------------------------ detector tables
-
-
-class _Checker:
-    """Validates the `[detectors]` tree against the detector settings dataclasses."""
-
-    def __init__(self, path: Path, text: str) -> None:
-        self.path = path
-        self.text = text
-
-    def fail(self, keys: tuple[str, ...], message: str) -> ConfigError:
-        """A ConfigError naming the file, the dotted key and its line."""
-        line = _line_of(self.text, keys)
-        return ConfigError(f"{self.path}: '{_dotted(keys)}' {message}{line}")
-
-    def unknown(self, keys: tuple[str, ...], names: list[str]) -> ConfigError:
-        """A ConfigError for keys the schema does not have."""
-        full = [_dotted((*keys, n)) for n in names]
-        line = _line_of(self.text, (*keys, names[0]))
-        return ConfigError(f"{self.path}: unknown key(s) {', '.join(full)}{line}")
-
-    def value(self, keys: tuple[str, ...], hint: Any, value: Any) -> Any:
-        """`value` checked (and converted) against a field's type hint."""
-        origin = typing.get_origin(hint)
-        if hint is float:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise self.fail(keys, f"must be float, got {type(value).__name__}")
-            if not math.isfinite(value):  # TOML has inf and nan
-                raise self.fail(keys, f"must be a finite number, got {value!r}")
-            if value < 0:
-                raise self.fail(keys, "must be >= 0")
-            return float(value)
-        if hint is bool or hint is str:
-            if not isinstance(value, hint):
-                raise self.fail(keys, f"must be {hint.__name__}, got {type(value).__name__}")
-            return value
-        if hint is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise self.fail(keys, f"must be int, got {type(value).__name__}")
-            if value < 0:
-                raise self.fail(keys, "must be >= 0")
-            return value
-        if origin is tuple:
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise self.fail(keys, "must be a list of strings")
-            return tuple(value)
-        if origin is dict:
-            if not isinstance(value, dict):
-                raise self.fail(keys, f"must be a table, got {type(value).__name__}")
-            _, item = typing.get_args(hint)
-            return {k: self.value((*keys, k), item, v) for k, v in value.items()}
-        raise self.fail(keys, f"has an unsupported type {hint!r}")  # pragma: no cover
-
-    def table(self, keys: tuple[str, ...], cls: type, data: Any) -> dict[str, Any]:
-        """The checked `{field: value}` changes for one detector settings class."""
-        if not isinstance(data, dict):
-            raise self.fail(keys, f"must be a table, got {type(data).__name__}")
-        hints = typing.get_type_hints(cls)
-        unknown = sorted(set(data) - set(hints))
-        if unknown:
-            raise self.unknown(keys, unknown)
-        values = {k: self.value((*keys, k), hints[k], v) for k, v in data.items()}
-        for k in ("raise_after", "clear_after"):
-            if values.get(k, 1) < 1:
-                raise self.fail((*keys, k), "must be >= 1")
-        merged = {f.name: values.get(f.name, getattr(cls(), f.name)) for f in fields(cls)}
-        if "min_points" in merged:
-            if merged["min_points"] < 3:
-                raise self.fail((*keys, "min_points"), "must be >= 3 (Mann–Kendall needs 3)")
-            if merged["max_points"] < 2 * merged["min_points"]:
-                raise self.fail((*keys, "max_points"), "must be >= 2 × min_points")
-        return values
-
-    def ids(self, keys: tuple[str, ...], value: Any) -> tuple[str, ...]:
-        """A list of detector ids."""
-        names = self.value(keys, tuple[str, ...], value)
-        bad = [n for n in names if n not in DETECTOR_IDS]
-        if bad:
-            raise self.fail(keys, f"names unknown detector(s) {', '.join(bad)}")
-        return typing.cast(tuple[str, ...], names)
-
-    def detectors(self, data: Any, base: DetectorSettings) -> DetectorSettings:
-        """The whole `[detectors]` table, on top of `base`."""
-        keys = ("detectors",)
-        if not isinstance(data, dict):
-            raise self.fail(keys, f"must be a table, got {type(data).__name__}")
-        allowed = {*DETECTOR_IDS, "disabled", "overrides", "incident_gap_s"}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise self.unknown(keys, unknown)
-        changes: dict[str, Any] = {}
-        for det, cls in DETECTOR_SETTINGS_TYPES.items():
-            if det in data:
-                values = self.table((*keys, det), cls, data[det])
-                changes[det] = replace(getattr(base, det), **values)
-        if "disabled" in data:
-            changes["disabled"] = self.ids((*keys, "disabled"), data["disabled"])
-        if "overrides" in data:
-            changes["overrides"] = self.overrides(data["overrides"])
-        if "incident_gap_s" in data:
-            gap = (*keys, "incident_gap_s")
-            changes["incident_gap_s"] = self.value(gap, float, data["incident_gap_s"])
-        return replace(base, **changes)
-
-    def overrides(self, data: Any) -> tuple[GuestOverride, ...]:
-        """`[detectors.overrides."<glob>"]` tables, in file order."""
-        keys = ("detectors", "overrides")
-        if not isinstance(data, dict):
-            raise self.fail(keys, f"must be a table, got {type(data).__name__}")
-        result = []
-        for pattern, table in data.items():
-            okeys = (*keys, pattern)
-            if not isinstance(table, dict):
-                raise self.fail(okeys, f"must be a table, got {type(table).__name__}")
-            unknown = sorted(set(table) - {*DETECTOR_IDS, "disabled"})
-            if unknown:
-                raise self.unknown(okeys, unknown)
-            values = {
-                det: self.table((*okeys, det), DETECTOR_SETTINGS_TYPES[det], table[det])
-                for det in DETECTOR_IDS
-                if det in table
-            }
-            disabled = self.ids((*okeys, "disabled"), table.get("disabled", []))
-            result.append(GuestOverride(pattern=pattern, disabled=disabled, values=values))
-        return tuple(result)
-
-
-def parse_settings(text: str, path: Path, base: Settings | None = None) -> Settings:
-    """Settings from TOML text (keys at top level, detector tables), on top of `base`."""
-    base = base or Settings()
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        # tomllib's message ends with "(at line N, column M)".
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    known = {f.name: getattr(base, f.name) for f in fields(Settings)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        line = _line_of(text, (unknown[0],))
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}{line}")
-    values = {
-        k: _coerce(path, k, v, known[k], _line_of(text, (k,)))
-        for k, v in data.items()
-        if k not in ("detectors", "rtt")
-    }
-    for key in LIMITS:
-        problem = out_of_range(key, values[key]) if key in values else None
-        if problem:
-            raise ConfigError(f"{path}: '{key}' {problem}{_line_of(text, (key,))}")
-    if "detectors" in data:
-        values["detectors"] = _Checker(path, text).detectors(data["detectors"], base.detectors)
-    if "rtt" in data:
-        checker = _Checker(path, text)
-        rtt = checker.table(("rtt",), RttSettings, data["rtt"])
-        if rtt.get("every_s", 1.0) < 1:
-            raise checker.fail(("rtt", "every_s"), "must be >= 1")
-        values["rtt"] = replace(base.rtt, **rtt)
-    return replace(base, **values)
 
 
 def load_settings(path: Path | None) -> tuple[Settings, str | None]:

@@ -52,7 +52,7 @@ def common_options(p: argparse.ArgumentParser, default: object) -> None:
         default=default,
         help="libvirt URI (default qemu:///system)",
     )
-    # Its range is the config file's (kvmtop.config.LIMITS), checked in settings_of.
+    # Its range is the config file's (the type of Settings.interval_s), checked in settings_of.
     p.add_argument(
         "-d",
         "--interval",

@@ -17,10 +17,13 @@ test runs every 30 s) can count evaluations instead of ticks.
 from __future__ import annotations
 
 import fnmatch
+import typing
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Annotated, Any, Literal
 
-DETECTOR_IDS: tuple[str, ...] = (
+from msgspec import Meta
+
+DetectorId = Literal[
     "memory_leak",
     "qemu_memory_growth",
     "vswitch_saturation",
@@ -30,8 +33,21 @@ DETECTOR_IDS: tuple[str, ...] = (
     "disk_latency",
     "host_pressure",
     "overcommit",
-)
+]
+DETECTOR_IDS: tuple[DetectorId, ...] = typing.get_args(DetectorId)
 """Stable detector ids, used in JSON, recordings and reports."""
+
+# The types of the settings are the config file's schema (`kvmtop.config` converts the
+# `[detectors.*]` tables with msgspec, which enforces the Meta limits).
+Number = Annotated[float, Meta(ge=0, le=1e308)]
+"""A threshold: a finite number >= 0 (TOML can write inf and nan; 1e308 is below the
+largest float)."""
+Count = Annotated[int, Meta(ge=0)]
+"""A count, >= 0."""
+Ticks = Annotated[int, Meta(ge=1)]
+"""`raise_after` / `clear_after`: observations in a row, at least one."""
+Points = Annotated[int, Meta(ge=3)]
+"""`min_points` of a trend test: Mann–Kendall needs 3."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,24 +60,24 @@ class StealSettings:
     "steal > 10 % for 20 minutes"; shortened to 5 min, H].
     """
 
-    raise_after: int = 3
-    clear_after: int = 3
-    warn_mean_pct: float = 5.0
-    warn_max_pct: float = 10.0
-    crit_mean_pct: float = 20.0
-    crit_max_pct: float = 10.0
-    crit_sustain_s: float = 300.0
+    raise_after: Ticks = 3
+    clear_after: Ticks = 3
+    warn_mean_pct: Number = 5.0
+    warn_max_pct: Number = 10.0
+    crit_mean_pct: Number = 20.0
+    crit_max_pct: Number = 10.0
+    crit_sustain_s: Number = 300.0
     # Ignore vCPUs whose CPU + steal is below 2 % of the interval: idle noise [H].
-    idle_guard_pct: float = 2.0
+    idle_guard_pct: Number = 2.0
     # Attribution [I]: host PSI cpu some share (from the total= counter) above
     # this, or at least `many_guests` guests stealing, means host over-commit.
-    host_psi_cpu_pct: float = 20.0
-    many_guests: int = 2
+    host_psi_cpu_pct: Number = 20.0
+    many_guests: Count = 2
     # PAUSE exits per vCPU per second read as spinning on a preempted lock holder
     # (needs per-reason tracing) [H: no published threshold].
-    pause_exits_per_vcpu: float = 1000.0
+    pause_exits_per_vcpu: Number = 1000.0
     # Share of the guest's CFS periods throttled that blames its own quota [H].
-    throttled_pct: float = 5.0
+    throttled_pct: Number = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +90,14 @@ class ExitStormSettings:
     transitions alone. Critical above 200 k/s per vCPU whatever the median.
     """
 
-    raise_after: int = 3
-    clear_after: int = 3
-    floor_per_vcpu: float = 50_000.0
-    k: float = 10.0
-    crit_per_vcpu: float = 200_000.0
-    median_window_s: float = 900.0
+    raise_after: Ticks = 3
+    clear_after: Ticks = 3
+    floor_per_vcpu: Number = 50_000.0
+    k: Number = 10.0
+    crit_per_vcpu: Number = 200_000.0
+    median_window_s: Number = 900.0
     # The relative rule needs some history; until then only the floors apply [H].
-    min_baseline_s: float = 60.0
+    min_baseline_s: Number = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,23 +113,23 @@ class DiskLatencySettings:
     floor or at ≥ 90 % utilization [S: atop dskcritperc 90].
     """
 
-    raise_after: int = 3
-    clear_after: int = 3
-    min_reqs: int = 20
+    raise_after: Ticks = 3
+    clear_after: Ticks = 3
+    min_reqs: Count = 20
     # [lab] A throttled disk completes few requests (2 IOPS measured at 500 ms each),
     # so requests are accumulated over up to this many seconds to reach `min_reqs`
     # instead of dropping the interval: slow disks are exactly the ones that starve.
-    accumulate_s: float = 20.0
-    k: float = 3.0
-    floor_rotational_ms: float = 20.0
-    floor_ssd_ms: float = 2.0
-    median_window_s: float = 900.0
-    min_baseline_s: float = 60.0
+    accumulate_s: Number = 20.0
+    k: Number = 3.0
+    floor_rotational_ms: Number = 20.0
+    floor_ssd_ms: Number = 2.0
+    median_window_s: Number = 900.0
+    min_baseline_s: Number = 60.0
     # Above this latency the disk is bad whatever its own median [H]: 5 × the
     # spinning-disk floor; keeps a disk that was already slow at start-up visible.
-    crit_ms: float = 100.0
-    host_gap_ms: float = 2.0
-    host_util_pct: float = 90.0
+    crit_ms: Number = 100.0
+    host_gap_ms: Number = 2.0
+    host_util_pct: Number = 90.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,24 +143,24 @@ class VswitchSettings:
     switch dropping RX at once point at the switch, not at one guest [I].
     """
 
-    raise_after: int = 3
-    clear_after: int = 3
-    util_pct: float = 90.0
+    raise_after: Ticks = 3
+    clear_after: Ticks = 3
+    util_pct: Number = 90.0
     # Uplink capacity in Mbit/s by interface name. Needed for veth/tap uplinks that no
     # tbf/htb root qdisc shapes (their reported speed is made up: drivers/net/tun.c,
     # veth); wins over /sys/class/net/<if>/speed and over the shaping qdisc's rate.
-    uplink_capacity_mbps: dict[str, float] = field(default_factory=dict)
+    uplink_capacity_mbps: dict[str, Number] = field(default_factory=dict)
     # Interface kinds that are uplinks when enslaved to a switch (plus every
     # interface named in `uplink_capacity_mbps`, and every port but a guest's tap
     # whose root qdisc is a shaping tbf/htb).
     uplink_kinds: tuple[str, ...] = ("physical", "bond")
-    drops_per_s: float = 0.0
-    softnet_drops_per_s: float = 0.0
-    ovs_lost_per_s: float = 0.0
-    guests_dropping: int = 2
+    drops_per_s: Number = 0.0
+    softnet_drops_per_s: Number = 0.0
+    ovs_lost_per_s: Number = 0.0
+    guests_dropping: Count = 2
     # A guest counts as dropping above this share of its RX packets [H]
     # (docs/detectors.md#vnic_drops).
-    guest_drop_ratio_pct: float = 0.1
+    guest_drop_ratio_pct: Number = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,11 +172,21 @@ class VnicDropsSettings:
     guest TX" [I].
     """
 
-    raise_after: int = 3
-    clear_after: int = 3
-    ratio_pct: float = 0.1
-    crit_ratio_pct: float = 1.0
-    tx_drops_per_s: float = 0.0
+    raise_after: Ticks = 3
+    clear_after: Ticks = 3
+    ratio_pct: Number = 0.1
+    crit_ratio_pct: Number = 1.0
+    tx_drops_per_s: Number = 0.0
+
+
+def _check_points(min_points: int, max_points: int) -> None:
+    """A trend series decimated to `max_points` (pairs merged) keeps `min_points`.
+
+    Raises:
+        ValueError: it would not.
+    """
+    if max_points < 2 * min_points:
+        raise ValueError(f"max_points ({max_points}) must be >= 2 × min_points ({min_points})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,39 +204,42 @@ class MemoryLeakSettings:
     and slope floor still have to hold, so flat or noisy guests stay quiet.
     """
 
-    raise_after: int = 2
-    clear_after: int = 3
-    window_s: float = 7200.0
-    min_duration_s: float = 300.0
+    raise_after: Ticks = 2
+    clear_after: Ticks = 3
+    window_s: Number = 7200.0
+    min_duration_s: Number = 300.0
     # [H] A leak that would exhaust the guest's memory within `urgent_tte_s` (by the
     # series' robust slope) is judged after `urgent_duration_s`: 18 balloon points at
     # a 10 s stats period, enough for the p < 0.01 test, and an operator wants 3 min
     # of notice more than 5 when the guest has 10 left.
-    urgent_duration_s: float = 180.0
-    urgent_tte_s: float = 1800.0
-    min_points: int = 10
+    urgent_duration_s: Number = 180.0
+    urgent_tte_s: Number = 1800.0
+    min_points: Points = 10
     # Cost bound: the series is decimated (neighbours merged) above this many points,
     # and the O(n²) test runs at most once per `eval_every_s` per guest.
-    max_points: int = 96
-    eval_every_s: float = 30.0
-    p_max: float = 0.01
-    tau_min: float = 0.5
-    confidence: float = 0.95
-    min_slope_mib_per_min: float = 1.0
-    min_slope_pct_per_h: float = 0.5
-    tte_warn_h: float = 24.0
-    tte_crit_h: float = 2.0
+    max_points: Count = 96
+    eval_every_s: Number = 30.0
+    p_max: Number = 0.01
+    tau_min: Number = 0.5
+    confidence: Number = 0.95
+    min_slope_mib_per_min: Number = 1.0
+    min_slope_pct_per_h: Number = 0.5
+    tte_warn_h: Number = 24.0
+    tte_crit_h: Number = 2.0
     # Balloon stats older than this are stale [H: 3 × a 60 s stats period, the longest
     # that suits leak detection]; the leak check pauses and says so.
-    stale_after_s: float = 180.0
+    stale_after_s: Number = 180.0
     # Reset the series when the balloon target (`balloon.current`) moves > 1 %
     # or used memory drops by more than this share of guest RAM at once (memory was
     # freed: a restarted service or an OOM kill; the old trend is over) [H].
-    target_change_pct: float = 1.0
-    drop_reset_pct: float = 10.0
+    target_change_pct: Number = 1.0
+    drop_reset_pct: Number = 10.0
     # A raised leak finding survives this long without a new evaluation (the series
     # restarts after a reset and needs `min_duration_s` again) [H].
-    hold_s: float = 600.0
+    hold_s: Number = 600.0
+
+    def __post_init__(self) -> None:
+        _check_points(self.min_points, self.max_points)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,19 +251,22 @@ class QemuGrowthSettings:
     says it is growing [H/I]. Window and minimum duration: 2 h, 30 min [H].
     """
 
-    raise_after: int = 2
-    clear_after: int = 3
-    min_over_mib: float = 512.0
-    min_over_pct: float = 10.0
-    window_s: float = 7200.0
-    min_duration_s: float = 1800.0
-    min_points: int = 10
-    max_points: int = 96
-    eval_every_s: float = 60.0
-    p_max: float = 0.01
-    tau_min: float = 0.5
-    confidence: float = 0.95
-    hold_s: float = 900.0
+    raise_after: Ticks = 2
+    clear_after: Ticks = 3
+    min_over_mib: Number = 512.0
+    min_over_pct: Number = 10.0
+    window_s: Number = 7200.0
+    min_duration_s: Number = 1800.0
+    min_points: Points = 10
+    max_points: Count = 96
+    eval_every_s: Number = 60.0
+    p_max: Number = 0.01
+    tau_min: Number = 0.5
+    confidence: Number = 0.95
+    hold_s: Number = 900.0
+
+    def __post_init__(self) -> None:
+        _check_points(self.min_points, self.max_points)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,13 +279,13 @@ class HostPressureSettings:
     io full 10 %.
     """
 
-    raise_after: int = 3
-    clear_after: int = 3
-    cpu_some_pct: float = 20.0
-    memory_some_pct: float = 10.0
-    memory_full_pct: float = 5.0
-    io_full_pct: float = 10.0
-    recovering_ratio: float = 0.75
+    raise_after: Ticks = 3
+    clear_after: Ticks = 3
+    cpu_some_pct: Number = 20.0
+    memory_some_pct: Number = 10.0
+    memory_full_pct: Number = 5.0
+    io_full_pct: Number = 10.0
+    recovering_ratio: Number = 0.75
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,10 +296,10 @@ class OvercommitSettings:
     guest's maximum below 10 % of RAM [H: the middle of the issue's 8-12 %].
     """
 
-    raise_after: int = 3
-    clear_after: int = 3
-    vcpu_ratio: float = 1.2
-    mem_reserve_pct: float = 10.0
+    raise_after: Ticks = 3
+    clear_after: Ticks = 3
+    vcpu_ratio: Number = 1.2
+    mem_reserve_pct: Number = 10.0
 
 
 DETECTOR_SETTINGS_TYPES: dict[str, type] = {
@@ -295,7 +327,7 @@ class GuestOverride:
     """
 
     pattern: str
-    disabled: tuple[str, ...] = ()
+    disabled: tuple[DetectorId, ...] = ()
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -319,9 +351,9 @@ class DetectorSettings:
     disk_latency: DiskLatencySettings = field(default_factory=DiskLatencySettings)
     host_pressure: HostPressureSettings = field(default_factory=HostPressureSettings)
     overcommit: OvercommitSettings = field(default_factory=OvercommitSettings)
-    disabled: tuple[str, ...] = ()
+    disabled: tuple[DetectorId, ...] = ()
     overrides: tuple[GuestOverride, ...] = ()
-    incident_gap_s: float = 180.0
+    incident_gap_s: Number = 180.0
 
     def enabled(self, detector: str) -> bool:
         """Whether a detector runs at all (not in the global `disabled` list)."""

@@ -117,7 +117,7 @@ def test_broken_explicit_config_is_exit_2(tmp_path: Path) -> None:
     cfg.write_text("interval_s = 'fast'\n")
     result = kvmtop("--config", str(cfg), "--batch", "--count", "1")
     assert result.returncode == 2
-    assert "'interval_s' must be float" in result.stderr
+    assert result.stderr == f"kvmtop: {cfg}: 'interval_s' expected `float`, got `str` (line 1)\n"
 
 
 @pytest.mark.parametrize("flag", [False, True])
@@ -215,10 +215,27 @@ def test_config_numbers_out_of_range_are_exit_2(tmp_path: Path, text: str, key: 
     one_line_error(result, 2, str(config), key)
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("interval_s = ", ("not valid TOML", "(at line 1, column 14)")),
+        ('[detectors.overrides."db-*"]\nstael = {}', ("unknown key", '"db-*".stael', "line 2")),
+        ("[detectors]\ndisabled = ['x']", ("'detectors.disabled[0]' invalid enum value 'x'",)),
+    ],
+)
+def test_a_broken_config_file_is_one_line_and_exit_2(
+    tmp_path: Path, text: str, words: tuple[str, ...]
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(text + "\n")
+    result = kvmtop("--config", str(config), "--batch", "--count", "1", block_libvirt=True)
+    one_line_error(result, 2, f"kvmtop: {config}: ", *words)
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "0", "-1", "1e6"])
 def test_interval_flag_out_of_range_is_exit_2(value: str) -> None:
     result = kvmtop("--interval", value, "--batch", "--count", "1", block_libvirt=True)
-    one_line_error(result, 2, "--interval", "from 0.1 to 3600")
+    one_line_error(result, 2, "--interval: expected `float`", f"got {float(value)!r}")
 
 
 @pytest.fixture
