@@ -19,7 +19,8 @@ tick needs one for its own call and one for the control info."""
 
 STALL_FACTOR = 1.5
 """A call not back after this multiple of the recent median call is checked for a
-stuck guest (`LibvirtCollector.stall_after`): a monitor occupied for half that long.
+stuck guest (`LibvirtCollector.stall_after`): a monitor occupied for a usual call's
+time (the median) is stuck.
 The first tick of a stall is late by about this much (lab, 12 guests, calls of
 60-150 ms: 2.0 made that tick 130-220 ms late at a 1 s interval)."""
 

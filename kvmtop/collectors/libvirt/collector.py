@@ -56,7 +56,7 @@ NOWAIT there would drop that domain's monitor groups whenever two monitors meet)
 it has not returned after `stall_after` (1.5 times the recent median call of the
 same stats groups, within 10-50 % of the deadline), it keeps its connection and, over
 a new one, the control info of the running domains says which monitor is occupied for
-longer than half that: those guests are not responding, the call is abandoned (its
+as long as a usual call: those guests are not responding, the call is abandoned (its
 result, whose reads span the stall, is never used) and a NOWAIT call reads everyone
 else, skipping the stuck domains' jobs. Overdue (twice the median) with no monitor
 busy at all, the call waits for a job held between monitor commands (a block job, a
@@ -440,12 +440,14 @@ class LibvirtCollector:
         stall_after = None if deadline_s is None else self.stall_after(deadline_s, groups)
         if end is not None:
             self._side_connection(lv, 0.0)  # opened ahead, in the background
-        threshold = (stall_after or 0.0) / 2
         overdue = (
             None
             if deadline_s is None
             else after_typical(self._durations.get(groups, ()), OVERDUE_FACTOR, deadline_s)
         )
+        # A monitor busy for as long as a whole usual call is stuck (not merely slow: on
+        # a loaded host, as the nested lab's L1, one guest's reply can take half a call).
+        threshold = (overdue or 0.0) / OVERDUE_FACTOR
         stuck: dict[str, float] = {}
         swept = False
         # The first call waits for jobs, unless an abandoned call still holds a stuck
@@ -515,7 +517,10 @@ class LibvirtCollector:
                 if call.error is not None:
                     raise call.error
                 records = call.result if call.result is not None else []
-                if not swept and not self._waiting:
+                if not flags and not self._waiting:
+                    # Every call that went through unretried, looked at or not: the
+                    # median then follows a libvirtd that got slower (calls only under
+                    # the check time would keep it low, and every later call looked at).
                     self._durations.setdefault(groups, deque(maxlen=9)).append(
                         self._clock() - called
                     )
