@@ -291,6 +291,16 @@ FIELDS: tuple[Field, ...] = (
           _get("mem_max_bytes"), fmt_bytes, json="mem_max_bytes", digits=None),
     Field("mem_rss_bytes", "Mem RSS", UNIT_BYTES, "resident memory of the QEMU process",
           _get("mem_rss_bytes"), fmt_bytes, json="mem_rss_bytes", digits=None),
+    Field("swap_in_bytes_per_s", "Swap in B/s", UNIT_BYTES_PER_S,
+          "the guest reading its own swap (balloon stats swap_in): it lacks memory inside",
+          _get("swap_in_bytes_per_s"), fmt_si, json="swap_in_bytes_per_s",
+          report=Judged("psi_mem_some_pct", offender="Guest swap-in (B/s)")),
+    Field("swap_out_bytes_per_s", "Swap out B/s", UNIT_BYTES_PER_S,
+          "the guest writing to its own swap (balloon stats swap_out)",
+          _get("swap_out_bytes_per_s"), fmt_si, json="swap_out_bytes_per_s"),
+    Field("major_faults_per_s", "Major faults/s", UNIT_PER_S,
+          "page faults the guest served from disk (balloon stats major_fault)",
+          _get("major_faults_per_s"), fmt_si, json="major_faults_per_s"),
     Field("balloon_age_s", "Balloon age", UNIT_S, "seconds since the guest refreshed its "
           "balloon stats", _get("balloon_age_s"), json="balloon_age_s", digits=1),
 )
