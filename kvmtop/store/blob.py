@@ -26,7 +26,7 @@ from typing import Any
 import zstandard
 
 from kvmtop.model.sample import Sample
-from kvmtop.store.codec import decode, encode
+from kvmtop.store.codec import decode_json, encode
 
 PARAMETERS = zstandard.ZstdCompressionParameters(
     strategy=zstandard.STRATEGY_LAZY2,
@@ -54,7 +54,11 @@ def dumps(sample: Sample) -> bytes:
 
 
 def dumps_doc(doc: dict[str, Any]) -> bytes:
-    """The compact JSON of a sample's codec dict (`kvmtop.store.codec.encode`)."""
+    """The compact JSON of a sample's codec dict (`kvmtop.store.codec.encode`).
+
+    Written by `json`, as the block references are (`kvmtop.store.delta`), not by
+    msgspec: msgspec 0.23's encoder writes NaN as null and refuses a lone surrogate,
+    `json` keeps both exactly (and `kvmtop.store.codec.decode_json` reads them)."""
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -64,7 +68,7 @@ def loads(raw: bytes) -> Sample:
     Raises:
         ValueError: not JSON, or not a valid sample (`CodecError`).
     """
-    return decode(Sample, json.loads(raw))
+    return decode_json(Sample, raw)
 
 
 def dictionary(raw: bytes) -> Dictionary:

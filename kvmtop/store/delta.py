@@ -93,7 +93,8 @@ class Shape:
 
 
 def hollow(doc: dict[str, Any]) -> Shape:
-    """Split a JSON-able dict into its structure and its numbers."""
+    """Split a JSON-able dict (its arrays lists or tuples) into its structure and its
+    numbers."""
     ints: list[int] = []
     floats: list[float] = []
     float_slots: list[int] = []
@@ -106,9 +107,12 @@ def hollow(doc: dict[str, Any]) -> Shape:
                 return dict.fromkeys(value, _HOLE)
             out = {}
             for k, v in value.items():
-                if type(v) is int:
+                t = type(v)
+                if t is int:
                     ints.append(v)
                     out[k] = _HOLE
+                elif v is None or t is str:  # most fields (None: not reported): no call
+                    out[k] = v
                 else:
                     out[k] = leaf(v)
             return out
@@ -122,7 +126,7 @@ def hollow(doc: dict[str, Any]) -> Shape:
         if t is int:
             ints.append(v)
             return _HOLE
-        if t is dict or t is list:
+        if t is dict or t is tuple or t is list:  # msgspec.to_builtins keeps tuples
             return walk(v)
         if t is float:
             float_slots.append(len(ints) + len(floats))

@@ -158,7 +158,7 @@ class _Plan:
     or goes), so each key is split and each value's type checked once, here, and the
     plan writes a `parse` function for records of exactly this layout: straight-line
     code that reads each field at its position and builds the sample (as `dataclasses`
-    and `kvmtop.store.codec` generate code), markedly faster per record than reading
+    generates `__init__`), markedly faster per record than reading
     it through per-device getters (bench/results/measurements.md#libvirt-parse-plan).
     `fits` guarantees a record has the plan's keys and types, so a position the plan
     took for an integer holds one; a stat libvirt did not send, or sent with a type
