@@ -9,23 +9,23 @@ dataclasses' fields and resolved type hints itself, so a field added to
 
 - every field is written, one equal to its default too: msgspec leaves defaults out
   only for its own `Struct` types (`omit_defaults`), never for dataclasses. The
-  codec before msgspec (issue #18) left them out; writing them costs a recording
-  0-2 % more bytes, since its rows store numbers only and a `null` is part of a
-  block's shape, written once per block
-  (bench/results/measurements.md#stored-codec-msgspec);
+  codec before msgspec (issue #18) left them out; writing them adds little to a
+  recording, since its rows store numbers only and a `null` is part of a block's
+  shape, written once per block (bench/results/measurements.md#stored-codec-msgspec);
 - decoding ignores keys it does not know (a file from a newer minor layout) and
   lets a missing key take the field's default (a file from an older one);
 - a value of the wrong type raises `CodecError` (msgspec's strict mode: no bool
   where an int is declared, no float where an int is; an int is taken where a float
   is), so a record that decompressed but is damaged is rejected rather than turned
   into a wrong `Sample`;
-- JSON text is read by msgspec's own parser, which refuses what RFC 8259 JSON does
-  not have but Python's `json` writes (NaN, Infinity, the escape of a lone
-  surrogate). The store writes its text with `json` (`kvmtop.store.blob`,
-  `kvmtop.store.delta`), so such a text is parsed by `json` instead and validated
-  the same way: every file an earlier kvmtop wrote reads as it did. No collector
-  reports such values (they parse kernel text with `float()`, decode it with
-  errors="replace"); the second parse costs only the texts that need it.
+- JSON text is read by msgspec's own parser, which refuses NaN and Infinity (not
+  JSON: RFC 8259 §6) and the escape of a lone surrogate (RFC 8259 §8.2), all of
+  which Python's `json` writes. The store writes its text with `json`
+  (`kvmtop.store.blob`, `kvmtop.store.delta`), so such a text is parsed by `json`
+  instead and validated the same way: every file an earlier kvmtop wrote reads as
+  it did. Samples rarely hold such values (kernel text has no NaN, and the
+  collectors decode it with errors="replace"): the second parse costs only the
+  texts that need it.
 
 Construction bypasses `__init__` (msgspec sets the slots itself), so the model's
 `fast_init` plays no part here.
