@@ -145,7 +145,9 @@ def _split_indexed(
         if per_index is None:
             continue
         index, _, field_name = rest.partition(".")
-        if field_name and index.isdigit():
+        # libvirt prints <N> in ASCII decimal; str.isdigit() alone also takes "²",
+        # which int() refuses.
+        if field_name and index.isascii() and index.isdigit():
             per_index.setdefault(int(index), {})[field_name] = position
     return indexed, vm
 
