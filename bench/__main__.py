@@ -4,6 +4,7 @@
     python -m bench [--only collection pipeline ui tracing fleet store] [--ticks 20]
     python -m bench --check          # CI: short pipeline run against bench/baseline.json
     python -m bench --check --write-baseline
+    python -m bench --budgets bench/results/FILE.json   # the README's budget table
 
 Sections (each row: figure, budget, met or missed, ratio to its peer from this run):
 - collection: kvmtop's and libvirtd's CPU per tick on the lab's running guests, vs
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import bench_collect, bench_fleet, bench_pipeline
-from bench.suite import Row, failed, normalised, regression, table
+from bench.suite import Row, budget_table, failed, normalised, regression, rows_of, table
 
 HERE = Path(__file__).resolve().parent
 BASELINE = HERE / "baseline.json"
@@ -562,9 +563,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="JSON output (default bench/results/HOST-DATE.json)")
     p.add_argument("--check", action="store_true", help="CI regression check only")
     p.add_argument("--write-baseline", action="store_true", help="with --check: record it")
+    p.add_argument(
+        "--budgets", type=Path, metavar="RESULTS", help="print a results file's budget table"
+    )
     args = p.parse_args(argv)
     if args.check:
         return check(args.write_baseline)
+    if args.budgets:
+        print(budget_table(rows_of(args.budgets)))
+        return 0
     rows: list[Row] = []
     errors: dict[str, str] = {}
     record: dict[str, Any] = {}

@@ -7,9 +7,12 @@ in the same run, so the table can say met or missed and the ratio to the peer.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 REGRESSION_FACTOR = 3.0
@@ -89,6 +92,34 @@ def table(rows: Sequence[Row]) -> str:
         if r.note:
             lines.append(f"{'':10}   {r.note}")
     return "\n".join(lines)
+
+
+def budget_table(rows: Sequence[Row]) -> str:
+    """The rows that have a budget as a Markdown table (the README shows it): figure,
+    budget, verdict, and the peer measured in the same run."""
+    lines = [
+        "| section | figure | measured | budget | verdict | peer, same run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.met is None:
+            continue
+        peer = "–" if r.peer is None else f"{r.peer}: {_num(r.peer_value)} {r.unit}"
+        if r.ratio is not None:
+            peer += f" ({r.ratio:.2f}×)"
+        verdict = "met" if r.met else f"**MISSED** ({_num(r.value)} > {_num(r.budget)})"
+        lines.append(
+            f"| {r.section} | {r.name} | {_num(r.value)} {r.unit} | ≤ {_num(r.budget)} {r.unit} "
+            f"| {verdict} | {peer} |"
+        )
+    return "\n".join(lines)
+
+
+def rows_of(path: Path) -> list[Row]:
+    """The rows of a results file written by `python -m bench`."""
+    fields = {f.name for f in dataclasses.fields(Row)}
+    data = json.loads(path.read_text())
+    return [Row(**{k: v for k, v in r.items() if k in fields}) for r in data["rows"]]
 
 
 def normalised(pipeline_ms: float, calibration_ms: float) -> float:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from bench.suite import Row, failed, normalised, regression, table
+import re
+from pathlib import Path
+
+from bench.suite import Row, budget_table, failed, normalised, regression, rows_of, table
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_budget_met_missed_and_unmeasured() -> None:
@@ -45,3 +50,26 @@ def test_regression_only_past_the_factor() -> None:
     assert problem is not None and "3.2×" in problem
     # A machine twice as slow doubles both figures: no regression.
     assert regression(normalised(100.0, 80.0), baseline) is None
+
+
+def test_budget_table_says_missed_with_both_figures() -> None:
+    text = budget_table(
+        [
+            Row("store", "seek", 62.0, "ms", 50.0, "raw read", 31.0),
+            Row("store", "bytes", 140.0, "B", 150.0),
+            Row("ui", "no budget", 3.0, "ms"),
+        ]
+    )
+    lines = text.splitlines()
+    assert len(lines) == 4  # header, rule, the two rows with a budget
+    assert "| **MISSED** (62 > 50) | raw read: 31 ms (2.00×) |" in lines[2]
+    assert lines[3] == "| store | bytes | 140 B | ≤ 150 B | met | – |"
+
+
+def test_readme_budget_table_is_the_committed_results() -> None:
+    """The README's measured figures are those of the results file it names, as
+    `python -m bench --budgets FILE` prints them: never typed in by hand."""
+    readme = (ROOT / "README.md").read_text()
+    named = re.findall(r"`python -m bench --budgets (bench/results/[\w.-]+\.json)`", readme)
+    assert len(named) == 1, named
+    assert budget_table(rows_of(ROOT / named[0])) in readme
