@@ -46,6 +46,7 @@ from kvmtop.detectors.trend import (
     evaluation_due,
     trend_series,
 )
+from kvmtop.model.rates.guest import guest_used_bytes
 from kvmtop.model.sample import BalloonSample
 from kvmtop.model.units import MIB
 
@@ -53,15 +54,12 @@ ID = "memory_leak"
 
 
 def used_and_left(b: BalloonSample) -> tuple[int, int] | None:
-    """(used, usable-left) bytes from the balloon, or None when they cannot be known."""
-    if b.available_bytes is None:
+    """(used, usable-left) bytes from the balloon, or None when they cannot be known:
+    used as the guest table shows it (`guest_used_bytes`), left the rest of MemTotal."""
+    used = guest_used_bytes(b)
+    if used is None or b.available_bytes is None:
         return None
-    if b.usable_bytes is not None:
-        return b.available_bytes - b.usable_bytes, b.usable_bytes
-    if b.unused_bytes is not None and b.disk_caches_bytes is not None:
-        left = b.unused_bytes + b.disk_caches_bytes
-        return b.available_bytes - left, left
-    return None
+    return used, b.available_bytes - used
 
 
 leak_series = trend_series

@@ -220,6 +220,7 @@ def test_new_disk_appears() -> None:
     [
         (BalloonSample(available_bytes=1000, usable_bytes=600), 400),
         (BalloonSample(available_bytes=1000, unused_bytes=500, disk_caches_bytes=100), 400),
+        (BalloonSample(available_bytes=1000, unused_bytes=500), None),  # page cache unknown
         (BalloonSample(available_bytes=1000), None),
         (BalloonSample(current_bytes=1000), None),
         (None, None),

@@ -132,14 +132,16 @@ def guest_used_bytes(b: BalloonSample | None) -> int | None:
     """Guest used memory = MemTotal − MemAvailable (balloon available − usable).
 
     Fallback for guests whose driver does not report `usable` (Linux < 3.14 guests,
-    libvirt < 2.1): available − unused − disk_caches.
+    libvirt < 2.1): available − unused − disk_caches. Without disk_caches it is
+    unknown: the page cache counted as used would make every file read look like
+    growth (and the leak check judges this same figure).
     """
     if b is None or b.available_bytes is None:
         return None
     if b.usable_bytes is not None:
         return b.available_bytes - b.usable_bytes
-    if b.unused_bytes is not None:
-        return b.available_bytes - b.unused_bytes - (b.disk_caches_bytes or 0)
+    if b.unused_bytes is not None and b.disk_caches_bytes is not None:
+        return b.available_bytes - b.unused_bytes - b.disk_caches_bytes
     return None
 
 
