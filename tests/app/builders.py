@@ -14,7 +14,7 @@ import queue
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from textual.pilot import Pilot
 from textual.worker import get_current_worker
@@ -41,6 +41,7 @@ from kvmtop.model.sample import (
     VcpuSample,
 )
 from kvmtop.model.snapshot import Snapshot, build_snapshot
+from tests.records import replace
 
 NS = 1_000_000_000
 MIB = 1 << 20

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from tests.app.builders import (
     snapshot,
     wait_until,
 )
+from tests.records import replace
 
 SIZE = (120, 40)
 GUESTS = [

@@ -5,7 +5,6 @@ and a name that looks like markup is shown as it is."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from tests.app.builders import (
 )
 from tests.app.test_replay_nav import guest, replay_feed
 from tests.hostile import BAD, BAD_SHOWN, BIDI, BIDI_SHOWN, assert_no_raw
+from tests.records import replace
 from tests.store.conftest import write
 
 SIZE = (200, 50)

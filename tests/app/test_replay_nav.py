@@ -14,7 +14,6 @@ span of the same incident (one crossing).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from tests.app.builders import (
     host_sample,
     wait_until,
 )
+from tests.records import replace
 from tests.store.conftest import write
 
 SIZE = (120, 40)

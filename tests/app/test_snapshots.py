@@ -7,7 +7,6 @@ the default theme, a fixed terminal size, and no cursor blink.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 from textual.pilot import Pilot
@@ -16,6 +15,7 @@ from kvmtop.app.main import KvmtopApp
 from kvmtop.model.finding import Finding
 from tests.app.builders import FakeFeed, GuestSpec, snapshot, wait_until
 from tests.app.test_incidents import frame
+from tests.records import replace
 
 GUESTS = [
     GuestSpec("web-01", vcpus=4, cpu_pct=35, steal_pct=3, net_mbps=240),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from kvmtop.collectors.libvirt.domstats import DomainLinks, DomainStatsParser, p
 from kvmtop.collectors.libvirt.domxml import DomainInfo, parse_domain_xml
 from kvmtop.model.sample import BalloonSample, GuestSample
 from tests.collectors.reference_domstats import reference_sample
+from tests.records import field_names
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt"
 CAPTURES = sorted(p for p in FIXTURES.iterdir() if (p / "stats.json").is_file())
@@ -93,10 +94,10 @@ def fresh_parser(info: DomainInfo | None) -> DomainStatsParser:
 def differences(got: GuestSample, want: GuestSample) -> str:
     """The fields in which two samples differ, one line each."""
     return "\n".join(
-        f"  {f.name}: parser {getattr(got, f.name)!r}\n  {' ' * len(f.name)}  reference "
-        f"{getattr(want, f.name)!r}"
-        for f in fields(GuestSample)
-        if getattr(got, f.name) != getattr(want, f.name)
+        f"  {name}: parser {getattr(got, name)!r}\n  {' ' * len(name)}  reference "
+        f"{getattr(want, name)!r}"
+        for name in field_names(GuestSample)
+        if getattr(got, name) != getattr(want, name)
     )
 
 

@@ -11,7 +11,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from kvmtop.collectors.tracepoints import (
 from kvmtop.model.rates.kvm import kvm_exit_silent
 from kvmtop.model.sample import GuestSample, VcpuSample
 from tests.hostfacts import TRACEFS, ensure_mounted
+from tests.records import replace
 
 try:
     from tests.lab.fixture import lab

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import pytest
 
@@ -33,6 +32,7 @@ from tests.detectors.builders import (
     World,
     balloon,
 )
+from tests.records import replace
 
 Step = Callable[[World, int], None]
 

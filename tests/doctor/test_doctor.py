@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from kvmtop.diagnosis.doctor import Doctor, diagnose, exit_status, render_json, 
 from kvmtop.model.sample import GuestSample
 from tests.hostfacts import kvm_exit_events, kvm_modules, lockdown, schedstats
 from tests.lab.fixture import Lab
+from tests.records import replace
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests/fixtures/fs"

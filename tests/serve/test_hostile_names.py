@@ -4,8 +4,6 @@ exposition stays valid for both content types."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -21,6 +19,7 @@ from kvmtop.model.sample import Sample
 from tests.app.builders import HostSpec, host_sample
 from tests.app.builders import snapshot as app_snapshot
 from tests.hostile import BAD, BAD_SHOWN, BIDI, BIDI_SHOWN, assert_no_raw
+from tests.records import replace
 from tests.serve.test_serve import UUID, fetch, guest, server  # noqa: F401 (fixture)
 
 TWO_LINES = "two\nlines\x1b"

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -57,6 +57,7 @@ from kvmtop.model.units import NS_PER_S
 from kvmtop.model.window import Window
 from kvmtop.sampler import Sampler
 from tests.lab.fixture import Lab
+from tests.records import replace
 from tests.serve.prom import promtool
 
 ROOT = Path(__file__).resolve().parents[2]

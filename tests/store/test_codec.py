@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -26,13 +25,15 @@ from kvmtop.model.sample import (
 from kvmtop.store import blob
 from kvmtop.store.codec import CodecError, decode, decode_json, encode
 from kvmtop.store.meta import RecordingMeta
+from tests.records import field_names, from_type, is_record
 from tests.store.synth import SyntheticHost
 
 MODEL_TYPES = sorted(
     (
         obj
         for obj in vars(sample_module).values()
-        if dataclasses.is_dataclass(obj)
+        if isinstance(obj, type)
+        and is_record(obj)
         and obj.__module__ == sample_module.__name__
         and obj is not Sample
     ),  # the whole Sample is slow to draw: its own test below
@@ -55,11 +56,11 @@ def check_round_trip(value: Any) -> None:
 @given(data=st.data())
 def test_round_trip_every_stored_type(tp: type, data: st.DataObject) -> None:
     # Drawn floats include NaN and ±Infinity, ints are of any size.
-    check_round_trip(data.draw(st.from_type(tp)))
+    check_round_trip(data.draw(from_type(tp)))
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.from_type(Sample))
+@given(from_type(Sample))
 def test_round_trip_whole_sample_through_blob(sample: Sample) -> None:
     raw = blob.dumps(sample)
     assert blob.dumps(blob.loads(raw)) == raw
@@ -85,9 +86,7 @@ def test_every_field_is_written_its_default_too() -> None:
         "kvm": {"exits.sum": 0},
         "affinity": None,
     }
-    assert list(encode(GuestSample(uuid="u", name="g"))) == [
-        f.name for f in dataclasses.fields(GuestSample)
-    ]
+    assert list(encode(GuestSample(uuid="u", name="g"))) == field_names(GuestSample)
 
 
 def test_values_that_standard_json_lacks_round_trip_exactly() -> None:

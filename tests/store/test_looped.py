@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from kvmtop.store.meta import StoreError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 from kvmtop.wiring import build_pipeline
+from tests.records import replace
 from tests.store.conftest import make_samples, write
 
 NOW_S = 1_900_000_000.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
 from kvmtop.wiring import build_pipeline
 from tests.detectors.builders import GuestSpec, HostSpec, VcpuSpec, World
+from tests.records import replace
 from tests.store.conftest import write
 from tests.store.synth import SyntheticHost
 

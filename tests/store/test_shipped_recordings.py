@@ -14,7 +14,6 @@ with a default leaves the digests alone.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 
 from kvmtop.model.sample import Sample
 from kvmtop.store.reader import StoreReader
+from tests.records import field_defaults, is_record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,21 +45,14 @@ SHIPPED = {
 
 
 def content(value: Any) -> Any:
-    """A dataclass value's fields that differ from their defaults, recursively, as
+    """A record's (dataclass, Struct) fields that differ from their defaults, recursively, as
     JSON-able values."""
-    if dataclasses.is_dataclass(value):
-        out = {}
-        for f in dataclasses.fields(value):
-            v = getattr(value, f.name)
-            if f.default is not dataclasses.MISSING:
-                default: Any = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:
-                default = dataclasses.MISSING
-            if v != default:
-                out[f.name] = content(v)
-        return out
+    if is_record(value):
+        return {
+            name: content(getattr(value, name))
+            for name, default in field_defaults(type(value))
+            if getattr(value, name) != default
+        }
     if isinstance(value, tuple | list):
         return [content(v) for v in value]
     if isinstance(value, dict):

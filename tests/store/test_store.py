@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 import stat
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from kvmtop.store import writer
 from kvmtop.store.meta import FORMAT_VERSION, StoreError
 from kvmtop.store.reader import StoreReader
 from kvmtop.store.writer import StoreWriter
+from tests.records import replace
 from tests.store.conftest import make_samples, write
 
 FORMAT_1 = Path(__file__).resolve().parents[1] / "fixtures/recordings/lab-sample.kvmtop"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from kvmtop.model.sample import Sample
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.store.reader import StoreReader
 from kvmtop.wiring import build_pipeline
+from tests.records import replace
 
 RECORDING = Path(__file__).parents[1] / "fixtures" / "recordings" / "lab-sample.kvmtop"
 DISK_KEYS = {

@@ -9,7 +9,6 @@ import ctypes
 import errno
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from kvmtop.model.rates.kvm import TRACE_ATTACHED, TRACE_FDS, TRACE_SOURCE
 from kvmtop.model.sample import GuestSample, HostSample, Sample, SourceStatus, VcpuSample
 from kvmtop.sampler import Sampler
 from tests.collectors.test_tracepoints import fake_tracefs
+from tests.records import replace
 
 KVM = GuestSample(
     uuid="u-kvm",

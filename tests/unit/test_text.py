@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -18,6 +17,7 @@ from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import UNSAFE, visible
 from tests.app.builders import DEFAULT_SOURCES, T0, GuestSpec, snapshot
 from tests.hostile import BAD, BAD_SHOWN, BIDI, BIDI_SHOWN, assert_no_raw
+from tests.records import replace
 
 BIDI_CONTROLS = [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
 

@@ -1,0 +1,91 @@
+"""The model's record types, frozen dataclasses and `msgspec.Struct`s alike.
+
+Issue #18 moves the model from dataclasses to Structs; the tests that enumerate a
+type's fields, or draw values of it with Hypothesis, use these helpers so they hold
+for either kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, TypeVar
+
+import msgspec
+from hypothesis import strategies as st
+
+T = TypeVar("T")
+
+REQUIRED: Any = object()
+"""The default of a field that has none."""
+
+
+def is_record(obj: Any) -> bool:
+    """Whether `obj` is a dataclass or Struct type, or an instance of one."""
+    tp = obj if isinstance(obj, type) else type(obj)
+    return dataclasses.is_dataclass(tp) or issubclass(tp, msgspec.Struct)
+
+
+def field_defaults(tp: type) -> list[tuple[str, Any]]:
+    """(name, default) of each field of a record type, in order: a default factory is
+    called, a field without default has `REQUIRED`."""
+    if issubclass(tp, msgspec.Struct):
+        out = []
+        for s in msgspec.structs.fields(tp):
+            if s.default is not msgspec.NODEFAULT:
+                out.append((s.name, s.default))
+            elif s.default_factory is not msgspec.NODEFAULT:
+                out.append((s.name, s.default_factory()))
+            else:
+                out.append((s.name, REQUIRED))
+        return out
+    defaults = []
+    for f in dataclasses.fields(tp):
+        if f.default is not dataclasses.MISSING:
+            defaults.append((f.name, f.default))
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults.append((f.name, f.default_factory()))
+        else:
+            defaults.append((f.name, REQUIRED))
+    return defaults
+
+
+def field_names(tp: type) -> list[str]:
+    """A record type's field names, in order."""
+    return [name for name, _ in field_defaults(tp)]
+
+
+def from_type(tp: Any) -> st.SearchStrategy[Any]:
+    """`st.from_type`, with every Struct type reachable from `tp` built from its
+    fields' types: Hypothesis infers a Struct's arguments from its signature, where a
+    default factory shows as a placeholder it would pass on."""
+    _register(tp, set())
+    return st.from_type(tp)
+
+
+def _register(tp: Any, seen: set[Any]) -> None:
+    if tp in seen:
+        return
+    seen.add(tp)
+    for arg in typing.get_args(tp):
+        _register(arg, seen)
+    if not isinstance(tp, type):
+        return
+    if issubclass(tp, msgspec.Struct):
+        fields = msgspec.structs.fields(tp)
+        for f in fields:
+            _register(f.type, seen)
+        st.register_type_strategy(
+            tp, st.builds(tp, **{f.name: st.from_type(f.type) for f in fields})
+        )
+    elif dataclasses.is_dataclass(tp):
+        for name, hint in typing.get_type_hints(tp).items():
+            if name in {f.name for f in dataclasses.fields(tp)}:
+                _register(hint, seen)
+
+
+def replace(obj: T, **changes: Any) -> T:
+    """A copy of a record (dataclass or Struct) with `changes` applied."""
+    if isinstance(obj, msgspec.Struct):
+        return msgspec.structs.replace(obj, **changes)
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
