@@ -5,17 +5,14 @@ Layer: model (pure). No I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
-from kvmtop.model.frozen import fast_init
 from kvmtop.model.rates.counters import counter_delta, pct_of_wall, rate
 from kvmtop.model.sample import ThreadSample, VcpuSample
 from kvmtop.model.units import NS_PER_S
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class VcpuRates:
+class VcpuRates(msgspec.Struct, frozen=True):
     """Per-vCPU rates. `cpu_pct` and `steal_pct` are percent of wall time."""
 
     index: int
@@ -74,9 +71,7 @@ def derive_vcpu(
     )
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class ThreadRates:
+class ThreadRates(msgspec.Struct, frozen=True):
     """A helper thread of a guest (emulator, iothread, vhost) over the interval.
 
     `cpu_pct` is its run time and `delay_pct` its run-queue wait, in percent of wall

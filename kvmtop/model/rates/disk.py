@@ -6,17 +6,15 @@ Layer: model (pure). No I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from kvmtop.model.frozen import fast_init
+import msgspec
+
 from kvmtop.model.rates.counters import known_sum, latency_ms, rate
 from kvmtop.model.sample import DiskSample
 from kvmtop.model.units import NS_PER_MS
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class DiskRates:
+class DiskRates(msgspec.Struct, frozen=True):
     """Per guest disk: IOPS, throughput and mean latency per request.
 
     `host_dev` is the host disk holding the image (the baseline to compare with).

@@ -5,9 +5,8 @@ Layer: model (pure). No I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
-from kvmtop.model.frozen import fast_init
 from kvmtop.model.rates.counters import known_sum, rate
 from kvmtop.model.sample import GuestSample
 from kvmtop.model.units import NS_PER_S
@@ -85,9 +84,7 @@ def kvm_exit_silent(kvm_exit: float | None, exits: float | None) -> bool | None:
     return kvm_exit == 0 and exits > 0
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class KvmRates:
+class KvmRates(msgspec.Struct, frozen=True):
     """What `derive_kvm` adds to a guest's rates."""
 
     exits_per_s: float | None

@@ -5,16 +5,13 @@ Layer: model (pure). No I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
-from kvmtop.model.frozen import fast_init
 from kvmtop.model.rates.counters import ms_of_ns, rate, to_bits
 from kvmtop.model.sample import NicSample
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class NicRates:
+class NicRates(msgspec.Struct, frozen=True):
     """Per guest NIC, guest point of view; `*_bps` are bits per second.
 
     `bridge` and `switch` name the vSwitch the vNIC is plugged into (the baseline;
