@@ -5,9 +5,8 @@ Layer: model (pure). No I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
-from kvmtop.model.frozen import fast_init
 from kvmtop.model.rates.counters import column_sums, known_max, known_sum, rate
 from kvmtop.model.rates.cpu import ThreadRates, VcpuRates, derive_threads, derive_vcpu
 from kvmtop.model.rates.disk import DiskRates, derive_disk, weighted_latencies
@@ -24,9 +23,7 @@ NA_AFTER_NO_ANSWER = (
 )
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class GuestRates:
+class GuestRates(msgspec.Struct, frozen=True):
     """One guest's figures for one interval: what views and batch output read.
 
     A None value is unknown; `na` maps a field name to the reason it is unknown
@@ -47,7 +44,7 @@ class GuestRates:
     steal_source: str | None = None
     vcpu: tuple[VcpuRates, ...] = ()
     exits_per_s: float | None = None
-    exit_categories: dict[str, float] = field(default_factory=dict)
+    exit_categories: dict[str, float] = msgspec.field(default_factory=dict)
     disks: tuple[DiskRates, ...] = ()
     disk_iops: float | None = None
     disk_read_bytes_per_s: float | None = None
@@ -72,13 +69,13 @@ class GuestRates:
     major_faults_per_s: float | None = None
     swap_in_bytes_per_s: float | None = None
     swap_out_bytes_per_s: float | None = None
-    na: dict[str, str] = field(default_factory=dict)
+    na: dict[str, str] = msgspec.field(default_factory=dict)
     exits_by_reason: dict[str, float] | None = None
     """Exits per second by hardware reason (tracepoints) or by category; None when
     no source can split exits (reason in `na["exits_by_reason"]`)."""
     exit_source: str | None = None
     """Which source fed `exits_by_reason` (else `exits_per_s`): EXIT_SOURCE_*."""
-    tracepoint_rates: dict[str, float] = field(default_factory=dict)
+    tracepoint_rates: dict[str, float] = msgspec.field(default_factory=dict)
     """Per second for every traced "<tracepoint>:<name>" that moved, and every
     ":total" (so a silent tracepoint shows as 0); empty when tracing is off."""
     halt_poll_cpu_pct: float | None = None
