@@ -9,7 +9,9 @@ own CPU (process time) and libvirtd's CPU during kvmtop's ticks. Then, in the sa
 minute and at the same pace, the same two numbers for `virsh domstats` asking the
 groups kvmtop asks (libvirt's own C client, the floor for a libvirt consumer), and
 for `prometheus-libvirt-exporter` (Debian's package, run by hand on loopback, its
-/metrics scraped with urllib): the exporter's CPU and libvirtd's per scrape.
+/metrics scraped with urllib): the exporter's CPU and libvirtd's per scrape. Also
+`kvmtop serve` scraped at that pace and `kvmtop record` (with its index, as run by
+default) as processes of their own: their CPU and libvirtd's per tick.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from kvmtop.config import Settings
+from kvmtop.store.meta import StoreError
+from kvmtop.store.reader import StoreReader
 from kvmtop.wiring import build_pipeline, build_sampler
 
 CLK = os.sysconf("SC_CLK_TCK")
@@ -154,6 +159,27 @@ def serve(interval_s: float) -> Iterator[tuple[int, str]]:
         yield pid, url
 
 
+@contextlib.contextmanager
+def recorder(interval_s: float) -> Iterator[int]:
+    """`kvmtop record` writing a recording (with its index, as by default) every
+    `interval_s`: its pid, once it has written two samples (the first tick's domain
+    XML and discovery are behind it)."""
+    with tempfile.TemporaryDirectory(prefix="kvmtop-bench-") as tmp:
+        path = Path(tmp) / "bench.kvmtop"
+        cmd = [sys.executable, "-m", "kvmtop", "record", "-d", f"{interval_s:g}", "-o", str(path)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(300):
+                with contextlib.suppress(StoreError, OSError), StoreReader(path) as reader:
+                    if reader.count() >= 2:
+                        break
+                time.sleep(0.2)
+            yield proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 def run(ticks: int = 20, interval_s: float = 2.0) -> dict[str, float]:
     """ms of CPU per tick (or scrape) of kvmtop, virsh, the exporter and libvirtd for each."""
     daemon = libvirtd_pid()
@@ -207,6 +233,12 @@ def run(ticks: int = 20, interval_s: float = 2.0) -> dict[str, float]:
         out["serve_ms"], out["serve_libvirtd_ms"] = per_tick_ms(
             [pid, daemon], ticks, interval_s, lambda _i: scrape(url)
         )
+    # `kvmtop record` as a process of its own, as an operator runs it: sampling,
+    # pipeline, store and index (issue #18's target: at or below the exporter).
+    with recorder(interval_s) as pid:
+        out["record_ms"], out["record_libvirtd_ms"] = per_tick_ms(
+            [pid, daemon], ticks, interval_s, lambda _i: None
+        )
     path = install_exporter()
     if path is not None:
         with exporter(path) as (pid, url):
@@ -228,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("kvmtop (all collectors)", "kvmtop"),
         ("virsh domstats (same groups)", "virsh"),
         ("kvmtop serve (scrape)", "serve"),
+        ("kvmtop record (tick)", "record"),
         (f"{EXPORTER} (scrape)", "exporter"),
     ):
         if f"{key}_ms" in r:
