@@ -14,8 +14,9 @@ from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+import msgspec
+
 from kvmtop.detectors.settings import DetectorSettings
-from kvmtop.model.frozen import fast_init
 from kvmtop.model.rates.counters import rate
 from kvmtop.model.rates.frame import Frame
 from kvmtop.model.rates.guest import GuestRates
@@ -48,9 +49,7 @@ S = TypeVar("S")
 T = TypeVar("T")
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class GuestView:
+class GuestView(msgspec.Struct, frozen=True):
     """One running guest this tick.
 
     Attributes:
@@ -128,9 +127,7 @@ class Tick:
         return value
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(msgspec.Struct, frozen=True):
     """A detector's verdict on one subject for one tick (or one evaluation).
 
     Attributes:
@@ -159,8 +156,8 @@ class Observation:
     guest_uuid: str | None = None
     severity: str = "warning"
     message: str = ""
-    evidence: dict[str, float] = field(default_factory=dict)
-    baseline: dict[str, float] = field(default_factory=dict)
+    evidence: dict[str, float] = msgspec.field(default_factory=dict)
+    baseline: dict[str, float] = msgspec.field(default_factory=dict)
     immediate: bool = False
     hold_s: float = HOLD_S
     cause: str = ""
