@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+import msgspec
+
 from kvmtop.model.finding import Finding, severity_rank
 from kvmtop.model.incident import Incident
 from kvmtop.model.snapshot import Snapshot
@@ -145,7 +147,10 @@ class IncidentLog:
         `IncidentTracker.history` gives them: those gone from the last frame closed
         (rank 0)."""
         return sorted(
-            (i if i.id in self._open else replace(i, rank=0) for i in self._seen.values()),
+            (
+                i if i.id in self._open else msgspec.structs.replace(i, rank=0)
+                for i in self._seen.values()
+            ),
             key=lambda i: (i.since_s, i.id),
         )
 

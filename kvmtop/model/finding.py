@@ -5,10 +5,9 @@ Layer: model (pure).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
-from kvmtop.model.frozen import fast_init
+import msgspec
 
 Severity = Literal["info", "warning", "critical"]
 """How bad a finding is (and a table cell's colour class)."""
@@ -23,9 +22,7 @@ def severity_rank(severity: str) -> int:
     return _RANK.get(severity, -1)
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(msgspec.Struct, frozen=True):
     """One problem a detector raised.
 
     Attributes:
@@ -52,7 +49,7 @@ class Finding:
     message: str
     since_s: float
     guest: str | None = None
-    evidence: dict[str, float] = field(default_factory=dict)
-    baseline: dict[str, float] = field(default_factory=dict)
+    evidence: dict[str, float] = msgspec.field(default_factory=dict)
+    baseline: dict[str, float] = msgspec.field(default_factory=dict)
     cause: str = ""
     cause_guests: tuple[str, ...] = ()

@@ -6,9 +6,7 @@ detectors' `IncidentTracker` (`kvmtop.detectors.incidents`) builds and ranks the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from kvmtop.model.frozen import fast_init
+import msgspec
 
 DROP_EVIDENCE = (
     "rx_drops_per_s",
@@ -42,9 +40,7 @@ def impact(guests: int, duration_s: float) -> float:
     return max(1, guests) * duration_s
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(msgspec.Struct, frozen=True):
     """One finding of an incident, as it was last raised.
 
     Attributes:
@@ -69,9 +65,7 @@ class Member:
         return where(self.subject_name, self.guest)
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class Incident:
+class Incident(msgspec.Struct, frozen=True):
     """Findings with one cause (docs/detectors.md#incidents).
 
     Attributes:

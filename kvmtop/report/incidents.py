@@ -7,8 +7,9 @@ them by that worst (docs/detectors.md#incidents).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
+
+import msgspec
 
 from kvmtop.detectors.incidents import SMALLEST_WORST, MemberKey, rank_key
 from kvmtop.feed.spans import IncidentLog
@@ -87,11 +88,11 @@ class IncidentAcc:
             members = tuple(
                 m
                 if m.severity == (s := highest[(m.detector, m.subject, m.guest)])
-                else dataclasses.replace(m, severity=s)
+                else msgspec.structs.replace(m, severity=s)
                 for m in i.members
             )
             out.append(
-                dataclasses.replace(
+                msgspec.structs.replace(
                     i,
                     title=worst.title,
                     severity=worst.severity,
@@ -110,4 +111,4 @@ def ranked(incidents: Iterable[Incident]) -> list[Incident]:
     that cleared before the end of the range keeps the place its worst tick earns it
     (docs/detectors.md#incidents)."""
     order = sorted(incidents, key=lambda i: rank_key(i)[1:])
-    return [dataclasses.replace(i, rank=n) for n, i in enumerate(order, 1)]
+    return [msgspec.structs.replace(i, rank=n) for n, i in enumerate(order, 1)]

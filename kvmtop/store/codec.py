@@ -1,14 +1,14 @@
-"""The model's frozen dataclasses ↔ JSON, through msgspec.
+"""The model's frozen records (msgspec Structs and dataclasses) ↔ JSON, through msgspec.
 
 Layer: store. Imports nothing from kvmtop; never textual.
 
 msgspec (https://jcristharif.com/msgspec/, pinned in constraints.txt) reads the
-dataclasses' fields and resolved type hints itself, so a field added to
+records' fields and resolved type hints itself, so a field added to
 `kvmtop.model.sample` needs no change here. Rules, as msgspec 0.23 applies them
 (tests/store/test_codec.py checks each):
 
 - every field is written, one equal to its default too: msgspec leaves defaults out
-  only for its own `Struct` types (`omit_defaults`), never for dataclasses. The
+  only for a `Struct` type declared with `omit_defaults`, which no model type is. The
   codec before msgspec (issue #18) left them out; writing them adds little to a
   recording, since its rows store numbers only and a `null` is part of a block's
   shape, written once per block (bench/results/measurements.md#stored-codec-msgspec);
@@ -26,9 +26,6 @@ dataclasses' fields and resolved type hints itself, so a field added to
   it did. Samples rarely hold such values (kernel text has no NaN, and the
   collectors decode it with errors="replace"): the second parse costs only the
   texts that need it.
-
-Construction bypasses `__init__` (msgspec sets the slots itself), so the model's
-`fast_init` plays no part here.
 """
 
 from __future__ import annotations
@@ -48,9 +45,9 @@ class CodecError(ValueError):
     """A document does not describe a valid value of the expected type."""
 
 
-def encode(value: DataclassInstance) -> dict[str, Any]:
-    """The JSON-able dict of a dataclass value: every field; tuples stay tuples
-    (`json.dumps` writes them as arrays)."""
+def encode(value: DataclassInstance | msgspec.Struct) -> dict[str, Any]:
+    """The JSON-able dict of a record (dataclass or Struct): every field; tuples stay
+    tuples (`json.dumps` writes them as arrays)."""
     result: dict[str, Any] = msgspec.to_builtins(value)
     return result
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -87,6 +88,16 @@ def test_every_field_is_written_its_default_too() -> None:
         "affinity": None,
     }
     assert list(encode(GuestSample(uuid="u", name="g"))) == field_names(GuestSample)
+
+
+@pytest.mark.parametrize("tp", [*MODEL_TYPES, Finding, Member, Incident])
+def test_no_stored_struct_changes_the_layout(tp: type) -> None:
+    """A Struct that left defaults out, wrote itself as an array or renamed its
+    fields would change the stored bytes: none does."""
+    if issubclass(tp, msgspec.Struct):
+        config = tp.__struct_config__
+        assert not config.omit_defaults and not config.array_like and config.tag is None
+        assert all(f.encode_name == f.name for f in msgspec.structs.fields(tp))
 
 
 def test_values_that_standard_json_lacks_round_trip_exactly() -> None:
