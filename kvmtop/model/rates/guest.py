@@ -5,6 +5,8 @@ Layer: model (pure). No I/O.
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
 
 from kvmtop.model.rates.counters import column_sums, known_max, known_sum, rate
@@ -182,6 +184,12 @@ def _not_responding(cur: GuestSample, reason: str) -> GuestRates:
     )
 
 
+@functools.cache
+def _too_few(min_ops: int, what: str) -> str:
+    """Why a latency is unknown (the same few texts for every idle disk, every tick)."""
+    return f"fewer than {max(min_ops, 1)} {what} completed in the interval"
+
+
 def derive_guest(
     prev: GuestSample | None,
     cur: GuestSample,
@@ -299,12 +307,10 @@ def derive_guest(
                 key, (no_prev or NA_FIRST) if cur.state == "running" else f"guest {cur.state}"
             )
     elif cur.disks:
-        for latency, key, what in (
-            (read_ms, "disk_read_ms", "reads"),
-            (write_ms, "disk_write_ms", "writes"),
-        ):
-            if latency is None:
-                na[key] = f"fewer than {max(min_ops, 1)} {what} completed in the interval"
+        if read_ms is None:
+            na["disk_read_ms"] = _too_few(min_ops, "reads")
+        if write_ms is None:
+            na["disk_write_ms"] = _too_few(min_ops, "writes")
 
     return GuestRates(
         uuid=cur.uuid,
