@@ -54,6 +54,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_store import seek_times, table_bytes
@@ -87,16 +89,15 @@ def samples(guests: int, n: int) -> Iterator[Sample]:
         if extra_ns and guests > 1:
             g = sample.guests[1]
             vcpus = tuple(
-                replace(
+                msgspec.structs.replace(
                     v,
                     delay_ns=(v.delay_ns or 0) + extra_ns,
                     sched_delay_ns=(v.sched_delay_ns or 0) + extra_ns,
                 )
                 for v in g.vcpus
             )
-            sample = replace(
-                sample, guests=(sample.guests[0], replace(g, vcpus=vcpus), *sample.guests[2:])
-            )
+            g = msgspec.structs.replace(g, vcpus=vcpus)
+            sample = replace(sample, guests=(sample.guests[0], g, *sample.guests[2:]))
         yield sample
 
 

@@ -20,8 +20,9 @@ import ctypes
 import errno
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
+
+from msgspec.structs import replace
 
 from kvmtop.collectors.base import Probe
 from kvmtop.collectors.host import read_text

@@ -35,8 +35,10 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from msgspec.structs import replace
 
 from kvmtop.collectors.base import CollectorError, Probe
 from kvmtop.collectors.host import read_text

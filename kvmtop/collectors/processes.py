@@ -19,8 +19,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+
+from msgspec.structs import replace
 
 from kvmtop.collectors import procfs
 from kvmtop.collectors.base import Probe

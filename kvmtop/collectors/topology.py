@@ -24,8 +24,10 @@ import os
 import re
 import stat as stat_mod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+
+from msgspec.structs import replace
 
 from kvmtop.collectors.base import Probe
 from kvmtop.collectors.host import read_text

@@ -24,8 +24,10 @@ import os
 import resource
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from msgspec.structs import replace
 
 from kvmtop.collectors import tracefs
 from kvmtop.collectors.base import CollectorError, Probe

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from kvmtop.model.frozen import fast_init
+import msgspec
 
 SCHEMA_VERSION = 1
 """Version of the sample layout; bumped on incompatible changes (recordings carry it)."""
@@ -45,9 +45,7 @@ class SourceStatus:
 # --------------------------------------------------------------------------- guests
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class VcpuSample:
+class VcpuSample(msgspec.Struct, frozen=True):
     """One vCPU of a guest.
 
     `time_ns` and `delay_ns` come from libvirt's vcpu group (`vcpu.N.time`, and
@@ -67,13 +65,11 @@ class VcpuSample:
     tid: int | None = None
     sched_run_ns: int | None = None
     sched_delay_ns: int | None = None
-    kvm: dict[str, int] = field(default_factory=dict)
+    kvm: dict[str, int] = msgspec.field(default_factory=dict)
     affinity: tuple[int, ...] | None = None
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class DiskSample:
+class DiskSample(msgspec.Struct, frozen=True):
     """One guest block device (`block.N.*`, top of the backing chain only).
 
     Times are libvirt's totals in ns (QEMU rd_total_time_ns etc.). `path` is the
@@ -98,9 +94,7 @@ class DiskSample:
     physical_bytes: int | None = None
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class NicSample:
+class NicSample(msgspec.Struct, frozen=True):
     """One guest network interface, counters from the guest's point of view.
 
     libvirt reads the host tap's /proc/net/dev row and swaps RX/TX for taps
@@ -137,9 +131,7 @@ class NicSample:
     rtt_reason: str | None = None
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class BalloonSample:
+class BalloonSample(msgspec.Struct, frozen=True):
     """Guest memory as reported by the virtio balloon (libvirt balloon group).
 
     libvirt reports KiB; converted to bytes at ingest. `available_bytes` is the
@@ -162,9 +154,7 @@ class BalloonSample:
     last_update_s: int | None = None
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class ThreadSample:
+class ThreadSample(msgspec.Struct, frozen=True):
     """A non-vCPU thread that works for a guest (schedstat of /proc/PID/task/TID).
 
     `kind` is "emulator" (QEMU main loop), "iothread", "vhost" (vhost-net worker
@@ -178,9 +168,7 @@ class ThreadSample:
     delay_ns: int | None = None
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class GuestSample:
+class GuestSample(msgspec.Struct, frozen=True):
     """Everything collected about one guest in one tick.
 
     Attributes:
@@ -229,10 +217,10 @@ class GuestSample:
     disks: tuple[DiskSample, ...] = ()
     nics: tuple[NicSample, ...] = ()
     balloon: BalloonSample | None = None
-    vm_kvm: dict[str, int] = field(default_factory=dict)
+    vm_kvm: dict[str, int] = msgspec.field(default_factory=dict)
     managed: str = "libvirt"
-    debugfs: dict[str, int] = field(default_factory=dict)
-    exit_reasons: dict[str, int] = field(default_factory=dict)
+    debugfs: dict[str, int] = msgspec.field(default_factory=dict)
+    exit_reasons: dict[str, int] = msgspec.field(default_factory=dict)
     threads: tuple[ThreadSample, ...] = ()
     max_memory_bytes: int | None = None
     balloon_period_s: int | None = None
@@ -479,11 +467,13 @@ def shift_clocks(
     guests = tuple(
         g
         if g.balloon is None and g.not_responding_since_s is None
-        else replace(
+        else msgspec.structs.replace(
             g,
             balloon=g.balloon
             if g.balloon is None or g.balloon.last_update_s is None
-            else replace(g.balloon, last_update_s=g.balloon.last_update_s + round(wall_s)),
+            else msgspec.structs.replace(
+                g.balloon, last_update_s=g.balloon.last_update_s + round(wall_s)
+            ),
             not_responding_since_s=None
             if g.not_responding_since_s is None
             else g.not_responding_since_s + wall_s,
