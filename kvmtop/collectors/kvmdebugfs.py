@@ -28,7 +28,7 @@ from kvmtop.collectors.base import Probe
 from kvmtop.collectors.host import read_text
 from kvmtop.model.sample import GuestSample, VcpuSample
 
-Reader = Callable[[Path], str]
+Reader = Callable[[str], str]
 """Reads one file's text; raises OSError like `open` (injectable for tests)."""
 
 LOCKDOWN_REASON = (
@@ -79,6 +79,10 @@ class DebugfsCollector:
         self._root = root
         self._debug = root / "sys" / "kernel" / "debug"
         self._kvm = self._debug / "kvm"
+        # The per-tick walk joins and sorts plain strings: a pathlib join or
+        # comparison costs microseconds, hundreds of times a tick
+        # (bench/results/measurements.md#procfs-reads).
+        self._kvm_dir = str(self._kvm)
         self._mount = (os.geteuid() == 0) if mount is None else mount
         self._read = reader
         self.file_status: dict[str, str] = {}
@@ -112,7 +116,7 @@ class DebugfsCollector:
             names = sorted(p.name for p in self._kvm.iterdir() if p.is_file())
         except OSError as e:
             return Probe(self.name, False, f"{self._kvm}: {e.strerror}")
-        self._read_dir(self._kvm, [n for n in names if _is_stat_file(n)])
+        self._read_dir(self._kvm_dir, [n for n in names if _is_stat_file(n)])
         return self._verdict()
 
     def _try_mount(self) -> str | None:
@@ -141,14 +145,14 @@ class DebugfsCollector:
             return Probe(self.name, bool(ok), LOCKDOWN_REASON, detail)
         return Probe(self.name, True, None, detail)
 
-    def _read_dir(self, directory: Path, names: Sequence[str]) -> dict[str, int]:
+    def _read_dir(self, directory: str, names: Sequence[str]) -> dict[str, int]:
         """Read the stat files `names` of `directory`, recording each outcome."""
         values: dict[str, int] = {}
         for name in names:
             if name in self._refused:
                 continue
             try:
-                text = self._read(directory / name)
+                text = self._read(f"{directory}/{name}")
             except PermissionError as e:
                 # Lockdown cannot be lifted without a reboot (security/lockdown),
                 # so a refused stat is not asked for again until the next probe.
@@ -167,32 +171,37 @@ class DebugfsCollector:
             self.file_status[name] = "ok"
         return values
 
-    def vm_dirs_by_pid(self) -> dict[int, list[Path]]:
-        """Every VM directory ("<pid>-<fd>") grouped by the pid that created it."""
-        out: dict[int, list[Path]] = {}
+    def vm_dirs_by_pid(self) -> dict[int, list[str]]:
+        """Every VM directory ("<pid>-<fd>", its path) grouped by the pid that created
+        it, in name order."""
+        out: dict[int, list[str]] = {}
         try:
-            entries = sorted(self._kvm.iterdir())
+            names = sorted(os.listdir(self._kvm_dir))
         except OSError:
             return out
-        for entry in entries:
-            pid, dash, fd = entry.name.partition("-")
+        for name in names:
+            pid, dash, fd = name.partition("-")
             if dash and pid.isdigit() and fd.isdigit():
-                out.setdefault(int(pid), []).append(entry)
+                out.setdefault(int(pid), []).append(f"{self._kvm_dir}/{name}")
         return out
 
-    def vcpu_tids(self, vm_dir: Path) -> dict[int, int]:
-        """vCPU index → thread id from `vcpuN/pid` (0444, readable under lockdown)."""
+    def vcpu_tids(self, vm_dir: str, names: Sequence[str] | None = None) -> dict[int, int]:
+        """vCPU index → thread id from `vcpuN/pid` (0444, readable under lockdown).
+
+        `names`: the directory's entries when the caller listed it already.
+        """
         out: dict[int, int] = {}
-        try:
-            entries = list(vm_dir.iterdir())
-        except OSError:
-            return out
-        for entry in entries:
-            index = entry.name.removeprefix("vcpu")
-            if not entry.name.startswith("vcpu") or not index.isdigit():
+        if names is None:
+            try:
+                names = os.listdir(vm_dir)
+            except OSError:
+                return out
+        for name in names:
+            index = name.removeprefix("vcpu")
+            if index == name or not index.isdigit():
                 continue
             try:
-                tid = int(self._read(entry / "pid").strip())
+                tid = int(self._read(f"{vm_dir}/{name}/pid").strip())
             except (OSError, ValueError):
                 continue
             if tid > 0:  # 0 until the vCPU first ran (kvm_vcpu_debugfs pid file)
@@ -211,17 +220,18 @@ class DebugfsCollector:
             for g in guests
         )
 
-    def _enrich(self, guest: GuestSample, dirs: Sequence[Path]) -> GuestSample:
+    def _enrich(self, guest: GuestSample, dirs: Sequence[str]) -> GuestSample:
         totals: dict[str, int] = {}
         tids: dict[int, int] = {}
         for vm_dir in dirs:
             try:
-                names = [p.name for p in vm_dir.iterdir() if _is_stat_file(p.name)]
+                entries = os.listdir(vm_dir)
             except OSError:
                 continue  # the VM went away between listing and reading
-            for name, value in self._read_dir(vm_dir, sorted(names)).items():
+            names = sorted(n for n in entries if _is_stat_file(n))
+            for name, value in self._read_dir(vm_dir, names).items():
                 totals[name] = totals.get(name, 0) + value
-            tids.update(self.vcpu_tids(vm_dir))
+            tids.update(self.vcpu_tids(vm_dir, entries))
         vcpus = [
             v if v.tid is not None or v.index not in tids else replace(v, tid=tids[v.index])
             for v in guest.vcpus

@@ -153,6 +153,9 @@ class ProcessCollector:
         self, root: Path = Path("/"), *, rescan_every: int = 10, user_hz: int | None = None
     ) -> None:
         self._proc = root / "proc"
+        # Per-tick paths are joined as plain strings: a pathlib join costs
+        # microseconds, hundreds of times a tick (bench/results/measurements.md#procfs-reads).
+        self._proc_dir = str(self._proc)
         self._debugfs = DebugfsCollector(root, mount=False)
         self._rescan_every = max(1, rescan_every)
         self._user_hz = user_hz or os.sysconf("SC_CLK_TCK")
@@ -162,7 +165,7 @@ class ProcessCollector:
         self._checked: dict[int, int] = {}
         """Tick at which each pid's fds were last examined."""
         self._vhost_kthreads: dict[int, tuple[int, ...]] = {}
-        self._vm_dirs: dict[int, list[Path]] = {}
+        self._vm_dirs: dict[int, list[str]] = {}
         """KVM debugfs VM directories by pid, listed once per tick."""
         self._comms: dict[int, dict[int, str]] = {}
         """Thread names by pid and tid (see `_threads`)."""
@@ -198,7 +201,7 @@ class ProcessCollector:
 
     def _scan_fds(self, pid: int) -> _Fds | None:
         """Classify the fds of `pid`; None when the process is gone or unreadable."""
-        fd_dir = self._proc / str(pid) / "fd"
+        fd_dir = f"{self._proc_dir}/{pid}/fd"
         try:
             names = os.listdir(fd_dir)
         except OSError:
@@ -207,7 +210,7 @@ class ProcessCollector:
         vcpus: set[int] = set()
         for fd in names:
             try:
-                target = os.readlink(fd_dir / fd)
+                target = os.readlink(f"{fd_dir}/{fd}")
             except OSError:
                 continue  # closed meanwhile
             if target == _VM_FD:
@@ -257,7 +260,7 @@ class ProcessCollector:
     def _schedstat(self, pid: int, tid: int) -> tuple[int, int] | None:
         try:
             run, delay, _ = procfs.parse_task_schedstat(
-                read_text(self._proc / str(pid) / "task" / str(tid) / "schedstat")
+                read_text(f"{self._proc_dir}/{pid}/task/{tid}/schedstat")
             )
         except (OSError, ValueError):
             return None
@@ -270,7 +273,7 @@ class ProcessCollector:
         it (qemu_thread_create → pthread_setname_np) and never again, so only new
         threads are read, and every name again once per `rescan_every` ticks.
         """
-        task = self._proc / str(pid) / "task"
+        task = f"{self._proc_dir}/{pid}/task"
         try:
             tids = [int(t) for t in os.listdir(task)]
         except OSError:
@@ -284,7 +287,7 @@ class ProcessCollector:
                 out[tid] = known[tid]
                 continue
             try:
-                out[tid] = read_text(task / str(tid) / "comm").strip()
+                out[tid] = read_text(f"{task}/{tid}/comm").strip()
             except OSError:
                 continue  # exited meanwhile
         self._comms[pid] = out

@@ -36,10 +36,11 @@ def make_tree(root: Path, pid: int = 4242, vcpu_tids: dict[int, int] | None = No
     return vm
 
 
-def lockdown_reader(path: Path) -> str:
+def lockdown_reader(path: str) -> str:
     """Refuse what lockdown refuses: every 0644 stat (root ignores modes, so simulate)."""
-    if path.name in CUMULATIVE or path.name in HIST or path.name == "mmu_rmaps_stat":
-        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(path))
+    name = os.path.basename(path)
+    if name in CUMULATIVE or name in HIST or name == "mmu_rmaps_stat":
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), path)
     return read_text(path)
 
 
@@ -72,8 +73,8 @@ def test_refused_files_are_not_retried(tmp_path: Path) -> None:
     make_tree(tmp_path)
     asked: list[str] = []
 
-    def counting(path: Path) -> str:
-        asked.append(path.name)
+    def counting(path: str) -> str:
+        asked.append(os.path.basename(path))
         return lockdown_reader(path)
 
     c = DebugfsCollector(tmp_path, mount=False, reader=counting)
@@ -135,8 +136,8 @@ def test_missing(tmp_path: Path, setup: str, reason: str) -> None:
 def test_all_refused_is_unavailable(tmp_path: Path) -> None:
     make_tree(tmp_path)
 
-    def refuse_all(path: Path) -> str:
-        raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+    def refuse_all(path: str) -> str:
+        raise PermissionError(errno.EPERM, "Operation not permitted", path)
 
     probe = DebugfsCollector(tmp_path, mount=False, reader=refuse_all).probe()
     assert not probe.available and probe.reason == LOCKDOWN_REASON
