@@ -22,7 +22,10 @@ window keeps tens of thousands alive; at the default the collector ran a full
 collection every few ticks at 500 guests, walking the whole window each time and
 finding nothing; with 10,000 the pipeline's tick is cheaper (bench_pipeline:
 bench/results/measurements.md#gc-threshold). Cycles are still collected, later
-(https://docs.python.org/3.11/library/gc.html#gc.set_threshold)."""
+(https://docs.python.org/3.11/library/gc.html#gc.set_threshold). The model's
+records are Structs the collector does not track at all (`gc=False`: they cannot be
+part of a cycle, tests/unit/test_model_records.py), so a full collection walks
+well under half of the window (bench/results/measurements.md#model-records-as-msgspec-structs)."""
 
 
 def tune_gc() -> None:

@@ -49,7 +49,7 @@ S = TypeVar("S")
 T = TypeVar("T")
 
 
-class GuestView(msgspec.Struct, frozen=True):
+class GuestView(msgspec.Struct, frozen=True, gc=False):
     """One running guest this tick.
 
     Attributes:
@@ -127,7 +127,7 @@ class Tick:
         return value
 
 
-class Observation(msgspec.Struct, frozen=True):
+class Observation(msgspec.Struct, frozen=True, gc=False):
     """A detector's verdict on one subject for one tick (or one evaluation).
 
     Attributes:

@@ -22,7 +22,7 @@ def severity_rank(severity: str) -> int:
     return _RANK.get(severity, -1)
 
 
-class Finding(msgspec.Struct, frozen=True):
+class Finding(msgspec.Struct, frozen=True, gc=False):
     """One problem a detector raised.
 
     Attributes:

@@ -40,7 +40,7 @@ def impact(guests: int, duration_s: float) -> float:
     return max(1, guests) * duration_s
 
 
-class Member(msgspec.Struct, frozen=True):
+class Member(msgspec.Struct, frozen=True, gc=False):
     """One finding of an incident, as it was last raised.
 
     Attributes:
@@ -65,7 +65,7 @@ class Member(msgspec.Struct, frozen=True):
         return where(self.subject_name, self.guest)
 
 
-class Incident(msgspec.Struct, frozen=True):
+class Incident(msgspec.Struct, frozen=True, gc=False):
     """Findings with one cause (docs/detectors.md#incidents).
 
     Attributes:

@@ -45,7 +45,7 @@ class SourceStatus:
 # --------------------------------------------------------------------------- guests
 
 
-class VcpuSample(msgspec.Struct, frozen=True):
+class VcpuSample(msgspec.Struct, frozen=True, gc=False):
     """One vCPU of a guest.
 
     `time_ns` and `delay_ns` come from libvirt's vcpu group (`vcpu.N.time`, and
@@ -69,7 +69,7 @@ class VcpuSample(msgspec.Struct, frozen=True):
     affinity: tuple[int, ...] | None = None
 
 
-class DiskSample(msgspec.Struct, frozen=True):
+class DiskSample(msgspec.Struct, frozen=True, gc=False):
     """One guest block device (`block.N.*`, top of the backing chain only).
 
     Times are libvirt's totals in ns (QEMU rd_total_time_ns etc.). `path` is the
@@ -94,7 +94,7 @@ class DiskSample(msgspec.Struct, frozen=True):
     physical_bytes: int | None = None
 
 
-class NicSample(msgspec.Struct, frozen=True):
+class NicSample(msgspec.Struct, frozen=True, gc=False):
     """One guest network interface, counters from the guest's point of view.
 
     libvirt reads the host tap's /proc/net/dev row and swaps RX/TX for taps
@@ -131,7 +131,7 @@ class NicSample(msgspec.Struct, frozen=True):
     rtt_reason: str | None = None
 
 
-class BalloonSample(msgspec.Struct, frozen=True):
+class BalloonSample(msgspec.Struct, frozen=True, gc=False):
     """Guest memory as reported by the virtio balloon (libvirt balloon group).
 
     libvirt reports KiB; converted to bytes at ingest. `available_bytes` is the
@@ -154,7 +154,7 @@ class BalloonSample(msgspec.Struct, frozen=True):
     last_update_s: int | None = None
 
 
-class ThreadSample(msgspec.Struct, frozen=True):
+class ThreadSample(msgspec.Struct, frozen=True, gc=False):
     """A non-vCPU thread that works for a guest (schedstat of /proc/PID/task/TID).
 
     `kind` is "emulator" (QEMU main loop), "iothread", "vhost" (vhost-net worker
@@ -168,7 +168,7 @@ class ThreadSample(msgspec.Struct, frozen=True):
     delay_ns: int | None = None
 
 
-class GuestSample(msgspec.Struct, frozen=True):
+class GuestSample(msgspec.Struct, frozen=True, gc=False):
     """Everything collected about one guest in one tick.
 
     Attributes:

@@ -1,12 +1,19 @@
 """The model's per-tick records are frozen msgspec Structs (issue #18: they replaced
-the `exec`-generated `__init__` of frozen dataclasses)."""
+the `exec`-generated `__init__` of frozen dataclasses), untracked by the garbage
+collector (`gc=False`), which is safe only while none can be part of a reference
+cycle: a record holds values, containers of values and other records, built before
+it, so nothing in it can refer back to it."""
 
 from __future__ import annotations
+
+import types
+import typing
 
 import msgspec
 import pytest
 
 from kvmtop.detectors import base
+from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.model import finding, incident, sample
 from kvmtop.model.rates import cpu, disk, guest, kvm, net
 from kvmtop.model.sample import GuestSample
@@ -28,9 +35,24 @@ def test_the_model_has_its_structs() -> None:
     assert len(STRUCTS) == 17
 
 
+LEAVES = {int, float, str, bool, type(None), DetectorSettings, *STRUCTS}
+"""What a record's fields may hold: values, the detector settings (frozen values),
+other records."""
+
+
+def acyclic(hint: object) -> bool:
+    """Whether a field of this type can never refer back to the record."""
+    origin = typing.get_origin(hint)
+    if origin in (dict, tuple, types.UnionType, typing.Union):
+        return all(acyclic(a) for a in typing.get_args(hint) if a is not Ellipsis)
+    return hint in LEAVES
+
+
 @pytest.mark.parametrize("tp", STRUCTS, ids=lambda tp: tp.__name__)
-def test_every_struct_is_frozen(tp: type[msgspec.Struct]) -> None:
-    assert tp.__struct_config__.frozen
+def test_every_struct_is_frozen_and_untracked_safely(tp: type[msgspec.Struct]) -> None:
+    config = tp.__struct_config__
+    assert config.frozen and not config.gc
+    assert all(acyclic(f.type) for f in msgspec.structs.fields(tp))
 
 
 def test_frozen_with_a_factory_per_instance() -> None:

@@ -12,7 +12,7 @@ from kvmtop.model.sample import ThreadSample, VcpuSample
 from kvmtop.model.units import NS_PER_S
 
 
-class VcpuRates(msgspec.Struct, frozen=True):
+class VcpuRates(msgspec.Struct, frozen=True, gc=False):
     """Per-vCPU rates. `cpu_pct` and `steal_pct` are percent of wall time."""
 
     index: int
@@ -71,7 +71,7 @@ def derive_vcpu(
     )
 
 
-class ThreadRates(msgspec.Struct, frozen=True):
+class ThreadRates(msgspec.Struct, frozen=True, gc=False):
     """A helper thread of a guest (emulator, iothread, vhost) over the interval.
 
     `cpu_pct` is its run time and `delay_pct` its run-queue wait, in percent of wall

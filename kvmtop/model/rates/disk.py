@@ -14,7 +14,7 @@ from kvmtop.model.sample import DiskSample
 from kvmtop.model.units import NS_PER_MS
 
 
-class DiskRates(msgspec.Struct, frozen=True):
+class DiskRates(msgspec.Struct, frozen=True, gc=False):
     """Per guest disk: IOPS, throughput and mean latency per request.
 
     `host_dev` is the host disk holding the image (the baseline to compare with).

@@ -25,7 +25,7 @@ NA_AFTER_NO_ANSWER = (
 )
 
 
-class GuestRates(msgspec.Struct, frozen=True):
+class GuestRates(msgspec.Struct, frozen=True, gc=False):
     """One guest's figures for one interval: what views and batch output read.
 
     A None value is unknown; `na` maps a field name to the reason it is unknown

@@ -84,7 +84,7 @@ def kvm_exit_silent(kvm_exit: float | None, exits: float | None) -> bool | None:
     return kvm_exit == 0 and exits > 0
 
 
-class KvmRates(msgspec.Struct, frozen=True):
+class KvmRates(msgspec.Struct, frozen=True, gc=False):
     """What `derive_kvm` adds to a guest's rates."""
 
     exits_per_s: float | None

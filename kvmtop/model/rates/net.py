@@ -11,7 +11,7 @@ from kvmtop.model.rates.counters import ms_of_ns, rate, to_bits
 from kvmtop.model.sample import NicSample
 
 
-class NicRates(msgspec.Struct, frozen=True):
+class NicRates(msgspec.Struct, frozen=True, gc=False):
     """Per guest NIC, guest point of view; `*_bps` are bits per second.
 
     `bridge` and `switch` name the vSwitch the vNIC is plugged into (the baseline;
