@@ -30,24 +30,21 @@ def field_defaults(tp: type) -> list[tuple[str, Any]]:
     """(name, default) of each field of a record type, in order: a default factory is
     called, a field without default has `REQUIRED`."""
     if issubclass(tp, msgspec.Struct):
-        out = []
-        for s in msgspec.structs.fields(tp):
-            if s.default is not msgspec.NODEFAULT:
-                out.append((s.name, s.default))
-            elif s.default_factory is not msgspec.NODEFAULT:
-                out.append((s.name, s.default_factory()))
-            else:
-                out.append((s.name, REQUIRED))
-        return out
-    defaults = []
-    for f in dataclasses.fields(tp):
-        if f.default is not dataclasses.MISSING:
-            defaults.append((f.name, f.default))
-        elif f.default_factory is not dataclasses.MISSING:
-            defaults.append((f.name, f.default_factory()))
-        else:
-            defaults.append((f.name, REQUIRED))
-    return defaults
+        fields: Any = msgspec.structs.fields(tp)
+        absent: Any = msgspec.NODEFAULT
+    else:
+        fields, absent = dataclasses.fields(tp), dataclasses.MISSING
+    return [
+        (
+            f.name,
+            f.default
+            if f.default is not absent
+            else f.default_factory()
+            if f.default_factory is not absent
+            else REQUIRED,
+        )
+        for f in fields
+    ]
 
 
 def field_names(tp: type) -> list[str]:
