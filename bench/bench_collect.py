@@ -109,20 +109,29 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def listening(cmd: Sequence[str], url: str, ready: bytes = b"") -> Iterator[int]:
-    """A process serving `url` on loopback (its pid), once a GET of it answers and
-    holds `ready` (also the warm-up scrape); terminated afterwards."""
+def running(cmd: Sequence[str], ready: Callable[[], bool], polls: int = 150) -> Iterator[int]:
+    """A process started from `cmd` (its pid), once `ready()` says so (polled every
+    0.2 s, `polls` times at most; OSError and StoreError count as not yet);
+    terminated afterwards."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(150):
-            with contextlib.suppress(OSError):
-                if ready in urllib.request.urlopen(url, timeout=30).read():
+        for _ in range(polls):
+            with contextlib.suppress(OSError, StoreError):
+                if ready():
                     break
             time.sleep(0.2)
         yield proc.pid
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def listening(cmd: Sequence[str], url: str, ready: bytes = b"") -> Iterator[int]:
+    """A process serving `url` on loopback (its pid), once a GET of it answers and
+    holds `ready` (also the warm-up scrape); terminated afterwards."""
+    with running(cmd, lambda: ready in urllib.request.urlopen(url, timeout=30).read()) as pid:
+        yield pid
 
 
 @contextlib.contextmanager
@@ -164,20 +173,16 @@ def recorder(interval_s: float) -> Iterator[int]:
     """`kvmtop record` writing a recording (with its index, as by default) every
     `interval_s`: its pid, once it has written two samples (the first tick's domain
     XML and discovery are behind it)."""
+
+    def two_samples() -> bool:
+        with StoreReader(path) as reader:
+            return reader.count() >= 2
+
     with tempfile.TemporaryDirectory(prefix="kvmtop-bench-") as tmp:
         path = Path(tmp) / "bench.kvmtop"
         cmd = [sys.executable, "-m", "kvmtop", "record", "-d", f"{interval_s:g}", "-o", str(path)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(300):
-                with contextlib.suppress(StoreError, OSError), StoreReader(path) as reader:
-                    if reader.count() >= 2:
-                        break
-                time.sleep(0.2)
-            yield proc.pid
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        with running(cmd, two_samples, polls=300) as pid:
+            yield pid
 
 
 def run(ticks: int = 20, interval_s: float = 2.0) -> dict[str, float]:
