@@ -35,7 +35,6 @@ from kvmtop.detectors.base import (
 )
 from kvmtop.detectors.settings import StealSettings
 from kvmtop.model.rates.counters import counter_delta, rate
-from kvmtop.model.sample import VcpuSample
 
 ID = "steal"
 PAUSE_REASONS = ("kvm_exit:PAUSE_INSTRUCTION", "kvm_exit:pause")
@@ -54,7 +53,10 @@ class _Level(NamedTuple):
     cpus: frozenset[int]
 
 
-_IDLE = _Level(0.0, 0.0, -1, 0, frozenset())
+_UNPINNED: frozenset[int] = frozenset()
+"""The pinned CPUs of a guest whose busy vCPUs are all unpinned."""
+
+_IDLE = _Level(0.0, 0.0, -1, 0, _UNPINNED)
 """The level of a guest whose vCPUs all have steal figures under the idle guard."""
 
 
@@ -83,33 +85,34 @@ def _level(g: GuestView, s: StealSettings, ncpu: int) -> _Level | None:
     every CPU, so sharing CPUs with another unpinned guest is no pinning collision
     (the lab's unpinned TCG guests were all blamed on "CPU 0,1" before).
     """
-    steals: list[tuple[float, int]] = []
-    cpus: set[int] = set()
     any_known = False
-    by_index: dict[int, VcpuSample] | None = None
+    busy = 0
+    total = 0.0
+    worst = (-1.0, -1)  # (steal, index) of the worst busy vCPU; ties: the higher index
+    cpus: set[int] | None = None
     guard = s.idle_guard_pct
-    for v in g.rates.vcpu:
+    # The rates' vCPUs are the sample's, one to one and in order (GuestRates.vcpu).
+    for v, sample in zip(g.rates.vcpu, g.sample.vcpus, strict=False):
         steal = v.steal_pct
         if steal is None:
             continue
         any_known = True
         if (v.cpu_pct or 0.0) + steal < guard:
             continue
-        steals.append((steal, v.index))
-        if by_index is None:
-            # Only for guests with a busy vCPU (most guests are idle).
-            by_index = {x.index: x for x in g.sample.vcpus}
-        sample = by_index.get(v.index)
-        affinity = sample.affinity if sample is not None else None
+        busy += 1
+        total += steal
+        if (steal, v.index) > worst:
+            worst = (steal, v.index)
+        affinity = sample.affinity
         if affinity is not None and (ncpu <= 0 or len(set(affinity)) < ncpu):
+            if cpus is None:
+                cpus = set()
             cpus.update(affinity)
     if not any_known:
         return None
-    if not steals:
+    if not busy:
         return _IDLE
-    worst, index = max(steals)
-    mean = sum([v for v, _ in steals]) / len(steals)
-    return _Level(mean, worst, index, len(steals), frozenset(cpus))
+    return _Level(total / busy, worst[0], worst[1], busy, frozenset(cpus) if cpus else _UNPINNED)
 
 
 def _throttled_pct(g: GuestView) -> float | None:

@@ -30,7 +30,9 @@ class GuestRates(msgspec.Struct, frozen=True, gc=False):
 
     A None value is unknown; `na` maps a field name to the reason it is unknown
     (for the sources view and tooltips), e.g. {"exits_per_s": NA_NOT_KVM}.
-    Network `*_bps` are bits per second; memory values are bytes.
+    Network `*_bps` are bits per second; memory values are bytes. `vcpu` holds one
+    entry per `GuestSample.vcpus` entry of the sample it was derived from, in the
+    same order (none for a guest that did not answer).
     """
 
     uuid: str
