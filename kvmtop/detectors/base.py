@@ -204,7 +204,15 @@ def good_verdict(
     """
     subject, name = (g.uuid, g.name) if device is None else (device, device)
     return Observation(
-        key, False, subject, name, s.raise_after, s.clear_after, g.name, g.uuid, hold_s=hold_s
+        key=key,
+        bad=False,
+        subject=subject,
+        subject_name=name,
+        raise_after=s.raise_after,
+        clear_after=s.clear_after,
+        guest=g.name,
+        guest_uuid=g.uuid,
+        hold_s=hold_s,
     )
 
 

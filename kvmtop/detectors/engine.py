@@ -85,22 +85,18 @@ class _Track:
             if not self.active and (obs.immediate or self.bad_streak >= obs.raise_after):
                 self.active = True
                 self.since_s = self.first_bad_s
-            # Positional (detector, severity, subject, subject_name, message, since_s,
-            # guest, evidence, baseline, cause, cause_guests): one per bad observation
-            # per tick, hundreds on a contended host, and keywords cost more
-            # (bench/results/measurements.md#positional-construction-in-detectors).
             self.finding = Finding(
-                detector,
-                obs.severity,
-                obs.subject,
-                obs.subject_name,
-                obs.message,
-                self.since_s if self.active else self.first_bad_s,
-                obs.guest,
-                obs.evidence,
-                obs.baseline,
-                obs.cause or self.cause,
-                obs.cause_guests,
+                detector=detector,
+                severity=obs.severity,
+                subject=obs.subject,
+                subject_name=obs.subject_name,
+                message=obs.message,
+                since_s=self.since_s if self.active else self.first_bad_s,
+                guest=obs.guest,
+                evidence=obs.evidence,
+                baseline=obs.baseline,
+                cause=obs.cause or self.cause,
+                cause_guests=obs.cause_guests,
             )
         else:
             self.bad_streak = 0

@@ -308,23 +308,22 @@ class IncidentTracker:
     def _incident(self, o: _Open, rank: int) -> Incident:
         """The incident as it stands, at `rank` (0: not ranked)."""
         b = self._body_of(o)
-        # Positional: built once per open incident per tick, hundreds on a busy host.
         return Incident(
-            o.id,
-            o.cause,
-            b.kind,
-            b.title,
-            b.severity,
-            o.since_s,
-            o.last_bad_s,
-            o.active,
-            b.members,
-            b.guests,
-            b.evidence,
-            b.advice,
-            o.crossings,
-            rank,
-            b.eta_s,
+            id=o.id,
+            cause=o.cause,
+            kind=b.kind,
+            title=b.title,
+            severity=b.severity,
+            since_s=o.since_s,
+            last_bad_s=o.last_bad_s,
+            active=o.active,
+            members=b.members,
+            guests=b.guests,
+            evidence=b.evidence,
+            advice=b.advice,
+            crossings=o.crossings,
+            rank=rank,
+            eta_s=b.eta_s,
         )
 
     def _body(self, o: _Open) -> _Body:
@@ -335,15 +334,15 @@ class IncidentTracker:
         members = sorted(
             (
                 Member(
-                    f.detector,
-                    f.subject,
-                    f.subject_name,
-                    f.guest,
-                    f.severity,
-                    f.since_s,
-                    f.message,
-                    f.evidence,
-                    key in now,
+                    detector=f.detector,
+                    subject=f.subject,
+                    subject_name=f.subject_name,
+                    guest=f.guest,
+                    severity=f.severity,
+                    since_s=f.since_s,
+                    message=f.message,
+                    evidence=f.evidence,
+                    active=key in now,
                 )
                 for key, f in o.members.items()
             ),
@@ -368,15 +367,15 @@ class IncidentTracker:
             if "tte_min" in f.evidence and f.severity != "info"
         ]
         return _Body(
-            kind,
-            _title(kind, o.cause, guests, evidence, latest, o.members),
-            max((f.severity for f in latest), key=severity_rank),
-            tuple(members),
-            guests,
-            evidence,
-            self._advice[_topic(kind, latest[0])],
-            min(etas) if etas else None,
-            dropping(evidence),
+            kind=kind,
+            title=_title(kind, o.cause, guests, evidence, latest, o.members),
+            severity=max((f.severity for f in latest), key=severity_rank),
+            members=tuple(members),
+            guests=guests,
+            evidence=evidence,
+            advice=self._advice[_topic(kind, latest[0])],
+            eta_s=min(etas) if etas else None,
+            dropping=dropping(evidence),
         )
 
 

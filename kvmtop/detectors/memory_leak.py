@@ -112,26 +112,22 @@ class MemoryLeak(PerGuest[_Guest]):
     ) -> Observation:
         """An observation about this guest; `kind` is "trend" or "data" (freshness)."""
         uuid, name = g.uuid, g.name
-        # Positional (key, bad, subject, subject_name, raise_after, clear_after, guest,
-        # guest_uuid, severity, message, evidence, baseline, immediate, hold_s, cause):
-        # a guest without stats gets one every tick, and keywords cost more
-        # (bench/results/measurements.md#positional-construction-in-detectors).
         return Observation(
-            f"{uuid}:{kind}",
-            bad,
-            uuid,
-            name,
-            s.raise_after,
-            s.clear_after,
-            name,
-            uuid,
-            severity,
-            message,
-            evidence or {},
-            baseline or {},
-            immediate,
-            s.hold_s,
-            cause,
+            key=f"{uuid}:{kind}",
+            bad=bad,
+            subject=uuid,
+            subject_name=name,
+            raise_after=s.raise_after,
+            clear_after=s.clear_after,
+            guest=name,
+            guest_uuid=uuid,
+            severity=severity,
+            message=message,
+            evidence=evidence or {},
+            baseline=baseline or {},
+            immediate=immediate,
+            hold_s=s.hold_s,
+            cause=cause,
         )
 
     def _data(self, g: GuestView, s: MemoryLeakSettings, problem: str | None) -> Observation:

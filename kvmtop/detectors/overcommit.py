@@ -52,23 +52,19 @@ class Overcommit:
         cause: str = "",
     ) -> Observation:
         s: OvercommitSettings = self.settings
-        # Positional (key, bad, subject, subject_name, raise_after, clear_after, guest,
-        # guest_uuid, severity, message, evidence, baseline): a guest without a
-        # balloon stats period gets one every tick, and keywords cost more
-        # (bench/results/measurements.md#positional-construction-in-detectors).
         return Observation(
-            key,
-            bad,
-            guest[0] if guest else key,
-            name,
-            s.raise_after,
-            s.clear_after,
-            guest[1] if guest else None,
-            guest[0] if guest else None,
-            severity,
-            message if bad else "",
-            evidence,
-            dict(tick.baseline),
+            key=key,
+            bad=bad,
+            subject=guest[0] if guest else key,
+            subject_name=name,
+            raise_after=s.raise_after,
+            clear_after=s.clear_after,
+            guest=guest[1] if guest else None,
+            guest_uuid=guest[0] if guest else None,
+            severity=severity,
+            message=message if bad else "",
+            evidence=evidence,
+            baseline=dict(tick.baseline),
             cause=cause,
         )
 

@@ -292,23 +292,19 @@ class Steal(PerGuest[float]):
         message = (
             f"steal max {lv.max:.0f}% (vCPU {lv.worst_vcpu}), mean {lv.mean:.0f}%: {cause.text}"
         )
-        # Positional (key, bad, subject, subject_name, raise_after, clear_after, guest,
-        # guest_uuid, severity, message, evidence, baseline): one per stealing guest
-        # per tick, and keywords cost more
-        # (bench/results/measurements.md#positional-construction-in-detectors).
         return Observation(
-            uuid,
-            True,
-            uuid,
-            name,
-            s.raise_after,
-            s.clear_after,
-            name,
-            uuid,
-            "critical" if critical else "warning",
-            message,
-            evidence,
-            dict(tick.baseline),
+            key=uuid,
+            bad=True,
+            subject=uuid,
+            subject_name=name,
+            raise_after=s.raise_after,
+            clear_after=s.clear_after,
+            guest=name,
+            guest_uuid=uuid,
+            severity="critical" if critical else "warning",
+            message=message,
+            evidence=evidence,
+            baseline=dict(tick.baseline),
             cause=cause.key,
             cause_guests=cause.guests,
         )

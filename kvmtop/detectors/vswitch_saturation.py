@@ -254,7 +254,14 @@ class VswitchSaturation:
             )
             loss = True
         if not signals:
-            return Observation(sw.name, False, sw.name, sw.name, s.raise_after, s.clear_after)
+            return Observation(
+                key=sw.name,
+                bad=False,
+                subject=sw.name,
+                subject_name=sw.name,
+                raise_after=s.raise_after,
+                clear_after=s.clear_after,
+            )
         behind = guest_names(sw)
         message = f"{sw.name} saturated: " + "; ".join(signals)
         if behind:
