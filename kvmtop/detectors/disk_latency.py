@@ -191,7 +191,13 @@ class DiskLatency:
         rm.add(tick.wall_s, latency)
         span = tick.wall_s - start + (tick.dt_s or 0.0)
         return _Judged(
-            kind, latency, reqs, span, med, threshold, latency > threshold or latency > s.crit_ms
+            kind=kind,
+            latency_ms=latency,
+            reqs=reqs,
+            span_s=span,
+            median_ms=med,
+            threshold_ms=threshold,
+            bad=latency > threshold or latency > s.crit_ms,
         )
 
     @staticmethod
