@@ -1,7 +1,7 @@
 """CPU cost of one live tick on this host, against `virsh domstats` for the same groups
 and Debian's `prometheus-libvirt-exporter` per scrape.
 
-    python -m bench.bench_collect [--ticks 20]
+    python -m bench.bench_collect [--ticks 40]
 
 Runs the real sampler and pipeline (collectors → rates → detectors → snapshot) at a
 2 s interval for TICKS ticks against qemu:///system and reports, per tick: kvmtop's
@@ -39,10 +39,16 @@ EXPORTER = "prometheus-libvirt-exporter"
 URI = "qemu:///system"
 
 
+def proc_cpu_ticks(pid: int) -> int:
+    """utime + stime of a process (and its reaped children), in clock ticks
+    (proc(5): fields 14-17, in units of sysconf(_SC_CLK_TCK))."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15])
+
+
 def proc_cpu_s(pid: int) -> float:
     """utime + stime of a process (and its reaped children), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / CLK
+    return proc_cpu_ticks(pid) / CLK
 
 
 def libvirtd_pid() -> int:
@@ -63,10 +69,15 @@ def paced(ticks: int, interval_s: float, body: Callable[[int], object]) -> None:
 def per_tick_ms(
     pids: Sequence[int], ticks: int, interval_s: float, body: Callable[[int], object]
 ) -> list[float]:
-    """CPU ms per tick of each process in `pids` while `paced` runs `body`."""
-    before = [proc_cpu_s(p) for p in pids]
+    """CPU ms per tick of each process in `pids` while `paced` runs `body`.
+
+    The kernel counts CPU time in clock ticks (10 ms at USER_HZ 100): over `ticks`
+    ticks a figure is a multiple of 10 / `ticks` ms, computed from whole clock ticks
+    so that equal counts give equal figures.
+    """
+    before = [proc_cpu_ticks(p) for p in pids]
     paced(ticks, interval_s, body)
-    return [(proc_cpu_s(p) - b) / ticks * 1000 for p, b in zip(pids, before, strict=True)]
+    return [(proc_cpu_ticks(p) - b) * 1000 / CLK / ticks for p, b in zip(pids, before, strict=True)]
 
 
 def install_exporter() -> str | None:
@@ -185,7 +196,7 @@ def recorder(interval_s: float) -> Iterator[int]:
             yield pid
 
 
-def run(ticks: int = 20, interval_s: float = 2.0) -> dict[str, float]:
+def run(ticks: int = 40, interval_s: float = 2.0) -> dict[str, float]:
     """ms of CPU per tick (or scrape) of kvmtop, virsh, the exporter and libvirtd for each."""
     daemon = libvirtd_pid()
     settings = Settings(interval_s=interval_s)
@@ -256,7 +267,7 @@ def run(ticks: int = 20, interval_s: float = 2.0) -> dict[str, float]:
 def main(argv: Sequence[str] | None = None) -> None:
     """Measure and print the table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ticks", type=int, default=20)
+    p.add_argument("--ticks", type=int, default=40)
     args = p.parse_args(argv)
     r = run(args.ticks)
     print(f"guests: {r['guests']:.0f}, ticks: {args.ticks}, interval 2 s")
