@@ -193,27 +193,45 @@ class Hysteresis(Protocol):
         ...
 
 
-def good_verdict(
-    g: GuestView, s: Hysteresis, key: str, device: str | None = None, hold_s: float = HOLD_S
+def verdict(
+    g: GuestView,
+    s: Hysteresis,
+    key: str,
+    *,
+    bad: bool,
+    device: str | None = None,
+    **rest: Any,
 ) -> Observation:
-    """A good verdict on `key`: the guest `g` itself, or its `device` (a disk target, a
-    vNIC name) when given, with the K of `s`.
+    """A verdict on `key`: the guest `g` itself, or its `device` (a disk target, a vNIC
+    name) when given, with the K of `s`.
 
-    It carries no evidence (the engine keeps only bad observations'). A detector builds
-    one only when `tick.tracking(its id, key)`: on any other subject it changes nothing.
+    Args:
+        rest: the rest of `Observation`'s fields by name (severity, message, evidence,
+            baseline, immediate, hold_s, cause, cause_guests).
     """
     subject, name = (g.uuid, g.name) if device is None else (device, device)
     return Observation(
         key=key,
-        bad=False,
+        bad=bad,
         subject=subject,
         subject_name=name,
         raise_after=s.raise_after,
         clear_after=s.clear_after,
         guest=g.name,
         guest_uuid=g.uuid,
-        hold_s=hold_s,
+        **rest,
     )
+
+
+def good_verdict(
+    g: GuestView, s: Hysteresis, key: str, device: str | None = None, hold_s: float = HOLD_S
+) -> Observation:
+    """A good `verdict` on `key` (the guest `g`, or its `device`).
+
+    It carries no evidence (the engine keeps only bad observations'). A detector builds
+    one only when `tick.tracking(its id, key)`: on any other subject it changes nothing.
+    """
+    return verdict(g, s, key, bad=False, device=device, hold_s=hold_s)
 
 
 class PerGuest(Generic[S]):

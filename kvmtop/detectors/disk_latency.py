@@ -31,7 +31,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from kvmtop.detectors.base import GuestView, Observation, Tick, cause_key, good_verdict, known
+from kvmtop.detectors.base import (
+    GuestView,
+    Observation,
+    Tick,
+    cause_key,
+    good_verdict,
+    known,
+    verdict,
+)
 from kvmtop.detectors.settings import DetectorSettings, DiskLatencySettings
 from kvmtop.detectors.stats import RollingMedian
 from kvmtop.model.rates.counters import counter_delta
@@ -225,7 +233,7 @@ class DiskLatency:
             values = [v for v in pick.get(worst.kind, (dev.read_ms, dev.write_ms)) if v is not None]
             host_ms = max(values) if values else None
         psi_io = tick.host.psi_io_full_pct
-        cause, verdict, detail = _attribute(s, g.uuid, worst, dev, host_ms)
+        cause, judgement, detail = _attribute(s, g.uuid, worst, dev, host_ms)
         evidence = known(
             {f"{names[j.kind]}_ms": j.latency_ms for j in judged}
             | {
@@ -246,19 +254,16 @@ class DiskLatency:
         message = (
             f"{disk.target} {names[worst.kind]} {worst.latency_ms:.1f} ms/req "
             f"({worst.reqs} reqs in {worst.span_s:.0f} s; {med}"
-            f"limit {worst.threshold_ms:.1f} ms): {verdict}{detail}"
+            f"limit {worst.threshold_ms:.1f} ms): {judgement}{detail}"
         )
         if worst.kind == "fl" and all(not j.bad for j in judged if j.kind != "fl"):
             message += "; reads/writes normal: fsync storm or writeback"
-        return Observation(
-            key=key,
+        return verdict(
+            g,
+            s,
+            key,
             bad=True,
-            subject=disk.target,
-            subject_name=disk.target,
-            guest=g.name,
-            guest_uuid=g.uuid,
-            raise_after=s.raise_after,
-            clear_after=s.clear_after,
+            device=disk.target,
             severity="critical" if worst.latency_ms > s.crit_ms else "warning",
             message=message,
             evidence=evidence,

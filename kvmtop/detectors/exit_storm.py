@@ -25,6 +25,7 @@ from kvmtop.detectors.base import (
     fmt_rate,
     good_verdict,
     known,
+    verdict,
 )
 from kvmtop.detectors.stats import RollingMedian
 from kvmtop.model.rates.counters import rate
@@ -119,15 +120,11 @@ class ExitStorm(PerGuest[RollingMedian]):
             if top is not None:
                 name, share = top
                 message += f", {100 * share:.0f}% {name}: {ADVICE.get(name, 'dominant exit')}"
-            yield Observation(
-                key=g.uuid,
+            yield verdict(
+                g,
+                s,
+                g.uuid,
                 bad=True,
-                subject=g.uuid,
-                subject_name=g.name,
-                guest=g.name,
-                guest_uuid=g.uuid,
-                raise_after=s.raise_after,
-                clear_after=s.clear_after,
                 severity="critical" if value > s.crit_per_vcpu else "warning",
                 message=message,
                 evidence=known(

@@ -36,6 +36,7 @@ from kvmtop.detectors.base import (
     cause_key,
     fmt_duration,
     known,
+    verdict,
 )
 from kvmtop.detectors.settings import MemoryLeakSettings
 from kvmtop.detectors.stats import resistant_slope
@@ -111,16 +112,11 @@ class MemoryLeak(PerGuest[_Guest]):
         cause: str = "",
     ) -> Observation:
         """An observation about this guest; `kind` is "trend" or "data" (freshness)."""
-        uuid, name = g.uuid, g.name
-        return Observation(
-            key=f"{uuid}:{kind}",
+        return verdict(
+            g,
+            s,
+            f"{g.uuid}:{kind}",
             bad=bad,
-            subject=uuid,
-            subject_name=name,
-            raise_after=s.raise_after,
-            clear_after=s.clear_after,
-            guest=name,
-            guest_uuid=uuid,
             severity=severity,
             message=message,
             evidence=evidence or {},

@@ -23,6 +23,7 @@ from kvmtop.detectors.base import (
     cause_key,
     good_verdict,
     known,
+    verdict,
 )
 from kvmtop.detectors.settings import QemuGrowthSettings
 from kvmtop.detectors.trend import TrendSeries, evaluate, evaluation_due, trend_series
@@ -102,15 +103,11 @@ class QemuMemoryGrowth(PerGuest[_Guest]):
             f"({100 * s.confidence:.0f}% CI {r.low * per_h:.0f}–{r.high * per_h:.0f}): "
             "QEMU/vhost process memory growing beyond guest RAM"
         )
-        return Observation(
-            key=g.uuid,
+        return verdict(
+            g,
+            s,
+            g.uuid,
             bad=bad,
-            subject=g.uuid,
-            subject_name=g.name,
-            guest=g.name,
-            guest_uuid=g.uuid,
-            raise_after=s.raise_after,
-            clear_after=s.clear_after,
             hold_s=s.hold_s,
             message=message if bad else "",
             evidence=evidence,

@@ -32,6 +32,7 @@ from kvmtop.detectors.base import (
     cause_key,
     good_verdict,
     known,
+    verdict,
 )
 from kvmtop.detectors.settings import StealSettings
 from kvmtop.model.rates.counters import counter_delta, rate
@@ -266,7 +267,6 @@ class Steal(PerGuest[float]):
         else:
             self._guests.pop(uuid, None)
             since = wall_s
-        name = g.name
         if uuid not in rnd.stealing:
             if not tick.tracking(ID, uuid):
                 return None
@@ -292,15 +292,11 @@ class Steal(PerGuest[float]):
         message = (
             f"steal max {lv.max:.0f}% (vCPU {lv.worst_vcpu}), mean {lv.mean:.0f}%: {cause.text}"
         )
-        return Observation(
-            key=uuid,
+        return verdict(
+            g,
+            s,
+            uuid,
             bad=True,
-            subject=uuid,
-            subject_name=name,
-            raise_after=s.raise_after,
-            clear_after=s.clear_after,
-            guest=name,
-            guest_uuid=uuid,
             severity="critical" if critical else "warning",
             message=message,
             evidence=evidence,

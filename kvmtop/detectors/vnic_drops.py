@@ -25,6 +25,7 @@ from kvmtop.detectors.base import (
     good_verdict,
     known,
     thread_cpu_pct,
+    verdict,
 )
 from kvmtop.detectors.settings import DetectorSettings
 from kvmtop.detectors.topology import drop_ratio_pct
@@ -105,15 +106,12 @@ class VnicDrops:
                 if switch is not None and tick.tracking(SWITCH_ID, switch):
                     # `vswitch_saturation` runs first: its verdict of this tick counts.
                     cause = cause_key("switch", switch)
-                yield Observation(
-                    key=key,
+                yield verdict(
+                    g,
+                    s,
+                    key,
                     bad=True,
-                    subject=nic.name,
-                    subject_name=nic.name,
-                    guest=g.name,
-                    guest_uuid=g.uuid,
-                    raise_after=s.raise_after,
-                    clear_after=s.clear_after,
+                    device=nic.name,
                     severity="critical" if critical else "warning",
                     message="; ".join(parts),
                     evidence=known(
