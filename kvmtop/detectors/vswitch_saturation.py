@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kvmtop.detectors.base import Observation, Tick, cause_key, fmt_rate, known
 from kvmtop.detectors.settings import DetectorSettings, VswitchSettings
@@ -254,14 +254,7 @@ class VswitchSaturation:
             )
             loss = True
         if not signals:
-            return Observation(
-                key=sw.name,
-                bad=False,
-                subject=sw.name,
-                subject_name=sw.name,
-                raise_after=s.raise_after,
-                clear_after=s.clear_after,
-            )
+            return _switch_verdict(sw, s, bad=False)
         behind = guest_names(sw)
         message = f"{sw.name} saturated: " + "; ".join(signals)
         if behind:
@@ -290,13 +283,10 @@ class VswitchSaturation:
                 "host_softnet_squeeze_per_s": tick.host.softnet_squeeze_per_s,
             }
         )
-        return Observation(
-            key=sw.name,
+        return _switch_verdict(
+            sw,
+            s,
             bad=True,
-            subject=sw.name,
-            subject_name=sw.name,
-            raise_after=s.raise_after,
-            clear_after=s.clear_after,
             severity="critical" if loss else "warning",
             message=message,
             evidence=evidence,
@@ -304,3 +294,17 @@ class VswitchSaturation:
             cause=cause_key("switch", sw.name),
             cause_guests=tuple(guests_dropping),
         )
+
+
+def _switch_verdict(sw: Switch, s: VswitchSettings, *, bad: bool, **rest: Any) -> Observation:
+    """A verdict on switch `sw` (its name is the key and the subject), with the K of
+    `s`; `rest` as in `kvmtop.detectors.base.verdict`."""
+    return Observation(
+        key=sw.name,
+        bad=bad,
+        subject=sw.name,
+        subject_name=sw.name,
+        raise_after=s.raise_after,
+        clear_after=s.clear_after,
+        **rest,
+    )
