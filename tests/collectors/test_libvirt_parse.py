@@ -503,26 +503,30 @@ def test_domain_info_adds_switch_paths_and_memory() -> None:
     assert out.balloon_period_s == 2
 
 
+_BASE = {"state.state": 1, "cpu.time": 10, "block.0.name": "vda", "block.0.rd.reqs": 1}
+CHANGING_RECORDS: list[dict[str, Any]] = [
+    _BASE,
+    _BASE | {"cpu.time": 20, "block.0.rd.reqs": 2},
+    _BASE | {"balloon.current": 4, "balloon.rss": 8},
+    _BASE | {"block.1.name": "vdb", "block.1.rd.reqs": 7},
+    _BASE | {"cpu.time": "30"},
+    _BASE | {"block.0.name": "vdc", "cpu.time": 40},
+    _BASE,
+    # As many keys as `_BASE`, one of them another: a plan is by key set.
+    {k.replace("rd.reqs", "wr.reqs"): v for k, v in _BASE.items()},
+    # The generated code reads positions: a record with the same keys in
+    # another order reads each field from its own key.
+    dict(reversed(_BASE.items())),
+]
+"""One domain's successive records, each changing what the one before had: values, a
+stats group, a hot-plugged disk, a type (also tests/collectors/test_libvirt_reference.py)."""
+
+
 def test_parser_follows_changing_records() -> None:
     """One parser over a domain's successive records gives what a fresh parse gives,
     whatever changed between them: values, a stats group, a hot-plugged disk, a type."""
     from kvmtop.collectors.libvirt.domstats import DomainLinks, DomainStatsParser
 
-    base = {"state.state": 1, "cpu.time": 10, "block.0.name": "vda", "block.0.rd.reqs": 1}
-    records = [
-        base,
-        base | {"cpu.time": 20, "block.0.rd.reqs": 2},
-        base | {"balloon.current": 4, "balloon.rss": 8},
-        base | {"block.1.name": "vdb", "block.1.rd.reqs": 7},
-        base | {"cpu.time": "30"},
-        base | {"block.0.name": "vdc", "cpu.time": 40},
-        base,
-        # As many keys as `base`, one of them another: a plan is by key set.
-        {k.replace("rd.reqs", "wr.reqs"): v for k, v in base.items()},
-        # The generated code reads positions: a record with the same keys in
-        # another order reads each field from its own key.
-        dict(reversed(base.items())),
-    ]
     parser = DomainStatsParser(DomainLinks(accel="kvm"), 1234)
-    for stats in records:
+    for stats in CHANGING_RECORDS:
         assert parser.parse(UUID, "g1", 7, stats) == parse(stats)

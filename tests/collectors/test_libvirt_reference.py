@@ -28,6 +28,7 @@ from kvmtop.collectors.libvirt.domstats import DomainLinks, DomainStatsParser, p
 from kvmtop.collectors.libvirt.domxml import DomainInfo, parse_domain_xml
 from kvmtop.model.sample import BalloonSample, GuestSample
 from tests.collectors.reference_domstats import reference_sample
+from tests.collectors.test_libvirt_parse import CHANGING_RECORDS
 from tests.records import field_names
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt"
@@ -223,21 +224,6 @@ XML = """<domain type='kvm'>
   </devices>
 </domain>"""
 INFO = parse_domain_xml(XML)
-
-BASE = {"state.state": 1, "cpu.time": 10, "block.0.name": "vda", "block.0.rd.reqs": 1}
-
-# test_libvirt_parse.py::test_parser_follows_changing_records, in the same order.
-CHANGING: list[dict[str, Any]] = [
-    BASE,
-    BASE | {"cpu.time": 20, "block.0.rd.reqs": 2},
-    BASE | {"balloon.current": 4, "balloon.rss": 8},
-    BASE | {"block.1.name": "vdb", "block.1.rd.reqs": 7},
-    BASE | {"cpu.time": "30"},
-    BASE | {"block.0.name": "vdc", "cpu.time": 40},
-    BASE,
-    {k.replace("rd.reqs", "wr.reqs"): v for k, v in BASE.items()},
-    dict(reversed(BASE.items())),
-]
 
 FULL: dict[str, Any] = {
     "state.state": 1,
@@ -511,8 +497,8 @@ INFO_IDS = ["no-xml", "xml"]
 def test_changing_records_match_reference(info: DomainInfo | None) -> None:
     """The records of test_parser_follows_changing_records: values, a stats group, a
     hot-plugged disk, a type, the key set and the key order change between them."""
-    records = [(f"changing[{i}]", stats) for i, stats in enumerate(CHANGING)]
-    assert _compare_sequence(records, info) == 2 * len(CHANGING)
+    records = [(f"changing[{i}]", stats) for i, stats in enumerate(CHANGING_RECORDS)]
+    assert _compare_sequence(records, info) == 2 * len(CHANGING_RECORDS)
 
 
 @pytest.mark.parametrize(("where", "stats"), HOSTILE, ids=[h[0] for h in HOSTILE])
