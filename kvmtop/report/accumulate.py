@@ -188,10 +188,11 @@ class Report:
         incidents: the incidents of the range at their worst, in rank order
             (`IncidentAcc`, `ranked`).
         findings: finding spans by start time.
-        notices: the reader's notices: one line per sample skipped as unreadable,
-            and lines about the file (cut short, read without FILE-shm).
+        notices: the reader's notices: one line per run of consecutive samples
+            skipped as unreadable, and lines about the file (cut short, read
+            without FILE-shm).
         skipped: how many samples were skipped as unreadable (the reader's
-            `skipped`; the notices hold more than these).
+            `skipped`; a notice may stand for many of them).
     """
 
     path: str

@@ -10,12 +10,12 @@ file grows; retention may delete the oldest, so the first index is not always 1.
 
 A sample that cannot be read (a damaged page, a blob whose zstd checksum fails, JSON
 that does not describe a sample, a row a damaged page garbled) is skipped: `read`
-returns None and a line is added to `notices` for the UI to show. Reading goes on
-past it: `next_index` and `iter` walk the same indices whatever the damage, so every
-reader of a file reads the same samples. Only a file that is not a recording, whose
-header is unreadable or newer than this kvmtop, or that must be rolled back by a
-writer first, raises `StoreError`. Decoding a row (whole samples, delta chains) is
-`kvmtop.store.rows`'.
+returns None and `notices` says so for the UI to show, one line per run of
+consecutive samples lost. Reading goes on past it: `next_index` and `iter` walk the
+same indices whatever the damage, so every reader of a file reads the same samples.
+Only a file that is not a recording, whose header is unreadable or newer than this
+kvmtop, or that must be rolled back by a writer first, raises `StoreError`. Decoding
+a row (whole samples, delta chains) is `kvmtop.store.rows`'.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import math
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,63 @@ BATCH = 64
 """Rows fetched per query while iterating (each query is its own read transaction)."""
 
 
-def _stamp(t: float | None) -> str:
-    """ " (2026-01-02 03:04:05 UTC)" for a notice; "" without a time (or a damaged one)."""
+def _when(t: float | None) -> str | None:
+    """ "2026-01-02 03:04:05 UTC" for a notice; None without a time (or a damaged one)."""
     if t is None:
-        return ""
+        return None
     try:
-        return datetime.fromtimestamp(t, UTC).strftime(" (%Y-%m-%d %H:%M:%S UTC)")
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (OverflowError, OSError, ValueError):
-        return ""
+        return None
+
+
+_REASONS_NAMED = 2
+"""How many distinct reasons a run's notice names before counting the rest."""
+
+
+@dataclass(slots=True)
+class _Lost:
+    """A run of consecutive samples skipped as unreadable, told in one notice line.
+
+    A damaged page or a broken delta chain loses samples by the dozen; one line per
+    sample would bury the other notices (and the terminal) under lines that say the
+    same thing.
+    """
+
+    first: int
+    last: int
+    first_t: float | None
+    last_t: float | None
+    reasons: list[str]
+
+    def line(self) -> str:
+        """The notice: the sample or the run, its time or span, why it was skipped."""
+        if self.first == self.last:
+            when = _when(self.first_t)
+            stamp = f" ({when})" if when else ""
+            return f"sample #{self.first}{stamp} skipped: {self.reasons[0]}"
+        span = [f"{self.last - self.first + 1} samples"]
+        first, last = _when(self.first_t), _when(self.last_t)
+        if first and last:
+            span.append(f"{first} to {last}")
+        why = "; ".join(self.reasons[:_REASONS_NAMED])
+        if (more := len(self.reasons) - _REASONS_NAMED) > 0:
+            why += f"; and {more} other reason{'s' if more > 1 else ''}"
+        return f"samples #{self.first} to #{self.last} ({', '.join(span)}) skipped: {why}"
+
+    def add(self, index: int, t: float | None, why: str) -> None:
+        """Take in the sample just before or just after the run."""
+        if index < self.first:
+            self.first, self.first_t = index, t
+        else:
+            self.last, self.last_t = index, t
+        if why not in self.reasons:
+            self.reasons.append(why)
+
+    def join(self, after: _Lost) -> None:
+        """Take in the run that starts right after this one ends."""
+        self.last, self.last_t = after.last, after.last_t
+        self.reasons.extend(w for w in after.reasons if w not in self.reasons)
 
 
 def _is_number(value: object) -> bool:
@@ -89,10 +139,7 @@ class StoreReader:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self.notices: list[str] = []
-        """One line per sample skipped as unreadable, in the order found, and one
-        per fact about the file a user should know (opened in another way, cut).
-        Which of them are samples: `skipped` (one index per sample line)."""
+        self._notes: list[str | _Lost] = []
         self._damaged: set[int] = set()
         self._header = self._check_file()
         # Before SQLite opens it (a connection may create an empty log).
@@ -569,20 +616,40 @@ class StoreReader:
             return None
 
     @property
+    def notices(self) -> list[str]:
+        """What a user should know of the file, in the order found: one line per run
+        of consecutive samples skipped as unreadable, and one per fact about the file
+        (opened in another way, cut). Which samples were lost: `skipped`."""
+        return [note if isinstance(note, str) else note.line() for note in self._notes]
+
+    @property
     def skipped(self) -> frozenset[int]:
-        """Indices of the samples skipped as unreadable so far, each with its line in
-        `notices` (count these, not the notices, for the samples lost)."""
+        """Indices of the samples skipped as unreadable so far (count these, not the
+        notices, for the samples lost)."""
         return frozenset(self._damaged)
 
     def _skip(self, index: int, t: float | None, why: str) -> None:
+        """Note a sample lost: a run of its own, or the run it adjoins (ids are
+        contiguous, so the samples on either side of it are its neighbours)."""
         if index in self._damaged:
             return
         self._damaged.add(index)
-        self._notice(f"sample #{index}{_stamp(t)} skipped: {why}")
+        runs = [note for note in self._notes if isinstance(note, _Lost)]
+        before = next((run for run in runs if run.last == index - 1), None)
+        after = next((run for run in runs if run.first == index + 1), None)
+        if before is not None:
+            before.add(index, t, why)
+            if after is not None:
+                before.join(after)
+                self._notes.remove(after)
+        elif after is not None:
+            after.add(index, t, why)
+        else:
+            self._notes.append(_Lost(index, index, t, t, [why]))
 
     def _notice(self, line: str) -> None:
-        if line not in self.notices:
-            self.notices.append(line)
+        if line not in self._notes:
+            self._notes.append(line)
 
     def close(self) -> None:
         """Close the file."""

@@ -50,7 +50,8 @@ FLIPS = 20
 SUBPROCESS_CUT, SUBPROCESS_FLIP = 20, 5
 """The damaged copies that also run through a real `python -m kvmtop`."""
 
-NOTICE = re.compile(r"sample #(-?\d+)( and any after it)?")
+NOTICE = re.compile(r"samples? #(-?\d+)(?: to #(\d+))?( and any after it)?")
+"""A notice naming one sample, a run of them, or one and the rest of the file."""
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +147,9 @@ def _check(
             continue
         # The same samples as read alone, each one not read named by a notice.
         named: set[int] = set()
-        for index, onward in NOTICE.findall(err):
-            named |= set(range(int(index), SAMPLES + 1)) if onward else {int(index)}
+        for first, last, onward in NOTICE.findall(err):
+            end = SAMPLES if onward else int(last or first)
+            named |= set(range(int(first), end + 1))
         assert every - set(read) <= named, f"{where}: not named {every - set(read) - named}"
         if name == "replay":
             assert [x["time"] for x in map(json.loads, out.splitlines())] == [
