@@ -171,14 +171,15 @@ class DebugfsCollector:
             self.file_status[name] = "ok"
         return values
 
-    def vm_dirs_by_pid(self) -> dict[int, list[str]]:
+    def vm_dirs_by_pid(self) -> dict[int, list[str]] | None:
         """Every VM directory ("<pid>-<fd>", its path) grouped by the pid that created
-        it, in name order."""
+        it, in name order; None when the KVM debugfs directory cannot be listed (not
+        mounted, KVM not loaded, no permission)."""
         out: dict[int, list[str]] = {}
         try:
             names = sorted(os.listdir(self._kvm_dir))
         except OSError:
-            return out
+            return None
         for name in names:
             pid, dash, fd = name.partition("-")
             if dash and pid.isdigit() and fd.isdigit():
@@ -214,7 +215,7 @@ class DebugfsCollector:
         Guests without a pid, or whose process has no KVM VM (TCG), are unchanged.
         A process with several VMs gets the sum of their stats.
         """
-        by_pid = self.vm_dirs_by_pid()
+        by_pid = self.vm_dirs_by_pid() or {}
         return tuple(
             self._enrich(g, by_pid[g.pid]) if g.pid is not None and g.pid in by_pid else g
             for g in guests

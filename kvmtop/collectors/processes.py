@@ -46,6 +46,12 @@ _OTHER_VCPU_COMM = re.compile(r"fc_vcpu (\d+)|vcpu(\d+)")
 # user tasks in the owner's thread group since the vhost_task rework (6.4).
 _IOTHREAD_PREFIX = "IO "
 
+DEBUGFS_SAFETY_NET = 30
+"""With KVM debugfs listable, a process without a VM directory has its fds read once
+per this many `rescan_every` periods (every 300 ticks by default, 10 min at 2 s):
+reading every fd link of every process on the host was most of this collector's
+CPU, and grows with the host's processes (bench/results/measurements.md#unmanaged-vm-discovery)."""
+
 
 def _vcpu_index(comm: str) -> int | None:
     """The vCPU index a thread name stands for, whatever the VMM; None otherwise."""
@@ -221,13 +227,20 @@ class ProcessCollector:
                 vcpus.add(int(m.group(1)))
         return _Fds(vm, frozenset(vcpus), vhost)
 
-    def _fds_of(self, pid: int, force: bool = False) -> _Fds | None:
-        """The cached fd classification of `pid`, refreshed every `rescan_every` ticks."""
+    def _fds_of(
+        self, pid: int, *, force: bool = False, period: int | None = None, at_once: bool = True
+    ) -> _Fds | None:
+        """The cached fd classification of `pid`, refreshed every `period` ticks
+        (default `rescan_every`). A pid seen for the first time is looked at now, or
+        with `at_once` False when its turn in the period comes."""
+        period = period or self._rescan_every
         last = self._checked.get(pid)
-        if force or last is None or self._tick - last >= self._rescan_every:
+        due = force or (at_once if last is None else self._tick - last >= period)
+        if last is None or due:
+            # Spread later looks over the period instead of all pids at once.
+            self._checked[pid] = self._tick - (pid % period if last is None else 0)
+        if due:
             found = self._scan_fds(pid)
-            # Spread later rescans over the period instead of all pids at once.
-            self._checked[pid] = self._tick - (pid % self._rescan_every if last is None else 0)
             if found is None:
                 self._fds.pop(pid, None)
                 return None
@@ -240,12 +253,25 @@ class ProcessCollector:
             pids = {int(n) for n in os.listdir(self._proc) if n.isdigit()}
         except OSError:
             return []
-        self._vm_dirs = self._debugfs.vm_dirs_by_pid()
-        announced = set(self._vm_dirs)
+        listed = self._debugfs.vm_dirs_by_pid()
+        self._vm_dirs = listed or {}
+        # KVM debugfs, when it can be listed, names a directory after each VM's
+        # creator as the VM is created (virt/kvm/kvm_main.c kvm_create_vm_debugfs,
+        # "<pid>-<fd>"): the fds of the other processes need a look only as a safety
+        # net for a VM without one (the kernel skips a duplicate name and a failed
+        # creation), so far less often. Without it every process is looked at, its
+        # fds read, every `rescan_every` ticks.
+        debugfs = listed is not None
+        period = self._rescan_every * (DEBUGFS_SAFETY_NET if debugfs else 1)
         found = []
         for pid in sorted(pids - known - {os.getpid()}):
             cached = self._fds.get(pid)
-            fds = self._fds_of(pid, force=pid in announced and not (cached and cached.vm))
+            if cached is not None and cached.vm:
+                fds = self._fds_of(pid)
+            elif pid in self._vm_dirs:
+                fds = self._fds_of(pid, force=True)
+            else:
+                fds = self._fds_of(pid, period=period, at_once=not debugfs)
             if fds is not None and fds.vm:
                 found.append(pid)
         for pid in set(self._checked) - pids:  # exited processes

@@ -8,12 +8,18 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kvmtop.collectors.processes import ProcessCollector, guest_identity, parse_pid_stat
+from kvmtop.collectors.processes import (
+    DEBUGFS_SAFETY_NET,
+    ProcessCollector,
+    guest_identity,
+    parse_pid_stat,
+)
 from kvmtop.config import Settings
 from kvmtop.model.rates.guest import GuestRates
 from kvmtop.model.sample import GuestSample, VcpuSample
@@ -134,6 +140,9 @@ def fake(tmp_path: Path) -> FakeProc:
         threads={401: "qemu-system-x86", 402: "qemu-system-x86"},
         start=4242,
     )
+    # KVM debugfs names a directory after each VM's creator, whoever it is.
+    for pid, vcpu_tids in ((100, {0: 101}), (200, {0: 201, 1: 202}), (300, {0: 302})):
+        f.vm_dir(pid, vcpu_tids)
     f.vm_dir(400, {0: 402})
     # Not KVM at all.
     f.process(500, "bash", argv=("bash",), exe="/usr/bin/bash")
@@ -200,6 +209,7 @@ def test_guest_without_pid_and_vanished_process(fake: FakeProc) -> None:
 
 
 def test_non_kvm_processes_are_rescanned_later(fake: FakeProc) -> None:
+    shutil.rmtree(fake.root / "sys/kernel/debug/kvm")  # without debugfs, fds tell
     c = ProcessCollector(fake.root, rescan_every=3)
     assert 600 not in {g.pid for g in c.enrich([])}
     fake.process(600, "qemu-kvm", fds=())
@@ -208,6 +218,35 @@ def test_non_kvm_processes_are_rescanned_later(fake: FakeProc) -> None:
         (fake.proc / "600/fd" / str(10 + n)).symlink_to("anon_inode:kvm-vm")
         pids = {g.pid for g in c.enrich([])}
     assert 600 in pids  # picked up within rescan_every ticks
+
+
+def test_with_debugfs_listable_other_processes_fds_are_a_rare_safety_net(
+    fake: FakeProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KVM debugfs lists every VM as it is created, so with it listable a process
+    without a VM directory has its fds read once per DEBUGFS_SAFETY_NET periods (not
+    at first sight either), and a VM without a directory (the kernel may skip one) is
+    still found, within that period."""
+    fake.process(600, "qemu-kvm", fds=("anon_inode:kvm-vm",))  # no debugfs directory
+    fake.process(700, "bash")
+    period, ticks = 2 * DEBUGFS_SAFETY_NET, 4 * 2 * DEBUGFS_SAFETY_NET
+
+    def run() -> tuple[Counter[int], int]:
+        """fd reads by pid over `ticks`, and the first tick that found 600."""
+        c = ProcessCollector(fake.root, rescan_every=2)
+        looked: Counter[int] = Counter()
+        scan = c._scan_fds
+        monkeypatch.setattr(c, "_scan_fds", lambda pid: looked.update([pid]) or scan(pid))
+        found = [t for t in range(ticks) if 600 in {g.pid for g in c.enrich([])}]
+        return looked, found[0]
+
+    debugfs = fake.root / "sys/kernel/debug/kvm"
+    debugfs.rename(fake.root / "kvm-debugfs")
+    looked, found_at = run()  # no debugfs: every process every rescan_every ticks
+    assert looked[700] == ticks // 2 and found_at == 0
+    (fake.root / "kvm-debugfs").rename(debugfs)  # listable, without 600
+    looked, found_at = run()
+    assert looked[700] == ticks // period and 0 < found_at <= period
 
 
 def test_debugfs_dir_reveals_a_vm_at_once(fake: FakeProc) -> None:
