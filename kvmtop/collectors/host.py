@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 import psutil
+from msgspec.structs import replace
 
 from kvmtop.collectors import procfs, rtnetlink
 from kvmtop.collectors.base import CollectorError, Probe, probe_read

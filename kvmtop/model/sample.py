@@ -285,8 +285,7 @@ class PressureSample:
     full_avg60: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class BlockDevSample:
+class BlockDevSample(msgspec.Struct, frozen=True, gc=False):
     """One row of /proc/diskstats (Documentation/admin-guide/iostats.rst).
 
     Sectors are 512 bytes whatever the device's sector size; times are ms in the
@@ -311,8 +310,7 @@ class BlockDevSample:
     scheduler: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NetDevSample:
+class NetDevSample(msgspec.Struct, frozen=True, gc=False):
     """One host network interface (/proc/net/dev plus /sys/class/net/<if>).
 
     Counters are from the host's point of view. `kind` is "physical", "bridge",
