@@ -168,8 +168,8 @@ class ProcessCollector:
         self._tick = 0
         self._fds: dict[int, _Fds] = {}
         """Processes whose fds were examined, by pid."""
-        self._checked: dict[int, int] = {}
-        """Tick at which each pid's fds were last examined."""
+        self._seen: set[int] = set()
+        """The pids of the last tick (a pid not among them is new)."""
         self._vhost_kthreads: dict[int, tuple[int, ...]] = {}
         self._vm_dirs: dict[int, list[str]] = {}
         """KVM debugfs VM directories by pid, listed once per tick."""
@@ -227,25 +227,21 @@ class ProcessCollector:
                 vcpus.add(int(m.group(1)))
         return _Fds(vm, frozenset(vcpus), vhost)
 
-    def _fds_of(
-        self, pid: int, *, force: bool = False, period: int | None = None, at_once: bool = True
-    ) -> _Fds | None:
-        """The cached fd classification of `pid`, refreshed every `period` ticks
-        (default `rescan_every`). A pid seen for the first time is looked at now, or
-        with `at_once` False when its turn in the period comes."""
-        period = period or self._rescan_every
-        last = self._checked.get(pid)
-        due = force or (at_once if last is None else self._tick - last >= period)
-        if last is None or due:
-            # Spread later looks over the period instead of all pids at once.
-            self._checked[pid] = self._tick - (pid % period if last is None else 0)
-        if due:
+    def _fds_of(self, pid: int, *, look: bool) -> _Fds | None:
+        """`pid`'s fd classification: read now when `look`, else the last one read
+        (None when never read, or the process is gone or unreadable)."""
+        if look:
             found = self._scan_fds(pid)
             if found is None:
                 self._fds.pop(pid, None)
                 return None
             self._fds[pid] = found
         return self._fds.get(pid)
+
+    def _turn(self, pid: int, period: int) -> bool:
+        """Whether this tick is `pid`'s turn in a period of `period` ticks (the pids'
+        turns are spread over the period, not all at once)."""
+        return (self._tick + pid) % period == 0
 
     def _discover(self, known: set[int]) -> list[int]:
         """Pids of KVM processes not in `known`, in pid order."""
@@ -255,31 +251,35 @@ class ProcessCollector:
             return []
         listed = self._debugfs.vm_dirs_by_pid()
         self._vm_dirs = listed or {}
-        # KVM debugfs, when it can be listed, names a directory after each VM's
-        # creator as the VM is created (virt/kvm/kvm_main.c kvm_create_vm_debugfs,
-        # "<pid>-<fd>"): the fds of the other processes need a look only as a safety
-        # net for a VM without one (the kernel skips a duplicate name and a failed
-        # creation), so far less often. Without it every process is looked at, its
-        # fds read, every `rescan_every` ticks.
-        debugfs = listed is not None
-        period = self._rescan_every * (DEBUGFS_SAFETY_NET if debugfs else 1)
-        found = []
-        for pid in sorted(pids - known - {os.getpid()}):
-            cached = self._fds.get(pid)
-            if cached is not None and cached.vm:
-                fds = self._fds_of(pid)
-            elif pid in self._vm_dirs:
-                fds = self._fds_of(pid, force=True)
-            else:
-                fds = self._fds_of(pid, period=period, at_once=not debugfs)
-            if fds is not None and fds.vm:
-                found.append(pid)
-        for pid in set(self._checked) - pids:  # exited processes
-            self._checked.pop(pid, None)
-            self._fds.pop(pid, None)
-            self._vhost_kthreads.pop(pid, None)
-            self._comms.pop(pid, None)
-        return found
+        candidates = pids - known
+        candidates.discard(os.getpid())
+        vms = {pid for pid in candidates & self._fds.keys() if self._fds[pid].vm}
+        # A VM process is looked at every `rescan_every` ticks (its vCPUs change), one
+        # a KVM debugfs directory names at once. KVM debugfs, when it can be listed,
+        # names a directory after each VM's creator as the VM is created
+        # (virt/kvm/kvm_main.c kvm_create_vm_debugfs, "<pid>-<fd>"): the fds of the
+        # other processes need a look only as a safety net for a VM without one (the
+        # kernel skips a duplicate name and a failed creation), so far less often.
+        # Without it every process is looked at when first seen and every
+        # `rescan_every` ticks.
+        look = {pid for pid in vms if self._turn(pid, self._rescan_every)}
+        look |= (candidates & self._vm_dirs.keys()) - vms
+        others = candidates - vms - look
+        if listed is None:
+            look |= others - self._seen
+            period = self._rescan_every
+        else:
+            period = self._rescan_every * DEBUGFS_SAFETY_NET
+        look |= {pid for pid in others if self._turn(pid, period)}
+        for pid in look:
+            self._fds_of(pid, look=True)
+        self._seen = pids
+        for pid in self._fds.keys() - pids:  # exited processes
+            del self._fds[pid]
+        for cache in (self._vhost_kthreads, self._comms):
+            for pid in cache.keys() - pids:
+                del cache[pid]
+        return sorted(pid for pid in candidates & self._fds.keys() if self._fds[pid].vm)
 
     # ------------------------------------------------------------------ samples
 
@@ -425,7 +425,7 @@ class ProcessCollector:
                     delay_ns=sched[1] if sched else None,
                 )
             )
-        fds = self._fds_of(pid)
+        fds = self._fds_of(pid, look=pid not in self._fds or self._turn(pid, self._rescan_every))
         if not vhost_seen and fds is not None and fds.vhost_net:
             for tid in self._vhost_kernel_threads(pid):
                 sched = self._schedstat(tid, tid)

@@ -227,24 +227,24 @@ def test_with_debugfs_listable_other_processes_fds_are_a_rare_safety_net(
     without a VM directory has its fds read once per DEBUGFS_SAFETY_NET periods (not
     at first sight either), and a VM without a directory (the kernel may skip one) is
     still found, within that period."""
-    fake.process(600, "qemu-kvm", fds=("anon_inode:kvm-vm",))  # no debugfs directory
+    fake.process(601, "qemu-kvm", fds=("anon_inode:kvm-vm",))  # no debugfs directory
     fake.process(700, "bash")
     period, ticks = 2 * DEBUGFS_SAFETY_NET, 4 * 2 * DEBUGFS_SAFETY_NET
 
     def run() -> tuple[Counter[int], int]:
-        """fd reads by pid over `ticks`, and the first tick that found 600."""
+        """fd reads by pid over `ticks`, and the first tick that found 601."""
         c = ProcessCollector(fake.root, rescan_every=2)
         looked: Counter[int] = Counter()
         scan = c._scan_fds
         monkeypatch.setattr(c, "_scan_fds", lambda pid: looked.update([pid]) or scan(pid))
-        found = [t for t in range(ticks) if 600 in {g.pid for g in c.enrich([])}]
+        found = [t for t in range(ticks) if 601 in {g.pid for g in c.enrich([])}]
         return looked, found[0]
 
     debugfs = fake.root / "sys/kernel/debug/kvm"
     debugfs.rename(fake.root / "kvm-debugfs")
     looked, found_at = run()  # no debugfs: every process every rescan_every ticks
     assert looked[700] == ticks // 2 and found_at == 0
-    (fake.root / "kvm-debugfs").rename(debugfs)  # listable, without 600
+    (fake.root / "kvm-debugfs").rename(debugfs)  # listable, without 601
     looked, found_at = run()
     assert looked[700] == ticks // period and 0 < found_at <= period
 
