@@ -199,27 +199,43 @@ def verdict(
     key: str,
     *,
     bad: bool,
+    evidence: dict[str, float],
+    baseline: dict[str, float],
     device: str | None = None,
-    **rest: Any,
+    severity: str = "warning",
+    message: str = "",
+    immediate: bool = False,
+    hold_s: float = HOLD_S,
+    cause: str = "",
+    cause_guests: tuple[str, ...] = (),
 ) -> Observation:
     """A verdict on `key`: the guest `g` itself, or its `device` (a disk target, a vNIC
-    name) when given, with the K of `s`.
+    name) when given, with the K of `s`; the other arguments are `Observation`'s
+    fields, with its defaults (tests/detectors/test_base.py pins them).
 
-    Args:
-        rest: the rest of `Observation`'s fields by name (severity, message, evidence,
-            baseline, immediate, hold_s, cause, cause_guests).
+    The fields are parameters of their own, not `**rest` passed on: a verdict is built
+    for every guest per tick, and packing and unpacking the keywords cost twice
+    `Observation` itself (bench/results/measurements.md#detector-verdicts).
     """
-    subject, name = (g.uuid, g.name) if device is None else (device, device)
+    sample = g.sample
+    name = sample.name
     return Observation(
         key=key,
         bad=bad,
-        subject=subject,
-        subject_name=name,
+        subject=sample.uuid if device is None else device,
+        subject_name=name if device is None else device,
         raise_after=s.raise_after,
         clear_after=s.clear_after,
-        guest=g.name,
-        guest_uuid=g.uuid,
-        **rest,
+        guest=name,
+        guest_uuid=sample.uuid,
+        severity=severity,
+        message=message,
+        evidence=evidence,
+        baseline=baseline,
+        immediate=immediate,
+        hold_s=hold_s,
+        cause=cause,
+        cause_guests=cause_guests,
     )
 
 
@@ -231,7 +247,7 @@ def good_verdict(
     It carries no evidence (the engine keeps only bad observations'). A detector builds
     one only when `tick.tracking(its id, key)`: on any other subject it changes nothing.
     """
-    return verdict(g, s, key, bad=False, device=device, hold_s=hold_s)
+    return verdict(g, s, key, bad=False, evidence={}, baseline={}, device=device, hold_s=hold_s)
 
 
 class PerGuest(Generic[S]):
