@@ -11,7 +11,8 @@ Sections (each row: figure, budget, met or missed, ratio to its peer from this r
   `virsh domstats` (same groups) and `prometheus-libvirt-exporter` per scrape
   (bench_collect); budget kvmtop + libvirtd ≤ 1.2 × virsh + libvirtd; `kvmtop serve`
   (+ libvirtd) per scrape and `kvmtop record`'s process per tick at or below the
-  exporter. CPU time is read in clock ticks (10 ms), so at 40 ticks a figure moves
+  exporter. The clients take turns in 4 rounds, so each sees the same minutes of
+  the lab. CPU time is read in clock ticks (10 ms), so at 40 ticks a figure moves
   in steps of 0.25 ms.
 - pipeline: a synthetic feed of captured lab stats at 10, 50, 100 and 500 guests
   through the real sampler and pipeline, one subprocess per size (bench_pipeline);

@@ -1,17 +1,18 @@
 """CPU cost of one live tick on this host, against `virsh domstats` for the same groups
 and Debian's `prometheus-libvirt-exporter` per scrape.
 
-    python -m bench.bench_collect [--ticks 40]
+    python -m bench.bench_collect [--ticks 40] [--rounds 4]
 
 Runs the real sampler and pipeline (collectors → rates → detectors → snapshot) at a
 2 s interval for TICKS ticks against qemu:///system and reports, per tick: kvmtop's
-own CPU (process time) and libvirtd's CPU during kvmtop's ticks. Then, in the same
-minute and at the same pace, the same two numbers for `virsh domstats` asking the
-groups kvmtop asks (libvirt's own C client, the floor for a libvirt consumer), and
-for `prometheus-libvirt-exporter` (Debian's package, run by hand on loopback, its
+own CPU (process time) and libvirtd's CPU during kvmtop's ticks. At the same pace,
+the same two numbers for `virsh domstats` asking the groups kvmtop asks (libvirt's
+own C client, the floor for a libvirt consumer), and for
+`prometheus-libvirt-exporter` (Debian's package, run by hand on loopback, its
 /metrics scraped with urllib): the exporter's CPU and libvirtd's per scrape. Also
 `kvmtop serve` scraped at that pace and `kvmtop record` (with its index, as run by
-default) as processes of their own: their CPU and libvirtd's per tick.
+default) as processes of their own: their CPU and libvirtd's per tick. The clients
+take turns in ROUNDS rounds of TICKS / ROUNDS ticks (`run`).
 """
 
 from __future__ import annotations
@@ -64,20 +65,6 @@ def paced(ticks: int, interval_s: float, body: Callable[[int], object]) -> None:
         body(i)
         deadline += interval_s
         time.sleep(max(0.0, deadline - time.monotonic()))
-
-
-def per_tick_ms(
-    pids: Sequence[int], ticks: int, interval_s: float, body: Callable[[int], object]
-) -> list[float]:
-    """CPU ms per tick of each process in `pids` while `paced` runs `body`.
-
-    The kernel counts CPU time in clock ticks (10 ms at USER_HZ 100): over `ticks`
-    ticks a figure is a multiple of 10 / `ticks` ms, computed from whole clock ticks
-    so that equal counts give equal figures.
-    """
-    before = [proc_cpu_ticks(p) for p in pids]
-    paced(ticks, interval_s, body)
-    return [(proc_cpu_ticks(p) - b) * 1000 / CLK / ticks for p, b in zip(pids, before, strict=True)]
 
 
 def install_exporter() -> str | None:
@@ -196,23 +183,35 @@ def recorder(interval_s: float) -> Iterator[int]:
             yield pid
 
 
-def run(ticks: int = 40, interval_s: float = 2.0) -> dict[str, float]:
-    """ms of CPU per tick (or scrape) of kvmtop, virsh, the exporter and libvirtd for each."""
+Measure = Callable[[], contextlib.AbstractContextManager[tuple[int, Callable[[int], object]]]]
+"""A measured client: a context giving the pid whose CPU counts and the body of one
+tick (the client started, warm, until the context ends)."""
+
+
+def rounds_of(ticks: int, rounds: int) -> list[int]:
+    """`ticks` split into `rounds` near-equal rounds (none empty)."""
+    rounds = max(1, min(rounds, ticks))
+    return [ticks // rounds + (r < ticks % rounds) for r in range(rounds)]
+
+
+def run(ticks: int = 40, interval_s: float = 2.0, rounds: int = 4) -> dict[str, float]:
+    """ms of CPU per tick (or scrape) of kvmtop, virsh, the exporter and libvirtd for each.
+
+    The clients are measured in `rounds` interleaved rounds, each client's order
+    rotated every round, so that the lab's guests, whose load changes over the
+    minutes a run takes, weigh on every client alike: a ratio of two clients
+    measured one after the other compared two different minutes of the lab.
+    """
     daemon = libvirtd_pid()
     settings = Settings(interval_s=interval_s)
     sampler = build_sampler(settings)
     pipeline = build_pipeline(settings)
     guests = len(pipeline.push(sampler.sample(), mode="live").guests)  # warm-up: XML, probes
     self_pid = os.getpid()
-    try:
-        kvmtop_ms, kvmtop_daemon_ms = per_tick_ms(
-            [self_pid, daemon],
-            ticks,
-            interval_s,
-            lambda _i: pipeline.push(sampler.sample(), mode="live"),
-        )
-    finally:
-        sampler.close()
+
+    @contextlib.contextmanager
+    def in_process() -> Iterator[tuple[int, Callable[[int], object]]]:
+        yield self_pid, lambda _i: pipeline.push(sampler.sample(), mode="live")
 
     def virsh(i: int) -> None:
         # The fast-tier groups, and balloon every balloon_every-th call, as kvmtop.
@@ -233,34 +232,58 @@ def run(ticks: int = 40, interval_s: float = 2.0) -> dict[str, float]:
             args.append("--balloon")
         subprocess.run(args, capture_output=True, check=True)
 
-    # Children's CPU shows in our cutime/cstime once reaped.
-    virsh_ms, virsh_daemon_ms = per_tick_ms([self_pid, daemon], ticks, interval_s, virsh)
-    out = {
-        "guests": float(guests),
-        "ticks": float(ticks),
-        "kvmtop_ms": kvmtop_ms,
-        "kvmtop_libvirtd_ms": kvmtop_daemon_ms,
-        "virsh_ms": virsh_ms,
-        "virsh_libvirtd_ms": virsh_daemon_ms,
+    @contextlib.contextmanager
+    def virsh_client() -> Iterator[tuple[int, Callable[[int], object]]]:
+        yield self_pid, virsh  # children's CPU shows in our cutime/cstime once reaped
+
+    @contextlib.contextmanager
+    def serve_client() -> Iterator[tuple[int, Callable[[int], object]]]:
+        # Scraped once per tick, as the exporter: its process (which collects every
+        # interval on its own thread and renders each scrape) and libvirtd.
+        with serve(interval_s) as (pid, url):
+            yield pid, lambda _i: scrape(url)
+
+    @contextlib.contextmanager
+    def record_client() -> Iterator[tuple[int, Callable[[int], object]]]:
+        # As an operator runs it: sampling, pipeline, store and index (issue #18's
+        # target: at or below the exporter).
+        with recorder(interval_s) as pid:
+            yield pid, lambda _i: None
+
+    measures: dict[str, Measure] = {
+        "kvmtop": in_process,
+        "virsh": virsh_client,
+        "serve": serve_client,
+        "record": record_client,
     }
-    # `kvmtop serve` scraped once per tick, as the exporter below: its process (which
-    # collects every interval on its own thread and renders each scrape) and libvirtd.
-    with serve(interval_s) as (pid, url):
-        out["serve_ms"], out["serve_libvirtd_ms"] = per_tick_ms(
-            [pid, daemon], ticks, interval_s, lambda _i: scrape(url)
-        )
-    # `kvmtop record` as a process of its own, as an operator runs it: sampling,
-    # pipeline, store and index (issue #18's target: at or below the exporter).
-    with recorder(interval_s) as pid:
-        out["record_ms"], out["record_libvirtd_ms"] = per_tick_ms(
-            [pid, daemon], ticks, interval_s, lambda _i: None
-        )
     path = install_exporter()
     if path is not None:
-        with exporter(path) as (pid, url):
-            out["exporter_ms"], out["exporter_libvirtd_ms"] = per_tick_ms(
-                [pid, daemon], ticks, interval_s, lambda _i: scrape(url)
-            )
+
+        @contextlib.contextmanager
+        def exporter_client() -> Iterator[tuple[int, Callable[[int], object]]]:
+            with exporter(path) as (pid, url):
+                yield pid, lambda _i: scrape(url)
+
+        measures["exporter"] = exporter_client
+    used = {key: [0, 0] for key in measures}
+    """Clock ticks of each client and of libvirtd during its ticks."""
+    keys = list(measures)
+    try:
+        for r, count in enumerate(rounds_of(ticks, rounds)):
+            for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+                with measures[key]() as (pid, body):
+                    pids = (pid, daemon)
+                    before = [proc_cpu_ticks(p) for p in pids]
+                    paced(count, interval_s, body)
+                    for n, (p, b) in enumerate(zip(pids, before, strict=True)):
+                        used[key][n] += proc_cpu_ticks(p) - b
+    finally:
+        sampler.close()
+    out = {"guests": float(guests), "ticks": float(ticks)}
+    for key, (client, lv) in used.items():
+        # From whole clock ticks: equal counts give equal figures.
+        out[f"{key}_ms"] = client * 1000 / CLK / ticks
+        out[f"{key}_libvirtd_ms"] = lv * 1000 / CLK / ticks
     return out
 
 
@@ -268,9 +291,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Measure and print the table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ticks", type=int, default=40)
+    p.add_argument("--rounds", type=int, default=4)
     args = p.parse_args(argv)
-    r = run(args.ticks)
-    print(f"guests: {r['guests']:.0f}, ticks: {args.ticks}, interval 2 s")
+    r = run(args.ticks, rounds=args.rounds)
+    print(f"guests: {r['guests']:.0f}, ticks: {args.ticks} in {args.rounds} rounds, interval 2 s")
     print(f"{'':38}{'client ms/tick':>16}{'libvirtd ms/tick':>18}{'total':>10}")
     for label, key in (
         ("kvmtop (all collectors)", "kvmtop"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from bench.bench_collect import rounds_of
 from bench.suite import Row, budget_table, failed, normalised, regression, rows_of, table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,3 +74,9 @@ def test_readme_budget_table_is_the_committed_results() -> None:
     named = re.findall(r"`python -m bench --budgets (bench/results/[\w.-]+\.json)`", readme)
     assert len(named) == 1, named
     assert budget_table(rows_of(ROOT / named[0])) in readme
+
+
+def test_collection_rounds_cover_the_ticks() -> None:
+    assert rounds_of(40, 4) == [10, 10, 10, 10]
+    assert rounds_of(10, 4) == [3, 3, 2, 2]
+    assert rounds_of(3, 4) == [1, 1, 1]
