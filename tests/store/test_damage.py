@@ -103,6 +103,9 @@ def test_a_flipped_bit_in_a_blob_skips_that_sample_and_the_rest_of_its_chain(
         assert len(r.notices) == 1
         assert r.notices[0].startswith("samples #35 to #40 (6 samples, ")
         assert "stored against sample #35" in r.notices[0]
+    with StoreReader(recording) as r:  # stepping back over the damage: one run too
+        assert [r.read(i) for i in (40, 39, 38)] == [None] * 3
+        assert [n.split(" (")[0] for n in r.notices] == ["samples #38 to #40"]
 
 
 def test_a_damaged_page_is_skipped_and_reading_goes_on(
