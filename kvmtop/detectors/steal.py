@@ -196,7 +196,7 @@ class _Round:
         self.top = sorted((levels[u][0].name, u) for u in stealing)[: OTHERS_SHOWN + 1]
         self._top_uuids = {u for _, u in self.top}
         self.psi = tick.host.psi_cpu_some_pct
-        self._overcommit: str | None = None
+        self._overcommit: _Cause | None = None
         self._collisions: dict[str, _Collision] | None = None
 
     def collision(self, uuid: str) -> _Collision | None:
@@ -209,14 +209,14 @@ class _Round:
         """The first stealing guests' names other than `uuid`'s (it is stealing)."""
         return [name for name, u in self.top if u != uuid][:OTHERS_SHOWN]
 
-    def overcommit(self, uuid: str) -> str:
-        """The host over-commit cause for a stealing guest."""
+    def overcommit(self, uuid: str) -> _Cause:
+        """The host over-commit cause of a stealing guest."""
         if uuid in self._top_uuids:
-            return self._overcommit_text(self.others(uuid))
+            return _Cause(OVERCOMMIT_CAUSE, self._overcommit_text(self.others(uuid)))
         # Every guest outside the first names sees the same ones: on a contended
-        # host with hundreds of stealing guests the text is built once per tick.
+        # host with hundreds of stealing guests the cause is built once per tick.
         if self._overcommit is None:
-            self._overcommit = self._overcommit_text(self.others(uuid))
+            self._overcommit = _Cause(OVERCOMMIT_CAUSE, self._overcommit_text(self.others(uuid)))
         return self._overcommit
 
     def _overcommit_text(self, others: list[str]) -> str:
@@ -332,5 +332,5 @@ class Steal(PerGuest[float]):
             return _Cause("", f"lock-holder preemption ({pause:.0f} PAUSE exits/s per vCPU)")
         psi = rnd.psi
         if (psi is not None and psi >= s.host_psi_cpu_pct) or len(rnd.stealing) >= s.many_guests:
-            return _Cause(OVERCOMMIT_CAUSE, rnd.overcommit(uuid))
+            return rnd.overcommit(uuid)
         return _Cause("", "CPU contention on the host")
