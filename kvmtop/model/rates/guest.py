@@ -228,12 +228,14 @@ def derive_guest(
 
     prev_vcpus = {v.index: v for v in prev.vcpus} if prev else {}
     vcpu_rates: list[VcpuRates] = []
+    steals: list[float] = []
     steal_source: str | None = None
     for v in cur.vcpus:
         vr, src = derive_vcpu(prev_vcpus.get(v.index), v, dt_s, kvm)
         vcpu_rates.append(vr)
+        if vr.steal_pct is not None:
+            steals.append(vr.steal_pct)
         steal_source = steal_source or src
-    steals = [v.steal_pct for v in vcpu_rates if v.steal_pct is not None]
 
     # Exits: KVM binary stats summed over vCPUs (libvirt vcpu group), else debugfs,
     # else the kvm_exit tracepoint (see derive_kvm).
