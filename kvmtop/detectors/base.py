@@ -57,22 +57,17 @@ class GuestView(msgspec.Struct, frozen=True, gc=False):
         rates: its derived rates.
         prev: the same guest in the previous sample, None after a restart.
         settings: the detector settings with this guest's overrides applied.
+        uuid / name: the sample's. Fields rather than properties reading the sample:
+            every detector reads them for every guest per tick, and a property is a
+            Python call each time (bench/results/measurements.md#guest-view-fields).
     """
 
     sample: GuestSample
     rates: GuestRates
     prev: GuestSample | None
     settings: DetectorSettings
-
-    @property
-    def uuid(self) -> str:
-        """The guest's UUID."""
-        return self.sample.uuid
-
-    @property
-    def name(self) -> str:
-        """The guest's name."""
-        return self.sample.name
+    uuid: str
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,17 +212,15 @@ def verdict(
     for every guest per tick, and packing and unpacking the keywords cost twice
     `Observation` itself (bench/results/measurements.md#detector-verdicts).
     """
-    sample = g.sample
-    name = sample.name
     return Observation(
         key=key,
         bad=bad,
-        subject=sample.uuid if device is None else device,
-        subject_name=name if device is None else device,
+        subject=g.uuid if device is None else device,
+        subject_name=g.name if device is None else device,
         raise_after=s.raise_after,
         clear_after=s.clear_after,
-        guest=name,
-        guest_uuid=sample.uuid,
+        guest=g.name,
+        guest_uuid=g.uuid,
         severity=severity,
         message=message,
         evidence=evidence,

@@ -210,7 +210,9 @@ class DetectorEngine:
             settings = resolved.get(g.name)
             if settings is None:
                 settings = resolved[g.name] = self.settings.for_guest(g.name)
-            views.append(GuestView(g, r, p, settings))
+            views.append(
+                GuestView(sample=g, rates=r, prev=p, settings=settings, uuid=uuid, name=g.name)
+            )
         if len(identities) > len(seen):
             # Every guest seen is in `identities`: a longer one holds gone guests.
             for uuid in set(identities) - seen:

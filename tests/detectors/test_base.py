@@ -22,7 +22,10 @@ def test_per_guest_forget_drops_that_guest_only() -> None:
 
 def _guest() -> GuestView:
     sample = GuestSample(uuid="u1", name="web", state="running")
-    return GuestView(sample, GuestRates("u1", "web", "running"), None, DetectorSettings())
+    rates = GuestRates("u1", "web", "running")
+    return GuestView(
+        sample=sample, rates=rates, prev=None, settings=DetectorSettings(), uuid="u1", name="web"
+    )
 
 
 def test_good_verdict_on_the_guest_itself() -> None:
