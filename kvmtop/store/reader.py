@@ -25,78 +25,18 @@ import math
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kvmtop.model.sample import Sample
 from kvmtop.store import blob, sqlitefile
 from kvmtop.store.meta import RecordingMeta, StoreError, meta_from_rows
+from kvmtop.store.notices import Notices
 from kvmtop.store.rows import MAX_CHAIN, RowDecoder, column_blob
 from kvmtop.store.schema import APPLICATION_ID, ROLLUP_TABLES, application_id, read_meta_rows
 
 BATCH = 64
 """Rows fetched per query while iterating (each query is its own read transaction)."""
-
-
-def _when(t: float | None) -> str | None:
-    """ "2026-01-02 03:04:05 UTC" for a notice; None without a time (or a damaged one)."""
-    if t is None:
-        return None
-    try:
-        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-_REASONS_NAMED = 2
-"""How many distinct reasons a run's notice names before counting the rest."""
-
-
-@dataclass(slots=True)
-class _Lost:
-    """A run of consecutive samples skipped as unreadable, told in one notice line.
-
-    A damaged page or a broken delta chain loses samples by the dozen; one line per
-    sample would bury the other notices (and the terminal) under lines that say the
-    same thing.
-    """
-
-    first: int
-    last: int
-    first_t: float | None
-    last_t: float | None
-    reasons: list[str]
-
-    def line(self) -> str:
-        """The notice: the sample or the run, its time or span, why it was skipped."""
-        if self.first == self.last:
-            when = _when(self.first_t)
-            stamp = f" ({when})" if when else ""
-            return f"sample #{self.first}{stamp} skipped: {self.reasons[0]}"
-        span = [f"{self.last - self.first + 1} samples"]
-        first, last = _when(self.first_t), _when(self.last_t)
-        if first and last:
-            span.append(f"{first} to {last}")
-        why = "; ".join(self.reasons[:_REASONS_NAMED])
-        if (more := len(self.reasons) - _REASONS_NAMED) > 0:
-            why += f"; and {more} other reason{'s' if more > 1 else ''}"
-        return f"samples #{self.first} to #{self.last} ({', '.join(span)}) skipped: {why}"
-
-    def add(self, index: int, t: float | None, why: str) -> None:
-        """Take in the sample just before or just after the run."""
-        if index < self.first:
-            self.first, self.first_t = index, t
-        else:
-            self.last, self.last_t = index, t
-        if why not in self.reasons:
-            self.reasons.append(why)
-
-    def join(self, after: _Lost) -> None:
-        """Take in the run that starts right after this one ends."""
-        self.last, self.last_t = after.last, after.last_t
-        self.reasons.extend(w for w in after.reasons if w not in self.reasons)
 
 
 def _is_number(value: object) -> bool:
@@ -139,8 +79,7 @@ class StoreReader:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._notes: list[str | _Lost] = []
-        self._damaged: set[int] = set()
+        self._notes = Notices()
         self._header = self._check_file()
         # Before SQLite opens it (a connection may create an empty log).
         self._logged = _nonempty(f"{self.path}-wal")
@@ -233,7 +172,7 @@ class StoreReader:
                 conn.close()
                 raise StoreError(f"{self.path}: cannot open: {again}") from None
             log = f" and its log {self.path}-wal" if self._logged else ""
-            self._notice(
+            self._notes.fact(
                 f"cannot create {shm} (its directory is read-only to this user): "
                 f"read the file{log} without it, as no recorder is writing it"
             )
@@ -266,7 +205,7 @@ class StoreReader:
         if self._header is not None and not self._logged:
             cut = sqlitefile.truncated(self.path, self._header)
             if cut is not None:
-                self._notice(
+                self._notes.fact(
                     f"the file is cut short ({cut[0]} of {cut[1]} bytes): the "
                     "samples stored past the cut are lost"
                 )
@@ -277,7 +216,7 @@ class StoreReader:
         except sqlite3.DatabaseError:
             return  # damaged pages: found row by row
         if (in_table is None) != (in_index is None) or (in_table is not None and first is None):
-            self._notice("its schema is damaged: the samples it holds cannot be found")
+            self._notes.fact("its schema is damaged: the samples it holds cannot be found")
 
     # ------------------------------------------------------------------ extent
     #
@@ -355,7 +294,7 @@ class StoreReader:
         if found:
             return pick(found)
         if why is not None:
-            self._notice(f"{lost}: the table of samples and its time index are damaged ({why})")
+            self._notes.fact(f"{lost}: the table of samples and its time index are damaged ({why})")
         return None
 
     def count(self) -> int:
@@ -489,7 +428,7 @@ class StoreReader:
                 break
             except sqlite3.DatabaseError:
                 distance *= 2
-        self._notice(
+        self._notes.fact(
             f"sample #{index} and any after it skipped: the end of the file cannot be read"
         )
         return False
@@ -521,7 +460,7 @@ class StoreReader:
         except sqlite3.OperationalError:  # no such table: an older format
             return []
         except sqlite3.DatabaseError as exc:
-            self._notice(
+            self._notes.fact(
                 f"the report's index cannot be read ({exc}): reports are computed from the samples"
             )
             return []
@@ -544,14 +483,14 @@ class StoreReader:
                 "SELECT t, dict_id, data FROM samples WHERE id = ?", (index,)
             ).fetchone()
         except sqlite3.DatabaseError as exc:
-            self._skip(index, self.time_of(index), f"unreadable: {exc}")
+            self._notes.lost(index, self.time_of(index), f"unreadable: {exc}")
             return None
         if row is None:
             # Ids are contiguous: one missing inside the recording is damage (a
             # garbled key), one before the first was deleted by retention.
             first, last = self.first_index(), self.last_index()
             if first is not None and first <= index and (last is None or index <= last):
-                self._skip(index, None, "missing (its page is damaged)")
+                self._notes.lost(index, None, "missing (its page is damaged)")
             return None
         return self._decode(index, *row)
 
@@ -607,12 +546,12 @@ class StoreReader:
             and (dict_id is None or isinstance(dict_id, int))
             and isinstance(data, bytes)
         ):
-            self._skip(index, None, "its row is damaged")
+            self._notes.lost(index, None, "its row is damaged")
             return None
         try:
             return self._decoder.decode(index, dict_id, data)
         except (ValueError, sqlite3.DatabaseError) as exc:
-            self._skip(index, t, str(exc))
+            self._notes.lost(index, t, str(exc))
             return None
 
     @property
@@ -620,36 +559,13 @@ class StoreReader:
         """What a user should know of the file, in the order found: one line per run
         of consecutive samples skipped as unreadable, and one per fact about the file
         (opened in another way, cut). Which samples were lost: `skipped`."""
-        return [note if isinstance(note, str) else note.line() for note in self._notes]
+        return self._notes.lines()
 
     @property
     def skipped(self) -> frozenset[int]:
         """Indices of the samples skipped as unreadable so far (count these, not the
         notices, for the samples lost)."""
-        return frozenset(self._damaged)
-
-    def _skip(self, index: int, t: float | None, why: str) -> None:
-        """Note a sample lost: a run of its own, or the run it adjoins (ids are
-        contiguous, so the samples on either side of it are its neighbours)."""
-        if index in self._damaged:
-            return
-        self._damaged.add(index)
-        runs = [note for note in self._notes if isinstance(note, _Lost)]
-        before = next((run for run in runs if run.last == index - 1), None)
-        after = next((run for run in runs if run.first == index + 1), None)
-        if before is not None:
-            before.add(index, t, why)
-            if after is not None:
-                before.join(after)
-                self._notes.remove(after)
-        elif after is not None:
-            after.add(index, t, why)
-        else:
-            self._notes.append(_Lost(index, index, t, t, [why]))
-
-    def _notice(self, line: str) -> None:
-        if line not in self._notes:
-            self._notes.append(line)
+        return self._notes.skipped
 
     def close(self) -> None:
         """Close the file."""
