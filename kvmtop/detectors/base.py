@@ -10,7 +10,7 @@ wall time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -39,6 +39,9 @@ CAUSE_KINDS: dict[str, str] = {
 OVERCOMMIT_CAUSE = "overcommit:host"
 """Host CPU over-commit: `overcommit`'s vCPU:pCPU finding and every guest `steal`
 blames on it."""
+
+_NONE: frozenset[str] = frozenset()
+"""The keys tracked for a detector that does not run."""
 
 HOLD_S = 60.0
 """How long a raised finding survives without an observation, unless the detector
@@ -82,8 +85,8 @@ class Tick:
         guests: running guests, with their resolved settings.
         settings: the global detector settings.
         baseline: host context attached to every finding (PSI shares, CPU busy).
-        tracked: the (detector id, observation key) pairs the engine keeps
-            hysteresis state for (see `tracking`).
+        tracked: per detector id, the observation keys the engine keeps hysteresis
+            state for (see `tracked_keys`).
         memo: values computed once per tick for several detectors (see `shared`).
     """
 
@@ -95,7 +98,7 @@ class Tick:
     guests: tuple[GuestView, ...]
     settings: DetectorSettings
     baseline: Mapping[str, float]
-    tracked: Container[tuple[str, str]]
+    tracked: Mapping[str, Collection[str]]
     memo: dict[Callable[..., Any], tuple[object, Any]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -109,7 +112,17 @@ class Tick:
         """Whether a good verdict on `key` matters: the engine holds a bad streak or a
         raised finding for it. A good verdict on any other subject changes nothing
         (the engine keeps no state for it), so detectors leave those out."""
-        return (detector, key) in self.tracked
+        return key in self.tracked_keys(detector)
+
+    def tracked_keys(self, detector: str) -> Collection[str]:
+        """The keys `tracking(detector, key)` holds for, as they stand when asked: the
+        engine's live state, so a detector reads it once per tick.
+
+        For speed: a detector judging every guest per tick tests its keys here rather
+        than calling `tracking` for each, and builds no key at all while this is empty
+        (no subject of it has a streak, the usual case).
+        """
+        return self.tracked.get(detector, _NONE)
 
     def shared(self, fn: Callable[[Tick, A], T], arg: A) -> T:
         """`fn(self, arg)`, computed once per tick for every detector asking with the

@@ -120,7 +120,9 @@ class DetectorEngine:
             for det_id, make in DETECTORS.items()
             if self.settings.enabled(det_id)
         ]
-        self._tracks: dict[tuple[str, str], _Track] = {}
+        # Per detector, observation key → its hysteresis state; one dict per enabled
+        # detector for the engine's life, so `Tick.tracked_keys` hands out a live view.
+        self._tracks: dict[str, dict[str, _Track]] = {det_id: {} for det_id, _ in self._detectors}
         self._identity: dict[str, tuple[int | None, int | None]] = {}
         self._resolved: dict[str, DetectorSettings] = {}
         self._prev: Sample | None = None
@@ -130,7 +132,8 @@ class DetectorEngine:
         """Forget all state (the window was cleared or time went backwards)."""
         for uuid in list(self._identity):
             self._forget(uuid)
-        self._tracks.clear()
+        for tracks in self._tracks.values():
+            tracks.clear()
         self._prev = None
         self._findings = ()
 
@@ -159,28 +162,34 @@ class DetectorEngine:
             tracked=self._tracks,
         )
         now = sample.wall_s
-        tracks = self._tracks
         for det_id, detector in self._detectors:
+            tracks = self._tracks[det_id]
             for obs in detector.observe(tick):
-                key = (det_id, obs.key)
+                key = obs.key
                 track = tracks.get(key)
                 if track is None:
                     if not obs.bad:
                         continue
-                    track = tracks[key] = _Track(f"{det_id}/{obs.key}")
+                    track = tracks[key] = _Track(f"{det_id}/{key}")
                 track.update(det_id, obs, now)
                 if not track.active and not track.bad_streak:
                     # Back to no streak and no finding: the same as never observed
                     # (a new track starts there), so only subjects with something
                     # pending are tracked and good verdicts on the rest are skipped.
                     del tracks[key]
-        for key, track in list(tracks.items()):
-            if now - track.last_seen_s > track.hold_s:
-                del tracks[key]
+        for tracks in self._tracks.values():
+            for key, track in list(tracks.items()):
+                if now - track.last_seen_s > track.hold_s:
+                    del tracks[key]
         self._prev = sample
         self._findings = tuple(
             sorted(
-                (t.finding for t in self._tracks.values() if t.active and t.finding is not None),
+                (
+                    t.finding
+                    for tracks in self._tracks.values()
+                    for t in tracks.values()
+                    if t.active and t.finding is not None
+                ),
                 key=lambda f: (-severity_rank(f.severity), f.detector, f.subject_name),
             )
         )
@@ -224,8 +233,9 @@ class DetectorEngine:
         self._identity.pop(uuid, None)
         for _, detector in self._detectors:
             detector.forget(uuid)
-        for key in [k for k, t in self._tracks.items() if t.guest_uuid == uuid]:
-            del self._tracks[key]
+        for tracks in self._tracks.values():
+            for key in [k for k, t in tracks.items() if t.guest_uuid == uuid]:
+                del tracks[key]
 
 
 def build_engine(settings: DetectorSettings) -> Callable[[Window], tuple[Finding, ...]]:

@@ -97,6 +97,7 @@ class ExitStorm(PerGuest[RollingMedian]):
 
     def observe(self, tick: Tick) -> Iterable[Observation]:
         """One verdict per KVM guest with an exit rate this tick."""
+        tracked = tick.tracked_keys(ID)
         for g in tick.guests:
             if g.sample.accel != "kvm" or not g.settings.enabled(ID):
                 continue
@@ -111,7 +112,7 @@ class ExitStorm(PerGuest[RollingMedian]):
             threshold = max(s.floor_per_vcpu, s.k * med) if med is not None else s.floor_per_vcpu
             rm.add(tick.wall_s, value)
             if value <= threshold and value <= s.crit_per_vcpu:
-                if tick.tracking(ID, g.uuid):
+                if g.uuid in tracked:
                     yield good_verdict(g, s, g.uuid)
                 continue
             top = dominant(g, tick.dt_s)

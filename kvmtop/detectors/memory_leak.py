@@ -25,7 +25,7 @@ the guest's figures, or a tick the guest did not answer (not responding), less t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from kvmtop.detectors.base import (
@@ -88,12 +88,13 @@ class MemoryLeak(PerGuest[_Guest]):
     def observe(self, tick: Tick) -> Iterable[Observation]:
         """Freshness verdicts every tick; a trend verdict when an evaluation is due."""
         out: list[Observation] = []
+        tracked = tick.tracked_keys(ID)
         for g in tick.guests:
             if g.settings.enabled(ID):
-                self._guest(tick, g, g.settings.memory_leak, out)
+                self._guest(tick, g, g.settings.memory_leak, tracked, out)
                 if out:
                     # Guest by guest, as a generator per guest did: the engine counts
-                    # them before the next guest's `tick.tracking` checks.
+                    # them before the next guest's `tracked` checks (a live view).
                     yield from out
                     out.clear()
 
@@ -139,17 +140,22 @@ class MemoryLeak(PerGuest[_Guest]):
         )
 
     def _trend_off(
-        self, tick: Tick, g: GuestView, s: MemoryLeakSettings, out: list[Observation]
+        self, g: GuestView, s: MemoryLeakSettings, tracked: Collection[str], out: list[Observation]
     ) -> None:
         """A good trend verdict at once (the series restarts), when it clears something."""
-        if tick.tracking(ID, f"{g.uuid}:trend"):
+        if f"{g.uuid}:trend" in tracked:
             out.append(self._obs(g, s, "trend", False, immediate=True))
 
     def _guest(
-        self, tick: Tick, g: GuestView, s: MemoryLeakSettings, out: list[Observation]
+        self,
+        tick: Tick,
+        g: GuestView,
+        s: MemoryLeakSettings,
+        tracked: Collection[str],
+        out: list[Observation],
     ) -> None:
         """Append this guest's observations to `out` (a list, not a generator per guest
-        per tick: most guests have nothing to say)."""
+        per tick: most guests have nothing to say); `tracked` is `tick.tracked_keys(ID)`."""
         state = self._guests.get(g.uuid)
         if state is None:
             state = self._guests[g.uuid] = _Guest(leak_series(s))
@@ -173,7 +179,7 @@ class MemoryLeak(PerGuest[_Guest]):
             )
             state.series.clear()
             out.append(self._data(g, s, f"{why}: leak check off"))
-            self._trend_off(tick, g, s, out)
+            self._trend_off(g, s, tracked, out)
             return
         age = tick.wall_s - b.last_update_s
         if age > s.stale_after_s:
@@ -181,9 +187,9 @@ class MemoryLeak(PerGuest[_Guest]):
             state.last_update_s = None
             stale = f"balloon stats stale for {fmt_duration(age)}: leak check paused"
             out.append(self._data(g, s, stale))
-            self._trend_off(tick, g, s, out)
+            self._trend_off(g, s, tracked, out)
             return
-        if tick.tracking(ID, f"{g.uuid}:data"):
+        if f"{g.uuid}:data" in tracked:
             out.append(self._data(g, s, None))
         if b.last_update_s == state.last_update_s:
             return
@@ -192,7 +198,7 @@ class MemoryLeak(PerGuest[_Guest]):
         if reset is not None:
             state.series.clear()
             if reset in ("guest rebooted", "balloon target changed", "guest RAM changed"):
-                self._trend_off(tick, g, s, out)
+                self._trend_off(g, s, tracked, out)
         state.last_update_s = b.last_update_s
         state.current_bytes = b.current_bytes
         state.available_bytes = b.available_bytes

@@ -184,7 +184,16 @@ class _Round:
     the first of them by name, the over-commit text most of them get, and the
     pinning collisions (found on first use)."""
 
-    __slots__ = ("_collisions", "_overcommit", "_top_uuids", "levels", "psi", "stealing", "top")
+    __slots__ = (
+        "_collisions",
+        "_overcommit",
+        "_top_uuids",
+        "levels",
+        "psi",
+        "stealing",
+        "top",
+        "tracked",
+    )
 
     def __init__(
         self, tick: Tick, levels: dict[str, tuple[GuestView, _Level]], stealing: set[str]
@@ -196,6 +205,7 @@ class _Round:
         self.top = sorted((levels[u][0].name, u) for u in stealing)[: OTHERS_SHOWN + 1]
         self._top_uuids = {u for _, u in self.top}
         self.psi = tick.host.psi_cpu_some_pct
+        self.tracked = tick.tracked_keys(ID)
         self._overcommit: _Cause | None = None
         self._collisions: dict[str, _Collision] | None = None
 
@@ -268,7 +278,7 @@ class Steal(PerGuest[float]):
             self._guests.pop(uuid, None)
             since = wall_s
         if uuid not in rnd.stealing:
-            if not tick.tracking(ID, uuid):
+            if uuid not in rnd.tracked:
                 return None
             return good_verdict(g, s, uuid)
         sustained = wall_s - since

@@ -58,6 +58,7 @@ class VnicDrops:
             guests = {uuid for uuid, _, nic in sw.guests if (uuid, nic) in dropping}
             if len(guests) >= self._vswitch.guests_dropping:
                 shared.add(name)
+        tracked = tick.tracked_keys(ID)
         for g in tick.guests:
             if not g.rates.nics or not g.settings.enabled(ID):
                 continue
@@ -75,11 +76,12 @@ class VnicDrops:
                 if rx_bad and switch in shared:
                     rx_bad = False
                 tx_bad = tx > s.tx_drops_per_s
-                key = f"{g.uuid}/{nic.name}"
                 if not (rx_bad or tx_bad):
-                    if tick.tracking(ID, key):
+                    # Most vNICs drop nothing and none is tracked: no key to build.
+                    if tracked and (key := f"{g.uuid}/{nic.name}") in tracked:
                         yield good_verdict(g, s, key, nic.name)
                     continue
+                key = f"{g.uuid}/{nic.name}"
                 if not vhost_read:
                     # Only a bad verdict shows the vhost threads' CPU: read it then,
                     # not for every guest on every tick.

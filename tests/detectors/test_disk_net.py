@@ -162,6 +162,14 @@ def test_vnic_drop_ratio_thresholds(drops: float, severity: str | None) -> None:
     assert [f.severity for f in found] == ([severity] if severity else [])
 
 
+def test_vnic_drops_clear_after_k_good_verdicts() -> None:
+    w = net_world({"a": 5.0, "b": 0.0})
+    assert active(w.run(5), "vnic_drops")
+    w.guest("a").nics[0].rx_drops = 0.0
+    seen = [bool(active(w.engine(w.push()), "vnic_drops")) for _ in range(4)]
+    assert seen == [True, True, False, False]  # K = 3 good verdicts clear it
+
+
 def test_vnic_tx_drops_mean_the_host_drops_guest_tx() -> None:
     w = net_world({"a": 0.0})
     w.guest("a").nics[0].tx_drops = 3.0
