@@ -13,6 +13,7 @@ here), and a key libvirt did not send stays None, never 0. What the domain XML a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -97,6 +98,8 @@ _GUEST_KEYS = {
 _NO_SWITCH: tuple[None, None] = (None, None)
 _PLANS_PER_DOMAIN = 4
 """Key sets a domain alternates between (with and without the balloon group, ...)."""
+_SHARED_PLANS = 64
+"""Layouts whose plans are kept for every domain (`_shared_plan`)."""
 
 
 def _is_int(kind: type) -> bool:
@@ -167,11 +170,10 @@ class _Plan:
     the field does not take, is the literal None in that code.
     """
 
-    def __init__(self, stats: Mapping[str, Any]) -> None:
-        keys = tuple(stats)
+    def __init__(self, keys: tuple[str, ...], types: tuple[type, ...]) -> None:
         self._count = len(keys)
         self.values = _getter(keys)
-        self.types = tuple(map(type, self.values(stats)))
+        self.types = types
         self.parse: _Parse = self._compile(keys)
 
     def fits(self, stats: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -305,6 +307,19 @@ class _Plan:
         return parse
 
 
+@functools.lru_cache(maxsize=_SHARED_PLANS)
+def _shared_plan(keys: tuple[str, ...], types: tuple[type, ...]) -> _Plan:
+    """The plan of one layout, shared by every domain that sends it.
+
+    A plan depends on the keys and value types alone (the domain's XML facts and pid
+    come with each `parse` call), and the guests of a host mostly share a few layouts:
+    at 500 guests, compiling one plan per domain made the first tick and the first
+    one without the balloon group take 500 compilations each
+    (bench/results/measurements.md#libvirt-parse-plan).
+    """
+    return _Plan(keys, types)
+
+
 @dataclass(frozen=True, slots=True)
 class DomainLinks:
     """What a sample takes from the domain XML, indexed for the per-tick parse.
@@ -387,7 +402,7 @@ class DomainStatsParser:
                 if i:
                     self._plans.insert(0, self._plans.pop(i))
                 return plan, values
-        plan = _Plan(stats)
+        plan = _shared_plan(tuple(stats), tuple(map(type, stats.values())))
         self._plans.insert(0, plan)
         del self._plans[_PLANS_PER_DOMAIN:]
         return plan, plan.values(stats)
