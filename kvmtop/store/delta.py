@@ -32,6 +32,7 @@ import json
 from itertools import chain
 from typing import Any, NamedTuple
 
+import msgspec
 import zstandard
 
 from kvmtop.store import blob
@@ -143,9 +144,16 @@ def _decimals(values: list[int]) -> str:
     return ",".join(map(str, values))
 
 
-def _integers(text: str) -> list[int]:
-    """The integers `_decimals` wrote (raises ValueError on anything else)."""
-    return list(map(int, text.split(","))) if text else []
+_INTEGERS = msgspec.json.Decoder(list[int])
+"""Reads `_decimals`' text as the JSON array it is inside brackets: msgspec parses it
+in C, several times faster than `int()` per item, which a seek pays for every row
+back to a checkpoint (bench/results/measurements.md#reading-stored-integers)."""
+
+
+def _integers(text: bytes) -> list[int]:
+    """The integers `_decimals` wrote (raises ValueError on anything else:
+    `msgspec.DecodeError` is one)."""
+    return _INTEGERS.decode(b"[" + text + b"]")
 
 
 class Reference(NamedTuple):
@@ -180,8 +188,8 @@ def unpack_reference(raw: bytes) -> Reference:
         ValueError: not such a text (a damaged row, or a format-2 reference).
     """
     try:
-        parts_text, slots_text, ints_text = raw.decode().split("\n")
-        parts = json.loads(parts_text)
+        parts_text, slots_text, ints_text = raw.split(b"\n")
+        parts = json.loads(parts_text.decode())
         slots, ints = _integers(slots_text), _integers(ints_text)
     except (UnicodeDecodeError, ValueError):
         raise ValueError("not a block reference") from None
@@ -269,8 +277,9 @@ def unpack_row(
     """
     text = blob.unpack(data[2:], decompressor)  # raises ValueError("zstd: ...")
     try:
-        order_text, ints_text, floats_text = text.decode().split("\n")
+        order_text, ints_text, floats_bytes = text.split(b"\n")
         order, stored = int(order_text), _integers(ints_text)
+        floats_text = floats_bytes.decode()
     except (UnicodeDecodeError, ValueError):
         raise ValueError("not a delta row") from None
     if order != row_order(data) or order not in (0, 1, 2):

@@ -71,3 +71,26 @@ def test_a_reference_round_trips_and_a_format_2_one_is_refused() -> None:
     assert ref == (shape.parts(), shape.float_slots, shape.ints)
     with pytest.raises(ValueError, match="not a block reference"):
         delta.unpack_reference(json.dumps(doc).encode())  # a whole sample (format 2)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        [],
+        [0],
+        [2**64 - 1, -(2**63) - 1, 2**70],  # counter-sized, and an order-2 jump past 64 bits
+    ],
+)
+def test_a_row_keeps_integers_of_any_size(stored: list[int]) -> None:
+    compressor, decompressor = zstandard.ZstdCompressor(), zstandard.ZstdDecompressor()
+    row = delta.pack_row(1, stored, [], compressor)
+    assert delta.unpack_row(row, decompressor) == (1, stored, [])
+
+
+@pytest.mark.parametrize("ints", [b"1,,2", b"1,2,", b"1_000", b"+1", b"0x10", b"1],[2", b"\xff"])
+def test_a_row_whose_integers_are_not_decimals_is_refused(ints: bytes) -> None:
+    """What the writer never writes (`_decimals`: plain comma-separated decimals) is a
+    damaged row, even where Python's `int()` would take it."""
+    frame = zstandard.ZstdCompressor(write_checksum=True).compress(b"1\n" + ints + b"\n")
+    with pytest.raises(ValueError, match="not a delta row"):
+        delta.unpack_row(b"D1" + frame, zstandard.ZstdDecompressor())
