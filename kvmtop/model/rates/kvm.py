@@ -151,18 +151,28 @@ def derive_kvm(prev: GuestSample, cur: GuestSample, dt_s: float, na: dict[str, s
     stats, source = _vm_stat_rates(prev, cur, dt_s)
     exits = stats.get("exits")
     categories = {c: stats[c] for c in EXIT_CATEGORIES if c in stats}
-    trace = {
-        key: r
-        for key, value in cur.exit_reasons.items()
-        if (r := rate(prev.exit_reasons.get(key), value, dt_s)) is not None
-    }
+    # Untraced (no tracepoint counts: the usual case), the three tracepoint dicts are
+    # empty; they are not built by comprehensions over nothing for every KVM guest.
+    trace = (
+        {
+            key: r
+            for key, value in cur.exit_reasons.items()
+            if (r := rate(prev.exit_reasons.get(key), value, dt_s)) is not None
+        }
+        if cur.exit_reasons
+        else {}
+    )
     kvm_exit_total = trace.get("kvm_exit:total")
     silent = kvm_exit_silent(kvm_exit_total, exits)
-    reasons = {
-        k.partition(":")[2]: v
-        for k, v in trace.items()
-        if k.startswith("kvm_exit:") and k != "kvm_exit:total"
-    }
+    reasons = (
+        {
+            k.partition(":")[2]: v
+            for k, v in trace.items()
+            if k.startswith("kvm_exit:") and k != "kvm_exit:total"
+        }
+        if trace
+        else {}
+    )
 
     if exits is None and kvm_exit_total:
         exits, source = kvm_exit_total, EXIT_SOURCE_TRACEPOINTS
@@ -206,7 +216,9 @@ def derive_kvm(prev: GuestSample, cur: GuestSample, dt_s: float, na: dict[str, s
         exit_categories=categories,
         exits_by_reason=by_reason,
         exit_source=source,
-        tracepoint_rates={k: v for k, v in trace.items() if v > 0 or k.endswith(":total")},
+        tracepoint_rates=(
+            {k: v for k, v in trace.items() if v > 0 or k.endswith(":total")} if trace else {}
+        ),
         halt_poll_cpu_pct=poll_pct,
         halt_poll_hint=hint,
     )
