@@ -132,25 +132,26 @@ def rank_key(i: Incident) -> RankKey:
     5. impact: guests involved × duration, largest first;
     6. `since_s`, earliest first, then `id`: a total, deterministic order.
     """
-    return _rank(i.active, i.eta_s, i.severity, i.dropping, i.impact, i.since_s, i.id)
+    standing = _standing(i.eta_s, i.severity, i.dropping)
+    return _rank(i.active, standing, i.impact, i.since_s, i.id)
 
 
-def _rank(
-    active: bool,
-    eta_s: float | None,
-    severity: str,
-    losing: bool,
-    impact_: float,
-    since_s: float,
-    id_: str,
-) -> RankKey:
+Standing = tuple[int, float, int]
+"""Points 2 to 4 of `rank_key`: (tier, ETA, −severity rank)."""
+
+
+def _standing(eta_s: float | None, severity: str, losing: bool) -> Standing:
+    """What an incident's findings give its rank (`rank_key`, points 2 to 4): the
+    tracker keeps it with them, it changes only when they do."""
+    if eta_s is not None:
+        return (0, eta_s, -severity_rank(severity))
+    return (1 if severity == "critical" or losing else 2, 0.0, -severity_rank(severity))
+
+
+def _rank(active: bool, standing: Standing, impact_: float, since_s: float, id_: str) -> RankKey:
     """`rank_key` of an incident with these figures (the tracker ranks before it
     builds the incidents)."""
-    if eta_s is not None:
-        tier, eta = 0, eta_s
-    else:
-        tier, eta = (1 if severity == "critical" or losing else 2), 0.0
-    return (0 if active else 1, tier, eta, -severity_rank(severity), -impact_, since_s, id_)
+    return (0 if active else 1, *standing, -impact_, since_s, id_)
 
 
 def cause_of(f: Finding) -> str:
@@ -184,13 +185,14 @@ class _Body(NamedTuple):
     evidence: dict[str, float]
     advice: str
     eta_s: float | None
-    dropping: bool
-    """`Incident.dropping`: its evidence counts packets lost."""
+    standing: Standing
+    """Its place in the ranking as far as its findings say (`_standing`)."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Open:
-    """An incident not closed yet: its findings, latest per member."""
+    """An incident not closed yet: its findings, latest per member (equal only to
+    itself)."""
 
     id: str
     cause: str
@@ -199,6 +201,8 @@ class _Open:
     latest: tuple[Finding, ...]
     """The findings of its last bad tick."""
     members: dict[MemberKey, Finding] = field(default_factory=dict)
+    now: set[MemberKey] = field(default_factory=set)
+    """The members of `latest`."""
     active: bool = True
     crossings: int = 0
     body: _Body | None = None
@@ -219,6 +223,8 @@ class IncidentTracker:
         values = {"vcpu_ratio": s.vcpu_ratio, "mem_reserve_pct": s.mem_reserve_pct}
         self._advice = {topic: text.format(**values) for topic, text in ADVICE.items()}
         self._open: dict[str, _Open] = {}
+        self._ranked: list[_Open] = []
+        """The open incidents in the order of the last ranking, new ones after them."""
         self._closed: deque[Incident] = deque(maxlen=HISTORY_MAX)
         self._wall_s: float | None = None
         self._current: tuple[Incident, ...] | None = ()
@@ -226,6 +232,7 @@ class IncidentTracker:
     def reset(self) -> None:
         """Forget every incident (a replay seek, the clock going backwards)."""
         self._open.clear()
+        self._ranked.clear()
         self._closed.clear()
         self._wall_s = None
         self._current = ()
@@ -237,7 +244,8 @@ class IncidentTracker:
         self._wall_s = wall_s
         groups: dict[str, list[Finding]] = {}
         for f in findings:
-            groups.setdefault(cause_of(f), []).append(f)
+            # A finding of the engine always has a cause: no call to build one.
+            groups.setdefault(f.cause or cause_of(f), []).append(f)
         gap = self.settings.incident_gap_s
         for cause, o in list(self._open.items()):
             if o.active and cause in groups:
@@ -255,6 +263,7 @@ class IncidentTracker:
             if inc is None:
                 since = min(f.since_s for f in group)
                 inc = self._open[cause] = _Open(incident_id(cause, since), cause, since, wall_s, ())
+                self._ranked.append(inc)
             elif not inc.active:
                 inc.crossings += 1
             inc.last_bad_s = wall_s
@@ -262,15 +271,20 @@ class IncidentTracker:
                 continue  # the same findings (equal, rebuilt by the engine)
             inc.active, inc.body, inc.latest = True, None, latest
             inc.since_s = min(inc.since_s, *(f.since_s for f in group))
-            for f in group:
-                inc.members[_key(f)] = f
+            keys = [_key(f) for f in group]
+            inc.members.update(zip(keys, group, strict=True))
+            inc.now = set(keys)
         self._current = None
 
     def current(self) -> tuple[Incident, ...]:
         """Open incidents (active, and cleared within `incident_gap_s`), ranked
         (`rank_key`)."""
         if self._current is None:
-            ranked = sorted(self._open.values(), key=self._rank_key)
+            # Sorted in place from the last ranking, which changes little from tick to
+            # tick: the sort then mostly confirms it, in about one comparison per
+            # incident. The key is a total order, so the start changes no result.
+            ranked = self._ranked
+            ranked.sort(key=self._rank_key)
             self._current = tuple(self._incident(o, n) for n, o in enumerate(ranked, 1))
         return self._current
 
@@ -283,6 +297,7 @@ class IncidentTracker:
         """Move an incident to the history."""
         self._closed.append(self._incident(o, 0))
         del self._open[o.cause]
+        self._ranked.remove(o)
 
     def _body_of(self, o: _Open) -> _Body:
         """The incident's body, rebuilt when its findings changed."""
@@ -295,15 +310,7 @@ class IncidentTracker:
         """`rank_key` of the incident as it stands, without building it."""
         b = self._body_of(o)
         duration_s = o.last_bad_s - o.since_s
-        return _rank(
-            o.active,
-            b.eta_s,
-            b.severity,
-            b.dropping,
-            impact(len(b.guests), duration_s),
-            o.since_s,
-            o.id,
-        )
+        return _rank(o.active, b.standing, impact(len(b.guests), duration_s), o.since_s, o.id)
 
     def _incident(self, o: _Open, rank: int) -> Incident:
         """The incident as it stands, at `rank` (0: not ranked)."""
@@ -330,7 +337,7 @@ class IncidentTracker:
         """What the incident's findings say."""
         kind = kind_of(o.cause)
         latest = o.latest
-        now = {_key(f) for f in latest} if o.active else set()
+        now = o.now if o.active else set()
         members = sorted(
             (
                 Member(
@@ -366,16 +373,20 @@ class IncidentTracker:
             for f in latest
             if "tte_min" in f.evidence and f.severity != "info"
         ]
+        eta_s = min(etas) if etas else None
+        # The first of the worst, over the severities once each (in order of appearance,
+        # as over every finding): not a key call per finding.
+        severity = max(dict.fromkeys(f.severity for f in latest), key=severity_rank)
         return _Body(
             kind=kind,
             title=_title(kind, o.cause, guests, evidence, latest, o.members),
-            severity=max((f.severity for f in latest), key=severity_rank),
+            severity=severity,
             members=tuple(members),
             guests=guests,
             evidence=evidence,
             advice=self._advice[_topic(kind, latest[0])],
-            eta_s=min(etas) if etas else None,
-            dropping=dropping(evidence),
+            eta_s=eta_s,
+            standing=_standing(eta_s, severity, dropping(evidence)),
         )
 
 
@@ -392,8 +403,11 @@ def _evidence(kind: str, findings: Sequence[Finding]) -> dict[str, float]:
         return dict(findings[0].evidence)
     result: dict[str, float] = {}
     for name in names:
+        # The baseline only when the evidence has no such figure (it has no None).
         values = [
-            v for f in findings if (v := f.evidence.get(name, f.baseline.get(name))) is not None
+            v
+            for f in findings
+            if (v := f.evidence.get(name)) is not None or (v := f.baseline.get(name)) is not None
         ]
         if values:
             result[name] = min(values) if name in SMALLEST_WORST else max(values)

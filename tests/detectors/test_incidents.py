@@ -416,6 +416,25 @@ def test_ranking_is_total_and_deterministic() -> None:
     assert sorted([cleared, second], key=rank_key) == [second, cleared]
 
 
+def test_ranking_follows_every_update_as_a_fresh_sort_does() -> None:
+    # The tracker sorts from its last ranking: it must come to what ranking the open
+    # incidents from scratch gives, whatever changed since.
+    tracker = IncidentTracker()
+    ticks = [
+        [STEAL_WARN, DROPS_WARN],
+        [STEAL_WARN, DROPS_WARN, LEAK_10_MIN],  # a new one takes the lead
+        [replace(STEAL_WARN, severity="critical"), LEAK_10_MIN],  # drops cleared
+        [STEAL_WARN, SWITCH_CRIT, ONE_GUEST_LONGER],  # the leak cleared, two new
+    ]
+    for n, findings in enumerate(ticks):
+        tracker.update(T + 2.0 * n, findings)
+        current = tracker.current()
+        assert list(current) == sorted(current, key=rank_key)
+        assert [i.rank for i in current] == list(range(1, len(current) + 1))
+    tracker.update(T + 1000.0, [DISK_CRIT])  # every other one closes
+    assert [i.cause for i in tracker.current()] == ["disk:sda"]
+
+
 # ------------------------------------------------------------------ flapping
 
 
