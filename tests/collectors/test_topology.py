@@ -25,14 +25,14 @@ from pathlib import Path
 
 import pytest
 
+from kvmtop.collectors.cgroups import QUIET_EVERY, vm_cgroup_dir
+from kvmtop.collectors.mountinfo import parse_mountinfo
 from kvmtop.collectors.sched import SchedCollector
 from kvmtop.collectors.topology import (
     BlockTopology,
     TopologyCollector,
     parse_cpu_list,
-    parse_mountinfo,
     status_affinity,
-    vm_cgroup_dir,
 )
 from kvmtop.model.sample import DiskSample, GuestSample, VcpuSample
 
@@ -336,6 +336,33 @@ def test_cgroup_v2_systemd_layout(tmp_path: Path) -> None:
     assert topo.probe().detail["cpu_cgroup"] == "cgroup v2 at /sys/fs/cgroup"
     (out,) = topo.enrich((guest,))
     assert (out.cpu_nr_periods, out.cpu_nr_throttled, out.cpu_throttled_ns) == (60, 24, 5_000_000)
+
+
+def test_groups_without_a_quota_are_read_rarely_and_a_new_quota_shows(tmp_path: Path) -> None:
+    """A group that never ran under a quota (nr_periods 0) is read once per
+    `QUIET_EVERY` ticks: a quota set on vcpu1 later shows within that many ticks, with
+    every period and throttled period it counted meanwhile; from then on that group
+    is read every tick, while vcpu0 (under a quota from the start) always is."""
+    throttled = "usage_usec 9\nnr_periods 30\nnr_throttled 12\nthrottled_usec 2500\n"
+    systemd_v2_tree(tmp_path, 4242, {"libvirt/vcpu0": throttled})
+    vcpu0 = tmp_path / "sys/fs/cgroup/machine.slice/machine-qemu\\x2d3\\x2dweb.scope/libvirt/vcpu0"
+    vcpu1 = vcpu0.parent / "vcpu1"
+    guest = GuestSample("u", "web", dom_id=3, state="running", pid=4242, vcpus_current=2)
+    topo = TopologyCollector(tmp_path, stat=fake_stat({}))
+
+    def counters() -> tuple[int | None, int | None]:
+        (out,) = topo.enrich((guest,))
+        return out.cpu_nr_periods, out.cpu_nr_throttled
+
+    assert counters() == (30, 12)
+    vcpu1.joinpath("cpu.stat").write_text("nr_periods 8\nnr_throttled 2\nthrottled_usec 1\n")
+    vcpu0.joinpath("cpu.stat").write_text("nr_periods 40\nnr_throttled 13\nthrottled_usec 9\n")
+    seen = [counters() for _ in range(QUIET_EVERY)]
+    # vcpu0 at once; vcpu1 not at once (it is read rarely), but within QUIET_EVERY.
+    assert seen[0] == (40, 13)
+    assert seen[-1] == (48, 15)
+    vcpu1.joinpath("cpu.stat").write_text("nr_periods 9\nnr_throttled 3\nthrottled_usec 1\n")
+    assert counters() == (49, 16)  # vcpu1 has periods now: read every tick
 
 
 def test_cgroup_v2_without_cpu_controller(tmp_path: Path) -> None:
