@@ -20,6 +20,7 @@ import ctypes
 import errno
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from msgspec.structs import replace
@@ -30,6 +31,10 @@ from kvmtop.model.sample import GuestSample, VcpuSample
 
 Reader = Callable[[str], str]
 """Reads one file's text; raises OSError like `open` (injectable for tests)."""
+
+RELIST_EVERY = 30
+"""Ticks a VM directory's listing and its vCPU thread ids are kept before they are
+read again (`_Layout`)."""
 
 LOCKDOWN_REASON = (
     "debugfs: cumulative KVM counters refused (kernel lockdown); using libvirt binary stats instead"
@@ -60,6 +65,32 @@ def _is_stat_file(name: str) -> bool:
     return not name.endswith("_hist") and not name.startswith("vcpu")
 
 
+@dataclass(slots=True)
+class _Layout:
+    """What one VM directory holds, listed once and kept: its files do not change
+    while the VM lives, but for a `vcpuN/` per vCPU added. It is listed again when
+    the guest's vCPU count changes and every `RELIST_EVERY` ticks."""
+
+    vcpus: tuple[int | None, int]
+    """The guest's (`vcpus_current`, number of `vcpus`) it was listed for."""
+    listed: int
+    """The tick it was listed at."""
+    stats: list[str]
+    """Its stat files, sorted."""
+    entries: list[str]
+    """Everything in it (the `vcpuN` directories among them)."""
+    vcpu_dirs: int
+    """How many `vcpuN` directories it holds."""
+    tids: dict[int, int] = field(default_factory=dict)
+    """vCPU index → thread id, once each vCPU ran (`vcpuN/pid` is 0 before)."""
+
+
+def _vcpu_index(name: str) -> int | None:
+    """N of a `vcpuN` entry of a VM directory, else None."""
+    index = name.removeprefix("vcpu")
+    return int(index) if index != name and index.isdigit() else None
+
+
 class DebugfsCollector:
     """Fills GuestSample.debugfs with the readable KVM stat files of each guest's VM.
 
@@ -88,6 +119,8 @@ class DebugfsCollector:
         self.file_status: dict[str, str] = {}
         """Per stat name, the outcome of the last read: "ok", "EPERM", "unparsable", ..."""
         self._refused: set[str] = set()
+        self._layouts: dict[str, _Layout] = {}
+        self._tick = 0
 
     def paths_read(self) -> list[str]:
         """Glob patterns (relative to root) of every file this collector reads."""
@@ -198,15 +231,15 @@ class DebugfsCollector:
             except OSError:
                 return out
         for name in names:
-            index = name.removeprefix("vcpu")
-            if index == name or not index.isdigit():
+            index = _vcpu_index(name)
+            if index is None:
                 continue
             try:
                 tid = int(self._read(f"{vm_dir}/{name}/pid").strip())
             except (OSError, ValueError):
                 continue
             if tid > 0:  # 0 until the vCPU first ran (kvm_vcpu_debugfs pid file)
-                out[int(index)] = tid
+                out[index] = tid
         return out
 
     def enrich(self, guests: Sequence[GuestSample]) -> tuple[GuestSample, ...]:
@@ -215,24 +248,46 @@ class DebugfsCollector:
         Guests without a pid, or whose process has no KVM VM (TCG), are unchanged.
         A process with several VMs gets the sum of their stats.
         """
+        self._tick += 1
         by_pid = self.vm_dirs_by_pid() or {}
-        return tuple(
+        out = tuple(
             self._enrich(g, by_pid[g.pid]) if g.pid is not None and g.pid in by_pid else g
             for g in guests
         )
+        if len(self._layouts) > sum(map(len, by_pid.values())):
+            listed = {d for dirs in by_pid.values() for d in dirs}
+            for gone in self._layouts.keys() - listed:
+                del self._layouts[gone]
+        return out
+
+    def _layout(self, vm_dir: str, guest: GuestSample) -> _Layout | None:
+        """The VM directory's kept listing, listed again when due (see `_Layout`);
+        None when it cannot be listed (the VM went away)."""
+        vcpus = (guest.vcpus_current, len(guest.vcpus))
+        layout = self._layouts.get(vm_dir)
+        if layout is None or layout.vcpus != vcpus or self._tick - layout.listed >= RELIST_EVERY:
+            try:
+                entries = os.listdir(vm_dir)
+            except OSError:
+                self._layouts.pop(vm_dir, None)
+                return None
+            stats = sorted(n for n in entries if _is_stat_file(n))
+            vcpu_dirs = sum(1 for n in entries if _vcpu_index(n) is not None)
+            layout = self._layouts[vm_dir] = _Layout(vcpus, self._tick, stats, entries, vcpu_dirs)
+        if len(layout.tids) < layout.vcpu_dirs:  # a vCPU that has not run yet, or new
+            layout.tids = self.vcpu_tids(vm_dir, layout.entries)
+        return layout
 
     def _enrich(self, guest: GuestSample, dirs: Sequence[str]) -> GuestSample:
         totals: dict[str, int] = {}
         tids: dict[int, int] = {}
         for vm_dir in dirs:
-            try:
-                entries = os.listdir(vm_dir)
-            except OSError:
+            layout = self._layout(vm_dir, guest)
+            if layout is None:
                 continue  # the VM went away between listing and reading
-            names = sorted(n for n in entries if _is_stat_file(n))
-            for name, value in self._read_dir(vm_dir, names).items():
+            for name, value in self._read_dir(vm_dir, layout.stats).items():
                 totals[name] = totals.get(name, 0) + value
-            tids.update(self.vcpu_tids(vm_dir, entries))
+            tids.update(layout.tids)
         vcpus = [
             v if v.tid is not None or v.index not in tids else replace(v, tid=tids[v.index])
             for v in guest.vcpus

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kvmtop.collectors.host import read_text
-from kvmtop.collectors.kvmdebugfs import LOCKDOWN_REASON, DebugfsCollector
+from kvmtop.collectors.kvmdebugfs import LOCKDOWN_REASON, RELIST_EVERY, DebugfsCollector
 from kvmtop.model.sample import GuestSample, VcpuSample
 from tests.hostfacts import DEBUGFS, ensure_mounted
 
@@ -98,6 +98,29 @@ def test_vcpu_pid_zero_before_first_run(tmp_path: Path) -> None:
         [GuestSample(uuid="u", name="g", pid=4242)]
     )
     assert out.vcpus == ()
+
+
+def test_a_vm_directory_is_listed_again_only_when_due(tmp_path: Path) -> None:
+    """The listing of a VM directory is kept: a stat file that appears later is read
+    once the guest's vCPU count changes (a hot-plug adds a `vcpuN/`) or after
+    `RELIST_EVERY` ticks; a vCPU whose pid file still says 0 is read again every
+    tick until it ran."""
+    vm = make_tree(tmp_path, vcpu_tids={0: 4243, 1: 0})
+    c = DebugfsCollector(tmp_path, mount=False)
+    one = GuestSample(uuid="u", name="g", pid=4242, vcpus_current=1)
+    (out,) = c.enrich([one])
+    assert [(v.index, v.tid) for v in out.vcpus] == [(0, 4243)]
+    (vm / "vcpu1" / "pid").write_text("4244\n")  # vCPU 1 ran
+    (vm / "remote_tlb_flush").write_text("7\n")
+    (out,) = c.enrich([one])
+    assert [(v.index, v.tid) for v in out.vcpus] == [(0, 4243), (1, 4244)]
+    assert "remote_tlb_flush" not in out.debugfs  # the listing is kept
+    (out,) = c.enrich([GuestSample(uuid="u", name="g", pid=4242, vcpus_current=2)])
+    assert out.debugfs["remote_tlb_flush"] == 7  # the vCPU count changed: listed again
+    (vm / "pages_2m").write_text("3\n")
+    two = GuestSample(uuid="u", name="g", pid=4242, vcpus_current=2)
+    seen = [c.enrich([two])[0].debugfs.get("pages_2m") for _ in range(RELIST_EVERY)]
+    assert seen[0] is None and seen[-1] == 3
 
 
 def test_guests_without_vm_dir_are_unchanged(tmp_path: Path) -> None:
