@@ -157,8 +157,9 @@ class KvmtopApp(FeedApp):
         self._selecting: tuple[Snapshot, str] | None = None
         """A frame `f` or `F` went to, and the cause of the incident to put the
         incidents' cursor on when it is shown (set by the collection thread)."""
-        self._notices_shown = 0
-        """How many of the recording's notices have been notified."""
+        self._notices_shown: set[str] = set()
+        """The recording's notices notified so far (a run of skipped samples that grew
+        since has another text, and is notified again, whole)."""
 
     def compose(self) -> ComposeResult:
         """Host strip, timeline (replay), guest table, filter and go-to inputs,
@@ -210,14 +211,14 @@ class KvmtopApp(FeedApp):
 
     def _show_notices(self) -> None:
         """Notify what the recording's reader has noticed since the last call
-        (damaged samples skipped): the first lines, and how many more."""
+        (damaged samples skipped, or a run of them that grew): the first lines, and
+        how many more."""
         if self.nav is None:
             return
-        notices = self.nav.notices
-        new = notices[self._notices_shown :]
+        new = [line for line in self.nav.notices if line not in self._notices_shown]
         if not new:
             return
-        self._notices_shown += len(new)
+        self._notices_shown.update(new)
         more = len(new) - NOTICE_LINES
         text = "\n".join(visible(line) for line in new[:NOTICE_LINES])
         if more > 0:

@@ -69,13 +69,50 @@ async def test_skipped_samples_are_notified_and_playback_goes_on(
             assert feed.position == 121
         # The damage is notified where it starts, #25: alone, or as the run it is
         # the first of when the scan found the rest of its chain (#26-#30) before
-        # the notification; the notices listed at exit hold the run whole.
+        # the notification; as the run grows, it is notified again, whole, and the
+        # notices listed at exit hold it whole too.
         text = "\n".join(message for message, _ in notes)
         assert re.match(
             r"samples? #25 (to #\d+ )?\(.*2026-11-26 05:18:03 UTC.*\) skipped: unreadable: "
             "database disk image is malformed",
             text,
         ), text
+        assert notes[-1][0].startswith("samples #25 to #30 ("), notes
         assert [line.split(" (")[0] for line in feed.notices] == ["samples #25 to #30"]
+    finally:
+        feed.close()
+
+
+async def test_a_run_of_skipped_samples_that_grows_is_notified_again_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run the reader extends after it was notified (the scan reaches more of it
+    later) has another notice text: it is notified again, whole; a notice notified
+    already is not repeated."""
+    path = Path(shutil.copy(LAB, tmp_path / "lab.kvmtop"))
+    with open(path, "r+b") as f:
+        f.seek(SAMPLE_25_PAGE)
+        f.write(random.Random(4).randbytes(32))
+    feed = ReplayFeed(StoreReader(path), build_pipeline(Settings()), speed=64)
+    app = KvmtopApp(feed)
+    notes: list[str] = []
+    real = app.notify
+
+    def notify(message: str, **kw: Any) -> None:
+        notes.append(message)
+        real(message, **kw)
+
+    monkeypatch.setattr(app, "notify", notify)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_until(pilot, lambda: bool(notes), timeout=30)
+            first = list(feed.notices)
+            grown = [*first[:-1], "samples #25 to #31 (7 samples) skipped: unreadable"]
+            monkeypatch.setattr(ReplayFeed, "notices", property(lambda _self: grown))
+            shown = len(notes)
+            app._show_notices()
+            assert notes[shown:] == [grown[-1]]
+            app._show_notices()
+            assert len(notes) == shown + 1
     finally:
         feed.close()
