@@ -19,6 +19,7 @@ from kvmtop.store.reader import StoreReader
 from kvmtop.views.host_strip import HostStrip
 from kvmtop.wiring import build_pipeline
 from tests.app.builders import wait_until
+from tests.app.test_replay_nav import notes_of
 
 LAB = Path(__file__).resolve().parents[1] / "fixtures/recordings/lab-sample-format3.kvmtop"
 PAGE = 1024
@@ -27,13 +28,20 @@ SAMPLE_25_PAGE = 39 * PAGE
 """Offset of the page holding sample #25's row in the lab sample (checked below)."""
 
 
+def damaged_copy(tmp_path: Path) -> Path:
+    """A copy of the lab sample with 32 random bytes over the header of the page
+    holding sample #25's row."""
+    path = Path(shutil.copy(LAB, tmp_path / "lab.kvmtop"))
+    with open(path, "r+b") as f:
+        f.seek(SAMPLE_25_PAGE)
+        f.write(random.Random(4).randbytes(32))
+    return path
+
+
 async def test_skipped_samples_are_notified_and_playback_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = Path(shutil.copy(LAB, tmp_path / "lab.kvmtop"))
-    with open(path, "r+b") as f:  # 32 random bytes over the page header
-        f.seek(SAMPLE_25_PAGE)
-        f.write(random.Random(4).randbytes(32))
+    path = damaged_copy(tmp_path)
     with StoreReader(LAB) as intact:
         last_s = intact.last_time()
     settings = Settings()
@@ -89,20 +97,9 @@ async def test_a_run_of_skipped_samples_that_grows_is_notified_again_whole(
     """A run the reader extends after it was notified (the scan reaches more of it
     later) has another notice text: it is notified again, whole; a notice notified
     already is not repeated."""
-    path = Path(shutil.copy(LAB, tmp_path / "lab.kvmtop"))
-    with open(path, "r+b") as f:
-        f.seek(SAMPLE_25_PAGE)
-        f.write(random.Random(4).randbytes(32))
-    feed = ReplayFeed(StoreReader(path), build_pipeline(Settings()), speed=64)
+    feed = ReplayFeed(StoreReader(damaged_copy(tmp_path)), build_pipeline(Settings()), speed=64)
     app = KvmtopApp(feed)
-    notes: list[str] = []
-    real = app.notify
-
-    def notify(message: str, **kw: Any) -> None:
-        notes.append(message)
-        real(message, **kw)
-
-    monkeypatch.setattr(app, "notify", notify)
+    notes = notes_of(app, monkeypatch)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             await wait_until(pilot, lambda: bool(notes), timeout=30)
