@@ -67,6 +67,13 @@ def probe_read(
     return Probe(collector.name, True, "; ".join(collector.last_gaps) or None, detail(value))
 
 
+def turn(tick: int, pid: int, period: int) -> bool:
+    """Whether `tick` is `pid`'s turn in a period of `period` ticks: a collector that
+    re-reads something once per period spreads the pids' turns over it, rather than
+    reading every pid's in the same tick."""
+    return (tick + pid) % period == 0
+
+
 class HostSource(Protocol):
     """What the sampler needs from the host collector."""
 

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kvmtop.collectors.base import turn
 from kvmtop.collectors.host import read_text
 from kvmtop.collectors.mountinfo import Mount, parse_mountinfo
 from kvmtop.model.units import NS_PER_US
@@ -234,7 +235,7 @@ class VmThrottling:
         if vm is None:
             gaps.append(f"{name}: no cgroup with the CPU controller; throttling unknown")
             return None, None, None
-        quiet_due = (self._tick + pid) % QUIET_EVERY == 0
+        quiet_due = turn(self._tick, pid, QUIET_EVERY)
         periods = throttled = throttled_ns = 0
         seen = False
         for path in vm.files:

@@ -25,7 +25,7 @@ from pathlib import Path
 from msgspec.structs import replace
 
 from kvmtop.collectors import procfs
-from kvmtop.collectors.base import Probe
+from kvmtop.collectors.base import Probe, turn
 from kvmtop.collectors.host import read_text
 from kvmtop.collectors.kvmdebugfs import DebugfsCollector
 from kvmtop.model.sample import GuestSample, ThreadSample, VcpuSample
@@ -238,11 +238,6 @@ class ProcessCollector:
             self._fds[pid] = found
         return self._fds.get(pid)
 
-    def _turn(self, pid: int, period: int) -> bool:
-        """Whether this tick is `pid`'s turn in a period of `period` ticks (the pids'
-        turns are spread over the period, not all at once)."""
-        return (self._tick + pid) % period == 0
-
     def _discover(self, known: set[int]) -> list[int]:
         """Pids of KVM processes not in `known`, in pid order."""
         try:
@@ -262,7 +257,7 @@ class ProcessCollector:
         # kernel skips a duplicate name and a failed creation), so far less often.
         # Without it every process is looked at when first seen and every
         # `rescan_every` ticks.
-        look = {pid for pid in vms if self._turn(pid, self._rescan_every)}
+        look = {pid for pid in vms if turn(self._tick, pid, self._rescan_every)}
         look |= (candidates & self._vm_dirs.keys()) - vms
         others = candidates - vms - look
         if listed is None:
@@ -270,7 +265,7 @@ class ProcessCollector:
             period = self._rescan_every
         else:
             period = self._rescan_every * DEBUGFS_SAFETY_NET
-        look |= {pid for pid in others if self._turn(pid, period)}
+        look |= {pid for pid in others if turn(self._tick, pid, period)}
         for pid in look:
             self._fds_of(pid, look=True)
         self._seen = pids
@@ -425,7 +420,9 @@ class ProcessCollector:
                     delay_ns=sched[1] if sched else None,
                 )
             )
-        fds = self._fds_of(pid, look=pid not in self._fds or self._turn(pid, self._rescan_every))
+        fds = self._fds_of(
+            pid, look=pid not in self._fds or turn(self._tick, pid, self._rescan_every)
+        )
         if not vhost_seen and fds is not None and fds.vhost_net:
             for tid in self._vhost_kernel_threads(pid):
                 sched = self._schedstat(tid, tid)
