@@ -72,13 +72,29 @@ def _register(tp: Any, seen: set[Any]) -> None:
         fields = msgspec.structs.fields(tp)
         for f in fields:
             _register(f.type, seen)
-        st.register_type_strategy(
-            tp, st.builds(tp, **{f.name: st.from_type(f.type) for f in fields})
-        )
+        st.register_type_strategy(tp, st.builds(tp, **{f.name: _bounded(f.type) for f in fields}))
     elif dataclasses.is_dataclass(tp):
         for name, hint in typing.get_type_hints(tp).items():
             if name in {f.name for f in dataclasses.fields(tp)}:
                 _register(hint, seen)
+
+
+MAX_ITEMS = 3
+"""The most items a drawn field's tuple, list or dict holds. Unbounded, nested
+collections (a Sample's guests' vCPUs' counter dicts) can outgrow Hypothesis's data
+buffer, and the draw fails its `data_too_large` health check at random."""
+
+
+def _bounded(hint: Any) -> st.SearchStrategy[Any]:
+    """The strategy for a field's type, its collections at most `MAX_ITEMS` long."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return st.lists(_bounded(args[0]), max_size=MAX_ITEMS).map(tuple)
+    if origin is list:
+        return st.lists(_bounded(args[0]), max_size=MAX_ITEMS)
+    if origin is dict:
+        return st.dictionaries(_bounded(args[0]), _bounded(args[1]), max_size=MAX_ITEMS)
+    return st.from_type(hint)
 
 
 def replace(obj: T, **changes: Any) -> T:
