@@ -7,9 +7,11 @@ Layer: collectors (I/O only). A `GuestEnricher` named "topology" that fills:
   not move to another filesystem while the guest runs, and a restart (new dom_id)
   resolves again.
 - `VcpuSample.affinity`: `Cpus_allowed_list` of the vCPU thread's
-  /proc/PID/task/TID/status, read every tick (pinning changes at run time with
-  `virsh vcpupin`). It needs the thread id that `SchedCollector` finds, so this
-  enricher must run after "sched" in the sampler's enricher list.
+  /proc/PID/task/TID/status, read when the thread is first seen and then every
+  `AFFINITY_EVERY` ticks, the threads' turns spread over that period (pinning
+  changes at run time with `virsh vcpupin`, so a pin shows within that many ticks).
+  It needs the thread id that `SchedCollector` finds, so this enricher must run
+  after "sched" in the sampler's enricher list.
 - `GuestSample.cpu_nr_periods`, `cpu_nr_throttled`, `cpu_throttled_ns`: CFS bandwidth
   counters of the VM's cgroups (`kvmtop.collectors.cgroups.VmThrottling`): every
   tick from the groups that run under a quota, every `QUIET_EVERY` ticks from the
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from msgspec.structs import replace
 
-from kvmtop.collectors.base import Probe
+from kvmtop.collectors.base import Probe, turn
 from kvmtop.collectors.cgroups import VmThrottling
 from kvmtop.collectors.host import read_text
 from kvmtop.collectors.mountinfo import Mount, parse_mountinfo
@@ -59,6 +61,13 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
             raise ValueError(f"CPU list: descending range {part!r}")
         cpus.update(range(lo, hi + 1))
     return tuple(sorted(cpus))
+
+
+AFFINITY_EVERY = 5
+"""Ticks between two reads of a vCPU thread's affinity: the kernel formats the whole
+status file (some 55 lines, fs/proc/array.c proc_pid_status) for the one line read,
+more than the schedstat read steal needs every tick, while pins change by hand and
+rarely (bench/results/measurements.md, "vCPU affinity")."""
 
 
 def status_affinity(text: str) -> tuple[int, ...] | None:
@@ -253,6 +262,9 @@ class TopologyCollector:
         self._blocks = BlockTopology(root, stat)
         self._throttling = VmThrottling(root)
         self._disks: dict[tuple[str, int | None, str | None], tuple[str | None, str | None]] = {}
+        self._affinities: dict[tuple[int, int], tuple[int, ...] | None] = {}
+        """(pid, tid) → the thread's affinity last read (None: unreadable)."""
+        self._tick = 0
         self.last_gaps: tuple[str, ...] = ()
         """Disks without a host device and guests without cgroup counters, last tick."""
 
@@ -290,12 +302,14 @@ class TopologyCollector:
         gaps: list[str] = []
         out = []
         disk_keys: set[tuple[str, int | None, str | None]] = set()
+        threads: set[tuple[int, int]] = set()
+        self._tick += 1
         for g in guests:
             disks = tuple(self._disk(g, d, disk_keys, gaps) for d in g.disks)
             if g.pid is None or g.state != "running":
                 out.append(replace(g, disks=disks))
                 continue
-            vcpus = tuple(self._affinity(g.pid, v) for v in g.vcpus)
+            vcpus = tuple(self._affinity(g.pid, v, threads) for v in g.vcpus)
             periods, throttled, throttled_ns = self._throttling.counters(
                 g.uuid, g.name, g.pid, g.vcpus_current, gaps
             )
@@ -311,6 +325,8 @@ class TopologyCollector:
             )
         for key in self._disks.keys() - disk_keys:
             del self._disks[key]
+        for thread in self._affinities.keys() - threads:
+            del self._affinities[thread]
         self._throttling.tick({g.uuid for g in guests})
         self.last_gaps = tuple(gaps)
         return tuple(out)
@@ -332,11 +348,21 @@ class TopologyCollector:
             gaps.append(f"{g.name} {d.target}: {reason}")
         return replace(d, host_dev=host_dev) if host_dev != d.host_dev else d
 
-    def _affinity(self, pid: int, v: VcpuSample) -> VcpuSample:
+    def _affinity(self, pid: int, v: VcpuSample, threads: set[tuple[int, int]]) -> VcpuSample:
+        """`v` with its thread's affinity: read when the thread is new or its turn
+        came (`AFFINITY_EVERY`), else the one read last; `threads` collects the
+        (pid, tid) seen this tick."""
         if v.tid is None:
             return v
-        try:
-            cpus = status_affinity(read_text(f"{self._base}/proc/{pid}/task/{v.tid}/status"))
-        except (OSError, ValueError):
-            return v  # the thread exited, or a status we cannot read
-        return replace(v, affinity=cpus)
+        key = (pid, v.tid)
+        threads.add(key)
+        if key in self._affinities and not turn(self._tick, v.tid, AFFINITY_EVERY):
+            cpus = self._affinities[key]
+        else:
+            try:
+                text = read_text(f"{self._base}/proc/{pid}/task/{v.tid}/status")
+                cpus = status_affinity(text)
+            except (OSError, ValueError):
+                cpus = None  # the thread exited, or a status we cannot read
+            self._affinities[key] = cpus
+        return v if cpus is None else replace(v, affinity=cpus)

@@ -25,10 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from kvmtop.collectors.base import turn
 from kvmtop.collectors.cgroups import QUIET_EVERY, vm_cgroup_dir
 from kvmtop.collectors.mountinfo import parse_mountinfo
 from kvmtop.collectors.sched import SchedCollector
 from kvmtop.collectors.topology import (
+    AFFINITY_EVERY,
     BlockTopology,
     TopologyCollector,
     parse_cpu_list,
@@ -311,6 +313,47 @@ def test_throttling_summed_over_vm_groups_and_pinning(tmp_path: Path) -> None:
         907_000_000,
     )
     assert out.vcpus[0].affinity == (1,)
+
+
+def test_a_pin_changed_at_run_time_shows_within_affinity_every_ticks(tmp_path: Path) -> None:
+    """A vCPU thread's affinity is read when the thread is first seen, then once per
+    `AFFINITY_EVERY` ticks: a `virsh vcpupin` shows within that many ticks, and a new
+    thread (the guest restarted) is read at once."""
+    root = tmp_path / "root"
+    shutil.copytree(LAB, root, symlinks=True)
+    pid = lab_pids()["lab-idle"]
+    (guest,) = SchedCollector(root).enrich((lab_guest("lab-idle", pid),))
+    tid = guest.vcpus[0].tid
+    assert tid is not None
+    status = root / f"proc/{pid}/task/{tid}/status"
+    topo = TopologyCollector(root, stat=fake_stat({}))
+
+    def affinity(g: GuestSample = guest) -> tuple[int, ...] | None:
+        (out,) = topo.enrich((g,))
+        return out.vcpus[0].affinity
+
+    assert affinity() == (0, 1)
+    status.write_text(
+        status.read_text().replace("Cpus_allowed_list:\t0-1", "Cpus_allowed_list:\t1")
+    )
+    seen = [affinity() for _ in range(AFFINITY_EVERY)]
+    # Ticks 2, 3, ...: the thread's turn comes at the first one `turn` names.
+    due = next(i for i in range(AFFINITY_EVERY) if turn(i + 2, tid, AFFINITY_EVERY))
+    assert due > 0, "the fixture's thread is due at once: the test shows no spread"
+    assert seen == [(0, 1)] * due + [(1,)] * (AFFINITY_EVERY - due)
+    # The same thread id in another process (a restarted guest) is read at once.
+    other = root / f"proc/{pid + 1}/task/{tid}"
+    other.mkdir(parents=True)
+    (other / "status").write_text("Name:\tqemu\nCpus_allowed_list:\t0\n")
+    moved = GuestSample(
+        guest.uuid,
+        guest.name,
+        dom_id=guest.dom_id,
+        state="running",
+        pid=pid + 1,
+        vcpus=guest.vcpus,
+    )
+    assert affinity(moved) == (0,)
 
 
 def systemd_v2_tree(root: Path, pid: int, quota_dirs: dict[str, str]) -> None:
