@@ -543,7 +543,9 @@ class StoreReader:
     def _decode(self, index: int, t: Any, dict_id: Any, data: Any) -> Sample | None:
         if not (
             _is_number(t)
-            and (dict_id is None or isinstance(dict_id, int))
+            # A dictionary's id is its rowid, which SQLite numbers from 1 (writer.py
+            # inserts without one): 0 or less is damage, not a missing dictionary.
+            and (dict_id is None or (isinstance(dict_id, int) and dict_id > 0))
             and isinstance(data, bytes)
         ):
             self._notes.lost(index, None, "its row is damaged")

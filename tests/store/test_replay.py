@@ -141,6 +141,21 @@ def test_damaged_samples_are_skipped_with_a_notice(recording: Path, samples: lis
     assert feed.seek(samples[29].wall_s) is not None  # a damaged target: the next one
 
 
+@pytest.mark.parametrize("dict_id", [-28, 0])
+def test_a_garbled_dictionary_id_reads_as_a_damaged_row(
+    recording: Path, samples: list[Sample], dict_id: int
+) -> None:
+    """A dictionary id SQLite never gives (ids start at 1) is damage to the row, not a
+    dictionary "#-28" that went missing."""
+    import sqlite3
+
+    with sqlite3.connect(recording) as conn:
+        conn.execute("UPDATE samples SET dict_id = ? WHERE id = 30", (dict_id,))
+    feed = replay(recording)
+    assert len(drain(feed)) == len(samples) - 1
+    assert feed.notices == ["sample #30 skipped: its row is damaged"]
+
+
 def test_follow_mode_picks_up_new_samples(tmp_path: Path) -> None:
     host = SyntheticHost(2, interval_s=0.01)  # follow waits one recorded interval at most
     path = tmp_path / "growing.kvmtop"
