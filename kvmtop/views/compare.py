@@ -268,7 +268,14 @@ def compare(kind: str, guest: float | None, host: float | None) -> Cell:
         level = "critical" if diff >= RTT_CRIT_MS else "warning" if diff >= RTT_WARN_MS else "ok"
         return Cell(f"{diff:+.2f} ms", level, right=True)
     if kind == SHARE:
-        return Cell(f"{100.0 * guest / host:.0f}% of host" if host > 0 else DASH, right=True)
+        if host <= 0:
+            return Cell(DASH, "dim", right=True)
+        if guest > host:
+            # Not a share: the traffic does not all cross the baseline (guests talking
+            # on the bridge), or the uplink's qdisc dropped the rest. A percentage in
+            # the tens of thousands says neither.
+            return Cell("more than host", "info", right=True)
+        return Cell(f"{100.0 * guest / host:.0f}% of host", right=True)
     if host == 0:
         return (
             Cell("both 0", "ok", right=True)

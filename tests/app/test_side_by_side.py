@@ -129,6 +129,9 @@ def test_like_rows_are_coloured_by_how_far_apart() -> None:
     assert compare("like", 0.0, 0.0).level == "ok"
     assert compare("rtt", 4.603, 0.043) == ("+4.56 ms", "warning", True)
     assert compare("share", 50.0, 200.0) == ("25% of host", None, True)
+    # A vNIC talking to a guest on its bridge moves more than the uplink carries.
+    assert compare("share", 4.2e6, 4.9e3) == ("more than host", "info", True)
+    assert compare("share", 1.0, 0.0).text == "–"
 
 
 def test_series_follow_the_guest_through_the_recent_frames(frames: list[Snapshot]) -> None:
