@@ -101,7 +101,7 @@ def host_lines(snapshot: Snapshot) -> list[Content]:
             (
                 "kvmtop",
                 f"{_pct(h.self_cpu_pct)} {fmt_bytes(h.self_rss_bytes)} "
-                f"{fmt_ms(snapshot.collect_ms)} ms/tick",
+                f"collect {fmt_ms(snapshot.collect_ms)} ms",
             ),
         ),
         _line(

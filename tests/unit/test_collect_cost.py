@@ -20,4 +20,4 @@ def test_host_strip_shows_the_collection_time_next_to_kvmtop_cpu() -> None:
     snap = snapshot([GuestSpec("alpha")])
     text = host_lines(snap)[0].plain.replace("\N{NO-BREAK SPACE}", " ")
     assert f"kvmtop {fmt_pct(snap.host.self_cpu_pct)}" in text
-    assert text.rstrip().endswith(f"{fmt_ms(snap.collect_ms)} ms/tick")
+    assert text.rstrip().endswith(f"collect {fmt_ms(snap.collect_ms)} ms")
