@@ -65,7 +65,7 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
 
 AFFINITY_EVERY = 5
 """Ticks between two reads of a vCPU thread's affinity: the kernel formats the whole
-status file (some 55 lines, fs/proc/array.c proc_pid_status) for the one line read,
+status file (59 lines on Linux 6.1, fs/proc/array.c proc_pid_status) for the one line read,
 more than the schedstat read steal needs every tick, while pins change by hand and
 rarely (bench/results/measurements.md, "vCPU affinity")."""
 
