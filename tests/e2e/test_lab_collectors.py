@@ -36,6 +36,7 @@ from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.units import MIB
 from kvmtop.store.reader import StoreReader
 from kvmtop.views.guest_detail import GuestDetailScreen, tracing_text
+from kvmtop.views.sources import NO_REASON, blank_reasons
 from kvmtop.wiring import build_live_feed, build_pipeline
 from tests.app.builders import wait_until
 from tests.e2e.lab_watch import Observation, watch
@@ -71,6 +72,21 @@ def test_every_lab_guest_is_seen_with_name_and_uuid(lab: Lab, observed: Observat
         assert seen[name].uuid == guest.uuid
         assert seen[name].state == "running"
         assert seen[name].accel == ("kvm" if guest.is_kvm else "tcg")
+
+
+def test_every_blank_cell_of_a_lab_guest_says_why(observed: Observation) -> None:
+    """No guest column of any lab guest is blank without its reason (`GuestRates.na`,
+    which the sources view lists), on any frame of the watch. The boot-sector probes'
+    network cells were (they have no vNIC), and so were a KVM guest's exits on its
+    first frame."""
+    unexplained = {
+        (col.header, name)
+        for snap in observed.snapshots
+        for col, reason, names in blank_reasons(snap)
+        if reason == NO_REASON
+        for name in names
+    }
+    assert not unexplained, sorted(unexplained)
 
 
 def test_rates_match_raw_libvirt_arithmetic(observed: Observation) -> None:

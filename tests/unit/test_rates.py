@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 
 from kvmtop.model.rates.counters import counter_delta, latency_ms, rate
 from kvmtop.model.rates.frame import derive
-from kvmtop.model.rates.guest import NA_NOT_KVM, derive_guest, guest_used_bytes
+from kvmtop.model.rates.guest import (
+    NA_FIRST,
+    NA_NO_DISK,
+    NA_NO_VNIC,
+    NA_NOT_KVM,
+    derive_guest,
+    guest_used_bytes,
+)
 from kvmtop.model.rates.host import derive_host
 from kvmtop.model.sample import (
     BalloonSample,
@@ -163,6 +170,19 @@ def test_tcg_guest_has_no_exits_and_says_why() -> None:
     g = derive_guest(prev, cur, 1.0, now_s=0)
     assert g.exits_per_s is None
     assert g.na["exits_per_s"] == NA_NOT_KVM
+
+
+def test_a_guest_without_vnic_or_disk_says_so_in_every_blank() -> None:
+    """The lab's boot-sector probes have neither: their network and disk cells were
+    blank with no reason in the sources view."""
+    bare = guest()
+    for prev in (None, bare):
+        na = derive_guest(prev, bare, 2.0, now_s=0).na
+        assert [na[k] for k in ("net_rx_bps", "net_rtt_ms")] == [NA_NO_VNIC] * 2
+        assert [na[k] for k in ("disk_iops", "disk_read_ms", "disk_write_ms")] == [NA_NO_DISK] * 3
+    full = guest(nics=(NicSample("vnet0", rx_bytes=0),), disks=(DiskSample("vda", rd_reqs=0),))
+    na = derive_guest(None, full, 2.0, now_s=0).na
+    assert na["net_rx_bps"] == na["disk_iops"] == na["exits_per_s"] == NA_FIRST
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,12 @@ NA_NO_PROBE = "RTT probing is off (opt-in: it sends packets to the guest)"
 NA_AFTER_NO_ANSWER = (
     "the guest did not answer at the previous sample: rates need two samples it answered"
 )
+NA_NO_VNIC = "no vNIC: the guest has no network interface"
+NA_NO_DISK = "no disk: the guest has no block device"
+_NO_VNIC_NA = ("net_rx_bps", "net_rtt_ms")
+"""The `na` keys the network columns and the detail's RTT read their reason from."""
+_NO_DISK_NA = ("disk_iops", "disk_read_ms", "disk_write_ms")
+"""The `na` keys of the disk columns."""
 
 
 class GuestRates(msgspec.Struct, frozen=True, gc=False):
@@ -252,6 +258,12 @@ def derive_guest(
             "exits refused or absent, kvm_exit not counted"
         )
 
+    # A guest without a vNIC or a disk has no figure to show there, ever: that is the
+    # reason on every tick, the first one included.
+    if not cur.nics:
+        na.update(dict.fromkeys(_NO_VNIC_NA, NA_NO_VNIC))
+    if not cur.disks:
+        na.update(dict.fromkeys(_NO_DISK_NA, NA_NO_DISK))
     prev_disks = {d.target: d for d in prev.disks} if prev else {}
     disks = tuple([derive_disk(prev_disks.get(d.target), d, dt_s, min_ops) for d in cur.disks])
     prev_nics = {n.name: n for n in prev.nics} if prev else {}
@@ -302,6 +314,7 @@ def derive_guest(
         for key in (
             "cpu_pct",
             "steal_pct",
+            "exits_per_s",
             "disk_iops",
             "disk_read_ms",
             "disk_write_ms",
