@@ -29,6 +29,7 @@ from typing import Protocol
 from kvmtop.collectors.base import (
     Closeable,
     CollectorError,
+    Gapped,
     GuestEnricher,
     GuestSource,
     HostEnricher,
@@ -60,7 +61,7 @@ the deadline itself bounds a libvirtd that is slow for every guest (calls of 0.3
 were seen in the lab while a domain started)."""
 
 MAX_NAMED = 3
-"""Guests named in a source's reason before "+N more"."""
+"""Guests, or gaps, named in a source's reason before "+N more"."""
 
 
 class SampleSource(Protocol):
@@ -163,13 +164,23 @@ class Sampler:
 
     @staticmethod
     def _status(
-        probe: Probe, started: int, ended: int, error: str | None, note: str | None = None
+        probe: Probe,
+        started: int,
+        ended: int,
+        error: str | None,
+        note: str | None = None,
+        source: object = None,
     ) -> SourceStatus:
-        """`note`: what the source delivered only in part (it stays ok)."""
+        """`note`: what the source delivered only in part (it stays ok). `source`: the
+        collector read this tick; a `Gapped` one's gaps from this read are the reason
+        in place of the probe's."""
+        reason = probe.reason
+        if error is None and probe.available and isinstance(source, Gapped):
+            reason = _listed(source.last_gaps)
         return SourceStatus(
             name=probe.name,
             ok=error is None and probe.available,
-            reason=error or note or probe.reason,
+            reason=error or note or reason,
             duration_ns=ended - started,
             detail=dict(probe.detail),
         )
@@ -190,7 +201,7 @@ class Sampler:
                     host = self.host.collect()
                 except (CollectorError, OSError, ValueError) as exc:
                     error = str(exc)
-            statuses.append(self._status(probe, t0, self._clock(), error))
+            statuses.append(self._status(probe, t0, self._clock(), error, source=self.host))
 
         for host_enricher in self.host_enrichers if host is not None else ():
             probe = self._probe(host_enricher, type(host_enricher).__name__)
@@ -201,7 +212,7 @@ class Sampler:
                     host = host_enricher.enrich_host(host)
                 except (CollectorError, OSError, ValueError) as exc:
                     error = str(exc)
-            statuses.append(self._status(probe, t0, self._clock(), error))
+            statuses.append(self._status(probe, t0, self._clock(), error, source=host_enricher))
 
         if self.guests is not None:
             probe = self._probe(self.guests, "libvirt")
@@ -237,7 +248,7 @@ class Sampler:
                     guests = enricher.enrich(guests)
                 except (CollectorError, OSError, ValueError) as exc:
                     error = str(exc)
-            status = self._status(probe, t0, self._clock(), error)
+            status = self._status(probe, t0, self._clock(), error, source=enricher)
             if tracer is not None:
                 status = self._tracing_status(tracer, status)
             statuses.append(status)
@@ -301,8 +312,14 @@ class Sampler:
 def _not_responding_note(guests: Sequence[GuestSample]) -> str | None:
     """The guests that did not answer this tick and why, for the source's status."""
     silent = [g for g in guests if g.not_responding_since_s is not None]
-    if not silent:
+    return _listed([f"{g.name} {g.not_responding}" for g in silent])
+
+
+def _listed(items: Sequence[str]) -> str | None:
+    """The first `MAX_NAMED` items, "; "-joined, and "+N more" for the rest; None for
+    none. A reason is recorded with every sample: a host of hundreds of guests must
+    not write hundreds of names per tick."""
+    if not items:
         return None
-    named = [f"{g.name} {g.not_responding}" for g in silent[:MAX_NAMED]]
-    more = len(silent) - MAX_NAMED
-    return "; ".join(named) + (f"; +{more} more" if more > 0 else "")
+    more = len(items) - MAX_NAMED
+    return "; ".join(items[:MAX_NAMED]) + (f"; +{more} more" if more > 0 else "")

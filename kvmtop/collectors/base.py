@@ -39,9 +39,14 @@ class CollectorError(Exception):
 R = TypeVar("R")
 
 
+@runtime_checkable
 class Gapped(Protocol):
     """A collector whose read may miss some of its sources and go on: what the last
-    read could not get is in `last_gaps`."""
+    read could not get is in `last_gaps`.
+
+    The sampler makes them the source's reason on every tick it reads the source (the
+    probe's reason is what the probe's own read missed, which goes stale), so a
+    daemon that stops answering after start-up shows in the sources view."""
 
     @property
     def name(self) -> str:

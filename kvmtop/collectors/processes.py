@@ -175,8 +175,6 @@ class ProcessCollector:
         """KVM debugfs VM directories by pid, listed once per tick."""
         self._comms: dict[int, dict[int, str]] = {}
         """Thread names by pid and tid (see `_threads`)."""
-        self.unmanaged = 0
-        """Unmanaged guests found at the last tick."""
 
     def paths_read(self) -> list[str]:
         """Glob patterns (relative to root) of every file this collector reads."""
@@ -198,10 +196,9 @@ class ProcessCollector:
             procfs.parse_task_schedstat(read_text(self._proc / "self" / "schedstat"))
         except (OSError, ValueError) as e:
             return Probe(self.name, False, f"{self._proc}: {e}")
-        detail = {"unmanaged_guests": str(self.unmanaged)}
         if os.geteuid() != 0:
-            return Probe(self.name, True, "not root: only this user's VMs are found", detail)
-        return Probe(self.name, True, None, detail)
+            return Probe(self.name, True, "not root: only this user's VMs are found")
+        return Probe(self.name, True)
 
     # ------------------------------------------------------------------ discovery
 
@@ -441,6 +438,5 @@ class ProcessCollector:
         """`guests` with `threads` filled, followed by the unmanaged KVM guests."""
         known = {g.pid for g in guests if g.pid is not None}
         extra = [g for pid in self._discover(known) if (g := self._unmanaged(pid)) is not None]
-        self.unmanaged = len(extra)
         self._tick += 1
         return tuple(self._with_threads(g) for g in (*guests, *extra))

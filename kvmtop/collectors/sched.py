@@ -76,7 +76,7 @@ class SchedCollector:
             return Probe(self.name, False, f"/proc/self/schedstat unreadable: {e.strerror}")
         except ValueError as e:
             return Probe(self.name, False, str(e))
-        return Probe(self.name, True, detail={"qemu_processes": str(len(self._cache))})
+        return Probe(self.name, True)
 
     def enrich(self, guests: Sequence[GuestSample]) -> tuple[GuestSample, ...]:
         """Return `guests` with per-vCPU schedstat filled in for those with a pid.

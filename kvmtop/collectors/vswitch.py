@@ -297,7 +297,6 @@ class VswitchCollector:
         return {
             "rundir": self._find_rundir(),
             "every_s": f"{self._every_ns / NS_PER_S:g}",
-            "ports": str(len(snap.ports)),
             "datapaths": ", ".join(d.name for d in snap.datapaths) or "none",
         }
 

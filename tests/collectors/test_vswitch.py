@@ -199,3 +199,18 @@ def test_sampler_runs_host_enrichers(root: Path, tmp_path: Path) -> None:
     status = sample.sources[1]
     assert (status.name, status.ok) == ("vswitch", False)
     assert status.reason is not None and "Open vSwitch" in status.reason
+
+
+def test_vswitchd_that_stops_after_start_up_shows_in_the_status(root: Path) -> None:
+    """The status reason is the gaps of this tick's read, not the probe's: an
+    ovs-vswitchd that stops answering after kvmtop started is named while it is down
+    (the source stays ok: OVSDB still gives the ports), and no longer once it is back."""
+    rpc = FakeOvs()
+    sampler = Sampler(Host(), None, host_enrichers=[VswitchCollector(root, every_s=0, rpc=rpc)])
+    assert sampler.sample().sources[1].reason is None
+    rpc.vswitchd = False
+    status = sampler.sample().sources[1]
+    assert status.ok and status.reason is not None
+    assert status.reason.startswith("ovs-vswitchd unreachable, datapath counters unavailable")
+    rpc.vswitchd = True
+    assert sampler.sample().sources[1].reason is None
