@@ -55,6 +55,11 @@ def disk_latency_ms(d: HostDiskRates) -> float | None:
     return max(known) if known else None
 
 
+def labelled(label: str, text: str) -> Content:
+    """A detail line under a table: a dim label, then text from outside made visible."""
+    return Content.assemble((f"{label:<9}", LABEL), visible(text))
+
+
 def clock(wall_s: float) -> str:
     """Local time of day of a wall-clock stamp."""
     return time.strftime("%H:%M:%S", time.localtime(wall_s))

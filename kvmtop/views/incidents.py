@@ -29,7 +29,7 @@ from kvmtop.model.formatting import DASH, fmt_si
 from kvmtop.model.incident import Incident, Member
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.text import visible
-from kvmtop.views.host_strip import LABEL, SteadyStatic, clock
+from kvmtop.views.host_strip import SteadyStatic, clock, labelled
 from kvmtop.views.line_table import Cell, LineTable, TableColumn
 from kvmtop.views.timeline import SEVERITY_STYLES
 
@@ -176,11 +176,6 @@ def notices_cells(notices: list[Incident], expanded: bool) -> tuple[Cell, ...]:
     )
 
 
-def _labelled(label: str, text: str) -> Content:
-    """A detail line: a dim label, then text from outside made visible."""
-    return Content.assemble((f"{label:<9}", LABEL), visible(text))
-
-
 def _headline(severity: str, text: str) -> Content:
     """A detail line's severity in its colour, then text from outside made visible."""
     return Content.assemble(
@@ -201,7 +196,7 @@ def detail(row: Row, notices: list[Incident]) -> Content:
                     f"{len(notices)} info-level incident(s): nothing suffers "
                     "from them now (Enter lists or folds them)",
                 ),
-                _labelled("about", notice_titles(notices)),
+                labelled("about", notice_titles(notices)),
             ]
         )
     if m is None:
@@ -217,7 +212,7 @@ def detail(row: Row, notices: list[Incident]) -> Content:
         )
         evidence = m.evidence
     return Content("\n").join(
-        [head, _labelled("evidence", figures(evidence)), _labelled("advice", i.advice)]
+        [head, labelled("evidence", figures(evidence)), labelled("advice", i.advice)]
     )
 
 

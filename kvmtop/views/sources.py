@@ -1,5 +1,8 @@
 """The sources view: each collector's health, and why every blank cell is blank.
 
+The table cuts a long reason at its column; the lines under it give the reason and
+the details of the source under the cursor in full.
+
 Layer: views. Reads `Snapshot.sources`, `GuestRates.na` and `HostRates.na` only.
 """
 
@@ -11,15 +14,17 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
+from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import DataTable, Footer, Static
 
 from kvmtop.model.fields import GUEST_COLUMNS, Field, cell_text
 from kvmtop.model.formatting import DASH
+from kvmtop.model.sample import SourceStatus
 from kvmtop.model.snapshot import Snapshot
 from kvmtop.model.units import NS_PER_MS
 from kvmtop.views.guest_table import Cell, KeyedTable, TableColumn
-from kvmtop.views.host_strip import NA_LABELS, ModeBadge
+from kvmtop.views.host_strip import NA_LABELS, ModeBadge, labelled
 
 NO_REASON = "unknown this interval (no reason recorded)"
 """Shown for a blank cell of a running guest that carries no `na` entry for the column."""
@@ -59,6 +64,16 @@ def blank_reasons(snapshot: Snapshot) -> list[tuple[Field, str, list[str]]]:
     return out
 
 
+def about(status: SourceStatus) -> Content:
+    """The lines under the sources table: the whole reason and details of a source."""
+    return Content("\n").join(
+        [
+            labelled("reason", status.reason or "none: it delivered all it reads"),
+            labelled("details", ", ".join(f"{k}={v}" for k, v in status.detail.items()) or DASH),
+        ]
+    )
+
+
 def _names(names: list[str]) -> str:
     shown = ", ".join(names[:MAX_NAMES])
     more = len(names) - MAX_NAMES
@@ -76,9 +91,12 @@ class SourcesScreen(Screen[None]):
         """Create the screen, showing `snapshot` once mounted (if given)."""
         super().__init__()
         self._initial = snapshot
+        self._sources: dict[str, SourceStatus] = {}
 
     def on_mount(self) -> None:
-        """Show the snapshot the screen was opened with."""
+        """Show the snapshot the screen was opened with; the cursor keys move through
+        the sources."""
+        self.query_one("#sources-table", KeyedTable).focus()
         if self._initial is not None:
             self.show(self._initial)
 
@@ -87,7 +105,8 @@ class SourcesScreen(Screen[None]):
         with VerticalScroll():
             yield ModeBadge(id="mode")
             yield Static("Sources", classes="heading")
-            yield KeyedTable(SOURCE_COLUMNS, id="sources-table", show_cursor=False)
+            yield KeyedTable(SOURCE_COLUMNS, id="sources-table")
+            yield Static(id="source-about")
             yield Static("Blank columns explained", classes="heading")
             yield KeyedTable(BLANK_COLUMNS, id="blanks-table", show_cursor=False)
             yield Static("Host figures unavailable", classes="heading")
@@ -97,6 +116,7 @@ class SourcesScreen(Screen[None]):
     def show(self, snapshot: Snapshot) -> None:
         """Show a snapshot's sources and blank-cell reasons."""
         self.query_one(ModeBadge).show(snapshot)
+        self._sources = {s.name: s for s in snapshot.sources}
         self.query_one("#sources-table", KeyedTable).sync(
             (
                 s.name,
@@ -110,6 +130,7 @@ class SourcesScreen(Screen[None]):
             )
             for s in snapshot.sources
         )
+        self._describe()
         blanks = [
             (f"{col.key}|{reason}", (Cell(col.header), Cell(reason), Cell(_names(names))))
             for col, reason, names in blank_reasons(snapshot)
@@ -124,3 +145,13 @@ class SourcesScreen(Screen[None]):
         self.query_one("#host-na-table", KeyedTable).sync(
             host or [("", (Cell(DASH), Cell("every host figure is available")))]
         )
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """Describe the source the cursor moved to."""
+        event.stop()
+        self._describe()
+
+    def _describe(self) -> None:
+        key = self.query_one("#sources-table", KeyedTable).cursor_key
+        status = self._sources.get(key) if key is not None else None
+        self.query_one("#source-about", Static).update(about(status) if status else "")

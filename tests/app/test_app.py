@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from rich.style import Style
 from textual.content import Content
-from textual.widgets import Input, Sparkline
+from textual.widgets import Input, Sparkline, Static
 
 from kvmtop.app.feed_thread import FeedEnded, FrameReady
 from kvmtop.app.main import KvmtopApp
@@ -18,6 +18,7 @@ from kvmtop.model.formatting import DASH
 from kvmtop.model.rates.frame import Frame
 from kvmtop.model.rates.guest import NA_NOT_KVM
 from kvmtop.model.rates.kvm import TRACE_SOURCE
+from kvmtop.model.sample import SourceStatus
 from kvmtop.views.guest_detail import GuestDetailScreen, exits_text, tracing_text
 from kvmtop.views.guest_table import NAME_MIN_WIDTH, GuestTable, KeyedTable
 from kvmtop.views.host_strip import HostStrip, ModeBadge, host_lines
@@ -213,6 +214,24 @@ async def test_tcg_guest_blank_exits_explained_in_sources_view() -> None:
         assert host.get_row("")[1].plain == "every host figure is available"
         await pilot.press("s")
         assert isinstance(app.focused, GuestTable)
+
+
+async def test_sources_view_gives_the_reason_under_the_cursor_in_full() -> None:
+    """The table cuts a reason at its column; the lines under it give the whole reason
+    and details of the source the cursor is on (a name in them made visible)."""
+    long = "ovs-vswitchd unreachable, datapath counters unavailable: " + "x" * 80 + "\x1b[2J"
+    sources = (*DEFAULT_SOURCES, SourceStatus("vswitch", True, reason=long, detail={"a": "b"}))
+    app = KvmtopApp(FakeFeed([snapshot(GUESTS, sources=sources)]))
+    async with app.run_test(size=SIZE) as pilot:
+        await shown(pilot, app)
+        await pilot.press("s")
+        about = app.screen.query_one("#source-about", Static)
+        assert str(about.render()).startswith("reason   none: it delivered all it reads")
+        for _ in sources[:-1]:
+            await pilot.press("down")
+        text = str(about.render())
+        assert "x" * 80 + "\\x1b[2J" in text.replace("\n", "")
+        assert text.endswith("details  a=b")
 
 
 async def test_sources_view_lists_host_figures_the_kernel_lacks() -> None:
