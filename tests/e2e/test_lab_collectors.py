@@ -123,10 +123,17 @@ def test_cpu_guest_shows_its_duty_cycle(lab: Lab, observed: Observation) -> None
         f"\nlab-cpu: duty {expected:g} %, CPU {busy:.1f} %, CPU + steal {demand:.1f} %; "
         f"host idle {100 * spare:.0f} % during the observation"
     )
+    idle_demand = observed.median("lab-idle", lambda g: _plus(g.cpu_pct, g.steal_pct))
     assert demand >= expected * 0.7, (busy, demand)
+    assert demand > idle_demand + expected * 0.3, (demand, idle_demand)
     assert busy <= expected * 1.6
-    assert busy > idle + expected * 0.3
+    assert busy > idle, (busy, idle)
     if spare >= SPARE_HOST_SHARE:
+        # With CPUs to spare the vCPU runs when it wants to: its CPU alone shows the
+        # duty. On a saturated host it waits for a CPU most of that time, and what it
+        # wanted shows as CPU + steal: a nested CI run (host idle 15 %) saw CPU 8.1 %,
+        # CPU + steal 31.3 % for a 20 % duty, and lab-idle at 2.5 % CPU.
+        assert busy > idle + expected * 0.3, (busy, idle)
         assert demand <= expected * 1.6, (busy, demand, spare)
 
 
