@@ -64,12 +64,17 @@ def blank_reasons(snapshot: Snapshot) -> list[tuple[Field, str, list[str]]]:
     return out
 
 
+def details(status: SourceStatus) -> str:
+    """A source's details as "key=value, ..." (a dash without any)."""
+    return ", ".join(f"{k}={v}" for k, v in status.detail.items()) or DASH
+
+
 def about(status: SourceStatus) -> Content:
     """The lines under the sources table: the whole reason and details of a source."""
     return Content("\n").join(
         [
             labelled("reason", status.reason or "none: it delivered all it reads"),
-            labelled("details", ", ".join(f"{k}={v}" for k, v in status.detail.items()) or DASH),
+            labelled("details", details(status)),
         ]
     )
 
@@ -125,7 +130,7 @@ class SourcesScreen(Screen[None]):
                     Cell("ok", "ok") if s.ok else Cell("FAILED", "critical"),
                     Cell(f"{s.duration_ns / NS_PER_MS:.1f}", right=True),
                     Cell(s.reason or DASH, None if s.ok else "critical"),
-                    Cell(", ".join(f"{k}={v}" for k, v in s.detail.items()) or DASH),
+                    Cell(details(s)),
                 ),
             )
             for s in snapshot.sources

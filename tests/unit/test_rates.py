@@ -173,8 +173,8 @@ def test_tcg_guest_has_no_exits_and_says_why() -> None:
 
 
 def test_a_guest_without_vnic_or_disk_says_so_in_every_blank() -> None:
-    """The lab's boot-sector probes have neither: their network and disk cells were
-    blank with no reason in the sources view."""
+    """The lab's boot-sector probes have no vNIC: their network cells were blank with
+    no reason in the sources view. A guest without a disk is the same case."""
     bare = guest()
     for prev in (None, bare):
         na = derive_guest(prev, bare, 2.0, now_s=0).na

@@ -25,10 +25,10 @@ NA_AFTER_NO_ANSWER = (
 )
 NA_NO_VNIC = "no vNIC: the guest has no network interface"
 NA_NO_DISK = "no disk: the guest has no block device"
-_NO_VNIC_NA = ("net_rx_bps", "net_rtt_ms")
-"""The `na` keys the network columns and the detail's RTT read their reason from."""
-_NO_DISK_NA = ("disk_iops", "disk_read_ms", "disk_write_ms")
-"""The `na` keys of the disk columns."""
+_NO_VNIC_NA = dict.fromkeys(("net_rx_bps", "net_rtt_ms"), NA_NO_VNIC)
+"""The reasons of the `na` keys the network columns and the detail's RTT read."""
+_NO_DISK_NA = dict.fromkeys(("disk_iops", "disk_read_ms", "disk_write_ms"), NA_NO_DISK)
+"""The reasons of the `na` keys of the disk columns."""
 
 
 class GuestRates(msgspec.Struct, frozen=True, gc=False):
@@ -261,9 +261,9 @@ def derive_guest(
     # A guest without a vNIC or a disk has no figure to show there, ever: that is the
     # reason on every tick, the first one included.
     if not cur.nics:
-        na.update(dict.fromkeys(_NO_VNIC_NA, NA_NO_VNIC))
+        na.update(_NO_VNIC_NA)
     if not cur.disks:
-        na.update(dict.fromkeys(_NO_DISK_NA, NA_NO_DISK))
+        na.update(_NO_DISK_NA)
     prev_disks = {d.target: d for d in prev.disks} if prev else {}
     disks = tuple([derive_disk(prev_disks.get(d.target), d, dt_s, min_ops) for d in cur.disks])
     prev_nics = {n.name: n for n in prev.nics} if prev else {}
